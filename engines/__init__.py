@@ -1,0 +1,1 @@
+"""fusewatch inference side: graph-fusion model, incremental graphs, backends, engine service."""

@@ -1,0 +1,290 @@
+"""Wire contract: feature and alert messages (msgpack maps + raw little-endian arrays, no pickle).
+
+Schema version 1. Every message is a msgpack map with ``"v"`` (int version) and ``"kind"``
+(``"features"`` | ``"alert"``). Arrays travel as ``{"name", "dtype", "shape", "data"}`` with
+``dtype`` one of ``<f2 <f4 <f8`` and ``data`` the C-order little-endian bytes.
+
+:func:`decode_features` / :func:`decode_alert` validate everything (version, kind, field types,
+array sizes, dtypes, finite values, total size) and raise :class:`SchemaError` whose ``reason``
+is a short machine-readable code and ``str()`` a human sentence — the consumer routes the raw
+bytes plus that reason to the dead-letter topic (:func:`dead_letter_payload`).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import numpy as np
+
+SCHEMA_VERSION = 1
+DEFAULT_MAX_BYTES = 1_048_576
+ALLOWED_DTYPES = ("<f2", "<f4", "<f8")
+MAX_DIMS = 3
+MAX_REPRESENTATIONS = 16
+ALERT_TYPES = ("new", "update", "end")
+
+
+class SchemaError(ValueError):
+    """A message that violates the wire contract. ``reason`` is a stable code, e.g. ``bad_dtype``."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+@dataclass
+class Representation:
+    """One feature vector/array of a clip. ``array`` shape e.g. (D,) float32."""
+
+    name: str
+    array: np.ndarray
+    extractor: str = ""
+    version: str = ""
+
+
+@dataclass
+class FeatureMessage:
+    """Features of one clip of one camera.
+
+    Times: ``pts_start``/``pts_end`` are seconds since the stream's first frame (from PTS and the
+    stream time base); ``wall_start``/``wall_end`` are Unix seconds (capture wall clock, anchored at
+    the first frame). ``frame_start``/``frame_end`` are inclusive decoded-frame indices.
+    """
+
+    camera: str
+    clip: int
+    pts_start: float
+    pts_end: float
+    wall_start: float
+    wall_end: float
+    frame_start: int
+    frame_end: int
+    reps: list[Representation]
+    produced: float = field(default_factory=time.time)
+    v: int = SCHEMA_VERSION
+
+    def rep(self, name: str) -> np.ndarray | None:
+        for r in self.reps:
+            if r.name == name:
+                return r.array
+        return None
+
+    def encode(self) -> bytes:
+        return encode_features(self)
+
+
+@dataclass
+class Evidence:
+    """Where the scored clip came from: source topic/partition/offset."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass
+class AlertMessage:
+    """An alert event; ``id`` is stable across new/update/end and across re-processing.
+
+    ``start_time``/``end_time`` are Unix seconds (capture wall clock) of the alert window,
+    ``start_clip``/``end_clip`` its clip indices; ``score`` is the latest clip score and
+    ``peak`` the highest so far.
+    """
+
+    id: str
+    type: str
+    camera: str
+    score: float
+    peak: float
+    start_clip: int
+    end_clip: int
+    start_time: float
+    end_time: float
+    model_name: str
+    model_version: str
+    backend: str
+    evidence: list[Evidence] = field(default_factory=list)
+    produced: float = field(default_factory=time.time)
+    v: int = SCHEMA_VERSION
+
+    def encode(self) -> bytes:
+        return encode_alert(self)
+
+
+# ---------------------------------------------------------------------------------------------
+def _pack(obj: dict) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def _array_to_wire(name: str, arr: np.ndarray, extractor: str, version: str) -> dict:
+    a = np.ascontiguousarray(arr)
+    dt = a.dtype.newbyteorder("<") if a.dtype.byteorder not in ("<", "=", "|") else a.dtype
+    a = a.astype(dt.newbyteorder("<"), copy=False)
+    return {"name": name, "dtype": a.dtype.str, "shape": list(a.shape), "data": a.tobytes(),
+            "extractor": extractor, "version": version}
+
+
+def encode_features(m: FeatureMessage) -> bytes:
+    for r in m.reps:
+        if r.array.dtype.str.lstrip("<>=|")[0] != "f":
+            raise SchemaError("bad_dtype", f"representation {r.name!r} has dtype {r.array.dtype}")
+    return _pack({
+        "v": m.v, "kind": "features", "camera": m.camera, "clip": int(m.clip),
+        "pts_start": float(m.pts_start), "pts_end": float(m.pts_end),
+        "wall_start": float(m.wall_start), "wall_end": float(m.wall_end),
+        "frame_start": int(m.frame_start), "frame_end": int(m.frame_end),
+        "produced": float(m.produced),
+        "reps": [_array_to_wire(r.name, r.array, r.extractor, r.version) for r in m.reps],
+    })
+
+
+def encode_alert(a: AlertMessage) -> bytes:
+    if a.type not in ALERT_TYPES:
+        raise SchemaError("bad_alert_type", repr(a.type))
+    return _pack({
+        "v": a.v, "kind": "alert", "id": a.id, "type": a.type, "camera": a.camera,
+        "score": float(a.score), "peak": float(a.peak),
+        "start_clip": int(a.start_clip), "end_clip": int(a.end_clip),
+        "start_time": float(a.start_time), "end_time": float(a.end_time),
+        "model": {"name": a.model_name, "version": a.model_version, "backend": a.backend},
+        "evidence": [{"topic": e.topic, "partition": int(e.partition), "offset": int(e.offset)}
+                     for e in a.evidence],
+        "produced": float(a.produced),
+    })
+
+
+# ---------------------------------------------------------------------------------------------
+def _unpack(data: bytes, max_bytes: int) -> dict:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise SchemaError("not_bytes", type(data).__name__)
+    if len(data) > max_bytes:
+        raise SchemaError("too_large", f"{len(data)} bytes > limit {max_bytes}")
+    if len(data) == 0:
+        raise SchemaError("empty", "zero-length payload")
+    try:
+        obj = msgpack.unpackb(bytes(data), raw=False, strict_map_key=True,
+                              max_bin_len=max_bytes, max_str_len=65536,
+                              max_array_len=4096, max_map_len=256)
+    except Exception as e:  # msgpack raises several types (ExtraData, ValueError, ...)
+        raise SchemaError("undecodable", f"{type(e).__name__}: {e}"[:200]) from None
+    if not isinstance(obj, dict):
+        raise SchemaError("not_a_map", type(obj).__name__)
+    v = obj.get("v")
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise SchemaError("missing_version", "field 'v' missing or not an integer")
+    if v != SCHEMA_VERSION:
+        raise SchemaError("unsupported_version", f"version {v}, this build reads {SCHEMA_VERSION}")
+    return obj
+
+
+def _get(obj: dict, key: str, types: tuple, ctx: str = "") -> Any:
+    if key not in obj:
+        raise SchemaError("missing_field", f"{ctx}{key}")
+    val = obj[key]
+    if isinstance(val, bool) and bool not in types:
+        raise SchemaError("bad_field", f"{ctx}{key} has type bool")
+    if not isinstance(val, types):
+        raise SchemaError("bad_field", f"{ctx}{key} has type {type(val).__name__}")
+    if isinstance(val, float) and not math.isfinite(val):
+        raise SchemaError("non_finite", f"{ctx}{key} is {val}")
+    return val
+
+
+_NUM = (int, float)
+
+
+def _array_from_wire(d: Any, i: int) -> Representation:
+    ctx = f"reps[{i}]."
+    if not isinstance(d, dict):
+        raise SchemaError("bad_field", f"reps[{i}] is not a map")
+    name = _get(d, "name", (str,), ctx)
+    dtype = _get(d, "dtype", (str,), ctx)
+    shape = _get(d, "shape", (list,), ctx)
+    data = _get(d, "data", (bytes,), ctx)
+    if dtype not in ALLOWED_DTYPES:
+        raise SchemaError("bad_dtype", f"{ctx}dtype {dtype!r} not in {ALLOWED_DTYPES}")
+    if not (1 <= len(shape) <= MAX_DIMS) or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                   and 0 < s <= 1 << 20 for s in shape):
+        raise SchemaError("bad_shape", f"{ctx}shape {shape!r}")
+    n = int(np.prod(shape))
+    itemsize = np.dtype(dtype).itemsize
+    if n * itemsize != len(data):
+        raise SchemaError("size_mismatch", f"{ctx}{name}: shape {shape} × {itemsize} B != {len(data)} B")
+    arr = np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape)
+    if not np.isfinite(arr).all():
+        raise SchemaError("non_finite", f"{ctx}{name} contains NaN/Inf")
+    return Representation(name=name, array=arr, extractor=str(d.get("extractor", "")),
+                          version=str(d.get("version", "")))
+
+
+def decode_features(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> FeatureMessage:
+    """Decode and validate a feature message; raises :class:`SchemaError`."""
+    obj = _unpack(data, max_bytes)
+    if obj.get("kind") != "features":
+        raise SchemaError("wrong_kind", f"expected 'features', got {obj.get('kind')!r}")
+    reps_raw = _get(obj, "reps", (list,))
+    if not 1 <= len(reps_raw) <= MAX_REPRESENTATIONS:
+        raise SchemaError("bad_field", f"reps has {len(reps_raw)} entries (1..{MAX_REPRESENTATIONS})")
+    reps = [_array_from_wire(d, i) for i, d in enumerate(reps_raw)]
+    names = [r.name for r in reps]
+    if len(set(names)) != len(names):
+        raise SchemaError("duplicate_representation", ",".join(names))
+    camera = _get(obj, "camera", (str,))
+    if not camera or len(camera) > 256:
+        raise SchemaError("bad_field", "camera must be 1..256 characters")
+    clip = _get(obj, "clip", (int,))
+    if clip < 0:
+        raise SchemaError("bad_field", f"clip index {clip} < 0")
+    m = FeatureMessage(
+        camera=camera, clip=clip,
+        pts_start=float(_get(obj, "pts_start", _NUM)), pts_end=float(_get(obj, "pts_end", _NUM)),
+        wall_start=float(_get(obj, "wall_start", _NUM)), wall_end=float(_get(obj, "wall_end", _NUM)),
+        frame_start=_get(obj, "frame_start", (int,)), frame_end=_get(obj, "frame_end", (int,)),
+        produced=float(_get(obj, "produced", _NUM)), reps=reps, v=obj["v"])
+    if m.pts_end < m.pts_start or m.frame_end < m.frame_start:
+        raise SchemaError("bad_field", "clip end precedes its start")
+    return m
+
+
+def decode_alert(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> AlertMessage:
+    """Decode and validate an alert message; raises :class:`SchemaError`."""
+    obj = _unpack(data, max_bytes)
+    if obj.get("kind") != "alert":
+        raise SchemaError("wrong_kind", f"expected 'alert', got {obj.get('kind')!r}")
+    typ = _get(obj, "type", (str,))
+    if typ not in ALERT_TYPES:
+        raise SchemaError("bad_alert_type", repr(typ))
+    model = _get(obj, "model", (dict,))
+    ev = []
+    for i, e in enumerate(_get(obj, "evidence", (list,))):
+        if not isinstance(e, dict):
+            raise SchemaError("bad_field", f"evidence[{i}] is not a map")
+        ev.append(Evidence(_get(e, "topic", (str,)), _get(e, "partition", (int,)), _get(e, "offset", (int,))))
+    return AlertMessage(
+        id=_get(obj, "id", (str,)), type=typ, camera=_get(obj, "camera", (str,)),
+        score=float(_get(obj, "score", _NUM)), peak=float(_get(obj, "peak", _NUM)),
+        start_clip=_get(obj, "start_clip", (int,)), end_clip=_get(obj, "end_clip", (int,)),
+        start_time=float(_get(obj, "start_time", _NUM)), end_time=float(_get(obj, "end_time", _NUM)),
+        model_name=str(_get(model, "name", (str,), "model.")),
+        model_version=str(_get(model, "version", (str,), "model.")),
+        backend=str(_get(model, "backend", (str,), "model.")),
+        evidence=ev, produced=float(_get(obj, "produced", _NUM)), v=obj["v"])
+
+
+def dead_letter_payload(raw: bytes | None, reason: str, detail: str, topic: str, partition: int,
+                        offset: int, key: bytes | None, keep_bytes: int = 65536) -> bytes:
+    """Dead-letter record: msgpack map with the reason, origin and (a prefix of) the raw payload."""
+    raw = bytes(raw or b"")
+    return _pack({"v": SCHEMA_VERSION, "kind": "dead_letter", "reason": reason, "detail": detail[:500],
+                  "topic": topic, "partition": int(partition), "offset": int(offset),
+                  "key": key, "size": len(raw), "payload": raw[:keep_bytes],
+                  "truncated": len(raw) > keep_bytes, "produced": time.time()})
+
+
+def decode_dead_letter(data: bytes) -> dict:
+    """Read a dead-letter record (trusted: produced by fusewatch itself)."""
+    return msgpack.unpackb(data, raw=False)
