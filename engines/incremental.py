@@ -1,0 +1,285 @@
+"""Incremental relationship graphs per camera (numpy, no torch needed).
+
+For each camera and representation a ring buffer holds the last ``N`` L2-normalised clip features
+(after the model's projection, applied at insert time through a callable) together with the cached
+``N×N`` cosine graph in ring order. A new clip overwrites one slot and recomputes one row + column:
+``O(N·d)`` instead of ``O(N²·d)`` for a full recompute. Optionally the element-wise (Hadamard)
+powers ``H^{∘p}``, ``H = ((R+1)/2) ⊙ (m mᵀ)``, are cached and updated row/column-wise too.
+
+:meth:`CameraGraphState.window` returns ``(R M×N×N, mask N, present M)`` in chronological order
+(oldest → newest, padding at the FRONT, newest clip at row ``N-1``), float32, ready for
+:meth:`engines.model.LegoModel.forward_graphs` / the graphs-in ONNX (add a batch axis, or use
+:meth:`GraphStateStore.batch`).
+
+Missing data: a representation absent for a clip (key missing / ``None`` / all-zero vector) gets a
+zero row/col for that clip; ``present[m]`` is 1 iff at least one real clip of the window has it.
+This matches the batch path of :class:`engines.model.LegoModel` fed with zero feature rows.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .graphs import EPS_NORM
+
+Projector = Callable[[np.ndarray], np.ndarray]
+
+
+class IncrementalGraph:
+    """One representation of one camera.
+
+    Args:
+        window: ``N``. dim: expected raw feature dim ``d`` (checked when given).
+        project: optional callable ``x (d,) → (k,)`` applied before normalisation.
+        dtype: storage/compute dtype (float32 default; float64 for exact checks).
+        hadamard_order: cache ``H^{∘p}`` for ``p = 1..hadamard_order`` (0: none).
+    """
+
+    def __init__(self, window: int, dim: int | None = None, project: Projector | None = None,
+                 dtype=np.float32, hadamard_order: int = 0, name: str = ""):
+        if window < 1:
+            raise ValueError("window must be >= 1")
+        self.n = int(window)
+        self.dim = dim
+        self.project = project
+        self.dtype = np.dtype(dtype)
+        self.order = int(hadamard_order)
+        self.name = name
+        self.z: np.ndarray | None = None                       # N×k normalised features, ring order
+        self.r = np.zeros((self.n, self.n), self.dtype)          # cosine graph, ring order
+        self.filled = np.zeros(self.n, bool)                     # slot holds a clip
+        self.has = np.zeros(self.n, bool)                        # slot holds this representation
+        self.h = np.zeros((self.order, self.n, self.n), self.dtype) if self.order else None
+        self.count = 0
+
+    def reset(self) -> None:
+        self.z = None
+        self.r[:] = 0
+        self.filled[:] = False
+        self.has[:] = False
+        if self.h is not None:
+            self.h[:] = 0
+        self.count = 0
+
+    def _embed(self, x) -> np.ndarray | None:
+        if x is None:
+            return None
+        x = np.asarray(x)
+        if x.ndim != 1:
+            raise ValueError(f"{self.name or 'feature'}: expected a 1-D vector, got shape {x.shape}")
+        if self.dim is not None and x.shape[0] != self.dim:
+            raise ValueError(f"{self.name or 'feature'}: expected dim {self.dim}, got {x.shape[0]}")
+        x = x.astype(self.dtype, copy=False)
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"{self.name or 'feature'}: non-finite values")
+        if not np.any(x):
+            return None                                            # all-zero = missing (as in the model)
+        z = np.asarray(self.project(x), dtype=self.dtype) if self.project is not None else x
+        ss = float(np.dot(z, z))
+        return z / np.sqrt(max(ss, EPS_NORM))
+
+    def push(self, x: np.ndarray | None) -> None:
+        """Insert the next clip's raw feature ``x`` (``d``) or ``None`` (missing). ``O(N·d)``."""
+        self.insert(self._embed(x))
+
+    def insert(self, z: np.ndarray | None) -> None:
+        """Insert an already projected + normalised vector (or ``None``); see :meth:`push`."""
+        s = self.count % self.n
+        if z is not None and self.z is None:
+            self.z = np.zeros((self.n, z.shape[0]), self.dtype)
+        if self.z is not None:
+            if z is not None and z.shape[0] != self.z.shape[1]:
+                raise ValueError(f"{self.name or 'feature'}: embedded dim changed "
+                                 f"({self.z.shape[1]} → {z.shape[0]})")
+            self.z[s] = 0 if z is None else z
+            row = self.z @ self.z[s] if z is not None else np.zeros(self.n, self.dtype)
+        else:
+            row = np.zeros(self.n, self.dtype)
+        self.filled[s] = True
+        self.has[s] = z is not None
+        self.r[s, :] = row
+        self.r[:, s] = row
+        if self.h is not None:
+            hr = (row + 1) * self.dtype.type(0.5) * self.filled
+            cur = hr
+            for p in range(self.order):
+                if p:
+                    cur = cur * hr
+                self.h[p, s, :] = cur
+                self.h[p, :, s] = cur
+        self.count += 1
+
+    def slots(self) -> np.ndarray:
+        """Ring slots of the real clips in chronological order (oldest first), length ``min(count, N)``."""
+        if self.count <= self.n:
+            return np.arange(self.count)
+        return (self.count + np.arange(self.n)) % self.n
+
+    def _chrono(self, src: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Copy ring-ordered ``src`` (``...×N×N``) into chronological ``out`` with block copies
+        (a rotation by the oldest slot) instead of fancy indexing."""
+        n, c = self.n, min(self.count, self.n)
+        if c < n:
+            out[...] = 0
+            if c:
+                out[..., n - c:, n - c:] = src[..., :c, :c]
+            return out
+        s = self.count % n
+        if s == 0:
+            out[...] = src
+            return out
+        k = n - s
+        out[..., :k, :k] = src[..., s:, s:]
+        out[..., :k, k:] = src[..., s:, :s]
+        out[..., k:, :k] = src[..., :s, s:]
+        out[..., k:, k:] = src[..., :s, :s]
+        return out
+
+    def graph(self, out: np.ndarray | None = None) -> np.ndarray:
+        """Chronological ``N×N`` cosine graph (padding rows/cols at the front are 0)."""
+        out = np.empty((self.n, self.n), self.dtype) if out is None else out
+        return self._chrono(self.r, out)
+
+    def hadamard_powers(self) -> np.ndarray:
+        """Chronological ``H^{∘p}`` for ``p = 1..hadamard_order`` → ``P×N×N`` (``present`` NOT
+        applied: equals ``expand_graphs(..., present=1, mode='hadamard')[p]``)."""
+        if self.h is None:
+            raise RuntimeError("hadamard_order=0: no Hadamard cache")
+        return self._chrono(self.h, np.empty((self.order, self.n, self.n), self.dtype))
+
+    def present(self) -> bool:
+        """True iff at least one clip of the current window has this representation."""
+        return bool(self.has.any() if self.count >= self.n else self.has[: self.count].any())
+
+
+class CameraGraphState:
+    """Incremental graphs of one camera for all ``M`` representations.
+
+    Args:
+        names: representation names (order of ``R``'s first axis / ``present``).
+        window: ``N``. dims: optional ``{name: d_m}`` (raw dims, validated on push).
+        projectors: optional ``{name: callable (d_m,) → (k,)}`` (the model's learned projection;
+            see :meth:`engines.model.LegoModel.projectors`).
+        dtype: internal dtype (outputs of :meth:`window` are always float32).
+        hadamard_order: also cache element-wise powers up to this order.
+    """
+
+    def __init__(self, names: Sequence[str], window: int, dims: Mapping[str, int] | None = None,
+                 projectors: Mapping[str, Projector] | None = None, dtype=np.float32,
+                 hadamard_order: int = 0):
+        self.names = list(names)
+        self.n = int(window)
+        projectors = projectors or {}
+        self.graphs = [IncrementalGraph(self.n, (dims or {}).get(nm), projectors.get(nm), dtype,
+                                        hadamard_order, nm) for nm in self.names]
+
+    @classmethod
+    def from_model(cls, model, dtype=np.float32, hadamard_order: int = 0) -> "CameraGraphState":
+        """State matching a :class:`engines.model.LegoModel` (names, window, dims, projections)."""
+        return cls(model.names, model.window, model.dims, model.projectors(), dtype, hadamard_order)
+
+    @property
+    def count(self) -> int:
+        """Clips pushed so far (including those that left the window)."""
+        return self.graphs[0].count
+
+    def __len__(self) -> int:
+        return min(self.count, self.n)
+
+    def reset(self) -> None:
+        for g in self.graphs:
+            g.reset()
+
+    def push(self, feats: Mapping[str, np.ndarray | None]) -> None:
+        """Add one clip: ``feats[name]`` raw feature vectors ``(d_m,)``; a missing key or ``None``
+        marks that representation as missing for this clip. Unknown keys are ignored.
+        Validates everything before changing any state."""
+        embedded = [g._embed(feats.get(nm)) for nm, g in zip(self.names, self.graphs)]
+        for g, z in zip(self.graphs, embedded):
+            g.insert(z)
+
+    def window(self, out: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """→ ``(R M×N×N, mask N, present M)`` float32, chronological with front padding.
+        ``out``: optional preallocated arrays of those shapes (e.g. rows of a batch) to fill."""
+        m, n = len(self.names), self.n
+        if out is None:
+            out = (np.zeros((m, n, n), np.float32), np.zeros(n, np.float32), np.zeros(m, np.float32))
+        r, mask, present = out
+        c = len(self)
+        for i, g in enumerate(self.graphs):
+            if g.dtype == np.float32:
+                g.graph(out=r[i])
+            else:
+                r[i] = g.graph()
+            present[i] = 1.0 if g.present() else 0.0
+        mask[:] = 0
+        mask[n - c:] = 1
+        return r, mask, present
+
+    def hadamard_window(self) -> np.ndarray:
+        """Chronological cached Hadamard powers ``M×P×N×N`` (float32; ``present`` not applied)."""
+        return np.stack([g.hadamard_powers() for g in self.graphs]).astype(np.float32, copy=False)
+
+
+class GraphStateStore:
+    """``camera → CameraGraphState`` with optional LRU eviction and batch assembly.
+
+    Args: as :class:`CameraGraphState`, plus ``max_cameras`` (None: unbounded; else least recently
+    pushed cameras are evicted).
+    """
+
+    def __init__(self, names: Sequence[str], window: int, dims: Mapping[str, int] | None = None,
+                 projectors: Mapping[str, Projector] | None = None, dtype=np.float32,
+                 max_cameras: int | None = None):
+        self.names = list(names)
+        self.n = int(window)
+        self._kw = dict(dims=dims, projectors=projectors, dtype=dtype)
+        self.max_cameras = max_cameras
+        self._states: OrderedDict[str, CameraGraphState] = OrderedDict()
+
+    @classmethod
+    def from_model(cls, model, dtype=np.float32, max_cameras: int | None = None) -> "GraphStateStore":
+        return cls(model.names, model.window, model.dims, model.projectors(), dtype, max_cameras)
+
+    def __contains__(self, camera: str) -> bool:
+        return camera in self._states
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def cameras(self) -> list[str]:
+        return list(self._states)
+
+    def get(self, camera: str) -> CameraGraphState:
+        """The camera's state (created empty if unknown)."""
+        st = self._states.get(camera)
+        if st is None:
+            st = CameraGraphState(self.names, self.n, **self._kw)
+            self._states[camera] = st
+            if self.max_cameras is not None:
+                while len(self._states) > self.max_cameras:
+                    self._states.popitem(last=False)
+        return st
+
+    def push(self, camera: str, feats: Mapping[str, np.ndarray | None]) -> CameraGraphState:
+        st = self.get(camera)
+        st.push(feats)
+        self._states.move_to_end(camera)
+        return st
+
+    def drop(self, camera: str) -> None:
+        self._states.pop(camera, None)
+
+    def batch(self, cameras: Iterable[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """→ ``(R B×M×N×N, mask B×N, present B×M)`` float32 for these cameras (in order)."""
+        cams = list(cameras)
+        m, n = len(self.names), self.n
+        r = np.zeros((len(cams), m, n, n), np.float32)
+        mask = np.zeros((len(cams), n), np.float32)
+        present = np.zeros((len(cams), m), np.float32)
+        for b, cam in enumerate(cams):
+            self.get(cam).window(out=(r[b], mask[b], present[b]))
+        return r, mask, present

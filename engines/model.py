@@ -1,0 +1,455 @@
+"""LEGO graph-fusion model (Learnable Expansion of Graph Operators, ICLR 2025) and baselines.
+
+All models share one input convention (see :mod:`engines.graphs` for the notation):
+
+* ``feats``: ``dict[name -> Tensor B×N×d_m]`` or a list/tuple of ``M`` tensors ordered like
+  ``model.names``. In a dict, a missing key (or ``None``) means the representation is absent for
+  the whole batch (zeros + ``present = 0``); extra keys are ignored.
+* ``mask``: ``B×N`` (bool or float) — 1 = real node; padded nodes at the FRONT, newest clip at ``N-1``.
+* ``present``: optional ``B×M`` (bool or float, default all ones) — 0 = representation missing.
+* output: ``scores`` ``B×N`` in ``[0, 1]`` — one anomaly score per node; padded nodes score exactly 0
+  and never influence the scores of real nodes (whatever values the padded features hold).
+
+Models: :class:`LegoModel` (``fusion="lego"``), :class:`ConcatMLP` (``concat``), :class:`AddMLP`
+(``add``), :class:`MTNModel` (``mtn``, RTFM-style multi-scale temporal network). Build them with
+:func:`build_model` from a :class:`stream.config.ModelConfig`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from stream.config import ModelConfig
+
+from .graphs import cosine_graph, expand_graphs, pair_list
+
+FeatsLike = Mapping[str, Tensor | None] | Sequence[Tensor]
+
+DEFAULT_HIDDEN = 128
+
+
+def _exporting() -> bool:
+    return bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
+
+
+class FusionModel(nn.Module):
+    """Base class: input normalisation shared by every fusion model.
+
+    Attributes:
+        names: representation names (order of ``present`` columns / list inputs / ONNX inputs).
+        dims: ``{name: d_m}``. window: ``N``. fusion: ``lego|concat|add|mtn``.
+        config: the :class:`ModelConfig` as a plain dict. build_kwargs: extra constructor kwargs.
+    """
+
+    fusion: str = ""
+
+    def __init__(self, names: Sequence[str], dims: Mapping[str, int], window: int):
+        super().__init__()
+        self.names = list(names)
+        missing = [n for n in self.names if n not in dims]
+        if missing:
+            raise ValueError(f"dims: no dimension given for representation(s) {missing}")
+        self.dims = {n: int(dims[n]) for n in self.names}
+        self.window = int(window)
+        self.config: dict[str, Any] = {}
+        self.build_kwargs: dict[str, Any] = {}
+
+    @property
+    def num_reps(self) -> int:
+        return len(self.names)
+
+    def _inputs(self, feats: FeatsLike, mask: Tensor, present: Tensor | None
+                ) -> tuple[list[Tensor], Tensor, Tensor]:
+        """→ (list of M tensors ``B×N×d_m`` with padded rows replaced by 0, mask ``B×N`` float,
+        present ``B×M`` float)."""
+        if isinstance(feats, Mapping):
+            ref = next((v for v in feats.values() if v is not None), None)
+            dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
+            b = mask.shape[0]
+            lst, absent = [], []
+            for i, n in enumerate(self.names):
+                v = feats.get(n)
+                if v is None:
+                    v = torch.zeros(b, self.window, self.dims[n], dtype=dtype, device=mask.device)
+                    absent.append(i)
+                lst.append(v)
+        else:
+            lst, absent = list(feats), []
+            if len(lst) != self.num_reps:
+                raise ValueError(f"feats: expected {self.num_reps} tensors ({self.names}), got {len(lst)}")
+        dtype = lst[0].dtype if lst[0].is_floating_point() else torch.float32
+        mask = mask.to(dtype)
+        if present is None:
+            present = torch.ones(mask.shape[0], self.num_reps, dtype=dtype, device=mask.device)
+        else:
+            present = present.to(dtype)
+        if absent:
+            keep = torch.ones(self.num_reps, dtype=dtype, device=mask.device)
+            keep[absent] = 0
+            present = present * keep
+        if not _exporting():
+            b = mask.shape[0]
+            if tuple(mask.shape) != (b, self.window):
+                raise ValueError(f"mask: expected shape (B, {self.window}), got {tuple(mask.shape)}")
+            if tuple(present.shape) != (b, self.num_reps):
+                raise ValueError(f"present: expected shape ({b}, {self.num_reps}), got {tuple(present.shape)}")
+            for n, v in zip(self.names, lst):
+                if tuple(v.shape) != (b, self.window, self.dims[n]):
+                    raise ValueError(f"feats[{n!r}]: expected shape ({b}, {self.window}, {self.dims[n]}), "
+                                     f"got {tuple(v.shape)}")
+        cond = (mask > 0.5).unsqueeze(-1)
+        lst = [torch.where(cond, v.to(dtype), 0.0) for v in lst]
+        return lst, mask, present
+
+    def forward(self, feats: FeatsLike, mask: Tensor, present: Tensor | None = None) -> Tensor:
+        raise NotImplementedError
+
+
+# ------------------------------------------------------------------------------------- LEGO -------
+
+class LegoModel(FusionModel):
+    """LEGO: relationship graphs → learnable expansion (orders 0..P / 0..Q) → pairwise fusion → head.
+
+    Args:
+        names, dims, window: representations, ``{name: d_m}``, ``N``.
+        order_p, order_q: ``P`` and ``Q``. expansion: ``matrix`` | ``hadamard``.
+        softplus: use ``softplus(A)`` (non-negative coefficients) instead of raw ``A``.
+        proj_dim: >0: learned ``Linear(d_m, proj_dim)`` per representation before cosine similarity.
+        dropout: dropout between the two head layers (training only).
+
+    Parameters: ``A`` ``num_pairs×(P+1)×(Q+1)`` (pairs: :func:`engines.graphs.pair_list`), ``proj``,
+    head ``fc1 = Linear(N, N)``, ``fc2 = Linear(N, 1)``.
+
+    Set ``model.random_pair = True`` to fuse one random pair per forward while training (M > 2).
+    """
+
+    fusion = "lego"
+
+    def __init__(self, names: Sequence[str], dims: Mapping[str, int], window: int, order_p: int = 2,
+                 order_q: int = 2, expansion: str = "matrix", softplus: bool = False, proj_dim: int = 0,
+                 dropout: float = 0.0):
+        super().__init__(names, dims, window)
+        if expansion not in ("matrix", "hadamard"):
+            raise ValueError(f"expansion must be matrix|hadamard (got {expansion!r})")
+        self.order_p, self.order_q = int(order_p), int(order_q)
+        self.order = max(self.order_p, self.order_q)
+        self.expansion = expansion
+        self.softplus = bool(softplus)
+        self.proj_dim = int(proj_dim)
+        self.random_pair = False
+        n, m, k1 = self.window, self.num_reps, self.order + 1
+        p1, q1 = self.order_p + 1, self.order_q + 1
+        self.pairs = pair_list(m)
+        npairs = len(self.pairs)
+        self.proj = (nn.ModuleList([nn.Linear(self.dims[x], self.proj_dim) for x in self.names])
+                     if self.proj_dim > 0 else None)
+        init = 1.0 / (p1 * q1)
+        raw = math.log(math.expm1(init)) if self.softplus else init
+        self.A = nn.Parameter(torch.full((npairs, p1, q1), raw))
+        self.fc1 = nn.Linear(n, n)
+        self.fc2 = nn.Linear(n, 1)
+        self.drop = nn.Dropout(dropout)
+        # constants (not saved in checkpoints)
+        self.register_buffer("eye", torch.eye(n), persistent=False)
+        self.register_buffer("ones_m", torch.ones(1, m, 1, 1), persistent=False)
+        sel = torch.zeros(npairs, p1, m * k1)
+        idx_b = torch.zeros(npairs, q1, dtype=torch.long)
+        for k, (a, b) in enumerate(self.pairs):
+            for p in range(p1):
+                sel[k, p, a * k1 + p] = 1.0
+            for q in range(q1):
+                idx_b[k, q] = b * k1 + q
+        self.register_buffer("sel", sel, persistent=False)
+        self.register_buffer("idx_b", idx_b, persistent=False)
+
+    # -- coefficients ---------------------------------------------------------------------------
+    def coefficients(self) -> Tensor:
+        """Effective ``A`` (``num_pairs×(P+1)×(Q+1)``), i.e. ``softplus(A)`` when enabled."""
+        return nn.functional.softplus(self.A) if self.softplus else self.A
+
+    def _pair_index(self, pair: int | tuple[int, int] | None) -> list[int] | None:
+        if pair is None:
+            if self.training and self.random_pair and len(self.pairs) > 1:
+                return [random.randrange(len(self.pairs))]
+            return None
+        if isinstance(pair, int):
+            if not 0 <= pair < len(self.pairs):
+                raise ValueError(f"pair index {pair} out of range (0..{len(self.pairs) - 1})")
+            return [pair]
+        t = (self.names.index(pair[0]) if isinstance(pair[0], str) else int(pair[0]),
+             self.names.index(pair[1]) if isinstance(pair[1], str) else int(pair[1]))
+        if t not in self.pairs:
+            raise ValueError(f"pair {pair} is not one of the fused pairs {self.pairs}")
+        return [self.pairs.index(t)]
+
+    def _mixing(self, sel_pairs: list[int] | None) -> tuple[Tensor, Tensor]:
+        """→ ``W`` ``(k·(Q+1))×(M·(K+1))`` (averaging over the ``k`` pairs folded in) and the gather
+        index ``(k·(Q+1))`` of the second members' expansions."""
+        a = self.coefficients()
+        sel, idx = self.sel, self.idx_b
+        if sel_pairs is not None:
+            a, sel, idx = a[sel_pairs], sel[sel_pairs], idx[sel_pairs]
+        k = a.shape[0]
+        w = torch.einsum("kpq,kpc->kqc", a, sel).reshape(-1, sel.shape[-1]) * (1.0 / k)
+        return w, idx.reshape(-1)
+
+    # -- graph stages ---------------------------------------------------------------------------
+    def base_graphs(self, feats: FeatsLike, mask: Tensor, present: Tensor | None = None) -> Tensor:
+        """Base cosine graphs ``B×M×N×N`` (after the optional projection; padded and all-zero
+        nodes have zero rows/cols). ``present`` is accepted for symmetry but not applied here."""
+        lst, mask, _ = self._inputs(feats, mask, present)
+        return self._base_graphs(lst, mask)
+
+    def _base_graphs(self, lst: list[Tensor], mask: Tensor) -> Tensor:
+        gs = []
+        for i, x in enumerate(lst):
+            node = mask
+            if self.proj is not None:
+                valid = ((x * x).sum(dim=-1) > 0).to(x.dtype)   # all-zero row = missing clip
+                node = mask * valid
+                x = self.proj[i](x)
+            gs.append(cosine_graph(x, node))
+        return torch.stack(gs, dim=1)
+
+    def expansions(self, r: Tensor, mask: Tensor, present: Tensor) -> Tensor:
+        """``r`` ``B×M×N×N`` → ``B×M×(K+1)×N×N`` (``K = max(P, Q)``)."""
+        return expand_graphs(r, mask, present, self.order, self.expansion, eye=self.eye,
+                             ones_m=self.ones_m)
+
+    def fuse(self, e: Tensor, pair: int | tuple | None = None) -> Tensor:
+        """Fused graph from expansions ``e`` ``B×M×(K+1)×N×N`` → ``G`` ``B×N×N``:
+        ``mean over pairs (a,b) of Σ_pq A_pq (E_a^p ⊙ E_b^q)``."""
+        w, idx = self._mixing(self._pair_index(pair))
+        return self.fuse_with(e, w, idx)
+
+    def fuse_with(self, e: Tensor, w: Tensor, idx: Tensor) -> Tensor:
+        """:meth:`fuse` with a precomputed mixing (``w``, ``idx`` from ``_mixing``; export folds them
+        into constants)."""
+        n, c = self.window, self.num_reps * (self.order + 1)
+        ef = e.reshape(-1, c, n * n)
+        x = torch.matmul(w, ef)                       # B×(k(Q+1))×N²: Σ_p A_pq E_a^p
+        eb = torch.index_select(ef, 1, idx)           # B×(k(Q+1))×N²: E_b^q
+        return (x * eb).sum(dim=1).reshape(-1, n, n)
+
+    def head(self, g: Tensor, mask: Tensor) -> Tensor:
+        """Rows of ``G`` (``B×N×N``) → ``Linear(N,N)`` → ReLU → ``Linear(N,1)`` → Sigmoid → ``B×N``
+        (times ``mask``)."""
+        h = self.drop(torch.relu(self.fc1(g)))
+        return torch.sigmoid(self.fc2(h).reshape(-1, self.window)) * mask
+
+    # -- entry points ---------------------------------------------------------------------------
+    def fused_graph(self, feats: FeatsLike, mask: Tensor, present: Tensor | None = None,
+                    pair: int | tuple | None = None) -> Tensor:
+        """Fused graph ``G`` ``B×N×N`` from features (for the degree-variance regulariser)."""
+        lst, mask, present = self._inputs(feats, mask, present)
+        return self.fuse(self.expansions(self._base_graphs(lst, mask), mask, present), pair)
+
+    def fused_graph_from_graphs(self, r: Tensor, mask: Tensor, present: Tensor | None = None,
+                                pair: int | tuple | None = None) -> Tensor:
+        """Fused graph ``G`` ``B×N×N`` from base graphs ``r`` ``B×M×N×N``."""
+        mask = mask.to(r.dtype)
+        present = (torch.ones(r.shape[0], self.num_reps, dtype=r.dtype, device=r.device)
+                   if present is None else present.to(r.dtype))
+        return self.fuse(self.expansions(r, mask, present), pair)
+
+    def forward(self, feats: FeatsLike, mask: Tensor, present: Tensor | None = None,
+                pair: int | tuple | None = None) -> Tensor:
+        """Features → scores ``B×N``."""
+        lst, mask, present = self._inputs(feats, mask, present)
+        g = self.fuse(self.expansions(self._base_graphs(lst, mask), mask, present), pair)
+        return self.head(g, mask)
+
+    def forward_with_graph(self, feats: FeatsLike, mask: Tensor, present: Tensor | None = None,
+                           pair: int | tuple | None = None) -> tuple[Tensor, Tensor]:
+        """One pass → ``(scores B×N, G B×N×N)`` (training: loss + regulariser without recompute)."""
+        lst, mask, present = self._inputs(feats, mask, present)
+        g = self.fuse(self.expansions(self._base_graphs(lst, mask), mask, present), pair)
+        return self.head(g, mask), g
+
+    def forward_graphs(self, r: Tensor, mask: Tensor, present: Tensor | None = None,
+                       pair: int | tuple | None = None) -> Tensor:
+        """Graphs-in entry point: ``r`` ``B×M×N×N`` base cosine graphs (as produced by
+        :class:`engines.incremental.CameraGraphState`), ``mask`` ``B×N``, ``present`` ``B×M`` →
+        scores ``B×N``. Rows/cols of padded nodes in ``r`` are ignored (re-masked)."""
+        mask = mask.to(r.dtype)
+        g = self.fused_graph_from_graphs(r, mask, present, pair)
+        return self.head(g, mask)
+
+    def projectors(self) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+        """numpy projections for :class:`engines.incremental.CameraGraphState` (empty if
+        ``proj_dim == 0``): ``{name: f(x ``...×d_m``) -> ``...×proj_dim``}``."""
+        if self.proj is None:
+            return {}
+        return {n: numpy_linear(lin) for n, lin in zip(self.names, self.proj)}
+
+
+def numpy_linear(lin: nn.Linear) -> Callable[[np.ndarray], np.ndarray]:
+    """Frozen numpy copy of ``lin``: ``x ...×d_in`` → ``...×d_out`` (computed in ``x``'s float dtype)."""
+    w = lin.weight.detach().cpu().double().numpy()
+    b = lin.bias.detach().cpu().double().numpy() if lin.bias is not None else np.zeros(w.shape[0])
+    cache: dict = {}
+
+    def f(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        dt = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float32)
+        if dt not in cache:
+            cache[dt] = (np.ascontiguousarray(w.T.astype(dt)), b.astype(dt))
+        wt, bb = cache[dt]
+        return x.astype(dt, copy=False) @ wt + bb
+
+    f.weight, f.bias = w, b  # type: ignore[attr-defined]
+    return f
+
+
+# ---------------------------------------------------------------------------------- baselines ------
+
+class NodeHead(nn.Module):
+    """Per-node head ``B×N×H`` → ``Linear(H,H)`` → ReLU → ``Linear(H,1)`` → Sigmoid → ``B×N``."""
+
+    def __init__(self, hidden: int, window: int, dropout: float = 0.0):
+        super().__init__()
+        self.window = window
+        self.fc1 = nn.Linear(hidden, hidden)
+        self.fc2 = nn.Linear(hidden, 1)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        h = self.drop(torch.relu(self.fc1(x)))
+        return torch.sigmoid(self.fc2(h).reshape(-1, self.window)) * mask
+
+
+def _present_scale(lst: list[Tensor], present: Tensor) -> list[Tensor]:
+    return [x * present[:, i].reshape(-1, 1, 1) for i, x in enumerate(lst)]
+
+
+class ConcatMLP(FusionModel):
+    """Baseline ``concat``: ``[F_1 ‖ … ‖ F_M]`` (``B×N×Σd``) → ``Linear(Σd,H)`` → ReLU → NodeHead.
+    A missing representation contributes zeros."""
+
+    fusion = "concat"
+
+    def __init__(self, names, dims, window, hidden: int = DEFAULT_HIDDEN, dropout: float = 0.0):
+        super().__init__(names, dims, window)
+        self.enc = nn.Linear(sum(self.dims.values()), hidden)
+        self.drop = nn.Dropout(dropout)
+        self.head = NodeHead(hidden, self.window, dropout)
+
+    def forward(self, feats: FeatsLike, mask: Tensor, present: Tensor | None = None) -> Tensor:
+        lst, mask, present = self._inputs(feats, mask, present)
+        x = torch.cat(_present_scale(lst, present), dim=-1)
+        return self.head(self.drop(torch.relu(self.enc(x))), mask)
+
+
+class AddMLP(FusionModel):
+    """Baseline ``add``: ``Σ_m present_m · Linear_m(F_m)`` (common dim ``H``) → ReLU → NodeHead."""
+
+    fusion = "add"
+
+    def __init__(self, names, dims, window, hidden: int = DEFAULT_HIDDEN, dropout: float = 0.0):
+        super().__init__(names, dims, window)
+        self.enc = nn.ModuleList([nn.Linear(self.dims[n], hidden) for n in self.names])
+        self.drop = nn.Dropout(dropout)
+        self.head = NodeHead(hidden, self.window, dropout)
+
+    def forward(self, feats: FeatsLike, mask: Tensor, present: Tensor | None = None) -> Tensor:
+        lst, mask, present = self._inputs(feats, mask, present)
+        x = sum(enc(v) * present[:, i].reshape(-1, 1, 1) for i, (enc, v) in enumerate(zip(self.enc, lst)))
+        return self.head(self.drop(torch.relu(x)), mask)
+
+
+class MTNModel(FusionModel):
+    """Baseline ``mtn`` (RTFM's multi-scale temporal network).
+
+    ``[F_1 ‖ … ‖ F_M]`` → ``Linear(Σd,H)`` → ReLU (padded nodes zeroed) → three dilated temporal
+    convolutions (kernel 3, dilation 1/2/4, ``H/4`` channels each; zero padding, so padded nodes act
+    as zeros) ‖ a 1×1 reduction + non-local self-attention block over the window (padded keys
+    masked) → ``Linear(H,H)`` → ReLU + residual → NodeHead. Convolutions are ``Conv2d`` with
+    ``(1, k)`` kernels on ``B×H×1×N`` so the ONNX graph uses TensorRT-friendly rank-4 Conv.
+    """
+
+    fusion = "mtn"
+
+    def __init__(self, names, dims, window, hidden: int = DEFAULT_HIDDEN, dropout: float = 0.0):
+        super().__init__(names, dims, window)
+        if hidden % 8:
+            raise ValueError(f"mtn: hidden must be a multiple of 8 (got {hidden})")
+        c = hidden // 4
+        self.hidden = hidden
+        self.enc = nn.Linear(sum(self.dims.values()), hidden)
+        self.convs = nn.ModuleList([nn.Conv2d(hidden, c, (1, 3), padding=(0, d), dilation=(1, d))
+                                    for d in (1, 2, 4)])
+        self.reduce = nn.Linear(hidden, c)
+        self.theta = nn.Linear(c, c // 2)
+        self.phi = nn.Linear(c, c // 2)
+        self.g = nn.Linear(c, c // 2)
+        self.w_out = nn.Linear(c // 2, c)
+        self.fuse = nn.Linear(4 * c, hidden)
+        self.drop = nn.Dropout(dropout)
+        self.head = NodeHead(hidden, self.window, dropout)
+        self._scale = 1.0 / math.sqrt(c // 2)
+
+    def forward(self, feats: FeatsLike, mask: Tensor, present: Tensor | None = None) -> Tensor:
+        lst, mask, present = self._inputs(feats, mask, present)
+        m3 = mask.unsqueeze(-1)
+        x = torch.relu(self.enc(torch.cat(_present_scale(lst, present), dim=-1))) * m3   # B×N×H
+        xc = x.transpose(1, 2).unsqueeze(2)                                                # B×H×1×N
+        branches = [torch.relu(conv(xc)).squeeze(2).transpose(1, 2) for conv in self.convs]  # B×N×c
+        y = torch.relu(self.reduce(x))
+        att = torch.matmul(self.theta(y), self.phi(y).transpose(1, 2)) * self._scale
+        att = torch.softmax(att + (mask.unsqueeze(1) - 1.0) * 1e4, dim=-1)
+        nl = self.w_out(torch.matmul(att, self.g(y))) + y
+        z = torch.cat(branches + [nl], dim=-1) * m3
+        z = torch.relu(self.fuse(self.drop(z))) + x
+        return self.head(z, mask)
+
+
+# ------------------------------------------------------------------------------------ factory ------
+
+MODEL_CLASSES: dict[str, type[FusionModel]] = {
+    "lego": LegoModel, "concat": ConcatMLP, "add": AddMLP, "mtn": MTNModel}
+
+
+def config_dict(cfg: ModelConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """Validated plain-dict form of a :class:`ModelConfig` (unknown keys rejected)."""
+    if isinstance(cfg, ModelConfig):
+        c = dataclasses.replace(cfg, representations=list(cfg.representations))
+    else:
+        known = {f.name for f in dataclasses.fields(ModelConfig)}
+        extra = set(cfg) - known
+        if extra:
+            raise ValueError(f"model config: unknown field(s) {sorted(extra)}")
+        c = ModelConfig(**{k: (list(v) if k == "representations" else v) for k, v in cfg.items()})
+    c.validate()
+    return dataclasses.asdict(c)
+
+
+def build_model(cfg: ModelConfig | Mapping[str, Any], dims: Mapping[str, int], *,
+                hidden: int | None = None, dropout: float = 0.0) -> FusionModel:
+    """Build the model described by ``cfg`` for representation dims ``dims`` (``{name: d_m}``;
+    every name of ``cfg.representations`` must be present, others are ignored).
+
+    ``hidden`` (baselines only): common width ``H``; default ``cfg.proj_dim`` or 128.
+    ``dropout``: head dropout (training only). Returns a :class:`FusionModel` with ``.config``
+    (plain dict of ``cfg``) and ``.build_kwargs`` set (both saved by :mod:`engines.checkpoint`).
+    """
+    c = config_dict(cfg)
+    names = c["representations"]
+    if len(set(names)) != len(names):
+        raise ValueError(f"model.representations: duplicate names in {names}")
+    if c["fusion"] == "lego":
+        model: FusionModel = LegoModel(names, dims, c["window"], c["order_p"], c["order_q"], c["expansion"],
+                                       c["softplus"], c["proj_dim"], dropout=dropout)
+        kw: dict[str, Any] = {"dropout": float(dropout)}
+    else:
+        h = int(hidden or c["proj_dim"] or DEFAULT_HIDDEN)
+        model = MODEL_CLASSES[c["fusion"]](names, dims, c["window"], hidden=h, dropout=dropout)
+        kw = {"hidden": h, "dropout": float(dropout)}
+    model.config = c
+    model.build_kwargs = kw
+    return model

@@ -1,0 +1,179 @@
+"""Incremental per-camera graphs == batch recompute (ring wrap-around, missing representations,
+learned projection, Hadamard cache) and end-to-end graphs-in scores == features-in scores."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engines.graphs import expand_graphs, np_cosine_graph
+from engines.incremental import CameraGraphState, GraphStateStore, IncrementalGraph
+from engines.model import build_model
+from stream.config import ModelConfig
+
+DIMS = {"rgb": 20, "flow": 12, "audio": 5}
+
+
+def _stream(rng, steps, names, p_missing=0.0, absent=(), dtype=np.float64):
+    out = []
+    for _ in range(steps):
+        clip = {}
+        for n in names:
+            if n in absent or rng.random() < p_missing:
+                continue
+            clip[n] = rng.standard_normal(DIMS[n]).astype(dtype)
+        out.append(clip)
+    return out
+
+
+def _batch_window(clips, names, n, dtype, projectors=None):
+    """Reference: recompute the whole window from the raw features of the last n clips."""
+    tail = clips[-n:]
+    pad = n - len(tail)
+    mask = np.zeros(n, dtype)
+    mask[pad:] = 1
+    rs, present = [], []
+    for nm in names:
+        f = np.zeros((n, DIMS[nm]), dtype)
+        for i, c in enumerate(tail):
+            if nm in c:
+                f[pad + i] = c[nm]
+        proj = (projectors or {}).get(nm)
+        rs.append(np_cosine_graph(f, mask, proj))
+        present.append(float(any(nm in c for c in tail)))
+    return np.stack(rs), mask, np.array(present)
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-6), (np.float32, 1e-5)])
+@pytest.mark.parametrize("n", [1, 5, 8])
+def test_incremental_equals_recompute_with_wraparound(dtype, tol, n):
+    rng = np.random.default_rng(n)
+    names = list(DIMS)
+    clips = _stream(rng, 4 * n + 3, names, p_missing=0.2, absent=("audio",) if n == 5 else (), dtype=dtype)
+    st = CameraGraphState(names, n, DIMS, dtype=dtype)
+    for t, clip in enumerate(clips, 1):
+        st.push(clip)
+        r, mask, present = st.window()
+        assert r.dtype == np.float32 and r.shape == (3, n, n) and mask.shape == (n,) and present.shape == (3,)
+        rr, rm, rp = _batch_window(clips[:t], names, n, dtype)
+        np.testing.assert_allclose(r, rr, atol=tol, rtol=0)
+        np.testing.assert_array_equal(mask, rm)
+        np.testing.assert_array_equal(present, rp)
+        assert len(st) == min(t, n) and st.count == t
+        for g in st.graphs:  # the ring-order internal state too (float64 exactness)
+            if dtype == np.float64:
+                np.testing.assert_allclose(g.graph(), rr[st.graphs.index(g)], atol=1e-12)
+    if n == 5:
+        assert present[2] == 0 and not r[2].any()
+
+
+def test_missing_whole_window_then_back():
+    names = ["rgb", "audio"]
+    st = CameraGraphState(names, 4, DIMS, dtype=np.float64)
+    rng = np.random.default_rng(0)
+    clips = [{"rgb": rng.standard_normal(20), "audio": rng.standard_normal(5)} for _ in range(3)]
+    clips += [{"rgb": rng.standard_normal(20)} for _ in range(5)]
+    clips += [{"rgb": rng.standard_normal(20), "audio": rng.standard_normal(5)}]
+    for t, c in enumerate(clips, 1):
+        st.push(c)
+        r, mask, present = st.window()
+        rr, _, rp = _batch_window(clips[:t], names, 4, np.float64)
+        np.testing.assert_allclose(r, rr, atol=1e-12)
+        np.testing.assert_array_equal(present, rp)
+        if 7 <= t <= 8:
+            assert present[1] == 0
+    assert present[1] == 1 and np.count_nonzero(r[1]) == 1   # only the newest clip's self-loop
+
+
+@pytest.mark.parametrize("expansion", ["matrix", "hadamard"])
+def test_projection_state_matches_model_and_scores(expansion):
+    torch.manual_seed(0)
+    names = ["rgb", "flow", "audio"]
+    n = 6
+    model = build_model(ModelConfig(window=n, representations=names, proj_dim=4, expansion=expansion), DIMS).eval()
+    st32 = CameraGraphState.from_model(model)
+    st64 = CameraGraphState.from_model(model, dtype=np.float64)
+    rng = np.random.default_rng(3)
+    clips = _stream(rng, 3 * n + 2, names, p_missing=0.25, dtype=np.float32)
+    for t, c in enumerate(clips, 1):
+        st32.push(c)
+        st64.push({k: v.astype(np.float64) for k, v in c.items()})
+        r32, mask, present = st32.window()
+        r64, _, _ = st64.window()
+        # float64 state == numpy batch recompute through the same projectors
+        rr, rm, rp = _batch_window([{k: v.astype(np.float64) for k, v in cc.items()} for cc in clips[:t]],
+                                   names, n, np.float64, model.projectors())
+        np.testing.assert_allclose(r64, rr, atol=1e-6)
+        # float32 state == the torch model's own batch graph construction
+        feats = {}
+        tail = clips[:t][-n:]
+        for nm in names:
+            f = np.zeros((1, n, DIMS[nm]), np.float32)
+            for i, cc in enumerate(tail):
+                if nm in cc:
+                    f[0, n - len(tail) + i] = cc[nm]
+            feats[nm] = torch.from_numpy(f)
+        tm = torch.from_numpy(mask[None])
+        tp = torch.from_numpy(present[None])
+        with torch.no_grad():
+            rb = model.base_graphs(feats, tm)[0].numpy()
+            np.testing.assert_allclose(r32, rb, atol=1e-5)
+            s_graphs = model.forward_graphs(torch.from_numpy(r32[None]), tm, tp)
+            s_feats = model(feats, tm, tp)
+        np.testing.assert_allclose(s_graphs.numpy(), s_feats.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_hadamard_cache_equals_elementwise_powers(dtype, tol):
+    names = ["rgb", "flow"]
+    n, order = 5, 3
+    st = CameraGraphState(names, n, DIMS, dtype=dtype, hadamard_order=order)
+    rng = np.random.default_rng(5)
+    for t, c in enumerate(_stream(rng, 3 * n + 1, names, p_missing=0.2, dtype=dtype), 1):
+        st.push(c)
+        r, mask, _ = st.window()
+        h = st.hadamard_window()
+        assert h.shape == (2, order, n, n)
+        e = expand_graphs(torch.from_numpy(r[None]).double(), torch.from_numpy(mask[None]).double(),
+                          torch.ones(1, 2, dtype=torch.float64), order, "hadamard")[0, :, 1:].numpy()
+        np.testing.assert_allclose(h, e, atol=max(tol, 1e-6 if dtype == np.float32 else 0))
+
+
+def test_single_graph_api_and_validation():
+    g = IncrementalGraph(3, dim=4, name="x")
+    with pytest.raises(ValueError, match="dim 4"):
+        g.push(np.ones(5))
+    with pytest.raises(ValueError, match="1-D"):
+        g.push(np.ones((1, 4)))
+    with pytest.raises(ValueError, match="non-finite"):
+        g.push(np.array([1, np.nan, 0, 0]))
+    assert g.count == 0
+    g.push(np.zeros(4))          # all-zero == missing
+    g.push(None)
+    g.push(np.array([1.0, 0, 0, 0]))
+    assert not g.has[0] and not g.has[1] and g.has[2] and g.present()
+    np.testing.assert_allclose(g.graph()[2, 2], 1.0, atol=1e-6)
+    with pytest.raises(RuntimeError):
+        g.hadamard_powers()
+    st = CameraGraphState(["rgb", "flow"], 3, DIMS)
+    with pytest.raises(ValueError):
+        st.push({"rgb": np.ones(20), "flow": np.ones(3)})
+    assert st.count == 0                                  # nothing committed on a bad clip
+    st.push({"rgb": np.ones(20), "unknown": np.ones(2)})
+    assert st.count == 1
+    st.reset()
+    assert st.count == 0 and not st.window()[0].any()
+
+
+def test_store_batch_and_eviction():
+    names = ["rgb", "flow"]
+    store = GraphStateStore(names, 4, DIMS, max_cameras=2)
+    rng = np.random.default_rng(1)
+    for cam, k in (("a", 2), ("b", 5), ("c", 1)):
+        for _ in range(k):
+            store.push(cam, {nm: rng.standard_normal(DIMS[nm]) for nm in names})
+    assert store.cameras() == ["b", "c"] and "a" not in store
+    r, mask, present = store.batch(["c", "b"])
+    assert r.shape == (2, 2, 4, 4) and mask.tolist() == [[0, 0, 0, 1], [1, 1, 1, 1]]
+    np.testing.assert_array_equal(r[1], store.get("b").window()[0])
+    assert present.tolist() == [[1, 1], [1, 1]]
