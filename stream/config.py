@@ -182,6 +182,9 @@ class ModelConfig:
     softplus: bool = False
     proj_dim: int = 0
     """0: no learned projection before cosine similarity; else project each representation to this dim."""
+    node_dim: int = 16
+    """Node branch: per-representation Linear(d_m, node_dim) node signals propagated by the fused
+    graph operator and fed to the head beside the rows of G (0: head on rows of G only)."""
     representations: list[str] = field(default_factory=lambda: ["mobilenetv2", "flow"])
 
     def validate(self) -> None:
@@ -193,6 +196,7 @@ class ModelConfig:
         _positive("model.order_p", self.order_p, allow_zero=True)
         _positive("model.order_q", self.order_q, allow_zero=True)
         _positive("model.proj_dim", self.proj_dim, allow_zero=True)
+        _positive("model.node_dim", self.node_dim, allow_zero=True)
         if not self.representations:
             raise ConfigError("model.representations: at least one representation is required")
 
