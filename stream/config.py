@@ -138,6 +138,14 @@ class FeaturesConfig:
     model_dir: str = str(CACHE_DIR / "models")
     threads: int = 0
     """ONNX Runtime intra-op threads (0 = runtime default)."""
+    cnn_frames: int = 8
+    """CNN backbones see this many frames spread evenly over each clip (0 = every frame)."""
+    cnn_resize: str = "squash"
+    """``squash`` (whole frame to 224×224) or ``crop`` (shorter side 256, centre crop 224)."""
+    flow_width: int = 160
+    """Optical flow runs on grey frames downscaled to this width (px)."""
+    flow_method: str = "farneback"
+    """``farneback`` or ``dis`` (OpenCV DIS ultrafast: faster, noisier)."""
     onnx_input_size: int = 224
     onnx_layout: str = "NCHW"
     onnx_mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
@@ -155,6 +163,10 @@ class FeaturesConfig:
         _choice("features.onnx_layout", self.onnx_layout, ("NCHW", "NHWC"))
         _positive("features.onnx_input_size", self.onnx_input_size)
         _positive("features.threads", self.threads, allow_zero=True)
+        _positive("features.cnn_frames", self.cnn_frames, allow_zero=True)
+        _positive("features.flow_width", self.flow_width)
+        _choice("features.cnn_resize", self.cnn_resize, ("squash", "crop"))
+        _choice("features.flow_method", self.flow_method, ("farneback", "dis"))
 
 
 @dataclass

@@ -1,0 +1,69 @@
+"""Clip feature extractors: one :class:`Extractor` per configured representation.
+
+==================  ======================  =====================================================
+``extractors`` item  representation name     dim
+==================  ======================  =====================================================
+``mobilenetv2``      ``mobilenetv2``          1280 (``pool = meanmax``: 2560)
+``effnet_lite0``     ``effnet_lite0``         1280 (``pool = meanmax``: 2560)
+``flow``             ``flow``                 80 (dense optical-flow motion statistics)
+``audio``            ``audio``                80 (log-mel mean ‖ std; None without audio)
+``onnx:<path>``      ``onnx:<file stem>``     the model's output channels (×2 for meanmax)
+==================  ======================  =====================================================
+
+Optional features-config fields read with ``getattr`` (defaults apply when absent):
+``cnn_frames`` (0: CNNs see every frame of the clip; k > 0: k frames spread over the clip),
+``cnn_resize`` (``squash`` | ``crop``), ``flow_width`` (160), ``flow_method`` (``farneback`` |
+``dis``).
+"""
+from __future__ import annotations
+
+from .base import Extractor, pool_frames
+
+__all__ = ["Extractor", "build_extractors", "build_extractor", "KNOWN", "pool_frames"]
+
+KNOWN = ("mobilenetv2", "effnet_lite0", "flow", "audio")
+
+
+def build_extractor(spec: str, cfg) -> Extractor:
+    """One extractor from its ``features.extractors`` entry (ValueError with one line if invalid)."""
+    spec = str(spec).strip()
+    if spec in ("mobilenetv2", "effnet_lite0"):
+        from .backbones import BackboneExtractor
+
+        return BackboneExtractor(spec, cfg)
+    if spec == "flow":
+        from .flow import FlowExtractor
+
+        return FlowExtractor(cfg)
+    if spec == "audio":
+        from .audio import AudioExtractor
+
+        return AudioExtractor(cfg)
+    if spec.startswith("onnx:"):
+        from .user_onnx import OnnxModelExtractor
+
+        return OnnxModelExtractor(spec[len("onnx:"):].strip(), cfg)
+    raise ValueError(f"features.extractors: unknown extractor {spec!r} "
+                     f"(known: {', '.join(KNOWN)}, onnx:<path>)")
+
+
+def build_extractors(cfg) -> list[Extractor]:
+    """The extractors of ``cfg.extractors`` in order (``cfg``: a FeaturesConfig, or a Config).
+
+    CNN backbones are exported to ONNX on first use into ``cfg.model_dir`` and reused from there
+    afterwards. Raises ValueError (one line) for an unknown name, a bad ``onnx:`` file, or two
+    entries with the same representation name.
+    """
+    if hasattr(cfg, "features") and not hasattr(cfg, "extractors"):
+        cfg = cfg.features
+    if not cfg.extractors:
+        raise ValueError("features.extractors: at least one extractor is required")
+    out: list[Extractor] = []
+    seen: set[str] = set()
+    for spec in cfg.extractors:
+        ex = build_extractor(spec, cfg)
+        if ex.name in seen:
+            raise ValueError(f"features.extractors: two extractors produce the representation {ex.name!r}")
+        seen.add(ex.name)
+        out.append(ex)
+    return out
