@@ -31,7 +31,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from engines import metrics as M
-from engines.datasets import FeatureDataset, VideoFeatures, as_dataset, load_dataset
+from engines.datasets import FeatureDataset, VideoFeatures, as_dataset, load_dataset, read_labels_json
 
 log = logging.getLogger("fusewatch.evaluate")
 
@@ -259,11 +259,54 @@ def evaluate(model_path: str | Path, data_dir: str | Path | FeatureDataset | Seq
 # CLI
 # --------------------------------------------------------------------------------------------------
 
+def evaluate_stream(model_path: str | Path, video_dir: str | Path, cfg, out_json=None, plots_dir=None,
+                    speed: float | None = None, print_table: bool = True) -> dict[str, Any]:
+    """Scores produced by the streaming path (replay → worker → transport → engine) for every video
+    in ``video_dir`` with frame labels in ``video_dir/labels.json``, evaluated like :func:`evaluate`."""
+    from engines.pipeline import stream_videos
+    from engines.runtime import load_serving_model
+    from stream.extract import find_videos
+
+    video_dir = Path(video_dir)
+    if not video_dir.is_dir():
+        raise FileNotFoundError(f"--videos {video_dir}: not a directory")
+    labels_path = video_dir / "labels.json"
+    if not labels_path.is_file():
+        raise FileNotFoundError(f"--videos {video_dir}: no labels.json with frame labels")
+    labels = read_labels_json(labels_path)
+    videos, _ = find_videos([video_dir])
+    videos = [v for v in videos if v.stem in labels]
+    if not videos:
+        raise ValueError(f"--videos {video_dir}: no video has an entry in labels.json")
+    model = load_serving_model(cfg, model_path)
+    res = stream_videos(videos, cfg, model, speed=speed, fresh_topics=True)
+    scored = []
+    for v in videos:
+        clips = res.clips.get(v.stem, [])
+        if not clips:
+            raise ValueError(f"video {v.name}: no clip was scored by the engine")
+        rec = labels[v.stem]
+        scored.append(ScoredVideo(name=v.stem, scores=np.array([c.score for c in clips]),
+                                  clip_ranges=[(c.frame_start, c.frame_end) for c in clips],
+                                  frame_gt=rec.get("frame_gt"), fps=rec.get("fps")))
+    info = {"model": str(model_path), "videos": str(video_dir), "scores": "streamed",
+            "transport": cfg.transport, "backend": model.scorer.backend,
+            "stream_wall_s": round(res.wall_s, 2), "clips": sum(len(c) for c in res.clips.values())}
+    return evaluate_scores(scored, out_json=out_json, plots_dir=plots_dir, info=info, print_table=print_table)
+
+
 def _cmd_eval(args: argparse.Namespace, cfg) -> int:
     if not args.model:
         raise ValueError("eval: --model MODEL is required")
+    if args.stream or args.videos:
+        if not (args.stream and args.videos):
+            raise ValueError("eval: --stream needs --videos VIDEO_DIR (and --videos needs --stream)")
+        rep = evaluate_stream(args.model, args.videos, cfg, out_json=args.json, plots_dir=args.plots)
+        if args.json:
+            print(f"wrote {args.json}")
+        return 0
     if not args.data:
-        raise ValueError("eval: --data DIR is required")
+        raise ValueError("eval: --data DIR is required (or --videos DIR --stream)")
     rep = evaluate(args.model, args.data, out_json=args.json, plots_dir=args.plots,
                    max_timelines=None if args.max_timelines < 0 else args.max_timelines)
     if args.json:
@@ -284,6 +327,10 @@ def add_commands(subparsers) -> None:
                    help="feature data with ground truth (same layouts as train; .list folders: test lists)")
     p.add_argument("--json", metavar="OUT", default=None, help="write the JSON report here")
     p.add_argument("--plots", metavar="DIR", default=None, help="write ROC and timeline PNGs here")
+    p.add_argument("--videos", metavar="VIDEO_DIR", default=None,
+                   help="with --stream: videos + labels.json, scored through worker → transport → engine")
+    p.add_argument("--stream", action="store_true",
+                   help="score by replaying --videos through the streaming path (uses --transport)")
     p.add_argument("--max-timelines", type=int, default=100, metavar="K",
                    help="at most K per-video timeline plots (-1: all; default 100)")
     p.set_defaults(handler=_cmd_eval)
