@@ -136,8 +136,9 @@ class FeaturesConfig:
     pool: str = "mean"
     """Clip pooling over frames for CNN backbones: ``mean`` or ``meanmax`` (concatenated, 2×D)."""
     model_dir: str = str(CACHE_DIR / "models")
-    threads: int = 0
-    """ONNX Runtime intra-op threads (0 = runtime default)."""
+    threads: int = 1
+    """ONNX Runtime intra-op threads per worker (0 = runtime default; 1 scales best: one camera
+    per worker process, more cameras rather than more threads)."""
     cnn_frames: int = 8
     """CNN backbones see this many frames spread evenly over each clip (0 = every frame)."""
     cnn_resize: str = "squash"
@@ -243,6 +244,8 @@ class EngineConfig:
     group_id: str = "fusewatch-engine"
     max_batch: int = 64
     max_wait_ms: float = 20.0
+    threads: int = 0
+    """Scoring threads (ONNX Runtime intra-op / torch; 0 = runtime default)."""
     rebuild_history: int = 64
     """Clips beyond the window re-read per camera on partition assignment to rebuild alert state."""
 
@@ -250,6 +253,7 @@ class EngineConfig:
         _choice("engine.backend", self.backend, ("auto", "torch", "onnxruntime", "tensorrt"))
         _positive("engine.max_batch", self.max_batch)
         _positive("engine.max_wait_ms", self.max_wait_ms, allow_zero=True)
+        _positive("engine.threads", self.threads, allow_zero=True)
         _positive("engine.rebuild_history", self.rebuild_history, allow_zero=True)
 
 

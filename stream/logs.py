@@ -1,0 +1,100 @@
+"""Structured logging for the camera side: text lines or JSON lines (``cfg.worker.log_format``).
+
+Every record may carry structured fields passed with ``extra={"fields": {...}}`` or through
+:func:`get_logger`'s bound fields (e.g. ``camera``); the text format appends them as ``k=v``,
+the JSON format merges them into the object::
+
+    log = get_logger("stream.worker", camera="cam1")
+    log.info("reconnecting", extra={"fields": {"attempt": 2, "delay_s": 1.0}})
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any, Mapping
+
+_ROOT = "stream"
+_HANDLER_TAG = "_fusewatch_handler"
+
+
+class _Fields(logging.LoggerAdapter):
+    """A logger adapter that merges bound fields with per-call ``extra={"fields": ...}``."""
+
+    def process(self, msg, kwargs):
+        extra = dict(kwargs.get("extra") or {})
+        fields = dict(self.extra or {})
+        fields.update(extra.get("fields") or {})
+        extra["fields"] = fields
+        kwargs["extra"] = extra
+        return msg, kwargs
+
+    def bind(self, **fields: Any) -> "_Fields":
+        merged = dict(self.extra or {})
+        merged.update(fields)
+        return _Fields(self.logger, merged)
+
+
+def get_logger(name: str = _ROOT, **fields: Any) -> _Fields:
+    """A logger whose records carry ``fields`` (e.g. ``camera="cam1"``)."""
+    return _Fields(logging.getLogger(name), fields)
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    s = str(v)
+    return json.dumps(s) if (" " in s or "=" in s or not s) else s
+
+
+class TextFormatter(logging.Formatter):
+    """``2024-01-01T00:00:00.123Z INFO stream.worker message k=v k2=v2``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        ts += f".{int(record.msecs):03d}Z"
+        fields: Mapping[str, Any] = getattr(record, "fields", None) or {}
+        kv = " ".join(f"{k}={_fmt_value(v)}" for k, v in fields.items())
+        line = f"{ts} {record.levelname} {record.name} {record.getMessage()}"
+        if kv:
+            line += " " + kv
+        if record.exc_info:
+            line += " exc=" + json.dumps(self.formatException(record.exc_info))
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``{"ts", "level", "logger", "msg", **fields}``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        obj: dict[str, Any] = {"ts": round(record.created, 6), "level": record.levelname,
+                               "logger": record.name, "msg": record.getMessage()}
+        for k, v in (getattr(record, "fields", None) or {}).items():
+            if k not in obj:
+                obj[k] = v
+        if record.exc_info:
+            obj["exc"] = self.formatException(record.exc_info)
+        return json.dumps(obj, default=str, separators=(",", ":"))
+
+
+def setup_logging(level: str = "INFO", fmt: str = "text", stream=None,
+                  logger_names: tuple[str, ...] = ("stream", "engines")) -> None:
+    """Install one handler (text or JSON lines) on the project's loggers; idempotent."""
+    formatter: logging.Formatter = JsonFormatter() if fmt == "json" else TextFormatter()
+    for name in logger_names:
+        lg = logging.getLogger(name)
+        for h in list(lg.handlers):
+            if getattr(h, _HANDLER_TAG, False):
+                lg.removeHandler(h)
+        h = logging.StreamHandler(stream or sys.stderr)
+        setattr(h, _HANDLER_TAG, True)
+        h.setFormatter(formatter)
+        lg.addHandler(h)
+        lg.setLevel(level.upper())
+        lg.propagate = False
+
+
+def setup_from_config(cfg) -> None:
+    """:func:`setup_logging` from ``cfg.log_level`` and ``cfg.worker.log_format``."""
+    setup_logging(cfg.log_level, cfg.worker.log_format)
