@@ -7,7 +7,10 @@
    runs) and ``features`` (everything from raw clip features). N=32, three representations
    (1280/1280/128: two CNN embeddings + audio), P=Q=2.
 2. Per-clip cost of the incremental graph update (push, push + window assembly) vs a full
-   recompute of the window's cosine graphs, at N=32 and N=128, and the ratios.
+   recompute of the window's cosine graphs, at N=32 and N=128, and the ratios. The state has the
+   default node branch (``node_dim`` 16: one ``Linear(d_m, 16)`` per clip and representation at
+   push time, the ``U`` array assembled with the window); the recompute does the same for the
+   whole window.
 
 Every figure is the median of repeated timings (after warm-up).
 """
@@ -69,7 +72,8 @@ def bench_scoring(threads: int, batches: list[int], budget: float, expansion: st
                 for b in batches:
                     ex = example_inputs(model, form, batch=b, seed=b)
                     if form == "graphs":
-                        fn = (lambda sc=sc, ex=ex: sc.score_graphs(ex["R"], ex["mask"], ex["present"]))
+                        fn = (lambda sc=sc, ex=ex: sc.score_graphs(ex["R"], ex["mask"], ex["present"],
+                                                                   ex.get("U")))
                     else:
                         feats = [ex[f"feat_{i}"] for i in range(model.num_reps)]
                         fn = (lambda sc=sc, ex=ex, feats=feats: sc.score_features(feats, ex["mask"], ex["present"]))
@@ -91,21 +95,27 @@ def bench_incremental(windows: list[int], reps: int, budget: float) -> dict:
     for n in windows:
         stream = [{k: rng.standard_normal(d).astype(np.float32) for k, d in DIMS.items()}
                   for _ in range(n + reps)]
-        st = CameraGraphState(names, n, DIMS)
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(window=n, representations=names), DIMS).eval()
+        st = CameraGraphState.from_model(model)
+        enc = model.node_encoders()
         for c in stream[:n]:
             st.push(c)                      # fill the window (steady state: ring wrap-around)
         it = iter(stream[n:] * 1000)
         push_t = _median_time(lambda: st.push(next(it)), min_reps=reps, budget_s=budget)
-        buf = (np.zeros((len(names), n, n), np.float32), np.zeros(n, np.float32), np.zeros(len(names), np.float32))
+        buf = st.empty_window()
         win_t = _median_time(lambda: st.window(out=buf), min_reps=reps, budget_s=budget)
         raw = {k: np.stack([c[k] for c in stream[:n]]) for k in names}
 
         def recompute():
             r = np.empty((len(names), n, n), np.float32)
+            u = np.empty((len(names), n, st.node_dim), np.float32)
             for i, k in enumerate(names):
                 z = np_l2_normalize(raw[k])
                 np.matmul(z, z.T, out=r[i])
-            return r
+                if enc:
+                    u[i] = enc[k](raw[k])
+            return r, u
 
         rec_t = _median_time(recompute, min_reps=reps, budget_s=budget)
         out[str(n)] = {"push_s": push_t, "window_s": win_t, "push_plus_window_s": push_t + win_t,
@@ -134,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     res = {"env": {"python": platform.python_version(), "torch": torch.__version__,
                    "onnxruntime": __import__("onnxruntime").__version__, "threads": a.threads,
                    "cpu_count": os.cpu_count(), "machine": platform.machine()},
-           "model": {"fusion": "lego", "N": 32, "P": 2, "Q": 2, "expansion": a.expansion, "dims": DIMS},
+           "model": {"fusion": "lego", "N": 32, "P": 2, "Q": 2, "expansion": a.expansion, "dims": DIMS,
+                     "node_dim": ModelConfig().node_dim},
            "scoring": scoring, "incremental": incr}
     print(f"LEGO N=32 M=3 dims={list(DIMS.values())} P=Q=2 expansion={a.expansion} threads={a.threads}")
     print(f"{'form':<9} {'backend':<12} " + " ".join(f"{'b=' + str(b):>12}" for b in (1, 16, 64))

@@ -53,7 +53,9 @@ def model_meta(model: FusionModel, extra: Mapping[str, Any] | None = None) -> di
     """Flat metadata of a built model::
 
         {"model_version", "config", "build_kwargs", "dims", "representations", "fusion", "window",
-         "order_p", "order_q", "expansion", "softplus", "proj_dim", ...extra}
+         "order_p", "order_q", "expansion", "softplus", "proj_dim", "node_dim", ...extra}
+
+    ``node_dim`` is the model's node-branch width (0: none, always 0 for baselines).
     """
     c = dict(model.config)
     meta: dict[str, Any] = {
@@ -66,6 +68,7 @@ def model_meta(model: FusionModel, extra: Mapping[str, Any] | None = None) -> di
         "window": model.window,
         "order_p": c.get("order_p"), "order_q": c.get("order_q"), "expansion": c.get("expansion"),
         "softplus": c.get("softplus"), "proj_dim": c.get("proj_dim"),
+        "node_dim": int(getattr(model, "node_dim", 0) or 0),
     }
     if extra:
         meta.update({k: v for k, v in extra.items() if k not in meta})
@@ -156,12 +159,26 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
 
     ``meta`` is :func:`model_meta` of the model plus the stored metadata (``created``, user keys)
     and ``"path"``. With ``verify``, the recomputed weights hash must equal the stored
-    ``model_version`` (else :class:`CheckpointError`)."""
+    ``model_version`` (else :class:`CheckpointError`).
+
+    Checkpoints saved before the LEGO node branch existed (config without ``node_dim``) load as
+    they were trained: ``node_dim = 0`` and, for LEGO, the head on the raw rows of ``G``
+    (``graph_norm = "none"``); their ``config`` / ``build_kwargs`` are kept as stored (same
+    ``model_version``)."""
     ckpt = read_checkpoint(path)
+    cfg, kwargs = dict(ckpt["config"]), dict(ckpt["build_kwargs"])
+    legacy = "node_dim" not in cfg
+    if legacy:
+        cfg["node_dim"] = 0
+        if cfg.get("fusion", "lego") == "lego":
+            kwargs.setdefault("graph_norm", "none")
     try:
-        model = build_model(ckpt["config"], ckpt["dims"], **ckpt["build_kwargs"])
+        model = build_model(cfg, ckpt["dims"], **kwargs)
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"checkpoint {path}: invalid model config ({e})") from None
+    if legacy:   # keep the stored dicts: same weights hash, and a re-save stays a legacy checkpoint
+        model.config.pop("node_dim", None)
+        model.build_kwargs = dict(ckpt["build_kwargs"])
     if list(ckpt["representations"]) != model.names:
         raise CheckpointError(f"checkpoint {path}: representations {ckpt['representations']} do not match "
                               f"config {model.names}")

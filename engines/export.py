@@ -5,18 +5,21 @@ Two forms:
 * ``features`` — raw features in: inputs ``feat_0 … feat_{M-1}`` (``B×N×d_m`` float32, in
   ``representations`` order), ``mask`` ``B×N``, ``present`` ``B×M``; all fusion types.
 * ``graphs`` — LEGO only, fed by :class:`engines.incremental.CameraGraphState`: inputs ``R``
-  ``B×M×N×N`` (base cosine graphs), ``mask`` ``B×N``, ``present`` ``B×M``. This is what the
-  service runs.
+  ``B×M×N×N`` (base cosine graphs), ``mask`` ``B×N``, ``present`` ``B×M`` and, for models with a
+  node branch (``node_dim = k > 0``), ``U`` ``B×M×N×k`` (per-representation node signals
+  ``u_m(x)``, ``present`` not applied). This is what the service runs.
 
 Output: ``scores`` ``B×N`` float32. Only the batch axis is symbolic (``"batch"``); the graphs
 contain no ``Shape``/``Size`` ops (reshapes use constant shapes with ``-1`` for the batch).
 
 ONNX ``metadata_props`` (all strings; :func:`read_onnx_meta` parses them back): ``producer``
 (``fusewatch``), ``format_version``, ``form``, ``fusion``, ``N``, ``P``, ``Q``, ``expansion``,
-``softplus``, ``proj_dim``, ``representations`` (JSON list), ``dims`` (JSON object),
+``softplus``, ``proj_dim``, ``node_dim``, ``representations`` (JSON list), ``dims`` (JSON object),
 ``model_version``, ``inputs`` (JSON list), ``config`` (JSON), ``build_kwargs`` (JSON) and, when
-the model projects features (``proj_dim > 0``), ``projection`` (base64 ``.npz`` of ``W_i``/``b_i``
-— needed to build the incremental state from an ONNX file alone, see :func:`onnx_projectors`).
+the model projects features (``proj_dim > 0``), ``projection`` (base64 ``.npz`` of ``W_i``/``b_i``)
+and, with a node branch (``node_dim > 0``), ``node_encoders`` (same format) — needed to build the
+incremental state from an ONNX file alone, see :func:`onnx_projectors` / :func:`onnx_node_encoders`.
+Files exported before the node branch existed have no ``node_dim`` (read as 0).
 """
 from __future__ import annotations
 
@@ -42,8 +45,8 @@ META_FORMAT_VERSION = "1"
 
 
 class GraphsWrapper(nn.Module):
-    """``(R B×M×N×N, mask B×N, present B×M) → scores B×N`` with the fusion mixing folded into
-    constants."""
+    """``(R B×M×N×N, mask B×N, present B×M[, U B×M×N×k]) → scores B×N`` with the fusion mixing
+    folded into constants."""
 
     def __init__(self, model: LegoModel):
         super().__init__()
@@ -53,10 +56,13 @@ class GraphsWrapper(nn.Module):
         self.register_buffer("w", w.detach().clone())
         self.register_buffer("idx", idx.detach().clone())
 
-    def forward(self, r: Tensor, mask: Tensor, present: Tensor) -> Tensor:
+    def forward(self, r: Tensor, mask: Tensor, present: Tensor, u: Tensor | None = None) -> Tensor:
         m = self.model
         e = m.expansions(r, mask, present)
-        return m.head(m.fuse_with(e, self.w, self.idx), mask)
+        um = None
+        if m.node_enc is not None:
+            um = m._node_matrix(torch.where(mask.reshape(-1, 1, m.window, 1) > 0.5, u, 0.0), mask, present)
+        return m.head(m.fuse_with(e, self.w, self.idx), mask, um)
 
 
 class FeaturesWrapper(nn.Module):
@@ -79,12 +85,14 @@ class FeaturesWrapper(nn.Module):
             return m(feats, mask, present)
         lst, mask, present = m._inputs(feats, mask, present)
         e = m.expansions(m._base_graphs(lst, mask), mask, present)
-        return m.head(m.fuse_with(e, self.w, self.idx), mask)
+        um = (m._node_matrix(m._node_signals(lst, mask), mask, present)
+              if m.node_enc is not None else None)
+        return m.head(m.fuse_with(e, self.w, self.idx), mask, um)
 
 
 def input_names(model: FusionModel, form: str) -> list[str]:
     if form == "graphs":
-        return ["R", "mask", "present"]
+        return ["R", "mask", "present"] + (["U"] if getattr(model, "node_dim", 0) else [])
     return [f"feat_{i}" for i in range(model.num_reps)] + ["mask", "present"]
 
 
@@ -106,6 +114,9 @@ def example_inputs(model: FusionModel, form: str, batch: int = 2, seed: int = 0,
         z /= np.linalg.norm(z, axis=-1, keepdims=True)
         z *= mask[:, None, :, None]
         out["R"] = (z @ np.swapaxes(z, -1, -2)).astype(dtype)
+        k = getattr(model, "node_dim", 0)
+        if k:
+            out["U"] = (rng.standard_normal((batch, m, n, k)) * mask[:, None, :, None]).astype(dtype)
     else:
         for i, name in enumerate(model.names):
             out[f"feat_{i}"] = rng.standard_normal((batch, n, model.dims[name])).astype(dtype)
@@ -117,8 +128,19 @@ def example_inputs(model: FusionModel, form: str, batch: int = 2, seed: int = 0,
 def _projection_blob(model: FusionModel) -> str | None:
     if not isinstance(model, LegoModel) or model.proj is None:
         return None
+    return _linear_blob(model.proj)
+
+
+def _node_encoder_blob(model: FusionModel) -> str | None:
+    if not isinstance(model, LegoModel) or model.node_enc is None:
+        return None
+    return _linear_blob(model.node_enc)
+
+
+def _linear_blob(linears) -> str:
+    """base64 ``.npz`` of ``W_i`` / ``b_i`` (float32) for a list of ``nn.Linear``."""
     arrs = {}
-    for i, lin in enumerate(model.proj):
+    for i, lin in enumerate(linears):
         arrs[f"W_{i}"] = lin.weight.detach().cpu().float().numpy()
         arrs[f"b_{i}"] = lin.bias.detach().cpu().float().numpy()
     buf = io.BytesIO()
@@ -219,6 +241,7 @@ def _finalize(proto: onnx.ModelProto, model: FusionModel, meta: Mapping[str, Any
         "expansion": str(c.get("expansion", getattr(model, "expansion", ""))),
         "softplus": str(bool(c.get("softplus", False))).lower(),
         "proj_dim": str(int(c.get("proj_dim", 0) or 0)),
+        "node_dim": str(int(getattr(model, "node_dim", 0) or 0)),
         "representations": json.dumps(list(model.names)),
         "dims": json.dumps({k: int(v) for k, v in model.dims.items()}),
         "model_version": str(meta.get("model_version", "")),
@@ -229,6 +252,9 @@ def _finalize(proto: onnx.ModelProto, model: FusionModel, meta: Mapping[str, Any
     blob = _projection_blob(model)
     if blob is not None:
         props["projection"] = blob
+    blob = _node_encoder_blob(model)
+    if blob is not None:
+        props["node_encoders"] = blob
     del proto.metadata_props[:]
     for k, v in props.items():
         e = proto.metadata_props.add()
@@ -237,7 +263,7 @@ def _finalize(proto: onnx.ModelProto, model: FusionModel, meta: Mapping[str, Any
 
 def read_onnx_meta(model: str | os.PathLike | onnx.ModelProto) -> dict[str, Any]:
     """Parse fusewatch ``metadata_props`` → dict with ints (``N``, ``P``, ``Q``, ``proj_dim``,
-    also ``window``), bool ``softplus``, decoded JSON (``representations``, ``dims``, ``inputs``,
+    ``node_dim`` — 0 for files exported before the node branch existed —, also ``window``), bool ``softplus``, decoded JSON (``representations``, ``dims``, ``inputs``,
     ``config``, ``build_kwargs``) and the other strings as-is. Raises ``ValueError`` if the file was
     not exported by fusewatch."""
     proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=False)
@@ -249,6 +275,7 @@ def read_onnx_meta(model: str | os.PathLike | onnx.ModelProto) -> dict[str, Any]
     for k in ("N", "P", "Q", "proj_dim"):
         if k in raw:
             out[k] = int(raw[k])
+    out["node_dim"] = int(raw.get("node_dim", 0) or 0)
     for k in ("representations", "dims", "inputs", "config", "build_kwargs"):
         if k in raw:
             out[k] = json.loads(raw[k])
@@ -261,7 +288,18 @@ def read_onnx_meta(model: str | os.PathLike | onnx.ModelProto) -> dict[str, Any]
 def onnx_projectors(meta: Mapping[str, Any]) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     """numpy projectors (as :meth:`engines.model.LegoModel.projectors`) from :func:`read_onnx_meta`
     output; empty dict when the model does not project."""
-    blob = meta.get("projection")
+    return _affine_from_blob(meta, "projection")
+
+
+def onnx_node_encoders(meta: Mapping[str, Any]) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """numpy node encoders ``u_m`` (as :meth:`engines.model.LegoModel.node_encoders`) from
+    :func:`read_onnx_meta` output — what :class:`engines.incremental.CameraGraphState` needs to
+    produce the ``U`` input of a graphs-in export; empty dict when the model has no node branch."""
+    return _affine_from_blob(meta, "node_encoders")
+
+
+def _affine_from_blob(meta: Mapping[str, Any], key: str) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    blob = meta.get(key)
     if not blob:
         return {}
     arrs = np.load(io.BytesIO(base64.b64decode(blob)))
@@ -284,6 +322,7 @@ def _np_affine(w: np.ndarray, b: np.ndarray) -> Callable[[np.ndarray], np.ndarra
         wt, bb = cache[dt]
         return x.astype(dt, copy=False) @ wt + bb
 
+    f.weight, f.bias, f.out_dim = w, b, int(w.shape[0])  # type: ignore[attr-defined]
     return f
 
 

@@ -19,6 +19,13 @@ Conventions shared by the torch model, the incremental numpy state and the ONNX 
 * ``hadamard`` mode: ``E^p = H^{∘p}`` (element-wise power) with ``H = ((R + 1) / 2) ⊙ (m mᵀ)``.
 * For ``p >= 1`` the expansion is multiplied by ``present``.
 * Pair fusion ``G = Σ_{p≤P} Σ_{q≤Q} A_pq (E_a^p ⊙ E_b^q)``; several pairs are averaged.
+* Head conditioning (:func:`standardize_graph`): the head reads ``Ĝ``, ``G`` standardised over the
+  window's real nodes — off-diagonal entries with the mean/std of the real off-diagonal pairs, the
+  diagonal with the mean/std of the real diagonal entries (the two live on very different scales:
+  in ``matrix`` mode off-diagonal products are ``O(1/N²)``, the identity terms ``O(1)``), then
+  divided by ``√n`` (``n`` real nodes: rows of about unit norm). Padded rows/cols of ``Ĝ`` are 0.
+* Node propagation (:func:`degree_normalize`): ``P = G / max(Σ_j |G_ij|, eps)`` (row-stochastic
+  for non-negative ``G``) spreads per-node signals ``U`` over the fused graph: ``H = P U``.
 """
 from __future__ import annotations
 
@@ -31,6 +38,11 @@ EPS_NORM = 1e-12
 """Squared-norm floor for row L2 normalisation (``x * rsqrt(max(|x|², EPS_NORM))``)."""
 EPS_DEG = 1e-12
 """Degree floor of the symmetric normalisation."""
+EPS_STD = 1e-12
+"""Absolute variance floor of :func:`standardize_graph` (``σ² >= EPS_STD``)."""
+REL_STD = 1e-4
+"""Relative std floor of :func:`standardize_graph`: ``σ >= REL_STD · mean|G|`` over the same
+entries, so a (near-)constant window is not blown up to float noise."""
 EXPANSIONS = ("matrix", "hadamard")
 
 
@@ -115,6 +127,40 @@ def expand_graphs(r: Tensor, mask: Tensor, present: Tensor, order: int, mode: st
                 cur = cur * h
                 powers.append(cur)
     return torch.stack(powers, dim=2)
+
+
+def _masked_standardize(g: Tensor, sel: Tensor, rel: float, eps: float) -> Tensor:
+    """``sel ⊙ (g − μ) / σ`` with ``μ, σ`` over the entries selected by ``sel`` (``{0,1}``, last two
+    axes) — ``σ² = max(var + (rel·mean|g|)², eps)`` (a Clip, not an Add: ONNX optimisers drop the
+    addition of a tiny constant)."""
+    cnt = torch.clamp(sel.sum(dim=(-1, -2), keepdim=True), min=1.0)
+    gs = g * sel
+    mu = gs.sum(dim=(-1, -2), keepdim=True) / cnt
+    dev = (g - mu) * sel
+    var = (dev * dev).sum(dim=(-1, -2), keepdim=True) / cnt
+    scale = torch.abs(gs).sum(dim=(-1, -2), keepdim=True) / cnt * rel
+    return dev / torch.sqrt(torch.clamp(var + scale * scale, min=eps))
+
+
+def standardize_graph(g: Tensor, mask: Tensor, eye: Tensor | None = None, rel: float = REL_STD,
+                      eps: float = EPS_STD) -> Tensor:
+    """Window-level standardisation of a fused graph ``g`` (``B×N×N``) over the real nodes
+    (``mask`` ``B×N``): off-diagonal entries use the mean/std of the real off-diagonal pairs
+    ``(i≠j, both real)``, diagonal entries those of the real diagonal entries. Rows/cols of padded
+    nodes are 0 and never influence real entries. ``eye``: optional ``N×N`` identity constant
+    (export). Windows with one real node give 0 (no spread)."""
+    if eye is None:
+        eye = torch.eye(g.shape[-1], dtype=g.dtype, device=g.device)
+    mm = mask.unsqueeze(-1) * mask.unsqueeze(-2)
+    diag = mm * eye
+    off = mm - diag
+    return _masked_standardize(g, off, rel, eps) + _masked_standardize(g, diag, rel, eps)
+
+
+def degree_normalize(g: Tensor, eps: float = EPS_DEG) -> Tensor:
+    """``P = G / max(Σ_j |G_ij|, eps)`` (row L1 normalisation; zero rows stay zero)."""
+    deg = torch.abs(g).sum(dim=-1, keepdim=True)
+    return g / torch.clamp(deg, min=eps)
 
 
 def pair_list(num_reps: int) -> list[tuple[int, int]]:

@@ -27,11 +27,13 @@ from torch import Tensor, nn
 
 from stream.config import ModelConfig
 
-from .graphs import cosine_graph, expand_graphs, pair_list
+from .graphs import cosine_graph, degree_normalize, expand_graphs, pair_list, standardize_graph
 
 FeatsLike = Mapping[str, Tensor | None] | Sequence[Tensor]
 
 DEFAULT_HIDDEN = 128
+DEFAULT_NODE_DIM = 16
+"""``model.node_dim`` when a config does not say (the :class:`ModelConfig` default)."""
 
 
 def _exporting() -> bool:
@@ -113,6 +115,14 @@ class FusionModel(nn.Module):
 
 # ------------------------------------------------------------------------------------- LEGO -------
 
+GRAPH_NORMS = ("standardize", "none")
+"""How the head's view of ``G`` is conditioned (:class:`LegoModel` ``graph_norm``, see
+:meth:`LegoModel.head_graph`): ``standardize`` (default): window-level standardisation over the
+real nodes, rows scaled to about unit norm; ``none``: raw ``G`` — the original head, whose inputs
+are ``O(1/N²)`` off the diagonal in ``matrix`` mode (kept for checkpoints saved before)."""
+DEFAULT_GRAPH_NORM = "standardize"
+
+
 class LegoModel(FusionModel):
     """LEGO: relationship graphs → learnable expansion (orders 0..P / 0..Q) → pairwise fusion → head.
 
@@ -122,9 +132,19 @@ class LegoModel(FusionModel):
         softplus: use ``softplus(A)`` (non-negative coefficients) instead of raw ``A``.
         proj_dim: >0: learned ``Linear(d_m, proj_dim)`` per representation before cosine similarity.
         dropout: dropout between the two head layers (training only).
+        node_dim: ``k`` > 0: node branch — per representation ``u_m = Linear(d_m, k)`` applied to
+            every real clip (an all-zero feature row = missing clip gives 0), ``U`` = the ``M``
+            node signals side by side (``B×N×(M·k)``, representation ``m`` times ``present_m``),
+            propagated by the fused graph operator ``H = P U`` with ``P`` = ``G`` row-normalised
+            by its degree (:func:`engines.graphs.degree_normalize`). 0: head on rows of ``G`` only.
+        graph_norm: conditioning of the head's view of ``G`` (:data:`GRAPH_NORMS`).
+
+    Head: ``x_i = [Ĝ_i ‖ H_i]`` (``N + M·k``) → ``fc1 = Linear(N + M·k, N + M·k)`` → ReLU →
+    ``fc2 = Linear(·, 1)`` → Sigmoid, with ``Ĝ`` the conditioned fused graph. With ``node_dim = 0``
+    and ``graph_norm = "none"`` this is the original LEGO head on the raw rows of ``G``.
 
     Parameters: ``A`` ``num_pairs×(P+1)×(Q+1)`` (pairs: :func:`engines.graphs.pair_list`), ``proj``,
-    head ``fc1 = Linear(N, N)``, ``fc2 = Linear(N, 1)``.
+    ``node_enc`` (node branch), head ``fc1``, ``fc2``.
 
     Set ``model.random_pair = True`` to fuse one random pair per forward while training (M > 2).
     """
@@ -133,15 +153,21 @@ class LegoModel(FusionModel):
 
     def __init__(self, names: Sequence[str], dims: Mapping[str, int], window: int, order_p: int = 2,
                  order_q: int = 2, expansion: str = "matrix", softplus: bool = False, proj_dim: int = 0,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, node_dim: int = 0, graph_norm: str = DEFAULT_GRAPH_NORM):
         super().__init__(names, dims, window)
         if expansion not in ("matrix", "hadamard"):
             raise ValueError(f"expansion must be matrix|hadamard (got {expansion!r})")
+        if graph_norm not in GRAPH_NORMS:
+            raise ValueError(f"graph_norm must be one of {GRAPH_NORMS} (got {graph_norm!r})")
+        if int(node_dim) < 0:
+            raise ValueError(f"node_dim must be >= 0 (got {node_dim})")
         self.order_p, self.order_q = int(order_p), int(order_q)
         self.order = max(self.order_p, self.order_q)
         self.expansion = expansion
         self.softplus = bool(softplus)
         self.proj_dim = int(proj_dim)
+        self.node_dim = int(node_dim)
+        self.graph_norm = graph_norm
         self.random_pair = False
         n, m, k1 = self.window, self.num_reps, self.order + 1
         p1, q1 = self.order_p + 1, self.order_q + 1
@@ -149,11 +175,14 @@ class LegoModel(FusionModel):
         npairs = len(self.pairs)
         self.proj = (nn.ModuleList([nn.Linear(self.dims[x], self.proj_dim) for x in self.names])
                      if self.proj_dim > 0 else None)
+        self.node_enc = (nn.ModuleList([nn.Linear(self.dims[x], self.node_dim) for x in self.names])
+                         if self.node_dim > 0 else None)
         init = 1.0 / (p1 * q1)
         raw = math.log(math.expm1(init)) if self.softplus else init
         self.A = nn.Parameter(torch.full((npairs, p1, q1), raw))
-        self.fc1 = nn.Linear(n, n)
-        self.fc2 = nn.Linear(n, 1)
+        width = n + m * self.node_dim
+        self.fc1 = nn.Linear(width, width)
+        self.fc2 = nn.Linear(width, 1)
         self.drop = nn.Dropout(dropout)
         # constants (not saved in checkpoints)
         self.register_buffer("eye", torch.eye(n), persistent=False)
@@ -217,6 +246,30 @@ class LegoModel(FusionModel):
             gs.append(cosine_graph(x, node))
         return torch.stack(gs, dim=1)
 
+    def node_signals(self, feats: FeatsLike, mask: Tensor, present: Tensor | None = None) -> Tensor:
+        """Per-representation node signals ``B×M×N×k`` (``u_m`` of every real clip; padded and
+        missing (all-zero) clips give 0; ``present`` NOT applied) — what
+        :class:`engines.incremental.CameraGraphState` stores and the graphs-in form takes as ``U``."""
+        if self.node_enc is None:
+            raise ValueError("node_dim = 0: this model has no node branch")
+        lst, mask, _ = self._inputs(feats, mask, present)
+        return self._node_signals(lst, mask)
+
+    def _node_signals(self, lst: list[Tensor], mask: Tensor) -> Tensor:
+        assert self.node_enc is not None
+        us = []
+        for enc, x in zip(self.node_enc, lst):
+            valid = ((x * x).sum(dim=-1, keepdim=True) > 0).to(x.dtype)
+            us.append(enc(x) * valid * mask.unsqueeze(-1))
+        return torch.stack(us, dim=1)
+
+    def _node_matrix(self, u: Tensor, mask: Tensor, present: Tensor) -> Tensor:
+        """``u`` ``B×M×N×k`` → ``U`` ``B×N×(M·k)`` (times ``present``, padded rows re-zeroed; no
+        Shape-driven ops)."""
+        m, n, k = self.num_reps, self.window, self.node_dim
+        u = u * present.reshape(-1, m, 1, 1) * mask.reshape(-1, 1, n, 1)
+        return u.permute(0, 2, 1, 3).reshape(-1, n, m * k)
+
     def expansions(self, r: Tensor, mask: Tensor, present: Tensor) -> Tensor:
         """``r`` ``B×M×N×N`` → ``B×M×(K+1)×N×N`` (``K = max(P, Q)``)."""
         return expand_graphs(r, mask, present, self.order, self.expansion, eye=self.eye,
@@ -237,10 +290,27 @@ class LegoModel(FusionModel):
         eb = torch.index_select(ef, 1, idx)           # B×(k(Q+1))×N²: E_b^q
         return (x * eb).sum(dim=1).reshape(-1, n, n)
 
-    def head(self, g: Tensor, mask: Tensor) -> Tensor:
-        """Rows of ``G`` (``B×N×N``) → ``Linear(N,N)`` → ReLU → ``Linear(N,1)`` → Sigmoid → ``B×N``
-        (times ``mask``)."""
-        h = self.drop(torch.relu(self.fc1(g)))
+    def head_graph(self, g: Tensor, mask: Tensor) -> Tensor:
+        """The head's conditioned view ``Ĝ`` of the fused graph ``g`` (``B×N×N``):
+        ``standardize``: :func:`engines.graphs.standardize_graph` divided by ``√n`` (``n`` real
+        nodes), so every real row has about unit L2 norm whatever the window fill, the expansion
+        mode and the orders; ``none``: ``g`` itself. Padded rows/cols are 0 either way."""
+        if self.graph_norm == "none":
+            return g
+        n = torch.clamp(mask.sum(dim=-1), min=1.0).reshape(-1, 1, 1)
+        return standardize_graph(g, mask, self.eye) * torch.rsqrt(n)
+
+    def head(self, g: Tensor, mask: Tensor, u: Tensor | None = None) -> Tensor:
+        """Head on the fused graph ``g`` (``B×N×N``) and, with a node branch, the node signals
+        ``U`` ``u`` (``B×N×(M·k)``, see :meth:`_node_matrix`) → scores ``B×N`` (times ``mask``):
+        ``x_i = [Ĝ_i ‖ (P U)_i]`` → ``fc1`` → ReLU → ``fc2`` → Sigmoid, ``P`` = ``g`` row-normalised
+        by its degree (:func:`engines.graphs.degree_normalize`)."""
+        x = self.head_graph(g, mask)
+        if self.node_enc is not None:
+            if u is None:
+                raise ValueError("this model has a node branch (node_dim > 0): node signals U are required")
+            x = torch.cat([x, torch.matmul(degree_normalize(g), u)], dim=-1)
+        h = self.drop(torch.relu(self.fc1(x)))
         return torch.sigmoid(self.fc2(h).reshape(-1, self.window)) * mask
 
     # -- entry points ---------------------------------------------------------------------------
@@ -258,28 +328,46 @@ class LegoModel(FusionModel):
                    if present is None else present.to(r.dtype))
         return self.fuse(self.expansions(r, mask, present), pair)
 
+    def _forward(self, lst: list[Tensor], mask: Tensor, present: Tensor, pair) -> tuple[Tensor, Tensor]:
+        g = self.fuse(self.expansions(self._base_graphs(lst, mask), mask, present), pair)
+        u = (self._node_matrix(self._node_signals(lst, mask), mask, present)
+             if self.node_enc is not None else None)
+        return self.head(g, mask, u), g
+
     def forward(self, feats: FeatsLike, mask: Tensor, present: Tensor | None = None,
                 pair: int | tuple | None = None) -> Tensor:
         """Features → scores ``B×N``."""
         lst, mask, present = self._inputs(feats, mask, present)
-        g = self.fuse(self.expansions(self._base_graphs(lst, mask), mask, present), pair)
-        return self.head(g, mask)
+        return self._forward(lst, mask, present, pair)[0]
 
     def forward_with_graph(self, feats: FeatsLike, mask: Tensor, present: Tensor | None = None,
                            pair: int | tuple | None = None) -> tuple[Tensor, Tensor]:
-        """One pass → ``(scores B×N, G B×N×N)`` (training: loss + regulariser without recompute)."""
+        """One pass → ``(scores B×N, G B×N×N)`` (training: loss + regulariser without recompute;
+        ``G`` is the raw fused graph)."""
         lst, mask, present = self._inputs(feats, mask, present)
-        g = self.fuse(self.expansions(self._base_graphs(lst, mask), mask, present), pair)
-        return self.head(g, mask), g
+        return self._forward(lst, mask, present, pair)
 
     def forward_graphs(self, r: Tensor, mask: Tensor, present: Tensor | None = None,
-                       pair: int | tuple | None = None) -> Tensor:
-        """Graphs-in entry point: ``r`` ``B×M×N×N`` base cosine graphs (as produced by
-        :class:`engines.incremental.CameraGraphState`), ``mask`` ``B×N``, ``present`` ``B×M`` →
-        scores ``B×N``. Rows/cols of padded nodes in ``r`` are ignored (re-masked)."""
+                       u: Tensor | None = None, *, pair: int | tuple | None = None) -> Tensor:
+        """Graphs-in entry point: ``r`` ``B×M×N×N`` base cosine graphs and (node branch) ``u``
+        ``B×M×N×k`` node signals (as produced by :class:`engines.incremental.CameraGraphState` /
+        :meth:`node_signals`), ``mask`` ``B×N``, ``present`` ``B×M`` → scores ``B×N``. Entries of
+        padded nodes in ``r`` and ``u`` are ignored (re-masked); ``present`` is applied to ``u``."""
         mask = mask.to(r.dtype)
-        g = self.fused_graph_from_graphs(r, mask, present, pair)
-        return self.head(g, mask)
+        present = (torch.ones(r.shape[0], self.num_reps, dtype=r.dtype, device=r.device)
+                   if present is None else present.to(r.dtype))
+        g = self.fuse(self.expansions(r, mask, present), pair)
+        um = None
+        if self.node_enc is not None:
+            if u is None:
+                raise ValueError("this model has a node branch (node_dim > 0): forward_graphs needs u")
+            if not _exporting() and tuple(u.shape[1:]) != (self.num_reps, self.window, self.node_dim):
+                raise ValueError(f"u: expected shape (B, {self.num_reps}, {self.window}, {self.node_dim}), "
+                                 f"got {tuple(u.shape)}")
+            u = u.to(r.dtype)
+            um = self._node_matrix(torch.where(mask.reshape(-1, 1, self.window, 1) > 0.5, u, 0.0),
+                                   mask, present)
+        return self.head(g, mask, um)
 
     def projectors(self) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
         """numpy projections for :class:`engines.incremental.CameraGraphState` (empty if
@@ -287,6 +375,13 @@ class LegoModel(FusionModel):
         if self.proj is None:
             return {}
         return {n: numpy_linear(lin) for n, lin in zip(self.names, self.proj)}
+
+    def node_encoders(self) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+        """numpy node encoders ``u_m`` for :class:`engines.incremental.CameraGraphState` (empty if
+        ``node_dim == 0``): ``{name: f(x ``...×d_m``) -> ``...×node_dim``}``."""
+        if self.node_enc is None:
+            return {}
+        return {n: numpy_linear(lin) for n, lin in zip(self.names, self.node_enc)}
 
 
 def numpy_linear(lin: nn.Linear) -> Callable[[np.ndarray], np.ndarray]:
@@ -304,6 +399,7 @@ def numpy_linear(lin: nn.Linear) -> Callable[[np.ndarray], np.ndarray]:
         return x.astype(dt, copy=False) @ wt + bb
 
     f.weight, f.bias = w, b  # type: ignore[attr-defined]
+    f.out_dim = int(w.shape[0])  # type: ignore[attr-defined]
     return f
 
 
@@ -416,36 +512,48 @@ MODEL_CLASSES: dict[str, type[FusionModel]] = {
 
 
 def config_dict(cfg: ModelConfig | Mapping[str, Any]) -> dict[str, Any]:
-    """Validated plain-dict form of a :class:`ModelConfig` (unknown keys rejected)."""
+    """Validated plain-dict form of a :class:`ModelConfig` (unknown keys rejected; a mapping without
+    ``node_dim`` gets the :class:`ModelConfig` default — checkpoints saved before the node branch
+    existed are mapped to ``node_dim = 0`` by :func:`engines.checkpoint.load_model`)."""
     if isinstance(cfg, ModelConfig):
         c = dataclasses.replace(cfg, representations=list(cfg.representations))
     else:
         known = {f.name for f in dataclasses.fields(ModelConfig)}
-        extra = set(cfg) - known
+        extra = set(cfg) - known - {"node_dim"}
         if extra:
             raise ValueError(f"model config: unknown field(s) {sorted(extra)}")
-        c = ModelConfig(**{k: (list(v) if k == "representations" else v) for k, v in cfg.items()})
+        c = ModelConfig(**{k: (list(v) if k == "representations" else v) for k, v in cfg.items() if k in known})
+        if "node_dim" in cfg and "node_dim" not in known:      # stream.config without the field
+            c.node_dim = cfg["node_dim"]  # type: ignore[attr-defined]
     c.validate()
-    return dataclasses.asdict(c)
+    d = dataclasses.asdict(c)
+    d["node_dim"] = int(getattr(c, "node_dim", DEFAULT_NODE_DIM))
+    if d["node_dim"] < 0:
+        raise ValueError(f"model.node_dim: must be >= 0 (got {d['node_dim']})")
+    return d
 
 
 def build_model(cfg: ModelConfig | Mapping[str, Any], dims: Mapping[str, int], *,
-                hidden: int | None = None, dropout: float = 0.0) -> FusionModel:
+                hidden: int | None = None, dropout: float = 0.0, graph_norm: str | None = None) -> FusionModel:
     """Build the model described by ``cfg`` for representation dims ``dims`` (``{name: d_m}``;
     every name of ``cfg.representations`` must be present, others are ignored).
 
     ``hidden`` (baselines only): common width ``H``; default ``cfg.proj_dim`` or 128.
-    ``dropout``: head dropout (training only). Returns a :class:`FusionModel` with ``.config``
-    (plain dict of ``cfg``) and ``.build_kwargs`` set (both saved by :mod:`engines.checkpoint`).
+    ``dropout``: head dropout (training only). ``graph_norm`` (LEGO only): conditioning of the
+    head's view of ``G`` (:data:`GRAPH_NORMS`, default :data:`DEFAULT_GRAPH_NORM`). Returns a
+    :class:`FusionModel` with ``.config`` (plain dict of ``cfg``) and ``.build_kwargs`` set (both
+    saved by :mod:`engines.checkpoint`).
     """
     c = config_dict(cfg)
     names = c["representations"]
     if len(set(names)) != len(names):
         raise ValueError(f"model.representations: duplicate names in {names}")
     if c["fusion"] == "lego":
+        gn = graph_norm or DEFAULT_GRAPH_NORM
         model: FusionModel = LegoModel(names, dims, c["window"], c["order_p"], c["order_q"], c["expansion"],
-                                       c["softplus"], c["proj_dim"], dropout=dropout)
-        kw: dict[str, Any] = {"dropout": float(dropout)}
+                                       c["softplus"], c["proj_dim"], dropout=dropout,
+                                       node_dim=c["node_dim"], graph_norm=gn)
+        kw: dict[str, Any] = {"dropout": float(dropout), "graph_norm": gn}
     else:
         h = int(hidden or c["proj_dim"] or DEFAULT_HIDDEN)
         model = MODEL_CLASSES[c["fusion"]](names, dims, c["window"], hidden=h, dropout=dropout)

@@ -69,12 +69,14 @@ class ServingModel:
         return int(self.meta["window"])
 
     def score(self, snaps: list[tuple]) -> np.ndarray:
-        """Score window snapshots (as returned by ``state.window()``) → newest-node scores (B,)."""
+        """Score window snapshots (as returned by ``state.window()``: ``(R, mask, present)`` or, for
+        LEGO models with a node branch, ``(R, mask, present, U)``) → newest-node scores (B,)."""
         if self.form == "graphs":
             r = np.stack([s[0] for s in snaps])
             mask = np.stack([s[1] for s in snaps])
             present = np.stack([s[2] for s in snaps])
-            return self.scorer.score_graphs(r, mask, present)[:, -1]
+            u = np.stack([s[3] for s in snaps]) if len(snaps[0]) > 3 else None
+            return self.scorer.score_graphs(r, mask, present, u)[:, -1]
         feats = {k: np.stack([s[0][k] for s in snaps]) for k in self.names}
         mask = np.stack([s[1] for s in snaps])
         present = np.stack([s[2] for s in snaps])
@@ -95,22 +97,27 @@ def load_serving_model(cfg: Config, model: str | Path | None = None, backend: st
         raise FileNotFoundError(f"model {path}: not found{hint}")
     name = backend or cfg.engine.backend
     if path.suffix == ".onnx":
-        from .export import onnx_projectors, read_onnx_meta
+        from .export import onnx_node_encoders, onnx_projectors, read_onnx_meta
         meta = read_onnx_meta(str(path))
         scorer = select_backend(name, model=str(path), max_batch=cfg.engine.max_batch,
-                                threads=cfg.features.threads)
+                                threads=cfg.engine.threads)
         projectors = onnx_projectors(meta)
+        encoders = onnx_node_encoders(meta)
         torch_model = None
     else:
         from .checkpoint import load_model
         torch_model, meta = load_model(path)
         scorer = select_backend(name, model=torch_model, meta=meta, max_batch=cfg.engine.max_batch,
-                                threads=cfg.features.threads)
+                                threads=cfg.engine.threads)
         projectors = torch_model.projectors() if hasattr(torch_model, "projectors") else {}
+        encoders = torch_model.node_encoders() if hasattr(torch_model, "node_encoders") else {}
     meta = dict(scorer.meta)
     meta.setdefault("name", meta.get("fusion", "lego"))
     names, window = list(meta["representations"]), int(meta["window"])
     dims = {k: int(v) for k, v in meta["dims"].items()}
     if "graphs" in scorer.forms:
-        return ServingModel(scorer, meta, lambda: CameraGraphState(names, window, dims, projectors), "graphs")
+        if int(meta.get("node_dim") or 0) and not encoders:
+            raise ValueError(f"model {path}: node_dim = {meta.get('node_dim')} but no node encoders found")
+        return ServingModel(scorer, meta, lambda: CameraGraphState(names, window, dims, projectors,
+                                                                   node_encoders=encoders), "graphs")
     return ServingModel(scorer, meta, lambda: FeatureWindow(names, window, dims), "features")

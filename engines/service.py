@@ -195,8 +195,7 @@ class EngineService:
             cam.graphs.push(feats)
             if not cam.exact and cam.graphs.count >= self.window:
                 cam.exact = True
-            R, mask, present = cam.graphs.window()
-            snaps.append((R, mask, present))
+            snaps.append(cam.graphs.window())  # (R, mask, present[, U]) or a features window
             items.append((rec, msg, cam))
         if not snaps:
             return

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from engines.graphs import (cosine_graph, degree_variance, expand_graphs, fuse_pair, np_cosine_graph,
-                            np_expand, pair_list, sym_normalize)
+from engines.graphs import (cosine_graph, degree_normalize, degree_variance, expand_graphs, fuse_pair,
+                            np_cosine_graph, np_expand, pair_list, standardize_graph, sym_normalize)
 from engines.model import LegoModel
 
 torch.set_default_dtype(torch.float32)
@@ -150,3 +150,33 @@ def test_degree_variance():
     mask = torch.tensor([[0.0, 1.0, 1.0, 1.0]])
     # degrees of real nodes: 0, 4, 0 -> mean 4/3, var = ((16/9)*2 + (64/9)) / 3
     assert torch.allclose(degree_variance(g, mask), torch.tensor([(32 / 9 + 64 / 9) / 3]))
+
+
+def test_standardize_graph_masking_and_degenerate_windows():
+    r, mask = _rand_graphs(b=3, m=1, n=6)
+    g = r[:, 0] + 0.5
+    out = standardize_graph(g, mask)
+    mm = (mask.unsqueeze(-1) * mask.unsqueeze(-2)).bool()
+    assert torch.count_nonzero(out[~mm]) == 0
+    # entries of padded nodes do not change the real entries
+    junk = torch.where(mm, g, torch.randn(g.shape, dtype=g.dtype) * 100)
+    assert torch.equal(standardize_graph(junk * mm, mask), out)
+    # one real node (row 2) / a constant window: finite, no float-noise blow-up
+    assert torch.isfinite(out).all() and out[2].abs().max() == 0
+    const = torch.full((1, 6, 6), 0.3, dtype=torch.float32) + torch.randn(1, 6, 6) * 1e-8
+    assert standardize_graph(const, torch.ones(1, 6)).abs().max() < 1e-2
+    # invariant to the scale and offset of G (off-diagonal and diagonal separately)
+    eye = torch.eye(6, dtype=g.dtype)
+    g2 = 7.0 * g + 3.0 + 2.0 * eye
+    torch.testing.assert_close(standardize_graph(g2 * mm, mask), out)
+
+
+def test_degree_normalize_rows():
+    r, mask = _rand_graphs(b=3, m=1, n=6)
+    t = sym_normalize(r[:, 0])
+    p = degree_normalize(t)
+    rows = p.sum(dim=-1)
+    torch.testing.assert_close(rows[mask > 0], torch.ones_like(rows[mask > 0]))
+    assert torch.count_nonzero(rows[mask == 0]) == 0
+    signed = torch.randn(2, 5, 5, dtype=torch.float64)
+    torch.testing.assert_close(degree_normalize(signed).abs().sum(-1), torch.ones(2, 5, dtype=torch.float64))

@@ -96,7 +96,7 @@ def test_lego_training_beats_chance(trained, data):
     _, val = TR.stratified_split(data.videos, 0.25, np.random.default_rng(0))
     y = np.concatenate([v.frame_gt for v in val])
     chance = roc_auc(y, rng.random(y.size))
-    assert s["best_val_auc"] > 0.6 and s["best_val_auc"] > chance + 0.1
+    assert s["best_val_auc"] >= 0.9 and s["best_val_auc"] > chance + 0.1
     # the checkpoint is the best epoch's
     _, meta = load_model(out)
     assert meta["epoch"] == s["best_epoch"] and meta["val_auc"] == pytest.approx(s["best_val_auc"])

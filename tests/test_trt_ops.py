@@ -35,8 +35,12 @@ def exports(tmp_path_factory):
     out = {}
     for exp in ("matrix", "hadamard"):
         for form in ("graphs", "features"):
+            # the default node branch (node_dim 16, graphs form takes U) ...
             out[(exp, form)] = _export(d, form, expansion=exp, proj_dim=4 if form == "features" else 0,
                                        softplus=exp == "hadamard")
+            # ... and the relations-only head (node_dim 0)
+            out[(exp, form, "plain")] = _export(d, form, expansion=exp, node_dim=0,
+                                                proj_dim=4 if form == "graphs" else 0)
     for fusion in ("concat", "add", "mtn"):
         out[(fusion, "features")] = _export(d, "features", fusion=fusion)
     return out
@@ -51,6 +55,10 @@ def test_every_export_passes(exports):
     for key, p in exports.items():
         assert check_onnx_for_tensorrt(p) == [], key
         assert_tensorrt_compatible(onnx.load(str(p)))
+    names = [i.name for i in onnx.load(str(exports[("matrix", "graphs")])).graph.input]
+    assert names == ["R", "mask", "present", "U"]
+    names = [i.name for i in onnx.load(str(exports[("matrix", "graphs", "plain")])).graph.input]
+    assert names == ["R", "mask", "present"]
 
 
 def _model(nodes, inputs, outputs, inits=(), opset=17, domain_opsets=()):
@@ -151,8 +159,9 @@ def test_tensorrt_rtx_builds_both_forms(exports, tmp_path):
     if not ok:
         pytest.skip(f"TensorRT-RTX builder unavailable: {why}")
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    for key in (("matrix", "graphs"), ("hadamard", "graphs"), ("matrix", "features"), ("hadamard", "features")):
-        out = tmp_path / f"{key[0]}-{key[1]}.engine"
+    for key in (("matrix", "graphs"), ("hadamard", "graphs"), ("matrix", "features"), ("hadamard", "features"),
+                ("matrix", "graphs", "plain")):
+        out = tmp_path / f"{'-'.join(key)}.engine"
         p = subprocess.run([sys.executable, "-m", "engines.backends.trt_backend", "--module", "tensorrt_rtx",
                             "--onnx", str(exports[key]), "--out", str(out), "--max-batch", "16"],
                            capture_output=True, text=True, timeout=300, cwd=REPO, env=env)

@@ -8,7 +8,9 @@
 
 Use :func:`select_backend` to construct one. Inputs are numpy arrays (float32 is used internally):
 
-* :meth:`Scorer.score_graphs` ``(R B×M×N×N, mask B×N, present B×M | None) → B×N``
+* :meth:`Scorer.score_graphs` ``(R B×M×N×N, mask B×N, present B×M | None, U B×M×N×k | None) → B×N``
+  (``U``: node signals, required iff the model has a node branch, ``meta["node_dim"] = k > 0``;
+  :meth:`engines.incremental.CameraGraphState.window` returns it as the 4th array)
 * :meth:`Scorer.score_features` ``(feats, mask B×N, present B×M | None) → B×N`` with ``feats`` a
   ``dict[name → B×N×d_m]`` (missing key = representation absent) or a list in
   ``representations`` order.
@@ -36,7 +38,7 @@ class BackendError(RuntimeError):
 class Scorer(ABC):
     """Common interface. Attributes: ``backend`` (name), ``meta`` (model metadata: ``model_version``,
     ``representations``, ``dims``, ``window``, ``fusion`` …), ``names``, ``dims``, ``window`` (N),
-    ``forms`` (subset of ``{"graphs", "features"}`` this scorer can run), ``max_batch`` (None = any;
+    ``node_dim`` (``k``; 0 = no node branch, the graphs-in form then takes no ``U``), ``forms`` (subset of ``{"graphs", "features"}`` this scorer can run), ``max_batch`` (None = any;
     larger batches are split transparently)."""
 
     backend = ""
@@ -46,17 +48,20 @@ class Scorer(ABC):
         self.names: list[str] = list(self.meta["representations"])
         self.dims: dict[str, int] = {k: int(v) for k, v in self.meta["dims"].items()}
         self.window = int(self.meta.get("window") or self.meta.get("N"))
+        self.node_dim = int(self.meta.get("node_dim") or 0)
         self.forms = tuple(forms)
         self.max_batch = max_batch
 
     # -- public API -------------------------------------------------------------------------------
-    def score_graphs(self, r: np.ndarray, mask: np.ndarray, present: np.ndarray | None = None) -> np.ndarray:
-        """Scores ``B×N`` float32 from base graphs ``r`` ``B×M×N×N`` (graphs-in form, LEGO only)."""
+    def score_graphs(self, r: np.ndarray, mask: np.ndarray, present: np.ndarray | None = None,
+                     u: np.ndarray | None = None) -> np.ndarray:
+        """Scores ``B×N`` float32 from base graphs ``r`` ``B×M×N×N`` and, for models with a node
+        branch, node signals ``u`` ``B×M×N×k`` (graphs-in form, LEGO only)."""
         if "graphs" not in self.forms:
             raise BackendError(f"{self.backend}: this model/export has no graphs-in form "
                                f"(fusion={self.meta.get('fusion')!r}, forms={list(self.forms)})")
-        r, mask, present = self._graph_inputs(r, mask, present)
-        return self._chunked(self._run_graphs, [r, mask, present])
+        arrays = self._graph_inputs(r, mask, present, u)
+        return self._chunked(self._run_graphs, arrays)
 
     def score_features(self, feats: Mapping[str, np.ndarray | None] | Sequence[np.ndarray],
                        mask: np.ndarray, present: np.ndarray | None = None) -> np.ndarray:
@@ -82,7 +87,9 @@ class Scorer(ABC):
 
     # -- to implement -----------------------------------------------------------------------------
     @abstractmethod
-    def _run_graphs(self, r: np.ndarray, mask: np.ndarray, present: np.ndarray) -> np.ndarray: ...
+    def _run_graphs(self, r: np.ndarray, mask: np.ndarray, present: np.ndarray,
+                    u: np.ndarray | None = None) -> np.ndarray:
+        """``u`` is given iff ``self.node_dim > 0``."""
 
     @abstractmethod
     def _run_features(self, *arrays: np.ndarray) -> np.ndarray: ...
@@ -109,13 +116,23 @@ class Scorer(ABC):
             raise BackendError(f"present: expected shape ({b}, {m}), got {present.shape}")
         return mask, present
 
-    def _graph_inputs(self, r, mask, present):
+    def _graph_inputs(self, r, mask, present, u=None) -> list[np.ndarray]:
         r = np.ascontiguousarray(r, dtype=np.float32)
-        m, n = len(self.names), self.window
+        m, n, k = len(self.names), self.window, self.node_dim
         if r.ndim != 4 or r.shape[1:] != (m, n, n):
             raise BackendError(f"R: expected shape (B, {m}, {n}, {n}), got {r.shape}")
         mask, present = self._mask_present(r.shape[0], mask, present)
-        return r, mask, present
+        if not k:
+            if u is not None:
+                raise BackendError("U given but this model has no node branch (node_dim = 0)")
+            return [r, mask, present]
+        if u is None:
+            raise BackendError(f"U (node signals, shape (B, {m}, {n}, {k})) is required: this model has a "
+                               f"node branch (node_dim = {k}); CameraGraphState.window() returns it")
+        u = np.ascontiguousarray(u, dtype=np.float32)
+        if u.shape != (r.shape[0], m, n, k):
+            raise BackendError(f"U: expected shape ({r.shape[0]}, {m}, {n}, {k}), got {u.shape}")
+        return [r, mask, present, u]
 
     def _feature_inputs(self, feats, mask, present):
         mask = np.asarray(mask)

@@ -65,8 +65,8 @@ class OrtScorer(Scorer):
         sess = self.sessions[form]
         return sess.run(None, dict(zip(self._inputs[form], arrays)))[0]
 
-    def _run_graphs(self, r, mask, present):
-        return self._run("graphs", (r, mask, present))
+    def _run_graphs(self, r, mask, present, u=None):
+        return self._run("graphs", (r, mask, present) if u is None else (r, mask, present, u))
 
     def _run_features(self, *arrays):
         return self._run("features", arrays)

@@ -37,9 +37,10 @@ class TorchScorer(Scorer):
     def _t(self, a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a).to(self.device)
 
-    def _run_graphs(self, r, mask, present):
+    def _run_graphs(self, r, mask, present, u=None):
         with torch.inference_mode():
-            return self.model.forward_graphs(self._t(r), self._t(mask), self._t(present)).cpu().numpy()
+            return self.model.forward_graphs(self._t(r), self._t(mask), self._t(present),
+                                             None if u is None else self._t(u)).cpu().numpy()
 
     def _run_features(self, *arrays):
         feats = [self._t(a) for a in arrays[:-2]]

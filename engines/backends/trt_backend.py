@@ -245,8 +245,12 @@ class TrtScorer(Scorer):
             self.engine_paths[form] = ep
             self.engines[form] = eng
 
-    def _run_graphs(self, r, mask, present):
-        return self.engines["graphs"].run(dict(zip(self.input_names["graphs"], (r, mask, present))))
+    def _run_graphs(self, r, mask, present, u=None):
+        arrays = (r, mask, present) if u is None else (r, mask, present, u)
+        names = self.input_names["graphs"]
+        if len(names) != len(arrays):
+            raise BackendError(f"graphs engine inputs {names} do not match {len(arrays)} arrays")
+        return self.engines["graphs"].run(dict(zip(names, arrays)))
 
     def _run_features(self, *arrays):
         return self.engines["features"].run(dict(zip(self.input_names["features"], arrays)))
