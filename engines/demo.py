@@ -117,7 +117,9 @@ def cmd_demo(args, cfg: Config) -> int:
     if lp.is_file():
         labels = json.loads(lp.read_text())
     out = Path(args.out)
-    report = write_report(out / "report.html", res, videos, labels, cfg.alerts.on, cfg.alerts.off)
+    from .service import effective_alerts
+    eff = effective_alerts(cfg, model.meta)
+    report = write_report(out / "report.html", res, videos, labels, eff.on, eff.off)
     n_clips = sum(len(v) for v in res.clips.values())
     console.print(f"{n_clips} clips scored, {len({a.id for a in res.alerts})} alerts, "
                   f"{res.engine.get('dead_letters', 0)} dead letters in {res.wall_s:.1f} s")

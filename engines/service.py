@@ -19,6 +19,7 @@ one), so a restarted or rebalanced engine scores like an uninterrupted one.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -59,6 +60,16 @@ class _Camera:
     last_clip: int = -1
 
 
+def effective_alerts(cfg: Config, meta: dict):
+    """``cfg.alerts`` with on/off replaced by the model's calibrated thresholds when
+    ``alerts.thresholds == "model"`` and the model carries ``alert_thresholds``."""
+    a = copy.copy(cfg.alerts)
+    th = meta.get("alert_thresholds")
+    if a.thresholds == "model" and isinstance(th, dict) and "on" in th and "off" in th:
+        a.on, a.off = float(th["on"]), float(th["off"])
+    return a
+
+
 class ScoreSink:
     """Optional observer of every clip score (the demo's HTML report, streamed evaluation)."""
 
@@ -90,13 +101,14 @@ class EngineService:
         self._stop = threading.Event()
         self._pending_rebuild: set[TopicPartition] = set()
         self.backend_name = model.scorer.backend
+        self.alerts_cfg = effective_alerts(cfg, meta)
 
     # -- state ----------------------------------------------------------------------------------
     def _camera(self, cam: str) -> _Camera:
         c = self.cams.get(cam)
         if c is None:
             c = _Camera(self.model.new_state(),
-                        AlertTracker(cam, self.cfg.alerts, self.meta.get("name", "lego"),
+                        AlertTracker(cam, self.alerts_cfg, self.meta.get("name", "lego"),
                                      self.meta.get("model_version", ""), self.backend_name))
             self.cams[cam] = c
         return c

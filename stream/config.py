@@ -261,6 +261,10 @@ class EngineConfig:
 class AlertsConfig:
     """Hysteresis alerting per camera, in stream (capture) time so replays are deterministic."""
 
+    thresholds: str = "model"
+    """``model``: use the on/off thresholds calibrated at training time and stored in the model
+    (99th / 95th percentile of scores on normal training videos) when it has them; ``config``:
+    always use ``on``/``off`` below."""
     on: float = 0.6
     off: float = 0.4
     min_duration: float = 1.6
@@ -273,6 +277,7 @@ class AlertsConfig:
     def validate(self) -> None:
         if not 0 <= self.off <= self.on <= 1:
             raise ConfigError(f"alerts.off/on: need 0 <= off <= on <= 1 (got off={self.off}, on={self.on})")
+        _choice("alerts.thresholds", self.thresholds, ("model", "config"))
         for n in ("min_duration", "cooldown", "update_interval"):
             _positive(f"alerts.{n}", getattr(self, n), allow_zero=True)
 

@@ -370,3 +370,17 @@ def test_train_and_eval_from_fusewatch_layout(data, tmp_path):
     rep = evaluate(tmp_path / "m.pt", root, print_table=False)
     assert rep["frames"] == sum(v.frames() for v in data) and rep["videos"] == len(data)
     assert rep["abnormal_frames"] == sum(int(v.frame_gt.sum()) for v in data)
+
+
+def test_training_stores_calibrated_alert_thresholds(trained, data):
+    """Thresholds come from the normal training videos' clip scores and the engine adopts them."""
+    from engines.checkpoint import load_model
+    from engines.service import effective_alerts
+    from stream.config import load_config
+    out, s = trained
+    th = s["alert_thresholds"]
+    assert th and 0 <= th["off"] < th["on"] <= 1 and th["normal_clips"] > 0
+    _, meta = load_model(out)
+    assert meta["alert_thresholds"] == th
+    assert effective_alerts(load_config(env={}), meta).on == th["on"]
+    assert effective_alerts(load_config(overrides={"alerts.thresholds": "config"}, env={}), meta).on == 0.6
