@@ -37,7 +37,7 @@ import onnx
 import torch
 from torch import Tensor, nn
 
-from .model import FusionModel, LegoModel
+from .model import FusionModel, LegoModel, numpy_affine
 
 FORMS = ("graphs", "features")
 OUTPUT_NAME = "scores"
@@ -307,23 +307,10 @@ def _affine_from_blob(meta: Mapping[str, Any], key: str) -> dict[str, Callable[[
     for i, name in enumerate(meta["representations"]):
         w = arrs[f"W_{i}"].astype(np.float64)
         b = arrs[f"b_{i}"].astype(np.float64)
-        out[name] = _np_affine(w, b)
+        out[name] = numpy_affine(w, b)
     return out
 
 
-def _np_affine(w: np.ndarray, b: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-    cache: dict = {}
-
-    def f(x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x)
-        dt = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float32)
-        if dt not in cache:
-            cache[dt] = (np.ascontiguousarray(w.T.astype(dt)), b.astype(dt))
-        wt, bb = cache[dt]
-        return x.astype(dt, copy=False) @ wt + bb
-
-    f.weight, f.bias, f.out_dim = w, b, int(w.shape[0])  # type: ignore[attr-defined]
-    return f
 
 
 def export_cached(model: FusionModel, meta: Mapping[str, Any] | None, cache_dir: str | os.PathLike,

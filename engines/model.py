@@ -384,10 +384,9 @@ class LegoModel(FusionModel):
         return {n: numpy_linear(lin) for n, lin in zip(self.names, self.node_enc)}
 
 
-def numpy_linear(lin: nn.Linear) -> Callable[[np.ndarray], np.ndarray]:
-    """Frozen numpy copy of ``lin``: ``x ...×d_in`` → ``...×d_out`` (computed in ``x``'s float dtype)."""
-    w = lin.weight.detach().cpu().double().numpy()
-    b = lin.bias.detach().cpu().double().numpy() if lin.bias is not None else np.zeros(w.shape[0])
+def numpy_affine(w: np.ndarray, b: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """numpy ``x ...×d_in → x @ wᵀ + b`` (``w`` ``d_out×d_in``), computed in ``x``'s float dtype.
+    The callable carries ``weight``, ``bias`` and ``out_dim``."""
     cache: dict = {}
 
     def f(x: np.ndarray) -> np.ndarray:
@@ -398,9 +397,15 @@ def numpy_linear(lin: nn.Linear) -> Callable[[np.ndarray], np.ndarray]:
         wt, bb = cache[dt]
         return x.astype(dt, copy=False) @ wt + bb
 
-    f.weight, f.bias = w, b  # type: ignore[attr-defined]
-    f.out_dim = int(w.shape[0])  # type: ignore[attr-defined]
+    f.weight, f.bias, f.out_dim = w, b, int(w.shape[0])  # type: ignore[attr-defined]
     return f
+
+
+def numpy_linear(lin: nn.Linear) -> Callable[[np.ndarray], np.ndarray]:
+    """Frozen numpy copy of ``lin``: ``x ...×d_in`` → ``...×d_out`` (computed in ``x``'s float dtype)."""
+    w = lin.weight.detach().cpu().double().numpy()
+    b = lin.bias.detach().cpu().double().numpy() if lin.bias is not None else np.zeros(w.shape[0])
+    return numpy_affine(w, b)
 
 
 # ---------------------------------------------------------------------------------- baselines ------
