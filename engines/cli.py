@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "engines.train",        # train
     "engines.evaluate",     # eval
     "engines.demo",         # demo
+    "engines.ped2",         # bench ped2
 )
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from pathlib import Path
 
 from stream.config import CACHE_DIR, Config
@@ -26,10 +25,10 @@ def shared_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[2] / "shared"
 
 
-def features_key(cfg: Config) -> str:
-    """Hash of everything that changes extracted features (extractors, clips, sampling)."""
+def features_key(cfg: Config, video_dir: Path | None = None) -> str:
+    """Hash of everything that changes extracted features (video folder, extractors, clips, sampling)."""
     f = cfg.features
-    blob = json.dumps({"f": f.extractors, "pool": f.pool, "cnn": [f.cnn_frames, f.cnn_resize],
+    blob = json.dumps({"dir": str(video_dir.resolve()) if video_dir else "", "f": f.extractors, "pool": f.pool, "cnn": [f.cnn_frames, f.cnn_resize],
                        "flow": [f.flow_width, f.flow_method], "clips": [cfg.clips.clip_len, cfg.clips.clip_stride],
                        "fps": cfg.source.sample_fps}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -38,7 +37,7 @@ def features_key(cfg: Config) -> str:
 def ensure_features(cfg: Config, video_dir: Path, out_dir: Path | None = None, log=print) -> Path:
     """Extract features of ``video_dir`` once into the cache (reused while the config is unchanged)."""
     from stream.extract import extract_videos
-    out = out_dir or CACHE_DIR / "features" / f"{video_dir.resolve().name}-{features_key(cfg)}"
+    out = out_dir or CACHE_DIR / "features" / f"{video_dir.resolve().name}-{features_key(cfg, video_dir)}"
     if (out / "meta.json").is_file() and (out / ".complete").is_file():
         log(f"features: reusing {out}")
         return out

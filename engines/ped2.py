@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 import math
 import threading
@@ -115,21 +114,9 @@ def ensure_bench_features(cfg: Config, video_dir: Path, work_dir: Path | None, l
     """Feature folder of ``video_dir`` for ``cfg``'s extractor/clip settings, extracted once.
 
     ``work_dir`` given: ``work_dir/features-<key>``; else the shared cache of ``fusewatch demo``
-    (:func:`engines.demo.ensure_features`) when it holds exactly these videos, else a cache folder
-    keyed by the resolved directory path."""
+    (:func:`engines.demo.ensure_features`, keyed by the resolved folder path and the config)."""
     from engines.demo import ensure_features, features_key
-    key = features_key(cfg)
-    stems = sorted(v.stem for v in list_videos(video_dir))
-    if work_dir is not None:
-        out = Path(work_dir) / f"features-{key}"
-    else:
-        out = CACHE_DIR / "features" / f"{video_dir.resolve().name}-{key}"
-        meta = out / "meta.json"
-        if meta.is_file() and (out / ".complete").is_file():
-            have = sorted(json.loads(meta.read_text()).get("videos", {}))
-            if have != stems:   # another folder with the same name: key by path too
-                h = hashlib.sha256(str(video_dir.resolve()).encode()).hexdigest()[:8]
-                out = CACHE_DIR / "features" / f"{video_dir.resolve().name}-{h}-{key}"
+    out = Path(work_dir) / f"features-{features_key(cfg, video_dir)}" if work_dir is not None else None
     return ensure_features(cfg, video_dir, out_dir=out, log=log)
 
 
@@ -341,13 +328,29 @@ def stream_models(videos: Sequence[str | Path], cfg: Config, models: Mapping[str
         th.join(timeout=30)
         for t in transports:
             t.close()
+        if cfg.transport == "kafka" and fresh_topics:
+            _delete_topics(cfg, [cfg.topics.features, cfg.topics.alerts, cfg.topics.dead_letter])
     if err:
         raise err[0]
     for per in clips.values():
         for v in per.values():
             v.sort(key=lambda c: c.clip)
     return {"clips": clips, "alerts": alerts, "replay": rep, "wall_s": time.monotonic() - t0,
-            "engines": {n: dict(s.stats.__dict__) for n, s in services}}
+            "engines": {n: dict(s.stats.__dict__) for n, s in services},
+            "topics": [cfg.topics.features, cfg.topics.alerts, cfg.topics.dead_letter]}
+
+
+def _delete_topics(cfg: Config, names: list[str]) -> None:
+    """Best-effort removal of a run's fresh Kafka topics."""
+    try:
+        from stream.transport.kafka import admin_client
+        admin = admin_client(cfg)
+        try:
+            admin.delete_topics(names, raise_errors=False)
+        finally:
+            admin.close()
+    except Exception:  # noqa: BLE001 - cleanup only
+        pass
 
 
 def compare_scores(streamed: Mapping[str, Sequence], offline: Mapping[str, np.ndarray],
@@ -428,7 +431,7 @@ def run_ped2(video_dir: str | Path, out_model: str | Path, cfg: Config | None = 
     timings["features_s"] = round(time.monotonic() - t0, 2)
     from engines.datasets import load_dataset
     reps = list(cfg.model.representations)
-    ds = load_dataset(feat_dir).select(reps)
+    ds = load_dataset(feat_dir, reps)
     unlabelled = [v.name for v in ds.videos if v.video_label not in (0, 1)]
     if unlabelled:
         raise ValueError(f"{len(unlabelled)} video(s) without labels in {video_dir}/labels.json "
@@ -508,6 +511,7 @@ def run_ped2(video_dir: str | Path, out_model: str | Path, cfg: Config | None = 
         res = stream_models([by_stem[n] for n in names], cfg, serving, camera_ids=names)
         stream_info = {"videos": len(names), "transport": cfg.transport, "wall_s": round(res["wall_s"], 2),
                        "clips_published": res["replay"].get("clips_published"),
+                       "topics": res["topics"] if cfg.transport == "kafka" else [],
                        "backend": {k: s.scorer.backend for k, s in serving.items()}}
         for k, per_cam in res["clips"].items():
             off = {n: offline[k][n] for n in names}
@@ -530,6 +534,7 @@ def run_ped2(video_dir: str | Path, out_model: str | Path, cfg: Config | None = 
                    "lr": cfg.train.lr, "weight_decay": cfg.train.weight_decay, "topk": cfg.train.topk,
                    "reg": cfg.train.reg, "reg_lambda": cfg.train.reg_lambda, "seed": cfg.train.seed,
                    "batch_size": cfg.train.batch_size, "proj_dim": cfg.model.proj_dim,
+                   "node_dim": getattr(cfg.model, "node_dim", None),
                    "clip_len": cfg.clips.clip_len, "clip_stride": cfg.clips.clip_stride,
                    "sample_fps": cfg.source.sample_fps, "extractors": list(cfg.features.extractors),
                    "bench_defaults_applied": applied},
@@ -576,11 +581,15 @@ def format_table(report: Mapping[str, Any]) -> str:
 def print_report(report: Mapping[str, Any], console=None) -> None:
     from rich.console import Console
     from rich.table import Table
-    console = console or Console()
+    if console is None:
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=max(console.width, 120))
     t = Table(title="UCSD Ped2 — frame-level ROC-AUC (causal clip scores)")
     for c in ("model", "P,Q", "CV video AUC", "offline all", "streamed all", "offline anom.", "streamed anom.",
               "max |Δ|"):
-        t.add_column(c, justify="right" if c != "model" else "left")
+        t.add_column(c, justify="right" if c != "model" else "left", no_wrap=True,
+                     min_width=15 if c == "model" else None)
     for k, r in report["results"].items():
         ch = report["selection"]["chosen"].get(k, {})
         st = r.get("streamed", {})

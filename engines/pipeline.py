@@ -44,6 +44,8 @@ class StreamResult:
     replay: dict = field(default_factory=dict)
     engine: dict = field(default_factory=dict)
     wall_s: float = 0.0
+    topics: dict = field(default_factory=dict)
+    """Topic names used (``features``, ``alerts``, ``dead_letter``; suffixed with fresh_topics)."""
 
     def scores(self, camera: str) -> np.ndarray:
         """Clip scores of ``camera`` in clip order (T,)."""
@@ -98,6 +100,7 @@ def stream_videos(videos: Sequence[str | Path], cfg: Config, model: ServingModel
     else:
         bus = InProcessBus(partitions=cfg.topics.partitions)
         engine_t, producer_t = BusTransport(bus), BusTransport(bus)
+    res.topics = {k: getattr(cfg.topics, k) for k in ("features", "alerts", "dead_letter")}
     svc = EngineService(cfg, model, engine_t, sink=sink)
     svc.start()
     stop = threading.Event()
@@ -114,8 +117,11 @@ def stream_videos(videos: Sequence[str | Path], cfg: Config, model: ServingModel
     t0 = time.monotonic()
     th.start()
     try:
+        # real-time pacing: anchor capture time at "now" so latency_s is clip end → scored;
+        # as fast as possible: the files' own deterministic anchors
+        anchors = [time.time()] * len(videos) if speed is not None else None
         res.replay = replay([str(v) for v in videos], cfg, transport=producer_t, speed=speed,
-                            camera_ids=camera_ids, extractors=extractors)
+                            camera_ids=camera_ids, extractors=extractors, anchors=anchors)
         producer_t.flush()
         published = int(res.replay.get("clips_published", 0))
         deadline = time.monotonic() + drain_timeout

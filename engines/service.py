@@ -29,7 +29,7 @@ import numpy as np
 
 from stream.config import Config
 from stream.schema import Evidence, FeatureMessage, SchemaError, dead_letter_payload, decode_features
-from stream.transport import Record, TopicPartition, Transport
+from stream.transport import Record, TopicPartition, Transport, TransportError
 
 from .alerts import AlertTracker, ClipScore
 from .runtime import ServingModel
@@ -45,6 +45,7 @@ class EngineStats:
     alerts: int = 0
     batches: int = 0
     rebuilt_records: int = 0
+    commit_failures: int = 0
     dead_letter_reasons: dict = field(default_factory=dict)
     score_seconds: float = 0.0
 
@@ -100,6 +101,8 @@ class EngineService:
         self.stats = EngineStats()
         self._stop = threading.Event()
         self._pending_rebuild: set[TopicPartition] = set()
+        self._uncommitted: dict[TopicPartition, int] = {}
+        """Offsets whose alerts are flushed but whose commit failed (broker down): retried next step."""
         self.backend_name = model.scorer.backend
         self.alerts_cfg = effective_alerts(cfg, meta)
 
@@ -142,6 +145,22 @@ class EngineService:
 
     def on_revoke(self, tps: set[TopicPartition]) -> None:
         self._pending_rebuild -= set(tps)
+        if self._uncommitted:
+            self._commit()  # last chance for this group member to record its progress
+        for tp in tps:
+            self._uncommitted.pop(tp, None)
+
+    def _commit(self) -> None:
+        """Commit processed offsets; on a transport failure keep them and retry with the next step
+        (at-least-once: a restart in between re-processes them and yields the same alert ids)."""
+        if not self._uncommitted:
+            return
+        try:
+            self.t.commit(dict(self._uncommitted))
+            self._uncommitted.clear()
+        except TransportError as e:
+            self.stats.commit_failures += 1
+            log.warning("commit failed, will retry: %s", e)
 
     def _rebuild(self, tp: TopicPartition) -> None:
         """Re-read enough history before the committed offset to restore this partition's cameras."""
@@ -254,16 +273,16 @@ class EngineService:
                     self.t.seek(tp, off)
             return 0
         if not recs:
+            self._commit()
             return 0
         self.stats.records += len(recs)
         if self.delay_s:
             time.sleep(self.delay_s)
         self._process(recs, live=True)
-        self.t.flush()
-        offsets: dict[TopicPartition, int] = {}
+        self.t.flush()  # DeliveryError propagates: never commit records whose alerts were not delivered
         for r in recs:
-            offsets[r.tp] = max(offsets.get(r.tp, 0), r.offset + 1)
-        self.t.commit(offsets)
+            self._uncommitted[r.tp] = max(self._uncommitted.get(r.tp, 0), r.offset + 1)
+        self._commit()
         return len(recs)
 
     def start(self) -> None:

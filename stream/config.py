@@ -50,6 +50,9 @@ class KafkaConfig:
     client_id: str = "fusewatch"
     compression_type: str | None = None
     request_timeout_ms: int = 30000
+    session_timeout_ms: int = 10000
+    """Consumer group session timeout: how soon a crashed engine's partitions move to a survivor."""
+    heartbeat_interval_ms: int = 3000
     connect_timeout_s: float = 15.0
     """How long a client waits for the broker at start-up before failing with a clear error (s)."""
 
@@ -66,6 +69,9 @@ class KafkaConfig:
         if not self.bootstrap_servers.strip():
             raise ConfigError("kafka.bootstrap_servers: must not be empty")
         _positive("kafka.request_timeout_ms", self.request_timeout_ms)
+        _positive("kafka.session_timeout_ms", self.session_timeout_ms)
+        if not 0 < self.heartbeat_interval_ms < self.session_timeout_ms:
+            raise ConfigError("kafka.heartbeat_interval_ms: must be > 0 and < kafka.session_timeout_ms")
         _positive("kafka.connect_timeout_s", self.connect_timeout_s)
 
     def client_kwargs(self) -> dict[str, Any]:
@@ -216,7 +222,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 30
+    epochs: int = 100
     lr: float = 1e-3
     weight_decay: float = 5e-4
     batch_size: int = 16
