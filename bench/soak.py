@@ -58,6 +58,7 @@ def slope_mb_per_hour(t_s, rss) -> float:
 
 
 def main(argv=None) -> int:
+    from stream.memory import tune_malloc
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=30.0, help="soak duration (default 30)")
@@ -68,7 +69,10 @@ def main(argv=None) -> int:
     ap.add_argument("--retain", type=int, default=256,
                     help="records kept per bus partition (default 256: steady state within minutes)")
     ap.add_argument("--json", metavar="OUT")
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="keep glibc's default malloc settings (fusewatch tunes them: stream/memory.py)")
     args = ap.parse_args(argv)
+    malloc_tuned = {} if args.default_malloc else tune_malloc()
 
     import logging
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -163,7 +167,8 @@ def main(argv=None) -> int:
                       "speed": args.speed, "sample_every_s": args.sample_every, "retain": args.retain,
                       "videos": sorted({str(v) for _, v in camera_videos(args.cameras)}),
                       "alerts": {"on": model["on"], "off": model["off"]},
-                      "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}},
+                      "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
+                      "malloc_tuned": malloc_tuned},
            "rss_mb": {"process_start": round(rss_start, 1), "pipeline_ready": round(rss_ready, 1),
                       "first_sample": samples[0]["rss_mb"], "last_sample": samples[-1]["rss_mb"], "peak": peak},
            "slope_second_half_mb_per_hour": slope, "slope_whole_run_mb_per_hour": slope_all,

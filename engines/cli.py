@@ -78,6 +78,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from stream.memory import tune_malloc
+    tune_malloc()  # long-running workers/engines: keep RSS flat (see stream/memory.py)
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = bool(getattr(args, "debug", False))
