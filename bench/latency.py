@@ -12,7 +12,7 @@ What runs (all on this machine, the broker included):
    60th/40th percentile of the model's scores on those videos — so that alerts fire and their
    latency can be measured (this measures latency, not detection quality).
 2. **Cameras** — ``--cameras`` camera workers (:class:`stream.worker.Worker`, one thread each, spread
-   over ``--procs`` worker processes) replay ``/work/shared/data/cctv/vtest.avi`` and the Ped2 videos
+   over ``--procs`` worker processes) replay ``../shared/data/cctv/vtest.avi`` and the Ped2 videos
    (repeated as needed, distinct camera ids) as *live* cameras: paced at real time, looping, the
    wall clock anchored at each camera's first decoded frame (so a clip's ``wall_end`` is when its
    last frame was "captured"), queue policy ``drop_oldest``; starts are staggered over one clip
@@ -52,7 +52,8 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data"
+from stream.paths import shared_data  # noqa: E402
+DATA = shared_data()
 CALIBRATION = ["train_01", "train_02", "train_03", "test_02", "test_04", "test_06"]
 
 

@@ -5,7 +5,7 @@
 
 Run on request, not in CI (default 30 minutes). Everything runs in this one process, as the
 embedded demo does: ``--cameras`` camera workers (:class:`stream.worker.Worker`, one thread each)
-loop videos (``/work/shared/data/cctv/vtest.avi`` and the Ped2 videos, distinct camera ids) as live
+loop videos (``../shared/data/cctv/vtest.avi`` and the Ped2 videos, distinct camera ids) as live
 cameras paced at ``--speed``× real time, publish to the in-process bus
 (:class:`stream.transport.InProcessBus`, whose logs keep the last ``--retain`` records per partition
 — the bus's stand-in for Kafka retention; unbounded retention would be a leak by design), and one

@@ -47,7 +47,8 @@ from stream.sources import EndOfStream, VideoSource, _PyAVReader, parse_source  
 from stream.transport import BusTransport, InProcessBus  # noqa: E402
 from stream.worker import Worker, default_extractors  # noqa: E402
 
-DEFAULT_VIDEO = ROOT.parent / "shared" / "data" / "cctv" / "vtest.avi"
+from stream.paths import shared_data  # noqa: E402
+DEFAULT_VIDEO = shared_data("cctv", "vtest.avi")
 
 
 class Timer:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 from stream.config import CACHE_DIR, Config
@@ -19,10 +18,7 @@ from stream.config import CACHE_DIR, Config
 DEFAULT_CAMERAS = ("test_02", "test_04", "test_12", "train_01")
 
 
-def shared_dir() -> Path:
-    """``$FUSEWATCH_SHARED`` or the ``shared/`` folder beside the repository."""
-    env = os.environ.get("FUSEWATCH_SHARED")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared"
+from stream.paths import shared_dir  # noqa: E402  (re-exported: ``$FUSEWATCH_SHARED`` or ../shared)
 
 
 def features_key(cfg: Config, video_dir: Path | None = None) -> str:

@@ -393,11 +393,15 @@ def _apply(cfg: Config, dotted: str, raw: Any) -> None:
     setattr(sec, parts[1], _coerce(dotted, raw, hints[parts[1]]))
 
 
+NON_CONFIG_ENV = ("FUSEWATCH_CACHE", "FUSEWATCH_SHARED")
+"""Environment variables of fusewatch that are not configuration fields (cache root, shared data)."""
+
+
 def _env_overrides(env: Mapping[str, str]) -> list[tuple[str, str]]:
     out = []
     top = {n for n in _hints(Config) if n not in SECTIONS}
     for k, v in env.items():
-        if not k.startswith("FUSEWATCH_") or k == "FUSEWATCH_CACHE":
+        if not k.startswith("FUSEWATCH_") or k in NON_CONFIG_ENV:
             continue
         rest = k[len("FUSEWATCH_"):].lower()
         if rest in top:

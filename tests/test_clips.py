@@ -14,7 +14,8 @@ from stream.config import SourceConfig
 from stream.sampling import expected_clips
 from stream.sources import EndOfStream, VideoSource
 
-PED2 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ped2"
+from stream.paths import shared_data  # noqa: E402
+PED2 = shared_data("ped2")
 
 
 def frames(n: int, fps: float = 10.0, anchor: float = 5000.0, index_step: int = 1) -> list[Frame]:

@@ -10,7 +10,8 @@ import pytest
 
 from engines import datasets as D
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+from stream.paths import shared_data  # noqa: E402
+SHARED = shared_data()
 UCF = SHARED / "ucf_c3d_sample"
 
 

@@ -14,7 +14,8 @@ from stream.extractors.base import pool_frames, subsample_indices
 from stream.extractors.flow import DIM as FLOW_DIM
 from stream.extractors.flow import N_MAG, N_ORI, FlowExtractor
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from stream.paths import shared_data  # noqa: E402
+SHARED = shared_data()
 
 
 def _video_frames(path: Path, n: int, start: int = 0, step: int = 1) -> list[np.ndarray]:

@@ -1,7 +1,6 @@
 """Frame-level metrics: the UCF-Crime ROC fixture, clip→frame expansion, pooling."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +9,8 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from engines import metrics as M
 from engines.datasets import ucf_segment_ranges
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ucf_c3d_sample"
+from stream.paths import shared_data  # noqa: E402
+SHARED = shared_data("ucf_c3d_sample")
 MAT = SHARED / "6_C3D_Final_L1L2.mat"
 
 

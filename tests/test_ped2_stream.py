@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,8 @@ from engines.train import train
 from stream.config import load_config
 from stream.extract import extract_videos
 
-PED2 = Path(os.environ.get("FUSEWATCH_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data" / "ped2"
+from stream.paths import shared_data  # noqa: E402
+PED2 = shared_data("ped2")
 VIDEOS = ("test_02", "train_01")
 
 pytestmark = pytest.mark.skipif(not PED2.is_dir(), reason=f"{PED2} not found: the shared data folder is absent")

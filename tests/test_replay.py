@@ -6,7 +6,6 @@ import json
 import shutil
 import subprocess
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +17,8 @@ from stream.schema import decode_features
 from stream.sources import SourceError, file_anchor
 from stream.transport import BusTransport, InProcessBus
 
-PED2 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ped2"
+from stream.paths import shared_data  # noqa: E402
+PED2 = shared_data("ped2")
 FFMPEG = shutil.which("ffmpeg")
 
 pytestmark = pytest.mark.skipif(not PED2.is_dir(), reason=f"shared data not found at {PED2}")

@@ -21,7 +21,8 @@ from stream.sampling import FrameSampler, expected_clips, sample_indices
 from stream.sources import (Discontinuity, EndOfStream, FrameQueue, SourceError, VideoSource, backoff_delay,
                             file_anchor, parse_source, probe)
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from stream.paths import shared_data  # noqa: E402
+SHARED = shared_data()
 PED2 = SHARED / "ped2"
 VTEST = SHARED / "cctv" / "vtest.avi"
 FFMPEG = shutil.which("ffmpeg")

@@ -19,7 +19,8 @@ from engines.metrics import roc_auc
 from engines.model import build_model
 from stream.config import Config, ModelConfig
 
-UCF = Path(__file__).resolve().parents[2] / "shared" / "data" / "ucf_c3d_sample"
+from stream.paths import shared_data  # noqa: E402
+UCF = shared_data("ucf_c3d_sample")
 CLIP_LEN = 4
 
 

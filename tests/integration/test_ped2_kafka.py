@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import time
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,7 +30,8 @@ from stream.schema import decode_alert
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(420)]
 
-PED2 = Path(os.environ.get("FUSEWATCH_SHARED", Path(__file__).resolve().parents[3] / "shared")) / "data" / "ped2"
+from stream.paths import shared_data  # noqa: E402
+PED2 = shared_data("ped2")
 ANOMALOUS, NORMAL = "test_02", "train_01"
 CAMS = (ANOMALOUS, NORMAL)
 

@@ -37,7 +37,8 @@ from stream.schema import decode_features  # noqa: E402
 from stream.transport import BusTransport, InProcessBus  # noqa: E402
 from stream.worker import Worker  # noqa: E402
 
-PED2 = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ped2"
+from stream.paths import shared_data  # noqa: E402
+PED2 = shared_data("ped2")
 FFMPEG = shutil.which("ffmpeg")
 
 pytestmark = [pytest.mark.network,
