@@ -214,14 +214,15 @@ def test_damaged_cache_file_is_re_exported(tmp_path):
 
 def test_clip_pooling_and_frame_subset(sessions, model_dir):
     frames = _video_frames(SHARED / "cctv" / "vtest.avi", 16)
-    mean_ex, = build_extractors(FeaturesConfig(extractors=["mobilenetv2"], model_dir=str(model_dir)))
+    mean_ex, = build_extractors(FeaturesConfig(extractors=["mobilenetv2"], model_dir=str(model_dir),
+                                               cnn_frames=0))   # every frame of the clip
     per = mean_ex.per_frame(frames)
     v = mean_ex.extract(frames, None, None)
     assert v.shape == (1280,) and v.dtype == np.float32 and np.isfinite(v).all()
     np.testing.assert_allclose(v, per.mean(0), rtol=1e-5, atol=1e-6)
 
     cfg = FeaturesConfig(extractors=["effnet_lite0", "mobilenetv2"], pool="meanmax",
-                         model_dir=str(model_dir))
+                         model_dir=str(model_dir), cnn_frames=0)
     eff, mnv2 = build_extractors(cfg)
     assert eff.dim == mnv2.dim == 2560
     mm = mnv2.extract(frames, None, None)
@@ -230,8 +231,7 @@ def test_clip_pooling_and_frame_subset(sessions, model_dir):
     np.testing.assert_allclose(mm[1280:], per.max(0), rtol=1e-5, atol=1e-6)
     assert eff.extract(frames, None, None).shape == (2560,)
 
-    cfg = FeaturesConfig(extractors=["mobilenetv2"], model_dir=str(model_dir))
-    cfg.cnn_frames = 4  # optional field, read with getattr
+    cfg = FeaturesConfig(extractors=["mobilenetv2"], model_dir=str(model_dir), cnn_frames=4)
     sub, = build_extractors(cfg)
     np.testing.assert_allclose(sub.extract(frames, None, None), per[[2, 6, 10, 14]].mean(0),
                                rtol=1e-5, atol=1e-6)

@@ -462,6 +462,14 @@ class KafkaTransport(Transport):
                                         self._new_consumer, group_id, reset)
             self._group_id, self._reset = group_id, reset
         c = self._consumer
+        # Know the topics' partitions before joining: a first assignment made while the topic
+        # metadata is still unknown is empty, and the rebalance that follows it can leave
+        # kafka-python 3.0 waiting for the coordinator forever (seen with just-created topics).
+        deadline = time.monotonic() + self.cfg.kafka.connect_timeout_s
+        for t in topics:
+            while not self._call(f"partitions of {t!r}", c.partitions_for_topic, t) \
+                    and time.monotonic() < deadline:
+                time.sleep(0.1)
         self._call(f"subscribe {topics}", c.subscribe, topics=list(topics),
                    listener=_Listener(c, on_assign, on_revoke))
 
