@@ -28,6 +28,7 @@ from engines.service import EngineService, ScoreSink
 from stream.config import load_config
 from stream.schema import FeatureMessage, Representation, decode_alert
 from stream.transport import BusTransport, InProcessBus
+from kafka_helpers import committed_total, drain_topic  # noqa: E402  (tests/integration is on sys.path)
 
 pytestmark = [pytest.mark.kafka]
 
@@ -88,34 +89,6 @@ def run_on_bus(cfg, msgs, sink=None) -> tuple[EngineService, set]:
     return svc, alerts
 
 
-def drain_topic(cfg, topic: str, timeout: float = 60.0) -> list:
-    """Every record of ``topic`` up to its current end offsets (fresh consumer group)."""
-    from stream.transport.kafka import KafkaTransport
-
-    t = KafkaTransport(cfg, group_id=f"fwtest.reader.{uuid.uuid4().hex[:10]}", produce=False)
-    try:
-        t.subscribe([topic], t._group_id, from_beginning=True)
-        parts = t.partitions_for(topic)
-        deadline = time.monotonic() + timeout
-        out: list = []
-        while not t.assignment() and time.monotonic() < deadline:
-            out += t.poll(1000, 0.2)
-        ends = {tp: t.end_offset(tp) for tp in t.assignment()}
-        assert {p for _, p in ends} == parts, f"reader assigned {sorted(ends)}, topic has {sorted(parts)}"
-        seen = {tp: -1 for tp in ends}
-        for r in out:
-            seen[r.tp] = max(seen[r.tp], r.offset)
-        while any(seen[tp] < end - 1 for tp, end in ends.items()) and time.monotonic() < deadline:
-            for r in t.poll(1000, 0.2):
-                out.append(r)
-                seen[r.tp] = max(seen[r.tp], r.offset)
-        missing = {tp: end - 1 - seen[tp] for tp, end in ends.items() if seen[tp] < end - 1}
-        assert not missing, f"{topic}: records not read within {timeout}s: {missing}"
-        return out
-    finally:
-        t.close()
-
-
 def thread_stacks(prefix: str) -> str:
     """Stacks of this process's threads whose name starts with ``prefix`` (diagnostics)."""
     import traceback
@@ -123,15 +96,6 @@ def thread_stacks(prefix: str) -> str:
     names = {t.ident: t.name for t in threading.enumerate()}
     return "\n".join(f"--- {names[i]}\n" + "".join(traceback.format_stack(f))
                      for i, f in sys._current_frames().items() if names.get(i, "").startswith(prefix))
-
-
-def committed_total(monitor, topic: str) -> tuple[int, int]:
-    """(Σ committed offsets of the monitor's group, Σ end offsets) over the partitions of ``topic``."""
-    com = end = 0
-    for p in monitor.partitions_for(topic):
-        com += monitor.committed((topic, p)) or 0
-        end += monitor.end_offset((topic, p))
-    return com, end
 
 
 @pytest.fixture(scope="module")
