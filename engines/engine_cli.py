@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -48,6 +49,28 @@ def _install_stop(stop) -> None:
             signal.signal(s, lambda *_: stop())
 
 
+STALL_EXIT = 75
+
+
+def start_watchdog(svc, stall_timeout: float) -> None:
+    """Exit the process with :data:`STALL_EXIT` when ``svc`` makes no progress for ``stall_timeout``
+    seconds (e.g. a Kafka client wedged inside poll): a supervisor (systemd ``Restart=``, Kubernetes,
+    docker ``restart:``) starts a fresh engine, which rebuilds its state from the log."""
+    if stall_timeout <= 0:
+        return
+
+    def watch():
+        while not svc._stop.wait(min(5.0, stall_timeout / 4)):
+            idle = time.monotonic() - svc.last_progress
+            if idle > stall_timeout:
+                print(f"engine: no progress for {idle:.0f} s (engine.stall_timeout={stall_timeout:g}); "
+                      f"exiting with status {STALL_EXIT} so that the supervisor restarts it",
+                      file=sys.stderr, flush=True)
+                os._exit(STALL_EXIT)
+
+    threading.Thread(target=watch, name="engine-watchdog", daemon=True).start()
+
+
 def cmd_engine(args, cfg: Config) -> int:
     from .runtime import load_serving_model
     from .service import EngineService
@@ -58,6 +81,7 @@ def cmd_engine(args, cfg: Config) -> int:
     t = make_transport(cfg, group_id=cfg.engine.group_id)
     svc = EngineService(cfg, model, t, delay_s=args.delay)
     _install_stop(svc.stop)
+    start_watchdog(svc, cfg.engine.stall_timeout)
     print(f"engine: model {model.meta.get('fusion')} {model.meta.get('model_version')} "
           f"backend={model.scorer.backend} window={model.window} reps={','.join(model.names)} "
           f"transport={cfg.transport}", file=sys.stderr, flush=True)

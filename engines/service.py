@@ -101,6 +101,8 @@ class EngineService:
         self.stats = EngineStats()
         self._stop = threading.Event()
         self._pending_rebuild: set[TopicPartition] = set()
+        self.last_progress = time.monotonic()
+        """Monotonic time at which the last step completed (liveness watchdog)."""
         self._uncommitted: dict[TopicPartition, int] = {}
         """Offsets whose alerts are flushed but whose commit failed (broker down): retried next step."""
         self.backend_name = model.scorer.backend
@@ -144,9 +146,9 @@ class EngineService:
         self._pending_rebuild |= set(tps)
 
     def on_revoke(self, tps: set[TopicPartition]) -> None:
+        # bookkeeping only (the transport may run this on its I/O thread): offsets whose commit
+        # failed are dropped; the partition's next owner re-processes them → the same alert ids
         self._pending_rebuild -= set(tps)
-        if self._uncommitted:
-            self._commit()  # last chance for this group member to record its progress
         for tp in tps:
             self._uncommitted.pop(tp, None)
 
@@ -287,7 +289,8 @@ class EngineService:
 
     def start(self) -> None:
         self.t.subscribe([self.cfg.topics.features], self.cfg.engine.group_id,
-                         on_assign=self.on_assign, on_revoke=self.on_revoke, from_beginning=True)
+                         on_assign=self.on_assign, on_revoke=self.on_revoke, from_beginning=True,
+                         callbacks_use_transport=False)
 
     def run(self, idle_exit_s: float | None = None, max_records: int | None = None) -> EngineStats:
         """Run until :meth:`stop` (or ``idle_exit_s`` without records / ``max_records`` consumed)."""
@@ -296,7 +299,7 @@ class EngineService:
         try:
             while not self._stop.is_set():
                 n = self.step()
-                now = time.monotonic()
+                now = self.last_progress = time.monotonic()
                 if n:
                     last = now
                 elif idle_exit_s is not None and now - last > idle_exit_s:

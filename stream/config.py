@@ -252,6 +252,9 @@ class EngineConfig:
     max_wait_ms: float = 20.0
     threads: int = 0
     """Scoring threads (ONNX Runtime intra-op / torch; 0 = runtime default)."""
+    stall_timeout: float = 60.0
+    """Liveness: ``fusewatch engine`` exits with status 75 when one poll/score/commit cycle has been
+    stuck this long (s), so its supervisor restarts it (at-least-once: no alert is lost). 0 = off."""
     rebuild_history: int = 64
     """Clips beyond the window re-read per camera on partition assignment to rebuild alert state."""
 
@@ -260,6 +263,7 @@ class EngineConfig:
         _positive("engine.max_batch", self.max_batch)
         _positive("engine.max_wait_ms", self.max_wait_ms, allow_zero=True)
         _positive("engine.threads", self.threads, allow_zero=True)
+        _positive("engine.stall_timeout", self.stall_timeout, allow_zero=True)
         _positive("engine.rebuild_history", self.rebuild_history, allow_zero=True)
 
 

@@ -1,4 +1,6 @@
 """Engine service on the in-process bus: scoring, dead letters, restart = uninterrupted."""
+import time
+
 import numpy as np
 import pytest
 
@@ -109,3 +111,21 @@ def test_malformed_messages_go_to_dead_letter_and_engine_keeps_scoring(model_pat
     t.subscribe(["fusewatch.deadletter"], "dl")
     reasons = sorted(decode_dead_letter(r.value)["reason"] for r in t.poll(100, 0.2))
     assert reasons == ["dim_mismatch", "undecodable"]
+
+
+def test_liveness_watchdog_exits_for_the_supervisor_when_the_engine_is_stuck():
+    """A wedged engine (no completed step for engine.stall_timeout) exits with STALL_EXIT."""
+    import subprocess
+    import sys
+    code = ("import threading, time\n"
+            "from engines.engine_cli import start_watchdog\n"
+            "class Svc:\n"
+            "    _stop = threading.Event()\n"
+            "    last_progress = time.monotonic()\n"
+            "start_watchdog(Svc, 0.4)\n"
+            "time.sleep(10)\n")
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    from engines.engine_cli import STALL_EXIT
+    assert r.returncode == STALL_EXIT and "no progress" in r.stderr
+    assert time.monotonic() - t0 < 9

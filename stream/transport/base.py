@@ -73,8 +73,11 @@ class Transport(abc.ABC):
     def subscribe(self, topics: list[str], group_id: str,
                   on_assign: RebalanceCallback | None = None,
                   on_revoke: RebalanceCallback | None = None,
-                  from_beginning: bool = True) -> None:
-        """Join ``group_id`` on ``topics``. Callbacks get the set of (topic, partition) changed."""
+                  from_beginning: bool = True, callbacks_use_transport: bool = True) -> None:
+        """Join ``group_id`` on ``topics``. Callbacks get the set of (topic, partition) changed.
+
+        ``callbacks_use_transport=False`` promises that the callbacks only record state (no
+        commit/seek/offset calls), which lets a transport run them inline on its I/O thread."""
 
     @abc.abstractmethod
     def poll(self, max_records: int = 500, timeout: float = 0.1) -> list[Record]:

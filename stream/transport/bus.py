@@ -144,7 +144,8 @@ class BusTransport(Transport):
         return None  # appends are synchronous
 
     def subscribe(self, topics: list[str], group_id: str, on_assign: RebalanceCallback | None = None,
-                  on_revoke: RebalanceCallback | None = None, from_beginning: bool = True) -> None:
+                  on_revoke: RebalanceCallback | None = None, from_beginning: bool = True,
+                  callbacks_use_transport: bool = True) -> None:
         self._group = group_id
         self._gkey = (group_id, tuple(sorted(topics)))
         self._on_assign, self._on_revoke = on_assign, on_revoke

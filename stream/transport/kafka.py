@@ -301,10 +301,11 @@ class _Listener(AsyncConsumerRebalanceListener):
     """
 
     def __init__(self, consumer: KafkaConsumer, on_assign: RebalanceCallback | None,
-                 on_revoke: RebalanceCallback | None):
+                 on_revoke: RebalanceCallback | None, inline: bool = False):
         self._consumer = consumer
         self._on_assign = on_assign
         self._on_revoke = on_revoke
+        self._inline = inline
 
     async def on_partitions_revoked(self, revoked):
         if revoked:
@@ -318,7 +319,7 @@ class _Listener(AsyncConsumerRebalanceListener):
             return
         arg = {(tp.topic, tp.partition) for tp in tps}
         net = getattr(self._consumer, "_net", None)
-        if net is None or not hasattr(net, "call_soon_threadsafe"):  # pragma: no cover - old client
+        if self._inline or net is None or not hasattr(net, "call_soon_threadsafe"):
             cb(arg)
             return
         fut = _KFuture()
@@ -450,7 +451,7 @@ class KafkaTransport(Transport):
     def subscribe(self, topics: list[str], group_id: str,
                   on_assign: RebalanceCallback | None = None,
                   on_revoke: RebalanceCallback | None = None,
-                  from_beginning: bool = True) -> None:
+                  from_beginning: bool = True, callbacks_use_transport: bool = True) -> None:
         if not self._consume:
             raise TransportError("KafkaTransport was created with consume=False")
         reset = "earliest" if from_beginning else "latest"
@@ -471,7 +472,7 @@ class KafkaTransport(Transport):
                     and time.monotonic() < deadline:
                 time.sleep(0.1)
         self._call(f"subscribe {topics}", c.subscribe, topics=list(topics),
-                   listener=_Listener(c, on_assign, on_revoke))
+                   listener=_Listener(c, on_assign, on_revoke, inline=not callbacks_use_transport))
 
     def poll(self, max_records: int = 500, timeout: float = 0.1) -> list[Record]:
         c = self._need_consumer()
