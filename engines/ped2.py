@@ -33,9 +33,7 @@ import copy
 import dataclasses
 import json
 import math
-import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -243,114 +241,22 @@ def stream_models(videos: Sequence[str | Path], cfg: Config, models: Mapping[str
                   camera_ids: Sequence[str] | None = None, fresh_topics: bool = True,
                   drain_timeout: float = 120.0, on_alert: Callable | None = None) -> dict[str, Any]:
     """Replay ``videos`` once through worker → transport → one :class:`EngineService` per serving
-    model (``{name: ServingModel}``), each in its own consumer group on the same features topic.
-
-    Mirrors :func:`engines.pipeline.stream_videos` (same replay, transports and engine service) for
-    several models at once. Returns ``{"clips": {model: {camera: [StreamedClip]}}, "alerts":
-    {model: [AlertMessage]}, "replay": replay stats, "engines": {model: stats}, "wall_s"}``.
+    model (``{name: ServingModel}``; :func:`engines.pipeline.stream_videos_multi`), fresh Kafka
+    topics deleted afterwards. Returns ``{"clips": {model: {camera: [StreamedClip]}}, "alerts":
+    {model: [AlertMessage]}, "replay": replay stats, "engines": {model: stats}, "wall_s", "topics"}``.
     """
-    from stream.replay import replay
-    from stream.transport import BusTransport, InProcessBus, make_transport
+    from .pipeline import stream_videos_multi
 
-    from .service import EngineService, ScoreSink
-
-    cfg = copy.deepcopy(cfg)
-    run_id = uuid.uuid4().hex[:8]
-    clips: dict[str, dict[str, list[StreamedClip]]] = {m: {} for m in models}
-    alerts: dict[str, list] = {m: [] for m in models}
-    lock = threading.Lock()
-
-    class _Sink(ScoreSink):
-        def __init__(self, name):
-            self.name = name
-
-        def on_score(self, camera, msg, score):
-            with lock:
-                clips[self.name].setdefault(camera, []).append(
-                    StreamedClip(int(msg.clip), float(score), int(msg.frame_start), int(msg.frame_end)))
-
-        def on_alert(self, alert):
-            with lock:
-                alerts[self.name].append(alert)
-            if on_alert:
-                on_alert(self.name, alert)
-
-    services, transports = [], []
-    if cfg.transport == "kafka":
-        if fresh_topics:
-            for k in ("features", "alerts", "dead_letter"):
-                setattr(cfg.topics, k, f"{getattr(cfg.topics, k)}-{run_id}")
-        from stream.topics import create_topics
-        create_topics(cfg)
-        producer_t = make_transport(cfg, consume=False)
-    else:
-        bus = InProcessBus(partitions=cfg.topics.partitions)
-        producer_t = BusTransport(bus)
-    transports.append(producer_t)
-    try:
-        for name, model in models.items():
-            c = copy.deepcopy(cfg)
-            c.engine.group_id = f"{cfg.engine.group_id}-{run_id}-{name}"
-            t = make_transport(c, group_id=c.engine.group_id) if cfg.transport == "kafka" else BusTransport(bus)
-            transports.append(t)
-            svc = EngineService(c, model, t, sink=_Sink(name))
-            svc.start()
-            services.append((name, svc))
-    except BaseException:
-        for t in transports:
-            t.close()
-        raise
-    stop = threading.Event()
-    err: list[BaseException] = []
-
-    def engine_loop():
-        try:
-            while not stop.is_set():
-                for _, svc in services:
-                    svc.step()
-        except BaseException as e:  # surfaced in the caller
-            err.append(e)
-
-    th = threading.Thread(target=engine_loop, name="bench-engines", daemon=True)
-    t0 = time.monotonic()
-    th.start()
-    try:
-        rep = replay([str(v) for v in videos], cfg, transport=producer_t, speed=None,
-                     camera_ids=camera_ids)
-        producer_t.flush()
-        published = int(rep.get("clips_published", 0))
-        deadline = time.monotonic() + drain_timeout
-        while (any(s.stats.records < published for _, s in services) and time.monotonic() < deadline
-               and not err):
-            time.sleep(0.05)
-    finally:
-        stop.set()
-        th.join(timeout=30)
-        for t in transports:
-            t.close()
-        if cfg.transport == "kafka" and fresh_topics:
-            _delete_topics(cfg, [cfg.topics.features, cfg.topics.alerts, cfg.topics.dead_letter])
-    if err:
-        raise err[0]
-    for per in clips.values():
-        for v in per.values():
-            v.sort(key=lambda c: c.clip)
-    return {"clips": clips, "alerts": alerts, "replay": rep, "wall_s": time.monotonic() - t0,
-            "engines": {n: dict(s.stats.__dict__) for n, s in services},
-            "topics": [cfg.topics.features, cfg.topics.alerts, cfg.topics.dead_letter]}
-
-
-def _delete_topics(cfg: Config, names: list[str]) -> None:
-    """Best-effort removal of a run's fresh Kafka topics."""
-    try:
-        from stream.transport.kafka import admin_client
-        admin = admin_client(cfg)
-        try:
-            admin.delete_topics(names, raise_errors=False)
-        finally:
-            admin.close()
-    except Exception:  # noqa: BLE001 - cleanup only
-        pass
+    res = stream_videos_multi(videos, cfg, models, camera_ids=camera_ids, on_alert=on_alert,
+                              fresh_topics=fresh_topics, delete_fresh_topics=fresh_topics,
+                              drain_timeout=drain_timeout)
+    any_res = next(iter(res.values()))
+    return {"clips": {m: {cam: [StreamedClip(c.clip, c.score, c.frame_start, c.frame_end) for c in cl]
+                          for cam, cl in r.clips.items()} for m, r in res.items()},
+            "alerts": {m: list(r.alerts) for m, r in res.items()},
+            "replay": any_res.replay, "wall_s": any_res.wall_s,
+            "engines": {m: r.engine for m, r in res.items()},
+            "topics": [any_res.topics["features"], any_res.topics["alerts"], any_res.topics["dead_letter"]]}
 
 
 def compare_scores(streamed: Mapping[str, Sequence], offline: Mapping[str, np.ndarray],

@@ -11,7 +11,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -82,60 +82,106 @@ def stream_videos(videos: Sequence[str | Path], cfg: Config, model: ServingModel
     benchmarks) and a private consumer group is always used. Returns when every published clip has
     been consumed by the engine (or ``drain_timeout`` s after the replay finished).
     """
+    cb = (lambda _name, a: on_alert(a)) if on_alert else None
+    return stream_videos_multi(videos, cfg, {"": model}, speed=speed, camera_ids=camera_ids,
+                               extractors=extractors, on_alert=cb, fresh_topics=fresh_topics,
+                               drain_timeout=drain_timeout)[""]
+
+
+def stream_videos_multi(videos: Sequence[str | Path], cfg: Config, models: Mapping[str, ServingModel], *,
+                        speed: float | None = None, camera_ids: Sequence[str] | None = None,
+                        extractors=None, on_alert: Callable[[str, AlertMessage], None] | None = None,
+                        fresh_topics: bool = False, delete_fresh_topics: bool = False,
+                        drain_timeout: float = 120.0) -> dict[str, StreamResult]:
+    """:func:`stream_videos` for several models at once: one replay, one
+    :class:`~engines.service.EngineService` per model (``{name: ServingModel}``), each in its own
+    consumer group on the same features topic. ``on_alert(name, alert)``. Returns
+    ``{name: StreamResult}`` (``replay``, ``wall_s`` and ``topics`` shared)."""
     from stream.replay import replay
 
     cfg = copy.deepcopy(cfg)
-    res = StreamResult()
-    sink = _Collector(res, on_alert)
     run_id = uuid.uuid4().hex[:8]
-    cfg.engine.group_id = f"{cfg.engine.group_id}-{run_id}"
+    results = {name: StreamResult() for name in models}
+    sinks = {name: _Collector(results[name], (lambda a, n=name: on_alert(n, a)) if on_alert else None)
+             for name in models}
     if cfg.transport == "kafka":
         if fresh_topics:
             for k in ("features", "alerts", "dead_letter"):
                 setattr(cfg.topics, k, f"{getattr(cfg.topics, k)}-{run_id}")
         from stream.topics import create_topics
         create_topics(cfg)
-        engine_t = make_transport(cfg, group_id=cfg.engine.group_id)
         producer_t = make_transport(cfg, consume=False)
     else:
         bus = InProcessBus(partitions=cfg.topics.partitions)
-        engine_t, producer_t = BusTransport(bus), BusTransport(bus)
-    res.topics = {k: getattr(cfg.topics, k) for k in ("features", "alerts", "dead_letter")}
-    svc = EngineService(cfg, model, engine_t, sink=sink)
-    svc.start()
+        producer_t = BusTransport(bus)
+    topics = {k: getattr(cfg.topics, k) for k in ("features", "alerts", "dead_letter")}
+    transports = [producer_t]
+    services: dict[str, EngineService] = {}
+    try:
+        for name, model in models.items():
+            c = copy.deepcopy(cfg)
+            c.engine.group_id = f"{cfg.engine.group_id}-{run_id}" + (f"-{name}" if name else "")
+            t = make_transport(c, group_id=c.engine.group_id) if cfg.transport == "kafka" else BusTransport(bus)
+            transports.append(t)
+            services[name] = EngineService(c, model, t, sink=sinks[name])
+            services[name].start()
+    except BaseException:
+        for t in transports:
+            t.close()
+        raise
     stop = threading.Event()
     err: list[BaseException] = []
 
     def engine_loop():
         try:
             while not stop.is_set():
-                svc.step()
+                for svc in services.values():
+                    svc.step()
         except BaseException as e:  # surfaced in the caller
             err.append(e)
 
     th = threading.Thread(target=engine_loop, name="engine", daemon=True)
     t0 = time.monotonic()
     th.start()
+    rep: dict = {}
     try:
         # real-time pacing: anchor capture time at "now" so latency_s is clip end → scored;
         # as fast as possible: the files' own deterministic anchors
         anchors = [time.time()] * len(videos) if speed is not None else None
-        res.replay = replay([str(v) for v in videos], cfg, transport=producer_t, speed=speed,
-                            camera_ids=camera_ids, extractors=extractors, anchors=anchors)
+        rep = replay([str(v) for v in videos], cfg, transport=producer_t, speed=speed,
+                     camera_ids=camera_ids, extractors=extractors, anchors=anchors)
         producer_t.flush()
-        published = int(res.replay.get("clips_published", 0))
+        published = int(rep.get("clips_published", 0))
         deadline = time.monotonic() + drain_timeout
-        while svc.stats.records < published and time.monotonic() < deadline and not err:
+        while (any(s.stats.records < published for s in services.values()) and time.monotonic() < deadline
+               and not err):
             time.sleep(0.05)
     finally:
         stop.set()
         th.join(timeout=30)
-        engine_t.close()
-        producer_t.close()
+        for t in transports:
+            t.close()
+        if cfg.transport == "kafka" and fresh_topics and delete_fresh_topics:
+            _delete_topics(cfg, list(topics.values()))
     if err:
         raise err[0]
-    res.wall_s = time.monotonic() - t0
-    res.engine = dict(svc.stats.__dict__)
-    for v in res.clips.values():
-        v.sort(key=lambda c: c.clip)
-    return res
+    wall = time.monotonic() - t0
+    for name, res in results.items():
+        res.replay, res.wall_s, res.topics = rep, wall, topics
+        res.engine = dict(services[name].stats.__dict__)
+        for v in res.clips.values():
+            v.sort(key=lambda c: c.clip)
+    return results
+
+
+def _delete_topics(cfg: Config, names: list[str]) -> None:
+    """Best-effort removal of a run's fresh Kafka topics."""
+    try:
+        from stream.transport.kafka import admin_client
+        admin = admin_client(cfg)
+        try:
+            admin.delete_topics(names, raise_errors=False)
+        finally:
+            admin.close()
+    except Exception:  # noqa: BLE001 - cleanup only
+        pass

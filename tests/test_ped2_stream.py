@@ -104,6 +104,16 @@ def test_lego_streamed_scores_equal_offline(cnn_feats, ped2_dir, tmp_path):
     auc_s = B.frame_aucs(B.scored_videos(st, rg, gt))["all"]
     auc_o = B.frame_aucs(B.scored_videos(offline, ranges, gt))["all"]
     assert auc_s is not None and abs(auc_s - auc_o) < 1e-6
+    # the command contract: `eval --data` (offline) and `eval --videos --stream` give the same report
+    from engines.cli import main
+    off_json, st_json = tmp_path / "eval.json", tmp_path / "eval-stream.json"
+    assert main(["eval", "--model", str(model_path), "--data", str(feats), "--json", str(off_json)]) == 0
+    assert main(["eval", "--model", str(model_path), "--videos", str(ped2_dir), "--stream", "--json",
+                 str(st_json), "--set", "features.extractors=mobilenetv2,flow"]) == 0
+    off_rep, st_rep = json.loads(off_json.read_text()), json.loads(st_json.read_text())
+    for k in ("frames", "videos"):
+        assert off_rep[k] == st_rep[k]
+    assert abs(off_rep["auc"] - st_rep["auc"]) < 1e-6 and abs(off_rep["ap"] - st_rep["ap"]) < 1e-6
 
 
 def test_stream_models_one_replay_all_fusions(flow_feats, ped2_dir, tmp_path):
