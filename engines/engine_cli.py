@@ -77,6 +77,9 @@ def cmd_engine(args, cfg: Config) -> int:
 
     if args.group:
         cfg.engine.group_id = args.group
+    if cfg.transport == "bus":
+        print("engine: warning: transport=bus: the in-process bus only carries messages produced in this "
+              "process; use --transport kafka to consume workers running elsewhere", file=sys.stderr)
     model = load_serving_model(cfg, args.model, args.backend)
     t = make_transport(cfg, group_id=cfg.engine.group_id)
     svc = EngineService(cfg, model, t, delay_s=args.delay)

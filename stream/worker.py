@@ -276,6 +276,10 @@ def cmd_worker(args, cfg) -> int:
     if getattr(args, "metrics_port", None) is not None:
         cfg.worker.metrics_port = args.metrics_port
     _setup_logs(cfg)
+    if cfg.transport == "bus":
+        get_logger("stream.worker", camera=args.camera).warning(
+            "transport=bus: the in-process bus lives inside this process, so no engine elsewhere sees "
+            "these messages; use --transport kafka (or `fusewatch demo` / `replay` for an embedded run)")
     w = Worker(cfg, camera=args.camera, source=args.source)
     restore = install_signal_handlers(w.stop)
     try:
