@@ -50,7 +50,7 @@ class KafkaConfig:
     client_id: str = "fusewatch"
     compression_type: str | None = None
     request_timeout_ms: int = 30000
-    session_timeout_ms: int = 10000
+    session_timeout_ms: int = 30000
     """Consumer group session timeout: how soon a crashed engine's partitions move to a survivor."""
     heartbeat_interval_ms: int = 3000
     connect_timeout_s: float = 15.0
