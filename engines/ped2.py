@@ -539,6 +539,7 @@ def add_arguments(p) -> None:
                    help="candidate (P,Q) pairs, space separated (default '%(default)s')")
     p.add_argument("--folds", type=int, default=DEFAULT_FOLDS, help="cross-validation folds (default 3)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
 
 
 def parse_pq_grid(s: str) -> list[tuple[int, int]]:
@@ -562,6 +563,8 @@ def cmd_bench_ped2(args, cfg: Config) -> int:
                       transport=cfg.transport, progress=not args.quiet, folds=args.folds,
                       stream_set=args.stream_set)
     print_report(report)
+    if args.markdown:
+        print(format_table(report))
     if args.json:
         p = Path(args.json)
         p.parent.mkdir(parents=True, exist_ok=True)

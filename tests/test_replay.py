@@ -12,6 +12,7 @@ import pytest
 
 from stream.config import load_config
 from stream.extractors.base import Extractor
+from stand_ins import MeanRGB  # noqa: E402  (tests/ is on sys.path)
 from stream.replay import replay
 from stream.schema import decode_features
 from stream.sources import SourceError, file_anchor
@@ -22,13 +23,6 @@ PED2 = shared_data("ped2")
 FFMPEG = shutil.which("ffmpeg")
 
 pytestmark = pytest.mark.skipif(not PED2.is_dir(), reason=f"shared data not found at {PED2}")
-
-
-class MeanRGB(Extractor):
-    name, dim, version = "meanrgb", 3, "t1"
-
-    def extract(self, frames, audio, audio_rate):
-        return np.stack(frames)[:, ::4, ::4].reshape(-1, 3).mean(0).astype(np.float32)
 
 
 class Energy(Extractor):

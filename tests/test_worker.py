@@ -21,25 +21,18 @@ import pytest
 from stream.config import ConfigError, load_config
 from stream.extract import extract_videos
 from stream.extractors.base import Extractor
+from stand_ins import MeanRGB  # noqa: E402  (tests/ is on sys.path)
 from stream.schema import decode_features
 from stream.sources import SourceError
 from stream.transport import BusTransport, InProcessBus
 from stream.worker import Worker, add_commands
 
+from stream.paths import shared_data  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
-PED2 = ROOT.parent / "shared" / "data" / "ped2"
+PED2 = shared_data("ped2")
 FFMPEG = shutil.which("ffmpeg")
 
 pytestmark = pytest.mark.skipif(not PED2.is_dir(), reason=f"shared data not found at {PED2}")
-
-
-class MeanRGB(Extractor):
-    """Stand-in extractor: mean RGB of the clip (subsampled), deterministic and cheap."""
-
-    name, dim, version = "meanrgb", 3, "t1"
-
-    def extract(self, frames, audio, audio_rate):
-        return np.stack(frames)[:, ::4, ::4].reshape(-1, 3).mean(0).astype(np.float32)
 
 
 class AudioRMS(Extractor):
