@@ -367,6 +367,9 @@ class KafkaTransport(Transport):
         self._group_id = group_id
         self._reset = "earliest"
         self._closed = False
+        self._join_ms = int(k.session_timeout_ms)
+        self.lost_joins = 0
+        """Group joins whose completion kafka-python lost and :meth:`_settle_group` redid."""
         _redact_secrets(cfg)
         check_broker(cfg)
         try:
@@ -474,11 +477,40 @@ class KafkaTransport(Transport):
         self._call(f"subscribe {topics}", c.subscribe, topics=list(topics),
                    listener=_Listener(c, on_assign, on_revoke, inline=not callbacks_use_transport))
 
+    def _settle_group(self, c: KafkaConsumer) -> None:
+        """Finish a pending group (re)join before fetching, and repair a lost one.
+
+        kafka-python 3.0.12 completes a join in two halves: the JoinGroup/SyncGroup round trip runs
+        as a task on its I/O thread, and the awaiting ``poll`` then applies the result (assignment,
+        state STABLE, heartbeats back on). If ``poll``'s timeout expires while the task is in flight
+        and the rejoin was triggered by a metadata change (partitions added, the first metadata of
+        a new topic), the leader's assignment makes ``need_rejoin()`` false before the task ends, so
+        no later ``poll`` awaits it: the member stays REBALANCING with heartbeats off, fetches
+        nothing and is evicted after ``session_timeout_ms`` — the "engine consumed nothing" flake.
+        Here a pending join is awaited with a bound of ``session_timeout_ms`` (not the caller's few
+        milliseconds), and a join whose completion was lost anyway is detected (``rejoining`` with
+        no task in flight and no rejoin needed) and redone with :meth:`request_rejoin`.
+        """
+        coord = getattr(c, "_coordinator", None)
+        if coord is None or self._group_id is None or not c.subscription():
+            return
+        if getattr(coord, "rejoining", False) and not coord.need_rejoin():
+            task = getattr(coord, "_join_task", None)
+            if task is None or task.is_done:
+                self.lost_joins += 1
+                log.warning("group %s: a rebalance finished without being applied (kafka-python "
+                            "join race); rejoining", self._group_id)
+                coord.request_rejoin()
+        if coord.need_rejoin():
+            self._call(f"join group {self._group_id!r}", coord.ensure_active_group,
+                       timeout_ms=self._join_ms)
+
     def poll(self, max_records: int = 500, timeout: float = 0.1) -> list[Record]:
         c = self._need_consumer()
         if not c.subscription() and not c.assignment():
             time.sleep(max(0.0, timeout))
             return []
+        self._settle_group(c)
         batches = self._call("poll", c.poll, timeout_ms=int(max(0.0, timeout) * 1000),
                              max_records=max_records)
         out: list[Record] = []

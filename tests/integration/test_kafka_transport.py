@@ -202,6 +202,50 @@ def test_rebalance_two_consumers(kafka_cfg, make_topic, make_transport):
         assert a.committed((topic, p)) == a.end_offset((topic, p))
 
 
+@pytest.mark.parametrize("join_bound_ms", [None, 1], ids=["awaited-join", "lost-join-repaired"])
+def test_rejoin_after_partitions_added_with_millisecond_polls(kafka_cfg, make_topic, make_transport,
+                                                             join_bound_ms):
+    """Regression for kafka-python 3.0.12's lost join completion: partitions added to a subscribed
+    topic trigger a metadata-driven rebalance; an engine polling with 1 ms timeouts used to be left
+    REBALANCING with heartbeats off, fetching nothing, until evicted. ``awaited-join``: the transport
+    awaits the pending join (bounded by the session timeout). ``lost-join-repaired``: with a 1 ms
+    bound the completion is lost as before and the transport must detect it and rejoin."""
+    from kafka.admin import NewPartitions
+
+    from stream.transport.kafka import admin_client
+
+    topic = make_topic("rejoin", partitions=1)
+    prod = make_transport(kafka_cfg, consume=False)
+    cons = make_transport(kafka_cfg, group_id=f"g-{topic}", produce=False)
+    if join_bound_ms is not None:
+        cons._join_ms = join_bound_ms
+    cons.subscribe([topic], f"g-{topic}")
+    deadline = time.monotonic() + 30
+    while not cons.assignment() and time.monotonic() < deadline:
+        cons.poll(100, 0.001)
+    assert cons.assignment() == {(topic, 0)}
+    admin = admin_client(kafka_cfg)
+    try:
+        admin.create_partitions({topic: NewPartitions(total_count=3)})
+    finally:
+        admin.close()
+    time.sleep(0.5)
+    cams = [f"cam{i}" for i in range(30)]
+    for c in cams:
+        prod.produce(topic, c, b"x")
+    prod.flush(timeout=20)
+    got: list[Record] = []
+    deadline = time.monotonic() + 40  # > session timeout: a stuck member would be evicted first
+    while time.monotonic() < deadline and (len(got) < len(cams) or len(cons.assignment()) < 3):
+        got += cons.poll(100, 0.001)
+    coord = cons._consumer._coordinator
+    assert cons.assignment() == {(topic, p) for p in range(3)}, (
+        f"stuck after the rebalance: rejoining={coord.rejoining} state={coord.state} "
+        f"lost_joins={cons.lost_joins}")
+    assert sorted(r.key.decode() for r in got) == sorted(cams)
+    assert {r.partition for r in got} == {0, 1, 2}
+
+
 def test_malformed_message_goes_to_dead_letter(kafka_cfg, make_topic, make_transport):
     feats, dlq = make_topic("features"), make_topic("deadletter")
     prod = make_transport(kafka_cfg, consume=False)
