@@ -367,7 +367,8 @@ class KafkaTransport(Transport):
         self._group_id = group_id
         self._reset = "earliest"
         self._closed = False
-        self._join_ms = int(k.session_timeout_ms)
+        self._join_ms: int | None = None
+        """Bound on awaiting a pending group join (None: the consumer's ``session_timeout_ms``)."""
         self.lost_joins = 0
         """Group joins whose completion kafka-python lost and :meth:`_settle_group` redid."""
         _redact_secrets(cfg)
@@ -502,8 +503,8 @@ class KafkaTransport(Transport):
                             "join race); rejoining", self._group_id)
                 coord.request_rejoin()
         if coord.need_rejoin():
-            self._call(f"join group {self._group_id!r}", coord.ensure_active_group,
-                       timeout_ms=self._join_ms)
+            bound = self._join_ms if self._join_ms is not None else c.config["session_timeout_ms"]
+            self._call(f"join group {self._group_id!r}", coord.ensure_active_group, timeout_ms=int(bound))
 
     def poll(self, max_records: int = 500, timeout: float = 0.1) -> list[Record]:
         c = self._need_consumer()

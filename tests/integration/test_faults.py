@@ -259,10 +259,6 @@ def test_broker_crash_restart_mid_replay(private_kafka, reference, make_transpor
 ENGINE_WRAPPER = """
 import faulthandler, sys
 faulthandler.enable()  # SIGABRT from the test: every thread's stack into the log
-from kafka import KafkaConsumer
-# The engine's consumer config has no session-timeout knob; kafka-python's default (45 s) would make
-# the surviving engine wait 45 s for the dead member's partitions. Lower it for this test only.
-KafkaConsumer.DEFAULT_CONFIG.update(session_timeout_ms=6000, heartbeat_interval_ms=1000)
 from engines.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -271,7 +267,10 @@ sys.exit(main(sys.argv[1:]))
 def engine_cmd(cfg, model_path, overrides: dict, delay: float = 0.0) -> list[str]:
     cmd = [sys.executable, "-c", ENGINE_WRAPPER, "engine", "--transport", "kafka",
            "--bootstrap", cfg.kafka.bootstrap_servers, "--model", str(model_path), "--backend", "torch",
-           "--group", cfg.engine.group_id, "--delay", str(delay)]
+           "--group", cfg.engine.group_id, "--delay", str(delay),
+           # the default session timeout (30 s) would make the surviving engine wait 30 s for the
+           # dead member's partitions; lower it for these tests
+           "--set", "kafka.session_timeout_ms=6000", "--set", "kafka.heartbeat_interval_ms=1000"]
     for k, v in overrides.items():
         if k not in ("engine.model", "engine.group_id"):
             cmd += ["--set", f"{k}={v}"]
