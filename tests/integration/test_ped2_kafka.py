@@ -204,11 +204,11 @@ def test_bench_ped2_over_kafka(tmp_path, kafka_bootstrap, _created_topics):
                                          "model.window": 8, "train.epochs": 3,
                                          **{k: v for k, v in _topics("ped2bench").items()
                                             if k.startswith("topics.")}})
-    rep = B.run_ped2(vdir, tmp_path / "lego.pt", cfg, work_dir=tmp_path / "work", expansions=("hadamard",), fusions=("lego", "concat"),
+    rep = B.run_ped2(vdir, tmp_path / "lego.pt", cfg, work_dir=tmp_path / "work", expansions=("hadamard",), fusions=("lego", "concat", "add"),
                      pq_grid=((1, 1),), folds=2, transport="kafka", progress=False)
     assert rep["stream"]["transport"] == "kafka" and rep["stream"]["videos"] == len(stems)
     assert rep["agreement_ok"] is True, rep["agreement"]
-    assert set(rep["results"]) == {"lego-hadamard", "concat"}
+    assert set(rep["results"]) == {"lego-hadamard", "concat", "add"}
     for k, r in rep["results"].items():
         assert abs(r["streamed"]["all"] - r["offline"]["all"]) < 1e-6, k
     _created_topics.extend(rep["stream"].get("topics", []))
