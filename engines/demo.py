@@ -24,7 +24,7 @@ from stream.paths import shared_dir  # noqa: E402  (re-exported: ``$FUSEWATCH_SH
 def features_key(cfg: Config, video_dir: Path | None = None) -> str:
     """Hash of everything that changes extracted features (video folder, extractors, clips, sampling)."""
     f = cfg.features
-    blob = json.dumps({"dir": str(video_dir.resolve()) if video_dir else "", "f": f.extractors, "pool": f.pool, "cnn": [f.cnn_frames, f.cnn_resize],
+    blob = json.dumps({"dir": str(video_dir.resolve()) if video_dir else "", "f": f.extractors, "pool": f.pool, "cnn": [f.cnn_frames, f.cnn_resize] + ([f.cnn_spatial] if f.cnn_spatial != "avg" else []),
                        "flow": [f.flow_width, f.flow_method], "clips": [cfg.clips.clip_len, cfg.clips.clip_stride],
                        "fps": cfg.source.sample_fps}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]

@@ -149,6 +149,10 @@ class FeaturesConfig:
     """CNN backbones see this many frames spread evenly over each clip (0 = every frame)."""
     cnn_resize: str = "squash"
     """``squash`` (whole frame to 224×224) or ``crop`` (shorter side 256, centre crop 224)."""
+    cnn_spatial: str = "avg"
+    """Spatial pooling of the backbones' last 7×7 feature map: ``avg`` (ImageNet recipe) or ``max``
+    (strongest response per channel: small objects — a bicycle in a wide shot — are not averaged
+    away; UCSD Ped2 weak-label probe 0.93 vs 0.89 frame AUC, see bench/results/ped2.md)."""
     flow_width: int = 160
     """Optical flow runs on grey frames downscaled to this width (px)."""
     flow_method: str = "farneback"
@@ -173,6 +177,7 @@ class FeaturesConfig:
         _positive("features.cnn_frames", self.cnn_frames, allow_zero=True)
         _positive("features.flow_width", self.flow_width)
         _choice("features.cnn_resize", self.cnn_resize, ("squash", "crop"))
+        _choice("features.cnn_spatial", self.cnn_spatial, ("avg", "max"))
         _choice("features.flow_method", self.flow_method, ("farneback", "dis"))
 
 

@@ -235,3 +235,26 @@ def test_clip_pooling_and_frame_subset(sessions, model_dir):
     sub, = build_extractors(cfg)
     np.testing.assert_allclose(sub.extract(frames, None, None), per[[2, 6, 10, 14]].mean(0),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_spatial_max_pooling_matches_torch_and_caches_separately(sessions, model_dir):
+    """``features.cnn_spatial = "max"``: global max of the last feature map, exported to its own
+    ONNX file (the avg file stays valid), equal to torch, ≥ the average channel by channel, and
+    named in the extractor version so features of the two poolings are never mixed."""
+    frames = (_video_frames(SHARED / "ped2" / "test_02.mp4", 3, step=40)
+              + _video_frames(SHARED / "cctv" / "vtest.avi", 3, step=25))
+    avg_ex, = build_extractors(FeaturesConfig(extractors=["mobilenetv2"], model_dir=str(model_dir)))
+    max_ex, = build_extractors(FeaturesConfig(extractors=["mobilenetv2"], model_dir=str(model_dir),
+                                              cnn_spatial="max"))
+    assert max_ex.exported and max_ex.onnx_path != avg_ex.onnx_path
+    assert max_ex.onnx_path.name == onnx_filename(
+        "mobilenetv2", weights_sha256(BACKBONES["mobilenetv2"].weights()), spatial="max")
+    assert max_ex.version == avg_ex.version + "-smax" and max_ex.dim == avg_ex.dim == 1280
+    got = max_ex.per_frame(frames)
+    with torch.no_grad():
+        fmap = load_torch_model("mobilenetv2", classifier=False).feature_map(
+            torch.from_numpy(preprocess(frames, "mobilenetv2"))).numpy()
+    assert fmap.shape == (len(frames), 1280, 7, 7)
+    np.testing.assert_allclose(got, fmap.max((2, 3)), atol=1e-3)
+    avg = avg_ex.per_frame(frames)
+    assert (got >= avg - 1e-4).all() and float((got - avg).mean()) > 0.1

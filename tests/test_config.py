@@ -28,6 +28,7 @@ def test_precedence_toml_env_cli(tmp_path):
     ({"nosuch.field": "1"}, "nosuch.field"),
     ({"model.window": "1"}, "model.window"),
     ({"features.extractors": "resnet"}, "features.extractors"),
+    ({"features.cnn_spatial": "gem"}, "features.cnn_spatial"),
     ({"alerts.on": "0.2", "alerts.off": "0.5"}, "alerts.off/on"),
 ])
 def test_errors_name_the_field(over, field):

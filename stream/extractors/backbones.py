@@ -27,8 +27,8 @@ well — and its aspect change (4:3 → 1:1) lies inside both recipes' training 
 (``cv2.INTER_AREA``, the anti-aliased resize both training pipelines effectively apply to large
 images), upscaling bilinear. Both choices are validated by the ImageNet top-5 tests.
 
-Each backbone's pooled-feature part (global average pool of the last 1280-channel ReLU6 map) is
-exported once to ONNX (opset 17, dynamic batch) into ``features.model_dir`` under a name keyed by
+Each backbone's pooled-feature part (global average pool of the last 1280-channel ReLU6 map, or
+its global max with ``features.cnn_spatial = "max"``) is exported once to ONNX (opset 17, dynamic batch) into ``features.model_dir`` under a name keyed by
 the weights' sha256, and run with ONNX Runtime on CPU with the (sub-sampled) frames of a clip as
 one batch. The clip feature is the mean over frames (``pool = meanmax``: mean ‖ max, 2560-d).
 EfficientNet's TF-``SAME`` paddings are folded into the Convs' asymmetric ``pads`` in the exported
@@ -163,9 +163,13 @@ def build_mobilenetv2(num_classes: int = 0):
             if num_classes:
                 self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(FEATURE_DIM, num_classes))
 
+        def feature_map(self, x):
+            """(N, 3, H, W) normalised → (N, 1280, H/32, W/32) last ReLU6 map."""
+            return self.features(x)
+
         def forward_features(self, x):
             """(N, 3, H, W) normalised → (N, 1280) globally average-pooled features."""
-            return self.features(x).mean((2, 3))
+            return self.feature_map(x).mean((2, 3))
 
         def forward(self, x):
             f = self.forward_features(x)
@@ -244,12 +248,16 @@ def build_effnet_lite0(num_classes: int = 1000):
                 self._dropout = nn.Dropout(0.2)
                 self._fc = nn.Linear(FEATURE_DIM, num_classes)
 
-        def forward_features(self, x):
-            """(N, 3, H, W) normalised → (N, 1280) globally average-pooled features."""
+        def feature_map(self, x):
+            """(N, 3, H, W) normalised → (N, 1280, H/32, W/32) last ReLU6 map."""
             x = self.act(self._bn0(self._conv_stem(x)))
             for b in self._blocks:
                 x = b(x)
-            return self.act(self._bn1(self._conv_head(x))).mean((2, 3))
+            return self.act(self._bn1(self._conv_head(x)))
+
+        def forward_features(self, x):
+            """(N, 3, H, W) normalised → (N, 1280) globally average-pooled features."""
+            return self.feature_map(x).mean((2, 3))
 
         def forward(self, x):
             f = self.forward_features(x)
@@ -334,7 +342,10 @@ def preprocess(frames: list[np.ndarray], spec: BackboneSpec | str, mode: str = "
     return x
 
 
-def _pooled(model):
+SPATIAL_POOLS = ("avg", "max")
+
+
+def _pooled(model, spatial: str = "avg"):
     nn = _nn()
 
     class PooledFeatures(nn.Module):
@@ -343,13 +354,16 @@ def _pooled(model):
             self.m = m
 
         def forward(self, x):
+            if spatial == "max":
+                return self.m.feature_map(x).amax((2, 3))
             return self.m.forward_features(x)
 
     return PooledFeatures(model).eval()
 
 
-def onnx_filename(name: str, sha: str, size: int = INPUT_SIZE) -> str:
-    return f"{name}-w{sha[:16]}-x{EXPORT_RECIPE}-op{OPSET}-{size}.onnx"
+def onnx_filename(name: str, sha: str, size: int = INPUT_SIZE, spatial: str = "avg") -> str:
+    tag = "" if spatial == "avg" else f"-s{spatial}"
+    return f"{name}{tag}-w{sha[:16]}-x{EXPORT_RECIPE}-op{OPSET}-{size}.onnx"
 
 
 def fuse_pads_into_convs(model, expected: list[tuple[int, int, int, int]]):
@@ -405,12 +419,15 @@ def fuse_pads_into_convs(model, expected: list[tuple[int, int, int, int]]):
     return model
 
 
-def export_backbone(name: str, path: str | os.PathLike, size: int = INPUT_SIZE) -> None:
-    """Export the pooled-features part of backbone ``name`` to ONNX at ``path``."""
+def export_backbone(name: str, path: str | os.PathLike, size: int = INPUT_SIZE, spatial: str = "avg") -> None:
+    """Export the pooled-features part of backbone ``name`` (``spatial``: avg | max pooling of the
+    last feature map) to ONNX at ``path``."""
     import torch
 
+    if spatial not in SPATIAL_POOLS:
+        raise ValueError(f"features.cnn_spatial: must be one of {', '.join(SPATIAL_POOLS)} (got {spatial!r})")
     model = load_torch_model(name, classifier=False)
-    export_torch(_pooled(model), torch.zeros(2, 3, size, size), path)
+    export_torch(_pooled(model, spatial), torch.zeros(2, 3, size, size), path)
     expected = [m.tf_pad for m in model.modules() if getattr(m, "tf_pad", None) is not None]
     if expected:
         import onnx
@@ -421,11 +438,12 @@ def export_backbone(name: str, path: str | os.PathLike, size: int = INPUT_SIZE) 
             log.warning("%s: Pad/Conv folding skipped (%s)", name, e)
 
 
-def backbone_onnx(name: str, model_dir: str | os.PathLike, size: int = INPUT_SIZE) -> tuple[Path, bool, str]:
+def backbone_onnx(name: str, model_dir: str | os.PathLike, size: int = INPUT_SIZE,
+                  spatial: str = "avg") -> tuple[Path, bool, str]:
     """Cached ONNX file of backbone ``name``: ``(path, exported_now, weights_sha256)``."""
     sha = weights_sha256(BACKBONES[name].weights())
-    path, exported = cached_onnx(model_dir, onnx_filename(name, sha, size),
-                                 lambda tmp: export_backbone(name, tmp, size))
+    path, exported = cached_onnx(model_dir, onnx_filename(name, sha, size, spatial),
+                                 lambda tmp: export_backbone(name, tmp, size, spatial))
     return path, exported, sha
 
 
@@ -438,7 +456,8 @@ class BackboneExtractor(Extractor):
 
     Options read from the features config (``getattr`` with defaults, so a config without them
     works): ``cnn_frames`` (int, default 0 = every frame of the clip; k > 0 runs the CNN on k
-    frames spread evenly over the clip) and ``cnn_resize`` (``squash`` | ``crop``).
+    frames spread evenly over the clip), ``cnn_resize`` (``squash`` | ``crop``) and ``cnn_spatial``
+    (``avg`` | ``max`` pooling of the last feature map).
     """
 
     def __init__(self, name: str, cfg) -> None:
@@ -453,23 +472,28 @@ class BackboneExtractor(Extractor):
         if self.resize not in RESIZE_MODES:
             raise ValueError(f"features.cnn_resize: must be one of {', '.join(RESIZE_MODES)} "
                              f"(got {self.resize!r})")
+        self.spatial = getattr(cfg, "cnn_spatial", "avg")
+        if self.spatial not in SPATIAL_POOLS:
+            raise ValueError(f"features.cnn_spatial: must be one of {', '.join(SPATIAL_POOLS)} "
+                             f"(got {self.spatial!r})")
         self.frames_per_clip = int(getattr(cfg, "cnn_frames", 0) or 0)
         if self.frames_per_clip < 0:
             raise ValueError(f"features.cnn_frames: must be >= 0 (got {self.frames_per_clip})")
         model_dir = getattr(cfg, "model_dir")
         threads = int(getattr(cfg, "threads", 0) or 0)
-        self.onnx_path, self.exported, sha = backbone_onnx(name, model_dir)
+        self.onnx_path, self.exported, sha = backbone_onnx(name, model_dir, spatial=self.spatial)
         try:
             self.session = ort_session(self.onnx_path, threads)
         except Exception as e:  # a damaged cache file: export again, once
             log.warning("cached %s does not load (%s); re-exporting", self.onnx_path, e)
             discard(self.onnx_path)
-            self.onnx_path, self.exported, sha = backbone_onnx(name, model_dir)
+            self.onnx_path, self.exported, sha = backbone_onnx(name, model_dir, spatial=self.spatial)
             self.session = ort_session(self.onnx_path, threads)
         self.input_name = self.session.get_inputs()[0].name
         self.weights_sha256 = sha
         self.version = f"{name}-x{EXPORT_RECIPE}-w{sha[:12]}-{self.resize}" + (
-            f"-f{self.frames_per_clip}" if self.frames_per_clip else "")
+            f"-f{self.frames_per_clip}" if self.frames_per_clip else "") + (
+            f"-s{self.spatial}" if self.spatial != "avg" else "")
 
     def per_frame(self, frames: list[np.ndarray]) -> np.ndarray:
         """(T, 1280) pooled features of each given frame (no frame sub-sampling)."""
