@@ -284,7 +284,10 @@ def evaluate_stream(model_path: str | Path, video_dir: str | Path, cfg, out_json
     for v in videos:
         clips = res.clips.get(v.stem, [])
         if not clips:
-            raise ValueError(f"video {v.name}: no clip was scored by the engine")
+            why = res.engine.get("dead_letter_reasons") or {}
+            raise ValueError(f"video {v.name}: no clip was scored by the engine"
+                             + (f" (dead letters: {', '.join(f'{k} ×{n}' for k, n in sorted(why.items()))})"
+                                if why else ""))
         rec = labels[v.stem]
         scored.append(ScoredVideo(name=v.stem, scores=np.array([c.score for c in clips]),
                                   clip_ranges=[(c.frame_start, c.frame_end) for c in clips],

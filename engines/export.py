@@ -15,7 +15,9 @@ contain no ``Shape``/``Size`` ops (reshapes use constant shapes with ``-1`` for 
 ONNX ``metadata_props`` (all strings; :func:`read_onnx_meta` parses them back): ``producer``
 (``fusewatch``), ``format_version``, ``form``, ``fusion``, ``N``, ``P``, ``Q``, ``expansion``,
 ``softplus``, ``proj_dim``, ``node_dim``, ``representations`` (JSON list), ``dims`` (JSON object),
-``model_version``, ``inputs`` (JSON list), ``config`` (JSON), ``build_kwargs`` (JSON) and, when
+``model_version``, ``inputs`` (JSON list), ``config`` (JSON), ``build_kwargs`` (JSON),
+``extractor_versions`` (JSON object, representation → extractor version of the training features;
+empty when the training data carried none), ``alert_thresholds`` (JSON, when calibrated) and, when
 the model projects features (``proj_dim > 0``), ``projection`` (base64 ``.npz`` of ``W_i``/``b_i``)
 and, with a node branch (``node_dim > 0``), ``node_encoders`` (same format) — needed to build the
 incremental state from an ONNX file alone, see :func:`onnx_projectors` / :func:`onnx_node_encoders`.
@@ -248,7 +250,10 @@ def _finalize(proto: onnx.ModelProto, model: FusionModel, meta: Mapping[str, Any
         "inputs": json.dumps(names),
         "config": json.dumps(c, sort_keys=True),
         "build_kwargs": json.dumps(dict(meta.get("build_kwargs") or model.build_kwargs), sort_keys=True),
+        "extractor_versions": json.dumps(dict(meta.get("extractor_versions") or {}), sort_keys=True),
     }
+    if isinstance(meta.get("alert_thresholds"), Mapping):
+        props["alert_thresholds"] = json.dumps(dict(meta["alert_thresholds"]), sort_keys=True)
     blob = _projection_blob(model)
     if blob is not None:
         props["projection"] = blob
@@ -276,7 +281,8 @@ def read_onnx_meta(model: str | os.PathLike | onnx.ModelProto) -> dict[str, Any]
         if k in raw:
             out[k] = int(raw[k])
     out["node_dim"] = int(raw.get("node_dim", 0) or 0)
-    for k in ("representations", "dims", "inputs", "config", "build_kwargs"):
+    for k in ("representations", "dims", "inputs", "config", "build_kwargs", "extractor_versions",
+              "alert_thresholds"):
         if k in raw:
             out[k] = json.loads(raw[k])
     out["softplus"] = raw.get("softplus") == "true"

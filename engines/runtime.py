@@ -88,6 +88,9 @@ def default_model_path() -> Path:
     return CACHE_DIR / "demo" / "model.pt"
 
 
+CHECKPOINT_META = ("alert_thresholds", "extractor_versions")
+"""Metadata the engine acts on that a checkpoint may hold beyond its cached ONNX export."""
+
 def load_serving_model(cfg: Config, model: str | Path | None = None, backend: str | None = None) -> ServingModel:
     """Checkpoint (.pt) or exported ONNX → :class:`ServingModel` on the configured backend."""
     path = Path(model or cfg.engine.model or default_model_path()).expanduser()
@@ -107,11 +110,19 @@ def load_serving_model(cfg: Config, model: str | Path | None = None, backend: st
     else:
         from .checkpoint import load_model
         torch_model, meta = load_model(path)
+        ckpt_meta = meta
         scorer = select_backend(name, model=torch_model, meta=meta, max_batch=cfg.engine.max_batch,
                                 threads=cfg.engine.threads)
         projectors = torch_model.projectors() if hasattr(torch_model, "projectors") else {}
         encoders = torch_model.node_encoders() if hasattr(torch_model, "node_encoders") else {}
     meta = dict(scorer.meta)
+    if torch_model is not None:
+        # ONNX Runtime / TensorRT read their metadata from an export cached by model_version (the
+        # weights): metadata added to the checkpoint later (thresholds calibrated after training)
+        # or by a newer fusewatch would be missing there — the checkpoint is the source of truth
+        meta.update({k: ckpt_meta[k] for k in CHECKPOINT_META if k in ckpt_meta})
+        for k, v in ckpt_meta.items():
+            meta.setdefault(k, v)
     meta.setdefault("name", meta.get("fusion", "lego"))
     names, window = list(meta["representations"]), int(meta["window"])
     dims = {k: int(v) for k, v in meta["dims"].items()}

@@ -97,6 +97,8 @@ class EngineService:
         self.names: list[str] = list(meta["representations"])
         self.dims: dict[str, int] = {k: int(v) for k, v in meta["dims"].items()}
         self.window: int = int(meta["window"])
+        self.versions: dict[str, str] = {k: str(v) for k, v in (meta.get("extractor_versions") or {}).items() if v}
+        """Extractor version per representation of the training features (empty: not checked)."""
         self.cams: dict[str, _Camera] = {}
         self.stats = EngineStats()
         self._stop = threading.Event()
@@ -120,6 +122,12 @@ class EngineService:
 
     def _validate_dims(self, msg: FeatureMessage) -> dict[str, np.ndarray]:
         feats = {}
+        for r in msg.reps:
+            want = self.versions.get(r.name)
+            if want and r.version and r.version != want:
+                raise SchemaError("extractor_mismatch",
+                                  f"{r.name}: features from extractor {r.version}, the model was trained "
+                                  f"on {want} (same settings on workers and training, or retrain)")
         for name in self.names:
             a = msg.rep(name)
             if a is None:
@@ -135,6 +143,9 @@ class EngineService:
 
     def _dead_letter(self, rec: Record, err: SchemaError) -> None:
         self.stats.dead_letters += 1
+        if err.reason not in self.stats.dead_letter_reasons:  # first of its kind: say why, once
+            log.warning("dead-lettering %s[%d]@%d: %s: %s (further messages with this reason are "
+                        "counted, not logged)", rec.topic, rec.partition, rec.offset, err.reason, err.detail)
         self.stats.dead_letter_reasons[err.reason] = self.stats.dead_letter_reasons.get(err.reason, 0) + 1
         self.t.produce(self.cfg.topics.dead_letter, rec.key,
                        dead_letter_payload(rec.value, err.reason, err.detail, rec.topic, rec.partition,

@@ -309,6 +309,13 @@ def _checkpoint_api():
     return checkpoint
 
 
+def extractor_versions(ds, names) -> dict[str, str]:
+    """``{representation: extractor version}`` of the training features (fusewatch layout only;
+    other layouts carry no versions → ``{}``). Stored in the checkpoint so that the engine can
+    refuse features from a differently configured extractor instead of silently mis-scoring them."""
+    vers = (ds.info or {}).get("versions") or {}
+    return {r: str(vers[r]) for r in names if vers.get(r)}
+
 def train(data: str | Path | FeatureDataset | Sequence[VideoFeatures], cfg: Config | None,
           out_path: str | Path, fusion: str | None = None, representations: Sequence[str] | str | None = None,
           progress: bool = True, val_data: str | Path | FeatureDataset | Sequence[VideoFeatures] | None = None,
@@ -435,6 +442,7 @@ def train(data: str | Path | FeatureDataset | Sequence[VideoFeatures], cfg: Conf
                         "train_loss": rec["loss"], "seed": int(tc.seed), "data": str(ds.root), "layout": ds.layout,
                         "train_videos": len(train_v), "val_videos": len(val_v),
                         "clip_len": ds.info.get("clip_len"), "clip_stride": ds.info.get("clip_stride"),
+                        "extractor_versions": extractor_versions(ds, names),
                         "train": dataclasses.asdict(tc)}
                 ckpt.save_checkpoint(model, out_path, meta)
             log.log(logging.DEBUG if bar is not None else logging.INFO,

@@ -7,7 +7,7 @@ import pytest
 from engines.checkpoint import save_checkpoint
 from engines.model import build_model
 from engines.runtime import load_serving_model
-from engines.service import EngineService, ScoreSink
+from engines.service import EngineService, ScoreSink, effective_alerts
 from stream.config import load_config
 from stream.schema import FeatureMessage, Representation, decode_alert, decode_dead_letter
 from stream.transport import BusTransport, InProcessBus
@@ -129,3 +129,48 @@ def test_liveness_watchdog_exits_for_the_supervisor_when_the_engine_is_stuck():
     from engines.engine_cli import STALL_EXIT
     assert r.returncode == STALL_EXIT and "no progress" in r.stderr
     assert time.monotonic() - t0 < 9
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_features_from_another_extractor_version_are_dead_lettered(tmp_path, backend):
+    """A model trained on features of known extractor versions refuses (dead letter
+    ``extractor_mismatch``) messages whose representation comes from another version, scores
+    matching ones, and accepts messages that carry no version (other producers)."""
+    import torch
+    torch.manual_seed(0)
+    cfg0 = load_config(overrides={"model.window": "8", "model.representations": "a,b"}, env={})
+    p = tmp_path / "m.pt"
+    model = build_model(cfg0.model, DIMS)
+    th = {"on": 0.71, "off": 0.62}
+    save_checkpoint(model, p, {"extractor_versions": {"a": "ext-a-1", "b": "ext-b-1"}, "alert_thresholds": th})
+    cfg = make_cfg(p, **{"engine.backend": backend})
+    # the same weights were exported before without this metadata (module fixture: same seed and
+    # config → same model_version → same cached ONNX): the checkpoint's metadata must still win
+    serving = load_serving_model(cfg)
+    assert serving.meta["extractor_versions"] == {"a": "ext-a-1", "b": "ext-b-1"}
+    assert serving.meta["alert_thresholds"] == th
+    assert (effective_alerts(cfg, serving.meta).on, effective_alerts(cfg, serving.meta).off) == (0.71, 0.62)
+    if backend == "onnxruntime":   # a standalone export (`fusewatch export`) carries both as well
+        from engines.checkpoint import load_model
+        from engines.export import export_onnx, read_onnx_meta
+        m2, meta2 = load_model(p)
+        onnx_meta = read_onnx_meta(export_onnx(m2, meta2, tmp_path / "m.onnx"))
+        assert onnx_meta["extractor_versions"] == {"a": "ext-a-1", "b": "ext-b-1"}
+        assert onnx_meta["alert_thresholds"] == th
+    bus = InProcessBus(partitions=3)
+    t = BusTransport(bus)
+    rng = np.random.default_rng(0)
+    versions = [("ext-a-1", "ext-b-1")] * 4 + [("ext-a-2", "ext-b-1")] * 3 + [("ext-a-1", "ext-b-9")] * 2 + [("", "")] * 2
+    for i, (va, vb) in enumerate(versions):
+        reps = [Representation("a", rng.normal(size=12).astype(np.float32), "a", va),
+                Representation("b", rng.normal(size=5).astype(np.float32), "b", vb)]
+        t.produce("fusewatch.features", "c1", FeatureMessage("c1", i, i, i + 1, i, i + 1, 16 * i, 16 * i + 15, reps).encode())
+    svc = EngineService(cfg, serving, BusTransport(bus))
+    svc.run(idle_exit_s=0.3)
+    assert svc.stats.scored == 6 and svc.stats.dead_letters == 5
+    assert svc.stats.dead_letter_reasons == {"extractor_mismatch": 5}
+    r = BusTransport(bus)
+    r.subscribe(["fusewatch.deadletter"], "dl")
+    details = [decode_dead_letter(x.value)["detail"] for x in r.poll(100, 0.2)]
+    assert sum("ext-a-2" in d and "ext-a-1" in d for d in details) == 3
+    assert sum("ext-b-9" in d for d in details) == 2
