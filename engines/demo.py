@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -43,16 +44,28 @@ def ensure_features(cfg: Config, video_dir: Path, out_dir: Path | None = None, l
     return out
 
 
+def model_key(cfg: Config, video_dir: Path) -> str:
+    """Hash of everything the default model's training depends on (features, model, training)."""
+    blob = json.dumps({"features": features_key(cfg, video_dir), "model": dataclasses.asdict(cfg.model),
+                       "train": dataclasses.asdict(cfg.train)}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
 def ensure_model(cfg: Config, video_dir: Path, path: Path, retrain: bool = False, log=print) -> Path:
-    """Train the default model on ``video_dir`` (Ped2 layout) unless ``path`` already exists."""
+    """Train the default model on ``video_dir`` (Ped2 layout) unless ``path`` exists and was trained
+    with the same features/model/training settings (``<path>.key`` holds :func:`model_key`)."""
+    key, key_file = model_key(cfg, video_dir), path.with_name(path.name + ".key")
     if path.is_file() and not retrain:
-        log(f"model: reusing {path}")
-        return path
+        if key_file.is_file() and key_file.read_text().strip() == key:
+            log(f"model: reusing {path}")
+            return path
+        log(f"model: {path} was trained with other settings (features, model or training): retraining")
     from .train import train
     feats = ensure_features(cfg, video_dir, log=log)
     log(f"model: training {cfg.model.fusion} on {feats} (representations {','.join(cfg.model.representations)})")
     path.parent.mkdir(parents=True, exist_ok=True)
     s = train(feats, cfg, path, fusion=cfg.model.fusion, representations=cfg.model.representations)
+    key_file.write_text(key + "\n")
     log(f"model: saved {path} (best epoch {s.get('best_epoch')}, validation AUC {s.get('best_val_auc')})")
     return path
 
