@@ -91,6 +91,7 @@ def default_model_path() -> Path:
 CHECKPOINT_META = ("alert_thresholds", "extractor_versions")
 """Metadata the engine acts on that a checkpoint may hold beyond its cached ONNX export."""
 
+
 def load_serving_model(cfg: Config, model: str | Path | None = None, backend: str | None = None) -> ServingModel:
     """Checkpoint (.pt) or exported ONNX → :class:`ServingModel` on the configured backend."""
     path = Path(model or cfg.engine.model or default_model_path()).expanduser()

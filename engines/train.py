@@ -316,6 +316,7 @@ def extractor_versions(ds, names) -> dict[str, str]:
     vers = (ds.info or {}).get("versions") or {}
     return {r: str(vers[r]) for r in names if vers.get(r)}
 
+
 def train(data: str | Path | FeatureDataset | Sequence[VideoFeatures], cfg: Config | None,
           out_path: str | Path, fusion: str | None = None, representations: Sequence[str] | str | None = None,
           progress: bool = True, val_data: str | Path | FeatureDataset | Sequence[VideoFeatures] | None = None,
