@@ -22,6 +22,7 @@ from stream.sources import (Discontinuity, EndOfStream, FrameQueue, SourceError,
                             file_anchor, parse_source, probe)
 
 from stream.paths import shared_data  # noqa: E402
+from stand_ins import tone_video  # noqa: E402  (tests/ is on sys.path)
 SHARED = shared_data()
 PED2 = SHARED / "ped2"
 VTEST = SHARED / "cctv" / "vtest.avi"
@@ -428,12 +429,7 @@ def test_stop_interrupts_a_live_source_quickly(monkeypatch):
 def av_clip(tmp_path_factory) -> Path:
     if not FFMPEG:
         pytest.skip("ffmpeg not installed")
-    out = tmp_path_factory.mktemp("av") / "tone.mp4"
-    subprocess.run([FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=96x64:rate=10",
-                    "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=16000", "-t", "3.5",
-                    "-c:v", "libx264", "-g", "10", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest",
-                    str(out)], check=True, timeout=60)
-    return out
+    return tone_video(tmp_path_factory.mktemp("av") / "tone.mp4", FFMPEG)
 
 
 def test_audio_is_decoded_to_mono_float32_alongside(av_clip):

@@ -21,7 +21,7 @@ import pytest
 from stream.config import ConfigError, load_config
 from stream.extract import extract_videos
 from stream.extractors.base import Extractor
-from stand_ins import MeanRGB  # noqa: E402  (tests/ is on sys.path)
+from stand_ins import MeanRGB, tone_video as make_tone_video  # noqa: E402  (tests/ is on sys.path)
 from stream.schema import decode_features
 from stream.sources import SourceError
 from stream.transport import BusTransport, InProcessBus
@@ -276,12 +276,7 @@ def test_unknown_extractor_is_a_config_error():
 def tone_video(tmp_path_factory) -> Path:
     if not FFMPEG:
         pytest.skip("ffmpeg not installed")
-    out = tmp_path_factory.mktemp("tone") / "tone.mp4"
-    subprocess.run([FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=96x64:rate=10",
-                    "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=16000", "-t", "3.5",
-                    "-c:v", "libx264", "-g", "10", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest",
-                    str(out)], check=True, timeout=60)
-    return out
+    return make_tone_video(tmp_path_factory.mktemp("tone") / "tone.mp4", FFMPEG)
 
 
 def test_clip_audio_reaches_audio_extractors_and_absent_audio_is_omitted(tone_video):

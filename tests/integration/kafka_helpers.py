@@ -40,3 +40,17 @@ def drain_topic(cfg, topic: str, timeout: float = 60.0) -> list:
         return out
     finally:
         t.close()
+
+
+def save_plain_lego(path, window: int, dims: dict) -> None:
+    """A seeded, untrained LEGO checkpoint (plain rows-of-G head, ``node_dim`` 0) over ``dims``."""
+    import torch
+
+    from engines.checkpoint import save_checkpoint
+    from engines.model import build_model
+    from stream.config import load_config
+
+    torch.manual_seed(0)
+    mcfg = load_config(overrides={"model.window": window, "model.representations": ",".join(dims),
+                                  "model.node_dim": 0}, env={})
+    save_checkpoint(build_model(mcfg.model, dims), path)

@@ -18,7 +18,7 @@ import pytest
 
 from stream.config import load_config
 from stream.schema import FeatureMessage, Representation, decode_dead_letter, decode_features
-from kafka_helpers import committed_total, drain_topic  # noqa: E402  (tests/integration is on sys.path)
+from kafka_helpers import committed_total, drain_topic, save_plain_lego  # noqa: E402  (tests/integration is on sys.path)
 
 pytestmark = [pytest.mark.kafka]
 
@@ -32,16 +32,8 @@ WINDOW = 8
 # helpers
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
-    import torch
-
-    from engines.checkpoint import save_checkpoint
-    from engines.model import build_model
-
-    torch.manual_seed(0)
-    mcfg = load_config(overrides={"model.window": WINDOW, "model.representations": "a,b",
-                                  "model.node_dim": 0}, env={})  # plain LEGO head
     p = tmp_path_factory.mktemp("load-model") / "lego.pt"
-    save_checkpoint(build_model(mcfg.model, DIMS), p)
+    save_plain_lego(p, WINDOW, DIMS)
     return p
 
 
