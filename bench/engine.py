@@ -31,14 +31,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from engines.backends.ort_backend import OrtScorer  # noqa: E402
-from engines.backends.torch_backend import TorchScorer  # noqa: E402
-from engines.checkpoint import model_meta  # noqa: E402
-from engines.export import example_inputs, export_onnx  # noqa: E402
-from engines.graphs import np_l2_normalize  # noqa: E402
-from engines.incremental import CameraGraphState  # noqa: E402
-from engines.model import build_model  # noqa: E402
-from stream.config import ModelConfig  # noqa: E402
+from fusewatch.engines.serving.backends.ort_backend import OrtScorer  # noqa: E402
+from fusewatch.engines.serving.backends.torch_backend import TorchScorer  # noqa: E402
+from fusewatch.engines.training.checkpoint import model_meta  # noqa: E402
+from fusewatch.engines.export.onnx import example_inputs, export_onnx  # noqa: E402
+from fusewatch.engines.fusion.graphs import np_l2_normalize  # noqa: E402
+from fusewatch.engines.serving.state import CameraGraphState  # noqa: E402
+from fusewatch.engines.fusion.model import build_model  # noqa: E402
+from fusewatch.stream.config import ModelConfig  # noqa: E402
 
 DIMS = {"mobilenetv2": 1280, "effnet_lite0": 1280, "audio": 128}
 

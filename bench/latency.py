@@ -11,13 +11,13 @@ What runs (all on this machine, the broker included):
    abnormal test videos). Alert thresholds are set LOW on purpose — ``alerts.on``/``off`` = the
    60th/40th percentile of the model's scores on those videos — so that alerts fire and their
    latency can be measured (this measures latency, not detection quality).
-2. **Cameras** — ``--cameras`` camera workers (:class:`stream.worker.Worker`, one thread each, spread
+2. **Cameras** — ``--cameras`` camera workers (:class:`fusewatch.stream.worker.Worker`, one thread each, spread
    over ``--procs`` worker processes) replay ``../shared/data/cctv/vtest.avi`` and the Ped2 videos
    (repeated as needed, distinct camera ids) as *live* cameras: paced at real time, looping, the
    wall clock anchored at each camera's first decoded frame (so a clip's ``wall_end`` is when its
    last frame was "captured"), queue policy ``drop_oldest``; starts are staggered over one clip
    period. Features go to a fresh features topic on the broker.
-3. **Engine** — one :class:`engines.service.EngineService` (this process) consumes, scores and
+3. **Engine** — one :class:`fusewatch.engines.serving.service.EngineService` (this process) consumes, scores and
    publishes alerts to a fresh alerts topic created with ``message.timestamp.type=LogAppendTime``,
    so an alert record's timestamp is the broker's append time.
 
@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from stream.paths import shared_data  # noqa: E402
+from fusewatch.stream.paths import shared_data  # noqa: E402
 DATA = shared_data()
 CALIBRATION = ["train_01", "train_02", "train_03", "test_02", "test_04", "test_06"]
 
@@ -83,14 +83,14 @@ def prepare_model(extractors: list[str], out: Path, *, window: int = 16, epochs:
     Returns ``{"path", "on", "off", "train": summary, "calibration_clips", "seconds"}``."""
     import torch
 
-    from engines.checkpoint import save_checkpoint
-    from engines.datasets import VideoFeatures
-    from engines.model import build_model
-    from engines.train import score_video
-    from engines.train import train as train_model
-    from stream.config import load_config
-    from stream.extract import extract_video
-    from stream.extractors import build_extractors
+    from fusewatch.engines.training.checkpoint import save_checkpoint
+    from fusewatch.engines.data.datasets import VideoFeatures
+    from fusewatch.engines.fusion.model import build_model
+    from fusewatch.engines.training.train import score_video
+    from fusewatch.engines.training.train import train as train_model
+    from fusewatch.stream.config import load_config
+    from fusewatch.stream.extract import extract_video
+    from fusewatch.stream.extractors import build_extractors
 
     t0 = time.monotonic()
     cfg = load_config(env={}, overrides={"features.extractors": ",".join(extractors), "features.threads": 1,
@@ -116,7 +116,7 @@ def prepare_model(extractors: list[str], out: Path, *, window: int = 16, epochs:
     if train and len({v.video_label for v in videos}) == 2:
         summary = train_model(videos, cfg, out, progress=False)
         model = None
-        from engines.checkpoint import load_model
+        from fusewatch.engines.training.checkpoint import load_model
         model, _ = load_model(out)
         log(f"model: LEGO {names} N={window} trained {epochs} epochs in {summary['seconds']:.1f}s "
             f"(best val AUC {summary['best_val_auc']})")
@@ -171,9 +171,9 @@ def loadavg() -> list[float]:
 # worker processes
 def run_workers(args) -> int:
     """``--role workers``: live-camera workers for the given cameras; stats as JSON to --stats-out."""
-    from stream.config import load_config
-    from stream.transport.kafka import KafkaTransport
-    from stream.worker import Worker
+    from fusewatch.stream.config import load_config
+    from fusewatch.stream.transport.kafka import KafkaTransport
+    from fusewatch.stream.worker import Worker
 
     cfg = load_config(env={}, overrides={"kafka.bootstrap_servers": args.bootstrap,
                                          "topics.features": args.features_topic,
@@ -242,12 +242,12 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.ERROR)
 
-    from engines.runtime import load_serving_model
-    from engines.service import EngineService, ScoreSink
-    from stream.config import load_config
-    from stream.schema import decode_alert
-    from stream.topics import create_topics
-    from stream.transport.kafka import _RECORD_OVERHEAD, KafkaTransport, admin_client
+    from fusewatch.engines.serving.runtime import load_serving_model
+    from fusewatch.engines.serving.service import EngineService, ScoreSink
+    from fusewatch.stream.config import load_config
+    from fusewatch.stream.schema import decode_alert
+    from fusewatch.stream.topics import create_topics
+    from fusewatch.stream.transport.kafka import _RECORD_OVERHEAD, KafkaTransport, admin_client
 
     t_run = time.monotonic()
     load_before = loadavg()

@@ -4,7 +4,7 @@
         [--work DIR] [--json OUT.json] [--no-stream] [--stream-set all|anomalous] \\
         [--transport bus|kafka] [--set section.field=value ...]
 
-Same as ``fusewatch bench ped2`` (logic in :mod:`engines.ped2`, see its docstring): features with
+Same as ``fusewatch bench ped2`` (logic in :mod:`fusewatch.engines.bench.ped2`, see its docstring): features with
 the default extractors (cached), weak video labels only, P/Q chosen by cross-validation on held-out
 videos, final models trained on all videos with a fixed seed, scores through replay → worker →
 transport → engine and offline, frame-level AUC of both, clip-by-clip agreement (1e-4).
@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engines.cli import main  # noqa: E402
+from fusewatch.cli import main  # noqa: E402
 
 
 if __name__ == "__main__":

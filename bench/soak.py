@@ -4,12 +4,12 @@
                          [--sample-every 10] [--retain 256] [--json OUT.json]
 
 Run on request, not in CI (default 30 minutes). Everything runs in this one process, as the
-embedded demo does: ``--cameras`` camera workers (:class:`stream.worker.Worker`, one thread each)
+embedded demo does: ``--cameras`` camera workers (:class:`fusewatch.stream.worker.Worker`, one thread each)
 loop videos (``../shared/data/cctv/vtest.avi`` and the Ped2 videos, distinct camera ids) as live
 cameras paced at ``--speed``× real time, publish to the in-process bus
-(:class:`stream.transport.InProcessBus`, whose logs keep the last ``--retain`` records per partition
+(:class:`fusewatch.stream.transport.InProcessBus`, whose logs keep the last ``--retain`` records per partition
 — the bus's stand-in for Kafka retention; unbounded retention would be a leak by design), and one
-:class:`engines.service.EngineService` thread scores the clips with a LEGO model over the chosen
+:class:`fusewatch.engines.serving.service.EngineService` thread scores the clips with a LEGO model over the chosen
 representations (random initialisation, thresholds at the 60th/40th percentile of its scores on
 Ped2 calibration clips so the alert path is exercised) and publishes alerts back to the bus.
 
@@ -58,7 +58,7 @@ def slope_mb_per_hour(t_s, rss) -> float:
 
 
 def main(argv=None) -> int:
-    from stream.memory import tune_malloc
+    from fusewatch.stream.memory import tune_malloc
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=30.0, help="soak duration (default 30)")
@@ -77,11 +77,11 @@ def main(argv=None) -> int:
     import logging
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    from engines.runtime import load_serving_model
-    from engines.service import EngineService, ScoreSink
-    from stream.config import load_config
-    from stream.transport import BusTransport, InProcessBus
-    from stream.worker import Worker
+    from fusewatch.engines.serving.runtime import load_serving_model
+    from fusewatch.engines.serving.service import EngineService, ScoreSink
+    from fusewatch.stream.config import load_config
+    from fusewatch.stream.transport import BusTransport, InProcessBus
+    from fusewatch.stream.worker import Worker
 
     extractors = [e.strip() for e in args.extractors.split(",") if e.strip()]
     tmp = Path(tempfile.mkdtemp(prefix="fw-soak-"))

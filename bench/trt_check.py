@@ -50,16 +50,16 @@ def main(argv=None) -> int:
     ap.add_argument("--batches", default="1,16,64")
     ap.add_argument("--json", metavar="OUT")
     args = ap.parse_args(argv)
-    from engines.backends import BackendError, select_backend, tensorrt_status
+    from fusewatch.engines.serving.backends import BackendError, select_backend, tensorrt_status
     ok, why = tensorrt_status()
     if not ok:
         print(f"trt_check: TensorRT backend unavailable here: {why}", file=sys.stderr)
         return 2
     model = args.model
     if model is None:
-        from engines.checkpoint import save_checkpoint
-        from engines.model import build_model
-        from stream.config import ModelConfig
+        from fusewatch.engines.training.checkpoint import save_checkpoint
+        from fusewatch.engines.fusion.model import build_model
+        from fusewatch.stream.config import ModelConfig
         model = str(Path(tempfile.mkdtemp()) / "lego.pt")
         save_checkpoint(build_model(ModelConfig(representations=["mobilenetv2", "effnet_lite0", "flow"]),
                                     {"mobilenetv2": 1280, "effnet_lite0": 1280, "flow": 80}), model)

@@ -10,7 +10,7 @@ Stages, each timed with wall clock and process CPU time (all threads, ONNX Runti
                   conversion, through the bounded queue (policy ``block``), nothing else.
 2. ``extract``  — the extractors alone (default: ``cfg.features.extractors``) on the same clips,
                   decoded beforehand clip by clip (decode time excluded); per-extractor ms/clip.
-3. ``worker``   — the full :class:`stream.worker.Worker` (decode thread + clip windows +
+3. ``worker``   — the full :class:`fusewatch.stream.worker.Worker` (decode thread + clip windows +
                   extractors + FeatureMessage encoding + produce to the in-process bus).
 
 Derived figures:
@@ -22,7 +22,7 @@ Derived figures:
 
 With ``--repeat R`` every figure is the median over R runs. Extractors are built once and warmed
 up on one clip before timing (CNN backbones are exported to ONNX on first use, see
-``stream.extractors``).
+``fusewatch.stream.extractors``).
 """
 from __future__ import annotations
 
@@ -40,14 +40,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-from stream.clips import ClipBuilder, Frame  # noqa: E402
-from stream.config import load_config, parse_set  # noqa: E402
-from stream.sampling import FrameSampler  # noqa: E402
-from stream.sources import EndOfStream, VideoSource, _PyAVReader, parse_source  # noqa: E402
-from stream.transport import BusTransport, InProcessBus  # noqa: E402
-from stream.worker import Worker, default_extractors  # noqa: E402
+from fusewatch.stream.clips import ClipBuilder, Frame  # noqa: E402
+from fusewatch.stream.config import load_config, parse_set  # noqa: E402
+from fusewatch.stream.sampling import FrameSampler  # noqa: E402
+from fusewatch.stream.sources import EndOfStream, VideoSource, _PyAVReader, parse_source  # noqa: E402
+from fusewatch.stream.transport import BusTransport, InProcessBus  # noqa: E402
+from fusewatch.stream.worker import Worker, default_extractors  # noqa: E402
 
-from stream.paths import shared_data  # noqa: E402
+from fusewatch.stream.paths import shared_data  # noqa: E402
 DEFAULT_VIDEO = shared_data("cctv", "vtest.avi")
 
 

@@ -14,12 +14,11 @@ import hashlib
 import json
 from pathlib import Path
 
-from stream.config import CACHE_DIR, Config
+from fusewatch.stream.config import CACHE_DIR, Config
 
 DEFAULT_CAMERAS = ("test_02", "test_04", "test_12", "train_01")
 
 
-from stream.paths import shared_dir  # noqa: E402  (re-exported: ``$FUSEWATCH_SHARED`` or ../shared)
 
 
 def features_key(cfg: Config, video_dir: Path | None = None) -> str:
@@ -33,7 +32,7 @@ def features_key(cfg: Config, video_dir: Path | None = None) -> str:
 
 def ensure_features(cfg: Config, video_dir: Path, out_dir: Path | None = None, log=print) -> Path:
     """Extract features of ``video_dir`` once into the cache (reused while the config is unchanged)."""
-    from stream.extract import extract_videos
+    from fusewatch.stream.extract import extract_videos
     out = out_dir or CACHE_DIR / "features" / f"{video_dir.resolve().name}-{features_key(cfg, video_dir)}"
     if (out / "meta.json").is_file() and (out / ".complete").is_file():
         log(f"features: reusing {out}")
@@ -60,7 +59,7 @@ def ensure_model(cfg: Config, video_dir: Path, path: Path, retrain: bool = False
             log(f"model: reusing {path}")
             return path
         log(f"model: {path} was trained with other settings (features, model or training): retraining")
-    from .train import train
+    from fusewatch.engines.training.train import train
     feats = ensure_features(cfg, video_dir, log=log)
     log(f"model: training {cfg.model.fusion} on {feats} (representations {','.join(cfg.model.representations)})")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,80 +69,10 @@ def ensure_model(cfg: Config, video_dir: Path, path: Path, retrain: bool = False
     return path
 
 
-def add_commands(sub) -> None:
-    p = sub.add_parser("demo", help="train/load the default model and replay videos through the whole pipeline")
-    p.add_argument("--kafka", action="store_true", help="run over the local Kafka broker (fusewatch kafka up)")
-    p.add_argument("--videos", help="directory laid out like ../shared/data/ped2 (default: the shared Ped2 data)")
-    p.add_argument("--cameras", default=",".join(DEFAULT_CAMERAS),
-                   help="video stems to replay as cameras (comma separated)")
-    p.add_argument("--speed", default="max", help="replay speed: max (as fast as possible) or a factor, 1.0 = real time")
-    p.add_argument("--out", default="out/demo", help="report directory (default out/demo)")
-    p.add_argument("--model", help="use this model instead of the cached default")
-    p.add_argument("--retrain", action="store_true", help="retrain the default model")
-    p.set_defaults(handler=cmd_demo)
-
-
-def cmd_demo(args, cfg: Config) -> int:
-    from rich.console import Console
-
-    from .pipeline import stream_videos
-    from .report import write_report
-    from .runtime import default_model_path, load_serving_model
-
-    console = Console(stderr=False)
-    log = lambda m: console.print(f"[dim]{m}[/dim]")  # noqa: E731
-    if args.kafka:
-        cfg.transport = "kafka"
-    video_dir = Path(args.videos) if args.videos else shared_dir() / "data" / "ped2"
-    if not video_dir.is_dir():
-        raise FileNotFoundError(f"video directory {video_dir}: not found (pass --videos DIR)")
-    model_path = Path(args.model) if args.model else Path(cfg.engine.model or default_model_path())
-    if not args.model:
-        ensure_model(cfg, video_dir, model_path, retrain=args.retrain, log=log)
-    model = load_serving_model(cfg, model_path)
-    cams = [c.strip() for c in args.cameras.split(",") if c.strip()]
-    videos = {}
-    for c in cams:
-        hits = sorted(video_dir.glob(f"{c}.*"))
-        if not hits:
-            raise FileNotFoundError(f"--cameras: no video named {c}.* in {video_dir}")
-        videos[c] = hits[0]
-    speed = None if args.speed == "max" else float(args.speed)
-    console.print(f"[bold]fusewatch demo[/bold]: {len(videos)} cameras → worker → "
-                  f"{'Kafka ' + cfg.kafka.bootstrap_servers if cfg.transport == 'kafka' else 'in-process bus'}"
-                  f" → engine ({model.meta.get('fusion')} {model.meta.get('model_version')}, "
-                  f"{model.scorer.backend}) → alerts")
-
-    def show(a):
-        style = {"new": "bold red", "update": "yellow", "end": "green"}[a.type]
-        console.print(f"  [{style}]{a.type:6}[/{style}] camera={a.camera:10} clips {a.start_clip:>3}–{a.end_clip:<3} "
-                      f"score={a.score:.2f} peak={a.peak:.2f} id={a.id}")
-
-    res = stream_videos(list(videos.values()), cfg, model, speed=speed, camera_ids=list(videos), on_alert=show)
-    labels = {}
-    lp = video_dir / "labels.json"
-    if lp.is_file():
-        labels = json.loads(lp.read_text())
-    out = Path(args.out)
-    from .service import effective_alerts
-    eff = effective_alerts(cfg, model.meta)
-    report = write_report(out / "report.html", res, videos, labels, eff.on, eff.off)
-    n_clips = sum(len(v) for v in res.clips.values())
-    console.print(f"{n_clips} clips scored, {len({a.id for a in res.alerts})} alerts, "
-                  f"{res.engine.get('dead_letters', 0)} dead letters in {res.wall_s:.1f} s")
-    if labels and all(c in labels for c in res.clips):
-        rep = streamed_eval(res, labels, cfg)
-        if rep is not None:
-            console.print(f"frame-level ROC-AUC of the streamed scores on these cameras: {rep:.4f}")
-    console.print(f"report: {report.resolve()}")
-    return 0
-
-
 def streamed_eval(res, labels: dict, cfg: Config, out_json=None, plots_dir=None, print_table=False):
     """Frame-level AUC of streamed clip scores against ``labels.json`` entries (None if undefined)."""
     import numpy as np
-
-    from .evaluate import ScoredVideo, evaluate_scores
+    from fusewatch.engines.evaluation.evaluate import ScoredVideo, evaluate_scores
     vids = []
     for cam, clips in res.clips.items():
         if cam not in labels:

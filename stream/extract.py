@@ -113,7 +113,7 @@ def extract_video(path: str | os.PathLike, cfg, extractors) -> dict:
         if not present:
             continue  # absent for this video (e.g. no audio track)
         if len(present) != len(rows):
-            get_logger("stream.extract").warning(
+            get_logger("fusewatch.stream.extract").warning(
                 "representation missing for some clips, not written",
                 extra={"fields": {"video": str(path), "representation": e.name,
                                   "clips": len(rows), "present": len(present)}})
@@ -127,7 +127,7 @@ def extract_video(path: str | os.PathLike, cfg, extractors) -> dict:
 def extract_videos(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike, cfg, *,
                    extractors=None, progress: bool = True) -> Path:
     """Extract features of videos/directories into ``out_dir`` (see module doc); returns it."""
-    log = get_logger("stream.extract")
+    log = get_logger("fusewatch.stream.extract")
     videos, dirs = find_videos(paths)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():

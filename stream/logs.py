@@ -4,7 +4,7 @@ Every record may carry structured fields passed with ``extra={"fields": {...}}``
 :func:`get_logger`'s bound fields (e.g. ``camera``); the text format appends them as ``k=v``,
 the JSON format merges them into the object::
 
-    log = get_logger("stream.worker", camera="cam1")
+    log = get_logger("fusewatch.stream.worker", camera="cam1")
     log.info("reconnecting", extra={"fields": {"attempt": 2, "delay_s": 1.0}})
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any, Mapping
 
-_ROOT = "stream"
+_ROOT = "fusewatch"
 _HANDLER_TAG = "_fusewatch_handler"
 
 
@@ -49,7 +49,7 @@ def _fmt_value(v: Any) -> str:
 
 
 class TextFormatter(logging.Formatter):
-    """``2024-01-01T00:00:00.123Z INFO stream.worker message k=v k2=v2``."""
+    """``2024-01-01T00:00:00.123Z INFO fusewatch.stream.worker message k=v k2=v2``."""
 
     def format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
@@ -79,7 +79,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(level: str = "INFO", fmt: str = "text", stream=None,
-                  logger_names: tuple[str, ...] = ("stream", "engines")) -> None:
+                  logger_names: tuple[str, ...] = (_ROOT,)) -> None:
     """Install one handler (text or JSON lines) on the project's loggers; idempotent."""
     formatter: logging.Formatter = JsonFormatter() if fmt == "json" else TextFormatter()
     for name in logger_names:

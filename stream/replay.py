@@ -1,6 +1,6 @@
 """Replay video files as if they were live cameras (demos, tests, benchmarks, backfills).
 
-One :class:`~stream.worker.Worker` per file, each in its own thread, camera id = file stem unless
+One :class:`~fusewatch.stream.worker.Worker` per file, each in its own thread, camera id = file stem unless
 given. Frames are paced at ``speed``× real time (``speed=None``: as fast as possible); the queue
 policy is ``block`` so nothing is dropped. Output is deterministic: the wall-clock anchor of a file
 is fixed (container ``creation_time`` metadata, else the file's mtime) and ``produced`` = the
@@ -44,7 +44,8 @@ def replay(files: Sequence[str], cfg, transport=None, speed: float | None = 1.0,
     ``anchors``: explicit wall-clock anchors per file. Raises :class:`SourceError` (after all
     workers finished) when a file failed, unless ``raise_errors`` is False.
     """
-    from .worker import Worker, install_signal_handlers
+    from .signals import install_signal_handlers
+    from .worker import Worker
 
     files = [str(f) for f in files]
     if not files:
@@ -64,7 +65,7 @@ def replay(files: Sequence[str], cfg, transport=None, speed: float | None = 1.0,
         raise SourceError(f"replay: duplicate camera ids {dup} (pass one --camera per file)")
     if anchors is None:
         anchors = [file_anchor(f) for f in files]
-    log = get_logger("stream.replay")
+    log = get_logger("fusewatch.stream.replay")
 
     own_transport = transport is None
     if own_transport:

@@ -16,7 +16,7 @@ anchor + pts where the anchor is ``time.time()`` at the first frame (live) or a 
 (replay). Frames are sampled to ``sample_fps`` by timestamp *before* RGB conversion.
 
 Audio (when the container has an audio stream and audio is wanted) is decoded alongside to mono
-float32 at its native rate and delivered as :class:`~stream.clips.AudioChunk` items ahead of the
+float32 at its native rate and delivered as :class:`~fusewatch.stream.clips.AudioChunk` items ahead of the
 video frames it covers.
 """
 from __future__ import annotations
@@ -87,7 +87,7 @@ def _us(seconds: float) -> str:
 
 def parse_source(uri: str, cfg=None) -> SourceSpec:
     """Classify ``uri`` and build FFmpeg options; raises :class:`SourceError` for unsupported
-    schemes and missing files/devices. ``cfg`` is a :class:`~stream.config.SourceConfig`."""
+    schemes and missing files/devices. ``cfg`` is a :class:`~fusewatch.stream.config.SourceConfig`."""
     if cfg is None:
         from .config import SourceConfig
         cfg = SourceConfig()
@@ -442,7 +442,7 @@ class VideoSource:
     ``loop``: play a file ``loop`` times with indices and timestamps continuing (0 = forever);
     ``overflow``: queue policy override (default ``cfg.overflow`` for live and paced sources,
     ``block`` for files read as fast as possible); ``metrics``: a
-    :class:`~stream.metrics.WorkerMetrics` to count into.
+    :class:`~fusewatch.stream.metrics.WorkerMetrics` to count into.
     """
 
     def __init__(self, uri: str, cfg=None, *, wall_anchor: float | None = None, realtime: bool = False,
@@ -461,7 +461,7 @@ class VideoSource:
         self.loop = int(loop)
         self.want_audio = want_audio
         self.metrics = metrics
-        self.log = log or get_logger("stream.sources", source=uri)
+        self.log = log or get_logger("fusewatch.stream.sources", source=uri)
         self._rng = rng or random.Random()
         if overflow is None:
             # a file read as fast as possible would only drop frames: it blocks unless it is paced

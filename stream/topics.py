@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import kafka.errors as kerr
 
-from stream.config import Config
-from stream.transport.base import TransportError
-from stream.transport.kafka import _RECORD_OVERHEAD, _wrap, admin_client
+from fusewatch.stream.config import Config
+from fusewatch.stream.transport.base import TransportError
+from fusewatch.stream.transport.kafka import _RECORD_OVERHEAD, _wrap, admin_client
 
 log = logging.getLogger(__name__)
 

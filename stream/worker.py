@@ -15,7 +15,6 @@ CLI: :func:`add_commands` registers ``worker``, ``replay`` and ``extract`` subco
 """
 from __future__ import annotations
 
-import signal
 import threading
 import time
 from typing import Callable
@@ -30,19 +29,19 @@ from .sources import Discontinuity, EndOfStream, SourceError, VideoSource, parse
 
 Sink = Callable[[FeatureMessage, Clip], None]
 
-__all__ = ["Worker", "SourceError", "add_commands", "install_signal_handlers"]
+__all__ = ["Worker", "SourceError"]
 
 
 class Worker:
     """One camera: decode, sample, window, extract, publish.
 
     ``transport``: where messages are produced (default: ``make_transport(cfg)``, owned and closed
-    by the worker); ``extractors``: list of :class:`~stream.extractors.base.Extractor` (default:
+    by the worker); ``extractors``: list of :class:`~fusewatch.stream.extractors.base.Extractor` (default:
     ``build_extractors(cfg.features)``); ``wall_anchor``: fixed wall clock of the first frame
     (replay; default: ``time.time()`` at the first frame); ``realtime``: pace a file at ``speed``×
     its timestamps; ``loop``: play a file that many times (0 = forever); ``overflow``: queue policy
     override; ``sink``: ``f(message, clip)`` called instead of producing to the transport;
-    ``metric_set``: shared :class:`~stream.metrics.MetricSet` (default: a private registry);
+    ``metric_set``: shared :class:`~fusewatch.stream.metrics.MetricSet` (default: a private registry);
     ``serve_metrics``: start the Prometheus server when ``cfg.worker.metrics_port`` is set.
     """
 
@@ -56,7 +55,7 @@ class Worker:
         self.camera = camera
         self.source_uri = str(source)
         parse_source(self.source_uri, cfg.source)  # unsupported URI / missing file: fail fast
-        self.log = get_logger("stream.worker", camera=camera)
+        self.log = get_logger("fusewatch.stream.worker", camera=camera)
         self.metrics = WorkerMetrics(camera, metric_set)
         self.deterministic = wall_anchor is not None
         self.sink = sink
@@ -234,127 +233,3 @@ def default_extractors(cfg) -> list:
         raise
     except ValueError as e:
         raise ConfigError(str(e)) from None
-
-
-def install_signal_handlers(stop: Callable[[], None]) -> Callable[[], None]:
-    """Call ``stop()`` on SIGINT/SIGTERM (main thread only); returns a function restoring the old
-    handlers. A second signal restores the defaults, so a third one kills the process."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    hits = {"n": 0}
-
-    def handler(signum, frame):
-        hits["n"] += 1
-        get_logger("stream.worker").warning("signal received, stopping",
-                                            extra={"fields": {"signal": signal.Signals(signum).name}})
-        stop()
-        if hits["n"] >= 2:
-            for s, h in old.items():
-                signal.signal(s, h)
-
-    for s in old:
-        signal.signal(s, handler)
-
-    def restore():
-        for s, h in old.items():
-            try:
-                signal.signal(s, h)
-            except (ValueError, TypeError):
-                pass
-
-    return restore
-
-
-def _setup_logs(cfg) -> None:
-    from .logs import setup_from_config
-    setup_from_config(cfg)
-
-
-def cmd_worker(args, cfg) -> int:
-    """``fusewatch worker --camera ID --source URI``."""
-    if getattr(args, "metrics_port", None) is not None:
-        cfg.worker.metrics_port = args.metrics_port
-    _setup_logs(cfg)
-    if cfg.transport == "bus":
-        get_logger("stream.worker", camera=args.camera).warning(
-            "transport=bus: the in-process bus lives inside this process, so no engine elsewhere sees "
-            "these messages; use --transport kafka (or `fusewatch demo` / `replay` for an embedded run)")
-    w = Worker(cfg, camera=args.camera, source=args.source)
-    restore = install_signal_handlers(w.stop)
-    try:
-        st = w.run()
-    finally:
-        restore()
-    if st.get("warning"):
-        get_logger("stream.worker", camera=args.camera).warning(st["warning"])
-    return 0
-
-
-def _parse_speed(s: str) -> float | None:
-    if str(s).strip().lower() in ("max", "inf", "0"):
-        return None
-    try:
-        v = float(s)
-    except ValueError:
-        raise SourceError(f"--speed: expected a number or 'max' (got {s!r})") from None
-    if not v > 0:
-        raise SourceError(f"--speed: must be > 0 or 'max' (got {s!r})")
-    return v
-
-
-def cmd_replay(args, cfg) -> int:
-    """``fusewatch replay FILE... [--speed 1.0|max] [--loop N] [--camera ID ...]``."""
-    from .replay import replay
-
-    _setup_logs(cfg)
-    stats = replay(args.files, cfg, speed=_parse_speed(args.speed), loop=args.loop,
-                   camera_ids=args.camera or None, handle_signals=True)
-    for cam, st in stats["cameras"].items():
-        print(f"{cam}: {st['clips_published']} clips, {st['frames_decoded']} frames decoded, "
-              f"{st['frames_dropped']} dropped, {st['decode_errors']} decode errors")
-    print(f"replay: {stats['clips_published']} clips from {len(stats['cameras'])} cameras "
-          f"in {stats['wall_s']:.1f} s")
-    return 0
-
-
-def cmd_extract(args, cfg) -> int:
-    """``fusewatch extract VIDEO_OR_DIR... --out DIR``."""
-    from .extract import extract_videos
-
-    _setup_logs(cfg)
-    out = extract_videos(args.inputs, args.out, cfg)
-    print(out)
-    return 0
-
-
-def add_commands(subparsers) -> None:
-    """Register ``worker``, ``replay`` and ``extract`` on an argparse subparsers object. Each
-    parser gets ``handler=f(args, cfg) -> int`` via ``set_defaults``; handlers raise
-    :class:`SourceError` / ``ConfigError`` for one-line user errors (print, exit 2)."""
-    p = subparsers.add_parser("worker", help="run one camera worker (source -> features topic)",
-                              description="Decode a camera/video source, extract clip features and "
-                                          "produce them to the features topic.")
-    p.add_argument("--camera", required=True, help="camera id (message key)")
-    p.add_argument("--source", required=True,
-                   help="file path, rtsp://, http(s)://, /dev/videoN or v4l2://N")
-    p.add_argument("--metrics-port", type=int, default=None,
-                   help="Prometheus metrics port (overrides worker.metrics_port)")
-    p.set_defaults(handler=cmd_worker)
-
-    p = subparsers.add_parser("replay", help="replay video files as live cameras",
-                              description="One worker per file (camera id = file stem), paced in "
-                                          "real time or as fast as possible; deterministic output.")
-    p.add_argument("files", nargs="+", metavar="FILE")
-    p.add_argument("--speed", default="1.0", help="playback speed factor, or 'max' (default 1.0)")
-    p.add_argument("--loop", type=int, default=1, help="play each file N times (0 = forever)")
-    p.add_argument("--camera", action="append", default=None,
-                   help="camera id for the corresponding FILE (repeat; default: file stem)")
-    p.set_defaults(handler=cmd_replay)
-
-    p = subparsers.add_parser("extract", help="offline feature extraction to .npy files",
-                              description="Write FEAT_DIR/<representation>/<video_stem>.npy "
-                                          "(clips x dim float32) and FEAT_DIR/meta.json.")
-    p.add_argument("inputs", nargs="+", metavar="VIDEO_OR_DIR")
-    p.add_argument("--out", required=True, metavar="DIR")
-    p.set_defaults(handler=cmd_extract)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stream.extractors.base import Extractor
+from fusewatch.stream.extractors.base import Extractor
 
 
 class MeanRGB(Extractor):

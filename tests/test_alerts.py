@@ -1,7 +1,7 @@
 """Alert state machine: hysteresis, min duration, cool-down, update rate, stable ids."""
-from engines.alerts import AlertTracker, ClipScore, alert_id
-from stream.config import AlertsConfig
-from stream.schema import Evidence
+from fusewatch.engines.serving.alerts import AlertTracker, ClipScore, alert_id
+from fusewatch.stream.config import AlertsConfig
+from fusewatch.stream.schema import Evidence
 
 
 def run(scores, **cfg):

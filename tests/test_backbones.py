@@ -11,12 +11,12 @@ import pytest
 torch = pytest.importorskip("torch")
 skdata = pytest.importorskip("skimage.data")
 
-from stream.config import FeaturesConfig  # noqa: E402
-from stream.extractors import build_extractors  # noqa: E402
-from stream.extractors.backbones import (BACKBONES, load_torch_model, onnx_filename,  # noqa: E402
+from fusewatch.stream.config import FeaturesConfig  # noqa: E402
+from fusewatch.stream.extractors import build_extractors  # noqa: E402
+from fusewatch.stream.extractors.backbones import (BACKBONES, load_torch_model, onnx_filename,  # noqa: E402
                                          preprocess, weights_sha256)
 
-from stream.paths import shared_data  # noqa: E402
+from fusewatch.stream.paths import shared_data  # noqa: E402
 SHARED = shared_data()
 CAT_CLASSES = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 CUP_CLASSES = {504, 968}  # coffee mug, cup

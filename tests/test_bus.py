@@ -1,5 +1,5 @@
 """In-process bus: keyed partitioning, ordering, groups, commit/seek semantics."""
-from stream.transport import BusTransport, InProcessBus
+from fusewatch.stream.transport import BusTransport, InProcessBus
 
 
 def test_same_key_same_partition_and_order():

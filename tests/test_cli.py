@@ -6,7 +6,7 @@ import pytest
 
 
 def fw(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "engines.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "fusewatch", *args], capture_output=True, text=True,
                           timeout=120, env=env)
 
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream.clips import AudioBuffer, AudioChunk, ClipBuilder, Frame, clip_windows
-from stream.config import SourceConfig
-from stream.sampling import expected_clips
-from stream.sources import EndOfStream, VideoSource
+from fusewatch.stream.clips import AudioBuffer, AudioChunk, ClipBuilder, Frame, clip_windows
+from fusewatch.stream.config import SourceConfig
+from fusewatch.stream.sampling import expected_clips
+from fusewatch.stream.sources import EndOfStream, VideoSource
 
-from stream.paths import shared_data  # noqa: E402
+from fusewatch.stream.paths import shared_data  # noqa: E402
 PED2 = shared_data("ped2")
 
 

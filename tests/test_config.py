@@ -1,7 +1,7 @@
 """One config schema: TOML < env < CLI precedence, typed coercion, one-line errors."""
 import pytest
 
-from stream.config import ConfigError, load_config, parse_set
+from fusewatch.stream.config import ConfigError, load_config, parse_set
 
 
 def test_defaults_validate():

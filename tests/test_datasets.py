@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engines import datasets as D
+from fusewatch.engines.data import datasets as D
 
-from stream.paths import shared_data  # noqa: E402
+from fusewatch.stream.paths import shared_data  # noqa: E402
 SHARED = shared_data()
 UCF = SHARED / "ucf_c3d_sample"
 

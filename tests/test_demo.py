@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.paths import shared_data
+from fusewatch.stream.paths import shared_data
 
 PED2 = shared_data("ped2")
 STEMS = ("test_02", "test_12", "train_01", "train_02")
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_demo(tmp_path: Path, *extra: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FUSEWATCH_")}
     env.update(FUSEWATCH_CACHE=str(tmp_path / "cache"), PYTHONPATH=str(ROOT), COLUMNS="200")
-    cmd = [sys.executable, "-m", "engines.cli", "demo", "--videos", str(tmp_path / "videos"),
+    cmd = [sys.executable, "-m", "fusewatch", "demo", "--videos", str(tmp_path / "videos"),
            "--cameras", "test_02,train_01", "--out", str(tmp_path / "out"),
            "--set", "features.extractors=mobilenetv2,flow", "--set", "train.epochs=15",
            "--set", "train.val_fraction=0", *extra]

@@ -4,13 +4,13 @@ import time
 import numpy as np
 import pytest
 
-from engines.checkpoint import save_checkpoint
-from engines.model import build_model
-from engines.runtime import load_serving_model
-from engines.service import EngineService, ScoreSink, effective_alerts
-from stream.config import load_config
-from stream.schema import FeatureMessage, Representation, decode_alert, decode_dead_letter
-from stream.transport import BusTransport, InProcessBus
+from fusewatch.engines.training.checkpoint import save_checkpoint
+from fusewatch.engines.fusion.model import build_model
+from fusewatch.engines.serving.runtime import load_serving_model
+from fusewatch.engines.serving.service import EngineService, ScoreSink, effective_alerts
+from fusewatch.stream.config import load_config
+from fusewatch.stream.schema import FeatureMessage, Representation, decode_alert, decode_dead_letter
+from fusewatch.stream.transport import BusTransport, InProcessBus
 
 DIMS = {"a": 12, "b": 5}
 
@@ -118,7 +118,7 @@ def test_liveness_watchdog_exits_for_the_supervisor_when_the_engine_is_stuck():
     import subprocess
     import sys
     code = ("import threading, time\n"
-            "from engines.engine_cli import start_watchdog\n"
+            "from fusewatch.cli.engine import start_watchdog\n"
             "class Svc:\n"
             "    _stop = threading.Event()\n"
             "    last_progress = time.monotonic()\n"
@@ -126,7 +126,7 @@ def test_liveness_watchdog_exits_for_the_supervisor_when_the_engine_is_stuck():
             "time.sleep(10)\n")
     t0 = time.monotonic()
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    from engines.engine_cli import STALL_EXIT
+    from fusewatch.cli.engine import STALL_EXIT
     assert r.returncode == STALL_EXIT and "no progress" in r.stderr
     assert time.monotonic() - t0 < 9
 
@@ -151,8 +151,8 @@ def test_features_from_another_extractor_version_are_dead_lettered(tmp_path, bac
     assert serving.meta["alert_thresholds"] == th
     assert (effective_alerts(cfg, serving.meta).on, effective_alerts(cfg, serving.meta).off) == (0.71, 0.62)
     if backend == "onnxruntime":   # a standalone export (`fusewatch export`) carries both as well
-        from engines.checkpoint import load_model
-        from engines.export import export_onnx, read_onnx_meta
+        from fusewatch.engines.training.checkpoint import load_model
+        from fusewatch.engines.export.onnx import export_onnx, read_onnx_meta
         m2, meta2 = load_model(p)
         onnx_meta = read_onnx_meta(export_onnx(m2, meta2, tmp_path / "m.onnx"))
         assert onnx_meta["extractor_versions"] == {"a": "ext-a-1", "b": "ext-b-1"}

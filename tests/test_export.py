@@ -6,14 +6,14 @@ import onnx
 import pytest
 import torch
 
-from engines.backends import BackendError, gpu_available, select_backend
-from engines.backends.ort_backend import OrtScorer
-from engines.backends.torch_backend import TorchScorer
-from engines.checkpoint import model_meta, save_checkpoint
-from engines.export import example_inputs, export_onnx, onnx_node_encoders, onnx_projectors, read_onnx_meta
-from engines.incremental import CameraGraphState
-from engines.model import build_model
-from stream.config import ModelConfig
+from fusewatch.engines.serving.backends import BackendError, gpu_available, select_backend
+from fusewatch.engines.serving.backends.ort_backend import OrtScorer
+from fusewatch.engines.serving.backends.torch_backend import TorchScorer
+from fusewatch.engines.training.checkpoint import model_meta, save_checkpoint
+from fusewatch.engines.export.onnx import example_inputs, export_onnx, onnx_node_encoders, onnx_projectors, read_onnx_meta
+from fusewatch.engines.serving.state import CameraGraphState
+from fusewatch.engines.fusion.model import build_model
+from fusewatch.stream.config import ModelConfig
 
 DIMS = {"rgb": 40, "flow": 24, "audio": 8}
 N = 12

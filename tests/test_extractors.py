@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream.config import FeaturesConfig
-from stream.extractors import Extractor, build_extractor, build_extractors
-from stream.extractors.audio import AudioExtractor, hz_to_mel, mel_filterbank, mel_to_hz
-from stream.extractors.base import pool_frames, subsample_indices
-from stream.extractors.flow import DIM as FLOW_DIM
-from stream.extractors.flow import N_MAG, N_ORI, FlowExtractor
+from fusewatch.stream.config import FeaturesConfig
+from fusewatch.stream.extractors import Extractor, build_extractor, build_extractors
+from fusewatch.stream.extractors.audio import AudioExtractor, hz_to_mel, mel_filterbank, mel_to_hz
+from fusewatch.stream.extractors.base import pool_frames, subsample_indices
+from fusewatch.stream.extractors.flow import DIM as FLOW_DIM
+from fusewatch.stream.extractors.flow import N_MAG, N_ORI, FlowExtractor
 
-from stream.paths import shared_data  # noqa: E402
+from fusewatch.stream.paths import shared_data  # noqa: E402
 SHARED = shared_data()
 
 
@@ -66,7 +66,7 @@ def test_unknown_and_duplicate_extractors(tmp_path):
 
 
 def test_build_lightweight_extractors_from_full_config(tmp_path):
-    from stream.config import Config
+    from fusewatch.stream.config import Config
 
     cfg = Config()
     cfg.features.extractors = ["flow", "audio"]
@@ -179,7 +179,7 @@ def _export_small(path: Path, layout: str = "NCHW", size: int = 64, fixed_batch:
                   out_rank: int = 4):
     torch = pytest.importorskip("torch")
     nn = torch.nn
-    from stream.extractors.onnx_cache import export_torch
+    from fusewatch.stream.extractors.onnx_cache import export_torch
 
     class Small(nn.Module):
         def __init__(self):

@@ -1,13 +1,13 @@
-"""Graph construction, expansion modes and fusion algebra (engines.graphs + LegoModel.fuse)."""
+"""Graph construction, expansion modes and fusion algebra (fusewatch.engines.fusion.graphs + LegoModel.fuse)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from engines.graphs import (cosine_graph, degree_normalize, degree_variance, expand_graphs, fuse_pair,
+from fusewatch.engines.fusion.graphs import (cosine_graph, degree_normalize, degree_variance, expand_graphs, fuse_pair,
                             np_cosine_graph, np_expand, pair_list, standardize_graph, sym_normalize)
-from engines.model import LegoModel
+from fusewatch.engines.fusion.model import LegoModel
 
 torch.set_default_dtype(torch.float32)
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from engines.graphs import expand_graphs, np_cosine_graph
-from engines.incremental import CameraGraphState, GraphStateStore, IncrementalGraph
-from engines.model import build_model, numpy_linear
-from stream.config import ModelConfig
+from fusewatch.engines.fusion.graphs import expand_graphs, np_cosine_graph
+from fusewatch.engines.serving.state import CameraGraphState, GraphStateStore, IncrementalGraph
+from fusewatch.engines.fusion.model import build_model, numpy_linear
+from fusewatch.stream.config import ModelConfig
 
 DIMS = {"rgb": 20, "flow": 12, "audio": 5}
 

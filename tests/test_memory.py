@@ -8,7 +8,7 @@ import pytest
 
 @pytest.mark.skipif(platform.system() != "Linux", reason="glibc mallopt is Linux-only")
 def test_tune_malloc_applies_both_settings_unless_env_overrides():
-    code = "from stream.memory import tune_malloc; print(sorted(tune_malloc()))"
+    code = "from fusewatch.stream.memory import tune_malloc; print(sorted(tune_malloc()))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "['arena_max', 'mmap_threshold']"
     env_out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from engines import metrics as M
-from engines.datasets import ucf_segment_ranges
+from fusewatch.engines.evaluation import metrics as M
+from fusewatch.engines.data.datasets import ucf_segment_ranges
 
-from stream.paths import shared_data  # noqa: E402
+from fusewatch.stream.paths import shared_data  # noqa: E402
 SHARED = shared_data("ucf_c3d_sample")
 MAT = SHARED / "6_C3D_Final_L1L2.mat"
 

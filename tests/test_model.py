@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from engines.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
-from engines.graphs import standardize_graph
-from engines.model import LegoModel, build_model, config_dict
-from stream.config import ModelConfig
+from fusewatch.engines.training.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
+from fusewatch.engines.fusion.graphs import standardize_graph
+from fusewatch.engines.fusion.model import LegoModel, build_model, config_dict
+from fusewatch.stream.config import ModelConfig
 
 DIMS = {"rgb": 24, "flow": 16, "audio": 6}
 N = 8

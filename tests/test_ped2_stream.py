@@ -2,9 +2,9 @@
 
 Real UCSD Ped2 videos (``../shared/data/ped2``): features extracted with the worker's own pipeline,
 a small model trained on weak video labels, then the same videos replayed as cameras; the engine's
-per-clip scores must equal :func:`engines.train.score_video` on the extracted features (1e-4), clip by
+per-clip scores must equal :func:`fusewatch.engines.training.train.score_video` on the extracted features (1e-4), clip by
 clip, with the same clips and frame ranges. Also the bench's multi-engine replay
-(:func:`engines.ped2.stream_models`) for LEGO and the baselines, and ``bench ped2`` end to end on a
+(:func:`fusewatch.engines.bench.ped2.stream_models`) for LEGO and the baselines, and ``bench ped2`` end to end on a
 tiny folder.
 """
 from __future__ import annotations
@@ -16,15 +16,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engines import ped2 as B
-from engines.datasets import load_dataset
-from engines.pipeline import stream_videos
-from engines.runtime import load_serving_model
-from engines.train import train
-from stream.config import load_config
-from stream.extract import extract_videos
+from fusewatch.cli.bench import parse_pq_grid
+from fusewatch.engines.bench import ped2 as B
+from fusewatch.engines.data.datasets import load_dataset
+from fusewatch.engines.serving.pipeline import stream_videos
+from fusewatch.engines.serving.runtime import load_serving_model
+from fusewatch.engines.training.train import train
+from fusewatch.stream.config import load_config
+from fusewatch.stream.extract import extract_videos
 
-from stream.paths import shared_data  # noqa: E402
+from fusewatch.stream.paths import shared_data  # noqa: E402
 PED2 = shared_data("ped2")
 VIDEOS = ("test_02", "train_01")
 
@@ -108,7 +109,7 @@ def test_lego_streamed_scores_equal_offline(cnn_feats, ped2_dir, tmp_path):
     auc_o = B.frame_aucs(B.scored_videos(offline, ranges, gt))["all"]
     assert auc_s is not None and abs(auc_s - auc_o) < 1e-6
     # the command contract: `eval --data` (offline) and `eval --videos --stream` give the same report
-    from engines.cli import main
+    from fusewatch.cli import main
     off_json, st_json = tmp_path / "eval.json", tmp_path / "eval-stream.json"
     assert main(["eval", "--model", str(model_path), "--data", str(feats), "--json", str(off_json)]) == 0
     assert main(["eval", "--model", str(model_path), "--videos", str(ped2_dir), "--stream", "--json",
@@ -144,7 +145,7 @@ def test_stream_models_one_replay_all_fusions(flow_feats, ped2_dir, tmp_path):
 def test_bench_ped2_command_end_to_end(tmp_path, monkeypatch):
     """``bench ped2`` on a tiny Ped2-like folder (2 abnormal + 2 normal videos, flow only): selection
     by 2-fold CV on weak labels, models written, streamed == offline, AUCs reported, JSON written."""
-    from engines.ped2 import add_commands
+    from fusewatch.cli.bench import add_commands
 
     vdir = _subset_dir(tmp_path / "videos", ("test_02", "test_12", "train_01", "train_08"))
     parser = argparse.ArgumentParser()
@@ -189,6 +190,6 @@ def test_bench_defaults_yield_to_overrides():
     for k, v in B.BENCH_DEFAULTS.items():
         assert B._get(cfg2, k) == v
     with pytest.raises(ValueError):
-        B.parse_pq_grid("1;x")
-    assert B.parse_pq_grid("1,1 2,1") == [(1, 1), (2, 1)]
+        parse_pq_grid("1;x")
+    assert parse_pq_grid("1,1 2,1") == [(1, 1), (2, 1)]
     assert np.isfinite(B._bag_bce(np.array([0.2, 0.9]), 1, 1))

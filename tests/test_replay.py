@@ -10,15 +10,15 @@ import time
 import numpy as np
 import pytest
 
-from stream.config import load_config
-from stream.extractors.base import Extractor
+from fusewatch.stream.config import load_config
+from fusewatch.stream.extractors.base import Extractor
 from stand_ins import MeanRGB  # noqa: E402  (tests/ is on sys.path)
-from stream.replay import replay
-from stream.schema import decode_features
-from stream.sources import SourceError, file_anchor
-from stream.transport import BusTransport, InProcessBus
+from fusewatch.stream.replay import replay
+from fusewatch.stream.schema import decode_features
+from fusewatch.stream.sources import SourceError, file_anchor
+from fusewatch.stream.transport import BusTransport, InProcessBus
 
-from stream.paths import shared_data  # noqa: E402
+from fusewatch.stream.paths import shared_data  # noqa: E402
 PED2 = shared_data("ped2")
 FFMPEG = shutil.which("ffmpeg")
 

@@ -3,7 +3,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from stream.schema import (AlertMessage, Evidence, FeatureMessage, Representation, SchemaError,
+from fusewatch.stream.schema import (AlertMessage, Evidence, FeatureMessage, Representation, SchemaError,
                            decode_alert, decode_dead_letter, decode_features, dead_letter_payload)
 
 

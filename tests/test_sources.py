@@ -14,14 +14,14 @@ import cv2
 import numpy as np
 import pytest
 
-from stream import sources as src_mod
-from stream.clips import AudioChunk, Frame
-from stream.config import SourceConfig
-from stream.sampling import FrameSampler, expected_clips, sample_indices
-from stream.sources import (Discontinuity, EndOfStream, FrameQueue, SourceError, VideoSource, backoff_delay,
+from fusewatch.stream import sources as src_mod
+from fusewatch.stream.clips import AudioChunk, Frame
+from fusewatch.stream.config import SourceConfig
+from fusewatch.stream.sampling import FrameSampler, expected_clips, sample_indices
+from fusewatch.stream.sources import (Discontinuity, EndOfStream, FrameQueue, SourceError, VideoSource, backoff_delay,
                             file_anchor, parse_source, probe)
 
-from stream.paths import shared_data  # noqa: E402
+from fusewatch.stream.paths import shared_data  # noqa: E402
 from stand_ins import tone_video  # noqa: E402  (tests/ is on sys.path)
 SHARED = shared_data()
 PED2 = SHARED / "ped2"

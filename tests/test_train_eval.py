@@ -10,16 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from engines import train as TR
-from engines.checkpoint import load_model, save_checkpoint
-from engines.datasets import ClipRule, FeatureDataset, VideoFeatures, load_dataset
-from engines.evaluate import ScoredVideo, evaluate, evaluate_scores
-from engines.evaluate import add_commands as add_eval
-from engines.metrics import roc_auc
-from engines.model import build_model
-from stream.config import Config, ModelConfig
+from fusewatch.engines.training import train as TR
+from fusewatch.engines.training.checkpoint import load_model, save_checkpoint
+from fusewatch.engines.data.datasets import ClipRule, FeatureDataset, VideoFeatures, load_dataset
+from fusewatch.engines.evaluation.evaluate import ScoredVideo, evaluate, evaluate_scores
+from fusewatch.cli.evaluate import add_commands as add_eval
+from fusewatch.cli.train import add_commands as add_train
+from fusewatch.engines.evaluation.metrics import roc_auc
+from fusewatch.engines.fusion.model import build_model
+from fusewatch.stream.config import Config, ModelConfig
 
-from stream.paths import shared_data  # noqa: E402
+from fusewatch.stream.paths import shared_data  # noqa: E402
 UCF = shared_data("ucf_c3d_sample")
 CLIP_LEN = 4
 
@@ -301,7 +302,7 @@ def test_ucf_c3d_sample_auc(tmp_path):
 def _parser():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="command")
-    TR.add_commands(sub)
+    add_train(sub)
     add_eval(sub)
     return p
 
@@ -375,9 +376,9 @@ def test_train_and_eval_from_fusewatch_layout(data, tmp_path):
 
 def test_training_stores_calibrated_alert_thresholds(trained, data):
     """Thresholds come from the normal training videos' clip scores and the engine adopts them."""
-    from engines.checkpoint import load_model
-    from engines.service import effective_alerts
-    from stream.config import load_config
+    from fusewatch.engines.training.checkpoint import load_model
+    from fusewatch.engines.serving.service import effective_alerts
+    from fusewatch.stream.config import load_config
     out, s = trained
     th = s["alert_thresholds"]
     assert th and 0 <= th["off"] < th["on"] <= 1 and th["normal_clips"] > 0

@@ -13,11 +13,11 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from engines.backends import tensorrt_importable
-from engines.export import export_onnx
-from engines.model import build_model
-from engines.trt_ops import assert_tensorrt_compatible, check_onnx_for_tensorrt, supported_ops
-from stream.config import ModelConfig
+from fusewatch.engines.serving.backends import tensorrt_importable
+from fusewatch.engines.export.onnx import export_onnx
+from fusewatch.engines.fusion.model import build_model
+from fusewatch.engines.export.tensorrt_ops import assert_tensorrt_compatible, check_onnx_for_tensorrt, supported_ops
+from fusewatch.stream.config import ModelConfig
 
 REPO = Path(__file__).resolve().parents[1]
 DIMS = {"rgb": 32, "flow": 16, "audio": 8}
@@ -162,7 +162,7 @@ def test_tensorrt_rtx_builds_both_forms(exports, tmp_path):
     for key in (("matrix", "graphs"), ("hadamard", "graphs"), ("matrix", "features"), ("hadamard", "features"),
                 ("matrix", "graphs", "plain")):
         out = tmp_path / f"{'-'.join(key)}.engine"
-        p = subprocess.run([sys.executable, "-m", "engines.backends.trt_backend", "--module", "tensorrt_rtx",
+        p = subprocess.run([sys.executable, "-m", "fusewatch.engines.serving.backends.trt_backend", "--module", "tensorrt_rtx",
                             "--onnx", str(exports[key]), "--out", str(out), "--max-batch", "16"],
                            capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
         if p.returncode == 3:

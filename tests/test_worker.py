@@ -18,16 +18,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream.config import ConfigError, load_config
-from stream.extract import extract_videos
-from stream.extractors.base import Extractor
+from fusewatch.stream.config import ConfigError, load_config
+from fusewatch.stream.extract import extract_videos
+from fusewatch.stream.extractors.base import Extractor
 from stand_ins import MeanRGB, tone_video as make_tone_video  # noqa: E402  (tests/ is on sys.path)
-from stream.schema import decode_features
-from stream.sources import SourceError
-from stream.transport import BusTransport, InProcessBus
-from stream.worker import Worker, add_commands
+from fusewatch.stream.schema import decode_features
+from fusewatch.stream.sources import SourceError
+from fusewatch.stream.transport import BusTransport, InProcessBus
+from fusewatch.cli.worker import add_commands
+from fusewatch.stream.worker import Worker
 
-from stream.paths import shared_data  # noqa: E402
+from fusewatch.stream.paths import shared_data  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 PED2 = shared_data("ped2")
 FFMPEG = shutil.which("ffmpeg")
@@ -177,10 +178,11 @@ def test_sigterm_stops_the_worker_cleanly(tmp_path):
     script.write_text(textwrap.dedent(f"""
         import sys, numpy as np
         sys.path.insert(0, {str(ROOT)!r})
-        from stream.config import load_config
-        from stream.extractors.base import Extractor
-        from stream.transport import BusTransport
-        from stream.worker import Worker, install_signal_handlers
+        from fusewatch.stream.config import load_config
+        from fusewatch.stream.extractors.base import Extractor
+        from fusewatch.stream.transport import BusTransport
+        from fusewatch.stream.signals import install_signal_handlers
+        from fusewatch.stream.worker import Worker
 
         class M(Extractor):
             name, dim, version = "m", 1, "1"
@@ -244,9 +246,9 @@ def test_cli_commands_registered_and_errors_are_one_line(tmp_path, restore_loggi
 
 def test_fusewatch_entry_point_exit_code_2_for_bad_source(tmp_path, restore_logging):
     try:
-        from engines.cli import main
+        from fusewatch.cli import main
     except ImportError as e:  # pragma: no cover - CLI module owned elsewhere
-        pytest.skip(f"engines.cli not importable: {e}")
+        pytest.skip(f"fusewatch.cli not importable: {e}")
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"\x00" * 1000)
     assert main(["worker", "--camera", "c", "--source", "foo://x"]) == 2
@@ -255,7 +257,7 @@ def test_fusewatch_entry_point_exit_code_2_for_bad_source(tmp_path, restore_logg
 
 # -- real extractors through the default path -----------------------------------------------------
 def test_worker_builds_real_extractors_from_config():
-    pytest.importorskip("stream.extractors.flow")
+    pytest.importorskip("fusewatch.stream.extractors.flow")
     bus = InProcessBus()
     cfg = cfg_(**{"features.extractors": "flow", "source.overflow": "block"})
     st = Worker(cfg, "flowcam", str(PED2 / "train_05.mp4"), transport=BusTransport(bus)).run()
@@ -342,16 +344,16 @@ def test_extract_refuses_a_dir_with_other_settings_and_reports_missing_inputs(tm
 def test_structured_logs_text_and_json(restore_logging):
     import io
 
-    from stream.logs import get_logger, setup_logging
+    from fusewatch.stream.logs import get_logger, setup_logging
 
     buf = io.StringIO()
     setup_logging("INFO", "json", stream=buf)
-    get_logger("stream.worker", camera="c9").warning("source lost", extra={"fields": {"attempt": 2}})
+    get_logger("fusewatch.stream.worker", camera="c9").warning("source lost", extra={"fields": {"attempt": 2}})
     obj = json.loads(buf.getvalue().strip().splitlines()[-1])
     assert obj["msg"] == "source lost" and obj["camera"] == "c9" and obj["attempt"] == 2
-    assert obj["level"] == "WARNING" and obj["logger"] == "stream.worker"
+    assert obj["level"] == "WARNING" and obj["logger"] == "fusewatch.stream.worker"
     buf = io.StringIO()
     setup_logging("INFO", "text", stream=buf)
-    get_logger("stream.worker", camera="c9").info("clip", extra={"fields": {"detail": "a b"}})
+    get_logger("fusewatch.stream.worker", camera="c9").info("clip", extra={"fields": {"detail": "a b"}})
     line = buf.getvalue().strip()
-    assert line.endswith('INFO stream.worker clip camera=c9 detail="a b"')
+    assert line.endswith('INFO fusewatch.stream.worker clip camera=c9 detail="a b"')

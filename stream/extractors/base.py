@@ -2,7 +2,7 @@
 
 Every representation of a clip (a CNN backbone's pooled features, motion statistics, audio
 statistics, a user ONNX model's output) is produced by an :class:`Extractor`. Extractors are built
-once per worker by :func:`stream.extractors.build_extractors` and then called for every clip; they
+once per worker by :func:`fusewatch.stream.extractors.build_extractors` and then called for every clip; they
 hold no per-clip state, so one instance may serve any number of cameras. The built-in extractors
 may be called from several threads at once (ONNX Runtime sessions are thread-safe; the flow
 extractor is too with the default Farnebäck method, not with ``flow_method = "dis"``, whose OpenCV

@@ -1,7 +1,7 @@
 """Transport interface: keyed produce, batched poll, manual commit, seek.
 
-Two implementations share it: :mod:`stream.transport.bus` (in-process, the embedded default) and
-:mod:`stream.transport.kafka` (kafka-python against a real Apache Kafka broker).
+Two implementations share it: :mod:`fusewatch.stream.transport.bus` (in-process, the embedded default) and
+:mod:`fusewatch.stream.transport.kafka` (kafka-python against a real Apache Kafka broker).
 
 Offsets follow Kafka's convention: ``commit({tp: n})`` stores *n* = the offset of the next record to
 read, i.e. last processed offset + 1.

@@ -2,7 +2,7 @@
 
 * Producer: idempotent, ``acks=all``, record key = camera id (the default murmur2 partitioner keeps
   one camera in one partition, so per-camera order is preserved). Every send's future is tracked;
-  :meth:`KafkaTransport.flush` raises :class:`~stream.transport.base.DeliveryError` for any record
+  :meth:`KafkaTransport.flush` raises :class:`~fusewatch.stream.transport.base.DeliveryError` for any record
   that failed or was not acknowledged in time — errors are never swallowed.
 * Consumer: consumer group, ``enable_auto_commit=False``, synchronous :meth:`commit` of
   next-offsets; rebalance callbacks run on a helper thread while kafka-python's IO loop waits, so
@@ -32,8 +32,8 @@ from kafka.future import Future as _KFuture
 from kafka.structs import OffsetAndMetadata
 from kafka.structs import TopicPartition as _KTP
 
-from stream.config import Config
-from stream.transport.base import (DeliveryError, RebalanceCallback, Record, TopicPartition, Transport,
+from fusewatch.stream.config import Config
+from fusewatch.stream.transport.base import (DeliveryError, RebalanceCallback, Record, TopicPartition, Transport,
                                    TransportError, key_bytes)
 
 log = logging.getLogger(__name__)
@@ -343,7 +343,7 @@ class _Listener(AsyncConsumerRebalanceListener):
 
 
 class KafkaTransport(Transport):
-    """:class:`~stream.transport.base.Transport` over Apache Kafka (see module docstring).
+    """:class:`~fusewatch.stream.transport.base.Transport` over Apache Kafka (see module docstring).
 
     ``group_id``: consumer group used until :meth:`subscribe` names another one (None: no group,
     offsets-only use). ``consume``/``produce``: create only the clients needed. Extra kafka-python

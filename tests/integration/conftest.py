@@ -1,7 +1,7 @@
 """Fixtures for tests against a real Kafka broker (marker ``kafka``).
 
 * ``kafka_bootstrap`` (session): uses a broker already answering on 127.0.0.1:9092 (CI starts one
-  with ``fusewatch kafka up``), else starts one with :func:`stream.broker.kafka_up` and stops it at
+  with ``fusewatch kafka up``), else starts one with :func:`fusewatch.stream.broker.kafka_up` and stops it at
   the end of the session (only if this fixture started it).
 * ``kafka_sasl_bootstrap``: its SASL_PLAINTEXT (PLAIN) listener, user fusewatch/fusewatch-secret.
 * ``kafka_cfg``: a fresh validated :class:`Config` pointing at it (environment ignored).
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from stream.broker import BrokerError, kafka_down, kafka_restart, kafka_status, kafka_up
-from stream.config import Config, load_config
-from stream.transport.base import TransportError
+from fusewatch.stream.broker import BrokerError, kafka_down, kafka_restart, kafka_status, kafka_up
+from fusewatch.stream.config import Config, load_config
+from fusewatch.stream.transport.base import TransportError
 
 SHARED_BOOTSTRAP = "127.0.0.1:9092"
 SHARED_SASL_BOOTSTRAP = "127.0.0.1:9094"
@@ -35,7 +35,7 @@ def make_cfg(bootstrap: str, **overrides) -> Config:
 
 
 def answers(bootstrap: str, timeout: float = 2.0) -> bool:
-    from stream.transport.kafka import check_broker
+    from fusewatch.stream.transport.kafka import check_broker
 
     try:
         check_broker(make_cfg(bootstrap), timeout=timeout)
@@ -112,7 +112,7 @@ def _created_topics(kafka_bootstrap):
     names: list[str] = []
     yield names
     if names:
-        from stream.transport.kafka import admin_client
+        from fusewatch.stream.transport.kafka import admin_client
 
         try:
             admin = admin_client(make_cfg(kafka_bootstrap, **{"kafka.connect_timeout_s": 5}))
@@ -127,7 +127,7 @@ def _created_topics(kafka_bootstrap):
 @pytest.fixture
 def make_topic(kafka_bootstrap, _created_topics):
     """``make_topic(prefix="t", partitions=3) -> name``: a new unique topic on the shared broker."""
-    from stream.topics import create_topics
+    from fusewatch.stream.topics import create_topics
 
     def _make(prefix: str = "t", partitions: int = 3) -> str:
         name = f"fwtest.{prefix}.{uuid.uuid4().hex[:10]}"
@@ -141,7 +141,7 @@ def make_topic(kafka_bootstrap, _created_topics):
 @pytest.fixture
 def make_transport():
     """``make_transport(cfg, **kw) -> KafkaTransport``, closed after the test."""
-    from stream.transport.kafka import KafkaTransport
+    from fusewatch.stream.transport.kafka import KafkaTransport
 
     made: list = []
 

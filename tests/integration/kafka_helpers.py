@@ -16,7 +16,7 @@ def committed_total(monitor, topic: str) -> tuple[int, int]:
 
 def drain_topic(cfg, topic: str, timeout: float = 60.0) -> list:
     """Every record of ``topic`` up to its current end offsets (fresh consumer group)."""
-    from stream.transport.kafka import KafkaTransport
+    from fusewatch.stream.transport.kafka import KafkaTransport
 
     t = KafkaTransport(cfg, group_id=f"fwtest.reader.{uuid.uuid4().hex[:10]}", produce=False)
     try:
@@ -46,9 +46,9 @@ def save_plain_lego(path, window: int, dims: dict) -> None:
     """A seeded, untrained LEGO checkpoint (plain rows-of-G head, ``node_dim`` 0) over ``dims``."""
     import torch
 
-    from engines.checkpoint import save_checkpoint
-    from engines.model import build_model
-    from stream.config import load_config
+    from fusewatch.engines.training.checkpoint import save_checkpoint
+    from fusewatch.engines.fusion.model import build_model
+    from fusewatch.stream.config import load_config
 
     torch.manual_seed(0)
     mcfg = load_config(overrides={"model.window": window, "model.representations": ",".join(dims),

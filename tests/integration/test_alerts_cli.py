@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from stream.schema import AlertMessage, Evidence
+from fusewatch.stream.schema import AlertMessage, Evidence
 
 pytestmark = pytest.mark.kafka
 
@@ -23,7 +23,7 @@ def test_alerts_command_json_and_camera_filter(kafka_bootstrap, make_topic, make
         p.produce(topic, a.camera, a.encode())
     p.produce(topic, "cam-a", b"\x00not an alert")
     p.flush(timeout=30)
-    r = subprocess.run([sys.executable, "-m", "engines.cli", "--transport", "kafka", "--bootstrap", kafka_bootstrap,
+    r = subprocess.run([sys.executable, "-m", "fusewatch", "--transport", "kafka", "--bootstrap", kafka_bootstrap,
                         "--set", f"topics.alerts={topic}", "alerts", "--from-beginning", "--json",
                         "--camera", "cam-a", "--timeout", "4"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -34,5 +34,5 @@ def test_alerts_command_json_and_camera_filter(kafka_bootstrap, make_topic, make
 
 
 def test_alerts_command_needs_kafka():
-    r = subprocess.run([sys.executable, "-m", "engines.cli", "alerts"], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-m", "fusewatch", "alerts"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "--transport kafka" in r.stderr and "Traceback" not in r.stderr

@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engines.runtime import load_serving_model
-from engines.service import EngineService, ScoreSink
-from stream.config import load_config
-from stream.schema import FeatureMessage, Representation, decode_alert
-from stream.transport import BusTransport, InProcessBus
-from engines.engine_cli import STALL_EXIT  # noqa: E402
+from fusewatch.engines.serving.runtime import load_serving_model
+from fusewatch.engines.serving.service import EngineService, ScoreSink
+from fusewatch.stream.config import load_config
+from fusewatch.stream.schema import FeatureMessage, Representation, decode_alert
+from fusewatch.stream.transport import BusTransport, InProcessBus
+from fusewatch.cli.engine import STALL_EXIT  # noqa: E402
 from kafka_helpers import committed_total, drain_topic, save_plain_lego  # noqa: E402  (tests/integration is on sys.path)
 
 pytestmark = [pytest.mark.kafka]
@@ -142,7 +142,7 @@ def test_broker_crash_restart_mid_replay(private_kafka, reference, make_transpor
     deduplicated alert set equals the clean run's."""
     import copy
 
-    from stream.topics import create_topics
+    from fusewatch.stream.topics import create_topics
 
     cfg = private_kafka.cfg(**{**reference["overrides"], **topic_overrides("restart"),
                                "kafka.connect_timeout_s": 30, "engine.max_batch": 8})
@@ -251,7 +251,7 @@ def test_broker_crash_restart_mid_replay(private_kafka, reference, make_transpor
 ENGINE_WRAPPER = """
 import faulthandler, sys
 faulthandler.enable()  # SIGABRT from the test: every thread's stack into the log
-from engines.cli import main
+from fusewatch.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -303,7 +303,7 @@ def test_engine_sigkill_second_engine_takes_over(kafka_cfg, reference, model_pat
     ~1/4 of the stream; a second engine process in the same consumer group takes the partitions
     over, rebuilds the cameras' windows from the log and finishes the stream. The deduplicated
     alert set equals the clean run's."""
-    from stream.topics import create_topics
+    from fusewatch.stream.topics import create_topics
 
     over = {**reference["overrides"], **topic_overrides("sigkill"), "engine.max_batch": 8}
     cfg = load_config(env={}, overrides={**over, "kafka.bootstrap_servers": kafka_cfg.kafka.bootstrap_servers})

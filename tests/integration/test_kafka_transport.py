@@ -10,9 +10,9 @@ import msgpack
 import numpy as np
 import pytest
 
-from stream.schema import (AlertMessage, Evidence, FeatureMessage, Representation, SchemaError,
+from fusewatch.stream.schema import (AlertMessage, Evidence, FeatureMessage, Representation, SchemaError,
                            dead_letter_payload, decode_alert, decode_dead_letter, decode_features)
-from stream.transport.base import DeliveryError, Record, TransportError
+from fusewatch.stream.transport.base import DeliveryError, Record, TransportError
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
 
@@ -212,7 +212,7 @@ def test_rejoin_after_partitions_added_with_millisecond_polls(kafka_cfg, make_to
     bound the completion is lost as before and the transport must detect it and rejoin."""
     from kafka.admin import NewPartitions
 
-    from stream.transport.kafka import admin_client
+    from fusewatch.stream.transport.kafka import admin_client
 
     topic = make_topic("rejoin", partitions=1)
     prod = make_transport(kafka_cfg, consume=False)
@@ -294,7 +294,7 @@ def test_malformed_message_goes_to_dead_letter(kafka_cfg, make_topic, make_trans
 
 
 def test_broker_unreachable_fails_fast(kafka_make_cfg, kafka_free_ports):
-    from stream.transport.kafka import KafkaTransport
+    from fusewatch.stream.transport.kafka import KafkaTransport
 
     (port,) = kafka_free_ports(1)  # nothing listens there
     cfg = kafka_make_cfg(f"127.0.0.1:{port}", **{"kafka.connect_timeout_s": 2})
@@ -309,7 +309,7 @@ def test_broker_unreachable_fails_fast(kafka_make_cfg, kafka_free_ports):
 
 def test_wrong_protocol_fails_fast(kafka_sasl_bootstrap, kafka_make_cfg):
     """A client speaking PLAINTEXT to the SASL listener gets a clear error, not a hang."""
-    from stream.transport.kafka import KafkaTransport
+    from fusewatch.stream.transport.kafka import KafkaTransport
 
     cfg = kafka_make_cfg(kafka_sasl_bootstrap, **{"kafka.connect_timeout_s": 10})
     t0 = time.monotonic()
@@ -323,7 +323,7 @@ def test_produce_without_broker_raises_on_flush_and_recovers_after_restart(priva
     """Crash the (private) broker: flush reports unacknowledged records as DeliveryError within
     its timeout; after a restart on the same data the same producer delivers them and a consumer
     resumes from the committed offset."""
-    from stream.topics import create_topics
+    from fusewatch.stream.topics import create_topics
 
     cfg = private_kafka.cfg(**{"kafka.connect_timeout_s": 10})
     st = private_kafka.status()

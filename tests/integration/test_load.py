@@ -16,8 +16,8 @@ import msgpack
 import numpy as np
 import pytest
 
-from stream.config import load_config
-from stream.schema import FeatureMessage, Representation, decode_dead_letter, decode_features
+from fusewatch.stream.config import load_config
+from fusewatch.stream.schema import FeatureMessage, Representation, decode_dead_letter, decode_features
 from kafka_helpers import committed_total, drain_topic, save_plain_lego  # noqa: E402  (tests/integration is on sys.path)
 
 pytestmark = [pytest.mark.kafka]
@@ -48,7 +48,7 @@ def feature(cam: str, clip: int, rng, pad: int = 0) -> FeatureMessage:
 
 
 def fresh_cfg(bootstrap: str, model_path, _created_topics, tag: str, partitions: int = 3, **over):
-    from stream.topics import create_topics
+    from fusewatch.stream.topics import create_topics
 
     run = uuid.uuid4().hex[:10]
     o = {"kafka.bootstrap_servers": bootstrap, "kafka.connect_timeout_s": 15,
@@ -130,8 +130,8 @@ def test_malformed_flood_dead_lettered_while_valid_traffic_is_scored(kafka_boots
     interleaved with 1,000 valid clips of 4 cameras, produced with batching (linger 50 ms). The
     engine routes every malformed one to the dead-letter topic with its reason and keeps scoring:
     scored == 1,000 valid clips, dead letters == 10,000, reasons match per message."""
-    from engines.runtime import load_serving_model
-    from engines.service import EngineService, ScoreSink
+    from fusewatch.engines.serving.runtime import load_serving_model
+    from fusewatch.engines.serving.service import EngineService, ScoreSink
 
     cfg = fresh_cfg(kafka_bootstrap, model_path, _created_topics, "flood", **{"engine.max_batch": 500})
     cams = [f"cam-{i}" for i in range(4)]
@@ -210,7 +210,7 @@ def test_slow_engine_lag_grows_memory_bounded(kafka_bootstrap, model_path, _crea
     cfg = fresh_cfg(kafka_bootstrap, model_path, _created_topics, "slow", **{"engine.max_batch": 16})
     env = {k: v for k, v in os.environ.items() if not k.startswith("FUSEWATCH_") or k == "FUSEWATCH_CACHE"}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [sys.executable, "-X", "faulthandler", "-m", "engines.cli", "engine", "--transport", "kafka",
+    cmd = [sys.executable, "-X", "faulthandler", "-m", "fusewatch", "engine", "--transport", "kafka",
            "--bootstrap", kafka_bootstrap, "--model", str(model_path), "--backend", "torch",
            "--group", cfg.engine.group_id, "--delay", "0.5"]
     for k in ("topics.features", "topics.alerts", "topics.dead_letter", "engine.max_batch"):
@@ -307,8 +307,8 @@ def test_worker_drop_oldest_under_overload(kafka_cfg, make_topic, make_transport
     every published clip is on the topic, and the dropped frames show as gaps between the clips'
     frame ranges.
     (frames_processed + frames_dropped == frames_sampled up to the ≤ 4 frames still queued at stop.)"""
-    from stream.extractors.base import Extractor
-    from stream.worker import Worker
+    from fusewatch.stream.extractors.base import Extractor
+    from fusewatch.stream.worker import Worker
 
     video = DATA / "cctv" / "vtest.avi"
     if not video.is_file():

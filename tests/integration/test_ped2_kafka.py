@@ -19,18 +19,18 @@ import uuid
 import numpy as np
 import pytest
 
-from engines import ped2 as B
-from engines.datasets import load_dataset
-from engines.pipeline import stream_videos
-from engines.runtime import load_serving_model
-from engines.service import EngineService
-from stream.config import load_config
-from stream.extract import extract_videos
-from stream.schema import decode_alert
+from fusewatch.engines.bench import ped2 as B
+from fusewatch.engines.data.datasets import load_dataset
+from fusewatch.engines.serving.pipeline import stream_videos
+from fusewatch.engines.serving.runtime import load_serving_model
+from fusewatch.engines.serving.service import EngineService
+from fusewatch.stream.config import load_config
+from fusewatch.stream.extract import extract_videos
+from fusewatch.stream.schema import decode_alert
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(420)]
 
-from stream.paths import shared_data  # noqa: E402
+from fusewatch.stream.paths import shared_data  # noqa: E402
 PED2 = shared_data("ped2")
 ANOMALOUS, NORMAL = "test_02", "train_01"
 CAMS = (ANOMALOUS, NORMAL)
@@ -44,7 +44,7 @@ def _topics(tag: str) -> dict:
 
 def read_alerts(cfg, topic: str, want_min: int = 0, timeout: float = 20.0) -> list:
     """All alert messages of ``topic`` (fresh group, from the beginning) until the topic's end."""
-    from stream.transport.kafka import KafkaTransport
+    from fusewatch.stream.transport.kafka import KafkaTransport
 
     t = KafkaTransport(cfg, group_id=f"fwtest.reader.{uuid.uuid4().hex[:10]}", produce=False)
     try:
@@ -138,8 +138,8 @@ def test_ped2_engine_dies_mid_stream_second_engine_same_alert_set(ped2_model, ka
     its alerts produced — and dies before committing it. Engine 2 joins G, rebuilds the cameras'
     state from the log before the committed offsets and finishes. Alerts go to a fresh topic; the
     deduplicated set equals the clean run's."""
-    from stream.topics import create_topics
-    from stream.transport.kafka import KafkaTransport
+    from fusewatch.stream.topics import create_topics
+    from fusewatch.stream.transport.kafka import KafkaTransport
 
     base = kafka_run["cfg"]
     cfg = copy.deepcopy(base)

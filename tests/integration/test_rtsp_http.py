@@ -31,13 +31,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ for media
 
 from media_servers import (FFmpegHTTPServer, FFmpegPublisher, MediaMTX, MediaServerUnavailable,  # noqa: E402
                            ensure_mediamtx)
-from stream.config import load_config  # noqa: E402
-from stream.extractors.base import Extractor  # noqa: E402
-from stream.schema import decode_features  # noqa: E402
-from stream.transport import BusTransport, InProcessBus  # noqa: E402
-from stream.worker import Worker  # noqa: E402
+from fusewatch.stream.config import load_config  # noqa: E402
+from fusewatch.stream.extractors.base import Extractor  # noqa: E402
+from fusewatch.stream.schema import decode_features  # noqa: E402
+from fusewatch.stream.transport import BusTransport, InProcessBus  # noqa: E402
+from fusewatch.stream.worker import Worker  # noqa: E402
 
-from stream.paths import shared_data  # noqa: E402
+from fusewatch.stream.paths import shared_data  # noqa: E402
 PED2 = shared_data("ped2")
 FFMPEG = shutil.which("ffmpeg")
 

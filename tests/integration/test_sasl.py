@@ -7,9 +7,9 @@ import time
 import numpy as np
 import pytest
 
-from stream.config import load_config
-from stream.schema import FeatureMessage, Representation, decode_features
-from stream.transport.base import TransportError
+from fusewatch.stream.config import load_config
+from fusewatch.stream.schema import FeatureMessage, Representation, decode_features
+from fusewatch.stream.transport.base import TransportError
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(60)]
 
@@ -23,7 +23,7 @@ def sasl(addr: str, user: str = USER, password: str = PASSWORD, **extra) -> dict
 
 
 def roundtrip(cfg, topic: str, make_transport) -> None:
-    from stream.transport.kafka import KafkaTransport  # noqa: F401 - import errors surface here
+    from fusewatch.stream.transport.kafka import KafkaTransport  # noqa: F401 - import errors surface here
 
     msg = FeatureMessage(camera="cam-sasl", clip=7, pts_start=0.0, pts_end=1.5, wall_start=1.7e9,
                          wall_end=1.7e9 + 1.5, frame_start=0, frame_end=15,
@@ -59,7 +59,7 @@ def test_sasl_plain_credentials_from_env(kafka_sasl_bootstrap, make_topic, make_
 
 @pytest.mark.parametrize("user,password", [(USER, "wrong-password"), ("nobody", PASSWORD)])
 def test_sasl_wrong_credentials_fail_fast(kafka_sasl_bootstrap, user, password, caplog):
-    from stream.transport.kafka import AuthenticationError, KafkaTransport
+    from fusewatch.stream.transport.kafka import AuthenticationError, KafkaTransport
 
     caplog.set_level(logging.DEBUG)
     cfg = load_config(env={}, overrides=sasl(kafka_sasl_bootstrap, user, password,

@@ -1,0 +1,568 @@
+"""LEGO graph-fusion model (Learnable Expansion of Graph Operators, ICLR 2025) and baselines.
+
+All models share one input convention (see :mod:`fusewatch.engines.fusion.graphs` for the notation):
+
+* ``feats``: ``dict[name -> Tensor B×N×d_m]`` or a list/tuple of ``M`` tensors ordered like
+  ``model.names``. In a dict, a missing key (or ``None``) means the representation is absent for
+  the whole batch (zeros + ``present = 0``); extra keys are ignored.
+* ``mask``: ``B×N`` (bool or float) — 1 = real node; padded nodes at the FRONT, newest clip at ``N-1``.
+* ``present``: optional ``B×M`` (bool or float, default all ones) — 0 = representation missing.
+* output: ``scores`` ``B×N`` in ``[0, 1]`` — one anomaly score per node; padded nodes score exactly 0
+  and never influence the scores of real nodes (whatever values the padded features hold).
+
+Models: :class:`LegoModel` (``fusion="lego"``), :class:`ConcatMLP` (``concat``), :class:`AddMLP`
+(``add``), :class:`MTNModel` (``mtn``, RTFM-style multi-scale temporal network). Build them with
+:func:`build_model` from a :class:`fusewatch.stream.config.ModelConfig`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from fusewatch.stream.config import ModelConfig
+
+from fusewatch.engines.fusion.graphs import cosine_graph, degree_normalize, expand_graphs, pair_list, standardize_graph
+
+FeatsLike = Mapping[str, Tensor | None] | Sequence[Tensor]
+
+DEFAULT_HIDDEN = 128
+DEFAULT_NODE_DIM = 16
+"""``model.node_dim`` when a config does not say (the :class:`ModelConfig` default)."""
+
+
+def _exporting() -> bool:
+    return bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
+
+
+class FusionModel(nn.Module):
+    """Base class: input normalisation shared by every fusion model.
+
+    Attributes:
+        names: representation names (order of ``present`` columns / list inputs / ONNX inputs).
+        dims: ``{name: d_m}``. window: ``N``. fusion: ``lego|concat|add|mtn``.
+        config: the :class:`ModelConfig` as a plain dict. build_kwargs: extra constructor kwargs.
+    """
+
+    fusion: str = ""
+
+    def __init__(self, names: Sequence[str], dims: Mapping[str, int], window: int):
+        super().__init__()
+        self.names = list(names)
+        missing = [n for n in self.names if n not in dims]
+        if missing:
+            raise ValueError(f"dims: no dimension given for representation(s) {missing}")
+        self.dims = {n: int(dims[n]) for n in self.names}
+        self.window = int(window)
+        self.config: dict[str, Any] = {}
+        self.build_kwargs: dict[str, Any] = {}
+
+    @property
+    def num_reps(self) -> int:
+        return len(self.names)
+
+    def _inputs(self, feats: FeatsLike, mask: Tensor, present: Tensor | None
+                ) -> tuple[list[Tensor], Tensor, Tensor]:
+        """→ (list of M tensors ``B×N×d_m`` with padded rows replaced by 0, mask ``B×N`` float,
+        present ``B×M`` float)."""
+        if isinstance(feats, Mapping):
+            ref = next((v for v in feats.values() if v is not None), None)
+            dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
+            b = mask.shape[0]
+            lst, absent = [], []
+            for i, n in enumerate(self.names):
+                v = feats.get(n)
+                if v is None:
+                    v = torch.zeros(b, self.window, self.dims[n], dtype=dtype, device=mask.device)
+                    absent.append(i)
+                lst.append(v)
+        else:
+            lst, absent = list(feats), []
+            if len(lst) != self.num_reps:
+                raise ValueError(f"feats: expected {self.num_reps} tensors ({self.names}), got {len(lst)}")
+        dtype = lst[0].dtype if lst[0].is_floating_point() else torch.float32
+        mask = mask.to(dtype)
+        if present is None:
+            present = torch.ones(mask.shape[0], self.num_reps, dtype=dtype, device=mask.device)
+        else:
+            present = present.to(dtype)
+        if absent:
+            keep = torch.ones(self.num_reps, dtype=dtype, device=mask.device)
+            keep[absent] = 0
+            present = present * keep
+        if not _exporting():
+            b = mask.shape[0]
+            if tuple(mask.shape) != (b, self.window):
+                raise ValueError(f"mask: expected shape (B, {self.window}), got {tuple(mask.shape)}")
+            if tuple(present.shape) != (b, self.num_reps):
+                raise ValueError(f"present: expected shape ({b}, {self.num_reps}), got {tuple(present.shape)}")
+            for n, v in zip(self.names, lst):
+                if tuple(v.shape) != (b, self.window, self.dims[n]):
+                    raise ValueError(f"feats[{n!r}]: expected shape ({b}, {self.window}, {self.dims[n]}), "
+                                     f"got {tuple(v.shape)}")
+        cond = (mask > 0.5).unsqueeze(-1)
+        lst = [torch.where(cond, v.to(dtype), 0.0) for v in lst]
+        return lst, mask, present
+
+    def forward(self, feats: FeatsLike, mask: Tensor, present: Tensor | None = None) -> Tensor:
+        raise NotImplementedError
+
+
+# ------------------------------------------------------------------------------------- LEGO -------
+
+GRAPH_NORMS = ("standardize", "none")
+"""How the head's view of ``G`` is conditioned (:class:`LegoModel` ``graph_norm``, see
+:meth:`LegoModel.head_graph`): ``standardize`` (default): window-level standardisation over the
+real nodes, rows scaled to about unit norm; ``none``: raw ``G`` — the original head, whose inputs
+are ``O(1/N²)`` off the diagonal in ``matrix`` mode (kept for checkpoints saved before)."""
+DEFAULT_GRAPH_NORM = "standardize"
+
+
+class LegoModel(FusionModel):
+    """LEGO: relationship graphs → learnable expansion (orders 0..P / 0..Q) → pairwise fusion → head.
+
+    Args:
+        names, dims, window: representations, ``{name: d_m}``, ``N``.
+        order_p, order_q: ``P`` and ``Q``. expansion: ``matrix`` | ``hadamard``.
+        softplus: use ``softplus(A)`` (non-negative coefficients) instead of raw ``A``.
+        proj_dim: >0: learned ``Linear(d_m, proj_dim)`` per representation before cosine similarity.
+        dropout: dropout between the two head layers (training only).
+        node_dim: ``k`` > 0: node branch — per representation ``u_m = Linear(d_m, k)`` applied to
+            every real clip (an all-zero feature row = missing clip gives 0), ``U`` = the ``M``
+            node signals side by side (``B×N×(M·k)``, representation ``m`` times ``present_m``),
+            propagated by the fused graph operator ``H = P U`` with ``P`` = ``G`` row-normalised
+            by its degree (:func:`fusewatch.engines.fusion.graphs.degree_normalize`). 0: head on rows of ``G`` only.
+        graph_norm: conditioning of the head's view of ``G`` (:data:`GRAPH_NORMS`).
+
+    Head: ``x_i = [Ĝ_i ‖ H_i]`` (``N + M·k``) → ``fc1 = Linear(N + M·k, N + M·k)`` → ReLU →
+    ``fc2 = Linear(·, 1)`` → Sigmoid, with ``Ĝ`` the conditioned fused graph. With ``node_dim = 0``
+    and ``graph_norm = "none"`` this is the original LEGO head on the raw rows of ``G``.
+
+    Parameters: ``A`` ``num_pairs×(P+1)×(Q+1)`` (pairs: :func:`fusewatch.engines.fusion.graphs.pair_list`), ``proj``,
+    ``node_enc`` (node branch), head ``fc1``, ``fc2``.
+
+    Set ``model.random_pair = True`` to fuse one random pair per forward while training (M > 2).
+    """
+
+    fusion = "lego"
+
+    def __init__(self, names: Sequence[str], dims: Mapping[str, int], window: int, order_p: int = 2,
+                 order_q: int = 2, expansion: str = "matrix", softplus: bool = False, proj_dim: int = 0,
+                 dropout: float = 0.0, node_dim: int = 0, graph_norm: str = DEFAULT_GRAPH_NORM):
+        super().__init__(names, dims, window)
+        if expansion not in ("matrix", "hadamard"):
+            raise ValueError(f"expansion must be matrix|hadamard (got {expansion!r})")
+        if graph_norm not in GRAPH_NORMS:
+            raise ValueError(f"graph_norm must be one of {GRAPH_NORMS} (got {graph_norm!r})")
+        if int(node_dim) < 0:
+            raise ValueError(f"node_dim must be >= 0 (got {node_dim})")
+        self.order_p, self.order_q = int(order_p), int(order_q)
+        self.order = max(self.order_p, self.order_q)
+        self.expansion = expansion
+        self.softplus = bool(softplus)
+        self.proj_dim = int(proj_dim)
+        self.node_dim = int(node_dim)
+        self.graph_norm = graph_norm
+        self.random_pair = False
+        n, m, k1 = self.window, self.num_reps, self.order + 1
+        p1, q1 = self.order_p + 1, self.order_q + 1
+        self.pairs = pair_list(m)
+        npairs = len(self.pairs)
+        self.proj = (nn.ModuleList([nn.Linear(self.dims[x], self.proj_dim) for x in self.names])
+                     if self.proj_dim > 0 else None)
+        self.node_enc = (nn.ModuleList([nn.Linear(self.dims[x], self.node_dim) for x in self.names])
+                         if self.node_dim > 0 else None)
+        init = 1.0 / (p1 * q1)
+        raw = math.log(math.expm1(init)) if self.softplus else init
+        self.A = nn.Parameter(torch.full((npairs, p1, q1), raw))
+        width = n + m * self.node_dim
+        self.fc1 = nn.Linear(width, width)
+        self.fc2 = nn.Linear(width, 1)
+        self.drop = nn.Dropout(dropout)
+        # constants (not saved in checkpoints)
+        self.register_buffer("eye", torch.eye(n), persistent=False)
+        self.register_buffer("ones_m", torch.ones(1, m, 1, 1), persistent=False)
+        sel = torch.zeros(npairs, p1, m * k1)
+        idx_b = torch.zeros(npairs, q1, dtype=torch.long)
+        for k, (a, b) in enumerate(self.pairs):
+            for p in range(p1):
+                sel[k, p, a * k1 + p] = 1.0
+            for q in range(q1):
+                idx_b[k, q] = b * k1 + q
+        self.register_buffer("sel", sel, persistent=False)
+        self.register_buffer("idx_b", idx_b, persistent=False)
+
+    # -- coefficients ---------------------------------------------------------------------------
+    def coefficients(self) -> Tensor:
+        """Effective ``A`` (``num_pairs×(P+1)×(Q+1)``), i.e. ``softplus(A)`` when enabled."""
+        return nn.functional.softplus(self.A) if self.softplus else self.A
+
+    def _pair_index(self, pair: int | tuple[int, int] | None) -> list[int] | None:
+        if pair is None:
+            if self.training and self.random_pair and len(self.pairs) > 1:
+                return [random.randrange(len(self.pairs))]
+            return None
+        if isinstance(pair, int):
+            if not 0 <= pair < len(self.pairs):
+                raise ValueError(f"pair index {pair} out of range (0..{len(self.pairs) - 1})")
+            return [pair]
+        t = (self.names.index(pair[0]) if isinstance(pair[0], str) else int(pair[0]),
+             self.names.index(pair[1]) if isinstance(pair[1], str) else int(pair[1]))
+        if t not in self.pairs:
+            raise ValueError(f"pair {pair} is not one of the fused pairs {self.pairs}")
+        return [self.pairs.index(t)]
+
+    def _mixing(self, sel_pairs: list[int] | None) -> tuple[Tensor, Tensor]:
+        """→ ``W`` ``(k·(Q+1))×(M·(K+1))`` (averaging over the ``k`` pairs folded in) and the gather
+        index ``(k·(Q+1))`` of the second members' expansions."""
+        a = self.coefficients()
+        sel, idx = self.sel, self.idx_b
+        if sel_pairs is not None:
+            a, sel, idx = a[sel_pairs], sel[sel_pairs], idx[sel_pairs]
+        k = a.shape[0]
+        w = torch.einsum("kpq,kpc->kqc", a, sel).reshape(-1, sel.shape[-1]) * (1.0 / k)
+        return w, idx.reshape(-1)
+
+    # -- graph stages ---------------------------------------------------------------------------
+    def base_graphs(self, feats: FeatsLike, mask: Tensor, present: Tensor | None = None) -> Tensor:
+        """Base cosine graphs ``B×M×N×N`` (after the optional projection; padded and all-zero
+        nodes have zero rows/cols). ``present`` is accepted for symmetry but not applied here."""
+        lst, mask, _ = self._inputs(feats, mask, present)
+        return self._base_graphs(lst, mask)
+
+    def _base_graphs(self, lst: list[Tensor], mask: Tensor) -> Tensor:
+        gs = []
+        for i, x in enumerate(lst):
+            node = mask
+            if self.proj is not None:
+                valid = ((x * x).sum(dim=-1) > 0).to(x.dtype)   # all-zero row = missing clip
+                node = mask * valid
+                x = self.proj[i](x)
+            gs.append(cosine_graph(x, node))
+        return torch.stack(gs, dim=1)
+
+    def node_signals(self, feats: FeatsLike, mask: Tensor, present: Tensor | None = None) -> Tensor:
+        """Per-representation node signals ``B×M×N×k`` (``u_m`` of every real clip; padded and
+        missing (all-zero) clips give 0; ``present`` NOT applied) — what
+        :class:`fusewatch.engines.serving.state.CameraGraphState` stores and the graphs-in form takes as ``U``."""
+        if self.node_enc is None:
+            raise ValueError("node_dim = 0: this model has no node branch")
+        lst, mask, _ = self._inputs(feats, mask, present)
+        return self._node_signals(lst, mask)
+
+    def _node_signals(self, lst: list[Tensor], mask: Tensor) -> Tensor:
+        assert self.node_enc is not None
+        us = []
+        for enc, x in zip(self.node_enc, lst):
+            valid = ((x * x).sum(dim=-1, keepdim=True) > 0).to(x.dtype)
+            us.append(enc(x) * valid * mask.unsqueeze(-1))
+        return torch.stack(us, dim=1)
+
+    def _node_matrix(self, u: Tensor, mask: Tensor, present: Tensor) -> Tensor:
+        """``u`` ``B×M×N×k`` → ``U`` ``B×N×(M·k)`` (times ``present``, padded rows re-zeroed; no
+        Shape-driven ops)."""
+        m, n, k = self.num_reps, self.window, self.node_dim
+        u = u * present.reshape(-1, m, 1, 1) * mask.reshape(-1, 1, n, 1)
+        return u.permute(0, 2, 1, 3).reshape(-1, n, m * k)
+
+    def expansions(self, r: Tensor, mask: Tensor, present: Tensor) -> Tensor:
+        """``r`` ``B×M×N×N`` → ``B×M×(K+1)×N×N`` (``K = max(P, Q)``)."""
+        return expand_graphs(r, mask, present, self.order, self.expansion, eye=self.eye,
+                             ones_m=self.ones_m)
+
+    def fuse(self, e: Tensor, pair: int | tuple | None = None) -> Tensor:
+        """Fused graph from expansions ``e`` ``B×M×(K+1)×N×N`` → ``G`` ``B×N×N``:
+        ``mean over pairs (a,b) of Σ_pq A_pq (E_a^p ⊙ E_b^q)``."""
+        w, idx = self._mixing(self._pair_index(pair))
+        return self.fuse_with(e, w, idx)
+
+    def fuse_with(self, e: Tensor, w: Tensor, idx: Tensor) -> Tensor:
+        """:meth:`fuse` with a precomputed mixing (``w``, ``idx`` from ``_mixing``; export folds them
+        into constants)."""
+        n, c = self.window, self.num_reps * (self.order + 1)
+        ef = e.reshape(-1, c, n * n)
+        x = torch.matmul(w, ef)                       # B×(k(Q+1))×N²: Σ_p A_pq E_a^p
+        eb = torch.index_select(ef, 1, idx)           # B×(k(Q+1))×N²: E_b^q
+        return (x * eb).sum(dim=1).reshape(-1, n, n)
+
+    def head_graph(self, g: Tensor, mask: Tensor) -> Tensor:
+        """The head's conditioned view ``Ĝ`` of the fused graph ``g`` (``B×N×N``):
+        ``standardize``: :func:`fusewatch.engines.fusion.graphs.standardize_graph` divided by ``√n`` (``n`` real
+        nodes), so every real row has about unit L2 norm whatever the window fill, the expansion
+        mode and the orders; ``none``: ``g`` itself. Padded rows/cols are 0 either way."""
+        if self.graph_norm == "none":
+            return g
+        n = torch.clamp(mask.sum(dim=-1), min=1.0).reshape(-1, 1, 1)
+        return standardize_graph(g, mask, self.eye) * torch.rsqrt(n)
+
+    def head(self, g: Tensor, mask: Tensor, u: Tensor | None = None) -> Tensor:
+        """Head on the fused graph ``g`` (``B×N×N``) and, with a node branch, the node signals
+        ``U`` ``u`` (``B×N×(M·k)``, see :meth:`_node_matrix`) → scores ``B×N`` (times ``mask``):
+        ``x_i = [Ĝ_i ‖ (P U)_i]`` → ``fc1`` → ReLU → ``fc2`` → Sigmoid, ``P`` = ``g`` row-normalised
+        by its degree (:func:`fusewatch.engines.fusion.graphs.degree_normalize`)."""
+        x = self.head_graph(g, mask)
+        if self.node_enc is not None:
+            if u is None:
+                raise ValueError("this model has a node branch (node_dim > 0): node signals U are required")
+            x = torch.cat([x, torch.matmul(degree_normalize(g), u)], dim=-1)
+        h = self.drop(torch.relu(self.fc1(x)))
+        return torch.sigmoid(self.fc2(h).reshape(-1, self.window)) * mask
+
+    # -- entry points ---------------------------------------------------------------------------
+    def fused_graph(self, feats: FeatsLike, mask: Tensor, present: Tensor | None = None,
+                    pair: int | tuple | None = None) -> Tensor:
+        """Fused graph ``G`` ``B×N×N`` from features (for the degree-variance regulariser)."""
+        lst, mask, present = self._inputs(feats, mask, present)
+        return self.fuse(self.expansions(self._base_graphs(lst, mask), mask, present), pair)
+
+    def fused_graph_from_graphs(self, r: Tensor, mask: Tensor, present: Tensor | None = None,
+                                pair: int | tuple | None = None) -> Tensor:
+        """Fused graph ``G`` ``B×N×N`` from base graphs ``r`` ``B×M×N×N``."""
+        mask = mask.to(r.dtype)
+        present = (torch.ones(r.shape[0], self.num_reps, dtype=r.dtype, device=r.device)
+                   if present is None else present.to(r.dtype))
+        return self.fuse(self.expansions(r, mask, present), pair)
+
+    def _forward(self, lst: list[Tensor], mask: Tensor, present: Tensor, pair) -> tuple[Tensor, Tensor]:
+        g = self.fuse(self.expansions(self._base_graphs(lst, mask), mask, present), pair)
+        u = (self._node_matrix(self._node_signals(lst, mask), mask, present)
+             if self.node_enc is not None else None)
+        return self.head(g, mask, u), g
+
+    def forward(self, feats: FeatsLike, mask: Tensor, present: Tensor | None = None,
+                pair: int | tuple | None = None) -> Tensor:
+        """Features → scores ``B×N``."""
+        lst, mask, present = self._inputs(feats, mask, present)
+        return self._forward(lst, mask, present, pair)[0]
+
+    def forward_with_graph(self, feats: FeatsLike, mask: Tensor, present: Tensor | None = None,
+                           pair: int | tuple | None = None) -> tuple[Tensor, Tensor]:
+        """One pass → ``(scores B×N, G B×N×N)`` (training: loss + regulariser without recompute;
+        ``G`` is the raw fused graph)."""
+        lst, mask, present = self._inputs(feats, mask, present)
+        return self._forward(lst, mask, present, pair)
+
+    def forward_graphs(self, r: Tensor, mask: Tensor, present: Tensor | None = None,
+                       u: Tensor | None = None, *, pair: int | tuple | None = None) -> Tensor:
+        """Graphs-in entry point: ``r`` ``B×M×N×N`` base cosine graphs and (node branch) ``u``
+        ``B×M×N×k`` node signals (as produced by :class:`fusewatch.engines.serving.state.CameraGraphState` /
+        :meth:`node_signals`), ``mask`` ``B×N``, ``present`` ``B×M`` → scores ``B×N``. Entries of
+        padded nodes in ``r`` and ``u`` are ignored (re-masked); ``present`` is applied to ``u``."""
+        mask = mask.to(r.dtype)
+        present = (torch.ones(r.shape[0], self.num_reps, dtype=r.dtype, device=r.device)
+                   if present is None else present.to(r.dtype))
+        g = self.fuse(self.expansions(r, mask, present), pair)
+        um = None
+        if self.node_enc is not None:
+            if u is None:
+                raise ValueError("this model has a node branch (node_dim > 0): forward_graphs needs u")
+            if not _exporting() and tuple(u.shape[1:]) != (self.num_reps, self.window, self.node_dim):
+                raise ValueError(f"u: expected shape (B, {self.num_reps}, {self.window}, {self.node_dim}), "
+                                 f"got {tuple(u.shape)}")
+            u = u.to(r.dtype)
+            um = self._node_matrix(torch.where(mask.reshape(-1, 1, self.window, 1) > 0.5, u, 0.0),
+                                   mask, present)
+        return self.head(g, mask, um)
+
+    def projectors(self) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+        """numpy projections for :class:`fusewatch.engines.serving.state.CameraGraphState` (empty if
+        ``proj_dim == 0``): ``{name: f(x ``...×d_m``) -> ``...×proj_dim``}``."""
+        if self.proj is None:
+            return {}
+        return {n: numpy_linear(lin) for n, lin in zip(self.names, self.proj)}
+
+    def node_encoders(self) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+        """numpy node encoders ``u_m`` for :class:`fusewatch.engines.serving.state.CameraGraphState` (empty if
+        ``node_dim == 0``): ``{name: f(x ``...×d_m``) -> ``...×node_dim``}``."""
+        if self.node_enc is None:
+            return {}
+        return {n: numpy_linear(lin) for n, lin in zip(self.names, self.node_enc)}
+
+
+def numpy_affine(w: np.ndarray, b: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """numpy ``x ...×d_in → x @ wᵀ + b`` (``w`` ``d_out×d_in``), computed in ``x``'s float dtype.
+    The callable carries ``weight``, ``bias`` and ``out_dim``."""
+    cache: dict = {}
+
+    def f(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        dt = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float32)
+        if dt not in cache:
+            cache[dt] = (np.ascontiguousarray(w.T.astype(dt)), b.astype(dt))
+        wt, bb = cache[dt]
+        return x.astype(dt, copy=False) @ wt + bb
+
+    f.weight, f.bias, f.out_dim = w, b, int(w.shape[0])  # type: ignore[attr-defined]
+    return f
+
+
+def numpy_linear(lin: nn.Linear) -> Callable[[np.ndarray], np.ndarray]:
+    """Frozen numpy copy of ``lin``: ``x ...×d_in`` → ``...×d_out`` (computed in ``x``'s float dtype)."""
+    w = lin.weight.detach().cpu().double().numpy()
+    b = lin.bias.detach().cpu().double().numpy() if lin.bias is not None else np.zeros(w.shape[0])
+    return numpy_affine(w, b)
+
+
+# ---------------------------------------------------------------------------------- baselines ------
+
+class NodeHead(nn.Module):
+    """Per-node head ``B×N×H`` → ``Linear(H,H)`` → ReLU → ``Linear(H,1)`` → Sigmoid → ``B×N``."""
+
+    def __init__(self, hidden: int, window: int, dropout: float = 0.0):
+        super().__init__()
+        self.window = window
+        self.fc1 = nn.Linear(hidden, hidden)
+        self.fc2 = nn.Linear(hidden, 1)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        h = self.drop(torch.relu(self.fc1(x)))
+        return torch.sigmoid(self.fc2(h).reshape(-1, self.window)) * mask
+
+
+def _present_scale(lst: list[Tensor], present: Tensor) -> list[Tensor]:
+    return [x * present[:, i].reshape(-1, 1, 1) for i, x in enumerate(lst)]
+
+
+class ConcatMLP(FusionModel):
+    """Baseline ``concat``: ``[F_1 ‖ … ‖ F_M]`` (``B×N×Σd``) → ``Linear(Σd,H)`` → ReLU → NodeHead.
+    A missing representation contributes zeros."""
+
+    fusion = "concat"
+
+    def __init__(self, names, dims, window, hidden: int = DEFAULT_HIDDEN, dropout: float = 0.0):
+        super().__init__(names, dims, window)
+        self.enc = nn.Linear(sum(self.dims.values()), hidden)
+        self.drop = nn.Dropout(dropout)
+        self.head = NodeHead(hidden, self.window, dropout)
+
+    def forward(self, feats: FeatsLike, mask: Tensor, present: Tensor | None = None) -> Tensor:
+        lst, mask, present = self._inputs(feats, mask, present)
+        x = torch.cat(_present_scale(lst, present), dim=-1)
+        return self.head(self.drop(torch.relu(self.enc(x))), mask)
+
+
+class AddMLP(FusionModel):
+    """Baseline ``add``: ``Σ_m present_m · Linear_m(F_m)`` (common dim ``H``) → ReLU → NodeHead."""
+
+    fusion = "add"
+
+    def __init__(self, names, dims, window, hidden: int = DEFAULT_HIDDEN, dropout: float = 0.0):
+        super().__init__(names, dims, window)
+        self.enc = nn.ModuleList([nn.Linear(self.dims[n], hidden) for n in self.names])
+        self.drop = nn.Dropout(dropout)
+        self.head = NodeHead(hidden, self.window, dropout)
+
+    def forward(self, feats: FeatsLike, mask: Tensor, present: Tensor | None = None) -> Tensor:
+        lst, mask, present = self._inputs(feats, mask, present)
+        x = sum(enc(v) * present[:, i].reshape(-1, 1, 1) for i, (enc, v) in enumerate(zip(self.enc, lst)))
+        return self.head(self.drop(torch.relu(x)), mask)
+
+
+class MTNModel(FusionModel):
+    """Baseline ``mtn`` (RTFM's multi-scale temporal network).
+
+    ``[F_1 ‖ … ‖ F_M]`` → ``Linear(Σd,H)`` → ReLU (padded nodes zeroed) → three dilated temporal
+    convolutions (kernel 3, dilation 1/2/4, ``H/4`` channels each; zero padding, so padded nodes act
+    as zeros) ‖ a 1×1 reduction + non-local self-attention block over the window (padded keys
+    masked) → ``Linear(H,H)`` → ReLU + residual → NodeHead. Convolutions are ``Conv2d`` with
+    ``(1, k)`` kernels on ``B×H×1×N`` so the ONNX graph uses TensorRT-friendly rank-4 Conv.
+    """
+
+    fusion = "mtn"
+
+    def __init__(self, names, dims, window, hidden: int = DEFAULT_HIDDEN, dropout: float = 0.0):
+        super().__init__(names, dims, window)
+        if hidden % 8:
+            raise ValueError(f"mtn: hidden must be a multiple of 8 (got {hidden})")
+        c = hidden // 4
+        self.hidden = hidden
+        self.enc = nn.Linear(sum(self.dims.values()), hidden)
+        self.convs = nn.ModuleList([nn.Conv2d(hidden, c, (1, 3), padding=(0, d), dilation=(1, d))
+                                    for d in (1, 2, 4)])
+        self.reduce = nn.Linear(hidden, c)
+        self.theta = nn.Linear(c, c // 2)
+        self.phi = nn.Linear(c, c // 2)
+        self.g = nn.Linear(c, c // 2)
+        self.w_out = nn.Linear(c // 2, c)
+        self.fuse = nn.Linear(4 * c, hidden)
+        self.drop = nn.Dropout(dropout)
+        self.head = NodeHead(hidden, self.window, dropout)
+        self._scale = 1.0 / math.sqrt(c // 2)
+
+    def forward(self, feats: FeatsLike, mask: Tensor, present: Tensor | None = None) -> Tensor:
+        lst, mask, present = self._inputs(feats, mask, present)
+        m3 = mask.unsqueeze(-1)
+        x = torch.relu(self.enc(torch.cat(_present_scale(lst, present), dim=-1))) * m3   # B×N×H
+        xc = x.transpose(1, 2).unsqueeze(2)                                                # B×H×1×N
+        branches = [torch.relu(conv(xc)).squeeze(2).transpose(1, 2) for conv in self.convs]  # B×N×c
+        y = torch.relu(self.reduce(x))
+        att = torch.matmul(self.theta(y), self.phi(y).transpose(1, 2)) * self._scale
+        att = torch.softmax(att + (mask.unsqueeze(1) - 1.0) * 1e4, dim=-1)
+        nl = self.w_out(torch.matmul(att, self.g(y))) + y
+        z = torch.cat(branches + [nl], dim=-1) * m3
+        z = torch.relu(self.fuse(self.drop(z))) + x
+        return self.head(z, mask)
+
+
+# ------------------------------------------------------------------------------------ factory ------
+
+MODEL_CLASSES: dict[str, type[FusionModel]] = {
+    "lego": LegoModel, "concat": ConcatMLP, "add": AddMLP, "mtn": MTNModel}
+
+
+def config_dict(cfg: ModelConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """Validated plain-dict form of a :class:`ModelConfig` (unknown keys rejected; a mapping without
+    ``node_dim`` gets the :class:`ModelConfig` default — checkpoints saved before the node branch
+    existed are mapped to ``node_dim = 0`` by :func:`fusewatch.engines.training.checkpoint.load_model`)."""
+    if isinstance(cfg, ModelConfig):
+        c = dataclasses.replace(cfg, representations=list(cfg.representations))
+    else:
+        known = {f.name for f in dataclasses.fields(ModelConfig)}
+        extra = set(cfg) - known - {"node_dim"}
+        if extra:
+            raise ValueError(f"model config: unknown field(s) {sorted(extra)}")
+        c = ModelConfig(**{k: (list(v) if k == "representations" else v) for k, v in cfg.items() if k in known})
+        if "node_dim" in cfg and "node_dim" not in known:      # fusewatch.stream.config without the field
+            c.node_dim = cfg["node_dim"]  # type: ignore[attr-defined]
+    c.validate()
+    d = dataclasses.asdict(c)
+    d["node_dim"] = int(getattr(c, "node_dim", DEFAULT_NODE_DIM))
+    if d["node_dim"] < 0:
+        raise ValueError(f"model.node_dim: must be >= 0 (got {d['node_dim']})")
+    return d
+
+
+def build_model(cfg: ModelConfig | Mapping[str, Any], dims: Mapping[str, int], *,
+                hidden: int | None = None, dropout: float = 0.0, graph_norm: str | None = None) -> FusionModel:
+    """Build the model described by ``cfg`` for representation dims ``dims`` (``{name: d_m}``;
+    every name of ``cfg.representations`` must be present, others are ignored).
+
+    ``hidden`` (baselines only): common width ``H``; default ``cfg.proj_dim`` or 128.
+    ``dropout``: head dropout (training only). ``graph_norm`` (LEGO only): conditioning of the
+    head's view of ``G`` (:data:`GRAPH_NORMS`, default :data:`DEFAULT_GRAPH_NORM`). Returns a
+    :class:`FusionModel` with ``.config`` (plain dict of ``cfg``) and ``.build_kwargs`` set (both
+    saved by :mod:`fusewatch.engines.training.checkpoint`).
+    """
+    c = config_dict(cfg)
+    names = c["representations"]
+    if len(set(names)) != len(names):
+        raise ValueError(f"model.representations: duplicate names in {names}")
+    if c["fusion"] == "lego":
+        gn = graph_norm or DEFAULT_GRAPH_NORM
+        model: FusionModel = LegoModel(names, dims, c["window"], c["order_p"], c["order_q"], c["expansion"],
+                                       c["softplus"], c["proj_dim"], dropout=dropout,
+                                       node_dim=c["node_dim"], graph_norm=gn)
+        kw: dict[str, Any] = {"dropout": float(dropout), "graph_norm": gn}
+    else:
+        h = int(hidden or c["proj_dim"] or DEFAULT_HIDDEN)
+        model = MODEL_CLASSES[c["fusion"]](names, dims, c["window"], hidden=h, dropout=dropout)
+        kw = {"hidden": h, "dropout": float(dropout)}
+    model.config = c
+    model.build_kwargs = kw
+    return model

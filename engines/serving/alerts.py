@@ -1,0 +1,104 @@
+"""Per-camera alert state machine: hysteresis, minimum duration, cool-down, rate-limited updates.
+
+Driven only by clip indices, scores and capture times (``pts`` seconds of the stream), never by
+the wall clock of the engine, so a replayed or re-processed stream yields the same alerts, and
+alert ids are deterministic: ``alert_id(camera, start_clip, model_version)``.
+
+States: ``idle`` → (score ≥ on) ``pending`` → (above ``on`` for ≥ ``min_duration`` s) ``open``
+[emit *new*] → (every ≥ ``update_interval`` s while open) [emit *update*] → (score < off)
+[emit *end*] → ``cooldown`` for ``cooldown`` s → ``idle``.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from fusewatch.stream.config import AlertsConfig
+from fusewatch.stream.schema import AlertMessage, Evidence
+
+
+def alert_id(camera: str, start_clip: int, model_version: str) -> str:
+    """Stable id: same camera, start clip and model version → same id (consumers deduplicate)."""
+    return hashlib.sha1(f"{camera}\x00{start_clip}\x00{model_version}".encode()).hexdigest()[:20]
+
+
+@dataclass
+class ClipScore:
+    """One scored clip. ``pts_*`` in stream seconds, ``wall_*`` Unix seconds."""
+
+    clip: int
+    score: float
+    pts_start: float
+    pts_end: float
+    wall_start: float
+    wall_end: float
+    evidence: Evidence
+
+
+@dataclass
+class _Open:
+    id: str
+    start: ClipScore
+    peak: float
+    last_emit_pts: float
+    first_evidence: Evidence
+
+
+@dataclass
+class AlertTracker:
+    """Alert state of one camera. :meth:`step` returns the alert messages a clip causes (0 or 1)."""
+
+    camera: str
+    cfg: AlertsConfig
+    model_name: str
+    model_version: str
+    backend: str
+    pending: ClipScore | None = None
+    open: _Open | None = None
+    cooldown_until: float = float("-inf")
+    history: list = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        if self.open:
+            return "open"
+        if self.pending:
+            return "pending"
+        return "idle"
+
+    def _msg(self, typ: str, cur: ClipScore) -> AlertMessage:
+        o = self.open
+        assert o is not None
+        return AlertMessage(id=o.id, type=typ, camera=self.camera, score=float(cur.score), peak=float(o.peak),
+                            start_clip=o.start.clip, end_clip=cur.clip, start_time=o.start.wall_start,
+                            end_time=cur.wall_end, model_name=self.model_name,
+                            model_version=self.model_version, backend=self.backend,
+                            evidence=[o.first_evidence, cur.evidence] if cur.evidence != o.first_evidence
+                            else [cur.evidence],
+                            produced=cur.wall_end)
+
+    def step(self, c: ClipScore) -> list[AlertMessage]:
+        cfg = self.cfg
+        if self.open is not None:
+            self.open.peak = max(self.open.peak, c.score)
+            if c.score < cfg.off:
+                msg = self._msg("end", c)
+                self.open = None
+                self.cooldown_until = c.pts_end + cfg.cooldown
+                return [msg]
+            if c.pts_end - self.open.last_emit_pts >= cfg.update_interval:
+                self.open.last_emit_pts = c.pts_end
+                return [self._msg("update", c)]
+            return []
+        if c.score < cfg.on or c.pts_start < self.cooldown_until:
+            self.pending = None
+            return []
+        if self.pending is None:
+            self.pending = c
+        if c.pts_end - self.pending.pts_start + 1e-9 >= cfg.min_duration:
+            start = self.pending
+            self.pending = None
+            self.open = _Open(id=alert_id(self.camera, start.clip, self.model_version), start=start,
+                              peak=c.score, last_emit_pts=c.pts_end, first_evidence=start.evidence)
+            return [self._msg("new", c)]
+        return []

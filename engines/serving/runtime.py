@@ -1,0 +1,135 @@
+"""Load a trained model for serving: a :class:`~fusewatch.engines.serving.backends.Scorer` plus a factory of
+per-camera window state matching it.
+
+LEGO models are served in the *graphs-in* form: each camera keeps incremental cosine graphs
+(:class:`~fusewatch.engines.serving.state.CameraGraphState`). Baselines (concat/add/mtn) have no graph input,
+so their cameras keep a ring of the last N raw feature vectors (:class:`FeatureWindow`) and are
+scored with the features-in form.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from fusewatch.stream.config import CACHE_DIR, Config
+
+from fusewatch.engines.serving.backends import Scorer, select_backend
+from fusewatch.engines.serving.state import CameraGraphState
+
+
+class FeatureWindow:
+    """Ring of the last N raw clip features per representation (for features-in scoring).
+
+    :meth:`window` → ``(feats {name: N×d_m float32, front zero padding}, mask N, present M)``.
+    """
+
+    def __init__(self, names: list[str], window: int, dims: Mapping[str, int]):
+        self.names, self.n, self.dims = list(names), int(window), dict(dims)
+        self.buf: deque = deque(maxlen=self.n)
+        self.count = 0
+
+    def push(self, feats: Mapping[str, np.ndarray | None]) -> None:
+        self.buf.append({k: (None if feats.get(k) is None else np.asarray(feats[k], np.float32).reshape(-1))
+                         for k in self.names})
+        self.count += 1
+
+    def window(self):
+        n, c = self.n, len(self.buf)
+        out = {k: np.zeros((n, self.dims[k]), np.float32) for k in self.names}
+        present = np.zeros(len(self.names), np.float32)
+        for j, clip in enumerate(self.buf):
+            for i, k in enumerate(self.names):
+                if clip[k] is not None:
+                    out[k][n - c + j] = clip[k]
+                    present[i] = 1.0
+        mask = np.zeros(n, np.float32)
+        mask[n - c:] = 1
+        return out, mask, present
+
+
+@dataclass
+class ServingModel:
+    """What the engine needs: scorer, metadata, per-camera state factory and the input form."""
+
+    scorer: Scorer
+    meta: dict[str, Any]
+    new_state: Callable[[], Any]
+    form: str  # "graphs" | "features"
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.meta["representations"])
+
+    @property
+    def window(self) -> int:
+        return int(self.meta["window"])
+
+    def score(self, snaps: list[tuple]) -> np.ndarray:
+        """Score window snapshots (as returned by ``state.window()``: ``(R, mask, present)`` or, for
+        LEGO models with a node branch, ``(R, mask, present, U)``) → newest-node scores (B,)."""
+        if self.form == "graphs":
+            r = np.stack([s[0] for s in snaps])
+            mask = np.stack([s[1] for s in snaps])
+            present = np.stack([s[2] for s in snaps])
+            u = np.stack([s[3] for s in snaps]) if len(snaps[0]) > 3 else None
+            return self.scorer.score_graphs(r, mask, present, u)[:, -1]
+        feats = {k: np.stack([s[0][k] for s in snaps]) for k in self.names}
+        mask = np.stack([s[1] for s in snaps])
+        present = np.stack([s[2] for s in snaps])
+        return self.scorer.score_features(feats, mask, present)[:, -1]
+
+
+def default_model_path() -> Path:
+    """Where ``fusewatch demo`` keeps its default model (trained on the shared Ped2 data)."""
+    return CACHE_DIR / "demo" / "model.pt"
+
+
+CHECKPOINT_META = ("alert_thresholds", "extractor_versions")
+"""Metadata the engine acts on that a checkpoint may hold beyond its cached ONNX export."""
+
+
+def load_serving_model(cfg: Config, model: str | Path | None = None, backend: str | None = None) -> ServingModel:
+    """Checkpoint (.pt) or exported ONNX → :class:`ServingModel` on the configured backend."""
+    path = Path(model or cfg.engine.model or default_model_path()).expanduser()
+    if not path.is_file():
+        hint = " (run `fusewatch demo` once to train the default model, or `fusewatch train`)" \
+            if not (model or cfg.engine.model) else ""
+        raise FileNotFoundError(f"model {path}: not found{hint}")
+    name = backend or cfg.engine.backend
+    if path.suffix == ".onnx":
+        from fusewatch.engines.export.onnx import onnx_node_encoders, onnx_projectors, read_onnx_meta
+        meta = read_onnx_meta(str(path))
+        scorer = select_backend(name, model=str(path), max_batch=cfg.engine.max_batch,
+                                threads=cfg.engine.threads)
+        projectors = onnx_projectors(meta)
+        encoders = onnx_node_encoders(meta)
+        torch_model = None
+    else:
+        from fusewatch.engines.training.checkpoint import load_model
+        torch_model, meta = load_model(path)
+        ckpt_meta = meta
+        scorer = select_backend(name, model=torch_model, meta=meta, max_batch=cfg.engine.max_batch,
+                                threads=cfg.engine.threads)
+        projectors = torch_model.projectors() if hasattr(torch_model, "projectors") else {}
+        encoders = torch_model.node_encoders() if hasattr(torch_model, "node_encoders") else {}
+    meta = dict(scorer.meta)
+    if torch_model is not None:
+        # ONNX Runtime / TensorRT read their metadata from an export cached by model_version (the
+        # weights): metadata added to the checkpoint later (thresholds calibrated after training)
+        # or by a newer fusewatch would be missing there — the checkpoint is the source of truth
+        meta.update({k: ckpt_meta[k] for k in CHECKPOINT_META if k in ckpt_meta})
+        for k, v in ckpt_meta.items():
+            meta.setdefault(k, v)
+    meta.setdefault("name", meta.get("fusion", "lego"))
+    names, window = list(meta["representations"]), int(meta["window"])
+    dims = {k: int(v) for k, v in meta["dims"].items()}
+    if "graphs" in scorer.forms:
+        if int(meta.get("node_dim") or 0) and not encoders:
+            raise ValueError(f"model {path}: node_dim = {meta.get('node_dim')} but no node encoders found")
+        return ServingModel(scorer, meta, lambda: CameraGraphState(names, window, dims, projectors,
+                                                                   node_encoders=encoders), "graphs")
+    return ServingModel(scorer, meta, lambda: FeatureWindow(names, window, dims), "features")

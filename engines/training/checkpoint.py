@@ -1,0 +1,196 @@
+"""Checkpoints: plain data only (config dict, state dict, dims, names, metadata).
+
+A checkpoint is a ``torch.save`` of a dict containing only str/int/float/bool/None/list/dict and
+tensors, so it loads with ``torch.load(weights_only=True)`` — no pickled classes, no code::
+
+    {"format": "fusewatch-checkpoint", "format_version": 1,
+     "config": {ModelConfig fields}, "build_kwargs": {...}, "dims": {name: d},
+     "representations": [names], "state_dict": {param: tensor},
+     "meta": {"model_version": "<16 hex of sha256 over config+weights>", "created": ISO time,
+              "torch_version": ..., **user metadata}}
+
+:func:`load_model` returns ``(model, meta)`` where ``meta`` is the flat dict described at
+:func:`model_meta` (what :func:`fusewatch.engines.export.onnx.export_onnx` and the backends take).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import pickle
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from fusewatch.engines.fusion.model import FusionModel, build_model
+
+FORMAT = "fusewatch-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A file that is not a valid fusewatch checkpoint (``str()`` says why, naming the path)."""
+
+
+def weights_hash(model: FusionModel) -> str:
+    """``model_version``: first 16 hex digits of sha256 over the config JSON and every weight
+    (names, dtypes, shapes, bytes, sorted by name)."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"config": model.config, "dims": model.dims, "build_kwargs": model.build_kwargs},
+                        sort_keys=True).encode())
+    for k, v in sorted(model.state_dict().items()):
+        t = v.detach().cpu().contiguous()
+        h.update(k.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def model_meta(model: FusionModel, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Flat metadata of a built model::
+
+        {"model_version", "config", "build_kwargs", "dims", "representations", "fusion", "window",
+         "order_p", "order_q", "expansion", "softplus", "proj_dim", "node_dim", ...extra}
+
+    ``node_dim`` is the model's node-branch width (0: none, always 0 for baselines).
+    """
+    c = dict(model.config)
+    meta: dict[str, Any] = {
+        "model_version": weights_hash(model),
+        "config": c,
+        "build_kwargs": dict(model.build_kwargs),
+        "dims": dict(model.dims),
+        "representations": list(model.names),
+        "fusion": c.get("fusion", model.fusion),
+        "window": model.window,
+        "order_p": c.get("order_p"), "order_q": c.get("order_q"), "expansion": c.get("expansion"),
+        "softplus": c.get("softplus"), "proj_dim": c.get("proj_dim"),
+        "node_dim": int(getattr(model, "node_dim", 0) or 0),
+    }
+    if extra:
+        meta.update({k: v for k, v in extra.items() if k not in meta})
+    return meta
+
+
+def _plain(x: Any, where: str) -> Any:
+    """Check that ``x`` is weights_only-loadable plain data."""
+    if x is None:
+        return x
+    for t in (bool, str, int, float):     # coerce subclasses (np.float64, TorchVersion …) to builtins
+        if isinstance(x, t):
+            return t(x)
+    if type(x).__module__ == "numpy" and hasattr(x, "item") and getattr(x, "ndim", 1) == 0:
+        return _plain(x.item(), where)
+    if isinstance(x, (list, tuple)):
+        return [_plain(v, where) for v in x]
+    if isinstance(x, Mapping):
+        out = {}
+        for k, v in x.items():
+            if not isinstance(k, str):
+                raise TypeError(f"{where}: metadata keys must be str (got {k!r})")
+            out[k] = _plain(v, f"{where}.{k}")
+        return out
+    raise TypeError(f"{where}: unsupported metadata value of type {type(x).__name__} "
+                    "(use str/int/float/bool/None/list/dict)")
+
+
+def save_checkpoint(model: FusionModel, path: str | os.PathLike,
+                    metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Save ``model`` (built by :func:`fusewatch.engines.fusion.model.build_model`) to ``path`` atomically.
+
+    ``metadata``: optional plain-data dict stored under ``meta`` (e.g. epoch, AUC, dataset).
+    Returns the metadata written (with ``model_version``)."""
+    if not model.config:
+        raise ValueError("model has no .config: build it with fusewatch.engines.fusion.model.build_model")
+    meta = {"model_version": weights_hash(model),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "torch_version": str(torch.__version__)}
+    meta.update(_plain(dict(metadata or {}), "metadata"))
+    meta["model_version"] = weights_hash(model)
+    ckpt = {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "config": _plain(dict(model.config), "config"),
+        "build_kwargs": _plain(dict(model.build_kwargs), "build_kwargs"),
+        "dims": {k: int(v) for k, v in model.dims.items()},
+        "representations": list(model.names),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "meta": meta,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)
+    return meta
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` + structure validation → the raw checkpoint dict.
+    Raises :class:`CheckpointError` for missing files, pickles with code/classes, or wrong layout."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint {p}: not found")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, EOFError, ValueError, TypeError,
+            ImportError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"checkpoint {p}: cannot be loaded with torch.load(weights_only=True) — "
+                              f"it is not a fusewatch checkpoint or contains pickled objects/code "
+                              f"({first})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {p}: not a fusewatch checkpoint (missing format={FORMAT!r})")
+    if ckpt.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {p}: unsupported format_version {ckpt.get('format_version')!r}")
+    for key, typ in (("config", dict), ("dims", dict), ("representations", list), ("state_dict", dict),
+                     ("meta", dict)):
+        if not isinstance(ckpt.get(key), typ):
+            raise CheckpointError(f"checkpoint {p}: field {key!r} missing or not a {typ.__name__}")
+    ckpt.setdefault("build_kwargs", {})
+    return ckpt
+
+
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+               verify: bool = True) -> tuple[FusionModel, dict[str, Any]]:
+    """Load a checkpoint → ``(model in eval mode, meta)``.
+
+    ``meta`` is :func:`model_meta` of the model plus the stored metadata (``created``, user keys)
+    and ``"path"``. With ``verify``, the recomputed weights hash must equal the stored
+    ``model_version`` (else :class:`CheckpointError`).
+
+    Checkpoints saved before the LEGO node branch existed (config without ``node_dim``) load as
+    they were trained: ``node_dim = 0`` and, for LEGO, the head on the raw rows of ``G``
+    (``graph_norm = "none"``); their ``config`` / ``build_kwargs`` are kept as stored (same
+    ``model_version``)."""
+    ckpt = read_checkpoint(path)
+    cfg, kwargs = dict(ckpt["config"]), dict(ckpt["build_kwargs"])
+    legacy = "node_dim" not in cfg
+    if legacy:
+        cfg["node_dim"] = 0
+        if cfg.get("fusion", "lego") == "lego":
+            kwargs.setdefault("graph_norm", "none")
+    try:
+        model = build_model(cfg, ckpt["dims"], **kwargs)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"checkpoint {path}: invalid model config ({e})") from None
+    if legacy:   # keep the stored dicts: same weights hash, and a re-save stays a legacy checkpoint
+        model.config.pop("node_dim", None)
+        model.build_kwargs = dict(ckpt["build_kwargs"])
+    if list(ckpt["representations"]) != model.names:
+        raise CheckpointError(f"checkpoint {path}: representations {ckpt['representations']} do not match "
+                              f"config {model.names}")
+    try:
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint {path}: weights do not match the config ({e})") from None
+    model.to(map_location).eval()
+    stored = dict(ckpt["meta"])
+    meta = model_meta(model, stored)
+    if verify and stored.get("model_version") and stored["model_version"] != meta["model_version"]:
+        raise CheckpointError(f"checkpoint {path}: model_version {stored['model_version']} does not match "
+                              f"the weights ({meta['model_version']})")
+    meta["path"] = str(path)
+    return model, meta

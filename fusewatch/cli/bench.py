@@ -1,0 +1,91 @@
+"""``fusewatch bench ped2``: the command-line front of :mod:`fusewatch.engines.bench.ped2`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fusewatch.engines.bench.ped2 import (
+    DEFAULT_EXPANSIONS,
+    DEFAULT_FOLDS,
+    DEFAULT_FUSIONS,
+    DEFAULT_PQ_GRID,
+    format_table,
+    print_report,
+    run_ped2,
+)
+from fusewatch.stream.config import Config
+
+
+def add_arguments(p) -> None:
+    """Options of ``bench ped2`` (shared by ``fusewatch bench ped2`` and ``bench/ped2.py``)."""
+    p.add_argument("--videos", required=True, metavar="DIR",
+                   help="folder laid out like ../shared/data/ped2 (videos + labels.json)")
+    p.add_argument("--out-model", required=True, metavar="PATH", help="write the selected LEGO model here (.pt)")
+    p.add_argument("--work", metavar="DIR", default=None,
+                   help="features, baseline models, scratch (default: $FUSEWATCH_CACHE/bench/ped2-<dir>; "
+                        "features then come from the shared extraction cache)")
+    p.add_argument("--json", metavar="OUT", default=None, help="write the JSON report here")
+    p.add_argument("--no-stream", action="store_true", help="offline scoring only (no replay through the engine)")
+    p.add_argument("--stream-set", choices=("all", "anomalous"), default="all",
+                   help="videos to stream: all (default) or only those containing anomalies")
+    p.add_argument("--fusions", default=",".join(DEFAULT_FUSIONS), metavar="A,B",
+                   help=f"fusions to benchmark (default {','.join(DEFAULT_FUSIONS)})")
+    p.add_argument("--expansions", default=",".join(DEFAULT_EXPANSIONS), metavar="A,B",
+                   help="LEGO expansions (default matrix,hadamard)")
+    p.add_argument("--pq-grid", default=" ".join(f"{a},{b}" for a, b in DEFAULT_PQ_GRID), metavar="'P,Q ...'",
+                   help="candidate (P,Q) pairs, space separated (default '%(default)s')")
+    p.add_argument("--folds", type=int, default=DEFAULT_FOLDS, help="cross-validation folds (default 3)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
+
+
+def parse_pq_grid(s: str) -> list[tuple[int, int]]:
+    out = []
+    for tok in s.replace(";", " ").split():
+        a, _, b = tok.partition(",")
+        try:
+            out.append((int(a), int(b)))
+        except ValueError:
+            raise ValueError(f"--pq-grid: expected 'P,Q P,Q ...' (got {tok!r})") from None
+    if not out:
+        raise ValueError("--pq-grid: empty")
+    return out
+
+
+def cmd_bench_ped2(args, cfg: Config) -> int:
+    report = run_ped2(args.videos, args.out_model, cfg, work_dir=args.work,
+                      fusions=[f.strip() for f in args.fusions.split(",") if f.strip()],
+                      expansions=[e.strip() for e in args.expansions.split(",") if e.strip()],
+                      pq_grid=parse_pq_grid(args.pq_grid), stream=not args.no_stream,
+                      transport=cfg.transport, progress=not args.quiet, folds=args.folds,
+                      stream_set=args.stream_set)
+    print_report(report)
+    if args.markdown:
+        print(format_table(report))
+    if args.json:
+        p = Path(args.json)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(report, indent=1, default=str) + "\n")
+        print(f"wrote {p}")
+    return 0 if report.get("agreement_ok") in (True, None) else 1
+
+
+def add_commands(subparsers) -> None:
+    """Register ``bench ped2`` (adds to an existing ``bench`` command when another module made one)."""
+    import argparse
+    bench = subparsers.choices.get("bench") if hasattr(subparsers, "choices") else None
+    if bench is None:
+        bench = subparsers.add_parser("bench", help="benchmarks (ped2: accuracy of the streamed scores)")
+        sub = bench.add_subparsers(dest="bench_command", metavar="BENCH")
+        sub.required = True
+    else:
+        sub = next(a for a in bench._actions if isinstance(a, argparse._SubParsersAction))
+    p = sub.add_parser("ped2", help="UCSD Ped2: train LEGO + baselines on weak labels, stream, frame AUC",
+                       description=__doc__.split("\n\n")[0])
+    add_arguments(p)
+    try:  # accept the global options after `bench ped2` too
+        from fusewatch.cli import _global_options
+        _global_options(p, suppress=True)
+    except (ImportError, AttributeError, argparse.ArgumentError):
+        pass
+    p.set_defaults(handler=cmd_bench_ped2)

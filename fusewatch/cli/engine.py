@@ -1,0 +1,165 @@
+"""CLI: ``fusewatch engine``, ``fusewatch export``, ``fusewatch alerts``."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+
+from fusewatch.stream.config import Config
+from fusewatch.stream.schema import SchemaError, decode_alert
+from fusewatch.stream.transport import make_transport
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("engine", help="consume feature messages, score clips, publish alerts")
+    p.add_argument("--model", help="checkpoint (.pt) or exported ONNX (default: engine.model / demo model)")
+    p.add_argument("--backend", choices=("auto", "torch", "onnxruntime", "tensorrt"))
+    p.add_argument("--group", help="consumer group id (default engine.group_id)")
+    p.add_argument("--idle-exit", type=float, metavar="S", help="exit after S seconds without messages")
+    p.add_argument("--delay", type=float, default=0.0, help="artificial seconds per batch (testing a slow engine)")
+    p.set_defaults(handler=cmd_engine)
+
+    p = sub.add_parser("export", help="export a trained model to ONNX (graphs-in and features-in forms)")
+    p.add_argument("--model", required=True, help="checkpoint (.pt)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--opset", type=int, default=17, choices=range(17, 21), metavar="17..20")
+    p.add_argument("--form", choices=("graphs", "features", "both"), default="both")
+    p.set_defaults(handler=cmd_export)
+
+    p = sub.add_parser("alerts", help="tail the alert topic (table or JSON lines)")
+    p.add_argument("--camera", help="only this camera id")
+    p.add_argument("--from-beginning", action="store_true", help="read the topic from its start")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--timeout", type=float, help="exit after S seconds without new alerts")
+    p.set_defaults(handler=cmd_alerts)
+
+
+def argparsesuppress():
+    import argparse
+    return argparse.SUPPRESS
+
+
+def _install_stop(stop) -> None:
+    if threading.current_thread() is threading.main_thread():
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, lambda *_: stop())
+
+
+STALL_EXIT = 75
+
+
+def start_watchdog(svc, stall_timeout: float) -> None:
+    """Exit the process with :data:`STALL_EXIT` when ``svc`` makes no progress for ``stall_timeout``
+    seconds (e.g. a Kafka client wedged inside poll): a supervisor (systemd ``Restart=``, Kubernetes,
+    docker ``restart:``) starts a fresh engine, which rebuilds its state from the log."""
+    if stall_timeout <= 0:
+        return
+
+    def watch():
+        while not svc._stop.wait(min(5.0, stall_timeout / 4)):
+            idle = time.monotonic() - svc.last_progress
+            if idle > stall_timeout:
+                print(f"engine: no progress for {idle:.0f} s (engine.stall_timeout={stall_timeout:g}); "
+                      f"exiting with status {STALL_EXIT} so that the supervisor restarts it",
+                      file=sys.stderr, flush=True)
+                os._exit(STALL_EXIT)
+
+    threading.Thread(target=watch, name="engine-watchdog", daemon=True).start()
+
+
+def cmd_engine(args, cfg: Config) -> int:
+    from fusewatch.engines.serving.runtime import load_serving_model
+    from fusewatch.engines.serving.service import EngineService
+
+    if args.group:
+        cfg.engine.group_id = args.group
+    if cfg.transport == "bus":
+        print("engine: warning: transport=bus: the in-process bus only carries messages produced in this "
+              "process; use --transport kafka to consume workers running elsewhere", file=sys.stderr)
+    model = load_serving_model(cfg, args.model, args.backend)
+    t = make_transport(cfg, group_id=cfg.engine.group_id)
+    svc = EngineService(cfg, model, t, delay_s=args.delay)
+    _install_stop(svc.stop)
+    start_watchdog(svc, cfg.engine.stall_timeout)
+    print(f"engine: model {model.meta.get('fusion')} {model.meta.get('model_version')} "
+          f"backend={model.scorer.backend} window={model.window} reps={','.join(model.names)} "
+          f"transport={cfg.transport}", file=sys.stderr, flush=True)
+    try:
+        st = svc.run(idle_exit_s=args.idle_exit)
+    finally:
+        t.close()
+    print(f"engine: {st.records} records, {st.scored} scored, {st.alerts} alerts, "
+          f"{st.dead_letters} dead letters {st.dead_letter_reasons or ''}", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args, cfg: Config) -> int:
+    from pathlib import Path
+
+    from fusewatch.engines.export.onnx import export_onnx
+    from fusewatch.engines.export.tensorrt_ops import check_onnx_for_tensorrt
+    from fusewatch.engines.training.checkpoint import load_model
+
+    model, meta = load_model(args.model)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    forms = ["graphs", "features"] if args.form == "both" else [args.form]
+    if meta.get("fusion") != "lego":
+        forms = [f for f in forms if f != "graphs"] or ["features"]
+    for form in forms:
+        p = export_onnx(model, meta, out / f"{Path(args.model).stem}-{form}.onnx", form=form, opset=args.opset)
+        problems = check_onnx_for_tensorrt(str(p))
+        trt = "TensorRT parser: all ops supported" if not problems else f"TensorRT problems: {problems}"
+        print(f"{p}  ({form}-in, N={meta['window']}, opset {args.opset}; {trt})")
+    return 0
+
+
+def _fmt_t(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%H:%M:%S")
+
+
+def cmd_alerts(args, cfg: Config) -> int:
+    if cfg.transport != "kafka":
+        raise ValueError("`fusewatch alerts` tails a Kafka topic: use --transport kafka "
+                         "(the in-process bus lives inside one process; `fusewatch demo` prints its alerts)")
+    from rich.console import Console
+    console = Console()
+    t = make_transport(cfg, group_id=None)
+    group = f"fusewatch-alerts-{int(time.time() * 1000)}"  # private group: every tail sees all alerts
+    t.subscribe([cfg.topics.alerts], group, from_beginning=args.from_beginning)
+    stop = threading.Event()
+    _install_stop(stop.set)
+    last = time.monotonic()
+    if not args.json:
+        console.print(f"{'time':8}  {'type':6}  {'camera':16}  {'score':>5}  {'peak':>5}  "
+                      f"{'clips':>11}  alert id", style="bold")
+    try:
+        while not stop.is_set():
+            recs = t.poll(200, 0.5)
+            if recs:
+                last = time.monotonic()
+            elif args.timeout is not None and time.monotonic() - last > args.timeout:
+                break
+            for r in recs:
+                try:
+                    a = decode_alert(r.value, cfg.max_message_bytes)
+                except SchemaError as e:
+                    print(f"skipping malformed alert at {r.topic}[{r.partition}]@{r.offset}: {e}", file=sys.stderr)
+                    continue
+                if args.camera and a.camera != args.camera:
+                    continue
+                if args.json:
+                    d = {k: v for k, v in a.__dict__.items() if k != "evidence"}
+                    d["evidence"] = [e.__dict__ for e in a.evidence]
+                    print(json.dumps(d), flush=True)
+                else:
+                    style = {"new": "bold red", "update": "yellow", "end": "green"}[a.type]
+                    console.print(f"{_fmt_t(a.end_time):8}  {a.type:6}  {a.camera[:16]:16}  {a.score:5.2f}  "
+                                  f"{a.peak:5.2f}  {a.start_clip:>5}-{a.end_clip:<5}  {a.id}", style=style)
+    finally:
+        t.close()
+    return 0

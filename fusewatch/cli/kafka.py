@@ -1,0 +1,88 @@
+"""``fusewatch kafka up|down|status|restart`` and ``fusewatch topics create`` (:mod:`fusewatch.stream.broker`)."""
+from __future__ import annotations
+
+from fusewatch.stream.broker import (
+    DEFAULT_PORT,
+    SASL_USER,
+    kafka_down,
+    kafka_restart,
+    kafka_status,
+    kafka_up,
+)
+from fusewatch.stream.config import Config
+
+
+def _local_port(cfg: Config) -> int | None:
+    """Port of the first bootstrap server when it is on this machine (so ``--bootstrap`` picks it)."""
+    first = cfg.kafka.bootstrap_servers.split(",")[0].strip()
+    host, _, port = first.rpartition(":")
+    if host.strip("[]") in ("127.0.0.1", "localhost", "::1", "") and port.isdigit():
+        return int(port)
+    return None
+
+
+def _cmd_up(args, cfg: Config) -> int:
+    port = args.port or _local_port(cfg) or DEFAULT_PORT
+    addr = kafka_up(port, args.sasl_port, args.controller_port, heap=args.heap)
+    print(addr)
+    return 0
+
+
+def _cmd_down(args, cfg: Config) -> int:
+    kafka_down(kill=args.kill, purge=args.purge)
+    return 0
+
+
+def _cmd_status(args, cfg: Config) -> int:
+    st = kafka_status()
+    print(st)
+    return 0 if st.running else 3
+
+
+def _cmd_restart(args, cfg: Config) -> int:
+    print(kafka_restart(kill=args.kill, downtime=args.downtime, quiet=False))
+    return 0
+
+
+def _cmd_topics_create(args, cfg: Config) -> int:
+    from fusewatch.stream.topics import create_topics  # kafka-python only when needed
+
+    for r in create_topics(cfg, partitions=args.partitions):
+        print(r)
+    return 0
+
+
+def add_commands(subparsers) -> None:
+    """Register ``kafka up|down|status|restart`` and ``topics create`` on the ``fusewatch`` CLI."""
+    k = subparsers.add_parser(
+        "kafka", help="run a local single-node Kafka broker (KRaft) for development and tests",
+        description="Local Apache Kafka 4.x (fetched once from Maven Central; needs Java 17+ and "
+                    "Maven). PLAINTEXT on 127.0.0.1:9092, SASL_PLAINTEXT/PLAIN on :9094 "
+                    f"(user {SASL_USER}), data in ~/.cache/fusewatch/kafka/run.")
+    ks = k.add_subparsers(dest="kafka_command", metavar="ACTION")
+    ks.required = True
+    up = ks.add_parser("up", help="start the broker (no-op if running); print its bootstrap address")
+    up.add_argument("--port", type=int, default=None,
+                    help="PLAINTEXT port (default: from --bootstrap when local, else 9092)")
+    up.add_argument("--sasl-port", type=int, default=None, help="SASL_PLAINTEXT port (default 9094)")
+    up.add_argument("--controller-port", type=int, default=None, help="controller port (default 9093)")
+    up.add_argument("--heap", default=None, help="JVM max heap, e.g. 512m (default)")
+    up.set_defaults(handler=_cmd_up)
+    down = ks.add_parser("down", help="stop the broker (SIGTERM, then SIGKILL after a timeout)")
+    down.add_argument("--kill", action="store_true", help="SIGKILL at once (crash; data kept)")
+    down.add_argument("--purge", action="store_true", help="also delete topics and offsets")
+    down.set_defaults(handler=_cmd_down)
+    st = ks.add_parser("status", help="running/stopped and the bootstrap address (exit 3: stopped)")
+    st.set_defaults(handler=_cmd_status)
+    rs = ks.add_parser("restart", help="stop and start again, keeping data")
+    rs.add_argument("--kill", action="store_true", help="stop with SIGKILL (crash)")
+    rs.add_argument("--downtime", type=float, default=0.0, metavar="S", help="seconds to stay down")
+    rs.set_defaults(handler=_cmd_restart)
+
+    t = subparsers.add_parser("topics", help="manage fusewatch's Kafka topics")
+    ts = t.add_subparsers(dest="topics_command", metavar="ACTION")
+    ts.required = True
+    c = ts.add_parser("create", help="create the features, alerts and dead-letter topics (idempotent)")
+    c.add_argument("--partitions", type=int, default=None,
+                   help="partitions per topic (default: topics.partitions)")
+    c.set_defaults(handler=_cmd_topics_create)
