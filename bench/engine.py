@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from engines.backends.ort_backend import OrtScorer  # noqa: E402
-from engines.backends.torch_backend import TorchScorer  # noqa: E402
+from engines.backends.onnxruntime import OrtScorer  # noqa: E402
+from engines.backends.torch import TorchScorer  # noqa: E402
 from engines.checkpoint import model_meta  # noqa: E402
 from engines.export import example_inputs, export_onnx  # noqa: E402
 from engines.graphs import np_l2_normalize  # noqa: E402

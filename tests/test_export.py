@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from engines.backends import BackendError, gpu_available, select_backend
-from engines.backends.ort_backend import OrtScorer
-from engines.backends.torch_backend import TorchScorer
+from engines.backends.onnxruntime import OrtScorer
+from engines.backends.torch import TorchScorer
 from engines.checkpoint import model_meta, save_checkpoint
 from engines.export import example_inputs, export_onnx, onnx_node_encoders, onnx_projectors, read_onnx_meta
 from engines.incremental import CameraGraphState

@@ -162,7 +162,7 @@ def test_tensorrt_rtx_builds_both_forms(exports, tmp_path):
     for key in (("matrix", "graphs"), ("hadamard", "graphs"), ("matrix", "features"), ("hadamard", "features"),
                 ("matrix", "graphs", "plain")):
         out = tmp_path / f"{'-'.join(key)}.engine"
-        p = subprocess.run([sys.executable, "-m", "engines.backends.trt_backend", "--module", "tensorrt_rtx",
+        p = subprocess.run([sys.executable, "-m", "engines.backends.tensorrt", "--module", "tensorrt_rtx",
                             "--onnx", str(exports[key]), "--out", str(out), "--max-batch", "16"],
                            capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
         if p.returncode == 3:

@@ -22,7 +22,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from . import BackendError, Scorer, tensorrt_status
+from .base import BackendError, Scorer
+from .probe import tensorrt_status
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +261,7 @@ class TrtScorer(Scorer):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m engines.backends.trt_backend --onnx M.onnx --out E.engine [--module tensorrt_rtx]``:
+    """``python -m engines.backends.tensorrt --onnx M.onnx --out E.engine [--module tensorrt_rtx]``:
     build a serialized engine offline. Exit status 0 ok, 3 ONNX parser rejection, 2 other failure."""
     import argparse
     import sys

@@ -7,7 +7,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from . import BackendError, Scorer
+from .base import BackendError, Scorer
 
 
 class OrtScorer(Scorer):

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from ..model import FusionModel, LegoModel
-from . import Scorer
+from .base import Scorer
 
 
 class TorchScorer(Scorer):
