@@ -69,7 +69,8 @@ def config_from_args(args: argparse.Namespace):
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     errs: list[type[BaseException]] = [ConfigError, FileNotFoundError, ValueError, PermissionError]
-    for mod, name in (("stream.transport.base", "TransportError"), ("stream.sources", "SourceError")):
+    for mod, name in (("stream.transport.base", "TransportError"), ("stream.sources", "SourceError"),
+                      ("engines.backends", "BackendError")):
         try:
             errs.append(getattr(importlib.import_module(mod), name))
         except (ImportError, AttributeError):

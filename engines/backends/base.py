@@ -2,7 +2,9 @@
 names. Input/output shapes: see :mod:`engines.backends`."""
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -14,13 +16,42 @@ class BackendError(RuntimeError):
     """A backend cannot be used (missing GPU/library, wrong model form, bad inputs)."""
 
 
+class BackendUnavailable(BackendError):
+    """The backend's prerequisites are missing here (no GPU, library not installed or too old) — as
+    opposed to a failure while building/loading it."""
+
+
+def read_export_metas(paths: Mapping[str, str | os.PathLike] | str | os.PathLike
+                      ) -> tuple[dict[str, Path], dict[str, dict[str, Any]]]:
+    """``{form: onnx path}`` (or one path, form from its metadata) → ``(paths, {form: metadata})``.
+    Raises :class:`BackendError` when a file's form differs from its key or the files come from
+    different models."""
+    from ..export import read_onnx_meta
+
+    if not isinstance(paths, Mapping):
+        paths = {read_onnx_meta(paths)["form"]: paths}
+    paths = {f: Path(p) for f, p in paths.items()}
+    metas = {f: read_onnx_meta(p) for f, p in paths.items()}
+    for f, m in metas.items():
+        if m.get("form") != f:
+            raise BackendError(f"{paths[f]}: is a {m.get('form')!r} export, given as {f!r}")
+    versions = {m.get("model_version") for m in metas.values()}
+    if len(versions) > 1:
+        raise BackendError(f"ONNX files come from different models: {sorted(map(str, versions))}")
+    return paths, metas
+
+
 class Scorer(ABC):
     """Common interface. Attributes: ``backend`` (name), ``meta`` (model metadata: ``model_version``,
     ``representations``, ``dims``, ``window``, ``fusion`` …), ``names``, ``dims``, ``window`` (N),
     ``node_dim`` (``k``; 0 = no node branch, the graphs-in form then takes no ``U``), ``forms`` (subset of ``{"graphs", "features"}`` this scorer can run), ``max_batch`` (None = any;
-    larger batches are split transparently)."""
+    larger batches are split transparently). :func:`engines.backends.select_backend` also sets
+    ``requested_backend`` (the name asked for, e.g. ``auto``) and ``fallback_reason`` (why ``auto``
+    did not get TensorRT; empty when nothing fell back)."""
 
     backend = ""
+    requested_backend = ""
+    fallback_reason = ""
 
     def __init__(self, meta: Mapping[str, Any], forms: Sequence[str], max_batch: int | None = None):
         self.meta = dict(meta)

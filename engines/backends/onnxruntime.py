@@ -7,7 +7,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .base import BackendError, Scorer
+from .base import Scorer, read_export_metas
 
 
 class OrtScorer(Scorer):
@@ -26,17 +26,7 @@ class OrtScorer(Scorer):
                  providers: Sequence[str] | None = None):
         import onnxruntime as ort
 
-        from ..export import read_onnx_meta
-
-        if not isinstance(paths, Mapping):
-            paths = {read_onnx_meta(paths)["form"]: paths}
-        metas = {f: read_onnx_meta(p) for f, p in paths.items()}
-        for f, m in metas.items():
-            if m.get("form") != f:
-                raise BackendError(f"{paths[f]}: is a {m.get('form')!r} export, given as {f!r}")
-        versions = {m.get("model_version") for m in metas.values()}
-        if len(versions) > 1:
-            raise BackendError(f"ONNX files come from different models: {sorted(versions)}")
+        paths, metas = read_export_metas(paths)
         meta = next(iter(metas.values()))
         super().__init__(meta, tuple(paths), max_batch=None)
         so = ort.SessionOptions()

@@ -1,13 +1,28 @@
 """TensorRT backend: engines built from the fusewatch ONNX exports, executed with
-``execute_async_v3`` on CUDA buffers owned by torch.
+``execute_async_v3`` on CUDA buffers (through :class:`engines.backends.cuda.CudaOps`).
 
-``tensorrt`` is imported lazily, and only after a CUDA GPU was seen (a TensorRT runtime without
-a GPU can crash the interpreter) — construct :class:`TrtScorer` through
-:func:`engines.backends.select_backend`, or check :func:`engines.backends.tensorrt_status` first.
+Supported: TensorRT ≥ 10.0 (``tensorrt``) and TensorRT-RTX ≥ 1.0 (``tensorrt_rtx``), see
+:data:`engines.backends.probe.MIN_VERSIONS`. ``tensorrt`` is imported lazily, and only after a CUDA
+GPU was seen and the import + ``Builder()`` probe passed in a child process (a TensorRT runtime
+without a GPU can crash the interpreter) — construct :class:`TrtScorer` through
+:func:`engines.backends.select_backend` (``auto`` falls back to ONNX Runtime on any failure here).
 
-Engine cache: ``<cache_dir>/<key>.engine`` with ``key`` the sha256 of (ONNX bytes, TensorRT
-version, GPU name, compute capability, batch profile, precision flags). Timing cache:
-``<cache_dir>/timing-<trt version>-<gpu>-sm<cc>.cache`` (reused and updated by every build).
+Precision: FP32 with **TF32 cleared** unless ``tf32=True`` (TensorRT enables TF32 by default; it
+costs ~1e-4 of score accuracy on the LEGO graphs). ``fp16=True``: on TensorRT 10 the weakly typed
+``BuilderFlag.FP16``; where that flag does not exist (TensorRT ≥ 11, TensorRT-RTX: precision follows
+the network's types) the ONNX is converted to float16 with float32 I/O
+(:func:`engines.backends.fp16.to_float16`) and built strongly typed. Either way the export's
+``Clip(min=1e-12)`` guards are first raised to the FP16-safe
+:data:`engines.backends.fp16.FP16_SAFE_EPS`, so an absent (all-zero) representation stays finite.
+
+Everything — builder, runtime, deserialisation, execution context, buffers, stream, execution — is
+created and run with the configured CUDA device current. One ``trt.Logger`` per TensorRT module per
+process (:func:`trt_logger`).
+
+Engine cache: ``<cache_dir>/<key>.engine`` with ``key`` the sha256 of (ONNX bytes, TensorRT module +
+version, GPU name, compute capability, batch profile, precision mode, TF32), written atomically;
+an entry that does not deserialize is rebuilt once. Timing cache (``tensorrt`` only):
+``<cache_dir>/timing-<trt version>-<gpu>-sm<cc>.cache``.
 """
 from __future__ import annotations
 
@@ -22,64 +37,130 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .base import BackendError, Scorer
-from .probe import tensorrt_status
+from .base import BackendError, BackendUnavailable, Scorer, read_export_metas
+from .cuda import CudaOps
+from .fp16 import CONVERTER_VERSION, fp16_safe_clip_floors, to_float16
+from .probe import version_problem
 
 log = logging.getLogger(__name__)
 
+ENGINE_KEY_VERSION = "2"
+"""Bump when anything outside the key's other parts changes the built engine."""
+
+_LOGGERS: dict[str, Any] = {}
+_LOGGERS_LOCK = threading.Lock()
+
+
+def trt_logger(trt) -> Any:
+    """The process-wide ``trt.Logger`` (severity WARNING) of this TensorRT module — created once."""
+    with _LOGGERS_LOCK:
+        lg = _LOGGERS.get(trt.__name__)
+        if lg is None:
+            lg = _LOGGERS[trt.__name__] = trt.Logger(trt.Logger.WARNING)
+        return lg
+
 
 def import_tensorrt(module: str = "tensorrt"):
-    """Import and return the TensorRT module (``tensorrt`` or ``tensorrt_rtx``)."""
+    """Import and return the TensorRT module (``tensorrt`` or ``tensorrt_rtx``); raises
+    :class:`BackendUnavailable` when it does not import or is older than the supported minimum."""
     try:
-        return importlib.import_module(module)
+        trt = importlib.import_module(module)
     except Exception as e:  # noqa: BLE001
-        raise BackendError(f"cannot import {module}: {e}") from None
+        raise BackendUnavailable(f"cannot import {module}: {e}") from None
+    problem = version_problem(module, str(getattr(trt, "__version__", "")))
+    if problem:
+        raise BackendUnavailable(problem)
+    return trt
+
+
+def precision_mode(trt, fp16: bool) -> str:
+    """``fp32`` | ``fp16-flag`` (TensorRT 10: ``BuilderFlag.FP16``) | ``fp16-typed`` (no such flag:
+    float16 ONNX, strongly typed network)."""
+    if not fp16:
+        return "fp32"
+    return "fp16-flag" if hasattr(trt.BuilderFlag, "FP16") else "fp16-typed"
 
 
 def _slug(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "_", s).strip("_") or "gpu"
 
 
-def engine_cache_key(onnx_bytes: bytes, trt_version: str, gpu_name: str, compute_capability: str,
-                     min_batch: int, opt_batch: int, max_batch: int, fp16: bool) -> str:
+def engine_cache_key(onnx_bytes: bytes, *, module: str, trt_version: str, gpu_name: str,
+                     compute_capability: str, min_batch: int, opt_batch: int, max_batch: int,
+                     precision: str, tf32: bool) -> str:
     """sha256 hex over everything that changes the built engine."""
     h = hashlib.sha256()
     h.update(hashlib.sha256(onnx_bytes).digest())
-    for part in (trt_version, gpu_name, compute_capability, f"{min_batch}/{opt_batch}/{max_batch}",
-                 f"fp16={bool(fp16)}"):
+    parts = (ENGINE_KEY_VERSION, module, trt_version, gpu_name, compute_capability,
+             f"{min_batch}/{opt_batch}/{max_batch}", f"precision={precision}",
+             f"fp16prep={CONVERTER_VERSION}" if precision != "fp32" else "", f"tf32={bool(tf32)}")
+    for part in parts:
         h.update(b"\0" + part.encode())
     return h.hexdigest()
 
 
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file + ``os.replace`` (readers never see a
+    partial file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def build_serialized_engine(trt, onnx_bytes: bytes, *, max_batch: int, opt_batch: int | None = None,
                             min_batch: int = 1, timing_cache: str | os.PathLike | None = None,
-                            fp16: bool = False, workspace_mb: int = 1024,
+                            fp16: bool = False, tf32: bool = False, workspace_mb: int = 1024,
                             compute_capability: str | None = None, logger=None) -> bytes:
     """Parse ``onnx_bytes`` and build a serialized engine with ONE optimisation profile that makes
     the batch axis (axis 0 of every input) range over ``min_batch..max_batch`` (opt ``opt_batch``,
-    default ``max_batch``); other axes fixed as exported.
+    default ``max_batch``); other axes fixed as exported. TF32 is cleared unless ``tf32``; ``fp16``
+    see the module doc.
 
     Works with ``tensorrt`` (needs a GPU) and ``tensorrt_rtx`` (ahead-of-time build also without a
     GPU; ``compute_capability`` e.g. ``"SM89"`` selects a target, timing caches are no-ops there).
-    Raises :class:`BackendError` with the parser errors / build failure."""
-    logger = logger or trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)
+    Raises :class:`BackendError` for a builder that cannot be created, parser errors, a rejected
+    profile or a failed build."""
+    logger = logger or trt_logger(trt)
+    try:
+        builder = trt.Builder(logger)
+    except Exception as e:  # noqa: BLE001 - e.g. TypeError from a null factory after a CUDA init failure
+        raise BackendError(f"{trt.__name__}.Builder() failed ({type(e).__name__}: {e}); "
+                           "is the CUDA driver usable?") from None
+    if builder is None:
+        raise BackendError(f"{trt.__name__}.Builder() returned None (CUDA initialisation failed?)")
+    mode = precision_mode(trt, fp16)
+    flags = 0
+    if mode == "fp16-typed":
+        onnx_bytes = to_float16(onnx_bytes).SerializeToString()
+        flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    elif mode == "fp16-flag":
+        onnx_bytes = fp16_safe_clip_floors(onnx_bytes).SerializeToString()
+    network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_bytes):
         errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise BackendError(f"TensorRT ONNX parser rejected the model: {errs}")
+        raise BackendError(f"TensorRT ONNX parser rejected the model: {errs or 'no error reported'}")
     config = builder.create_builder_config()
     if hasattr(trt, "MemoryPoolType"):
         try:
             config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
         except Exception:  # noqa: BLE001 - not every flavour exposes WORKSPACE
             pass
-    if fp16:
-        flag = getattr(trt.BuilderFlag, "FP16", None)
-        if flag is None:
-            raise BackendError(f"{trt.__name__} has no FP16 builder flag (strongly typed only)")
-        config.set_flag(flag)
+    tf32_flag = getattr(trt.BuilderFlag, "TF32", None)
+    if tf32:
+        if tf32_flag is None:
+            raise BackendError(f"{trt.__name__} has no TF32 builder flag")
+        config.set_flag(tf32_flag)
+    elif tf32_flag is not None:
+        config.clear_flag(tf32_flag)
+        if config.get_flag(tf32_flag):
+            raise BackendError("TensorRT kept BuilderFlag.TF32 set after clear_flag")
+    if mode == "fp16-flag":
+        config.set_flag(trt.BuilderFlag.FP16)
     if compute_capability:
         cc = getattr(trt.ComputeCapability, compute_capability.upper(), None)
         if cc is None:
@@ -87,6 +168,8 @@ def build_serialized_engine(trt, onnx_bytes: bytes, *, max_batch: int, opt_batch
         config.num_compute_capabilities = 1
         config.set_compute_capability(cc, 0)
     opt_batch = opt_batch or max_batch
+    if not 1 <= min_batch <= opt_batch <= max_batch:
+        raise BackendError(f"batch profile must satisfy 1 <= min <= opt <= max (got {min_batch}/{opt_batch}/{max_batch})")
     profile = builder.create_optimization_profile()
     for i in range(network.num_inputs):
         t = network.get_input(i)
@@ -94,115 +177,136 @@ def build_serialized_engine(trt, onnx_bytes: bytes, *, max_batch: int, opt_batch
         if any(d < 0 for d in rest):
             raise BackendError(f"input {t.name!r} has dynamic non-batch axes {list(t.shape)}")
         profile.set_shape(t.name, [min_batch] + rest, [opt_batch] + rest, [max_batch] + rest)
-    config.add_optimization_profile(profile)
-    tc_data = b""
+    if config.add_optimization_profile(profile) < 0:
+        raise BackendError("TensorRT rejected the optimisation profile")
     tc_path = Path(timing_cache) if timing_cache else None
     use_tc = tc_path is not None and trt.__name__ == "tensorrt"
-    if use_tc and tc_path.is_file():
-        tc_data = tc_path.read_bytes()
     if use_tc:
-        cache = config.create_timing_cache(tc_data)
+        cache = config.create_timing_cache(tc_path.read_bytes() if tc_path.is_file() else b"")
         config.set_timing_cache(cache, False)
     ser = builder.build_serialized_network(network, config)
     if ser is None:
         raise BackendError("TensorRT engine build failed (see the TensorRT log above)")
     if use_tc:
         try:
-            data = memoryview(config.get_timing_cache().serialize()).tobytes()
-            tc_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = tc_path.with_name(tc_path.name + f".tmp{os.getpid()}")
-            tmp.write_bytes(data)
-            os.replace(tmp, tc_path)
+            atomic_write(tc_path, memoryview(config.get_timing_cache().serialize()).tobytes())
         except Exception as e:  # noqa: BLE001 - the cache is an optimisation only
             log.warning("could not save the TensorRT timing cache %s: %s", tc_path, e)
     return memoryview(ser).tobytes()
 
 
 class _Engine:
-    """One deserialized engine + execution context + torch CUDA buffers sized for ``max_batch``."""
+    """One deserialized engine + execution context + device/host buffers sized for ``max_batch`` +
+    its own stream, all created with CUDA ``device`` current.
 
-    def __init__(self, trt, torch, engine_bytes: bytes, max_batch: int, device, logger):
-        self.trt, self.torch = trt, torch
-        self.runtime = trt.Runtime(logger)
-        self.engine = self.runtime.deserialize_cuda_engine(engine_bytes)
-        if self.engine is None:
-            raise BackendError("TensorRT could not deserialize the engine")
-        self.context = self.engine.create_execution_context()
-        self.device = device
+    :meth:`run`: ``{input name: float32 array b×rest, b <= max_batch}`` → the output ``scores``
+    (float32, shape as TensorRT reports it for that batch, ``b×N``)."""
+
+    def __init__(self, trt, cuda: CudaOps, engine_bytes: bytes, max_batch: int, device: int, logger):
+        self.trt, self.cuda, self.device, self.max_batch = trt, cuda, int(device), int(max_batch)
         self.inputs: list[str] = []
         self.outputs: list[str] = []
+        self.rest: dict[str, tuple[int, ...]] = {}
         self.dev: dict[str, Any] = {}
         self.host: dict[str, Any] = {}
-        self.shapes: dict[str, tuple[int, ...]] = {}
-        for i in range(self.engine.num_io_tensors):
-            name = self.engine.get_tensor_name(i)
-            if self.engine.get_tensor_dtype(name) != trt.DataType.FLOAT:
-                raise BackendError(f"engine tensor {name!r} is not float32")
-            shape = tuple(int(d) for d in self.engine.get_tensor_shape(name))
-            full = (max_batch,) + shape[1:]
-            self.shapes[name] = shape
-            self.dev[name] = torch.empty(full, dtype=torch.float32, device=device)
-            self.host[name] = torch.empty(full, dtype=torch.float32, pin_memory=True)
-            if self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-                self.inputs.append(name)
-            else:
-                self.outputs.append(name)
-        self.stream = torch.cuda.Stream(device=device)
+        with cuda.device_scope(self.device):
+            self.runtime = trt.Runtime(logger)
+            self.engine = self.runtime.deserialize_cuda_engine(engine_bytes)
+            if self.engine is None:
+                raise BackendError("TensorRT could not deserialize the engine")
+            self.context = self.engine.create_execution_context()
+            if self.context is None:
+                raise BackendError("TensorRT could not create an execution context")
+            for i in range(self.engine.num_io_tensors):
+                name = self.engine.get_tensor_name(i)
+                if self.engine.get_tensor_dtype(name) != trt.DataType.FLOAT:
+                    raise BackendError(f"engine tensor {name!r} is not float32")
+                shape = tuple(int(d) for d in self.engine.get_tensor_shape(name))
+                if len(shape) < 1 or any(d < 0 for d in shape[1:]):
+                    raise BackendError(f"engine tensor {name!r} has shape {shape}: only the batch axis may be dynamic")
+                self.rest[name] = shape[1:]
+                full = (self.max_batch,) + shape[1:]
+                self.dev[name] = cuda.alloc(full, self.device)
+                self.host[name] = cuda.alloc_host(full)
+                if self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+                    self.inputs.append(name)
+                else:
+                    self.outputs.append(name)
+            if not self.outputs:
+                raise BackendError("engine has no output tensor")
+            self.out = "scores" if "scores" in self.outputs else self.outputs[0]
+            self.stream = cuda.stream(self.device)
         self.lock = threading.Lock()
 
     def run(self, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
-        """``{input name: float32 array with batch <= max_batch}`` → first output (host copy)."""
-        torch = self.torch
         missing = set(self.inputs) - set(arrays)
         if missing:
             raise BackendError(f"engine inputs not given: {sorted(missing)}")
         b = next(iter(arrays.values())).shape[0]
-        with self.lock, torch.cuda.device(self.device), torch.cuda.stream(self.stream):
+        if not 1 <= b <= self.max_batch:
+            raise BackendError(f"batch {b} outside the engine's profile 1..{self.max_batch}")
+        cuda, ctx = self.cuda, self.context
+        with self.lock, cuda.device_scope(self.device):
             for name in self.inputs:
-                a = arrays[name]
-                self.host[name][:b].numpy()[...] = a
-                self.dev[name][:b].copy_(self.host[name][:b], non_blocking=True)
-                self.context.set_input_shape(name, (b,) + self.shapes[name][1:])
-                self.context.set_tensor_address(name, self.dev[name].data_ptr())
+                a = np.ascontiguousarray(arrays[name], dtype=np.float32)
+                shape = (b,) + self.rest[name]
+                if a.shape != shape:
+                    raise BackendError(f"input {name!r}: expected shape {shape}, got {a.shape}")
+                cuda.to_device(self.dev[name], self.host[name], a, self.stream)
+                if not ctx.set_input_shape(name, shape):
+                    raise BackendError(f"TensorRT rejected input shape {shape} for {name!r}")
+                if not ctx.set_tensor_address(name, cuda.address(self.dev[name])):
+                    raise BackendError(f"TensorRT rejected the device address of input {name!r}")
+            out_shape = ()
             for name in self.outputs:
-                self.context.set_tensor_address(name, self.dev[name].data_ptr())
-            if not self.context.execute_async_v3(self.stream.cuda_stream):
+                shape = tuple(int(d) for d in ctx.get_tensor_shape(name))
+                cap = (self.max_batch,) + self.rest[name]
+                if (any(d < 0 for d in shape) or len(shape) != len(cap)
+                        or any(s > c for s, c in zip(shape, cap))):
+                    raise BackendError(f"output {name!r}: TensorRT reports shape {shape} for batch {b}, "
+                                       f"which does not fit its buffer {cap}")
+                if not ctx.set_tensor_address(name, cuda.address(self.dev[name])):
+                    raise BackendError(f"TensorRT rejected the device address of output {name!r}")
+                if name == self.out:
+                    out_shape = shape
+            if not ctx.execute_async_v3(cuda.stream_handle(self.stream)):
                 raise BackendError("TensorRT execute_async_v3 failed")
-            out = self.outputs[0]
-            self.host[out][:b].copy_(self.dev[out][:b], non_blocking=True)
-            self.stream.synchronize()
-            return self.host[out][:b].numpy().copy()
+            return cuda.to_host(self.host[self.out], self.dev[self.out], out_shape, self.stream)
 
 
 class TrtScorer(Scorer):
     """TensorRT scorer.
 
     Args:
-        paths: ``{form: onnx path}`` or one path (form from its metadata).
+        paths: ``{form: onnx path}`` or one path (form from its metadata); each file's form must
+            match its key.
         max_batch: profile max batch (bigger requests are split); opt_batch: profile optimum
             (default ``max_batch``). cache_dir: engine + timing cache directory (default
-            ``<CACHE_DIR>/trt``). fp16: enable FP16 kernels. device: CUDA ordinal.
-        module: ``tensorrt`` (default) or ``tensorrt_rtx``. workspace_mb: builder workspace.
+            ``<CACHE_DIR>/trt``). fp16: FP16 kernels (see the module doc). tf32: allow TF32 (off by
+            default). device: CUDA ordinal. module: ``tensorrt`` (default) or ``tensorrt_rtx``.
+            workspace_mb: builder workspace. cuda: :class:`CudaOps` (default
+            :class:`~engines.backends.cuda.TorchCuda`).
+    Attributes: ``gpu_name``, ``compute_capability``, ``trt_version``, ``precision``,
+    ``engine_paths`` ``{form: path}``, ``built`` (forms built now rather than loaded from the cache).
+    Raises :class:`BackendUnavailable` (no GPU / TensorRT) or :class:`BackendError` (build/load).
     """
 
     backend = "tensorrt"
 
     def __init__(self, paths, max_batch: int = 64, opt_batch: int | None = None,
-                 cache_dir: str | os.PathLike | None = None, fp16: bool = False, device: int = 0,
-                 module: str = "tensorrt", workspace_mb: int = 1024):
-        from ..export import read_onnx_meta
+                 cache_dir: str | os.PathLike | None = None, fp16: bool = False, tf32: bool = False,
+                 device: int = 0, module: str = "tensorrt", workspace_mb: int = 1024,
+                 cuda: CudaOps | None = None):
+        if cuda is None:
+            from .cuda import TorchCuda
 
-        ok, why = tensorrt_status(module)
+            cuda = TorchCuda()
+        self.cuda = cuda
+        ok, why = cuda.probe(module)
         if not ok:
-            raise BackendError(f"backend 'tensorrt' unavailable: {why}")
-        import torch
-
+            raise BackendUnavailable(f"backend 'tensorrt' unavailable: {why}")
         trt = import_tensorrt(module)
-        if not isinstance(paths, Mapping):
-            paths = {read_onnx_meta(paths)["form"]: paths}
-        metas = {f: read_onnx_meta(p) for f, p in paths.items()}
-        if len({m.get("model_version") for m in metas.values()}) > 1:
-            raise BackendError("ONNX files come from different models")
+        paths, metas = read_export_metas(paths)
         self.input_names = {f: list(m["inputs"]) for f, m in metas.items()}
         super().__init__(next(iter(metas.values())), tuple(paths), max_batch=int(max_batch))
         if cache_dir is None:
@@ -211,50 +315,67 @@ class TrtScorer(Scorer):
             cache_dir = _default_cache() / "trt"
         self.cache_dir = Path(cache_dir)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        self.device = torch.device("cuda", int(device))
-        props = torch.cuda.get_device_properties(self.device)
-        gpu = props.name
-        cc = f"{props.major}.{props.minor}"
+        self.device = int(device)
+        try:
+            self.gpu_name, self.compute_capability = cuda.device_info(self.device)
+        except Exception as e:  # noqa: BLE001
+            raise BackendError(f"CUDA device {self.device}: {e}") from None
+        cc = self.compute_capability
         self.trt_version = str(trt.__version__)
-        self.logger = trt.Logger(trt.Logger.WARNING)
-        timing = self.cache_dir / f"timing-{_slug(self.trt_version)}-{_slug(gpu)}-sm{cc.replace('.', '')}.cache"
+        self.precision = precision_mode(trt, fp16)
+        self.tf32 = bool(tf32)
+        self.logger = trt_logger(trt)
+        timing = self.cache_dir / (f"timing-{_slug(self.trt_version)}-{_slug(self.gpu_name)}"
+                                   f"-sm{cc.replace('.', '')}.cache")
         self.engine_paths: dict[str, Path] = {}
         self.engines: dict[str, _Engine] = {}
+        self.built: list[str] = []
         opt = int(opt_batch or max_batch)
-        for form, p in paths.items():
-            onnx_bytes = Path(p).read_bytes()
-            key = engine_cache_key(onnx_bytes, self.trt_version, gpu, cc, 1, opt, int(max_batch), fp16)
-            ep = self.cache_dir / f"{key[:32]}.engine"
-            data = ep.read_bytes() if ep.is_file() else None
-            if data is None:
-                log.info("building TensorRT engine for %s (%s form), max batch %d", p, form, max_batch)
-                data = build_serialized_engine(trt, onnx_bytes, max_batch=int(max_batch), opt_batch=opt,
-                                               timing_cache=timing, fp16=fp16, workspace_mb=workspace_mb,
-                                               logger=self.logger)
-                tmp = ep.with_name(ep.name + f".tmp{os.getpid()}")
-                tmp.write_bytes(data)
-                os.replace(tmp, ep)
-            try:
-                eng = _Engine(trt, torch, data, int(max_batch), self.device, self.logger)
-            except BackendError:
-                ep.unlink(missing_ok=True)  # stale/corrupt cache entry: rebuild once
-                data = build_serialized_engine(trt, onnx_bytes, max_batch=int(max_batch), opt_batch=opt,
-                                               timing_cache=timing, fp16=fp16, workspace_mb=workspace_mb,
-                                               logger=self.logger)
-                ep.write_bytes(data)
-                eng = _Engine(trt, torch, data, int(max_batch), self.device, self.logger)
-            self.engine_paths[form] = ep
-            self.engines[form] = eng
+
+        def build(onnx_bytes: bytes) -> bytes:
+            return build_serialized_engine(trt, onnx_bytes, max_batch=int(max_batch), opt_batch=opt,
+                                           timing_cache=timing, fp16=fp16, tf32=tf32,
+                                           workspace_mb=workspace_mb, logger=self.logger)
+
+        with cuda.device_scope(self.device):
+            for form, p in paths.items():
+                onnx_bytes = p.read_bytes()
+                key = engine_cache_key(onnx_bytes, module=trt.__name__, trt_version=self.trt_version,
+                                       gpu_name=self.gpu_name, compute_capability=cc, min_batch=1,
+                                       opt_batch=opt, max_batch=int(max_batch), precision=self.precision,
+                                       tf32=self.tf32)
+                ep = self.cache_dir / f"{key[:32]}.engine"
+                eng = None
+                if ep.is_file():
+                    try:
+                        eng = _Engine(trt, cuda, ep.read_bytes(), int(max_batch), self.device, self.logger)
+                    except BackendError as e:
+                        log.warning("cached TensorRT engine %s unusable (%s): rebuilding", ep, e)
+                if eng is None:
+                    log.info("building TensorRT engine for %s (%s form, %s, TF32 %s), max batch %d",
+                             p, form, self.precision, "on" if tf32 else "off", max_batch)
+                    data = build(onnx_bytes)
+                    eng = _Engine(trt, cuda, data, int(max_batch), self.device, self.logger)
+                    atomic_write(ep, data)      # cached only once it deserialized
+                    self.built.append(form)
+                self.engine_paths[form] = ep
+                self.engines[form] = eng
+
+    def _check(self, out: np.ndarray, b: int) -> np.ndarray:
+        if out.shape != (b, self.window):
+            raise BackendError(f"TensorRT output shape {out.shape}, expected ({b}, {self.window})")
+        return out
 
     def _run_graphs(self, r, mask, present, u=None):
         arrays = (r, mask, present) if u is None else (r, mask, present, u)
         names = self.input_names["graphs"]
         if len(names) != len(arrays):
             raise BackendError(f"graphs engine inputs {names} do not match {len(arrays)} arrays")
-        return self.engines["graphs"].run(dict(zip(names, arrays)))
+        return self._check(self.engines["graphs"].run(dict(zip(names, arrays))), r.shape[0])
 
     def _run_features(self, *arrays):
-        return self.engines["features"].run(dict(zip(self.input_names["features"], arrays)))
+        out = self.engines["features"].run(dict(zip(self.input_names["features"], arrays)))
+        return self._check(out, arrays[0].shape[0])
 
     def close(self) -> None:
         self.engines = {}
@@ -274,18 +395,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--opt-batch", type=int, default=None)
     ap.add_argument("--timing-cache", default=None)
     ap.add_argument("--fp16", action="store_true")
+    ap.add_argument("--tf32", action="store_true", help="allow TF32 (cleared by default)")
     ap.add_argument("--compute-capability", default=None, help="tensorrt_rtx target, e.g. SM89")
     a = ap.parse_args(argv)
-    trt = import_tensorrt(a.module)
     try:
+        trt = import_tensorrt(a.module)
         data = build_serialized_engine(trt, Path(a.onnx).read_bytes(), max_batch=a.max_batch,
                                        opt_batch=a.opt_batch, timing_cache=a.timing_cache, fp16=a.fp16,
-                                       compute_capability=a.compute_capability)
+                                       tf32=a.tf32, compute_capability=a.compute_capability)
     except BackendError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3 if "parser" in str(e) else 2
-    Path(a.out).write_bytes(data)
-    print(f"{a.out}: {len(data)} bytes ({trt.__name__} {trt.__version__})")
+    atomic_write(Path(a.out), data)
+    print(f"{a.out}: {len(data)} bytes ({trt.__name__} {trt.__version__}, "
+          f"{precision_mode(trt, a.fp16)}, TF32 {'on' if a.tf32 else 'off'})")
     return 0
 
 
