@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from fusewatch.engines.serving.backends.ort_backend import OrtScorer  # noqa: E402
-from fusewatch.engines.serving.backends.torch_backend import TorchScorer  # noqa: E402
+from fusewatch.engines.serving.backends.onnxruntime import OrtScorer  # noqa: E402
+from fusewatch.engines.serving.backends.torch import TorchScorer  # noqa: E402
 from fusewatch.engines.training.checkpoint import model_meta  # noqa: E402
 from fusewatch.engines.export.onnx import example_inputs, export_onnx  # noqa: E402
 from fusewatch.engines.fusion.graphs import np_l2_normalize  # noqa: E402

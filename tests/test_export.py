@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from fusewatch.engines.serving.backends import BackendError, gpu_available, select_backend
-from fusewatch.engines.serving.backends.ort_backend import OrtScorer
-from fusewatch.engines.serving.backends.torch_backend import TorchScorer
+from fusewatch.engines.serving.backends.onnxruntime import OrtScorer
+from fusewatch.engines.serving.backends.torch import TorchScorer
 from fusewatch.engines.training.checkpoint import model_meta, save_checkpoint
 from fusewatch.engines.export.onnx import example_inputs, export_onnx, onnx_node_encoders, onnx_projectors, read_onnx_meta
 from fusewatch.engines.serving.state import CameraGraphState

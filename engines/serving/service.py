@@ -48,6 +48,12 @@ class EngineStats:
     commit_failures: int = 0
     dead_letter_reasons: dict = field(default_factory=dict)
     score_seconds: float = 0.0
+    backend: str = ""
+    """Backend that scores (``onnxruntime`` | ``tensorrt`` | ``torch``)."""
+    backend_requested: str = ""
+    """Backend asked for (``auto`` …)."""
+    backend_fallback: str = ""
+    """Why ``auto`` did not get TensorRT (empty: no fallback)."""
 
 
 @dataclass
@@ -108,6 +114,9 @@ class EngineService:
         self._uncommitted: dict[TopicPartition, int] = {}
         """Offsets whose alerts are flushed but whose commit failed (broker down): retried next step."""
         self.backend_name = model.scorer.backend
+        self.stats.backend = self.backend_name
+        self.stats.backend_requested = getattr(model.scorer, "requested_backend", "") or self.backend_name
+        self.stats.backend_fallback = getattr(model.scorer, "fallback_reason", "")
         self.alerts_cfg = effective_alerts(cfg, meta)
 
     # -- state ----------------------------------------------------------------------------------

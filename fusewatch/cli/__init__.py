@@ -69,7 +69,9 @@ def config_from_args(args: argparse.Namespace):
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     errs: list[type[BaseException]] = [ConfigError, FileNotFoundError, ValueError, PermissionError]
-    for mod, name in (("fusewatch.stream.transport.base", "TransportError"), ("fusewatch.stream.sources", "SourceError")):
+    for mod, name in (("fusewatch.stream.transport.base", "TransportError"),
+                      ("fusewatch.stream.sources", "SourceError"),
+                      ("fusewatch.engines.serving.backends", "BackendError")):
         try:
             errs.append(getattr(importlib.import_module(mod), name))
         except (ImportError, AttributeError):

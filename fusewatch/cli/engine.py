@@ -87,7 +87,9 @@ def cmd_engine(args, cfg: Config) -> int:
     start_watchdog(svc, cfg.engine.stall_timeout)
     print(f"engine: model {model.meta.get('fusion')} {model.meta.get('model_version')} "
           f"backend={model.scorer.backend} window={model.window} reps={','.join(model.names)} "
-          f"transport={cfg.transport}", file=sys.stderr, flush=True)
+          f"transport={cfg.transport}"
+          + (f" (backend {model.scorer.requested_backend}: {model.scorer.fallback_reason})"
+             if getattr(model.scorer, "fallback_reason", "") else ""), file=sys.stderr, flush=True)
     try:
         st = svc.run(idle_exit_s=args.idle_exit)
     finally:

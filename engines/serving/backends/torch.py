@@ -5,9 +5,8 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
-
 from fusewatch.engines.fusion.model import FusionModel, LegoModel
-from fusewatch.engines.serving.backends import Scorer
+from fusewatch.engines.serving.backends.base import Scorer
 
 
 class TorchScorer(Scorer):

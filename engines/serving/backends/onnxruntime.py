@@ -6,8 +6,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-
-from fusewatch.engines.serving.backends import BackendError, Scorer
+from fusewatch.engines.serving.backends.base import Scorer, read_export_metas
 
 
 class OrtScorer(Scorer):
@@ -26,17 +25,7 @@ class OrtScorer(Scorer):
                  providers: Sequence[str] | None = None):
         import onnxruntime as ort
 
-        from fusewatch.engines.export.onnx import read_onnx_meta
-
-        if not isinstance(paths, Mapping):
-            paths = {read_onnx_meta(paths)["form"]: paths}
-        metas = {f: read_onnx_meta(p) for f, p in paths.items()}
-        for f, m in metas.items():
-            if m.get("form") != f:
-                raise BackendError(f"{paths[f]}: is a {m.get('form')!r} export, given as {f!r}")
-        versions = {m.get("model_version") for m in metas.values()}
-        if len(versions) > 1:
-            raise BackendError(f"ONNX files come from different models: {sorted(versions)}")
+        paths, metas = read_export_metas(paths)
         meta = next(iter(metas.values()))
         super().__init__(meta, tuple(paths), max_batch=None)
         so = ort.SessionOptions()
@@ -56,7 +45,10 @@ class OrtScorer(Scorer):
                    cache_dir: str | os.PathLike | None = None, threads: int = 0,
                    forms: Sequence[str] | None = None) -> "OrtScorer":
         """Export ``model`` (cached by model version under ``cache_dir``) and open it."""
-        from fusewatch.engines.serving.backends import _default_cache, _export_paths
+        from fusewatch.engines.serving.backends.artifacts import (
+            _default_cache,
+            _export_paths,
+        )
 
         return cls(_export_paths(model, meta, Path(cache_dir) if cache_dir else _default_cache() / "onnx",
                                  forms), threads=threads)
