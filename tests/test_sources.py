@@ -22,7 +22,7 @@ from fusewatch.stream.sources import (Discontinuity, EndOfStream, FrameQueue, Re
                                       backoff_delay, file_anchor, parse_source, probe)
 
 from fusewatch.stream.paths import shared_data  # noqa: E402
-from stand_ins import tone_video  # noqa: E402  (tests/ is on sys.path)
+from fusewatch.testing import tone_video  # noqa: E402
 SHARED = shared_data()
 PED2 = SHARED / "ped2"
 VTEST = SHARED / "cctv" / "vtest.avi"
