@@ -43,7 +43,8 @@ sys.path.insert(0, str(ROOT))
 from fusewatch.stream.clips import ClipBuilder, Frame  # noqa: E402
 from fusewatch.stream.config import load_config, parse_set  # noqa: E402
 from fusewatch.stream.sampling import FrameSampler  # noqa: E402
-from fusewatch.stream.sources import EndOfStream, VideoSource, _PyAVReader, parse_source  # noqa: E402
+from fusewatch.stream.sources import EndOfStream, VideoEvent, VideoSource, parse_source  # noqa: E402
+from fusewatch.stream.sources.pyav_reader import PyAVReader  # noqa: E402
 from fusewatch.stream.transport import BusTransport, InProcessBus  # noqa: E402
 from fusewatch.stream.worker import Worker, default_extractors  # noqa: E402
 
@@ -102,20 +103,20 @@ def decode_only(video: str, cfg, want_audio: bool) -> dict:
 def iter_clips(video: str, cfg):
     """Clips decoded synchronously in this thread (so extraction can be timed on its own)."""
     spec = parse_source(video, cfg.source)
-    reader = _PyAVReader(spec, cfg.source, want_audio=False)
+    reader = PyAVReader(spec, cfg.source, want_audio=False)
     sampler = FrameSampler(cfg.source.sample_fps)
     builder = ClipBuilder.from_config(cfg)
     ref = None
     i = 0
     try:
         for ev in reader:
-            if ev[0] != "video":
+            if not isinstance(ev, VideoEvent):
                 continue
-            raw = ev[1] if ev[1] is not None else i / (reader.fps or cfg.source.sample_fps)
+            raw = ev.raw_pts if ev.raw_pts is not None else i / (reader.fps or cfg.source.sample_fps)
             ref = raw if ref is None else ref
             pts = raw - ref
             if sampler.keep(pts):
-                yield from builder.push(Frame(index=i, pts=pts, wall=pts, image=ev[2]()))
+                yield from builder.push(Frame(index=i, pts=pts, wall=pts, image=ev.convert()))
             i += 1
     finally:
         reader.close()

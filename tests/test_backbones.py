@@ -13,8 +13,9 @@ skdata = pytest.importorskip("skimage.data")
 
 from fusewatch.stream.config import FeaturesConfig  # noqa: E402
 from fusewatch.stream.extractors import build_extractors  # noqa: E402
-from fusewatch.stream.extractors.backbones import (BACKBONES, load_torch_model, onnx_filename,  # noqa: E402
-                                         preprocess, weights_sha256)
+from fusewatch.stream.extractors.backbone_onnx import onnx_filename  # noqa: E402
+from fusewatch.stream.extractors.backbones import preprocess  # noqa: E402
+from fusewatch.stream.extractors.cnn_models import BACKBONES, load_torch_model, weights_sha256  # noqa: E402
 
 from fusewatch.stream.paths import shared_data  # noqa: E402
 SHARED = shared_data()

@@ -12,11 +12,11 @@ import pytest
 
 from fusewatch.stream.config import load_config
 from fusewatch.stream.extractors.base import Extractor
-from stand_ins import MeanRGB  # noqa: E402  (tests/ is on sys.path)
 from fusewatch.stream.replay import replay
 from fusewatch.stream.schema import decode_features
 from fusewatch.stream.sources import SourceError, file_anchor
 from fusewatch.stream.transport import BusTransport, InProcessBus
+from fusewatch.testing import MeanRGB
 
 from fusewatch.stream.paths import shared_data  # noqa: E402
 PED2 = shared_data("ped2")

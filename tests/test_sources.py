@@ -14,15 +14,15 @@ import cv2
 import numpy as np
 import pytest
 
-from fusewatch.stream import sources as src_mod
+from fusewatch.stream.sources import decoding, opener
 from fusewatch.stream.clips import AudioChunk, Frame
 from fusewatch.stream.config import SourceConfig
 from fusewatch.stream.sampling import FrameSampler, expected_clips, sample_indices
-from fusewatch.stream.sources import (Discontinuity, EndOfStream, FrameQueue, SourceError, VideoSource, backoff_delay,
-                            file_anchor, parse_source, probe)
+from fusewatch.stream.sources import (Discontinuity, EndOfStream, FrameQueue, Reader, SourceError, VideoEvent, VideoSource,
+                                      backoff_delay, file_anchor, parse_source, probe)
 
 from fusewatch.stream.paths import shared_data  # noqa: E402
-from stand_ins import tone_video  # noqa: E402  (tests/ is on sys.path)
+from fusewatch.testing import tone_video  # noqa: E402
 SHARED = shared_data()
 PED2 = SHARED / "ped2"
 VTEST = SHARED / "cctv" / "vtest.avi"
@@ -336,7 +336,7 @@ def test_opencv_fallback_when_pyav_cannot_open(monkeypatch):
     def refuse(*a, **k):
         raise RuntimeError("PyAV refused")  # files fall back on any PyAV open failure
 
-    monkeypatch.setattr(src_mod, "_PyAVReader", refuse)
+    monkeypatch.setattr(opener, "PyAVReader", refuse)
     s = VideoSource(str(PED2 / "train_03.mp4"), SourceConfig(overflow="block"), wall_anchor=0).start()
     items, end = drain(s)
     fr = frames_of(items)
@@ -346,7 +346,7 @@ def test_opencv_fallback_when_pyav_cannot_open(monkeypatch):
 
 
 # -- watchdog / reconnect with a scripted reader -----------------------------------------------
-class ScriptedReader(src_mod._Reader):
+class ScriptedReader(Reader):
     """Yields ``n`` frames at 10 fps (fast), then either ends, stalls (blocks) or raises."""
 
     backend = "scripted"
@@ -359,7 +359,7 @@ class ScriptedReader(src_mod._Reader):
     def __iter__(self):
         img = np.zeros((8, 8, 3), np.uint8)
         for i in range(self.n):
-            yield ("video", 100.0 + i / 10, lambda: img)
+            yield VideoEvent(100.0 + i / 10, lambda: img)
         if self.then == "stall":
             self.release.wait(30)
         elif self.then == "raise":
@@ -379,7 +379,7 @@ def _scripted(monkeypatch, script: list):
         n, then = step
         return ScriptedReader(n, then, release)
 
-    monkeypatch.setattr(src_mod, "open_reader", fake_open)
+    monkeypatch.setattr(decoding, "open_reader", fake_open)
     return calls, release
 
 

@@ -21,12 +21,12 @@ import pytest
 from fusewatch.stream.config import ConfigError, load_config
 from fusewatch.stream.extract import extract_videos
 from fusewatch.stream.extractors.base import Extractor
-from stand_ins import MeanRGB, tone_video as make_tone_video  # noqa: E402  (tests/ is on sys.path)
 from fusewatch.stream.schema import decode_features
 from fusewatch.stream.sources import SourceError
 from fusewatch.stream.transport import BusTransport, InProcessBus
 from fusewatch.cli.worker import add_commands
 from fusewatch.stream.worker import Worker
+from fusewatch.testing import MeanRGB, tone_video as make_tone_video
 
 from fusewatch.stream.paths import shared_data  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,8 +176,7 @@ def test_stop_returns_quickly_and_flushes():
 def test_sigterm_stops_the_worker_cleanly(tmp_path):
     script = tmp_path / "run_worker.py"
     script.write_text(textwrap.dedent(f"""
-        import sys, numpy as np
-        sys.path.insert(0, {str(ROOT)!r})
+        import numpy as np
         from fusewatch.stream.config import load_config
         from fusewatch.stream.extractors.base import Extractor
         from fusewatch.stream.transport import BusTransport
@@ -200,7 +199,9 @@ def test_sigterm_stops_the_worker_cleanly(tmp_path):
         st = w.run()
         print("DONE", st["clips_published"], flush=True)
     """))
-    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=env)
     try:
         assert p.stdout.readline().strip() == "READY"
         time.sleep(2.0)

@@ -7,7 +7,8 @@
 * ``kafka_cfg``: a fresh validated :class:`Config` pointing at it (environment ignored).
 * ``make_topic``: creates a uniquely named topic (uuid) per call, deleted at session end.
 * ``make_transport``: builds :class:`KafkaTransport` objects and closes them after the test.
-* ``kafka_make_cfg`` / ``kafka_free_ports``: helper functions as fixtures (this folder is no package).
+* ``kafka_make_cfg`` / ``kafka_free_ports``: helper functions as fixtures (plain helpers shared by
+  several test modules live in :mod:`tests.integration.kafka_helpers`).
 * ``private_kafka`` (module): a second broker on free ports with its own data dir, for tests that
   kill or restart the broker without disturbing the shared one.
 """

@@ -29,7 +29,7 @@ from fusewatch.stream.config import load_config
 from fusewatch.stream.schema import FeatureMessage, Representation, decode_alert
 from fusewatch.stream.transport import BusTransport, InProcessBus
 from fusewatch.cli.engine import STALL_EXIT  # noqa: E402
-from kafka_helpers import committed_total, drain_topic, save_plain_lego  # noqa: E402  (tests/integration is on sys.path)
+from tests.integration.kafka_helpers import committed_total, drain_topic, save_plain_lego
 
 pytestmark = [pytest.mark.kafka]
 

@@ -18,7 +18,7 @@ import pytest
 
 from fusewatch.stream.config import load_config
 from fusewatch.stream.schema import FeatureMessage, Representation, decode_dead_letter, decode_features
-from kafka_helpers import committed_total, drain_topic, save_plain_lego  # noqa: E402  (tests/integration is on sys.path)
+from tests.integration.kafka_helpers import committed_total, drain_topic, save_plain_lego
 
 pytestmark = [pytest.mark.kafka]
 

@@ -19,23 +19,19 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ for media_servers
-
-from media_servers import (FFmpegHTTPServer, FFmpegPublisher, MediaMTX, MediaServerUnavailable,  # noqa: E402
-                           ensure_mediamtx)
-from fusewatch.stream.config import load_config  # noqa: E402
-from fusewatch.stream.extractors.base import Extractor  # noqa: E402
-from fusewatch.stream.schema import decode_features  # noqa: E402
-from fusewatch.stream.transport import BusTransport, InProcessBus  # noqa: E402
-from fusewatch.stream.worker import Worker  # noqa: E402
+from fusewatch.stream.config import load_config
+from fusewatch.stream.schema import decode_features
+from fusewatch.stream.transport import BusTransport, InProcessBus
+from fusewatch.stream.worker import Worker
+from fusewatch.testing import MeanRGB
+from tests.media_servers import (FFmpegHTTPServer, FFmpegPublisher, MediaMTX, MediaServerUnavailable,
+                                 ensure_mediamtx)
 
 from fusewatch.stream.paths import shared_data  # noqa: E402
 PED2 = shared_data("ped2")
@@ -44,13 +40,6 @@ FFMPEG = shutil.which("ffmpeg")
 pytestmark = [pytest.mark.network,
               pytest.mark.skipif(not FFMPEG, reason="ffmpeg not installed"),
               pytest.mark.skipif(not PED2.is_dir(), reason=f"shared data not found at {PED2}")]
-
-
-class MeanRGB(Extractor):
-    name, dim, version = "meanrgb", 3, "t1"
-
-    def extract(self, frames, audio, audio_rate):
-        return np.stack(frames)[:, ::4, ::4].reshape(-1, 3).mean(0).astype(np.float32)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,206 @@
+"""One connection's decoding, run in a decode thread of a :class:`~.supervisor.VideoSource`.
+
+:class:`DecodeLoop` turns a :class:`~.reader.Reader`'s events into queue items: it keeps the
+source's timeline (``pts`` seconds since the first frame, continued across reconnects, replay
+loops and timestamp jumps), samples frames to ``sample_fps`` before RGB conversion, holds each
+sampled frame until the audio covering its sampling slot has been queued (at most
+``AUDIO_HOLD_S``), paces replays, and reports how the connection ended as a
+:class:`DecodeOutcome`. The supervisor owns the state it reads and writes (listed on the class).
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from ..clips import AudioChunk, Frame
+from .errors import SourceError
+from .opener import open_reader
+from .reader import AudioEvent, DecodeError, Reader
+
+MAX_CONSECUTIVE_DECODE_ERRORS = 100
+AUDIO_HOLD_S = 2.0
+"""Longest a sampled frame waits in the decoder for its audio to be demuxed (interleaving slack)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeOutcome:
+    """How one connection's decode thread ended.
+
+    ``kind``: ``eof`` (the stream ended; ``detail`` set when it ended early or with decode
+    errors), ``error`` (it failed; ``detail`` is one line), ``stopped`` (stopped or abandoned);
+    the supervisor adds ``stall`` (no frame for too long) itself.
+    """
+
+    kind: str
+    detail: str | None = None
+
+
+STOPPED = DecodeOutcome("stopped")
+
+
+class DecodeLoop:
+    """The decode-thread half of :class:`~.supervisor.VideoSource` (a mixin).
+
+    Reads: ``spec``, ``cfg``, ``want_audio``, ``live``, ``realtime``, ``speed``, ``queue``,
+    ``counts``, ``_stop``, ``_gen``, ``_sampler``, ``_count()``. Writes: ``info``, ``wall_anchor``,
+    ``_pts_offset``, ``_last_pts``, ``_conn_frames``, ``_progress``, ``_pace_t0``, ``_results``.
+    """
+
+    def _alive(self, gen: int) -> bool:
+        return self._gen == gen and not self._stop.is_set()
+
+    def _touch(self) -> None:
+        self._progress = time.monotonic()
+
+    def _emit(self, item: Any, gen: int) -> bool:
+        return self.queue.put(item, alive=lambda: self._alive(gen), on_wait=self._touch)
+
+    def _pace(self, pts: float, gen: int) -> None:
+        if not self.realtime:
+            return
+        if self._pace_t0 is None:
+            self._pace_t0 = time.monotonic() - pts / self.speed
+        target = self._pace_t0 + pts / self.speed
+        while self._alive(gen):
+            left = target - time.monotonic()
+            if left <= 0:
+                return
+            self._touch()
+            time.sleep(min(left, 0.1))
+
+    def _decode_once(self, gen: int) -> None:
+        result = DecodeOutcome("eof")
+        reader: Reader | None = None
+        try:
+            reader = open_reader(self.spec, self.cfg, self.want_audio)
+            self.info.update(fps=reader.fps, width=reader.width, height=reader.height,
+                             audio_rate=reader.audio_rate, backend=reader.backend)
+            if not self.info["header_frames"]:
+                self.info["header_frames"] = reader.header_frames
+            result = self._decode_loop(reader, gen)
+        except SourceError as e:
+            result = DecodeOutcome("error", str(e).split(": ", 1)[-1] if str(e).startswith("source ") else str(e))
+        except Exception as e:
+            result = DecodeOutcome("error", f"{type(e).__name__}: {e}")
+        finally:
+            if reader is not None:
+                reader.close()
+            self._results[gen] = result
+
+    def _decode_loop(self, reader: Reader, gen: int) -> DecodeOutcome:
+        fps = reader.fps or self.cfg.sample_fps
+        dur = 1.0 / fps
+        slot = 1.0 / self.cfg.sample_fps
+        ref: float | None = None
+        conn_t0 = time.monotonic()
+        pending_audio: list[AudioEvent] = []
+        held: deque[Frame] = deque()
+        audio_end = float("-inf")
+        has_audio = reader.audio_rate is not None
+        consecutive_errors = 0
+        n_conn = 0
+        first_error: str | None = None
+
+        def release(all_: bool = False) -> bool:
+            while held and (all_ or not has_audio or held[0].pts + slot <= audio_end
+                            or held[-1].pts - held[0].pts > AUDIO_HOLD_S):
+                f = held.popleft()
+                self._pace(f.pts, gen)
+                if not self._emit(f, gen):
+                    return False
+            return True
+
+        def audio_item(ev: AudioEvent) -> AudioChunk:
+            if ev.raw_pts is None:
+                start = audio_end if math.isfinite(audio_end) else self._pts_offset
+            else:
+                start = self._pts_offset + (ev.raw_pts - ref)
+            return AudioChunk(pts=start, samples=ev.samples, rate=ev.rate)
+
+        try:
+            for ev in reader:
+                if not self._alive(gen):
+                    return STOPPED
+                if isinstance(ev, DecodeError):
+                    consecutive_errors += 1
+                    first_error = first_error or ev.message
+                    self._count("decode_errors", "decode_errors")
+                    if consecutive_errors > MAX_CONSECUTIVE_DECODE_ERRORS:
+                        return DecodeOutcome("error", f"{consecutive_errors} consecutive decode errors ({ev.message})")
+                    continue
+                if isinstance(ev, AudioEvent):
+                    if ref is None:
+                        pending_audio.append(ev)
+                        continue
+                    chunk = audio_item(ev)
+                    audio_end = chunk.pts + chunk.samples.size / chunk.rate
+                    if not self._emit(chunk, gen):
+                        return STOPPED
+                    if not release():
+                        return STOPPED
+                    continue
+                # a VideoEvent
+                consecutive_errors = 0
+                raw = ev.raw_pts
+                now_mono = time.monotonic()
+                if ref is None:
+                    ref = raw if raw is not None else 0.0
+                    if self.wall_anchor is None:
+                        self.wall_anchor = time.time()
+                    for a in pending_audio:
+                        if a.raw_pts is not None and a.raw_pts < ref:
+                            cut = int(round((ref - a.raw_pts) * a.rate))
+                            if cut >= a.samples.size:
+                                continue
+                            a = AudioEvent(ref, a.samples[cut:], a.rate)
+                        chunk = audio_item(a)
+                        audio_end = chunk.pts + chunk.samples.size / chunk.rate
+                        if not self._emit(chunk, gen):
+                            return STOPPED
+                    pending_audio.clear()
+                if raw is not None:
+                    pts = self._pts_offset + (raw - ref)
+                elif self.live:
+                    pts = self._pts_offset + (now_mono - conn_t0)
+                else:
+                    pts = self._pts_offset + n_conn * dur
+                if self._last_pts is not None and pts <= self._last_pts:
+                    # timestamp discontinuity (wrap, splice, bad PTS): continue the timeline
+                    fix = self._last_pts + dur - pts
+                    self._pts_offset += fix
+                    pts += fix
+                self._last_pts = pts
+                index = self.counts["decoded"]
+                self._count("decoded", "frames_decoded")
+                n_conn += 1
+                self._conn_frames += 1
+                self._touch()
+                if not self._sampler.keep(pts):
+                    continue
+                image = ev.convert()
+                self._count("sampled", "frames_sampled")
+                frame = Frame(index=index, pts=pts, wall=self.wall_anchor + pts, image=image, mono=now_mono)
+                held.append(frame)
+                if not release():
+                    return STOPPED
+        except SourceError:
+            raise
+        except Exception as e:
+            if not release(all_=True):
+                return STOPPED
+            return DecodeOutcome("error", f"{type(e).__name__}: {e}")
+        if not release(all_=True):
+            return STOPPED
+        if n_conn == 0:
+            return DecodeOutcome("error", first_error or "no frames decoded")
+        if not self.live:
+            hdr = self.info.get("header_frames") or 0
+            if self.counts["decoded"] == n_conn and hdr and hdr - n_conn > max(2, hdr // 100):
+                self._count("decode_errors", "decode_errors")
+                return DecodeOutcome("eof", f"decoded {n_conn} of {hdr} frames announced by the header (truncated?)")
+            if first_error:
+                return DecodeOutcome("eof", f"decode errors ({first_error})")
+        return DecodeOutcome("eof")
