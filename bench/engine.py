@@ -37,7 +37,7 @@ from fusewatch.engines.training.checkpoint import model_meta  # noqa: E402
 from fusewatch.engines.export.onnx import example_inputs, export_onnx  # noqa: E402
 from fusewatch.engines.fusion.graphs import np_l2_normalize  # noqa: E402
 from fusewatch.engines.serving.state import CameraGraphState  # noqa: E402
-from fusewatch.engines.fusion.model import build_model  # noqa: E402
+from fusewatch.engines.fusion.factory import build_model  # noqa: E402
 from fusewatch.stream.config import ModelConfig  # noqa: E402
 
 DIMS = {"mobilenetv2": 1280, "effnet_lite0": 1280, "audio": 128}

@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     model = args.model
     if model is None:
         from fusewatch.engines.training.checkpoint import save_checkpoint
-        from fusewatch.engines.fusion.model import build_model
+        from fusewatch.engines.fusion.factory import build_model
         from fusewatch.stream.config import ModelConfig
         model = str(Path(tempfile.mkdtemp()) / "lego.pt")
         save_checkpoint(build_model(ModelConfig(representations=["mobilenetv2", "effnet_lite0", "flow"]),

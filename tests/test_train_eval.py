@@ -17,7 +17,7 @@ from fusewatch.engines.evaluation.evaluate import ScoredVideo, evaluate, evaluat
 from fusewatch.cli.evaluate import add_commands as add_eval
 from fusewatch.cli.train import add_commands as add_train
 from fusewatch.engines.evaluation.metrics import roc_auc
-from fusewatch.engines.fusion.model import build_model
+from fusewatch.engines.fusion.factory import build_model
 from fusewatch.stream.config import Config, ModelConfig
 
 from fusewatch.stream.paths import shared_data  # noqa: E402

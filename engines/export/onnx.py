@@ -39,7 +39,11 @@ import onnx
 import torch
 from torch import Tensor, nn
 
-from fusewatch.engines.fusion.model import FusionModel, LegoModel, numpy_affine
+from fusewatch.engines.fusion.base import FusionModel
+
+from fusewatch.engines.fusion.lego import LegoModel
+
+from fusewatch.engines.fusion.numpy_ops import numpy_affine
 
 FORMS = ("graphs", "features")
 OUTPUT_NAME = "scores"
@@ -292,13 +296,13 @@ def read_onnx_meta(model: str | os.PathLike | onnx.ModelProto) -> dict[str, Any]
 
 
 def onnx_projectors(meta: Mapping[str, Any]) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
-    """numpy projectors (as :meth:`fusewatch.engines.fusion.model.LegoModel.projectors`) from :func:`read_onnx_meta`
+    """numpy projectors (as :meth:`fusewatch.engines.fusion.lego.LegoModel.projectors`) from :func:`read_onnx_meta`
     output; empty dict when the model does not project."""
     return _affine_from_blob(meta, "projection")
 
 
 def onnx_node_encoders(meta: Mapping[str, Any]) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
-    """numpy node encoders ``u_m`` (as :meth:`fusewatch.engines.fusion.model.LegoModel.node_encoders`) from
+    """numpy node encoders ``u_m`` (as :meth:`fusewatch.engines.fusion.lego.LegoModel.node_encoders`) from
     :func:`read_onnx_meta` output — what :class:`fusewatch.engines.serving.state.CameraGraphState` needs to
     produce the ``U`` input of a graphs-in export; empty dict when the model has no node branch."""
     return _affine_from_blob(meta, "node_encoders")

@@ -24,7 +24,9 @@ from typing import Any, Mapping
 
 import torch
 
-from fusewatch.engines.fusion.model import FusionModel, build_model
+from fusewatch.engines.fusion.base import FusionModel
+
+from fusewatch.engines.fusion.factory import build_model
 
 FORMAT = "fusewatch-checkpoint"
 FORMAT_VERSION = 1
@@ -99,12 +101,12 @@ def _plain(x: Any, where: str) -> Any:
 
 def save_checkpoint(model: FusionModel, path: str | os.PathLike,
                     metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Save ``model`` (built by :func:`fusewatch.engines.fusion.model.build_model`) to ``path`` atomically.
+    """Save ``model`` (built by :func:`fusewatch.engines.fusion.factory.build_model`) to ``path`` atomically.
 
     ``metadata``: optional plain-data dict stored under ``meta`` (e.g. epoch, AUC, dataset).
     Returns the metadata written (with ``model_version``)."""
     if not model.config:
-        raise ValueError("model has no .config: build it with fusewatch.engines.fusion.model.build_model")
+        raise ValueError("model has no .config: build it with fusewatch.engines.fusion.factory.build_model")
     meta = {"model_version": weights_hash(model),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "torch_version": str(torch.__version__)}

@@ -369,7 +369,7 @@ def train(data: str | Path | FeatureDataset | Sequence[VideoFeatures], cfg: Conf
         raise ValueError(f"training videos are all {only} ({len(train_v)}): weak supervision needs both "
                          "normal and abnormal videos")
 
-    from fusewatch.engines.fusion.model import build_model
+    from fusewatch.engines.fusion.factory import build_model
     dev = torch.device(device or "cpu")
     model = build_model(mc, ds.dims).to(dev)
     if hasattr(model, "random_pair"):
