@@ -84,7 +84,7 @@ def prepare_model(extractors: list[str], out: Path, *, window: int = 16, epochs:
     import torch
 
     from fusewatch.engines.training.checkpoint import save_checkpoint
-    from fusewatch.engines.data.datasets import VideoFeatures
+    from fusewatch.engines.data.records import VideoFeatures
     from fusewatch.engines.fusion.factory import build_model
     from fusewatch.engines.training.train import score_video
     from fusewatch.engines.training.train import train as train_model

@@ -18,7 +18,7 @@ import pytest
 
 from fusewatch.cli.bench import parse_pq_grid
 from fusewatch.engines.bench import ped2 as B
-from fusewatch.engines.data.datasets import load_dataset
+from fusewatch.engines.data import load_dataset
 from fusewatch.engines.serving.pipeline import stream_videos
 from fusewatch.engines.serving.runtime import load_serving_model
 from fusewatch.engines.training.train import train

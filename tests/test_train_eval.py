@@ -12,7 +12,7 @@ import torch
 
 from fusewatch.engines.training import train as TR
 from fusewatch.engines.training.checkpoint import load_model, save_checkpoint
-from fusewatch.engines.data.datasets import ClipRule, FeatureDataset, VideoFeatures, load_dataset
+from fusewatch.engines.data import ClipRule, FeatureDataset, VideoFeatures, load_dataset
 from fusewatch.engines.evaluation.evaluate import ScoredVideo, evaluate, evaluate_scores
 from fusewatch.cli.evaluate import add_commands as add_eval
 from fusewatch.cli.train import add_commands as add_train

@@ -99,7 +99,7 @@ def list_videos(video_dir: str | Path) -> list[Path]:
 
 def read_labels(video_dir: str | Path) -> dict[str, np.ndarray]:
     """``labels.json`` of ``video_dir`` → ``{stem: frame 0/1 uint8}`` (videos with frame labels)."""
-    from fusewatch.engines.data.datasets import read_labels_json
+    from fusewatch.engines.data.ground_truth import read_labels_json
     p = Path(video_dir) / "labels.json"
     if not p.is_file():
         raise FileNotFoundError(f"{p}: not found (the bench needs a labels.json beside the videos)")
@@ -122,7 +122,7 @@ def weak_videos(videos) -> list:
 
 
 def _dataset(videos, like):
-    from fusewatch.engines.data.datasets import FeatureDataset
+    from fusewatch.engines.data.records import FeatureDataset
     return FeatureDataset(list(videos), dict(like.dims), like.layout, like.root, dict(like.info))
 
 
@@ -333,7 +333,7 @@ def run_ped2(video_dir: str | Path, out_model: str | Path, cfg: Config | None = 
     t0 = time.monotonic()
     feat_dir = ensure_bench_features(cfg, video_dir, work_dir and work, log=say)
     timings["features_s"] = round(time.monotonic() - t0, 2)
-    from fusewatch.engines.data.datasets import load_dataset
+    from fusewatch.engines.data import load_dataset
     reps = list(cfg.model.representations)
     ds = load_dataset(feat_dir, reps)
     unlabelled = [v.name for v in ds.videos if v.video_label not in (0, 1)]

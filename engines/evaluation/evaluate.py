@@ -6,7 +6,7 @@ streaming protocol (:func:`fusewatch.engines.training.train.score_video`: clip `
 
 :func:`evaluate_scores` takes per-video clip scores from anywhere (e.g. the streaming engine) plus
 ground truth and clip→frame mapping, either as :class:`ScoredVideo` records or as
-``{name: scores}`` with a dataset (path or :class:`fusewatch.engines.data.datasets.FeatureDataset`) that provides
+``{name: scores}`` with a dataset (path or :class:`fusewatch.engines.data.records.FeatureDataset`) that provides
 them. It computes (:mod:`fusewatch.engines.evaluation.metrics`) pooled frame-level AUC/AP over the videos that have frame
 ground truth (video-level AUC of the max clip score when none has), prints a rich table, writes the
 JSON report and the plots.
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from fusewatch.engines.data.datasets import (
+from fusewatch.engines.data import (
     FeatureDataset,
     VideoFeatures,
     as_dataset,

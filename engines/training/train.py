@@ -1,6 +1,6 @@
 """Weakly-supervised training of the graph-fusion model (and its baselines) on clip features.
 
-Data: any layout of :mod:`fusewatch.engines.data.datasets`. Supervision is video-level only (a video is abnormal
+Data: any layout of :mod:`fusewatch.engines.data`. Supervision is video-level only (a video is abnormal
 iff any of its frames is, Ped2-style, or as its list/annotation says).
 
 Samples. Every training video is cut into windows of ``N = cfg.model.window`` consecutive clips,
@@ -59,7 +59,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-from fusewatch.engines.data.datasets import FeatureDataset, VideoFeatures, as_dataset
+from fusewatch.engines.data import FeatureDataset, VideoFeatures, as_dataset
 from fusewatch.engines.evaluation import metrics as M
 from fusewatch.stream.config import Config, ModelConfig
 from torch import Tensor, nn

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from fusewatch.engines.bench import ped2 as B
-from fusewatch.engines.data.datasets import load_dataset
+from fusewatch.engines.data import load_dataset
 from fusewatch.engines.serving.pipeline import stream_videos
 from fusewatch.engines.serving.runtime import load_serving_model
 from fusewatch.engines.serving.service import EngineService
