@@ -1,7 +1,7 @@
 """Evaluation: frame-level ROC-AUC / AP of a trained model (or of precomputed clip scores).
 
 :func:`evaluate` loads a checkpoint and a feature dataset, scores every clip with the causal
-streaming protocol (:func:`fusewatch.engines.training.train.score_video`: clip ``t`` = last node of the window of clips
+streaming protocol (:func:`fusewatch.engines.evaluation.scoring.score_video`: clip ``t`` = last node of the window of clips
 ``[t−N+1 .. t]``) and hands the scores to :func:`evaluate_scores`.
 
 :func:`evaluate_scores` takes per-video clip scores from anywhere (e.g. the streaming engine) plus
@@ -234,7 +234,7 @@ def evaluate(model_path: str | Path, data_dir: str | Path | FeatureDataset | Seq
     (:func:`evaluate_scores`) with ``model`` (checkpoint metadata) and ``data`` keys.
     """
     from fusewatch.engines.training.checkpoint import load_model
-    from fusewatch.engines.training.train import score_video
+    from fusewatch.engines.evaluation.scoring import score_video
     mp = Path(model_path)
     if not mp.exists():
         raise FileNotFoundError(f"model {mp}: not found")
