@@ -253,7 +253,8 @@ def evaluate(model_path: str | Path, data_dir: str | Path | FeatureDataset | Seq
                              f"the data has {ds.dims[n]}")
     ds = ds.select(names)
     scores = {v.name: score_video(model, v.feats, batch_size=batch_size) for v in ds.videos}
-    info = {"model": {k: meta.get(k) for k in MODEL_META_KEYS if k in meta},
+    md = meta.to_dict()
+    info = {"model": {k: md.get(k) for k in MODEL_META_KEYS if k in md},
             "data": str(ds.root or data_dir), "protocol": "causal: clip t = last node of window [t-N+1, t]"}
     return evaluate_scores(scored_from_dataset(scores, ds), out_json=out_json, plots_dir=plots_dir,
                            info=info, print_table=print_table, console=console, max_timelines=max_timelines)
