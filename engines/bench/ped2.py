@@ -176,7 +176,7 @@ def run_ped2(video_dir: str | Path, out_model: str | Path, cfg: Config | None = 
     timings["features_s"] = round(time.monotonic() - t0, 2)
     from fusewatch.engines.data import load_dataset
     reps = list(cfg.model.representations)
-    ds = loaddataset_of(feat_dir, reps)
+    ds = load_dataset(feat_dir, reps)
     unlabelled = [v.name for v in ds.videos if v.video_label not in (0, 1)]
     if unlabelled:
         raise ValueError(f"{len(unlabelled)} video(s) without labels in {video_dir}/labels.json "
