@@ -37,7 +37,8 @@ from fusewatch.engines.training.checkpoint import model_meta  # noqa: E402
 from fusewatch.engines.export.onnx import example_inputs, export_onnx  # noqa: E402
 from fusewatch.engines.fusion.graphs import np_l2_normalize  # noqa: E402
 from fusewatch.engines.serving.state import CameraGraphState  # noqa: E402
-from fusewatch.engines.fusion.model import build_model  # noqa: E402
+from fusewatch.engines.fusion.factory import build_model  # noqa: E402
+from fusewatch.engines.fusion.names import EXPANSIONS  # noqa: E402
 from fusewatch.stream.config import ModelConfig  # noqa: E402
 
 DIMS = {"mobilenetv2": 1280, "effnet_lite0": 1280, "audio": 128}
@@ -127,7 +128,7 @@ def bench_incremental(windows: list[int], reps: int, budget: float) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2, help="ORT intra-op and torch threads (default 2)")
-    ap.add_argument("--expansion", default="matrix", choices=("matrix", "hadamard"))
+    ap.add_argument("--expansion", default=EXPANSIONS[0], choices=EXPANSIONS)
     ap.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     ap.add_argument("--quick", action="store_true", help="shorter timing budgets (noisier)")
     a = ap.parse_args(argv)

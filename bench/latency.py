@@ -84,10 +84,10 @@ def prepare_model(extractors: list[str], out: Path, *, window: int = 16, epochs:
     import torch
 
     from fusewatch.engines.training.checkpoint import save_checkpoint
-    from fusewatch.engines.data.datasets import VideoFeatures
-    from fusewatch.engines.fusion.model import build_model
-    from fusewatch.engines.training.train import score_video
-    from fusewatch.engines.training.train import train as train_model
+    from fusewatch.engines.data.records import VideoFeatures
+    from fusewatch.engines.fusion.factory import build_model
+    from fusewatch.engines.evaluation.scoring import score_video
+    from fusewatch.engines.training.loop import train as train_model
     from fusewatch.stream.config import load_config
     from fusewatch.stream.extract import extract_video
     from fusewatch.stream.extractors import build_extractors
@@ -118,8 +118,8 @@ def prepare_model(extractors: list[str], out: Path, *, window: int = 16, epochs:
         model = None
         from fusewatch.engines.training.checkpoint import load_model
         model, _ = load_model(out)
-        log(f"model: LEGO {names} N={window} trained {epochs} epochs in {summary['seconds']:.1f}s "
-            f"(best val AUC {summary['best_val_auc']})")
+        log(f"model: LEGO {names} N={window} trained {epochs} epochs in {summary.seconds:.1f}s "
+            f"(best val AUC {summary.best_val_auc})")
     else:
         torch.manual_seed(0)
         dims = {n: int(next(iter(v.feats[n] for v in videos if n in v.feats)).shape[1]) for n in names}
@@ -133,7 +133,7 @@ def prepare_model(extractors: list[str], out: Path, *, window: int = 16, epochs:
     log(f"alerts: thresholds set low on purpose so that alerts fire: on={on:.4f} (q{q_on:.2f}), "
         f"off={off:.4f} (q{q_off:.2f}) of {scores.size} calibration clip scores")
     return {"path": str(out), "on": on, "off": off, "representations": names, "window": window,
-            "train": {k: v for k, v in (summary or {}).items() if k != "history"} or None,
+            "train": {k: v for k, v in summary.to_dict().items() if k != "history"} if summary else None,
             "calibration_clips": int(scores.size), "seconds": time.monotonic() - t0}
 
 

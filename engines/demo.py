@@ -59,13 +59,13 @@ def ensure_model(cfg: Config, video_dir: Path, path: Path, retrain: bool = False
             log(f"model: reusing {path}")
             return path
         log(f"model: {path} was trained with other settings (features, model or training): retraining")
-    from fusewatch.engines.training.train import train
+    from fusewatch.engines.training.loop import train
     feats = ensure_features(cfg, video_dir, log=log)
     log(f"model: training {cfg.model.fusion} on {feats} (representations {','.join(cfg.model.representations)})")
     path.parent.mkdir(parents=True, exist_ok=True)
     s = train(feats, cfg, path, fusion=cfg.model.fusion, representations=cfg.model.representations)
     key_file.write_text(key + "\n")
-    log(f"model: saved {path} (best epoch {s.get('best_epoch')}, validation AUC {s.get('best_val_auc')})")
+    log(f"model: saved {path} (best epoch {s.best_epoch}, validation AUC {s.best_val_auc})")
     return path
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fusewatch.engines.data import datasets as D
+from fusewatch.engines import data as D
 
 from fusewatch.stream.paths import shared_data  # noqa: E402
 SHARED = shared_data()

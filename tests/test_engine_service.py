@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from fusewatch.engines.training.checkpoint import save_checkpoint
-from fusewatch.engines.fusion.model import build_model
+from fusewatch.engines.fusion.factory import build_model
 from fusewatch.engines.serving.runtime import load_serving_model
 from fusewatch.engines.serving.service import EngineService, ScoreSink, effective_alerts
 from fusewatch.stream.config import load_config

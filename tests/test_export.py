@@ -12,7 +12,7 @@ from fusewatch.engines.serving.backends.torch import TorchScorer
 from fusewatch.engines.training.checkpoint import model_meta, save_checkpoint
 from fusewatch.engines.export.onnx import example_inputs, export_onnx, onnx_node_encoders, onnx_projectors, read_onnx_meta
 from fusewatch.engines.serving.state import CameraGraphState
-from fusewatch.engines.fusion.model import build_model
+from fusewatch.engines.fusion.factory import build_model
 from fusewatch.stream.config import ModelConfig
 
 DIMS = {"rgb": 40, "flow": 24, "audio": 8}

@@ -7,7 +7,7 @@ import torch
 
 from fusewatch.engines.fusion.graphs import (cosine_graph, degree_normalize, degree_variance, expand_graphs, fuse_pair,
                             np_cosine_graph, np_expand, pair_list, standardize_graph, sym_normalize)
-from fusewatch.engines.fusion.model import LegoModel
+from fusewatch.engines.fusion.lego import LegoModel
 
 torch.set_default_dtype(torch.float32)
 

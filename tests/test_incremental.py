@@ -8,7 +8,8 @@ import torch
 
 from fusewatch.engines.fusion.graphs import expand_graphs, np_cosine_graph
 from fusewatch.engines.serving.state import CameraGraphState, GraphStateStore, IncrementalGraph
-from fusewatch.engines.fusion.model import build_model, numpy_linear
+from fusewatch.engines.fusion.factory import build_model
+from fusewatch.engines.fusion.numpy_ops import numpy_linear
 from fusewatch.stream.config import ModelConfig
 
 DIMS = {"rgb": 20, "flow": 12, "audio": 5}

@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from fusewatch.engines.evaluation import metrics as M
-from fusewatch.engines.data.datasets import ucf_segment_ranges
+from fusewatch.engines.data.ground_truth import ucf_segment_ranges
 
 from fusewatch.stream.paths import shared_data  # noqa: E402
 SHARED = shared_data("ucf_c3d_sample")

@@ -11,7 +11,8 @@ import torch
 
 from fusewatch.engines.training.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
 from fusewatch.engines.fusion.graphs import standardize_graph
-from fusewatch.engines.fusion.model import LegoModel, build_model, config_dict
+from fusewatch.engines.fusion.lego import LegoModel
+from fusewatch.engines.fusion.factory import build_model, config_dict
 from fusewatch.stream.config import ModelConfig
 
 DIMS = {"rgb": 24, "flow": 16, "audio": 6}

@@ -2,7 +2,7 @@
 
 Real UCSD Ped2 videos (``../shared/data/ped2``): features extracted with the worker's own pipeline,
 a small model trained on weak video labels, then the same videos replayed as cameras; the engine's
-per-clip scores must equal :func:`fusewatch.engines.training.train.score_video` on the extracted features (1e-4), clip by
+per-clip scores must equal :func:`fusewatch.engines.evaluation.scoring.score_video` on the extracted features (1e-4), clip by
 clip, with the same clips and frame ranges. Also the bench's multi-engine replay
 (:func:`fusewatch.engines.bench.ped2.stream_models`) for LEGO and the baselines, and ``bench ped2`` end to end on a
 tiny folder.
@@ -18,10 +18,12 @@ import pytest
 
 from fusewatch.cli.bench import parse_pq_grid
 from fusewatch.engines.bench import ped2 as B
-from fusewatch.engines.data.datasets import load_dataset
+from fusewatch.engines.bench import ped2_selection as SEL
+from fusewatch.engines.bench import ped2_stream as STR
+from fusewatch.engines.data import load_dataset
 from fusewatch.engines.serving.pipeline import stream_videos
 from fusewatch.engines.serving.runtime import load_serving_model
-from fusewatch.engines.training.train import train
+from fusewatch.engines.training.loop import train
 from fusewatch.stream.config import load_config
 from fusewatch.stream.extract import extract_videos
 
@@ -69,7 +71,7 @@ def flow_feats(tmp_path_factory, ped2_dir):
 
 
 def _assert_agree(streamed: dict, offline: dict, ranges: dict, what: str) -> float:
-    cmp = B.compare_scores(streamed, offline, ranges)
+    cmp = STR.compare_scores(streamed, offline, ranges)
     assert not cmp["missing"], f"{what}: cameras never scored by the engine: {cmp['missing']}"
     assert not cmp["count_mismatch"], f"{what}: clip count/index mismatch for {cmp['count_mismatch']}"
     assert not cmp["range_mismatch"], f"{what}: frame ranges differ for {cmp['range_mismatch']}"
@@ -89,9 +91,9 @@ def test_lego_streamed_scores_equal_offline(cnn_feats, ped2_dir, tmp_path):
     assert sorted(v.name for v in ds.videos) == sorted(VIDEOS)
     assert {v.name: v.video_label for v in ds.videos} == {"test_02": 1, "train_01": 0}
     model_path = tmp_path / "lego.pt"
-    train(B._dataset(B.weak_videos(ds.videos), ds), cfg, model_path, fusion="lego",
+    train(SEL.dataset_of(SEL.weak_videos(ds.videos), ds), cfg, model_path, fusion="lego",
           representations=["mobilenetv2", "flow"], progress=False)
-    offline = B.offline_scores(model_path, ds.videos)
+    offline = SEL.offline_scores(model_path, ds.videos)
     assert max(len(s) for s in offline.values()) > cfg.model.window
     serving = load_serving_model(cfg, model_path)
     # the model remembers which extractors made its training features (checked by the engine)
@@ -105,8 +107,8 @@ def test_lego_streamed_scores_equal_offline(cnn_feats, ped2_dir, tmp_path):
     gt = B.read_labels(ped2_dir)
     st = {c: res.scores(c) for c in VIDEOS}
     rg = {c: [(r.frame_start, r.frame_end) for r in res.clips[c]] for c in VIDEOS}
-    auc_s = B.frame_aucs(B.scored_videos(st, rg, gt))["all"]
-    auc_o = B.frame_aucs(B.scored_videos(offline, ranges, gt))["all"]
+    auc_s = STR.frame_aucs(STR.scored_videos(st, rg, gt))["all"]
+    auc_o = STR.frame_aucs(STR.scored_videos(offline, ranges, gt))["all"]
     assert auc_s is not None and abs(auc_s - auc_o) < 1e-6
     # the command contract: `eval --data` (offline) and `eval --videos --stream` give the same report
     from fusewatch.cli import main
@@ -129,13 +131,13 @@ def test_stream_models_one_replay_all_fusions(flow_feats, ped2_dir, tmp_path):
     ds = load_dataset(feats)
     paths, offline = {}, {}
     for key, fusion, exp in (("lego-hadamard", "lego", "hadamard"), ("concat", "concat", None), ("add", "add", None)):
-        mc = B._model_cfg(cfg, fusion, exp, (1, 1))
+        mc = SEL.model_cfg(cfg, fusion, exp, (1, 1))
         mc.model.representations = ["flow"]
         paths[key] = tmp_path / f"{key}.pt"
-        B.train_one(ds, ds.videos, mc, paths[key])
-        offline[key] = B.offline_scores(paths[key], ds.videos)
+        SEL.train_one(ds, ds.videos, mc, paths[key])
+        offline[key] = SEL.offline_scores(paths[key], ds.videos)
     serving = {k: load_serving_model(cfg, p) for k, p in paths.items()}
-    res = B.stream_models([ped2_dir / f"{v}.mp4" for v in VIDEOS], cfg, serving, camera_ids=list(VIDEOS))
+    res = STR.stream_models([ped2_dir / f"{v}.mp4" for v in VIDEOS], cfg, serving, camera_ids=list(VIDEOS))
     ranges = {v.name: v.clip_ranges() for v in ds.videos}
     for k in paths:
         _assert_agree(res["clips"][k], offline[k], ranges, k)
@@ -174,11 +176,11 @@ def test_stratified_folds_and_weak_copies():
         def __init__(self, name, lab):
             self.name, self.video_label = name, lab
     vids = [V(f"a{i}", 1) for i in range(6)] + [V(f"n{i}", 0) for i in range(12)]
-    folds = B.stratified_folds(vids, 3, seed=0)
+    folds = SEL.stratified_folds(vids, 3, seed=0)
     assert sorted(sum(folds, [])) == sorted(v.name for v in vids)
     for f in folds:
         assert sum(n.startswith("a") for n in f) == 2 and sum(n.startswith("n") for n in f) == 4
-    assert folds == B.stratified_folds(vids, 3, seed=0)
+    assert folds == SEL.stratified_folds(vids, 3, seed=0)
 
 
 def test_bench_defaults_yield_to_overrides():
@@ -192,4 +194,4 @@ def test_bench_defaults_yield_to_overrides():
     with pytest.raises(ValueError):
         parse_pq_grid("1;x")
     assert parse_pq_grid("1,1 2,1") == [(1, 1), (2, 1)]
-    assert np.isfinite(B._bag_bce(np.array([0.2, 0.9]), 1, 1))
+    assert np.isfinite(SEL.bag_bce(np.array([0.2, 0.9]), 1, 1))

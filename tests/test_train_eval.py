@@ -10,14 +10,18 @@ import numpy as np
 import pytest
 import torch
 
-from fusewatch.engines.training import train as TR
+from fusewatch.engines.evaluation.scoring import score_video
+from fusewatch.engines.training.loop import train
+from fusewatch.engines.training.losses import degree_variance_reg
+from fusewatch.engines.training.split import stratified_split
+from fusewatch.engines.training.windows import training_windows
 from fusewatch.engines.training.checkpoint import load_model, save_checkpoint
-from fusewatch.engines.data.datasets import ClipRule, FeatureDataset, VideoFeatures, load_dataset
+from fusewatch.engines.data import ClipRule, FeatureDataset, VideoFeatures, load_dataset
 from fusewatch.engines.evaluation.evaluate import ScoredVideo, evaluate, evaluate_scores
 from fusewatch.cli.evaluate import add_commands as add_eval
 from fusewatch.cli.train import add_commands as add_train
 from fusewatch.engines.evaluation.metrics import roc_auc
-from fusewatch.engines.fusion.model import build_model
+from fusewatch.engines.fusion.factory import build_model
 from fusewatch.stream.config import Config, ModelConfig
 
 from fusewatch.stream.paths import shared_data  # noqa: E402
@@ -82,7 +86,7 @@ def data() -> FeatureDataset:
 @pytest.fixture(scope="module")
 def trained(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("lego") / "lego.pt"
-    summary = TR.train(data, small_cfg(), out, progress=False)
+    summary = train(data, small_cfg(), out, progress=False)
     return out, summary
 
 
@@ -90,33 +94,33 @@ def trained(data, tmp_path_factory):
 
 def test_lego_training_beats_chance(trained, data):
     out, s = trained
-    assert out.exists() and s["fusion"] == "lego" and s["reg"] is True and s["val_kind"] == "frame"
-    assert s["train_videos"] == 24 and s["val_videos"] == 8
-    assert all(np.isfinite(h["loss"]) and h["reg"] >= 0 for h in s["history"])
+    assert out.exists() and s.fusion == "lego" and s.reg is True and s.val_kind == "frame"
+    assert s.train_videos == 24 and s.val_videos == 8
+    assert all(np.isfinite(h.loss) and h.reg >= 0 for h in s.history)
     # chance: random scores on the same validation frames
     rng = np.random.default_rng(0)
-    _, val = TR.stratified_split(data.videos, 0.25, np.random.default_rng(0))
+    _, val = stratified_split(data.videos, 0.25, np.random.default_rng(0))
     y = np.concatenate([v.frame_gt for v in val])
     chance = roc_auc(y, rng.random(y.size))
-    assert s["best_val_auc"] >= 0.9 and s["best_val_auc"] > chance + 0.1
+    assert s.best_val_auc >= 0.9 and s.best_val_auc > chance + 0.1
     # the checkpoint is the best epoch's
     _, meta = load_model(out)
-    assert meta["epoch"] == s["best_epoch"] and meta["val_auc"] == pytest.approx(s["best_val_auc"])
+    assert meta["epoch"] == s.best_epoch and meta["val_auc"] == pytest.approx(s.best_val_auc)
 
 
 def test_baseline_fusion_same_schedule(data, tmp_path):
-    s = TR.train(data, small_cfg(epochs=4), tmp_path / "concat.pt", fusion="concat", progress=False)
-    assert s["fusion"] == "concat" and s["reg"] is False
-    assert s["best_val_auc"] > 0.9
+    s = train(data, small_cfg(epochs=4), tmp_path / "concat.pt", fusion="concat", progress=False)
+    assert s.fusion == "concat" and s.reg is False
+    assert s.best_val_auc > 0.9
     model, meta = load_model(tmp_path / "concat.pt")
     assert meta["fusion"] == "concat" and model.names == ["a", "b"]
 
 
 def test_training_is_reproducible(data, tmp_path):
     cfg = small_cfg(epochs=2)
-    s1 = TR.train(data, cfg, tmp_path / "a.pt", progress=False)
-    s2 = TR.train(data, cfg, tmp_path / "b.pt", progress=False)
-    assert [h["loss"] for h in s1["history"]] == [h["loss"] for h in s2["history"]]
+    s1 = train(data, cfg, tmp_path / "a.pt", progress=False)
+    s2 = train(data, cfg, tmp_path / "b.pt", progress=False)
+    assert [h.loss for h in s1.history] == [h.loss for h in s2.history]
     w1 = torch.load(tmp_path / "a.pt", weights_only=True)["state_dict"]
     w2 = torch.load(tmp_path / "b.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
@@ -124,15 +128,15 @@ def test_training_is_reproducible(data, tmp_path):
 
 def test_training_user_errors(data, tmp_path):
     with pytest.raises(ValueError, match="unknown representation"):
-        TR.train(data, small_cfg(1), tmp_path / "x.pt", representations=["a", "flow"], progress=False)
+        train(data, small_cfg(1), tmp_path / "x.pt", representations=["a", "flow"], progress=False)
     normal_only = FeatureDataset([v for v in data.videos if v.video_label == 0], data.dims)
     with pytest.raises(ValueError, match="all normal"):
-        TR.train(normal_only, small_cfg(1), tmp_path / "x.pt", progress=False)
+        train(normal_only, small_cfg(1), tmp_path / "x.pt", progress=False)
     unlabeled = FeatureDataset([dataclasses.replace(data.videos[0], video_label=-1)] + data.videos[1:], data.dims)
     with pytest.raises(ValueError, match="without a label"):
-        TR.train(unlabeled, small_cfg(1), tmp_path / "x.pt", progress=False)
+        train(unlabeled, small_cfg(1), tmp_path / "x.pt", progress=False)
     with pytest.raises(FileNotFoundError):
-        TR.train(tmp_path / "missing", small_cfg(1), tmp_path / "x.pt", progress=False)
+        train(tmp_path / "missing", small_cfg(1), tmp_path / "x.pt", progress=False)
 
 
 def test_degree_variance_regulariser():
@@ -141,38 +145,38 @@ def test_degree_variance_regulariser():
     mask = torch.ones(1, n)
     hub = torch.zeros(1, n, n)
     hub[0, 0, :] = hub[0, :, 0] = 1.0                 # a star: node 0 linked to all, others to node 0 only
-    assert TR.degree_variance_reg(hub, mask, 0.5) > 0.08   # degrees 1 and 5 × 0.2: variance 0.0889
+    assert degree_variance_reg(hub, mask, 0.5) > 0.08   # degrees 1 and 5 × 0.2: variance 0.0889
     ring = torch.zeros(1, n, n)
     for i in range(n):
         ring[0, i, (i + 1) % n] = ring[0, (i + 1) % n, i] = 1.0
-    assert TR.degree_variance_reg(ring, mask, 0.5) < 1e-6   # regular graph: equal degrees
-    assert torch.isfinite(TR.degree_variance_reg(uniform, mask, 0.5))
+    assert degree_variance_reg(ring, mask, 0.5) < 1e-6   # regular graph: equal degrees
+    assert torch.isfinite(degree_variance_reg(uniform, mask, 0.5))
     # padded nodes are ignored; windows with < 2 real nodes do not count
     pad_mask = torch.tensor([[0, 0, 1, 1, 1, 1.0]])
     g = torch.rand(1, n, n, requires_grad=True)
-    r = TR.degree_variance_reg(g, pad_mask, 0.5)
+    r = degree_variance_reg(g, pad_mask, 0.5)
     r.backward()
     assert torch.all(g.grad[0, :2] == 0) and torch.all(g.grad[0, :, :2] == 0)
-    assert float(TR.degree_variance_reg(torch.rand(1, n, n), torch.tensor([[0, 0, 0, 0, 0, 1.0]]), 0.5)) == 0.0
+    assert float(degree_variance_reg(torch.rand(1, n, n), torch.tensor([[0, 0, 0, 0, 0, 1.0]]), 0.5)) == 0.0
 
 
 def test_training_windows_cover_every_clip():
     rng = np.random.default_rng(0)
-    assert TR.training_windows(5, 8, rng) == [(0, 5)]
+    assert training_windows(5, 8, rng) == [(0, 5)]
     for T in (9, 16, 17, 31):
         for _ in range(20):
-            spans = TR.training_windows(T, 8, rng, max_windows=4)
+            spans = training_windows(T, 8, rng, max_windows=4)
             covered = np.zeros(T, bool)
             for s, e in spans:
                 assert 0 <= s < e <= T and e - s <= 8
                 covered[s:e] = True
             assert covered.all()
-    spans = TR.training_windows(1000, 8, rng, max_windows=4)    # long video: a random crop of 4·N clips
+    spans = training_windows(1000, 8, rng, max_windows=4)    # long video: a random crop of 4·N clips
     assert len(spans) <= 5 and max(e for _, e in spans) - min(s for s, _ in spans) <= 32
 
 
 def test_stratified_split(data):
-    tr, va = TR.stratified_split(data.videos, 0.25, np.random.default_rng(3))
+    tr, va = stratified_split(data.videos, 0.25, np.random.default_rng(3))
     assert len(va) == 8 and sum(v.video_label for v in va) == 4
     assert not {v.name for v in tr} & {v.name for v in va}
 
@@ -187,7 +191,7 @@ def test_score_video_equals_window_by_window(fusion, T):
     model = build_model(ModelConfig(fusion=fusion, window=N, representations=["a", "b"]), {"a": 6, "b": 3}).eval()
     rng = np.random.default_rng(1)
     feats = {"a": rng.normal(size=(T, 6)).astype(np.float32), "b": rng.normal(size=(T, 3)).astype(np.float32)}
-    fast = TR.score_video(model, feats, batch_size=7)
+    fast = score_video(model, feats, batch_size=7)
     ref = np.empty(T, np.float32)
     with torch.no_grad():
         for t in range(T):
@@ -211,7 +215,7 @@ def test_checkpoint_reload_weights_only_gives_identical_scores(data, tmp_path):
     assert raw["representations"] == ["a", "b"]
     loaded, meta = load_model(tmp_path / "m.pt")
     for v in data.videos[:4]:
-        np.testing.assert_array_equal(TR.score_video(model, v.feats), TR.score_video(loaded, v.feats))
+        np.testing.assert_array_equal(score_video(model, v.feats), score_video(loaded, v.feats))
 
 
 def test_trained_checkpoint_loads_weights_only(trained):
@@ -291,8 +295,8 @@ def test_ucf_c3d_sample_auc(tmp_path):
     cfg = Config()
     cfg.train.epochs = 3
     cfg.train.val_fraction = 0.0
-    s = TR.train(UCF, cfg, tmp_path / "ucf.pt", progress=False)
-    assert s["representations"] == ["c3d"] and s["best_epoch"] == 3
+    s = train(UCF, cfg, tmp_path / "ucf.pt", progress=False)
+    assert s.representations == ["c3d"] and s.best_epoch == 3
     rep = evaluate(tmp_path / "ucf.pt", UCF, out_json=tmp_path / "ucf.json", print_table=False)
     assert rep["frames"] == total and 0.0 <= rep["auc"] <= 1.0
 
@@ -335,14 +339,14 @@ def test_score_video_absent_representation():
     N, T = 8, 11
     model = build_model(ModelConfig(window=N, representations=["a", "b"]), {"a": 6, "b": 3}).eval()
     a = np.random.default_rng(2).normal(size=(T, 6)).astype(np.float32)
-    fast = TR.score_video(model, {"a": a})                 # "b" missing → zeros + present 0
+    fast = score_video(model, {"a": a})                 # "b" missing → zeros + present 0
     with torch.no_grad():
         t = T - 1
         w = {"a": torch.from_numpy(a[t - N + 1:t + 1])[None], "b": torch.zeros(1, N, 3)}
         ref = model(w, torch.ones(1, N), torch.tensor([[1.0, 0.0]]))[0, -1]
     assert fast[-1] == pytest.approx(float(ref), abs=1e-6)
     with pytest.raises(ValueError, match="none of the model's representations"):
-        TR.score_video(model, {"c": a})
+        score_video(model, {"c": a})
 
 
 def _write_fusewatch_layout(ds: FeatureDataset, root: Path) -> None:
@@ -367,8 +371,8 @@ def test_train_and_eval_from_fusewatch_layout(data, tmp_path):
     _write_fusewatch_layout(data, root)
     cfg = small_cfg(epochs=3)
     cfg.model.representations = ["b", "a"]                  # order is the model's, not the folder's
-    s = TR.train(root, cfg, tmp_path / "m.pt", progress=False)
-    assert s["representations"] == ["b", "a"] and s["val_kind"] == "frame" and s["best_val_auc"] is not None
+    s = train(root, cfg, tmp_path / "m.pt", progress=False)
+    assert s.representations == ["b", "a"] and s.val_kind == "frame" and s.best_val_auc is not None
     rep = evaluate(tmp_path / "m.pt", root, print_table=False)
     assert rep["frames"] == sum(v.frames() for v in data) and rep["videos"] == len(data)
     assert rep["abnormal_frames"] == sum(int(v.frame_gt.sum()) for v in data)
@@ -380,7 +384,7 @@ def test_training_stores_calibrated_alert_thresholds(trained, data):
     from fusewatch.engines.serving.service import effective_alerts
     from fusewatch.stream.config import load_config
     out, s = trained
-    th = s["alert_thresholds"]
+    th = s.alert_thresholds
     assert th and 0 <= th["off"] < th["on"] <= 1 and th["normal_clips"] > 0
     _, meta = load_model(out)
     assert meta["alert_thresholds"] == th

@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from fusewatch.engines.serving.backends import tensorrt_importable
 from fusewatch.engines.export.onnx import export_onnx
-from fusewatch.engines.fusion.model import build_model
+from fusewatch.engines.fusion.factory import build_model
 from fusewatch.engines.export.tensorrt_ops import assert_tensorrt_compatible, check_onnx_for_tensorrt, supported_ops
 from fusewatch.stream.config import ModelConfig
 

@@ -15,7 +15,7 @@
 4. **Final models** (LEGO per expansion with its selected ``P, Q``; the ``concat``/``add`` baselines)
    are trained on ALL videos (train_* and test_*) with the fixed seed, keeping the last epoch
    (``train.val_fraction = 0``: no frame-label early stopping).
-5. **Offline scores** (:func:`fusewatch.engines.training.train.score_video`, the causal protocol) and **streamed
+5. **Offline scores** (:func:`fusewatch.engines.evaluation.scoring.score_video`, the causal protocol) and **streamed
    scores**: the videos are replayed once through worker → transport (in-process bus or Kafka) →
    one :class:`~fusewatch.engines.serving.service.EngineService` per model (each in its own consumer group, like
    several engine deployments reading one features topic). The two must agree clip by clip
@@ -30,18 +30,27 @@ Bench defaults (:data:`BENCH_DEFAULTS`) are applied to fields the caller's confi
 from __future__ import annotations
 
 import copy
-import dataclasses
-import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+
+from fusewatch.engines.bench.ped2_selection import (
+    cross_validate,
+    model_cfg,
+    offline_scores,
+    rank_key,
+    stratified_folds,
+    train_one,
+)
+from fusewatch.engines.bench.ped2_stream import compare_scores, frame_aucs, scored_videos, stream_models
+from fusewatch.engines.fusion.names import EXPANSIONS, FUSIONS
 from fusewatch.stream.config import CACHE_DIR, Config
 
 AGREEMENT_TOL = 1e-4
 DEFAULT_FUSIONS = ("lego", "concat", "add")
-DEFAULT_EXPANSIONS = ("matrix", "hadamard")
+DEFAULT_EXPANSIONS = EXPANSIONS
 DEFAULT_PQ_GRID: tuple[tuple[int, int], ...] = ((1, 1), (1, 2), (2, 1), (2, 2), (3, 3))
 DEFAULT_FOLDS = 3
 
@@ -99,7 +108,7 @@ def list_videos(video_dir: str | Path) -> list[Path]:
 
 def read_labels(video_dir: str | Path) -> dict[str, np.ndarray]:
     """``labels.json`` of ``video_dir`` → ``{stem: frame 0/1 uint8}`` (videos with frame labels)."""
-    from fusewatch.engines.data.datasets import read_labels_json
+    from fusewatch.engines.data.ground_truth import read_labels_json
     p = Path(video_dir) / "labels.json"
     if not p.is_file():
         raise FileNotFoundError(f"{p}: not found (the bench needs a labels.json beside the videos)")
@@ -114,174 +123,6 @@ def ensure_bench_features(cfg: Config, video_dir: Path, work_dir: Path | None, l
     from fusewatch.engines.demo import ensure_features, features_key
     out = Path(work_dir) / f"features-{features_key(cfg, video_dir)}" if work_dir is not None else None
     return ensure_features(cfg, video_dir, out_dir=out, log=log)
-
-
-def weak_videos(videos) -> list:
-    """Copies without frame ground truth (video labels only)."""
-    return [dataclasses.replace(v, frame_gt=None) for v in videos]
-
-
-def _dataset(videos, like):
-    from fusewatch.engines.data.datasets import FeatureDataset
-    return FeatureDataset(list(videos), dict(like.dims), like.layout, like.root, dict(like.info))
-
-
-def stratified_folds(videos, k: int, seed: int) -> list[list[str]]:
-    """``k`` folds of video names, stratified by video label (round-robin after a seeded shuffle)."""
-    rng = np.random.default_rng(seed)
-    folds: list[list[str]] = [[] for _ in range(k)]
-    j = 0
-    for lab in sorted({v.video_label for v in videos}):
-        group = [v.name for v in videos if v.video_label == lab]
-        for i in rng.permutation(len(group)):
-            folds[j % k].append(group[i])
-            j += 1
-    return [sorted(f) for f in folds if f]
-
-
-# --------------------------------------------------------------------------------------------------
-# training, selection, scoring
-# --------------------------------------------------------------------------------------------------
-
-def _model_cfg(cfg: Config, fusion: str, expansion: str | None = None, pq: tuple[int, int] | None = None
-               ) -> Config:
-    c = copy.deepcopy(cfg)
-    c.model.fusion = fusion
-    if expansion:
-        c.model.expansion = expansion
-    if pq:
-        c.model.order_p, c.model.order_q = int(pq[0]), int(pq[1])
-    c.train.val_fraction = 0.0   # all given videos train; the last epoch is kept
-    return c
-
-
-def train_one(ds, videos, cfg: Config, out: Path, progress: bool = False) -> dict:
-    """Train on ``videos`` (weak copies) with ``cfg`` → summary of :func:`fusewatch.engines.training.train.train`."""
-    from fusewatch.engines.training.train import train
-    return train(_dataset(weak_videos(videos), ds), cfg, out, fusion=cfg.model.fusion,
-                 representations=list(cfg.model.representations), progress=progress)
-
-
-def offline_scores(model_path: str | Path, videos) -> dict[str, np.ndarray]:
-    """Causal per-clip scores (:func:`fusewatch.engines.training.train.score_video`) of ``videos``."""
-    from fusewatch.engines.training.checkpoint import load_model
-    from fusewatch.engines.training.train import score_video
-    model, _ = load_model(model_path)
-    return {v.name: score_video(model, v.feats) for v in videos}
-
-
-def _bag_bce(scores: np.ndarray, label: int, k: int) -> float:
-    s = np.sort(np.asarray(scores, np.float64))[::-1]
-    bag = float(np.clip(s[:max(1, min(k, s.size))].mean(), 1e-6, 1 - 1e-6))
-    return -math.log(bag) if label == 1 else -math.log(1 - bag)
-
-
-def cross_validate(ds, cfg: Config, folds: Sequence[Sequence[str]], tmp_model: Path) -> dict:
-    """Out-of-fold weak-label metrics of one configuration (module doc, step 3)."""
-    from fusewatch.engines.evaluation import metrics as M
-    by = ds.by_name()
-    oof: dict[str, np.ndarray] = {}
-    for held in folds:
-        held_set = set(held)
-        tr = [v for v in ds.videos if v.name not in held_set]
-        if {v.video_label for v in tr} != {0, 1}:
-            continue
-        train_one(ds, tr, cfg, tmp_model)
-        oof.update(offline_scores(tmp_model, [by[n] for n in held]))
-    names = [n for n in (v.name for v in ds.videos) if n in oof]
-    labels = [by[n].video_label for n in names]
-    vauc = M.video_level_metrics([float(np.max(oof[n])) for n in names], labels)["auc"]
-    bce = float(np.mean([_bag_bce(oof[n], by[n].video_label, cfg.train.topk) for n in names]))
-    return {"video_auc": M.nan_to_none(vauc), "bag_bce": bce, "videos": len(names)}
-
-
-def _rank_key(m: Mapping[str, Any]) -> tuple[float, float]:
-    auc = m.get("video_auc")
-    return (-(auc if auc is not None else -1.0), m.get("bag_bce", math.inf))
-
-
-# --------------------------------------------------------------------------------------------------
-# evaluation
-# --------------------------------------------------------------------------------------------------
-
-def scored_videos(scores: Mapping[str, np.ndarray], ranges: Mapping[str, Sequence[tuple[int, int]]],
-                  gt: Mapping[str, np.ndarray]) -> list:
-    from fusewatch.engines.evaluation.evaluate import ScoredVideo
-    return [ScoredVideo(n, np.asarray(scores[n]), [tuple(r) for r in ranges[n]], gt[n])
-            for n in scores if n in gt and len(scores[n])]
-
-
-def frame_aucs(videos: list) -> dict[str, float | None]:
-    """Pooled frame-level AUC over ``all`` labelled videos and over the ``anomalous`` ones."""
-    from fusewatch.engines.evaluation.evaluate import evaluate_scores
-    out: dict[str, float | None] = {"all": None, "anomalous": None}
-    if videos:
-        out["all"] = evaluate_scores(videos, print_table=False)["auc"]
-        anom = [v for v in videos if v.frame_gt is not None and v.frame_gt.any()]
-        if anom and any(not v.frame_gt.all() for v in anom):
-            out["anomalous"] = evaluate_scores(anom, print_table=False)["auc"]
-    return out
-
-
-# --------------------------------------------------------------------------------------------------
-# streaming: one replay, one engine per model
-# --------------------------------------------------------------------------------------------------
-
-@dataclasses.dataclass
-class StreamedClip:
-    clip: int
-    score: float
-    frame_start: int
-    frame_end: int
-
-
-def stream_models(videos: Sequence[str | Path], cfg: Config, models: Mapping[str, Any], *,
-                  camera_ids: Sequence[str] | None = None, fresh_topics: bool = True,
-                  drain_timeout: float = 120.0, on_alert: Callable | None = None) -> dict[str, Any]:
-    """Replay ``videos`` once through worker → transport → one :class:`EngineService` per serving
-    model (``{name: ServingModel}``; :func:`fusewatch.engines.serving.pipeline.stream_videos_multi`), fresh Kafka
-    topics deleted afterwards. Returns ``{"clips": {model: {camera: [StreamedClip]}}, "alerts":
-    {model: [AlertMessage]}, "replay": replay stats, "engines": {model: stats}, "wall_s", "topics"}``.
-    """
-    from fusewatch.engines.serving.pipeline import stream_videos_multi
-
-    res = stream_videos_multi(videos, cfg, models, camera_ids=camera_ids, on_alert=on_alert,
-                              fresh_topics=fresh_topics, delete_fresh_topics=fresh_topics,
-                              drain_timeout=drain_timeout)
-    any_res = next(iter(res.values()))
-    return {"clips": {m: {cam: [StreamedClip(c.clip, c.score, c.frame_start, c.frame_end) for c in cl]
-                          for cam, cl in r.clips.items()} for m, r in res.items()},
-            "alerts": {m: list(r.alerts) for m, r in res.items()},
-            "replay": any_res.replay, "wall_s": any_res.wall_s,
-            "engines": {m: r.engine for m, r in res.items()},
-            "topics": [any_res.topics["features"], any_res.topics["alerts"], any_res.topics["dead_letter"]]}
-
-
-def compare_scores(streamed: Mapping[str, Sequence], offline: Mapping[str, np.ndarray],
-                   ranges: Mapping[str, Sequence[tuple[int, int]]] | None = None) -> dict[str, Any]:
-    """Clip-by-clip agreement of streamed records (``{camera: [clip records]}``, each with ``clip``,
-    ``score``, ``frame_start``, ``frame_end``) and offline scores ``{camera: (T,)}``.
-
-    Returns ``{"max_abs_diff", "clips", "count_mismatch": [camera...], "range_mismatch": [camera...],
-    "missing": [camera...]}``."""
-    worst, n = 0.0, 0
-    count_bad, range_bad, missing = [], [], []
-    for cam, off in offline.items():
-        recs = sorted(streamed.get(cam, []), key=lambda c: c.clip)
-        if not recs:
-            missing.append(cam)
-            continue
-        if len(recs) != len(off) or [c.clip for c in recs] != list(range(len(off))):
-            count_bad.append(cam)
-            continue
-        s = np.array([c.score for c in recs], np.float64)
-        worst = max(worst, float(np.max(np.abs(s - np.asarray(off, np.float64)))) if len(off) else 0.0)
-        n += len(off)
-        if ranges is not None and [(c.frame_start, c.frame_end) for c in recs] != \
-                [tuple(map(int, r)) for r in ranges[cam]]:
-            range_bad.append(cam)
-    return {"max_abs_diff": worst, "clips": n, "count_mismatch": count_bad, "range_mismatch": range_bad,
-            "missing": missing}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -316,10 +157,10 @@ def run_ped2(video_dir: str | Path, out_model: str | Path, cfg: Config | None = 
     cfg.transport = transport
     cfg.validate()
     for f in fusions:
-        if f not in ("lego", "concat", "add", "mtn"):
+        if f not in FUSIONS:
             raise ValueError(f"unknown fusion {f!r}")
     for e in expansions:
-        if e not in ("matrix", "hadamard"):
+        if e not in EXPANSIONS:
             raise ValueError(f"unknown expansion {e!r}")
     if "lego" in fusions and not pq_grid:
         raise ValueError("pq_grid: at least one (P, Q) is required")
@@ -333,7 +174,7 @@ def run_ped2(video_dir: str | Path, out_model: str | Path, cfg: Config | None = 
     t0 = time.monotonic()
     feat_dir = ensure_bench_features(cfg, video_dir, work_dir and work, log=say)
     timings["features_s"] = round(time.monotonic() - t0, 2)
-    from fusewatch.engines.data.datasets import load_dataset
+    from fusewatch.engines.data import load_dataset
     reps = list(cfg.model.representations)
     ds = load_dataset(feat_dir, reps)
     unlabelled = [v.name for v in ds.videos if v.video_label not in (0, 1)]
@@ -355,7 +196,7 @@ def run_ped2(video_dir: str | Path, out_model: str | Path, cfg: Config | None = 
         plan += [("lego", e, tuple(pq)) for e in expansions for pq in pq_grid]
     plan += [(f, None, None) for f in fusions if f != "lego"]
     for i, (f, e, pq) in enumerate(plan, 1):
-        m = cross_validate(ds, _model_cfg(cfg, f, e, pq), fold_names, tmp)
+        m = cross_validate(ds, model_cfg(cfg, f, e, pq), fold_names, tmp)
         rec = {"fusion": f, "expansion": e, "pq": list(pq) if pq else None, **m}
         candidates.append(rec)
         say(f"  cv {i:2d}/{len(plan)} {_label(f, e):14s} {'' if pq is None else f'P={pq[0]} Q={pq[1]}':8s} "
@@ -368,25 +209,25 @@ def run_ped2(video_dir: str | Path, out_model: str | Path, cfg: Config | None = 
         if f == "lego":
             for e in expansions:
                 best = sorted((c for c in candidates if c["fusion"] == "lego" and c["expansion"] == e),
-                              key=_rank_key)[0]
+                              key=rank_key)[0]
                 chosen[_label(f, e)] = best
         else:
             chosen[f] = next(c for c in candidates if c["fusion"] == f)
     lego_keys = [k for k in chosen if k.startswith("lego-")]
-    primary = sorted(lego_keys, key=lambda k: _rank_key(chosen[k]))[0] if lego_keys else next(iter(chosen))
+    primary = sorted(lego_keys, key=lambda k: rank_key(chosen[k]))[0] if lego_keys else next(iter(chosen))
 
     # 3. final models on all videos
     t0 = time.monotonic()
     model_paths: dict[str, Path] = {}
-    summaries: dict[str, dict] = {}
+    summaries: dict[str, dict[str, Any]] = {}
     (work / "models").mkdir(exist_ok=True)
     for key, c in chosen.items():
         path = out_model if key == primary else work / "models" / f"{key}.pt"
-        mcfg = _model_cfg(cfg, c["fusion"], c["expansion"], tuple(c["pq"]) if c["pq"] else None)
+        mcfg = model_cfg(cfg, c["fusion"], c["expansion"], tuple(c["pq"]) if c["pq"] else None)
         s = train_one(ds, ds.videos, mcfg, path, progress=False)
         model_paths[key] = path
-        summaries[key] = {"seconds": s["seconds"], "epochs": s["epochs"], "final_loss": s["history"][-1]["loss"]}
-        say(f"  trained {key} → {path} ({s['seconds']:.1f} s, final loss {s['history'][-1]['loss']:.4f})")
+        summaries[key] = {"seconds": s.seconds, "epochs": s.epochs, "final_loss": s.history[-1].loss}
+        say(f"  trained {key} → {path} ({s.seconds:.1f} s, final loss {s.history[-1].loss:.4f})")
     timings["training_s"] = round(time.monotonic() - t0, 2)
 
     # 4. offline scoring
@@ -457,62 +298,6 @@ def run_ped2(video_dir: str | Path, out_model: str | Path, cfg: Config | None = 
     return report
 
 
-# --------------------------------------------------------------------------------------------------
-# presentation
-# --------------------------------------------------------------------------------------------------
-
-def _f(x: float | None) -> str:
-    return "—" if x is None else f"{x:.4f}"
-
-
-def format_table(report: Mapping[str, Any]) -> str:
-    """Plain-text (Markdown) table of the report's AUCs."""
-    rows = ["| model | P,Q | CV video AUC | offline AUC (all) | streamed AUC (all) | offline AUC (anomalous videos) "
-            "| streamed AUC (anomalous videos) | max \\|stream−offline\\| |",
-            "|---|---|---|---|---|---|---|---|"]
-    for k, r in report["results"].items():
-        ch = report["selection"]["chosen"].get(k, {})
-        pq = ",".join(map(str, ch["pq"])) if ch.get("pq") else "—"
-        st = r.get("streamed", {})
-        ag = report["agreement"].get(k)
-        star = " *" if k == report["primary"] else ""
-        rows.append(f"| {k}{star} | {pq} | {_f(ch.get('video_auc'))} | {_f(r['offline']['all'])} | "
-                    f"{_f(st.get('all'))} | {_f(r['offline']['anomalous'])} | {_f(st.get('anomalous'))} | "
-                    f"{'—' if ag is None else format(ag['max_abs_diff'], '.2e')} |")
-    return "\n".join(rows)
-
-
-def print_report(report: Mapping[str, Any], console=None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-    if console is None:
-        console = Console()
-        if not console.is_terminal:
-            console = Console(width=max(console.width, 120))
-    t = Table(title="UCSD Ped2 — frame-level ROC-AUC (causal clip scores)")
-    for c in ("model", "P,Q", "CV video AUC", "offline all", "streamed all", "offline anom.", "streamed anom.",
-              "max |Δ|"):
-        t.add_column(c, justify="right" if c != "model" else "left", no_wrap=True,
-                     min_width=15 if c == "model" else None)
-    for k, r in report["results"].items():
-        ch = report["selection"]["chosen"].get(k, {})
-        st = r.get("streamed", {})
-        ag = report["agreement"].get(k)
-        t.add_row(k + (" *" if k == report["primary"] else ""),
-                  ",".join(map(str, ch["pq"])) if ch.get("pq") else "—", _f(ch.get("video_auc")),
-                  _f(r["offline"]["all"]), _f(st.get("all")), _f(r["offline"]["anomalous"]),
-                  _f(st.get("anomalous")), "—" if ag is None else f"{ag['max_abs_diff']:.1e}")
-    console.print(t)
-    tm = report["timings"]
-    console.print("* = written to " + report["out_model"] + "  |  anom. = videos containing anomalies "
-                  "(Ped2: test_*)  |  " + ", ".join(f"{k} {v:.1f}" for k, v in tm.items()))
-    if report.get("agreement_ok") is not None:
-        ok = report["agreement_ok"]
-        console.print(f"streamed vs offline: {'[green]agree' if ok else '[red]DISAGREE'}[/] "
-                      f"(tolerance {report['agreement_tol']:g}, {report['stream'].get('videos')} videos, "
-                      f"{report['stream'].get('transport')})")
-
-
-# --------------------------------------------------------------------------------------------------
-# CLI
-# --------------------------------------------------------------------------------------------------
+__all__ = ["AGREEMENT_TOL", "BENCH_DEFAULTS", "DEFAULT_EXPANSIONS", "DEFAULT_FOLDS", "DEFAULT_FUSIONS",
+           "DEFAULT_PQ_GRID", "apply_bench_defaults", "ensure_bench_features", "list_videos", "read_labels",
+           "run_ped2"]

@@ -1,12 +1,12 @@
 """Evaluation: frame-level ROC-AUC / AP of a trained model (or of precomputed clip scores).
 
 :func:`evaluate` loads a checkpoint and a feature dataset, scores every clip with the causal
-streaming protocol (:func:`fusewatch.engines.training.train.score_video`: clip ``t`` = last node of the window of clips
+streaming protocol (:func:`fusewatch.engines.evaluation.scoring.score_video`: clip ``t`` = last node of the window of clips
 ``[t−N+1 .. t]``) and hands the scores to :func:`evaluate_scores`.
 
 :func:`evaluate_scores` takes per-video clip scores from anywhere (e.g. the streaming engine) plus
 ground truth and clip→frame mapping, either as :class:`ScoredVideo` records or as
-``{name: scores}`` with a dataset (path or :class:`fusewatch.engines.data.datasets.FeatureDataset`) that provides
+``{name: scores}`` with a dataset (path or :class:`fusewatch.engines.data.records.FeatureDataset`) that provides
 them. It computes (:mod:`fusewatch.engines.evaluation.metrics`) pooled frame-level AUC/AP over the videos that have frame
 ground truth (video-level AUC of the max clip score when none has), prints a rich table, writes the
 JSON report and the plots.
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from fusewatch.engines.data.datasets import (
+from fusewatch.engines.data import (
     FeatureDataset,
     VideoFeatures,
     as_dataset,
@@ -234,7 +234,7 @@ def evaluate(model_path: str | Path, data_dir: str | Path | FeatureDataset | Seq
     (:func:`evaluate_scores`) with ``model`` (checkpoint metadata) and ``data`` keys.
     """
     from fusewatch.engines.training.checkpoint import load_model
-    from fusewatch.engines.training.train import score_video
+    from fusewatch.engines.evaluation.scoring import score_video
     mp = Path(model_path)
     if not mp.exists():
         raise FileNotFoundError(f"model {mp}: not found")
@@ -253,7 +253,8 @@ def evaluate(model_path: str | Path, data_dir: str | Path | FeatureDataset | Seq
                              f"the data has {ds.dims[n]}")
     ds = ds.select(names)
     scores = {v.name: score_video(model, v.feats, batch_size=batch_size) for v in ds.videos}
-    info = {"model": {k: meta.get(k) for k in MODEL_META_KEYS if k in meta},
+    md = meta.to_dict()
+    info = {"model": {k: md.get(k) for k in MODEL_META_KEYS if k in md},
             "data": str(ds.root or data_dir), "protocol": "causal: clip t = last node of window [t-N+1, t]"}
     return evaluate_scores(scored_from_dataset(scores, ds), out_json=out_json, plots_dir=plots_dir,
                            info=info, print_table=print_table, console=console, max_timelines=max_timelines)

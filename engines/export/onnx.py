@@ -12,7 +12,8 @@ Two forms:
 Output: ``scores`` ``B×N`` float32. Only the batch axis is symbolic (``"batch"``); the graphs
 contain no ``Shape``/``Size`` ops (reshapes use constant shapes with ``-1`` for the batch).
 
-ONNX ``metadata_props`` (all strings; :func:`read_onnx_meta` parses them back): ``producer``
+ONNX ``metadata_props`` (all strings; :func:`read_onnx_meta` parses them back into a
+:class:`fusewatch.engines.fusion.meta.ModelMeta`): ``producer``
 (``fusewatch``), ``format_version``, ``form``, ``fusion``, ``N``, ``P``, ``Q``, ``expansion``,
 ``softplus``, ``proj_dim``, ``node_dim``, ``representations`` (JSON list), ``dims`` (JSON object),
 ``model_version``, ``inputs`` (JSON list), ``config`` (JSON), ``build_kwargs`` (JSON),
@@ -39,7 +40,12 @@ import onnx
 import torch
 from torch import Tensor, nn
 
-from fusewatch.engines.fusion.model import FusionModel, LegoModel, numpy_affine
+from fusewatch.engines.fusion.base import FusionModel
+
+from fusewatch.engines.fusion.lego import LegoModel
+
+from fusewatch.engines.fusion.meta import ModelMeta
+from fusewatch.engines.fusion.numpy_ops import numpy_affine
 
 FORMS = ("graphs", "features")
 OUTPUT_NAME = "scores"
@@ -167,9 +173,9 @@ def export_onnx(model: FusionModel, meta: Mapping[str, Any] | None, path: str | 
         raise ValueError(f"form must be one of {FORMS} (got {form!r})")
     if form == "graphs" and not isinstance(model, LegoModel):
         raise ValueError(f"form='graphs' needs a LEGO model (fusion={model.fusion!r}); use form='features'")
-    meta = dict(meta) if meta else model_meta(model)
-    if not meta.get("model_version"):
-        meta.update(model_meta(model))
+    meta = ModelMeta.from_dict(meta) if meta else model_meta(model)
+    if not meta.model_version:
+        meta = ModelMeta.from_dict({**meta.to_dict(), **model_meta(model).to_dict()})
     m = copy.deepcopy(model).cpu().float().eval()
     wrapper = (GraphsWrapper(m) if form == "graphs" else FeaturesWrapper(m)).eval()
     names = input_names(m, form)
@@ -216,7 +222,7 @@ def _torch_export(wrapper: nn.Module, args: tuple, names: list[str], path: Path,
                               external_data=False, optimize=True)
 
 
-def _finalize(proto: onnx.ModelProto, model: FusionModel, meta: Mapping[str, Any], form: str,
+def _finalize(proto: onnx.ModelProto, model: FusionModel, meta: ModelMeta, form: str,
               names: list[str]) -> None:
     """Fixed batch-axis name, no doc strings, metadata_props."""
     g = proto.graph
@@ -231,7 +237,7 @@ def _finalize(proto: onnx.ModelProto, model: FusionModel, meta: Mapping[str, Any
     for node in g.node:
         node.doc_string = ""
     proto.producer_name = "fusewatch"
-    c = dict(meta.get("config") or model.config)
+    c = dict(meta.config or model.config)
     props = {
         "producer": "fusewatch",
         "format_version": META_FORMAT_VERSION,
@@ -246,14 +252,14 @@ def _finalize(proto: onnx.ModelProto, model: FusionModel, meta: Mapping[str, Any
         "node_dim": str(int(getattr(model, "node_dim", 0) or 0)),
         "representations": json.dumps(list(model.names)),
         "dims": json.dumps({k: int(v) for k, v in model.dims.items()}),
-        "model_version": str(meta.get("model_version", "")),
+        "model_version": meta.model_version,
         "inputs": json.dumps(names),
         "config": json.dumps(c, sort_keys=True),
-        "build_kwargs": json.dumps(dict(meta.get("build_kwargs") or model.build_kwargs), sort_keys=True),
-        "extractor_versions": json.dumps(dict(meta.get("extractor_versions") or {}), sort_keys=True),
+        "build_kwargs": json.dumps(dict(meta.build_kwargs or model.build_kwargs), sort_keys=True),
+        "extractor_versions": json.dumps(dict(meta.extractor_versions or {}), sort_keys=True),
     }
-    if isinstance(meta.get("alert_thresholds"), Mapping):
-        props["alert_thresholds"] = json.dumps(dict(meta["alert_thresholds"]), sort_keys=True)
+    if isinstance(meta.alert_thresholds, Mapping):
+        props["alert_thresholds"] = json.dumps(dict(meta.alert_thresholds), sort_keys=True)
     blob = _projection_blob(model)
     if blob is not None:
         props["projection"] = blob
@@ -266,8 +272,8 @@ def _finalize(proto: onnx.ModelProto, model: FusionModel, meta: Mapping[str, Any
         e.key, e.value = k, v
 
 
-def read_onnx_meta(model: str | os.PathLike | onnx.ModelProto) -> dict[str, Any]:
-    """Parse fusewatch ``metadata_props`` → dict with ints (``N``, ``P``, ``Q``, ``proj_dim``,
+def read_onnx_meta(model: str | os.PathLike | onnx.ModelProto) -> ModelMeta:
+    """Parse fusewatch ``metadata_props`` → :class:`ModelMeta` whose flat form has ints (``N``, ``P``, ``Q``, ``proj_dim``,
     ``node_dim`` — 0 for files exported before the node branch existed —, also ``window``), bool ``softplus``, decoded JSON (``representations``, ``dims``, ``inputs``,
     ``config``, ``build_kwargs``) and the other strings as-is. Raises ``ValueError`` if the file was
     not exported by fusewatch."""
@@ -288,17 +294,17 @@ def read_onnx_meta(model: str | os.PathLike | onnx.ModelProto) -> dict[str, Any]
     out["softplus"] = raw.get("softplus") == "true"
     out["window"] = out.get("N")
     out["order_p"], out["order_q"] = out.get("P"), out.get("Q")
-    return out
+    return ModelMeta.from_dict(out)
 
 
 def onnx_projectors(meta: Mapping[str, Any]) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
-    """numpy projectors (as :meth:`fusewatch.engines.fusion.model.LegoModel.projectors`) from :func:`read_onnx_meta`
+    """numpy projectors (as :meth:`fusewatch.engines.fusion.lego.LegoModel.projectors`) from :func:`read_onnx_meta`
     output; empty dict when the model does not project."""
     return _affine_from_blob(meta, "projection")
 
 
 def onnx_node_encoders(meta: Mapping[str, Any]) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
-    """numpy node encoders ``u_m`` (as :meth:`fusewatch.engines.fusion.model.LegoModel.node_encoders`) from
+    """numpy node encoders ``u_m`` (as :meth:`fusewatch.engines.fusion.lego.LegoModel.node_encoders`) from
     :func:`read_onnx_meta` output — what :class:`fusewatch.engines.serving.state.CameraGraphState` needs to
     produce the ``U`` input of a graphs-in export; empty dict when the model has no node branch."""
     return _affine_from_blob(meta, "node_encoders")
@@ -324,8 +330,8 @@ def export_cached(model: FusionModel, meta: Mapping[str, Any] | None, cache_dir:
     """Export once per ``(model_version, form, N, opset)`` into ``cache_dir``; returns the path."""
     from fusewatch.engines.training.checkpoint import model_meta
 
-    meta = dict(meta) if meta and meta.get("model_version") else model_meta(model)
-    p = Path(cache_dir) / f"fusewatch-{meta['model_version']}-{form}-N{model.window}-op{opset}.onnx"
+    meta = ModelMeta.from_dict(meta) if meta and meta.get("model_version") else model_meta(model)
+    p = Path(cache_dir) / f"fusewatch-{meta.model_version}-{form}-N{model.window}-op{opset}.onnx"
     if not p.is_file():
         export_onnx(model, meta, p, form=form, opset=opset)
     return p

@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fusewatch.engines.fusion.names import EXPANSIONS
+
 EPS_NORM = 1e-12
 """Squared-norm floor for row L2 normalisation (``x * rsqrt(max(|x|², EPS_NORM))``)."""
 EPS_DEG = 1e-12
@@ -43,7 +45,6 @@ EPS_STD = 1e-12
 REL_STD = 1e-4
 """Relative std floor of :func:`standardize_graph`: ``σ >= REL_STD · mean|G|`` over the same
 entries, so a (near-)constant window is not blown up to float noise."""
-EXPANSIONS = ("matrix", "hadamard")
 
 
 # --------------------------------------------------------------------------------------- torch ----

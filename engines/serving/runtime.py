@@ -17,6 +17,8 @@ import numpy as np
 
 from fusewatch.stream.config import CACHE_DIR, Config
 
+from fusewatch.engines.fusion.meta import ModelMeta
+from fusewatch.engines.fusion.presence import present_flags
 from fusewatch.engines.serving.backends import Scorer, select_backend
 from fusewatch.engines.serving.state import CameraGraphState
 
@@ -42,10 +44,11 @@ class FeatureWindow:
         out = {k: np.zeros((n, self.dims[k]), np.float32) for k in self.names}
         present = np.zeros(len(self.names), np.float32)
         for j, clip in enumerate(self.buf):
+            flags = present_flags(clip, self.names)   # absent clip row: stays zero
+            present = np.maximum(present, flags)
             for i, k in enumerate(self.names):
-                if clip[k] is not None:
+                if flags[i]:
                     out[k][n - c + j] = clip[k]
-                    present[i] = 1.0
         mask = np.zeros(n, np.float32)
         mask[n - c:] = 1
         return out, mask, present
@@ -56,17 +59,17 @@ class ServingModel:
     """What the engine needs: scorer, metadata, per-camera state factory and the input form."""
 
     scorer: Scorer
-    meta: dict[str, Any]
+    meta: ModelMeta
     new_state: Callable[[], Any]
     form: str  # "graphs" | "features"
 
     @property
     def names(self) -> list[str]:
-        return list(self.meta["representations"])
+        return list(self.meta.representations)
 
     @property
     def window(self) -> int:
-        return int(self.meta["window"])
+        return self.meta.window
 
     def score(self, snaps: list[tuple]) -> np.ndarray:
         """Score window snapshots (as returned by ``state.window()``: ``(R, mask, present)`` or, for
@@ -110,26 +113,27 @@ def load_serving_model(cfg: Config, model: str | Path | None = None, backend: st
         torch_model = None
     else:
         from fusewatch.engines.training.checkpoint import load_model
-        torch_model, meta = load_model(path)
-        ckpt_meta = meta
-        scorer = select_backend(name, model=torch_model, meta=meta, max_batch=cfg.engine.max_batch,
+        torch_model, ckpt_meta = load_model(path)
+        # TODO(ModelMeta): backends take the flat dict until they are switched to ModelMeta
+        scorer = select_backend(name, model=torch_model, meta=ckpt_meta.to_dict(), max_batch=cfg.engine.max_batch,
                                 threads=cfg.engine.threads)
         projectors = torch_model.projectors() if hasattr(torch_model, "projectors") else {}
         encoders = torch_model.node_encoders() if hasattr(torch_model, "node_encoders") else {}
-    meta = dict(scorer.meta)
+    flat = dict(scorer.meta)   # TODO(ModelMeta): Scorer.meta is still the flat dict
     if torch_model is not None:
         # ONNX Runtime / TensorRT read their metadata from an export cached by model_version (the
         # weights): metadata added to the checkpoint later (thresholds calibrated after training)
         # or by a newer fusewatch would be missing there — the checkpoint is the source of truth
-        meta.update({k: ckpt_meta[k] for k in CHECKPOINT_META if k in ckpt_meta})
-        for k, v in ckpt_meta.items():
-            meta.setdefault(k, v)
-    meta.setdefault("name", meta.get("fusion", "lego"))
-    names, window = list(meta["representations"]), int(meta["window"])
-    dims = {k: int(v) for k, v in meta["dims"].items()}
+        ckpt = ckpt_meta.to_dict()
+        flat.update({k: ckpt[k] for k in CHECKPOINT_META if k in ckpt})
+        for k, v in ckpt.items():
+            flat.setdefault(k, v)
+    flat.setdefault("name", flat.get("fusion", "lego"))
+    meta = ModelMeta.from_dict(flat)
+    names, window, dims = list(meta.representations), meta.window, dict(meta.dims)
     if "graphs" in scorer.forms:
-        if int(meta.get("node_dim") or 0) and not encoders:
-            raise ValueError(f"model {path}: node_dim = {meta.get('node_dim')} but no node encoders found")
+        if meta.node_dim and not encoders:
+            raise ValueError(f"model {path}: node_dim = {meta.node_dim} but no node encoders found")
         return ServingModel(scorer, meta, lambda: CameraGraphState(names, window, dims, projectors,
                                                                    node_encoders=encoders), "graphs")
     return ServingModel(scorer, meta, lambda: FeatureWindow(names, window, dims), "features")

@@ -24,6 +24,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import numpy as np
 
@@ -31,6 +32,7 @@ from fusewatch.stream.config import Config
 from fusewatch.stream.schema import Evidence, FeatureMessage, SchemaError, dead_letter_payload, decode_features
 from fusewatch.stream.transport import Record, TopicPartition, Transport, TransportError
 
+from fusewatch.engines.fusion.meta import ModelMeta
 from fusewatch.engines.serving.alerts import AlertTracker, ClipScore
 from fusewatch.engines.serving.runtime import ServingModel
 
@@ -67,12 +69,12 @@ class _Camera:
     last_clip: int = -1
 
 
-def effective_alerts(cfg: Config, meta: dict):
+def effective_alerts(cfg: Config, meta: ModelMeta):
     """``cfg.alerts`` with on/off replaced by the model's calibrated thresholds when
     ``alerts.thresholds == "model"`` and the model carries ``alert_thresholds``."""
     a = copy.copy(cfg.alerts)
-    th = meta.get("alert_thresholds")
-    if a.thresholds == "model" and isinstance(th, dict) and "on" in th and "off" in th:
+    th = meta.alert_thresholds
+    if a.thresholds == "model" and isinstance(th, Mapping) and "on" in th and "off" in th:
         a.on, a.off = float(th["on"]), float(th["off"])
     return a
 
@@ -100,10 +102,10 @@ class EngineService:
         self.t = transport
         self.sink = sink
         self.delay_s = delay_s
-        self.names: list[str] = list(meta["representations"])
-        self.dims: dict[str, int] = {k: int(v) for k, v in meta["dims"].items()}
-        self.window: int = int(meta["window"])
-        self.versions: dict[str, str] = {k: str(v) for k, v in (meta.get("extractor_versions") or {}).items() if v}
+        self.names: list[str] = list(meta.representations)
+        self.dims: dict[str, int] = dict(meta.dims)
+        self.window: int = meta.window
+        self.versions: dict[str, str] = {k: str(v) for k, v in (meta.extractor_versions or {}).items() if v}
         """Extractor version per representation of the training features (empty: not checked)."""
         self.cams: dict[str, _Camera] = {}
         self.stats = EngineStats()

@@ -9,8 +9,10 @@ tensors, so it loads with ``torch.load(weights_only=True)`` — no pickled class
      "meta": {"model_version": "<16 hex of sha256 over config+weights>", "created": ISO time,
               "torch_version": ..., **user metadata}}
 
-:func:`load_model` returns ``(model, meta)`` where ``meta`` is the flat dict described at
-:func:`model_meta` (what :func:`fusewatch.engines.export.onnx.export_onnx` and the backends take).
+:func:`load_model` returns ``(model, meta)`` where ``meta`` is a
+:class:`fusewatch.engines.fusion.meta.ModelMeta` (its :meth:`~fusewatch.engines.fusion.meta.ModelMeta.to_dict`
+is the flat dict described at :func:`model_meta`; what :func:`fusewatch.engines.export.onnx.export_onnx`
+and the backends take).
 """
 from __future__ import annotations
 
@@ -24,7 +26,10 @@ from typing import Any, Mapping
 
 import torch
 
-from fusewatch.engines.fusion.model import FusionModel, build_model
+from fusewatch.engines.fusion.base import FusionModel
+
+from fusewatch.engines.fusion.factory import build_model
+from fusewatch.engines.fusion.meta import ModelMeta
 
 FORMAT = "fusewatch-checkpoint"
 FORMAT_VERSION = 1
@@ -49,8 +54,8 @@ def weights_hash(model: FusionModel) -> str:
     return h.hexdigest()[:16]
 
 
-def model_meta(model: FusionModel, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Flat metadata of a built model::
+def model_meta(model: FusionModel, extra: Mapping[str, Any] | None = None) -> ModelMeta:
+    """Metadata of a built model; its flat dict form (:meth:`ModelMeta.to_dict`)::
 
         {"model_version", "config", "build_kwargs", "dims", "representations", "fusion", "window",
          "order_p", "order_q", "expansion", "softplus", "proj_dim", "node_dim", ...extra}
@@ -72,7 +77,7 @@ def model_meta(model: FusionModel, extra: Mapping[str, Any] | None = None) -> di
     }
     if extra:
         meta.update({k: v for k, v in extra.items() if k not in meta})
-    return meta
+    return ModelMeta.from_dict(meta)
 
 
 def _plain(x: Any, where: str) -> Any:
@@ -99,12 +104,12 @@ def _plain(x: Any, where: str) -> Any:
 
 def save_checkpoint(model: FusionModel, path: str | os.PathLike,
                     metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Save ``model`` (built by :func:`fusewatch.engines.fusion.model.build_model`) to ``path`` atomically.
+    """Save ``model`` (built by :func:`fusewatch.engines.fusion.factory.build_model`) to ``path`` atomically.
 
     ``metadata``: optional plain-data dict stored under ``meta`` (e.g. epoch, AUC, dataset).
     Returns the metadata written (with ``model_version``)."""
     if not model.config:
-        raise ValueError("model has no .config: build it with fusewatch.engines.fusion.model.build_model")
+        raise ValueError("model has no .config: build it with fusewatch.engines.fusion.factory.build_model")
     meta = {"model_version": weights_hash(model),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "torch_version": str(torch.__version__)}
@@ -154,7 +159,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu",
-               verify: bool = True) -> tuple[FusionModel, dict[str, Any]]:
+               verify: bool = True) -> tuple[FusionModel, ModelMeta]:
     """Load a checkpoint → ``(model in eval mode, meta)``.
 
     ``meta`` is :func:`model_meta` of the model plus the stored metadata (``created``, user keys)
@@ -189,8 +194,7 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     model.to(map_location).eval()
     stored = dict(ckpt["meta"])
     meta = model_meta(model, stored)
-    if verify and stored.get("model_version") and stored["model_version"] != meta["model_version"]:
+    if verify and stored.get("model_version") and stored["model_version"] != meta.model_version:
         raise CheckpointError(f"checkpoint {path}: model_version {stored['model_version']} does not match "
-                              f"the weights ({meta['model_version']})")
-    meta["path"] = str(path)
-    return model, meta
+                              f"the weights ({meta.model_version})")
+    return model, meta.replace(path=str(path))

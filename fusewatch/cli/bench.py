@@ -9,10 +9,9 @@ from fusewatch.engines.bench.ped2 import (
     DEFAULT_FOLDS,
     DEFAULT_FUSIONS,
     DEFAULT_PQ_GRID,
-    format_table,
-    print_report,
     run_ped2,
 )
+from fusewatch.engines.bench.ped2_report import format_table, print_report
 from fusewatch.stream.config import Config
 
 

@@ -50,7 +50,7 @@ def cmd_demo(args, cfg: Config) -> int:
     speed = None if args.speed == "max" else float(args.speed)
     console.print(f"[bold]fusewatch demo[/bold]: {len(videos)} cameras → worker → "
                   f"{'Kafka ' + cfg.kafka.bootstrap_servers if cfg.transport == 'kafka' else 'in-process bus'}"
-                  f" → engine ({model.meta.get('fusion')} {model.meta.get('model_version')}, "
+                  f" → engine ({model.meta.fusion} {model.meta.model_version}, "
                   f"{model.scorer.backend}) → alerts")
 
     def show(a):

@@ -85,7 +85,7 @@ def cmd_engine(args, cfg: Config) -> int:
     svc = EngineService(cfg, model, t, delay_s=args.delay)
     _install_stop(svc.stop)
     start_watchdog(svc, cfg.engine.stall_timeout)
-    print(f"engine: model {model.meta.get('fusion')} {model.meta.get('model_version')} "
+    print(f"engine: model {model.meta.fusion} {model.meta.model_version} "
           f"backend={model.scorer.backend} window={model.window} reps={','.join(model.names)} "
           f"transport={cfg.transport}"
           + (f" (backend {model.scorer.requested_backend}: {model.scorer.fallback_reason})"
@@ -110,13 +110,13 @@ def cmd_export(args, cfg: Config) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     forms = ["graphs", "features"] if args.form == "both" else [args.form]
-    if meta.get("fusion") != "lego":
+    if meta.fusion != "lego":
         forms = [f for f in forms if f != "graphs"] or ["features"]
     for form in forms:
         p = export_onnx(model, meta, out / f"{Path(args.model).stem}-{form}.onnx", form=form, opset=args.opset)
         problems = check_onnx_for_tensorrt(str(p))
         trt = "TensorRT parser: all ops supported" if not problems else f"TensorRT problems: {problems}"
-        print(f"{p}  ({form}-in, N={meta['window']}, opset {args.opset}; {trt})")
+        print(f"{p}  ({form}-in, N={meta.window}, opset {args.opset}; {trt})")
     return 0
 
 

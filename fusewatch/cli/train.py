@@ -1,11 +1,12 @@
-"""``fusewatch train``: weakly-supervised training (:mod:`fusewatch.engines.training.train`)."""
+"""``fusewatch train``: weakly-supervised training (:mod:`fusewatch.engines.training.loop`)."""
 from __future__ import annotations
 
 import argparse
 import copy
 from pathlib import Path
 
-from fusewatch.engines.training.train import FUSIONS, train
+from fusewatch.engines.fusion.names import FUSIONS
+from fusewatch.engines.training.loop import train
 from fusewatch.stream.config import Config
 
 
@@ -24,10 +25,10 @@ def _cmd_train(args: argparse.Namespace, cfg: Config) -> int:
     reps = [r.strip() for r in args.representations.split(",") if r.strip()] if args.representations else None
     summary = train(data, cfg, args.out, fusion=args.fusion, representations=reps,
                     progress=not args.no_progress)
-    best = summary["best_val_auc"]
-    print(f"saved {summary['out']} ({summary['fusion']}, representations {','.join(summary['representations'])}, "
-          f"best epoch {summary['best_epoch']}, val {summary['val_kind']} AUC "
-          f"{'n/a' if best is None else f'{best:.4f}'}, {summary['seconds']:.1f} s)")
+    best = summary.best_val_auc
+    print(f"saved {summary.out} ({summary.fusion}, representations {','.join(summary.representations)}, "
+          f"best epoch {summary.best_epoch}, val {summary.val_kind} AUC "
+          f"{'n/a' if best is None else f'{best:.4f}'}, {summary.seconds:.1f} s)")
     return 0
 
 

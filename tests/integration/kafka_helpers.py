@@ -47,7 +47,7 @@ def save_plain_lego(path, window: int, dims: dict) -> None:
     import torch
 
     from fusewatch.engines.training.checkpoint import save_checkpoint
-    from fusewatch.engines.fusion.model import build_model
+    from fusewatch.engines.fusion.factory import build_model
     from fusewatch.stream.config import load_config
 
     torch.manual_seed(0)

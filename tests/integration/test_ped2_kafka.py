@@ -20,7 +20,9 @@ import numpy as np
 import pytest
 
 from fusewatch.engines.bench import ped2 as B
-from fusewatch.engines.data.datasets import load_dataset
+from fusewatch.engines.bench import ped2_selection as SEL
+from fusewatch.engines.bench import ped2_stream as STR
+from fusewatch.engines.data import load_dataset
 from fusewatch.engines.serving.pipeline import stream_videos
 from fusewatch.engines.serving.runtime import load_serving_model
 from fusewatch.engines.serving.service import EngineService
@@ -83,8 +85,8 @@ def ped2_model(tmp_path_factory):
     feats = extract_videos([vdir], root / "feats", cfg, progress=False)
     ds = load_dataset(feats)
     path = root / "lego.pt"
-    B.train_one(ds, ds.videos, B._model_cfg(cfg, "lego", "matrix", (2, 1)), path)
-    offline = B.offline_scores(path, ds.videos)
+    SEL.train_one(ds, ds.videos, SEL.model_cfg(cfg, "lego", "matrix", (2, 1)), path)
+    offline = SEL.offline_scores(path, ds.videos)
     return {"cfg": cfg, "videos": vdir, "model": path, "offline": offline,
             "ranges": {v.name: v.clip_ranges() for v in ds.videos}}
 
@@ -114,7 +116,7 @@ def test_ped2_over_kafka_streamed_equals_offline(ped2_model, kafka_run):
     res, off = kafka_run["res"], ped2_model["offline"]
     assert res.replay["clips_published"] == sum(len(s) for s in off.values())
     assert res.engine["dead_letters"] == 0
-    cmp = B.compare_scores(res.clips, off, ped2_model["ranges"])
+    cmp = STR.compare_scores(res.clips, off, ped2_model["ranges"])
     assert not (cmp["missing"] or cmp["count_mismatch"] or cmp["range_mismatch"]), cmp
     assert cmp["clips"] == sum(len(s) for s in off.values())
     assert cmp["max_abs_diff"] <= B.AGREEMENT_TOL, cmp

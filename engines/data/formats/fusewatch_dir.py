@@ -1,0 +1,101 @@
+"""Layout (a), written by ``fusewatch extract``: ``DIR/meta.json``, ``DIR/<rep>/<video>.npy``
+(T×D float32), ``DIR/labels.json`` (per video ``frames``, ``fps``, ``labels`` = string of 0/1 per
+frame). Clip frame ranges come from ``meta.json`` ``videos[stem].clip_frames`` (inclusive)."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from fusewatch.engines.data.align import assemble
+from fusewatch.engines.data.arrays import load_feature_array
+from fusewatch.engines.data.ground_truth import apply_gt, read_labels_json
+from fusewatch.engines.data.records import ClipRule, FeatureDataset, VideoFeatures
+
+log = logging.getLogger("fusewatch.datasets")
+
+
+def load_fusewatch_dir(path: str | Path, representations: Sequence[str] | None = None,
+                       labels: str | Path | None = None) -> FeatureDataset:
+    """Layout written by ``fusewatch extract`` (``meta.json``, ``<rep>/<video>.npy``, ``labels.json``)."""
+    root = Path(path)
+    meta_p = root / "meta.json"
+    if not meta_p.exists():
+        raise FileNotFoundError(f"{root}: no meta.json (not a fusewatch feature directory)")
+    try:
+        meta = json.loads(meta_p.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{meta_p}: invalid JSON ({e})") from None
+    rep_meta = meta.get("representations") or {}
+    reps = list(rep_meta) or sorted(d.name for d in root.iterdir() if d.is_dir() and any(d.glob("*.npy")))
+    if representations:
+        unknown = [r for r in representations if r not in reps]
+        if unknown:
+            raise ValueError(f"unknown representation {', '.join(unknown)} in {root} "
+                             f"(available: {', '.join(reps) or 'none'})")
+        reps = list(representations)
+    if not reps:
+        raise ValueError(f"{root}: no representations (meta.json lists none and no <rep>/*.npy folders)")
+    vmeta = meta.get("videos") or {}
+    names = list(vmeta) or sorted({f.stem for r in reps for f in (root / r).glob("*.npy")})
+    if not names:
+        raise ValueError(f"{root}: no videos")
+    clip_len = int(meta.get("clip_len") or 16)
+    clip_stride = int(meta.get("clip_stride") or clip_len)
+    per_rep: dict[str, dict[str, np.ndarray]] = {r: {} for r in reps}
+    for r in reps:
+        for n in names:
+            f = root / r / f"{n}.npy"
+            if f.exists():
+                per_rep[r][n] = load_feature_array(f)
+    for r in list(reps):
+        if not per_rep[r]:     # e.g. audio when no video had an audio track
+            if representations:
+                raise ValueError(f"representation {r}: no feature files in {root / r}")
+            log.warning("%s: representation %s has no feature files: ignored", root, r)
+            del per_rep[r]
+            reps.remove(r)
+    if not reps:
+        raise ValueError(f"{root}: no videos (no feature files)")
+    for r in reps:
+        d = (rep_meta.get(r) or {}).get("dim")
+        for n, a in per_rep[r].items():
+            if d is not None and a.shape[1] != int(d):
+                raise ValueError(f"representation {r}: {n}.npy has dim {a.shape[1]} but meta.json says {d}")
+    aligned, dims = assemble(per_rep)
+    lab_p = Path(labels) if labels else root / "labels.json"
+    gt = read_labels_json(lab_p) if lab_p.exists() else {}
+    if not gt:
+        log.info("%s: no labels.json: video labels from names, no frame ground truth", root)
+    videos = []
+    for n in names:
+        feats = aligned.get(n)
+        if not feats:
+            log.warning("video %s: no feature files in %s: skipped", n, root)
+            continue
+        vm = vmeta.get(n) or {}
+        T = next(iter(feats.values())).shape[0]
+        cf = vm.get("clip_frames")
+        if cf is not None:
+            cf = [(int(s), int(e)) for s, e in cf]
+            if len(cf) != T:
+                if len(cf) > T:
+                    cf = cf[:T]
+                else:
+                    log.warning("video %s: meta.json has %d clip ranges for %d clips: using clip_len rule",
+                                n, len(cf), T)
+                    cf = None
+        if vm.get("clips") is not None and int(vm["clips"]) != T:
+            log.warning("video %s: meta.json says %s clips, features have %d", n, vm["clips"], T)
+        v = VideoFeatures(name=n, feats=feats, clip_to_frames=cf if cf is not None else ClipRule(clip_len, clip_stride),
+                          n_frames=vm.get("frames"), fps=vm.get("fps"), source=str(root))
+        videos.append(apply_gt(v, gt.get(n)))
+    if not videos:
+        raise ValueError(f"{root}: no videos with features")
+    return FeatureDataset(videos, dims, "fusewatch", str(root),
+                          {"clip_len": clip_len, "clip_stride": clip_stride,
+                           "sample_fps": meta.get("sample_fps"),
+                           "versions": {r: (rep_meta.get(r) or {}).get("version") for r in dims}})
