@@ -34,8 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-EPS_NORM = 1e-12
-"""Squared-norm floor for row L2 normalisation (``x * rsqrt(max(|x|², EPS_NORM))``)."""
+from fusewatch.engines.fusion.numeric import EPS_NORM  # noqa: F401  (numpy-only; serving imports it there)
 EPS_DEG = 1e-12
 """Degree floor of the symmetric normalisation."""
 EPS_STD = 1e-12

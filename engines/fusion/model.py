@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from fusewatch.stream.config import ModelConfig
 
+from fusewatch.engines.fusion.numeric import numpy_affine  # noqa: F401  (re-exported)
 from fusewatch.engines.fusion.graphs import cosine_graph, degree_normalize, expand_graphs, pair_list, standardize_graph
 
 FeatsLike = Mapping[str, Tensor | None] | Sequence[Tensor]
@@ -382,23 +383,6 @@ class LegoModel(FusionModel):
         if self.node_enc is None:
             return {}
         return {n: numpy_linear(lin) for n, lin in zip(self.names, self.node_enc)}
-
-
-def numpy_affine(w: np.ndarray, b: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-    """numpy ``x ...×d_in → x @ wᵀ + b`` (``w`` ``d_out×d_in``), computed in ``x``'s float dtype.
-    The callable carries ``weight``, ``bias`` and ``out_dim``."""
-    cache: dict = {}
-
-    def f(x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x)
-        dt = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float32)
-        if dt not in cache:
-            cache[dt] = (np.ascontiguousarray(w.T.astype(dt)), b.astype(dt))
-        wt, bb = cache[dt]
-        return x.astype(dt, copy=False) @ wt + bb
-
-    f.weight, f.bias, f.out_dim = w, b, int(w.shape[0])  # type: ignore[attr-defined]
-    return f
 
 
 def numpy_linear(lin: nn.Linear) -> Callable[[np.ndarray], np.ndarray]:

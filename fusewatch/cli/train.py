@@ -5,11 +5,17 @@ import argparse
 import copy
 from pathlib import Path
 
-from fusewatch.engines.training.train import FUSIONS, train
 from fusewatch.stream.config import Config
+
+FUSIONS = ("lego", "concat", "add", "mtn")  # fusewatch.engines.training.train.FUSIONS (imports torch)
 
 
 def _cmd_train(args: argparse.Namespace, cfg: Config) -> int:
+    from fusewatch.extras import require
+
+    require("torch", "fusewatch train")
+    from fusewatch.engines.training.train import train
+
     data = Path(args.data)
     if not data.exists():
         raise FileNotFoundError(f"--data {data}: not found")

@@ -218,21 +218,21 @@ def tensorrt_status(module: str = "tensorrt") -> tuple[bool, str]:
 # ------------------------------------------------------------------------------- factory ----------
 
 def _resolve_model(model, meta):
-    """→ (torch model | None, meta, onnx paths {form: path} | None)."""
+    """→ (torch model | None, meta, onnx paths {form: path} | None). ONNX inputs never import torch."""
+    if model is None:
+        raise BackendError("select_backend: no model given (checkpoint .pt, exported .onnx or nn.Module)")
+    if isinstance(model, Mapping):  # {form: onnx path}
+        return None, None, {k: Path(v) for k, v in model.items()}
+    if isinstance(model, (str, os.PathLike)) and Path(model).suffix == ".onnx":
+        from fusewatch.engines.export.onnx_meta import read_onnx_meta
+
+        return None, None, {read_onnx_meta(model)["form"]: Path(model)}
     from fusewatch.engines.training.checkpoint import load_model, model_meta
     from fusewatch.engines.fusion.model import FusionModel
 
-    if model is None:
-        raise BackendError("select_backend: no model given (checkpoint .pt, exported .onnx or nn.Module)")
     if isinstance(model, FusionModel):
         return model, (dict(meta) if meta and meta.get("model_version") else model_meta(model)), None
-    if isinstance(model, Mapping):  # {form: onnx path}
-        return None, None, {k: Path(v) for k, v in model.items()}
     p = Path(model)
-    if p.suffix == ".onnx":
-        from fusewatch.engines.export.onnx import read_onnx_meta
-
-        return None, None, {read_onnx_meta(p)["form"]: p}
     m, mt = load_model(p)
     return m, mt, None
 

@@ -26,7 +26,7 @@ class OrtScorer(Scorer):
                  providers: Sequence[str] | None = None):
         import onnxruntime as ort
 
-        from fusewatch.engines.export.onnx import read_onnx_meta
+        from fusewatch.engines.export.onnx_meta import read_onnx_meta
 
         if not isinstance(paths, Mapping):
             paths = {read_onnx_meta(paths)["form"]: paths}

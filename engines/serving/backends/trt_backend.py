@@ -189,7 +189,7 @@ class TrtScorer(Scorer):
     def __init__(self, paths, max_batch: int = 64, opt_batch: int | None = None,
                  cache_dir: str | os.PathLike | None = None, fp16: bool = False, device: int = 0,
                  module: str = "tensorrt", workspace_mb: int = 1024):
-        from fusewatch.engines.export.onnx import read_onnx_meta
+        from fusewatch.engines.export.onnx_meta import read_onnx_meta
 
         ok, why = tensorrt_status(module)
         if not ok:
