@@ -26,9 +26,9 @@ if [ ! -f "$VENV/.complete" ]; then
   rm -rf "$VENV"
   "$PY" -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q --progress-bar off -e ".[test]"
+  "$VENV/bin/pip" install -q --progress-bar off -e ".[train,test]"
   # optional: the TensorRT-RTX builder lets the test suite build TensorRT engines without a GPU
-  "$VENV/bin/pip" install -q --progress-bar off -e ".[test,trt-rtx]" \
+  "$VENV/bin/pip" install -q --progress-bar off -e ".[train,test,trt-rtx]" \
     || echo "setup: note: tensorrt-rtx not installable here; its test will be skipped with the reason" >&2
   touch "$VENV/.complete"
 fi

@@ -59,6 +59,9 @@ def ensure_model(cfg: Config, video_dir: Path, path: Path, retrain: bool = False
             log(f"model: reusing {path}")
             return path
         log(f"model: {path} was trained with other settings (features, model or training): retraining")
+    from fusewatch.extras import require
+    require("torch", "fusewatch demo: training its default model",
+            " (or pass --model M.onnx, exported with `fusewatch export-models`)")
     from fusewatch.engines.training.loop import train
     feats = ensure_features(cfg, video_dir, log=log)
     log(f"model: training {cfg.model.fusion} on {feats} (representations {','.join(cfg.model.representations)})")

@@ -36,8 +36,7 @@ from torch import Tensor
 
 from fusewatch.engines.fusion.names import EXPANSIONS
 
-EPS_NORM = 1e-12
-"""Squared-norm floor for row L2 normalisation (``x * rsqrt(max(|x|², EPS_NORM))``)."""
+from fusewatch.engines.fusion.numpy_ops import EPS_NORM  # noqa: E402  (numpy-only; serving imports it there)
 EPS_DEG = 1e-12
 """Degree floor of the symmetric normalisation."""
 EPS_STD = 1e-12

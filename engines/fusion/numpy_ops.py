@@ -1,9 +1,16 @@
-"""Frozen numpy copies of linear layers (``x ...×d_in → ...×d_out``), for serving without torch."""
+"""numpy-only pieces of the fusion model that serving needs (no torch: the runtime install has none):
+frozen copies of linear layers (``x ...×d_in → ...×d_out``) and the row-normalisation floor."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+EPS_NORM = 1e-12
+"""Squared-norm floor for row L2 normalisation (``x * rsqrt(max(|x|², EPS_NORM))``)."""
 
 
 def numpy_affine(w: np.ndarray, b: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:

@@ -104,7 +104,7 @@ def load_serving_model(cfg: Config, model: str | Path | None = None, backend: st
         raise FileNotFoundError(f"model {path}: not found{hint}")
     name = backend or cfg.engine.backend
     if path.suffix == ".onnx":
-        from fusewatch.engines.export.onnx import onnx_node_encoders, onnx_projectors, read_onnx_meta
+        from fusewatch.engines.export.onnx_meta import onnx_node_encoders, onnx_projectors, read_onnx_meta
         meta = read_onnx_meta(str(path))
         scorer = select_backend(name, model=str(path), max_batch=cfg.engine.max_batch,
                                 threads=cfg.engine.threads)
@@ -112,6 +112,10 @@ def load_serving_model(cfg: Config, model: str | Path | None = None, backend: st
         encoders = onnx_node_encoders(meta)
         torch_model = None
     else:
+        from fusewatch.extras import require
+        require("torch", f"model {path}: a torch checkpoint",
+                f", or export it where torch is installed (`fusewatch export-models --model {path.name} "
+                "--out DIR`) and serve the .onnx file")
         from fusewatch.engines.training.checkpoint import load_model
         torch_model, ckpt_meta = load_model(path)
         # TODO(ModelMeta): backends take the flat dict until they are switched to ModelMeta

@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from fusewatch.engines.fusion.graphs import EPS_NORM
+from fusewatch.engines.fusion.numpy_ops import EPS_NORM
 
 Projector = Callable[[np.ndarray], np.ndarray]
 

@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "fusewatch.cli.kafka",     # kafka up|down|status|restart, topics create
     "fusewatch.cli.worker",    # worker, replay, extract
     "fusewatch.cli.engine",    # engine, export, alerts
+    "fusewatch.cli.export_models",  # export-models (backbone ONNX files + trained models for runtime hosts)
     "fusewatch.cli.train",     # train
     "fusewatch.cli.evaluate",  # eval
     "fusewatch.cli.demo",      # demo
@@ -71,7 +72,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     errs: list[type[BaseException]] = [ConfigError, FileNotFoundError, ValueError, PermissionError]
     for mod, name in (("fusewatch.stream.transport.base", "TransportError"),
                       ("fusewatch.stream.sources", "SourceError"),
-                      ("fusewatch.engines.serving.backends", "BackendError")):
+                      ("fusewatch.engines.serving.backends", "BackendError"),
+                      ("fusewatch.extras", "MissingExtraError")):
         try:
             errs.append(getattr(importlib.import_module(mod), name))
         except (ImportError, AttributeError):

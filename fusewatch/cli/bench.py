@@ -52,6 +52,8 @@ def parse_pq_grid(s: str) -> list[tuple[int, int]]:
 
 
 def cmd_bench_ped2(args, cfg: Config) -> int:
+    from fusewatch.extras import require
+    require("torch", "fusewatch bench ped2")
     report = run_ped2(args.videos, args.out_model, cfg, work_dir=args.work,
                       fusions=[f.strip() for f in args.fusions.split(",") if f.strip()],
                       expansions=[e.strip() for e in args.expansions.split(",") if e.strip()],

@@ -70,7 +70,8 @@ def cmd_demo(args, cfg: Config) -> int:
     n_clips = sum(len(v) for v in res.clips.values())
     console.print(f"{n_clips} clips scored, {len({a.id for a in res.alerts})} alerts, "
                   f"{res.engine.get('dead_letters', 0)} dead letters in {res.wall_s:.1f} s")
-    if labels and all(c in labels for c in res.clips):
+    from fusewatch.extras import have
+    if labels and all(c in labels for c in res.clips) and have("sklearn"):  # AUC: the train extra
         rep = streamed_eval(res, labels, cfg)
         if rep is not None:
             console.print(f"frame-level ROC-AUC of the streamed scores on these cameras: {rep:.4f}")

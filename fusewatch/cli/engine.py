@@ -102,6 +102,8 @@ def cmd_engine(args, cfg: Config) -> int:
 def cmd_export(args, cfg: Config) -> int:
     from pathlib import Path
 
+    from fusewatch.extras import require
+    require("torch", "fusewatch export")
     from fusewatch.engines.export.onnx import export_onnx
     from fusewatch.engines.export.tensorrt_ops import check_onnx_for_tensorrt
     from fusewatch.engines.training.checkpoint import load_model

@@ -9,6 +9,8 @@ from fusewatch.engines.evaluation.evaluate import evaluate, evaluate_stream
 def _cmd_eval(args: argparse.Namespace, cfg) -> int:
     if not args.model:
         raise ValueError("eval: --model MODEL is required")
+    from fusewatch.extras import require
+    require("sklearn", "fusewatch eval (ROC-AUC / AP)")
     if args.stream or args.videos:
         if not (args.stream and args.videos):
             raise ValueError("eval: --stream needs --videos VIDEO_DIR (and --videos needs --stream)")

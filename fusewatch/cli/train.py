@@ -5,12 +5,17 @@ import argparse
 import copy
 from pathlib import Path
 
-from fusewatch.engines.fusion.names import FUSIONS
-from fusewatch.engines.training.loop import train
 from fusewatch.stream.config import Config
+
+from fusewatch.engines.fusion.names import FUSIONS
 
 
 def _cmd_train(args: argparse.Namespace, cfg: Config) -> int:
+    from fusewatch.extras import require
+
+    require("torch", "fusewatch train")
+    from fusewatch.engines.training.loop import train
+
     data = Path(args.data)
     if not data.exists():
         raise FileNotFoundError(f"--data {data}: not found")

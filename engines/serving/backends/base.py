@@ -26,7 +26,7 @@ def read_export_metas(paths: Mapping[str, str | os.PathLike] | str | os.PathLike
     """``{form: onnx path}`` (or one path, form from its metadata) → ``(paths, {form: metadata})``.
     Raises :class:`BackendError` when a file's form differs from its key or the files come from
     different models."""
-    from fusewatch.engines.export.onnx import read_onnx_meta
+    from fusewatch.engines.export.onnx_meta import read_onnx_meta
 
     if not isinstance(paths, Mapping):
         paths = {read_onnx_meta(paths)["form"]: paths}

@@ -5,7 +5,8 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
-from fusewatch.engines.fusion.model import FusionModel, LegoModel
+from fusewatch.engines.fusion.base import FusionModel
+from fusewatch.engines.fusion.lego import LegoModel
 from fusewatch.engines.serving.backends.base import Scorer
 
 
