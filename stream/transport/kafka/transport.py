@@ -1,345 +1,38 @@
 """Kafka transport: kafka-python 3.x against a real Apache Kafka (4.x) broker.
 
 * Producer: idempotent, ``acks=all``, record key = camera id (the default murmur2 partitioner keeps
-  one camera in one partition, so per-camera order is preserved). Every send's future is tracked;
-  :meth:`KafkaTransport.flush` raises :class:`~fusewatch.stream.transport.base.DeliveryError` for any record
-  that failed or was not acknowledged in time — errors are never swallowed.
+  one camera in one partition, so per-camera order is preserved). Every record is tracked until it
+  is acknowledged or finally lost (:mod:`.delivery`): retriable failures are retried while
+  ``kafka.delivery_timeout_s`` allows, ``on_delivery`` learns each record's outcome, and
+  :meth:`KafkaTransport.flush` raises :class:`~fusewatch.stream.transport.base.DeliveryError` for
+  any record lost or not acknowledged in time — errors are never swallowed.
 * Consumer: consumer group, ``enable_auto_commit=False``, synchronous :meth:`commit` of
-  next-offsets; rebalance callbacks run on a helper thread while kafka-python's IO loop waits, so
-  they may call :meth:`commit`, :meth:`seek`, :meth:`end_offset` ... (a plain synchronous listener
-  would deadlock on kafka-python 3's IO thread).
-* Every ``cfg.kafka.client_kwargs()`` setting (security protocol, SASL, TLS, client id,
-  compression, request timeout) is passed straight through, filtered to what each client accepts.
-* Start-up is bounded by ``cfg.kafka.connect_timeout_s``: a pre-flight check (:func:`check_broker`)
-  connects, performs the TLS handshake / SASL PLAIN authentication and a metadata request itself, so
-  an unreachable broker or wrong credentials surface as a one-line :class:`TransportError` instead of
-  kafka-python's silent retry loop. Secrets never reach log records (:func:`_redact_secrets`).
+  next-offsets; rebalance callbacks run on a helper thread while kafka-python's IO loop waits
+  (:mod:`.group_join`), so they may call :meth:`commit`, :meth:`seek`, :meth:`end_offset` ...
+* Client settings: :mod:`.client_config`; start-up bounded by the raw-protocol pre-flight check
+  :func:`~.preflight.check_broker` (``cfg.kafka.connect_timeout_s``).
 """
 from __future__ import annotations
 
 import logging
-import socket
-import ssl
-import struct
-import threading
 import time
 from typing import Any, Iterable
 
 import kafka.errors as kerr
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
-from kafka.future import Future as _KFuture
+from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import OffsetAndMetadata
 from kafka.structs import TopicPartition as _KTP
 
 from fusewatch.stream.config import Config
-from fusewatch.stream.transport.base import (DeliveryError, RebalanceCallback, Record, TopicPartition, Transport,
-                                   TransportError, key_bytes)
+from fusewatch.stream.transport.base import (DeliveryCallback, DeliveryError, Record, RebalanceCallback,
+                                             TopicPartition, Transport, TransportError, key_bytes)
 
-log = logging.getLogger(__name__)
+from .client_config import _RECONNECT, _RECORD_OVERHEAD, _describe, _redact_secrets, _wrap, client_config
+from .delivery import DeliveryTracker, PendingRecord
+from .group_join import _Listener, settle_group
+from .preflight import check_broker
 
-__all__ = ["KafkaTransport", "AuthenticationError", "CommitFailedError", "check_broker",
-           "client_config", "admin_client"]
-
-_RECORD_OVERHEAD = 65536
-"""Bytes allowed on top of ``cfg.max_message_bytes`` for batch/record headers."""
-
-_RECONNECT = {"reconnect_backoff_max_ms": 1000}
-"""Java client default (kafka-python's is 30 s): reconnect within ~1 s once a restarted broker is back."""
-
-
-class AuthenticationError(TransportError):
-    """The broker rejected our credentials (SASL) or the TLS handshake."""
-
-
-class CommitFailedError(TransportError):
-    """An offset commit was rejected (typically: the group rebalanced meanwhile)."""
-
-
-# ---------------------------------------------------------------------------------------------
-# configuration helpers
-
-def client_config(cfg: Config, cls: type, **extra: Any) -> dict[str, Any]:
-    """kafka-python kwargs for ``cls`` (KafkaProducer/KafkaConsumer/KafkaAdminClient): every
-    ``cfg.kafka`` setting plus ``extra``, keeping only the keys ``cls`` accepts."""
-    kw = {**cfg.kafka.client_kwargs(), **extra}
-    allowed = getattr(cls, "DEFAULT_CONFIG", None)
-    if allowed is not None:
-        kw = {k: v for k, v in kw.items() if k in allowed}
-    return kw
-
-
-def _describe(cfg: Config) -> str:
-    k = cfg.kafka
-    s = f"{k.bootstrap_servers} ({k.security_protocol}"
-    if k.security_protocol.startswith("SASL"):
-        s += f", {k.sasl_mechanism or 'PLAIN'} user {k.sasl_plain_username!r}"
-    return s + ")"
-
-
-class _RedactFilter(logging.Filter):
-    """Replaces configured secrets in kafka-python log records (its DEBUG logs print SASL tokens)."""
-
-    def __init__(self) -> None:
-        super().__init__("fusewatch-redact")
-        self.secrets: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
-            return True
-        try:
-            msg = record.getMessage()
-        except Exception:  # noqa: BLE001 - a broken record is not ours to fix
-            return True
-        red = msg
-        for s in self.secrets:
-            red = red.replace(s, "***")
-        if red != msg:
-            record.msg, record.args = red, ()
-        return True
-
-
-_REDACT = _RedactFilter()
-_REDACT_LOGGERS = ("kafka", "kafka.protocol.parser", "kafka.net.connection", "kafka.net.transport",
-                   "kafka.net.manager", "kafka.net.sasl.plain", "kafka.conn", "kafka.client_async",
-                   "kafka.producer.kafka", "kafka.consumer.group", "kafka.admin.client")
-
-
-def _redact_secrets(cfg: Config) -> None:
-    """Install the redaction filter for cfg's secrets on kafka-python's loggers (idempotent)."""
-    for name in cfg.kafka.SECRET_FIELDS:
-        val = getattr(cfg.kafka, name, None)
-        if val:
-            _REDACT.secrets.add(val)
-            _REDACT.secrets.add(repr(val.encode())[2:-1])  # as it appears inside a bytes repr
-    if _REDACT.secrets:
-        names = set(_REDACT_LOGGERS) | {n for n in logging.root.manager.loggerDict
-                                        if n == "kafka" or n.startswith("kafka.")}
-        for name in sorted(names):
-            lg = logging.getLogger(name)
-            if _REDACT not in lg.filters:
-                lg.addFilter(_REDACT)
-
-
-# ---------------------------------------------------------------------------------------------
-# pre-flight connectivity / authentication check (raw Kafka protocol, non-flexible versions)
-
-_API_METADATA, _API_SASL_HANDSHAKE, _API_API_VERSIONS, _API_SASL_AUTH = 3, 17, 18, 36
-
-
-class _Closed(OSError):
-    pass
-
-
-def _kreq(sock: socket.socket, api: int, ver: int, corr: int, body: bytes) -> bytes:
-    cid = b"fusewatch-preflight"
-    msg = struct.pack(">hhih", api, ver, corr, len(cid)) + cid + body
-    sock.sendall(struct.pack(">i", len(msg)) + msg)
-    size = struct.unpack(">i", _recv(sock, 4))[0]
-    resp = _recv(sock, size)
-    if struct.unpack(">i", resp[:4])[0] != corr:
-        raise OSError("correlation id mismatch")
-    return resp[4:]
-
-
-def _recv(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise _Closed("connection closed by the broker")
-        buf += chunk
-    return bytes(buf)
-
-
-def _kstr(b: bytes, pos: int) -> tuple[str | None, int]:
-    (n,) = struct.unpack_from(">h", b, pos)
-    if n < 0:
-        return None, pos + 2
-    return b[pos + 2:pos + 2 + n].decode("utf-8", "replace"), pos + 2 + n
-
-
-def _split_server(s: str) -> tuple[str, int]:
-    host, _, port = s.rpartition(":")
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
-def _ssl_context(cfg: Config) -> ssl.SSLContext:
-    k = cfg.kafka
-    ctx = ssl.create_default_context(cafile=k.ssl_cafile)
-    if k.ssl_certfile:
-        ctx.load_cert_chain(k.ssl_certfile, k.ssl_keyfile)
-    return ctx
-
-
-def _preflight_one(cfg: Config, host: str, port: int, timeout: float) -> None:
-    """Connect, (TLS), (SASL PLAIN), metadata. Raises OSError (retryable) or TransportError (fatal)."""
-    k = cfg.kafka
-    sock = socket.create_connection((host, port), timeout=timeout)
-    try:
-        sock.settimeout(timeout)
-        if k.security_protocol in ("SSL", "SASL_SSL"):
-            try:
-                ctx = _ssl_context(cfg)
-            except (OSError, ValueError) as e:
-                raise TransportError(f"Kafka TLS settings (ssl_cafile/ssl_certfile/ssl_keyfile): {e}") from None
-            try:
-                sock = ctx.wrap_socket(sock, server_hostname=host)
-            except (ssl.SSLError, ssl.CertificateError) as e:
-                raise AuthenticationError(f"Kafka TLS handshake with {host}:{port} failed: {e}") from None
-        if k.security_protocol.startswith("SASL"):
-            mech = (k.sasl_mechanism or "PLAIN").encode()
-            try:
-                r = _kreq(sock, _API_SASL_HANDSHAKE, 1, 1, struct.pack(">h", len(mech)) + mech)
-            except _Closed:
-                raise AuthenticationError(
-                    f"Kafka broker {host}:{port} closed the connection at the SASL handshake: "
-                    f"is this a SASL listener? (security_protocol={k.security_protocol})") from None
-            err = struct.unpack_from(">h", r)[0]
-            if err and err != 33:  # 33: UNSUPPORTED_SASL_MECHANISM, handled below
-                raise AuthenticationError(
-                    f"Kafka SASL handshake rejected by {host}:{port} (error code {err}): is this a "
-                    f"SASL listener? (security_protocol={k.security_protocol})")
-            if err:
-                (n,) = struct.unpack_from(">i", r, 2)
-                pos, enabled = 6, []
-                for _ in range(max(n, 0)):
-                    s, pos = _kstr(r, pos)
-                    enabled.append(s)
-                raise AuthenticationError(
-                    f"Kafka authentication failed: SASL mechanism {mech.decode()} is not enabled on "
-                    f"{host}:{port} (enabled: {', '.join(map(str, enabled)) or 'none'})")
-            if mech == b"PLAIN":
-                tok = b"\0" + (k.sasl_plain_username or "").encode() + b"\0" + \
-                    (k.sasl_plain_password or "").encode()
-                try:
-                    r = _kreq(sock, _API_SASL_AUTH, 1, 2, struct.pack(">i", len(tok)) + tok)
-                except _Closed:
-                    raise AuthenticationError(
-                        f"Kafka authentication failed for user {k.sasl_plain_username!r} at "
-                        f"{host}:{port} (connection closed during SASL/PLAIN)") from None
-                err = struct.unpack_from(">h", r)[0]
-                if err:
-                    msg, _ = _kstr(r, 2)
-                    raise AuthenticationError(
-                        f"Kafka authentication failed for user {k.sasl_plain_username!r} at "
-                        f"{host}:{port}: {msg or 'SASL/PLAIN rejected'}")
-            else:
-                return  # SCRAM/OAUTHBEARER/GSSAPI: kafka-python completes the exchange itself
-        # Metadata v4 with no topics: proves the listener speaks our protocol and a broker is up.
-        try:
-            r = _kreq(sock, _API_METADATA, 4, 3, struct.pack(">i?", 0, False))
-        except _Closed:
-            raise AuthenticationError(
-                f"Kafka broker {host}:{port} closed the connection on a metadata request: does the "
-                f"listener expect another security protocol? (client uses {k.security_protocol})") from None
-        if struct.unpack_from(">i", r, 4)[0] <= 0:
-            raise OSError("no broker registered yet")
-    finally:
-        sock.close()
-
-
-def check_broker(cfg: Config, timeout: float | None = None) -> None:
-    """Wait (up to ``timeout``, default ``cfg.kafka.connect_timeout_s``) until one bootstrap server
-    answers; raise :class:`TransportError` (unreachable) or :class:`AuthenticationError` (wrong
-    credentials / TLS / protocol mismatch, raised at once) with a one-line message."""
-    timeout = cfg.kafka.connect_timeout_s if timeout is None else timeout
-    servers = cfg.kafka.client_kwargs()["bootstrap_servers"]
-    deadline = time.monotonic() + timeout
-    delay, why = 0.1, "no attempt"
-    while True:
-        for s in servers:
-            left = deadline - time.monotonic()
-            try:
-                host, port = _split_server(s)
-                _preflight_one(cfg, host, port, max(0.2, min(left, 5.0)))
-                return
-            except TransportError:
-                raise
-            except ValueError:
-                raise TransportError(f"kafka.bootstrap_servers: bad address {s!r} (want host:port)") from None
-            except (OSError, struct.error) as e:
-                why = f"{s}: {e.strerror or e}" if isinstance(e, OSError) and e.strerror else f"{s}: {e}"
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TransportError(f"Kafka broker unreachable at {_describe(cfg)} after {timeout:g}s "
-                                 f"(last error: {why})")
-        time.sleep(min(delay, left))
-        delay = min(delay * 2, 1.0)
-
-
-def admin_client(cfg: Config) -> KafkaAdminClient:
-    """A KafkaAdminClient for ``cfg`` after a bounded :func:`check_broker`."""
-    _redact_secrets(cfg)
-    check_broker(cfg)
-    try:
-        return KafkaAdminClient(**client_config(
-            cfg, KafkaAdminClient, bootstrap_timeout_ms=int(cfg.kafka.connect_timeout_s * 1000)))
-    except kerr.KafkaError as e:
-        raise _wrap(e, f"admin client for {_describe(cfg)}") from None
-
-
-def _wrap(e: BaseException, what: str) -> TransportError:
-    if isinstance(e, TransportError):
-        return e
-    name = type(e).__name__
-    text = str(e) if str(e) and str(e) != name else ""
-    if isinstance(e, (kerr.SaslAuthenticationFailedError, kerr.UnsupportedSaslMechanismError)):
-        return AuthenticationError(f"Kafka authentication failed: {what}: {name} {text}".strip())
-    if isinstance(e, kerr.CommitFailedError):
-        return CommitFailedError(f"{what}: {name} {text}".strip())
-    return TransportError(f"{what}: {name} {text}".strip())
-
-
-# ---------------------------------------------------------------------------------------------
-class _Listener(AsyncConsumerRebalanceListener):
-    """Bridges kafka-python's (IO-thread) rebalance hooks to the user's callbacks.
-
-    The user callback runs on a helper thread while the IO loop awaits it, so blocking consumer
-    calls (commit, seek, offsets) made from the callback are served by the loop instead of
-    deadlocking it.
-    """
-
-    def __init__(self, consumer: KafkaConsumer, on_assign: RebalanceCallback | None,
-                 on_revoke: RebalanceCallback | None, inline: bool = False):
-        self._consumer = consumer
-        self._on_assign = on_assign
-        self._on_revoke = on_revoke
-        self._inline = inline
-
-    async def on_partitions_revoked(self, revoked):
-        if revoked:
-            await self._run(self._on_revoke, revoked)
-
-    async def on_partitions_assigned(self, assigned):
-        await self._run(self._on_assign, assigned)
-
-    async def _run(self, cb: RebalanceCallback | None, tps) -> None:
-        if cb is None:
-            return
-        arg = {(tp.topic, tp.partition) for tp in tps}
-        net = getattr(self._consumer, "_net", None)
-        if self._inline or net is None or not hasattr(net, "call_soon_threadsafe"):
-            cb(arg)
-            return
-        fut = _KFuture()
-
-        def work() -> None:
-            err: BaseException | None = None
-            try:
-                cb(arg)
-            except BaseException as e:  # noqa: BLE001 - handed back to the IO loop
-                err = e
-
-            async def done() -> None:
-                if err is None:
-                    fut.success(None)
-                else:
-                    fut.failure(err if isinstance(err, Exception) else RuntimeError(repr(err)))
-            net.call_soon_threadsafe(done)
-
-        threading.Thread(target=work, name="fusewatch-rebalance", daemon=True).start()
-        await fut
+log = logging.getLogger("fusewatch.stream.transport.kafka")
 
 
 class KafkaTransport(Transport):
@@ -359,8 +52,9 @@ class KafkaTransport(Transport):
         self._req_ms = int(k.request_timeout_ms)
         self._producer_kwargs = dict(producer_kwargs or {})
         self._consumer_kwargs = dict(consumer_kwargs or {})
-        self._lock = threading.Lock()
-        self._pending: list = []
+        self._delivery_s = float(k.delivery_timeout_s)
+        self.delivery: DeliveryTracker | None = None
+        """Producer delivery bookkeeping (counters ``delivered``, ``lost``, ``resent``)."""
         self._producer: KafkaProducer | None = None
         self._consumer: KafkaConsumer | None = None
         self._consume = consume
@@ -370,7 +64,7 @@ class KafkaTransport(Transport):
         self._join_ms: int | None = None
         """Bound on awaiting a pending group join (None: the consumer's ``session_timeout_ms``)."""
         self.lost_joins = 0
-        """Group joins whose completion kafka-python lost and :meth:`_settle_group` redid."""
+        """Group joins whose completion kafka-python lost and :func:`.settle_group` redid."""
         _redact_secrets(cfg)
         check_broker(cfg)
         try:
@@ -378,10 +72,11 @@ class KafkaTransport(Transport):
                 linger = int(self._producer_kwargs.get("linger_ms", 5))
                 pkw = dict(enable_idempotence=True, acks="all", linger_ms=linger,
                            max_block_ms=self._timeout_ms, bootstrap_timeout_ms=self._timeout_ms,
-                           delivery_timeout_ms=self._req_ms + linger + self._timeout_ms,
+                           delivery_timeout_ms=max(int(self._delivery_s * 1000), self._req_ms + linger),
                            max_request_size=cfg.max_message_bytes + _RECORD_OVERHEAD, **_RECONNECT)
                 pkw.update(self._producer_kwargs)
                 self._producer = KafkaProducer(**client_config(cfg, KafkaProducer, **pkw))
+                self.delivery = DeliveryTracker(self._send, self._delivery_s, self._too_large)
             if consume:
                 self._consumer = self._new_consumer(group_id, self._reset)
         except BaseException as e:
@@ -416,40 +111,67 @@ class KafkaTransport(Transport):
 
     # -- producer -------------------------------------------------------------------------------
     def produce(self, topic: str, key: str | bytes | None, value: bytes,
-                headers: Iterable[tuple[str, bytes]] | None = None) -> None:
+                headers: Iterable[tuple[str, bytes]] | None = None, *,
+                on_delivery: DeliveryCallback | None = None) -> None:
         if self._closed:
             raise TransportError("KafkaTransport is closed")
         if self._producer is None:
             raise TransportError("KafkaTransport was created with produce=False")
         hdrs = [(str(n), bytes(v)) for n, v in headers] if headers else None
-        try:
-            fut = self._producer.send(topic, value=bytes(value), key=key_bytes(key), headers=hdrs)
-        except kerr.KafkaError as e:
-            raise DeliveryError(f"produce to {topic!r} failed: {type(e).__name__}: {e}") from None
-        with self._lock:
-            self._pending.append(fut)
-            if len(self._pending) >= 4096:  # drop acknowledged futures; keep failures for flush()
-                self._pending = [f for f in self._pending if not f.is_done or f.failed()]
+        self.delivery.resend_due()
+        self.delivery.add(topic, key_bytes(key), bytes(value), hdrs, on_delivery)
+
+    def _send(self, rec: PendingRecord):
+        return self._producer.send(rec.topic, value=rec.value, key=rec.key, headers=rec.headers)
+
+    def _too_large(self, rec: PendingRecord, err: BaseException) -> str:
+        if isinstance(err, kerr.BrokerResponseError):
+            return (f"the broker rejected a record to {rec.topic!r} as too large (MESSAGE_TOO_LARGE: over the "
+                    f"topic config max.message.bytes / broker message.max.bytes; fusewatch creates topics with "
+                    f"max_message_bytes + {_RECORD_OVERHEAD}); this record: {len(rec.value)} bytes")
+        else:
+            where = (f"the producer limit max_request_size={self.cfg.max_message_bytes + _RECORD_OVERHEAD} "
+                     f"(max_message_bytes={self.cfg.max_message_bytes} + {_RECORD_OVERHEAD} overhead)")
+        return f"record of {len(rec.value)} bytes to {rec.topic!r} exceeds {where}"
 
     def flush(self, timeout: float | None = None) -> None:
+        """Wait until every record is acknowledged or finally lost, re-sending retriable failures.
+
+        ``timeout`` None: as long as the records' delivery deadlines (``kafka.delivery_timeout_s``)
+        allow, plus one request timeout; records still unacknowledged then are given up as lost.
+        Raises :class:`DeliveryError` for records lost since the last flush or still waiting."""
         if self._producer is None:
             return
-        try:
-            self._producer.flush(timeout=timeout)
-        except kerr.KafkaTimeoutError:
-            pass  # reported below as unacknowledged records
-        with self._lock:
-            futs, self._pending = self._pending, []
-            failed = [f for f in futs if f.is_done and f.failed()]
-            waiting = [f for f in futs if not f.is_done]
-            self._pending = waiting
-        if failed or waiting:
-            first = failed[0].exception if failed else None
-            detail = f"; first error: {type(first).__name__}: {first}" if first is not None else ""
-            raise DeliveryError(
-                f"{len(failed)} record(s) failed and {len(waiting)} not acknowledged"
+        tr = self.delivery
+        t0 = time.monotonic()
+        end = None if timeout is None else t0 + max(0.0, timeout)
+        while True:
+            tr.resend_due()
+            if tr.outstanding() == 0:
+                break
+            now = time.monotonic()
+            limit = end if end is not None else tr.latest_deadline() + self._req_ms / 1000 + 5.0
+            if now >= limit:
+                if end is None:
+                    tr.give_up(f"not acknowledged within kafka.delivery_timeout_s={self._delivery_s:g} "
+                               f"by {self.cfg.kafka.bootstrap_servers}")
+                break
+            step = min(limit - now, 0.25 if tr.retry_waiting() else 1.0)
+            try:
+                self._producer.flush(timeout=max(0.01, step))
+            except kerr.KafkaTimeoutError:
+                pass  # not all acknowledged yet: loop (re-send, deadline checks)
+        lost = tr.take_lost()
+        waiting = tr.outstanding()
+        if lost or waiting:
+            first = lost[0] if lost else None
+            detail = f"; first error: {first}" if first is not None else ""
+            err = DeliveryError(
+                f"{len(lost)} record(s) lost and {waiting} not acknowledged"
                 f"{'' if timeout is None else f' within {timeout:g}s'} by {self.cfg.kafka.bootstrap_servers}"
                 f"{detail}")
+            err.lost, err.pending = len(lost), waiting
+            raise err
 
     # -- consumer -------------------------------------------------------------------------------
     def subscribe(self, topics: list[str], group_id: str,
@@ -479,32 +201,9 @@ class KafkaTransport(Transport):
                    listener=_Listener(c, on_assign, on_revoke, inline=not callbacks_use_transport))
 
     def _settle_group(self, c: KafkaConsumer) -> None:
-        """Finish a pending group (re)join before fetching, and repair a lost one.
-
-        kafka-python 3.0.12 completes a join in two halves: the JoinGroup/SyncGroup round trip runs
-        as a task on its I/O thread, and the awaiting ``poll`` then applies the result (assignment,
-        state STABLE, heartbeats back on). If ``poll``'s timeout expires while the task is in flight
-        and the rejoin was triggered by a metadata change (partitions added, the first metadata of
-        a new topic), the leader's assignment makes ``need_rejoin()`` false before the task ends, so
-        no later ``poll`` awaits it: the member stays REBALANCING with heartbeats off, fetches
-        nothing and is evicted after ``session_timeout_ms`` — the "engine consumed nothing" flake.
-        Here a pending join is awaited with a bound of ``session_timeout_ms`` (not the caller's few
-        milliseconds), and a join whose completion was lost anyway is detected (``rejoining`` with
-        no task in flight and no rejoin needed) and redone with :meth:`request_rejoin`.
-        """
-        coord = getattr(c, "_coordinator", None)
-        if coord is None or self._group_id is None or not c.subscription():
-            return
-        if getattr(coord, "rejoining", False) and not coord.need_rejoin():
-            task = getattr(coord, "_join_task", None)
-            if task is None or task.is_done:
-                self.lost_joins += 1
-                log.warning("group %s: a rebalance finished without being applied (kafka-python "
-                            "join race); rejoining", self._group_id)
-                coord.request_rejoin()
-        if coord.need_rejoin():
-            bound = self._join_ms if self._join_ms is not None else c.config["session_timeout_ms"]
-            self._call(f"join group {self._group_id!r}", coord.ensure_active_group, timeout_ms=int(bound))
+        """See :func:`.group_join.settle_group` (the kafka-python join-race workaround)."""
+        if settle_group(c, self._group_id, self._join_ms, self._call):
+            self.lost_joins += 1
 
     def poll(self, max_records: int = 500, timeout: float = 0.1) -> list[Record]:
         c = self._need_consumer()
@@ -596,5 +295,7 @@ class KafkaTransport(Transport):
         finally:
             self._closed = True
             self._close_clients()
+            if self.delivery is not None:
+                self.delivery.give_up("producer closed before the record was acknowledged")
         if err is not None:
             raise err
