@@ -207,8 +207,8 @@ def run_workers(args) -> int:
         x.join(30)
     t.close()
     keep = ("frames_decoded", "frames_sampled", "frames_processed", "frames_dropped", "clips_published",
-            "publish_errors", "decode_errors")
-    out = {c: {k: r.get(k) for k in keep} for c, r in results.items()}
+            "clips_lost", "publish_errors", "decode_errors")
+    out = {c: {k: getattr(r, k) for k in keep} for c, r in results.items()}
     Path(args.stats_out).write_text(json.dumps({"cameras": out, "errors": errors}))
     return 0
 

@@ -55,6 +55,9 @@ class KafkaConfig:
     heartbeat_interval_ms: int = 3000
     connect_timeout_s: float = 15.0
     """How long a client waits for the broker at start-up before failing with a clear error (s)."""
+    delivery_timeout_s: float = 120.0
+    """How long a produced record may stay unacknowledged (retried while the broker is away) before
+    it counts as lost (s); must exceed ``request_timeout_ms``. kafka-python ``delivery_timeout_ms``."""
 
     SECRET_FIELDS: typing.ClassVar[tuple[str, ...]] = ("sasl_plain_password",)
 
@@ -73,11 +76,14 @@ class KafkaConfig:
         if not 0 < self.heartbeat_interval_ms < self.session_timeout_ms:
             raise ConfigError("kafka.heartbeat_interval_ms: must be > 0 and < kafka.session_timeout_ms")
         _positive("kafka.connect_timeout_s", self.connect_timeout_s)
+        if not self.delivery_timeout_s * 1000 > self.request_timeout_ms:
+            raise ConfigError(f"kafka.delivery_timeout_s: must be > kafka.request_timeout_ms/1000 = "
+                              f"{self.request_timeout_ms / 1000:g} (got {self.delivery_timeout_s!r})")
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for KafkaProducer/KafkaConsumer/KafkaAdminClient (None values dropped)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-               if f.name != "connect_timeout_s"}
+               if f.name not in ("connect_timeout_s", "delivery_timeout_s")}
         out["bootstrap_servers"] = [s.strip() for s in self.bootstrap_servers.split(",") if s.strip()]
         return {k: v for k, v in out.items() if v is not None}
 

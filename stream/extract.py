@@ -119,9 +119,9 @@ def extract_video(path: str | os.PathLike, cfg, extractors) -> dict:
                                   "clips": len(rows), "present": len(present)}})
             continue
         reps[e.name] = np.stack(present).astype(np.float32, copy=False)
-    return {"reps": reps, "clips": len(collected), "frames": int(st["frames_decoded"]),
-            "fps": st.get("fps"), "clip_frames": [[int(m.frame_start), int(m.frame_end)] for m in collected],
-            "warning": st.get("warning")}
+    return {"reps": reps, "clips": len(collected), "frames": int(st.frames_decoded),
+            "fps": st.fps, "clip_frames": [[int(m.frame_start), int(m.frame_end)] for m in collected],
+            "warning": st.warning}
 
 
 def extract_videos(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike, cfg, *,

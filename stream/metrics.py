@@ -12,7 +12,9 @@ Exported series (all labelled ``camera``)::
     fusewatch_frames_dropped_total      sampled frames dropped by the drop_oldest queue
     fusewatch_reconnects_total          reconnect attempts (live sources)
     fusewatch_decode_errors_total       packets/frames that failed to decode
-    fusewatch_clips_published_total     feature messages produced
+    fusewatch_clips_produced_total      feature messages handed to the transport
+    fusewatch_clips_published_total     feature messages acknowledged by the transport (broker)
+    fusewatch_clips_lost_total          feature messages finally not delivered (never published)
     fusewatch_publish_errors_total      feature messages that could not be produced
     fusewatch_input_fps                 decoded frames per second (recent)
     fusewatch_processed_fps             sampled frames processed per second (recent)
@@ -27,7 +29,7 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 COUNTERS = ("frames_decoded", "frames_sampled", "frames_processed", "frames_dropped", "reconnects",
-            "decode_errors", "clips_published", "publish_errors")
+            "decode_errors", "clips_produced", "clips_published", "clips_lost", "publish_errors")
 _HELP = {
     "frames_decoded": "Frames decoded from the source",
     "frames_sampled": "Frames kept by the sample_fps sampler",
@@ -35,7 +37,9 @@ _HELP = {
     "frames_dropped": "Sampled frames dropped by the drop_oldest queue",
     "reconnects": "Source reconnect attempts",
     "decode_errors": "Packets or frames that failed to decode",
-    "clips_published": "Feature messages produced",
+    "clips_produced": "Feature messages handed to the transport",
+    "clips_published": "Feature messages acknowledged by the transport (broker)",
+    "clips_lost": "Feature messages finally not delivered (retries exhausted or rejected)",
     "publish_errors": "Feature messages that could not be produced",
 }
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

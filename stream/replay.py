@@ -6,6 +6,10 @@ policy is ``block`` so nothing is dropped. Output is deterministic: the wall-clo
 is fixed (container ``creation_time`` metadata, else the file's mtime) and ``produced`` = the
 clip's ``wall_end``, so two replays of the same files produce byte-identical feature messages
 per camera. With ``loop=N`` clip indices and timestamps continue monotonically across loops.
+
+The result is a :class:`~fusewatch.stream.stats.ReplayResult`: ``clips_published`` counts only
+acknowledged clips, ``clips_lost`` what was finally not delivered (the CLI exits 1 on any loss).
+A message too large for a size limit stops every worker at once (:class:`RecordTooLargeError`).
 """
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ from typing import Sequence
 from .logs import get_logger
 from .metrics import MetricSet
 from .sources import SourceError, file_anchor, parse_source
+from .stats import ReplayResult
+from .transport.base import DeliveryError, RecordTooLargeError
 
 
 class _Serialized:
@@ -34,15 +40,17 @@ class _Serialized:
 
 def replay(files: Sequence[str], cfg, transport=None, speed: float | None = 1.0, loop: int = 1,
            camera_ids: Sequence[str] | None = None, *, extractors=None, handle_signals: bool = False,
-           raise_errors: bool = True, anchors: Sequence[float] | None = None) -> dict:
-    """Replay ``files`` concurrently; returns ``{"cameras": {id: worker stats}, "clips_published",
-    "frames_decoded", "wall_s", "errors": {id: message}}``.
+           raise_errors: bool = True, anchors: Sequence[float] | None = None) -> ReplayResult:
+    """Replay ``files`` concurrently; returns a :class:`ReplayResult` (per-camera
+    :class:`~fusewatch.stream.stats.WorkerStats`, wall time, per-camera errors).
 
     ``transport``: shared by all workers (default ``make_transport(cfg)``, closed at the end);
     ``extractors``: None (each worker builds ``build_extractors(cfg.features)``), a callable
     returning a fresh list per worker, or one list shared (calls serialised by a lock);
     ``anchors``: explicit wall-clock anchors per file. Raises :class:`SourceError` (after all
-    workers finished) when a file failed, unless ``raise_errors`` is False.
+    workers finished) when a file failed, unless ``raise_errors`` is False, and
+    :class:`RecordTooLargeError` when a message exceeds a size limit (all workers are stopped).
+    Lost clips do not raise: they are in the result (``clips_lost``, ``lost_summary()``).
     """
     from .signals import install_signal_handlers
     from .worker import Worker
@@ -93,20 +101,23 @@ def replay(files: Sequence[str], cfg, transport=None, speed: float | None = 1.0,
             port = metric_set.serve(cfg.worker.metrics_port)
             log.info("metrics server listening", extra={"fields": {"port": port}})
 
-        results: dict[str, dict] = {}
         errors: dict[str, str] = {}
-
-        def run_one(w: Worker) -> None:
-            try:
-                results[w.camera] = w.run()
-            except Exception as e:  # SourceError and anything unexpected: report per camera
-                errors[w.camera] = str(e) if isinstance(e, SourceError) else f"{type(e).__name__}: {e}"
-                results[w.camera] = w.stats()
-                log.error("replay worker failed", extra={"fields": {"camera": w.camera, "error": errors[w.camera]}})
+        fatal: list[DeliveryError] = []
 
         def stop_all() -> None:
             for w in workers:
                 w.stop()
+
+        def run_one(w: Worker) -> None:
+            try:
+                w.run()
+            except RecordTooLargeError as e:  # cannot succeed by waiting: stop every worker now
+                fatal.append(e)
+                errors[w.camera] = str(e)
+                stop_all()
+            except Exception as e:  # SourceError and anything unexpected: report per camera
+                errors[w.camera] = str(e) if isinstance(e, SourceError) else f"{type(e).__name__}: {e}"
+                log.error("replay worker failed", extra={"fields": {"camera": w.camera, "error": errors[w.camera]}})
 
         restore = install_signal_handlers(stop_all) if handle_signals else (lambda: None)
         t0 = time.monotonic()
@@ -123,15 +134,15 @@ def replay(files: Sequence[str], cfg, transport=None, speed: float | None = 1.0,
         wall = time.monotonic() - t0
     finally:
         if own_transport:
-            transport.close()
+            try:
+                transport.close()  # records lost here reach the workers' counters (on_delivery)
+            except DeliveryError as e:
+                log.error("transport close", extra={"fields": {"error": str(e)}})
         metric_set.shutdown()
-    stats = {
-        "cameras": {c: results.get(c, {}) for c in camera_ids},
-        "clips_published": sum(int(r.get("clips_published", 0)) for r in results.values()),
-        "frames_decoded": sum(int(r.get("frames_decoded", 0)) for r in results.values()),
-        "wall_s": wall,
-        "errors": errors,
-    }
+    # stats after close: every clip's outcome (acknowledged / lost) is known now
+    stats = ReplayResult(cameras={w.camera: w.stats() for w in workers}, wall_s=wall, errors=errors)
+    if fatal:
+        raise fatal[0]
     if errors and raise_errors:
         cam, msg = next(iter(errors.items()))
         raise SourceError(msg if msg.startswith("source ") else f"replay {cam}: {msg}")

@@ -3,13 +3,19 @@
 ::
 
     w = Worker(cfg, camera="cam1", source="rtsp://10.0.0.5/stream")
-    w.run()          # blocks until the source ends, fails (SourceError) or stop() is called
+    st = w.run()     # blocks until the source ends, fails (SourceError) or stop() is called
+    st.clips_lost    # WorkerStats: clips_published counts only acknowledged messages
+
 
 One :class:`Worker` per camera. Feature messages go to ``cfg.topics.features`` keyed by the camera
 id (so one camera maps to one partition), or to a ``sink`` callable (offline extraction uses the
 same pipeline with a collecting sink). With a fixed ``wall_anchor`` (replay) the message's
 ``produced`` field is the clip's ``wall_end``, so re-running the same input yields byte-identical
 messages.
+
+Delivery: a clip counts as published only when the transport acknowledges it (``on_delivery``);
+clips finally lost are counted (``clips_lost``) and reported, never published. A message too large
+for a size limit ends the run at once with :class:`RecordTooLargeError` (waiting cannot help).
 
 CLI: :func:`add_commands` registers ``worker``, ``replay`` and ``extract`` subcommands.
 """
@@ -26,10 +32,12 @@ from .logs import get_logger
 from .metrics import MetricSet, WorkerMetrics
 from .schema import FeatureMessage, Representation
 from .sources import Discontinuity, EndOfStream, SourceError, VideoSource, parse_source
+from .stats import WorkerStats
+from .transport.base import DeliveryError, RecordTooLargeError
 
 Sink = Callable[[FeatureMessage, Clip], None]
 
-__all__ = ["Worker", "SourceError"]
+__all__ = ["Worker", "WorkerStats", "SourceError", "RecordTooLargeError"]
 
 
 class Worker:
@@ -85,6 +93,8 @@ class Worker:
         self._stop = threading.Event()
         self._extract_failed: set[str] = set()
         self._publish_error_logged = 0.0
+        self._lost_error: str | None = None
+        self._fatal: DeliveryError | None = None
         self._done = threading.Event()
 
     # -- control ------------------------------------------------------------------------------
@@ -98,18 +108,20 @@ class Worker:
         """Plain counters (frames_decoded, frames_dropped, reconnects, clips_published, ...)."""
         return self.metrics.snapshot()
 
-    def stats(self) -> dict:
-        out = self.metrics.snapshot()
-        out.update(camera=self.camera, source=self.source_uri, fps=self.source.info.get("fps"),
-                   width=self.source.info.get("width"), height=self.source.info.get("height"),
-                   backend=self.source.info.get("backend"), warning=self.warning)
-        return out
+    def stats(self) -> WorkerStats:
+        info = self.source.info
+        return WorkerStats.from_snapshot(
+            self.metrics.snapshot(), camera=self.camera, source=self.source_uri, fps=info.get("fps"),
+            width=info.get("width"), height=info.get("height"), backend=info.get("backend"),
+            warning=self.warning, lost_error=self._lost_error)
 
     # -- main loop ----------------------------------------------------------------------------
-    def run(self) -> dict:
-        """Process the source until it ends or :meth:`stop`; returns :meth:`stats`.
+    def run(self) -> WorkerStats:
+        """Process the source until it ends or :meth:`stop`; returns :meth:`stats` once every
+        produced clip is acknowledged or finally lost (``clips_lost``; the caller decides the exit).
 
-        Raises :class:`SourceError` when the source fails (no frames, gave up reconnecting)."""
+        Raises :class:`SourceError` when the source fails (no frames, gave up reconnecting) and
+        :class:`RecordTooLargeError` as soon as a message exceeds a size limit."""
         cfg = self.cfg
         if self.serve_metrics and cfg.worker.metrics_port is not None:
             self.metrics_port = self.metrics.set.serve(cfg.worker.metrics_port)
@@ -120,6 +132,8 @@ class Worker:
         self.source.start()
         try:
             while not self._stop.is_set():
+                if self._fatal is not None:
+                    raise self._fatal
                 item = self.source.get(0.2)
                 if item is None:
                     continue
@@ -137,6 +151,8 @@ class Worker:
                     if item.warning:
                         self.warning = item.warning
                     break
+            if self._fatal is not None:
+                raise self._fatal
         finally:
             self.source.stop()
             self._flush()
@@ -146,17 +162,24 @@ class Worker:
                 except Exception as e:
                     self.log.error("transport close failed", extra={"fields": {"error": str(e)}})
             self._done.set()
+        if self._fatal is not None:
+            raise self._fatal
         st = self.stats()
         self.log.info("worker finished", extra={"fields": {
-            k: st[k] for k in ("frames_decoded", "frames_sampled", "frames_dropped", "reconnects",
-                               "decode_errors", "clips_published")}})
+            k: getattr(st, k) for k in ("frames_decoded", "frames_sampled", "frames_dropped", "reconnects",
+                                        "decode_errors", "clips_produced", "clips_published", "clips_lost")}})
+        if st.clips_lost:
+            self.log.error("clips lost", extra={"fields": {"clips_lost": st.clips_lost,
+                                                           "error": st.lost_error or ""}})
         return st
 
     def _flush(self) -> None:
+        """Wait until every produced clip is acknowledged or finally lost (the transport's delivery
+        timeout bounds it); the outcome is counted by :meth:`_delivered`."""
         if self.transport is None:
             return
         try:
-            self.transport.flush(timeout=30.0)
+            self.transport.flush(timeout=None)
         except Exception as e:
             self.log.error("flush failed", extra={"fields": {"error": f"{type(e).__name__}: {e}"}})
 
@@ -198,27 +221,59 @@ class Worker:
                              pts_end=clip.pts_end, wall_start=clip.wall_start, wall_end=clip.wall_end,
                              frame_start=clip.frame_start, frame_end=clip.frame_end, reps=reps,
                              produced=clip.wall_end if self.deterministic else time.time())
-        try:
-            if self.sink is not None:
+        ready = clip.ready_mono
+        if self.sink is not None:
+            try:
                 self.sink(msg, clip)
-            else:
-                data = msg.encode()
-                if len(data) > self.cfg.max_message_bytes:
-                    raise ValueError(f"message of {len(data)} bytes exceeds max_message_bytes "
-                                     f"{self.cfg.max_message_bytes}")
-                self.transport.produce(self.cfg.topics.features, self.camera, data)
+            except Exception as e:
+                self._lost(clip.index, e, produce_failed=True)
+                return None
+            self.metrics.inc("clips_produced")
+            self.metrics.observe_latency(max(0.0, time.monotonic() - ready))
+            self._delivered(clip.index, ready, None)
+            return msg
+        data = msg.encode()
+        if len(data) > self.cfg.max_message_bytes:
+            err = RecordTooLargeError(
+                f"camera {self.camera} clip {clip.index}: feature message of {len(data)} bytes exceeds "
+                f"max_message_bytes={self.cfg.max_message_bytes}; raise max_message_bytes (and the topic's "
+                f"max.message.bytes) or configure fewer/smaller representations")
+            self._lost(clip.index, err, produce_failed=True)
+            raise err
+        try:
+            self.transport.produce(self.cfg.topics.features, self.camera, data,
+                                   on_delivery=lambda e, i=clip.index: self._delivered(i, ready, e))
+        except RecordTooLargeError as e:
+            self._lost(clip.index, e, produce_failed=True)
+            raise
         except Exception as e:
-            self.metrics.inc("publish_errors")
-            now = time.monotonic()
-            if now - self._publish_error_logged > 10:
-                self._publish_error_logged = now
-                self.log.error("publish failed", extra={"fields": {"clip": clip.index,
-                                                                   "error": f"{type(e).__name__}: {e}"}})
+            self._lost(clip.index, e, produce_failed=True)
             return None
-        self.metrics.observe_latency(max(0.0, time.monotonic() - clip.ready_mono))
-        self.metrics.inc("clips_published")
-        self.messages += 1
+        self.metrics.inc("clips_produced")
+        self.metrics.observe_latency(max(0.0, time.monotonic() - ready))
         return msg
+
+    def _delivered(self, clip_index: int, ready_mono: float, err: BaseException | None) -> None:
+        """Outcome of one produced clip (may run on a transport thread)."""
+        if err is None:
+            self.metrics.inc("clips_published")
+            self.messages += 1
+            return
+        self._lost(clip_index, err, produce_failed=False)
+        if isinstance(err, RecordTooLargeError) and self._fatal is None:
+            self._fatal = err
+
+    def _lost(self, clip_index: int, err: BaseException, produce_failed: bool) -> None:
+        self.metrics.inc("clips_lost")
+        if produce_failed:
+            self.metrics.inc("publish_errors")
+        text = f"{type(err).__name__}: {err}"
+        if self._lost_error is None:
+            self._lost_error = text
+        now = time.monotonic()
+        if now - self._publish_error_logged > 10:
+            self._publish_error_logged = now
+            self.log.error("clip lost (not delivered)", extra={"fields": {"clip": clip_index, "error": text}})
 
 
 # -----------------------------------------------------------------------------------------------

@@ -100,7 +100,7 @@ def test_lego_streamed_scores_equal_offline(cnn_feats, ped2_dir, tmp_path):
     assert serving.meta["extractor_versions"] == {r: ds.info["versions"][r] for r in ("mobilenetv2", "flow")}
     assert all(serving.meta["extractor_versions"].values())
     res = stream_videos([ped2_dir / f"{v}.mp4" for v in VIDEOS], cfg, serving, camera_ids=list(VIDEOS))
-    assert res.replay["clips_published"] == sum(len(s) for s in offline.values())
+    assert res.replay.clips_published == sum(len(s) for s in offline.values())
     ranges = {v.name: v.clip_ranges() for v in ds.videos}
     _assert_agree(res.clips, offline, ranges, f"lego ({serving.scorer.backend})")
     # streamed frame-level evaluation works on the engine's own clip ranges

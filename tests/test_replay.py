@@ -13,6 +13,7 @@ import pytest
 from fusewatch.stream.config import load_config
 from fusewatch.stream.extractors.base import Extractor
 from fusewatch.stream.replay import replay
+from fusewatch.stream.stats import ReplayResult
 from fusewatch.stream.schema import decode_features
 from fusewatch.stream.sources import SourceError, file_anchor
 from fusewatch.stream.transport import BusTransport, InProcessBus
@@ -44,7 +45,7 @@ def by_camera(bus: InProcessBus, topic: str = "fusewatch.features") -> dict[str,
     return out
 
 
-def run_replay(files, **kw) -> tuple[dict, dict[str, list[bytes]]]:
+def run_replay(files, **kw) -> tuple[ReplayResult, dict[str, list[bytes]]]:
     bus = InProcessBus()
     stats = replay(files, load_config(env={}), transport=BusTransport(bus),
                    extractors=kw.pop("extractors", lambda: [MeanRGB(), Energy()]), **kw)
@@ -57,20 +58,20 @@ def test_two_replays_produce_byte_identical_messages():
     s2, m2 = run_replay(files, speed=None)
     assert set(m1) == {"test_02", "train_06"}
     assert m1 == m2                                   # every message of every camera, byte for byte
-    assert s1["clips_published"] == sum(len(v) for v in m1.values()) == s2["clips_published"]
+    assert s1.clips_published == sum(len(v) for v in m1.values()) == s2.clips_published
     for cam, f in zip(("test_02", "train_06"), files):
         msgs = [decode_features(b) for b in m1[cam]]
         anchor = file_anchor(f)
         assert [m.clip for m in msgs] == list(range(len(msgs)))
         assert msgs[0].wall_start == pytest.approx(anchor)
         assert all(m.produced == m.wall_end for m in msgs)
-        assert s1["cameras"][cam]["frames_dropped"] == 0
+        assert s1.cameras[cam].frames_dropped == 0
 
 
 def test_loop_continues_clip_indices_and_timestamps():
     stats, msgs = run_replay([PED2 / "train_01.mp4"], speed=None, loop=3, camera_ids=["lobby"])
     ms = [decode_features(b) for b in msgs["lobby"]]
-    assert stats["cameras"]["lobby"]["frames_decoded"] == 360
+    assert stats.cameras["lobby"].frames_decoded == 360
     assert len(ms) == 360 // 16 == 22
     assert [m.clip for m in ms] == list(range(22))
     assert [(m.frame_start, m.frame_end) for m in ms] == [(16 * k, 16 * k + 15) for k in range(22)]
@@ -125,7 +126,7 @@ def test_camera_ids_and_errors(tmp_path):
     stats = replay([PED2 / "train_09.mp4", bad], load_config(env={}), speed=None, raise_errors=False,
                    transport=BusTransport(InProcessBus()), extractors=lambda: [MeanRGB()])
     n_frames = json.loads((PED2 / "labels.json").read_text())["train_09"]["frames"]
-    assert set(stats["errors"]) == {"bad"} and stats["cameras"]["train_09"]["clips_published"] == n_frames // 16
+    assert set(stats.errors) == {"bad"} and stats.cameras["train_09"].clips_published == n_frames // 16
 
 
 @pytest.mark.skipif(not FFMPEG, reason="ffmpeg not installed")

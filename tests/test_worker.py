@@ -69,7 +69,7 @@ def test_worker_publishes_decodable_feature_messages_keyed_by_camera():
     st = Worker(cfg, "cam-7", str(PED2 / "test_02.mp4"), transport=BusTransport(bus),
                 extractors=[MeanRGB(), Broken()]).run()
     recs = records(bus)
-    assert st["clips_published"] == len(recs) == 11 and st["frames_decoded"] == 180
+    assert st.clips_published == len(recs) == 11 and st.frames_decoded == 180
     assert {r.key for r in recs} == {b"cam-7"} and len({r.partition for r in recs}) == 1
     msgs = [decode_features(r.value) for r in recs]
     assert [m.clip for m in msgs] == list(range(11))
@@ -83,7 +83,7 @@ def test_worker_publishes_decodable_feature_messages_keyed_by_camera():
         assert r.extractor == "meanrgb" and r.version == "t1" and r.array.shape == (3,)
         assert r.array.dtype == np.float32 and 0 < r.array.mean() < 255
     assert time.time() - 60 < msgs[0].wall_start <= time.time()     # live anchor: now-ish
-    assert st["decode_errors"] == 0 and st["reconnects"] == 0
+    assert st.decode_errors == 0 and st.reconnects == 0
 
 
 def test_unsupported_uri_and_missing_file_fail_before_work():
@@ -149,8 +149,8 @@ def test_drop_oldest_counts_drops_when_extraction_is_slow():
     w = Worker(cfg, "slow", str(PED2 / "test_08.mp4"), transport=BusTransport(InProcessBus()), extractors=[Slow()],
                overflow="drop_oldest")  # a file as a stand-in for a live camera
     st = w.run()
-    assert st["frames_dropped"] > 0
-    assert st["frames_processed"] + st["frames_dropped"] == st["frames_sampled"] == st["frames_decoded"]
+    assert st.frames_dropped > 0
+    assert st.frames_processed + st.frames_dropped == st.frames_sampled == st.frames_decoded
 
 
 def test_stop_returns_quickly_and_flushes():
@@ -197,7 +197,7 @@ def test_sigterm_stops_the_worker_cleanly(tmp_path):
         install_signal_handlers(w.stop)
         print("READY", flush=True)
         st = w.run()
-        print("DONE", st["clips_published"], flush=True)
+        print("DONE", st.clips_published, flush=True)
     """))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -263,7 +263,7 @@ def test_worker_builds_real_extractors_from_config():
     cfg = cfg_(**{"features.extractors": "flow", "source.overflow": "block"})
     st = Worker(cfg, "flowcam", str(PED2 / "train_05.mp4"), transport=BusTransport(bus)).run()
     msgs = [decode_features(r.value) for r in records(bus)]
-    assert st["clips_published"] == len(msgs) > 0
+    assert st.clips_published == len(msgs) > 0
     assert all(m.reps[0].name == "flow" and m.reps[0].array.shape == (80,) for m in msgs)
 
 

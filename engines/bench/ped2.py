@@ -255,7 +255,7 @@ def run_ped2(video_dir: str | Path, out_model: str | Path, cfg: Config | None = 
         say(f"streaming {len(names)} videos through worker → {cfg.transport} → {len(serving)} engines ...")
         res = stream_models([by_stem[n] for n in names], cfg, serving, camera_ids=names)
         stream_info = {"videos": len(names), "transport": cfg.transport, "wall_s": round(res["wall_s"], 2),
-                       "clips_published": res["replay"].get("clips_published"),
+                       "clips_published": res["replay"].clips_published,
                        "topics": res["topics"] if cfg.transport == "kafka" else [],
                        "backend": {k: s.scorer.backend for k, s in serving.items()}}
         for k, per_cam in res["clips"].items():

@@ -17,7 +17,8 @@ import numpy as np
 
 from fusewatch.stream.config import Config
 from fusewatch.stream.schema import AlertMessage, FeatureMessage
-from fusewatch.stream.transport import BusTransport, InProcessBus, make_transport
+from fusewatch.stream.stats import ReplayResult
+from fusewatch.stream.transport import BusTransport, DeliveryError, InProcessBus, make_transport
 
 from fusewatch.engines.serving.runtime import ServingModel
 from fusewatch.engines.serving.service import EngineService, ScoreSink
@@ -41,7 +42,7 @@ class ClipRecord:
 class StreamResult:
     clips: dict[str, list[ClipRecord]] = field(default_factory=dict)
     alerts: list[AlertMessage] = field(default_factory=list)
-    replay: dict = field(default_factory=dict)
+    replay: ReplayResult | None = None
     engine: dict = field(default_factory=dict)
     wall_s: float = 0.0
     topics: dict = field(default_factory=dict)
@@ -143,7 +144,7 @@ def stream_videos_multi(videos: Sequence[str | Path], cfg: Config, models: Mappi
     th = threading.Thread(target=engine_loop, name="engine", daemon=True)
     t0 = time.monotonic()
     th.start()
-    rep: dict = {}
+    rep: ReplayResult | None = None
     try:
         # real-time pacing: anchor capture time at "now" so latency_s is clip end → scored;
         # as fast as possible: the files' own deterministic anchors
@@ -151,7 +152,9 @@ def stream_videos_multi(videos: Sequence[str | Path], cfg: Config, models: Mappi
         rep = replay([str(v) for v in videos], cfg, transport=producer_t, speed=speed,
                      camera_ids=camera_ids, extractors=extractors, anchors=anchors)
         producer_t.flush()
-        published = int(rep.get("clips_published", 0))
+        if rep.clips_lost:  # scores of a partial stream would be a false result
+            raise DeliveryError(f"stream: {rep.lost_summary()}")
+        published = rep.clips_published
         deadline = time.monotonic() + drain_timeout
         while (any(s.stats.records < published for s in services.values()) and time.monotonic() < deadline
                and not err):

@@ -2,16 +2,21 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sys
 import threading
 import time
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from fusewatch.stream.config import Config
 from fusewatch.stream.schema import SchemaError, decode_alert
 from fusewatch.stream.transport import make_transport
+
+if TYPE_CHECKING:
+    from rich.text import Text
 
 
 def add_commands(sub) -> None:
@@ -123,24 +128,56 @@ def cmd_export(args, cfg: Config) -> int:
 
 
 def _fmt_t(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%H:%M:%S")
+    """``HH:MM:SS`` (UTC) of Unix seconds; ``?`` for values no calendar date can hold (NaN, ±huge)."""
+    try:
+        return datetime.fromtimestamp(float(ts), tz=timezone.utc).strftime("%H:%M:%S")
+    except (OverflowError, OSError, ValueError, TypeError):
+        return "?"
+
+
+_CONTROL = dict.fromkeys(range(0x20), "?") | {0x7f: "?"}
+
+
+def _plain(s: object, width: int | None = None) -> str:
+    """A field as one line of plain text (control characters replaced), cut to ``width``."""
+    out = str(s).translate(_CONTROL)
+    return out if width is None else out[:width]
+
+
+def _json_safe(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def alert_line(a) -> Text:
+    """One table row as a rich :class:`Text` (never parsed as markup: camera ids like
+    ``[bold red]`` or ``[/]`` print literally)."""
+    from rich.text import Text
+
+    style = {"new": "bold red", "update": "yellow", "end": "green"}.get(a.type, "")
+    return Text(f"{_fmt_t(a.end_time):8}  {_plain(a.type, 6):6}  {_plain(a.camera, 16):16}  {a.score:5.2f}  "
+                f"{a.peak:5.2f}  {a.start_clip:>5}-{a.end_clip:<5}  {_plain(a.id)}", style=style)
 
 
 def cmd_alerts(args, cfg: Config) -> int:
+    """Tail the alert topic. A record that cannot be decoded or shown is skipped with a warning on
+    stderr (counted; the count is printed at the end) — it never ends the tail."""
     if cfg.transport != "kafka":
         raise ValueError("`fusewatch alerts` tails a Kafka topic: use --transport kafka "
                          "(the in-process bus lives inside one process; `fusewatch demo` prints its alerts)")
     from rich.console import Console
-    console = Console()
+    console = Console(highlight=False)
     t = make_transport(cfg, group_id=None)
     group = f"fusewatch-alerts-{int(time.time() * 1000)}"  # private group: every tail sees all alerts
     t.subscribe([cfg.topics.alerts], group, from_beginning=args.from_beginning)
     stop = threading.Event()
     _install_stop(stop.set)
     last = time.monotonic()
+    shown = skipped = 0
     if not args.json:
         console.print(f"{'time':8}  {'type':6}  {'camera':16}  {'score':>5}  {'peak':>5}  "
-                      f"{'clips':>11}  alert id", style="bold")
+                      f"{'clips':>11}  alert id", style="bold", markup=False)
     try:
         while not stop.is_set():
             recs = t.poll(200, 0.5)
@@ -151,19 +188,23 @@ def cmd_alerts(args, cfg: Config) -> int:
             for r in recs:
                 try:
                     a = decode_alert(r.value, cfg.max_message_bytes)
-                except SchemaError as e:
-                    print(f"skipping malformed alert at {r.topic}[{r.partition}]@{r.offset}: {e}", file=sys.stderr)
-                    continue
-                if args.camera and a.camera != args.camera:
-                    continue
-                if args.json:
-                    d = {k: v for k, v in a.__dict__.items() if k != "evidence"}
-                    d["evidence"] = [e.__dict__ for e in a.evidence]
-                    print(json.dumps(d), flush=True)
-                else:
-                    style = {"new": "bold red", "update": "yellow", "end": "green"}[a.type]
-                    console.print(f"{_fmt_t(a.end_time):8}  {a.type:6}  {a.camera[:16]:16}  {a.score:5.2f}  "
-                                  f"{a.peak:5.2f}  {a.start_clip:>5}-{a.end_clip:<5}  {a.id}", style=style)
+                    if args.camera and a.camera != args.camera:
+                        continue
+                    if args.json:
+                        d = {k: _json_safe(v) for k, v in a.__dict__.items() if k != "evidence"}
+                        d["evidence"] = [e.__dict__ for e in a.evidence]
+                        line = json.dumps(d, allow_nan=False)
+                        print(line, flush=True)
+                    else:
+                        console.print(alert_line(a))
+                    shown += 1
+                except (SchemaError, ValueError, TypeError, OverflowError, LookupError, AttributeError) as e:
+                    skipped += 1
+                    print(f"skipping malformed alert at {_plain(r.topic)}[{r.partition}]@{r.offset}: "
+                          f"{_plain(f'{type(e).__name__}: {e}' if not isinstance(e, SchemaError) else e, 300)}",
+                          file=sys.stderr, flush=True)
     finally:
         t.close()
+        if skipped:
+            print(f"alerts: {shown} shown, {skipped} malformed record(s) skipped", file=sys.stderr)
     return 0

@@ -1,5 +1,11 @@
-"""``fusewatch worker``, ``replay`` and ``extract``: the camera-side commands."""
+"""``fusewatch worker``, ``replay`` and ``extract``: the camera-side commands.
+
+``worker`` and ``replay`` exit with :data:`LOST_EXIT` (1) and a one-line summary on stderr when any
+clip was finally not delivered; a message over a size limit is a one-line error (status 2) at once.
+"""
 from __future__ import annotations
+
+import sys
 
 from fusewatch.stream.logs import get_logger
 from fusewatch.stream.signals import install_signal_handlers
@@ -7,6 +13,9 @@ from fusewatch.stream.sources import (
     SourceError,
 )
 from fusewatch.stream.worker import Worker
+
+LOST_EXIT = 1
+"""Exit status of ``worker`` / ``replay`` when clips were lost (not delivered)."""
 
 
 def _setup_logs(cfg) -> None:
@@ -29,8 +38,14 @@ def cmd_worker(args, cfg) -> int:
         st = w.run()
     finally:
         restore()
-    if st.get("warning"):
-        get_logger("fusewatch.stream.worker", camera=args.camera).warning(st["warning"])
+    if st.warning:
+        get_logger("fusewatch.stream.worker", camera=args.camera).warning(st.warning)
+    print(f"worker {st.camera}: {st.clips_published} clips published, {st.clips_lost} lost, "
+          f"{st.frames_decoded} frames decoded, {st.frames_dropped} dropped", file=sys.stderr)
+    lost = st.lost_summary()
+    if lost:
+        print(f"fusewatch: worker: {lost}", file=sys.stderr)
+        return LOST_EXIT
     return 0
 
 
@@ -51,13 +66,17 @@ def cmd_replay(args, cfg) -> int:
     from fusewatch.stream.replay import replay
 
     _setup_logs(cfg)
-    stats = replay(args.files, cfg, speed=_parse_speed(args.speed), loop=args.loop,
-                   camera_ids=args.camera or None, handle_signals=True)
-    for cam, st in stats["cameras"].items():
-        print(f"{cam}: {st['clips_published']} clips, {st['frames_decoded']} frames decoded, "
-              f"{st['frames_dropped']} dropped, {st['decode_errors']} decode errors")
-    print(f"replay: {stats['clips_published']} clips from {len(stats['cameras'])} cameras "
-          f"in {stats['wall_s']:.1f} s")
+    res = replay(args.files, cfg, speed=_parse_speed(args.speed), loop=args.loop,
+                 camera_ids=args.camera or None, handle_signals=True)
+    for cam, st in res.cameras.items():
+        print(f"{cam}: {st.clips_published} clips, {st.clips_lost} lost, {st.frames_decoded} frames "
+              f"decoded, {st.frames_dropped} dropped, {st.decode_errors} decode errors")
+    print(f"replay: {res.clips_published} clips from {len(res.cameras)} cameras "
+          f"in {res.wall_s:.1f} s ({res.clips_lost} lost)")
+    lost = res.lost_summary()
+    if lost:
+        print(f"fusewatch: replay: {lost}", file=sys.stderr)
+        return LOST_EXIT
     return 0
 
 

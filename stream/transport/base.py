@@ -24,6 +24,10 @@ class DeliveryError(TransportError):
     """One or more produced records were not acknowledged by the broker."""
 
 
+class RecordTooLargeError(DeliveryError):
+    """A record exceeds a size limit (ours or the broker's): it can never be delivered as is."""
+
+
 @dataclass(frozen=True)
 class Record:
     """One consumed message.
@@ -47,6 +51,10 @@ class Record:
 
 RebalanceCallback = Callable[[set[TopicPartition]], None]
 
+DeliveryCallback = Callable[[BaseException | None], None]
+"""Called once per produced record: ``None`` when acknowledged, the final error (a
+:class:`DeliveryError`) when the record is lost. May run on a transport thread."""
+
 
 class Transport(abc.ABC):
     """Minimal pub/sub contract used by workers and the engine.
@@ -61,12 +69,18 @@ class Transport(abc.ABC):
     # -- producer -----------------------------------------------------------------------------
     @abc.abstractmethod
     def produce(self, topic: str, key: str | bytes | None, value: bytes,
-                headers: Iterable[tuple[str, bytes]] | None = None) -> None:
-        """Queue one record. Errors from earlier sends may be raised here or from :meth:`flush`."""
+                headers: Iterable[tuple[str, bytes]] | None = None, *,
+                on_delivery: DeliveryCallback | None = None) -> None:
+        """Queue one record; ``on_delivery`` learns its outcome (acknowledged / finally lost).
+
+        A record that can never be delivered (e.g. :class:`RecordTooLargeError`) raises here and
+        ``on_delivery`` is not called. Records lost later are reported by :meth:`flush`."""
 
     @abc.abstractmethod
     def flush(self, timeout: float | None = None) -> None:
-        """Wait until all queued records are acknowledged; raise :class:`DeliveryError` otherwise."""
+        """Wait until all queued records are acknowledged or finally lost (``timeout`` None: as long
+        as the transport's delivery timeout allows); raise :class:`DeliveryError` naming how many
+        were lost or are still unacknowledged."""
 
     # -- consumer -----------------------------------------------------------------------------
     @abc.abstractmethod

@@ -14,7 +14,7 @@ import zlib
 from collections import defaultdict
 from typing import Iterable
 
-from .base import Record, RebalanceCallback, TopicPartition, Transport, TransportError, key_bytes
+from .base import DeliveryCallback, Record, RebalanceCallback, TopicPartition, Transport, TransportError, key_bytes
 
 
 class InProcessBus:
@@ -135,10 +135,13 @@ class BusTransport(Transport):
         self._rr = 0
 
     def produce(self, topic: str, key: str | bytes | None, value: bytes,
-                headers: Iterable[tuple[str, bytes]] | None = None) -> None:
+                headers: Iterable[tuple[str, bytes]] | None = None, *,
+                on_delivery: DeliveryCallback | None = None) -> None:
         if self._closed:
             raise TransportError("transport is closed")
         self.bus.append(topic, key_bytes(key), value, tuple(headers or ()))
+        if on_delivery is not None:
+            on_delivery(None)  # appended: acknowledged
 
     def flush(self, timeout: float | None = None) -> None:
         return None  # appends are synchronous

@@ -36,3 +36,35 @@ def test_alerts_command_json_and_camera_filter(kafka_bootstrap, make_topic, make
 def test_alerts_command_needs_kafka():
     r = subprocess.run([sys.executable, "-m", "fusewatch", "alerts"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "--transport kafka" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_alerts_table_survives_markup_camera_ids_and_bad_timestamps(kafka_bootstrap, make_topic, make_transport,
+                                                                      kafka_cfg):
+    """Camera ids the terminal renderer would read as markup and timestamps no date can hold are
+    printed (or skipped, counted) without ending the tail: the normal alert after them is shown."""
+    import msgpack
+
+    topic = make_topic("alertsmarkup")
+    p = make_transport(kafka_cfg, consume=False)
+    odd = [alert("[bold red]cam[/]", "new", 4), alert("[/]", "update", 5), alert("x[link=file:///etc]y", "end", 6)]
+    for a, t in zip(odd, (1e300, -1e15, 2.0 ** 63)):
+        a.start_time = a.end_time = t
+        p.produce(topic, "k", a.encode())
+    nan = alert("cam-nan", "new", 7)
+    nan.end_time = float("nan")
+    raw = msgpack.unpackb(nan.encode(), raw=False)
+    p.produce(topic, "k", msgpack.packb(raw, use_bin_type=True))
+    raw["end_time"] = 10 ** 30 // 10 ** 12  # int too large for any calendar, still a number
+    p.produce(topic, "k", msgpack.packb(raw, use_bin_type=True))
+    p.produce(topic, "k", alert("cam-ok", "new", 8).encode())
+    p.flush(timeout=30)
+    r = subprocess.run([sys.executable, "-m", "fusewatch", "--transport", "kafka", "--bootstrap", kafka_bootstrap,
+                        "--set", f"topics.alerts={topic}", "alerts", "--from-beginning", "--timeout", "4"],
+                       capture_output=True, text=True, timeout=120, env={**__import__("os").environ, "COLUMNS": "200"})
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    lines = r.stdout.splitlines()
+    assert any("[bold red]cam[/]" in x and " new " in x for x in lines), r.stdout
+    assert any("[/]" in x and "update" in x for x in lines) and any("x[link=file:///" in x for x in lines)
+    assert sum(x.lstrip().startswith("?") for x in lines) >= 3  # unprintable times shown as '?'
+    assert any("cam-ok" in x and "new" in x for x in lines), r.stdout  # the tail went on
+    assert "skipping malformed alert" in r.stderr and "1 malformed record(s) skipped" in r.stderr

@@ -339,7 +339,7 @@ def test_worker_drop_oldest_under_overload(kafka_cfg, make_topic, make_transport
     w = Worker(cfg, "overloaded", str(video), transport=Stamped(), extractors=[SlowMeanRGB()],
                realtime=True, speed=4.0, serve_metrics=False)
     res: dict = {}
-    th = threading.Thread(target=lambda: res.update(w.run()), daemon=True)
+    th = threading.Thread(target=lambda: res.update(w.run().as_dict()), daemon=True)
     t0 = time.monotonic()
     th.start()
     time.sleep(8.0)

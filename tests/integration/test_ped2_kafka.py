@@ -114,7 +114,7 @@ def kafka_run(ped2_model, kafka_bootstrap, _created_topics):
 
 def test_ped2_over_kafka_streamed_equals_offline(ped2_model, kafka_run):
     res, off = kafka_run["res"], ped2_model["offline"]
-    assert res.replay["clips_published"] == sum(len(s) for s in off.values())
+    assert res.replay.clips_published == sum(len(s) for s in off.values())
     assert res.engine["dead_letters"] == 0
     cmp = STR.compare_scores(res.clips, off, ped2_model["ranges"])
     assert not (cmp["missing"] or cmp["count_mismatch"] or cmp["range_mismatch"]), cmp
