@@ -80,7 +80,7 @@ def seeded_model(seed: int = 0, dims: dict | None = None, window: int | None = N
     """A random LEGO model, the same for the same seed (weights → model_version → caches)."""
     import torch
 
-    from fusewatch.engines.fusion.model import build_model
+    from fusewatch.engines.fusion.factory import build_model
     from fusewatch.stream.config import ModelConfig
 
     dims = dict(dims or DEFAULT_DIMS)

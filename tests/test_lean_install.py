@@ -120,7 +120,7 @@ def test_public_api_resolves_with_the_train_extra():
     import fusewatch
     from fusewatch.cli.export_models import BACKBONE_NAMES
     from fusewatch.cli.train import FUSIONS
-    from fusewatch.engines.training.train import FUSIONS as TRAIN_FUSIONS
+    from fusewatch.engines.fusion.names import FUSIONS as TRAIN_FUSIONS
     from fusewatch.stream.extractors.backbones import BACKBONES
 
     assert fusewatch.__version__ and all(getattr(fusewatch, n) is not None for n in fusewatch.__all__)
@@ -135,7 +135,7 @@ def exported(tmp_path_factory):
     mobilenetv2 backbone (seeded from the user cache when already exported there)."""
     import torch
 
-    from fusewatch.engines.fusion.model import build_model
+    from fusewatch.engines.fusion.factory import build_model
     from fusewatch.engines.training.checkpoint import save_checkpoint
     from fusewatch.stream.config import CACHE_DIR, load_config
     from fusewatch.stream.extractors.backbones import BACKBONES, onnx_filename, weights_sha256

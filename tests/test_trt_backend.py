@@ -27,7 +27,7 @@ from fusewatch.engines.serving.backends.probe import parse_version, version_prob
 from fusewatch.engines.serving.backends.tensorrt import TrtScorer
 from fusewatch.engines.serving.backends.fp16 import FP16_SAFE_EPS
 from fusewatch.engines.export.onnx import example_inputs, export_onnx
-from fusewatch.engines.fusion.model import build_model
+from fusewatch.engines.fusion.factory import build_model
 from fusewatch.stream.config import ModelConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

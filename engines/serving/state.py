@@ -6,18 +6,18 @@ For each camera and representation a ring buffer holds the last ``N`` L2-normali
 ``O(N·d)`` instead of ``O(N²·d)`` for a full recompute. Optionally the element-wise (Hadamard)
 powers ``H^{∘p}``, ``H = ((R+1)/2) ⊙ (m mᵀ)``, are cached and updated row/column-wise too.
 
-Node branch (models with ``node_dim = k > 0``, :meth:`fusewatch.engines.fusion.model.LegoModel.node_encoders`): the
+Node branch (models with ``node_dim = k > 0``, :meth:`fusewatch.engines.fusion.lego.LegoModel.node_encoders`): the
 ring also holds each clip's node signal ``u_m(x)`` (``k`` values, computed once at insert time,
 ``O(d·k)``; 0 for a missing clip).
 
 :meth:`CameraGraphState.window` returns ``(R M×N×N, mask N, present M)`` — plus ``U M×N×k`` when the
 state has node encoders — in chronological order (oldest → newest, padding at the FRONT, newest
-clip at row ``N-1``), float32, ready for :meth:`fusewatch.engines.fusion.model.LegoModel.forward_graphs` / the
+clip at row ``N-1``), float32, ready for :meth:`fusewatch.engines.fusion.lego.LegoModel.forward_graphs` / the
 graphs-in ONNX (add a batch axis, or use :meth:`GraphStateStore.batch`).
 
 Missing data: a representation absent for a clip (key missing / ``None`` / all-zero vector) gets a
 zero row/col for that clip; ``present[m]`` is 1 iff at least one real clip of the window has it.
-This matches the batch path of :class:`fusewatch.engines.fusion.model.LegoModel` fed with zero feature rows.
+This matches the batch path of :class:`fusewatch.engines.fusion.lego.LegoModel` fed with zero feature rows.
 """
 from __future__ import annotations
 
@@ -219,11 +219,11 @@ class CameraGraphState:
         names: representation names (order of ``R``'s first axis / ``present``).
         window: ``N``. dims: optional ``{name: d_m}`` (raw dims, validated on push).
         projectors: optional ``{name: callable (d_m,) → (k,)}`` (the model's learned projection;
-            see :meth:`fusewatch.engines.fusion.model.LegoModel.projectors`).
+            see :meth:`fusewatch.engines.fusion.lego.LegoModel.projectors`).
         dtype: internal dtype (outputs of :meth:`window` are always float32).
         hadamard_order: also cache element-wise powers up to this order.
         node_encoders: ``{name: callable (d_m,) → (node_dim,)}`` for EVERY representation (the
-            model's node branch, :meth:`fusewatch.engines.fusion.model.LegoModel.node_encoders` /
+            model's node branch, :meth:`fusewatch.engines.fusion.lego.LegoModel.node_encoders` /
             :func:`fusewatch.engines.export.onnx.onnx_node_encoders`); empty/None: no node branch.
         node_dim: ``k`` (default: read from the encoders).
 
@@ -256,7 +256,7 @@ class CameraGraphState:
 
     @classmethod
     def from_model(cls, model, dtype=np.float32, hadamard_order: int = 0) -> "CameraGraphState":
-        """State matching a :class:`fusewatch.engines.fusion.model.LegoModel` (names, window, dims, projections,
+        """State matching a :class:`fusewatch.engines.fusion.lego.LegoModel` (names, window, dims, projections,
         node encoders)."""
         enc = model.node_encoders() if hasattr(model, "node_encoders") else {}
         return cls(model.names, model.window, model.dims, model.projectors(), dtype, hadamard_order,

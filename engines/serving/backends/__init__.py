@@ -97,7 +97,7 @@ def select_backend(name: str = "auto", model=None, meta: Mapping[str, Any] | Non
             logged once and kept in the scorer's ``fallback_reason``. An explicit ``tensorrt`` raises
             :class:`BackendError` with a one-line reason instead.
         model: checkpoint path (``.pt``), exported ONNX path (one form; from its metadata),
-            ``{form: onnx path}``, or a built :class:`fusewatch.engines.fusion.model.FusionModel`.
+            ``{form: onnx path}``, or a built :class:`fusewatch.engines.fusion.base.FusionModel`.
         meta: metadata for an nn.Module (default: computed). max_batch: TensorRT profile max batch
             (bigger batches are split). threads: ONNX Runtime intra-op threads (0 = default) /
             torch threads when > 0. cache_dir: ONNX exports (``<cache>/onnx``) and TensorRT

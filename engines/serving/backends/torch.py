@@ -14,7 +14,7 @@ class TorchScorer(Scorer):
     """Eager PyTorch scorer (reference for parity checks).
 
     Args:
-        model: a built :class:`fusewatch.engines.fusion.model.FusionModel` (put in eval mode here).
+        model: a built :class:`fusewatch.engines.fusion.base.FusionModel` (put in eval mode here).
         meta: its metadata (default :func:`fusewatch.engines.training.checkpoint.model_meta`).
         device: torch device (``cpu``, ``cuda:0`` …). threads: ``torch.set_num_threads`` when > 0
             (process-wide setting).
