@@ -52,7 +52,7 @@ RUNTIME_MODULES = (
     "fusewatch.cli.bench", "fusewatch.stream.replay", "fusewatch.stream.extract", "fusewatch.stream.worker",
     "fusewatch.stream.extractors.backbones", "fusewatch.stream.topics", "fusewatch.stream.transport.kafka",
     "fusewatch.engines.serving.runtime", "fusewatch.engines.serving.service",
-    "fusewatch.engines.serving.pipeline", "fusewatch.engines.serving.backends.ort_backend",
+    "fusewatch.engines.serving.pipeline", "fusewatch.engines.serving.backends.onnxruntime",
     "fusewatch.engines.evaluation.report", "fusewatch.engines.export.onnx_meta", "fusewatch.engines.demo",
 )
 RUNTIME_API = ("Config", "ConfigError", "load_config", "Worker", "replay", "extract_videos", "make_transport",
@@ -138,7 +138,8 @@ def exported(tmp_path_factory):
     from fusewatch.engines.fusion.factory import build_model
     from fusewatch.engines.training.checkpoint import save_checkpoint
     from fusewatch.stream.config import CACHE_DIR, load_config
-    from fusewatch.stream.extractors.backbones import BACKBONES, onnx_filename, weights_sha256
+    from fusewatch.stream.extractors.backbone_onnx import onnx_filename
+    from fusewatch.stream.extractors.cnn_models import BACKBONES, weights_sha256
 
     d = tmp_path_factory.mktemp("lean")
     torch.manual_seed(0)
