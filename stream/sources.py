@@ -47,9 +47,7 @@ AUDIO_HOLD_S = 2.0
 """Longest a sampled frame waits in the decoder for its audio to be demuxed (interleaving slack)."""
 
 
-class SourceError(RuntimeError):
-    """A user-facing source failure; ``str(err)`` is one line (unsupported URI, missing or
-    unreadable file, no video stream, gave up reconnecting)."""
+from fusewatch.errors import SourceError  # noqa: E402,F401 - re-exported
 
 
 @dataclass

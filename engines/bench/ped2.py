@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+from fusewatch.errors import DataNotFoundError, DatasetError
 from fusewatch.stream.config import CACHE_DIR, Config
 
 AGREEMENT_TOL = 1e-4
@@ -102,7 +103,7 @@ def read_labels(video_dir: str | Path) -> dict[str, np.ndarray]:
     from fusewatch.engines.data.datasets import read_labels_json
     p = Path(video_dir) / "labels.json"
     if not p.is_file():
-        raise FileNotFoundError(f"{p}: not found (the bench needs a labels.json beside the videos)")
+        raise DataNotFoundError(f"{p}: not found (the bench needs a labels.json beside the videos)")
     return {k: v["frame_gt"] for k, v in read_labels_json(p).items() if v.get("frame_gt") is not None}
 
 
@@ -310,19 +311,19 @@ def run_ped2(video_dir: str | Path, out_model: str | Path, cfg: Config | None = 
     say = log or (print if progress else (lambda m: None))
     video_dir = Path(video_dir)
     if not video_dir.is_dir():
-        raise FileNotFoundError(f"--videos {video_dir}: not a directory")
+        raise DataNotFoundError(f"--videos {video_dir}: not a directory")
     out_model = Path(out_model)
     cfg, applied = apply_bench_defaults(cfg)
     cfg.transport = transport
     cfg.validate()
     for f in fusions:
         if f not in ("lego", "concat", "add", "mtn"):
-            raise ValueError(f"unknown fusion {f!r}")
+            raise DatasetError(f"unknown fusion {f!r}")
     for e in expansions:
         if e not in ("matrix", "hadamard"):
-            raise ValueError(f"unknown expansion {e!r}")
+            raise DatasetError(f"unknown expansion {e!r}")
     if "lego" in fusions and not pq_grid:
-        raise ValueError("pq_grid: at least one (P, Q) is required")
+        raise DatasetError("pq_grid: at least one (P, Q) is required")
     work = Path(work_dir) if work_dir else CACHE_DIR / "bench" / f"ped2-{video_dir.resolve().name}"
     work.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -338,10 +339,10 @@ def run_ped2(video_dir: str | Path, out_model: str | Path, cfg: Config | None = 
     ds = load_dataset(feat_dir, reps)
     unlabelled = [v.name for v in ds.videos if v.video_label not in (0, 1)]
     if unlabelled:
-        raise ValueError(f"{len(unlabelled)} video(s) without labels in {video_dir}/labels.json "
+        raise DatasetError(f"{len(unlabelled)} video(s) without labels in {video_dir}/labels.json "
                          f"(e.g. {unlabelled[0]})")
     if {v.video_label for v in ds.videos} != {0, 1}:
-        raise ValueError(f"{video_dir}: needs both normal and abnormal videos (weak supervision)")
+        raise DatasetError(f"{video_dir}: needs both normal and abnormal videos (weak supervision)")
     say(f"data: {len(ds.videos)} videos ({sum(v.video_label for v in ds.videos)} abnormal), "
         f"{sum(v.num_clips for v in ds.videos)} clips, representations {','.join(reps)}")
 
@@ -409,7 +410,7 @@ def run_ped2(video_dir: str | Path, out_model: str | Path, cfg: Config | None = 
         if stream_set == "anomalous":
             names = [n for n in names if n in gt and gt[n].any()]
         elif stream_set != "all":
-            raise ValueError(f"stream_set must be all|anomalous (got {stream_set!r})")
+            raise DatasetError(f"stream_set must be all|anomalous (got {stream_set!r})")
         serving = {k: load_serving_model(cfg, p) for k, p in model_paths.items()}
         say(f"streaming {len(names)} videos through worker → {cfg.transport} → {len(serving)} engines ...")
         res = stream_models([by_stem[n] for n in names], cfg, serving, camera_ids=names)

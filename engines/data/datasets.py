@@ -48,6 +48,7 @@ from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from fusewatch.errors import DataNotFoundError, DatasetError
 from fusewatch.engines.evaluation.metrics import frame_gt_from_spans
 
 log = logging.getLogger("fusewatch.datasets")
@@ -129,7 +130,7 @@ class VideoFeatures:
             return c.ranges(T, self.n_frames)
         ranges = [(int(s), int(e)) for s, e in c]
         if len(ranges) != T:
-            raise ValueError(f"video {self.name}: {len(ranges)} clip frame ranges for {T} clips")
+            raise DatasetError(f"video {self.name}: {len(ranges)} clip frame ranges for {T} clips")
         return ranges
 
     def frames(self) -> int:
@@ -178,7 +179,7 @@ class FeatureDataset:
         reps = [r.strip() for r in representations if r and r.strip()]
         unknown = [r for r in reps if r not in self.dims]
         if unknown:
-            raise ValueError(f"unknown representation {', '.join(unknown)} in {self.root or 'dataset'} "
+            raise DatasetError(f"unknown representation {', '.join(unknown)} in {self.root or 'dataset'} "
                              f"(available: {', '.join(self.dims) or 'none'})")
         vids = []
         dropped = 0
@@ -254,9 +255,9 @@ def load_feature_array(path: str | Path, crop_axis: int | None = None) -> np.nda
         else:
             a = np.load(p, allow_pickle=False)
     except FileNotFoundError:
-        raise FileNotFoundError(f"feature file {p}: not found") from None
+        raise DataNotFoundError(f"feature file {p}: not found") from None
     except ValueError as e:
-        raise ValueError(f"feature file {p}: unreadable ({e})") from None
+        raise DatasetError(f"feature file {p}: unreadable ({e})") from None
     a = np.asarray(a, dtype=np.float32)
     if a.ndim == 1:
         a = a[None, :]
@@ -265,9 +266,9 @@ def load_feature_array(path: str | Path, crop_axis: int | None = None) -> np.nda
             crop_axis = 0 if (a.shape[1] > MAX_CROPS and a.shape[0] <= MAX_CROPS) else 1
         a = a.mean(axis=crop_axis)
     elif a.ndim != 2:
-        raise ValueError(f"feature file {p}: expected T×D or T×crops×D, got shape {a.shape}")
+        raise DatasetError(f"feature file {p}: expected T×D or T×crops×D, got shape {a.shape}")
     if not np.all(np.isfinite(a)):
-        raise ValueError(f"feature file {p}: contains NaN or inf")
+        raise DatasetError(f"feature file {p}: contains NaN or inf")
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
@@ -308,7 +309,7 @@ def _check_dims(per_video: Mapping[str, Mapping[str, np.ndarray]], reps: Sequenc
                 seen.setdefault(int(feats[r].shape[1]), vname)
         if len(seen) > 1:
             (d1, v1), (d2, v2) = list(seen.items())[:2]
-            raise ValueError(f"representation {r}: mismatched feature dims ({v1}: {d1}, {v2}: {d2})")
+            raise DatasetError(f"representation {r}: mismatched feature dims ({v1}: {d1}, {v2}: {d2})")
         if seen:
             dims[r] = next(iter(seen))
     return dims
@@ -356,20 +357,20 @@ def read_labels_json(path: str | Path) -> dict[str, dict]:
     try:
         data = json.loads(p.read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"labels file {p}: not found") from None
+        raise DataNotFoundError(f"labels file {p}: not found") from None
     except json.JSONDecodeError as e:
-        raise ValueError(f"labels file {p}: invalid JSON ({e})") from None
+        raise DatasetError(f"labels file {p}: invalid JSON ({e})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"labels file {p}: expected an object mapping video names to labels")
+        raise DatasetError(f"labels file {p}: expected an object mapping video names to labels")
     out = {}
     for name, rec in data.items():
         if not isinstance(rec, dict):
-            raise ValueError(f"labels file {p}: entry {name!r} is not an object")
+            raise DatasetError(f"labels file {p}: entry {name!r} is not an object")
         lab = rec.get("labels")
         gt = None
         if isinstance(lab, str):
             if set(lab) - {"0", "1"}:
-                raise ValueError(f"labels file {p}: {name}.labels must be a string of 0/1")
+                raise DatasetError(f"labels file {p}: {name}.labels must be a string of 0/1")
             gt = np.frombuffer(lab.encode("ascii"), dtype=np.uint8) - ord("0")
         elif isinstance(lab, list):
             gt = (np.asarray(lab) > 0).astype(np.uint8)
@@ -398,7 +399,7 @@ def read_ucf_annotations(temporal: str | Path | None = None, frame_counts: str |
         try:
             text = p.read_text()
         except FileNotFoundError:
-            raise FileNotFoundError(f"annotation file {p}: not found") from None
+            raise DataNotFoundError(f"annotation file {p}: not found") from None
         for i, line in enumerate(text.splitlines(), 1):
             tok = line.split()
             if tok:
@@ -408,21 +409,21 @@ def read_ucf_annotations(temporal: str | Path | None = None, frame_counts: str |
         p = Path(frame_counts)
         for i, tok in _rows(p):
             if len(tok) < 7:
-                raise ValueError(f"annotation file {p}:{i}: expected 'path frames class s1 e1 s2 e2'")
+                raise DatasetError(f"annotation file {p}:{i}: expected 'path frames class s1 e1 s2 e2'")
             try:
                 n, spans = int(tok[1]), [(int(tok[3]), int(tok[4])), (int(tok[5]), int(tok[6]))]
             except ValueError:
-                raise ValueError(f"annotation file {p}:{i}: non-integer frame numbers") from None
+                raise DatasetError(f"annotation file {p}:{i}: non-integer frame numbers") from None
             out[Path(tok[0]).stem] = {"class": tok[2], "spans": spans, "frames": n}
     if temporal is not None:
         p = Path(temporal)
         for i, tok in _rows(p):
             if len(tok) < 6:
-                raise ValueError(f"annotation file {p}:{i}: expected 'name class s1 e1 s2 e2'")
+                raise DatasetError(f"annotation file {p}:{i}: expected 'name class s1 e1 s2 e2'")
             try:
                 spans = [(int(tok[2]), int(tok[3])), (int(tok[4]), int(tok[5]))]
             except ValueError:
-                raise ValueError(f"annotation file {p}:{i}: non-integer frame numbers") from None
+                raise DatasetError(f"annotation file {p}:{i}: non-integer frame numbers") from None
             rec = out.setdefault(Path(tok[0]).stem, {"frames": None})
             rec["class"], rec["spans"] = tok[1], spans
     return out
@@ -460,17 +461,17 @@ def _gt_lookup(gt: str | Path | Mapping | None, names: Sequence[str], clips: Map
         for f in sorted(p.glob("*.npy")):
             out[video_name(f)] = {"frame_gt": (np.load(f).ravel() > 0).astype(np.uint8)}
         if not out:
-            raise ValueError(f"ground-truth directory {p}: no .npy files")
+            raise DatasetError(f"ground-truth directory {p}: no .npy files")
         return out
     if not p.exists():
-        raise FileNotFoundError(f"ground-truth file {p}: not found")
+        raise DataNotFoundError(f"ground-truth file {p}: not found")
     if p.suffix == ".json":
         return read_labels_json(p)
     if p.suffix == ".npy":
         a = np.load(p, allow_pickle=False).ravel()
         total = sum(clips[n] for n in names) * clip_len
         if a.size != total:
-            raise ValueError(f"ground-truth file {p}: {a.size} frames, but the {len(names)} videos' clips "
+            raise DatasetError(f"ground-truth file {p}: {a.size} frames, but the {len(names)} videos' clips "
                              f"× clip_len {clip_len} give {total} (order must follow the list)")
         out, off = {}, 0
         for n in names:
@@ -486,7 +487,7 @@ def _gt_lookup(gt: str | Path | Mapping | None, names: Sequence[str], clips: Map
             ann = read_ucf_annotations(p, counts if counts.exists() else None)
         return {n: {"spans": a.get("spans"), "frames": a.get("frames"), "class": a.get("class")}
                 for n, a in ann.items()}
-    raise ValueError(f"ground-truth file {p}: unsupported (use labels.json, a .npy file or directory, "
+    raise DatasetError(f"ground-truth file {p}: unsupported (use labels.json, a .npy file or directory, "
                      "or Temporal_Anomaly_Annotation.txt)")
 
 
@@ -534,25 +535,25 @@ def load_fusewatch_dir(path: str | Path, representations: Sequence[str] | None =
     root = Path(path)
     meta_p = root / "meta.json"
     if not meta_p.exists():
-        raise FileNotFoundError(f"{root}: no meta.json (not a fusewatch feature directory)")
+        raise DataNotFoundError(f"{root}: no meta.json (not a fusewatch feature directory)")
     try:
         meta = json.loads(meta_p.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{meta_p}: invalid JSON ({e})") from None
+        raise DatasetError(f"{meta_p}: invalid JSON ({e})") from None
     rep_meta = meta.get("representations") or {}
     reps = list(rep_meta) or sorted(d.name for d in root.iterdir() if d.is_dir() and any(d.glob("*.npy")))
     if representations:
         unknown = [r for r in representations if r not in reps]
         if unknown:
-            raise ValueError(f"unknown representation {', '.join(unknown)} in {root} "
+            raise DatasetError(f"unknown representation {', '.join(unknown)} in {root} "
                              f"(available: {', '.join(reps) or 'none'})")
         reps = list(representations)
     if not reps:
-        raise ValueError(f"{root}: no representations (meta.json lists none and no <rep>/*.npy folders)")
+        raise DatasetError(f"{root}: no representations (meta.json lists none and no <rep>/*.npy folders)")
     vmeta = meta.get("videos") or {}
     names = list(vmeta) or sorted({f.stem for r in reps for f in (root / r).glob("*.npy")})
     if not names:
-        raise ValueError(f"{root}: no videos")
+        raise DatasetError(f"{root}: no videos")
     clip_len = int(meta.get("clip_len") or 16)
     clip_stride = int(meta.get("clip_stride") or clip_len)
     per_rep: dict[str, dict[str, np.ndarray]] = {r: {} for r in reps}
@@ -564,17 +565,17 @@ def load_fusewatch_dir(path: str | Path, representations: Sequence[str] | None =
     for r in list(reps):
         if not per_rep[r]:     # e.g. audio when no video had an audio track
             if representations:
-                raise ValueError(f"representation {r}: no feature files in {root / r}")
+                raise DatasetError(f"representation {r}: no feature files in {root / r}")
             log.warning("%s: representation %s has no feature files: ignored", root, r)
             del per_rep[r]
             reps.remove(r)
     if not reps:
-        raise ValueError(f"{root}: no videos (no feature files)")
+        raise DatasetError(f"{root}: no videos (no feature files)")
     for r in reps:
         d = (rep_meta.get(r) or {}).get("dim")
         for n, a in per_rep[r].items():
             if d is not None and a.shape[1] != int(d):
-                raise ValueError(f"representation {r}: {n}.npy has dim {a.shape[1]} but meta.json says {d}")
+                raise DatasetError(f"representation {r}: {n}.npy has dim {a.shape[1]} but meta.json says {d}")
     aligned, dims = _assemble(per_rep)
     lab_p = Path(labels) if labels else root / "labels.json"
     gt = read_labels_json(lab_p) if lab_p.exists() else {}
@@ -604,7 +605,7 @@ def load_fusewatch_dir(path: str | Path, representations: Sequence[str] | None =
                           n_frames=vm.get("frames"), fps=vm.get("fps"), source=str(root))
         videos.append(_apply_gt(v, gt.get(n)))
     if not videos:
-        raise ValueError(f"{root}: no videos with features")
+        raise DatasetError(f"{root}: no videos with features")
     return FeatureDataset(videos, dims, "fusewatch", str(root),
                           {"clip_len": clip_len, "clip_stride": clip_stride,
                            "sample_fps": meta.get("sample_fps"),
@@ -625,7 +626,7 @@ def read_list_file(path: str | Path, root: str | Path | None = None) -> list[tup
     try:
         text = p.read_text()
     except FileNotFoundError:
-        raise FileNotFoundError(f"list file {p}: not found") from None
+        raise DataNotFoundError(f"list file {p}: not found") from None
     base = Path(root) if root else p.parent
     out = []
     for i, line in enumerate(text.splitlines(), 1):
@@ -645,7 +646,7 @@ def read_list_file(path: str | Path, root: str | Path | None = None) -> list[tup
             f = cand if cand.exists() or not f.exists() else f
         out.append((f, label))
     if not out:
-        raise ValueError(f"list file {p}: no entries")
+        raise DatasetError(f"list file {p}: no entries")
     return out
 
 
@@ -666,7 +667,7 @@ def _read_list_features(entries: Sequence[tuple[Path, int | None]], crop_axis: i
             if any(a.shape[0] != T for a in arrs):
                 log.warning("video %s: crop files differ in clip count: truncated to %d", n, T)
             if len({a.shape[1] for a in arrs}) > 1:
-                raise ValueError(f"video {n}: crop files have different feature dims")
+                raise DatasetError(f"video {n}: crop files have different feature dims")
             feats[n] = np.mean([a[:T] for a in arrs], axis=0).astype(np.float32)
         else:
             feats[n] = arrs[0]
@@ -693,7 +694,7 @@ def load_lists(lists: Mapping[str, str | Path], gt: str | Path | Mapping | None 
     frames ``t*clip_len .. t*clip_len+clip_len-1``); ``labels``: explicit video labels by name.
     """
     if not lists:
-        raise ValueError("no list files given")
+        raise DatasetError("no list files given")
     per_rep, list_labels, order = {}, {}, []
     for rep, lp in lists.items():
         entries = read_list_file(lp, root)
@@ -719,11 +720,11 @@ def load_npy_dir(path: str | Path, representations: Sequence[str] | None = None,
     elif any(root.glob("*.npy")):
         reps = {rep_name_from_file(root.name): root}
     else:
-        raise ValueError(f"{root}: no .npy feature files")
+        raise DatasetError(f"{root}: no .npy feature files")
     if representations:
         unknown = [r for r in representations if r not in reps]
         if unknown:
-            raise ValueError(f"unknown representation {', '.join(unknown)} in {root} "
+            raise DatasetError(f"unknown representation {', '.join(unknown)} in {root} "
                              f"(available: {', '.join(reps)})")
         reps = {r: reps[r] for r in representations}
     per_rep, order = {}, []
@@ -742,7 +743,7 @@ def _finish_npy(per_rep, order, gt, clip_len, explicit, layout, root) -> Feature
     aligned, dims = _assemble(per_rep)
     names = [n for n in order if aligned.get(n)]
     if not names:
-        raise ValueError(f"{root}: no videos")
+        raise DatasetError(f"{root}: no videos")
     clips = {n: next(iter(aligned[n].values())).shape[0] for n in names}
     gts = _gt_lookup(gt, names, clips, clip_len)
     if gt is not None and not any(n in gts for n in names):
@@ -782,10 +783,10 @@ def load_ucf_c3d(path: str | Path, annotation: str | Path | None = None,
     """
     root = Path(path)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: not a directory")
+        raise DataNotFoundError(f"{root}: not a directory")
     files = sorted(f for f in root.glob("*.txt") if _is_feature_txt(f))
     if not files:
-        raise ValueError(f"{root}: no feature text files")
+        raise DatasetError(f"{root}: no feature text files")
     ann_p = Path(annotation) if annotation else root / "Temporal_Anomaly_Annotation.txt"
     cnt_p = Path(frame_counts) if frame_counts else root / "UCF_Annotation.txt"
     ann = read_ucf_annotations(ann_p if ann_p.exists() else None, cnt_p if cnt_p.exists() else None)
@@ -824,12 +825,12 @@ def _split_lists(root: Path, split: str | None) -> dict[str, Path]:
     want_test = split == "test"
     chosen = [p for p in lists if ("test" in p.stem.lower()) == want_test]
     if not chosen:
-        raise ValueError(f"{root}: no {split} list files (found: {', '.join(p.name for p in lists)})")
+        raise DatasetError(f"{root}: no {split} list files (found: {', '.join(p.name for p in lists)})")
     out: dict[str, Path] = {}
     for p in chosen:
         r = rep_name_from_file(p)
         if r in out:
-            raise ValueError(f"{root}: two {split} lists for representation {r}: {out[r].name}, {p.name}")
+            raise DatasetError(f"{root}: two {split} lists for representation {r}: {out[r].name}, {p.name}")
         out[r] = p
     return out
 
@@ -846,14 +847,14 @@ def load_dataset(path: str | Path, representations: Sequence[str] | None = None,
     """
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"data {p}: not found")
+        raise DataNotFoundError(f"data {p}: not found")
     reps = [r.strip() for r in representations if r.strip()] if representations else None
     if p.is_file():
         if p.suffix in (".list", ".txt", ".csv"):
             rep = reps[0] if reps and len(reps) == 1 else rep_name_from_file(p)
             ds = load_lists({rep: p}, gt=gt, clip_len=clip_len)
         else:
-            raise ValueError(f"data {p}: expected a directory or a .list file")
+            raise DatasetError(f"data {p}: expected a directory or a .list file")
     elif (p / "meta.json").exists():
         ds = load_fusewatch_dir(p, reps, labels=gt if isinstance(gt, (str, Path)) else None)
     elif any(_is_feature_txt(f) for f in p.glob("*.txt")):
@@ -873,9 +874,9 @@ def load_dataset(path: str | Path, representations: Sequence[str] | None = None,
     elif any(p.glob("*.npy")) or any(d.is_dir() and any(d.glob("*.npy")) for d in p.iterdir()):
         ds = load_npy_dir(p, reps, gt=gt, clip_len=clip_len)
     else:
-        raise ValueError(f"data {p}: no videos (no meta.json, feature .txt, .list or .npy files)")
+        raise DatasetError(f"data {p}: no videos (no meta.json, feature .txt, .list or .npy files)")
     if not ds.videos:
-        raise ValueError(f"data {p}: no videos")
+        raise DatasetError(f"data {p}: no videos")
     return ds.select(reps) if reps else ds
 
 
@@ -888,7 +889,7 @@ def as_dataset(data, representations: Sequence[str] | None = None) -> FeatureDat
     else:
         vids = list(data)
         if not vids:
-            raise ValueError("no videos")
+            raise DatasetError("no videos")
         reps: list[str] = []
         for v in vids:
             for r in v.feats:

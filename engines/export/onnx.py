@@ -39,6 +39,7 @@ import onnx
 import torch
 from torch import Tensor, nn
 
+from fusewatch.errors import CheckpointError, ExportError
 from fusewatch.engines.fusion.model import FusionModel, LegoModel, numpy_affine
 
 FORMS = ("graphs", "features")
@@ -187,7 +188,7 @@ def export_onnx(model: FusionModel, meta: Mapping[str, Any] | None, path: str | 
         except Exception as e:  # noqa: BLE001 - try the next exporter, report all at the end
             errors.append(f"{kind}: {type(e).__name__}: {e}")
     else:
-        raise RuntimeError("ONNX export failed: " + " | ".join(errors))
+        raise ExportError("ONNX export failed: " + " | ".join(errors))
     proto = onnx.load(str(tmp))
     tmp.unlink(missing_ok=True)
     _finalize(proto, m, meta, form, names)
@@ -274,7 +275,7 @@ def read_onnx_meta(model: str | os.PathLike | onnx.ModelProto) -> dict[str, Any]
     proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=False)
     raw = {p.key: p.value for p in proto.metadata_props}
     if raw.get("producer") != "fusewatch":
-        raise ValueError(f"{getattr(model, 'name', model) if isinstance(model, onnx.ModelProto) else model}: "
+        raise CheckpointError(f"{getattr(model, 'name', model) if isinstance(model, onnx.ModelProto) else model}: "
                          "not a fusewatch ONNX export (no producer=fusewatch metadata)")
     out: dict[str, Any] = dict(raw)
     for k in ("N", "P", "Q", "proj_dim"):

@@ -9,7 +9,9 @@ import threading
 import time
 from datetime import datetime, timezone
 
+from fusewatch.errors import ExportError, UsageError
 from fusewatch.stream.config import Config
+from fusewatch.stream.logs import get_logger
 from fusewatch.stream.schema import SchemaError, decode_alert
 from fusewatch.stream.transport import make_transport
 
@@ -77,23 +79,27 @@ def cmd_engine(args, cfg: Config) -> int:
 
     if args.group:
         cfg.engine.group_id = args.group
+    log = get_logger("fusewatch.engine")
     if cfg.transport == "bus":
-        print("engine: warning: transport=bus: the in-process bus only carries messages produced in this "
-              "process; use --transport kafka to consume workers running elsewhere", file=sys.stderr)
+        log.warning("engine: transport=bus: the in-process bus only carries messages produced in this "
+                    "process; use --transport kafka to consume workers running elsewhere")
     model = load_serving_model(cfg, args.model, args.backend)
     t = make_transport(cfg, group_id=cfg.engine.group_id)
     svc = EngineService(cfg, model, t, delay_s=args.delay)
     _install_stop(svc.stop)
     start_watchdog(svc, cfg.engine.stall_timeout)
-    print(f"engine: model {model.meta.get('fusion')} {model.meta.get('model_version')} "
-          f"backend={model.scorer.backend} window={model.window} reps={','.join(model.names)} "
-          f"transport={cfg.transport}", file=sys.stderr, flush=True)
+    log.info(f"engine: model {model.meta.get('fusion')} {model.meta.get('model_version')} "
+             f"backend={model.scorer.backend} window={model.window} reps={','.join(model.names)} "
+             f"transport={cfg.transport}",
+             extra={"fields": {"model_version": model.meta.get("model_version"), "backend": model.scorer.backend}})
     try:
         st = svc.run(idle_exit_s=args.idle_exit)
     finally:
         t.close()
-    print(f"engine: {st.records} records, {st.scored} scored, {st.alerts} alerts, "
-          f"{st.dead_letters} dead letters {st.dead_letter_reasons or ''}", file=sys.stderr)
+    log.info(f"engine: {st.records} records, {st.scored} scored, {st.alerts} alerts, "
+             f"{st.dead_letters} dead letters {st.dead_letter_reasons or ''}",
+             extra={"fields": {"records": st.records, "scored": st.scored, "alerts": st.alerts,
+                               "dead_letters": st.dead_letters}})
     return 0
 
 
@@ -106,7 +112,12 @@ def cmd_export(args, cfg: Config) -> int:
 
     model, meta = load_model(args.model)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ExportError(f"--out {out}: it or a parent of it is a file, not a directory") from None
+    except OSError as e:
+        raise ExportError(f"--out {out}: cannot create it ({e.strerror or e})") from None
     forms = ["graphs", "features"] if args.form == "both" else [args.form]
     if meta.get("fusion") != "lego":
         forms = [f for f in forms if f != "graphs"] or ["features"]
@@ -124,7 +135,7 @@ def _fmt_t(ts: float) -> str:
 
 def cmd_alerts(args, cfg: Config) -> int:
     if cfg.transport != "kafka":
-        raise ValueError("`fusewatch alerts` tails a Kafka topic: use --transport kafka "
+        raise UsageError("`fusewatch alerts` tails a Kafka topic: use --transport kafka "
                          "(the in-process bus lives inside one process; `fusewatch demo` prints its alerts)")
     from rich.console import Console
     console = Console()

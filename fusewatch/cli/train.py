@@ -5,14 +5,17 @@ import argparse
 import copy
 from pathlib import Path
 
+from fusewatch.engines.training.checkpoint import check_writable_file
 from fusewatch.engines.training.train import FUSIONS, train
+from fusewatch.errors import DataNotFoundError
 from fusewatch.stream.config import Config
 
 
 def _cmd_train(args: argparse.Namespace, cfg: Config) -> int:
     data = Path(args.data)
     if not data.exists():
-        raise FileNotFoundError(f"--data {data}: not found")
+        raise DataNotFoundError(f"--data {data}: not found")
+    check_writable_file(args.out, "--out")  # before training, not after it
     cfg = copy.deepcopy(cfg)
     if args.seed is not None:
         cfg.train.seed = int(args.seed)

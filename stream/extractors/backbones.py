@@ -47,6 +47,8 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from fusewatch.errors import ConfigError
+
 from .base import (Extractor, check_frames, ort_session, pool_factor, pool_frames, sha256_file,
                    subsample_indices)
 from .onnx_cache import OPSET, cached_onnx, discard, export_torch
@@ -321,7 +323,7 @@ def resize_frame(frame: np.ndarray, size: int = INPUT_SIZE, mode: str = "squash"
         s = short / min(h, w)
         tw, th = max(size, round(w * s)), max(size, round(h * s))
     else:
-        raise ValueError(f"features.cnn_resize: must be one of {', '.join(RESIZE_MODES)} (got {mode!r})")
+        raise ConfigError(f"features.cnn_resize: must be one of {', '.join(RESIZE_MODES)} (got {mode!r})")
     interp = cv2.INTER_AREA if tw * th < w * h else cv2.INTER_LINEAR
     out = frame if (tw, th) == (w, h) else cv2.resize(frame, (tw, th), interpolation=interp)
     if mode == "crop":
@@ -425,7 +427,7 @@ def export_backbone(name: str, path: str | os.PathLike, size: int = INPUT_SIZE, 
     import torch
 
     if spatial not in SPATIAL_POOLS:
-        raise ValueError(f"features.cnn_spatial: must be one of {', '.join(SPATIAL_POOLS)} (got {spatial!r})")
+        raise ConfigError(f"features.cnn_spatial: must be one of {', '.join(SPATIAL_POOLS)} (got {spatial!r})")
     model = load_torch_model(name, classifier=False)
     export_torch(_pooled(model, spatial), torch.zeros(2, 3, size, size), path)
     expected = [m.tf_pad for m in model.modules() if getattr(m, "tf_pad", None) is not None]
@@ -454,33 +456,33 @@ def backbone_onnx(name: str, model_dir: str | os.PathLike, size: int = INPUT_SIZ
 class BackboneExtractor(Extractor):
     """Pooled ImageNet CNN features of a clip's frames (mean, or mean ‖ max, over frames).
 
-    Options read from the features config (``getattr`` with defaults, so a config without them
-    works): ``cnn_frames`` (int, default 0 = every frame of the clip; k > 0 runs the CNN on k
+    Options read from the features config (defaults in :class:`~fusewatch.stream.config.FeaturesConfig`
+    only): ``cnn_frames`` (int, 0 = every frame of the clip; k > 0 runs the CNN on k
     frames spread evenly over the clip), ``cnn_resize`` (``squash`` | ``crop``) and ``cnn_spatial``
     (``avg`` | ``max`` pooling of the last feature map).
     """
 
     def __init__(self, name: str, cfg) -> None:
         if name not in BACKBONES:
-            raise ValueError(f"features.extractors: unknown backbone {name!r} "
+            raise ConfigError(f"features.extractors: unknown backbone {name!r} "
                              f"(known: {', '.join(BACKBONES)})")
         self.spec = BACKBONES[name]
         self.name = name
-        self.pool = getattr(cfg, "pool", "mean")
+        self.pool = cfg.pool
         self.dim = FEATURE_DIM * pool_factor(self.pool)
-        self.resize = getattr(cfg, "cnn_resize", "squash")
+        self.resize = cfg.cnn_resize
         if self.resize not in RESIZE_MODES:
-            raise ValueError(f"features.cnn_resize: must be one of {', '.join(RESIZE_MODES)} "
+            raise ConfigError(f"features.cnn_resize: must be one of {', '.join(RESIZE_MODES)} "
                              f"(got {self.resize!r})")
-        self.spatial = getattr(cfg, "cnn_spatial", "avg")
+        self.spatial = cfg.cnn_spatial
         if self.spatial not in SPATIAL_POOLS:
-            raise ValueError(f"features.cnn_spatial: must be one of {', '.join(SPATIAL_POOLS)} "
+            raise ConfigError(f"features.cnn_spatial: must be one of {', '.join(SPATIAL_POOLS)} "
                              f"(got {self.spatial!r})")
-        self.frames_per_clip = int(getattr(cfg, "cnn_frames", 0) or 0)
+        self.frames_per_clip = int(cfg.cnn_frames)
         if self.frames_per_clip < 0:
-            raise ValueError(f"features.cnn_frames: must be >= 0 (got {self.frames_per_clip})")
-        model_dir = getattr(cfg, "model_dir")
-        threads = int(getattr(cfg, "threads", 0) or 0)
+            raise ConfigError(f"features.cnn_frames: must be >= 0 (got {self.frames_per_clip})")
+        model_dir = cfg.model_dir
+        threads = int(cfg.threads)
         self.onnx_path, self.exported, sha = backbone_onnx(name, model_dir, spatial=self.spatial)
         try:
             self.session = ort_session(self.onnx_path, threads)

@@ -48,12 +48,7 @@ _RECONNECT = {"reconnect_backoff_max_ms": 1000}
 """Java client default (kafka-python's is 30 s): reconnect within ~1 s once a restarted broker is back."""
 
 
-class AuthenticationError(TransportError):
-    """The broker rejected our credentials (SASL) or the TLS handshake."""
-
-
-class CommitFailedError(TransportError):
-    """An offset commit was rejected (typically: the group rebalanced meanwhile)."""
+from fusewatch.errors import AuthenticationError, CommitFailedError  # noqa: E402,F401 - re-exported
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,11 +102,9 @@ _REDACT_LOGGERS = ("kafka", "kafka.protocol.parser", "kafka.net.connection", "ka
 
 def _redact_secrets(cfg: Config) -> None:
     """Install the redaction filter for cfg's secrets on kafka-python's loggers (idempotent)."""
-    for name in cfg.kafka.SECRET_FIELDS:
-        val = getattr(cfg.kafka, name, None)
-        if val:
-            _REDACT.secrets.add(val)
-            _REDACT.secrets.add(repr(val.encode())[2:-1])  # as it appears inside a bytes repr
+    for val in cfg.kafka.secrets():
+        _REDACT.secrets.add(val)
+        _REDACT.secrets.add(repr(val.encode())[2:-1])  # as it appears inside a bytes repr
     if _REDACT.secrets:
         names = set(_REDACT_LOGGERS) | {n for n in logging.root.manager.loggerDict
                                         if n == "kafka" or n.startswith("kafka.")}
@@ -211,7 +204,7 @@ def _preflight_one(cfg: Config, host: str, port: int, timeout: float) -> None:
                     f"{host}:{port} (enabled: {', '.join(map(str, enabled)) or 'none'})")
             if mech == b"PLAIN":
                 tok = b"\0" + (k.sasl_plain_username or "").encode() + b"\0" + \
-                    (k.sasl_plain_password or "").encode()
+                    (k.sasl_plain_password.get_secret_value() if k.sasl_plain_password else "").encode()
                 try:
                     r = _kreq(sock, _API_SASL_AUTH, 1, 2, struct.pack(">i", len(tok)) + tok)
                 except _Closed:

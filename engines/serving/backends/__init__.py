@@ -31,8 +31,7 @@ import numpy as np
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 
 
-class BackendError(RuntimeError):
-    """A backend cannot be used (missing GPU/library, wrong model form, bad inputs)."""
+from fusewatch.errors import BackendError  # noqa: E402,F401 - re-exported
 
 
 class Scorer(ABC):
