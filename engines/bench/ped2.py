@@ -439,7 +439,7 @@ def run_ped2(video_dir: str | Path, out_model: str | Path, cfg: Config | None = 
                    "lr": cfg.train.lr, "weight_decay": cfg.train.weight_decay, "topk": cfg.train.topk,
                    "reg": cfg.train.reg, "reg_lambda": cfg.train.reg_lambda, "seed": cfg.train.seed,
                    "batch_size": cfg.train.batch_size, "proj_dim": cfg.model.proj_dim,
-                   "node_dim": getattr(cfg.model, "node_dim", None),
+                   "node_dim": cfg.model.node_dim,
                    "clip_len": cfg.clips.clip_len, "clip_stride": cfg.clips.clip_stride,
                    "sample_fps": cfg.source.sample_fps, "extractors": list(cfg.features.extractors),
                    "bench_defaults_applied": applied},
