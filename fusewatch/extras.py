@@ -24,8 +24,7 @@ EXTRA_OF = {
 """Import name → the extra that installs it."""
 
 
-class MissingExtraError(ImportError):
-    """An optional dependency is not installed; ``str(err)`` is one line naming the extra."""
+from fusewatch.errors import MissingExtraError  # noqa: E402 - re-exported (the common root)
 
 
 def have(module: str) -> bool:

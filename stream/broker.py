@@ -20,7 +20,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fusewatch.stream.transport.base import TransportError
 
 
 def _deploy_dir() -> Path:
@@ -36,8 +35,7 @@ SASL_USER, SASL_PASSWORD = "fusewatch", "fusewatch-secret"
 """Credentials of the local broker's SASL/PLAIN listener (test-only; override with LOCALKAFKA_SASL_*)."""
 
 
-class BrokerError(TransportError):
-    """The local broker could not be fetched, started, stopped or queried."""
+from fusewatch.errors import BrokerError  # noqa: E402,F401 - re-exported
 
 
 @dataclass

@@ -1,4 +1,10 @@
-"""Structured logging for the camera side: text lines or JSON lines (``cfg.worker.log_format``).
+"""Structured logging for every command: text lines or JSON lines (``cfg.log_format``).
+
+One logger root, ``fusewatch``: every module logs under it (``fusewatch.stream.worker``,
+``fusewatch.engine``, ...). :func:`setup_from_config` (called by the CLI for every command) puts one
+handler on it and on kafka-python's ``kafka`` logger, leaves the root logger and any handler the
+user configured alone, and redacts every configured secret (``kafka.sasl_plain_password``) from
+every line the handler writes (message, fields and tracebacks alike).
 
 Every record may carry structured fields passed with ``extra={"fields": {...}}`` or through
 :func:`get_logger`'s bound fields (e.g. ``camera``); the text format appends them as ``k=v``,
@@ -78,23 +84,58 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(obj, default=str, separators=(",", ":"))
 
 
+REDACTED = "***"
+
+
+class RedactingHandler(logging.StreamHandler):
+    """A stream handler whose every formatted line has the given secrets replaced by ``***``
+    (also as they appear inside a ``bytes`` repr, e.g. a logged SASL token)."""
+
+    def __init__(self, stream=None, secrets: tuple[str, ...] | list[str] = ()):
+        super().__init__(stream)
+        forms = set()
+        for s in secrets:
+            if s:
+                forms.update({s, repr(s.encode())[2:-1], json.dumps(s)[1:-1]})
+        self.secrets = sorted(forms, key=len, reverse=True)
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        for s in self.secrets:
+            line = line.replace(s, REDACTED)
+        return line
+
+
+THIRD_PARTY = ("kafka",)
+"""Library loggers that get the fusewatch handler too (same format, same redaction): WARNING and
+above, everything at DEBUG."""
+
+
 def setup_logging(level: str = "INFO", fmt: str = "text", stream=None,
-                  logger_names: tuple[str, ...] = (_ROOT,)) -> None:
-    """Install one handler (text or JSON lines) on the project's loggers; idempotent."""
+                  logger_names: tuple[str, ...] = (_ROOT,), secrets: tuple[str, ...] | list[str] = ()) -> None:
+    """Install one handler (text or JSON lines, ``secrets`` redacted) on the project's loggers;
+    idempotent (replaces the handler it installed before, keeps everybody else's)."""
     formatter: logging.Formatter = JsonFormatter() if fmt == "json" else TextFormatter()
     for name in logger_names:
         lg = logging.getLogger(name)
         for h in list(lg.handlers):
             if getattr(h, _HANDLER_TAG, False):
                 lg.removeHandler(h)
-        h = logging.StreamHandler(stream or sys.stderr)
+        h = RedactingHandler(stream or sys.stderr, secrets)
         setattr(h, _HANDLER_TAG, True)
         h.setFormatter(formatter)
         lg.addHandler(h)
-        lg.setLevel(level.upper())
-        lg.propagate = False
+        if name == _ROOT or name.startswith(_ROOT + "."):
+            lg.setLevel(level.upper())
+            lg.propagate = False
+        else:  # a library: its WARNINGs (all of it at DEBUG) in our format; its own levels, propagation kept
+            h.setLevel("DEBUG" if level.upper() == "DEBUG" else "WARNING")
+            if level.upper() == "DEBUG":
+                lg.setLevel("DEBUG")
 
 
-def setup_from_config(cfg) -> None:
-    """:func:`setup_logging` from ``cfg.log_level`` and ``cfg.worker.log_format``."""
-    setup_logging(cfg.log_level, cfg.worker.log_format)
+def setup_from_config(cfg, stream=None) -> None:
+    """:func:`setup_logging` from ``cfg.log_level``, ``cfg.effective_log_format`` (``log_format``,
+    or the older ``worker.log_format`` when set) and ``cfg.secrets()``."""
+    setup_logging(cfg.log_level, cfg.effective_log_format, stream=stream,
+                  logger_names=(_ROOT, *THIRD_PARTY), secrets=cfg.secrets())

@@ -27,13 +27,7 @@ MAX_REPRESENTATIONS = 16
 ALERT_TYPES = ("new", "update", "end")
 
 
-class SchemaError(ValueError):
-    """A message that violates the wire contract. ``reason`` is a stable code, e.g. ``bad_dtype``."""
-
-    def __init__(self, reason: str, detail: str = ""):
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"{reason}: {detail}" if detail else reason)
+from fusewatch.errors import SchemaError  # noqa: E402,F401 - re-exported (reason codes unchanged)
 
 
 @dataclass

@@ -220,11 +220,11 @@ def restore_logging():
     import logging
 
     saved = {n: (list(logging.getLogger(n).handlers), logging.getLogger(n).propagate, logging.getLogger(n).level)
-             for n in ("stream", "engines")}
+             for n in ("fusewatch", "kafka")}
     yield
     for n, (handlers, propagate, level) in saved.items():
         lg = logging.getLogger(n)
-        lg.handlers[:] = handlers
+        lg.handlers[:] = handlers  # (kafka: also the level a DEBUG run set)
         lg.propagate = propagate
         lg.setLevel(level)
 

@@ -29,6 +29,8 @@ Bench defaults (:data:`BENCH_DEFAULTS`) are applied to fields the caller's confi
 """
 from __future__ import annotations
 
+from fusewatch.errors import ConfigError, DataNotFoundError, DatasetError
+
 import copy
 import time
 from pathlib import Path
@@ -111,7 +113,7 @@ def read_labels(video_dir: str | Path) -> dict[str, np.ndarray]:
     from fusewatch.engines.data.ground_truth import read_labels_json
     p = Path(video_dir) / "labels.json"
     if not p.is_file():
-        raise FileNotFoundError(f"{p}: not found (the bench needs a labels.json beside the videos)")
+        raise DataNotFoundError(f"{p}: not found (the bench needs a labels.json beside the videos)")
     return {k: v["frame_gt"] for k, v in read_labels_json(p).items() if v.get("frame_gt") is not None}
 
 
@@ -151,19 +153,19 @@ def run_ped2(video_dir: str | Path, out_model: str | Path, cfg: Config | None = 
     say = log or (print if progress else (lambda m: None))
     video_dir = Path(video_dir)
     if not video_dir.is_dir():
-        raise FileNotFoundError(f"--videos {video_dir}: not a directory")
+        raise DataNotFoundError(f"--videos {video_dir}: not a directory")
     out_model = Path(out_model)
     cfg, applied = apply_bench_defaults(cfg)
     cfg.transport = transport
     cfg.validate()
     for f in fusions:
         if f not in FUSIONS:
-            raise ValueError(f"unknown fusion {f!r}")
+            raise ConfigError(f"unknown fusion {f!r}")
     for e in expansions:
         if e not in EXPANSIONS:
-            raise ValueError(f"unknown expansion {e!r}")
+            raise ConfigError(f"unknown expansion {e!r}")
     if "lego" in fusions and not pq_grid:
-        raise ValueError("pq_grid: at least one (P, Q) is required")
+        raise DatasetError("pq_grid: at least one (P, Q) is required")
     work = Path(work_dir) if work_dir else CACHE_DIR / "bench" / f"ped2-{video_dir.resolve().name}"
     work.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -179,10 +181,10 @@ def run_ped2(video_dir: str | Path, out_model: str | Path, cfg: Config | None = 
     ds = load_dataset(feat_dir, reps)
     unlabelled = [v.name for v in ds.videos if v.video_label not in (0, 1)]
     if unlabelled:
-        raise ValueError(f"{len(unlabelled)} video(s) without labels in {video_dir}/labels.json "
+        raise DatasetError(f"{len(unlabelled)} video(s) without labels in {video_dir}/labels.json "
                          f"(e.g. {unlabelled[0]})")
     if {v.video_label for v in ds.videos} != {0, 1}:
-        raise ValueError(f"{video_dir}: needs both normal and abnormal videos (weak supervision)")
+        raise DatasetError(f"{video_dir}: needs both normal and abnormal videos (weak supervision)")
     say(f"data: {len(ds.videos)} videos ({sum(v.video_label for v in ds.videos)} abnormal), "
         f"{sum(v.num_clips for v in ds.videos)} clips, representations {','.join(reps)}")
 
@@ -250,7 +252,7 @@ def run_ped2(video_dir: str | Path, out_model: str | Path, cfg: Config | None = 
         if stream_set == "anomalous":
             names = [n for n in names if n in gt and gt[n].any()]
         elif stream_set != "all":
-            raise ValueError(f"stream_set must be all|anomalous (got {stream_set!r})")
+            raise DatasetError(f"stream_set must be all|anomalous (got {stream_set!r})")
         serving = {k: load_serving_model(cfg, p) for k, p in model_paths.items()}
         say(f"streaming {len(names)} videos through worker → {cfg.transport} → {len(serving)} engines ...")
         res = stream_models([by_stem[n] for n in names], cfg, serving, camera_ids=names)
@@ -279,7 +281,7 @@ def run_ped2(video_dir: str | Path, out_model: str | Path, cfg: Config | None = 
                    "lr": cfg.train.lr, "weight_decay": cfg.train.weight_decay, "topk": cfg.train.topk,
                    "reg": cfg.train.reg, "reg_lambda": cfg.train.reg_lambda, "seed": cfg.train.seed,
                    "batch_size": cfg.train.batch_size, "proj_dim": cfg.model.proj_dim,
-                   "node_dim": getattr(cfg.model, "node_dim", None),
+                   "node_dim": cfg.model.node_dim,
                    "clip_len": cfg.clips.clip_len, "clip_stride": cfg.clips.clip_stride,
                    "sample_fps": cfg.source.sample_fps, "extractors": list(cfg.features.extractors),
                    "bench_defaults_applied": applied},

@@ -10,6 +10,7 @@ import math
 from typing import Mapping, Sequence
 
 import numpy as np
+from fusewatch.errors import DatasetError
 
 log = logging.getLogger("fusewatch.datasets")
 
@@ -52,7 +53,7 @@ def check_dims(per_video: Mapping[str, Mapping[str, np.ndarray]], reps: Sequence
                 seen.setdefault(int(feats[r].shape[1]), vname)
         if len(seen) > 1:
             (d1, v1), (d2, v2) = list(seen.items())[:2]
-            raise ValueError(f"representation {r}: mismatched feature dims ({v1}: {d1}, {v2}: {d2})")
+            raise DatasetError(f"representation {r}: mismatched feature dims ({v1}: {d1}, {v2}: {d2})")
         if seen:
             dims[r] = next(iter(seen))
     return dims

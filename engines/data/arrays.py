@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from fusewatch.errors import DataNotFoundError, DatasetError
 
 MAX_CROPS = 10
 """Largest crop count assumed when guessing the crop axis of 3-D feature arrays (10-crop I3D)."""
@@ -27,9 +28,9 @@ def load_feature_array(path: str | Path, crop_axis: int | None = None) -> np.nda
         else:
             a = np.load(p, allow_pickle=False)
     except FileNotFoundError:
-        raise FileNotFoundError(f"feature file {p}: not found") from None
+        raise DataNotFoundError(f"feature file {p}: not found") from None
     except ValueError as e:
-        raise ValueError(f"feature file {p}: unreadable ({e})") from None
+        raise DatasetError(f"feature file {p}: unreadable ({e})") from None
     a = np.asarray(a, dtype=np.float32)
     if a.ndim == 1:
         a = a[None, :]
@@ -38,7 +39,7 @@ def load_feature_array(path: str | Path, crop_axis: int | None = None) -> np.nda
             crop_axis = 0 if (a.shape[1] > MAX_CROPS and a.shape[0] <= MAX_CROPS) else 1
         a = a.mean(axis=crop_axis)
     elif a.ndim != 2:
-        raise ValueError(f"feature file {p}: expected T×D or T×crops×D, got shape {a.shape}")
+        raise DatasetError(f"feature file {p}: expected T×D or T×crops×D, got shape {a.shape}")
     if not np.all(np.isfinite(a)):
-        raise ValueError(f"feature file {p}: contains NaN or inf")
+        raise DatasetError(f"feature file {p}: contains NaN or inf")
     return np.ascontiguousarray(a, dtype=np.float32)

@@ -21,6 +21,7 @@ import numpy as np
 from fusewatch.engines.data.names import label_from_name, video_name
 from fusewatch.engines.data.records import VideoFeatures
 from fusewatch.engines.evaluation.metrics import frame_gt_from_spans
+from fusewatch.errors import DataNotFoundError, DatasetError
 
 log = logging.getLogger("fusewatch.datasets")
 
@@ -31,20 +32,20 @@ def read_labels_json(path: str | Path) -> dict[str, dict]:
     try:
         data = json.loads(p.read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"labels file {p}: not found") from None
+        raise DataNotFoundError(f"labels file {p}: not found") from None
     except json.JSONDecodeError as e:
-        raise ValueError(f"labels file {p}: invalid JSON ({e})") from None
+        raise DatasetError(f"labels file {p}: invalid JSON ({e})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"labels file {p}: expected an object mapping video names to labels")
+        raise DatasetError(f"labels file {p}: expected an object mapping video names to labels")
     out = {}
     for name, rec in data.items():
         if not isinstance(rec, dict):
-            raise ValueError(f"labels file {p}: entry {name!r} is not an object")
+            raise DatasetError(f"labels file {p}: entry {name!r} is not an object")
         lab = rec.get("labels")
         gt = None
         if isinstance(lab, str):
             if set(lab) - {"0", "1"}:
-                raise ValueError(f"labels file {p}: {name}.labels must be a string of 0/1")
+                raise DatasetError(f"labels file {p}: {name}.labels must be a string of 0/1")
             gt = np.frombuffer(lab.encode("ascii"), dtype=np.uint8) - ord("0")
         elif isinstance(lab, list):
             gt = (np.asarray(lab) > 0).astype(np.uint8)
@@ -73,7 +74,7 @@ def read_ucf_annotations(temporal: str | Path | None = None, frame_counts: str |
         try:
             text = p.read_text()
         except FileNotFoundError:
-            raise FileNotFoundError(f"annotation file {p}: not found") from None
+            raise DataNotFoundError(f"annotation file {p}: not found") from None
         for i, line in enumerate(text.splitlines(), 1):
             tok = line.split()
             if tok:
@@ -83,21 +84,21 @@ def read_ucf_annotations(temporal: str | Path | None = None, frame_counts: str |
         p = Path(frame_counts)
         for i, tok in _rows(p):
             if len(tok) < 7:
-                raise ValueError(f"annotation file {p}:{i}: expected 'path frames class s1 e1 s2 e2'")
+                raise DatasetError(f"annotation file {p}:{i}: expected 'path frames class s1 e1 s2 e2'")
             try:
                 n, spans = int(tok[1]), [(int(tok[3]), int(tok[4])), (int(tok[5]), int(tok[6]))]
             except ValueError:
-                raise ValueError(f"annotation file {p}:{i}: non-integer frame numbers") from None
+                raise DatasetError(f"annotation file {p}:{i}: non-integer frame numbers") from None
             out[Path(tok[0]).stem] = {"class": tok[2], "spans": spans, "frames": n}
     if temporal is not None:
         p = Path(temporal)
         for i, tok in _rows(p):
             if len(tok) < 6:
-                raise ValueError(f"annotation file {p}:{i}: expected 'name class s1 e1 s2 e2'")
+                raise DatasetError(f"annotation file {p}:{i}: expected 'name class s1 e1 s2 e2'")
             try:
                 spans = [(int(tok[2]), int(tok[3])), (int(tok[4]), int(tok[5]))]
             except ValueError:
-                raise ValueError(f"annotation file {p}:{i}: non-integer frame numbers") from None
+                raise DatasetError(f"annotation file {p}:{i}: non-integer frame numbers") from None
             rec = out.setdefault(Path(tok[0]).stem, {"frames": None})
             rec["class"], rec["spans"] = tok[1], spans
     return out
@@ -135,17 +136,17 @@ def gt_lookup(gt: str | Path | Mapping | None, names: Sequence[str], clips: Mapp
         for f in sorted(p.glob("*.npy")):
             out[video_name(f)] = {"frame_gt": (np.load(f).ravel() > 0).astype(np.uint8)}
         if not out:
-            raise ValueError(f"ground-truth directory {p}: no .npy files")
+            raise DatasetError(f"ground-truth directory {p}: no .npy files")
         return out
     if not p.exists():
-        raise FileNotFoundError(f"ground-truth file {p}: not found")
+        raise DataNotFoundError(f"ground-truth file {p}: not found")
     if p.suffix == ".json":
         return read_labels_json(p)
     if p.suffix == ".npy":
         a = np.load(p, allow_pickle=False).ravel()
         total = sum(clips[n] for n in names) * clip_len
         if a.size != total:
-            raise ValueError(f"ground-truth file {p}: {a.size} frames, but the {len(names)} videos' clips "
+            raise DatasetError(f"ground-truth file {p}: {a.size} frames, but the {len(names)} videos' clips "
                              f"× clip_len {clip_len} give {total} (order must follow the list)")
         out, off = {}, 0
         for n in names:
@@ -161,7 +162,7 @@ def gt_lookup(gt: str | Path | Mapping | None, names: Sequence[str], clips: Mapp
             ann = read_ucf_annotations(p, counts if counts.exists() else None)
         return {n: {"spans": a.get("spans"), "frames": a.get("frames"), "class": a.get("class")}
                 for n, a in ann.items()}
-    raise ValueError(f"ground-truth file {p}: unsupported (use labels.json, a .npy file or directory, "
+    raise DatasetError(f"ground-truth file {p}: unsupported (use labels.json, a .npy file or directory, "
                      "or Temporal_Anomaly_Annotation.txt)")
 
 

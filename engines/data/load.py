@@ -45,6 +45,7 @@ from fusewatch.engines.data.formats.npy_lists import load_lists, load_npy_dir
 from fusewatch.engines.data.formats.ucf_c3d import is_feature_txt, load_ucf_c3d
 from fusewatch.engines.data.names import rep_name_from_file
 from fusewatch.engines.data.records import FeatureDataset
+from fusewatch.errors import DataNotFoundError, DatasetError
 
 
 def _split_lists(root: Path, split: str | None) -> dict[str, Path]:
@@ -54,12 +55,12 @@ def _split_lists(root: Path, split: str | None) -> dict[str, Path]:
     want_test = split == "test"
     chosen = [p for p in lists if ("test" in p.stem.lower()) == want_test]
     if not chosen:
-        raise ValueError(f"{root}: no {split} list files (found: {', '.join(p.name for p in lists)})")
+        raise DatasetError(f"{root}: no {split} list files (found: {', '.join(p.name for p in lists)})")
     out: dict[str, Path] = {}
     for p in chosen:
         r = rep_name_from_file(p)
         if r in out:
-            raise ValueError(f"{root}: two {split} lists for representation {r}: {out[r].name}, {p.name}")
+            raise DatasetError(f"{root}: two {split} lists for representation {r}: {out[r].name}, {p.name}")
         out[r] = p
     return out
 
@@ -76,14 +77,14 @@ def load_dataset(path: str | Path, representations: Sequence[str] | None = None,
     """
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"data {p}: not found")
+        raise DataNotFoundError(f"data {p}: not found")
     reps = [r.strip() for r in representations if r.strip()] if representations else None
     if p.is_file():
         if p.suffix in (".list", ".txt", ".csv"):
             rep = reps[0] if reps and len(reps) == 1 else rep_name_from_file(p)
             ds = load_lists({rep: p}, gt=gt, clip_len=clip_len)
         else:
-            raise ValueError(f"data {p}: expected a directory or a .list file")
+            raise DatasetError(f"data {p}: expected a directory or a .list file")
     elif (p / "meta.json").exists():
         ds = load_fusewatch_dir(p, reps, labels=gt if isinstance(gt, (str, Path)) else None)
     elif any(is_feature_txt(f) for f in p.glob("*.txt")):
@@ -103,9 +104,9 @@ def load_dataset(path: str | Path, representations: Sequence[str] | None = None,
     elif any(p.glob("*.npy")) or any(d.is_dir() and any(d.glob("*.npy")) for d in p.iterdir()):
         ds = load_npy_dir(p, reps, gt=gt, clip_len=clip_len)
     else:
-        raise ValueError(f"data {p}: no videos (no meta.json, feature .txt, .list or .npy files)")
+        raise DatasetError(f"data {p}: no videos (no meta.json, feature .txt, .list or .npy files)")
     if not ds.videos:
-        raise ValueError(f"data {p}: no videos")
+        raise DatasetError(f"data {p}: no videos")
     return ds.select(reps) if reps else ds
 
 
@@ -118,7 +119,7 @@ def as_dataset(data, representations: Sequence[str] | None = None) -> FeatureDat
     else:
         vids = list(data)
         if not vids:
-            raise ValueError("no videos")
+            raise DatasetError("no videos")
         reps: list[str] = []
         for v in vids:
             for r in v.feats:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
+from fusewatch.errors import DatasetError
 
 log = logging.getLogger("fusewatch.datasets")
 
@@ -78,7 +79,7 @@ class VideoFeatures:
             return c.ranges(T, self.n_frames)
         ranges = [(int(s), int(e)) for s, e in c]
         if len(ranges) != T:
-            raise ValueError(f"video {self.name}: {len(ranges)} clip frame ranges for {T} clips")
+            raise DatasetError(f"video {self.name}: {len(ranges)} clip frame ranges for {T} clips")
         return ranges
 
     def frames(self) -> int:
@@ -127,7 +128,7 @@ class FeatureDataset:
         reps = [r.strip() for r in representations if r and r.strip()]
         unknown = [r for r in reps if r not in self.dims]
         if unknown:
-            raise ValueError(f"unknown representation {', '.join(unknown)} in {self.root or 'dataset'} "
+            raise DatasetError(f"unknown representation {', '.join(unknown)} in {self.root or 'dataset'} "
                              f"(available: {', '.join(self.dims) or 'none'})")
         vids = []
         dropped = 0

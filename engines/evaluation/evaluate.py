@@ -20,6 +20,8 @@ Undefined numbers (one class only) are ``null``.
 """
 from __future__ import annotations
 
+from fusewatch.errors import DataNotFoundError, DatasetError
+
 import json
 import logging
 import math
@@ -61,7 +63,7 @@ class ScoredVideo:
     def __post_init__(self) -> None:
         self.scores = np.asarray(self.scores, dtype=np.float64).ravel()
         if len(self.clip_ranges) != self.scores.size:
-            raise ValueError(f"video {self.name}: {self.scores.size} clip scores but "
+            raise DatasetError(f"video {self.name}: {self.scores.size} clip scores but "
                              f"{len(self.clip_ranges)} clip frame ranges")
         if self.frame_gt is not None:
             self.frame_gt = (np.asarray(self.frame_gt).ravel() > 0).astype(np.uint8)
@@ -87,7 +89,7 @@ def scored_from_dataset(scores: Mapping[str, np.ndarray], data: FeatureDataset |
     known = {v.name for v in vids}
     unknown = [n for n in scores if n not in known]
     if unknown:
-        raise ValueError(f"scores for {len(unknown)} video(s) not in the data (e.g. {unknown[0]})")
+        raise DatasetError(f"scores for {len(unknown)} video(s) not in the data (e.g. {unknown[0]})")
     out, missing = [], 0
     for v in vids:
         if v.name not in scores:
@@ -95,12 +97,12 @@ def scored_from_dataset(scores: Mapping[str, np.ndarray], data: FeatureDataset |
             continue
         s = np.asarray(scores[v.name], dtype=np.float64).ravel()
         if s.size != v.num_clips:
-            raise ValueError(f"video {v.name}: {s.size} scores for {v.num_clips} clips")
+            raise DatasetError(f"video {v.name}: {s.size} scores for {v.num_clips} clips")
         out.append(ScoredVideo(v.name, s, v.clip_ranges(), v.frame_gt, v.video_label, v.n_frames, v.fps))
     if missing:
         log.warning("%d video(s) of the data have no scores: left out of the evaluation", missing)
     if not out:
-        raise ValueError("no scored videos to evaluate")
+        raise DatasetError("no scored videos to evaluate")
     return out
 
 
@@ -149,13 +151,13 @@ def evaluate_scores(scores: Mapping[str, np.ndarray] | Sequence[ScoredVideo],
     """
     if isinstance(scores, Mapping):
         if data is None:
-            raise ValueError("evaluate_scores: {name: scores} needs data= for ground truth and clip ranges")
+            raise DatasetError("evaluate_scores: {name: scores} needs data= for ground truth and clip ranges")
         ds = load_dataset(data, split="test") if isinstance(data, (str, Path)) else data
         videos = scored_from_dataset(scores, ds)
     else:
         videos = list(scores)
         if not videos:
-            raise ValueError("no scored videos to evaluate")
+            raise DatasetError("no scored videos to evaluate")
     with_gt = [v for v in videos if v.frame_gt is not None]
     if with_gt and len(with_gt) < len(videos):
         log.warning("%d of %d video(s) have no frame ground truth: left out of the frame-level metrics",
@@ -237,19 +239,19 @@ def evaluate(model_path: str | Path, data_dir: str | Path | FeatureDataset | Seq
     from fusewatch.engines.evaluation.scoring import score_video
     mp = Path(model_path)
     if not mp.exists():
-        raise FileNotFoundError(f"model {mp}: not found")
+        raise DataNotFoundError(f"model {mp}: not found")
     if isinstance(data_dir, (str, Path)) and not Path(data_dir).exists():
-        raise FileNotFoundError(f"data {data_dir}: not found")
+        raise DataNotFoundError(f"data {data_dir}: not found")
     model, meta = load_model(mp)
     names = list(model.names)
     ds = load_dataset(data_dir, split="test") if isinstance(data_dir, (str, Path)) else as_dataset(data_dir)
     missing = [n for n in names if n not in ds.dims]
     if missing:
-        raise ValueError(f"data {ds.root or data_dir} lacks representation {', '.join(missing)} needed by the "
+        raise DatasetError(f"data {ds.root or data_dir} lacks representation {', '.join(missing)} needed by the "
                          f"model (data has: {', '.join(ds.representations) or 'none'})")
     for n in names:
         if int(ds.dims[n]) != int(model.dims[n]):
-            raise ValueError(f"representation {n}: the model expects dim {model.dims[n]}, "
+            raise DatasetError(f"representation {n}: the model expects dim {model.dims[n]}, "
                              f"the data has {ds.dims[n]}")
     ds = ds.select(names)
     scores = {v.name: score_video(model, v.feats, batch_size=batch_size) for v in ds.videos}
@@ -274,15 +276,15 @@ def evaluate_stream(model_path: str | Path, video_dir: str | Path, cfg, out_json
 
     video_dir = Path(video_dir)
     if not video_dir.is_dir():
-        raise FileNotFoundError(f"--videos {video_dir}: not a directory")
+        raise DataNotFoundError(f"--videos {video_dir}: not a directory")
     labels_path = video_dir / "labels.json"
     if not labels_path.is_file():
-        raise FileNotFoundError(f"--videos {video_dir}: no labels.json with frame labels")
+        raise DataNotFoundError(f"--videos {video_dir}: no labels.json with frame labels")
     labels = read_labels_json(labels_path)
     videos, _ = find_videos([video_dir])
     videos = [v for v in videos if v.stem in labels]
     if not videos:
-        raise ValueError(f"--videos {video_dir}: no video has an entry in labels.json")
+        raise DatasetError(f"--videos {video_dir}: no video has an entry in labels.json")
     model = load_serving_model(cfg, model_path)
     res = stream_videos(videos, cfg, model, speed=speed, fresh_topics=True)
     scored = []
@@ -290,7 +292,7 @@ def evaluate_stream(model_path: str | Path, video_dir: str | Path, cfg, out_json
         clips = res.clips.get(v.stem, [])
         if not clips:
             why = res.engine.get("dead_letter_reasons") or {}
-            raise ValueError(f"video {v.name}: no clip was scored by the engine"
+            raise DatasetError(f"video {v.name}: no clip was scored by the engine"
                              + (f" (dead letters: {', '.join(f'{k} ×{n}' for k, n in sorted(why.items()))})"
                                 if why else ""))
         rec = labels[v.stem]

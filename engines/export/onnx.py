@@ -26,6 +26,8 @@ Files exported before the node branch existed have no ``node_dim`` (read as 0).
 """
 from __future__ import annotations
 
+from fusewatch.errors import ExportError
+
 import base64
 import copy
 import io
@@ -192,7 +194,7 @@ def export_onnx(model: FusionModel, meta: Mapping[str, Any] | None, path: str | 
         except Exception as e:  # noqa: BLE001 - try the next exporter, report all at the end
             errors.append(f"{kind}: {type(e).__name__}: {e}")
     else:
-        raise RuntimeError("ONNX export failed: " + " | ".join(errors))
+        raise ExportError("ONNX export failed: " + " | ".join(errors))
     proto = onnx.load(str(tmp))
     tmp.unlink(missing_ok=True)
     _finalize(proto, m, meta, form, names)

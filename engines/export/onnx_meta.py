@@ -3,6 +3,8 @@ exported models without torch). Keys: see :mod:`fusewatch.engines.export.onnx`, 
 and re-exports these readers."""
 from __future__ import annotations
 
+from fusewatch.errors import CheckpointError
+
 import base64
 import io
 import json
@@ -24,7 +26,7 @@ def read_onnx_meta(model: str | os.PathLike | onnx.ModelProto) -> ModelMeta:
     proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=False)
     raw = {p.key: p.value for p in proto.metadata_props}
     if raw.get("producer") != "fusewatch":
-        raise ValueError(f"{getattr(model, 'name', model) if isinstance(model, onnx.ModelProto) else model}: "
+        raise CheckpointError(f"{getattr(model, 'name', model) if isinstance(model, onnx.ModelProto) else model}: "
                          "not a fusewatch ONNX export (no producer=fusewatch metadata)")
     out: dict[str, Any] = dict(raw)
     for k in ("N", "P", "Q", "proj_dim"):

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from fusewatch.errors import CheckpointError, one_line
 from fusewatch.stream.config import CACHE_DIR, Config
 
 from fusewatch.engines.fusion.meta import ModelMeta
@@ -98,14 +99,21 @@ CHECKPOINT_META = ("alert_thresholds", "extractor_versions")
 def load_serving_model(cfg: Config, model: str | Path | None = None, backend: str | None = None) -> ServingModel:
     """Checkpoint (.pt) or exported ONNX → :class:`ServingModel` on the configured backend."""
     path = Path(model or cfg.engine.model or default_model_path()).expanduser()
+    if path.is_dir():
+        raise CheckpointError(f"model {path}: is a directory (expected a .pt checkpoint or an .onnx file)")
     if not path.is_file():
         hint = " (run `fusewatch demo` once to train the default model, or `fusewatch train`)" \
             if not (model or cfg.engine.model) else ""
-        raise FileNotFoundError(f"model {path}: not found{hint}")
+        raise CheckpointError(f"model {path}: not found{hint}")
     name = backend or cfg.engine.backend
     if path.suffix == ".onnx":
         from fusewatch.engines.export.onnx_meta import onnx_node_encoders, onnx_projectors, read_onnx_meta
-        meta = read_onnx_meta(str(path))
+        try:
+            meta = read_onnx_meta(str(path))
+        except CheckpointError:
+            raise
+        except Exception as e:  # noqa: BLE001 - protobuf's DecodeError & co: the file is not an ONNX model
+            raise CheckpointError(f"model {path}: not a readable ONNX file ({one_line(e)})") from None
         scorer = select_backend(name, model=str(path), max_batch=cfg.engine.max_batch,
                                 threads=cfg.engine.threads)
         projectors = onnx_projectors(meta)
@@ -137,7 +145,7 @@ def load_serving_model(cfg: Config, model: str | Path | None = None, backend: st
     names, window, dims = list(meta.representations), meta.window, dict(meta.dims)
     if "graphs" in scorer.forms:
         if meta.node_dim and not encoders:
-            raise ValueError(f"model {path}: node_dim = {meta.node_dim} but no node encoders found")
+            raise CheckpointError(f"model {path}: node_dim = {meta.node_dim} but no node encoders found")
         return ServingModel(scorer, meta, lambda: CameraGraphState(names, window, dims, projectors,
                                                                    node_encoders=encoders), "graphs")
     return ServingModel(scorer, meta, lambda: FeatureWindow(names, window, dims), "features")

@@ -35,8 +35,7 @@ FORMAT = "fusewatch-checkpoint"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
-    """A file that is not a valid fusewatch checkpoint (``str()`` says why, naming the path)."""
+from fusewatch.errors import CheckpointError  # noqa: E402,F401 - re-exported
 
 
 def weights_hash(model: FusionModel) -> str:
@@ -125,17 +124,38 @@ def save_checkpoint(model: FusionModel, path: str | os.PathLike,
         "meta": meta,
     }
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_writable_file(path, "checkpoint")
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(ckpt, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # never leave a half-written temp file behind
+        raise
     return meta
+
+
+def check_writable_file(path: str | os.PathLike, what: str = "output") -> Path:
+    """Create ``path``'s parent folders; raise :class:`CheckpointError` (one line) when ``path`` is a
+    directory, lies under a file, or cannot be created — before any work is spent on it."""
+    p = Path(path)
+    if p.is_dir():
+        raise CheckpointError(f"{what} {p}: is a directory (give a file path, e.g. {p / 'model.pt'})")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise CheckpointError(f"{what} {p}: a parent of it is a file, not a directory") from None
+    except OSError as e:
+        raise CheckpointError(f"{what} {p}: cannot create its folder ({e.strerror or e})") from None
+    return p
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """``torch.load(path, weights_only=True)`` + structure validation → the raw checkpoint dict.
     Raises :class:`CheckpointError` for missing files, pickles with code/classes, or wrong layout."""
     p = Path(path)
+    if p.is_dir():
+        raise CheckpointError(f"checkpoint {p}: is a directory (expected a .pt file)")
     if not p.is_file():
         raise CheckpointError(f"checkpoint {p}: not found")
     try:

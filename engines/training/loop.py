@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fusewatch.errors import ConfigError, DatasetError
 from fusewatch.engines.data import FeatureDataset, VideoFeatures, as_dataset
 from fusewatch.engines.evaluation import metrics as M
 from fusewatch.engines.evaluation.scoring import score_dataset
@@ -111,7 +112,7 @@ def _resolve_representations(ds: FeatureDataset, cfg: Config, representations: S
             reps = ds.representations
     unknown = [r for r in reps if r not in ds.dims]
     if unknown:
-        raise ValueError(f"unknown representation {', '.join(unknown)} "
+        raise DatasetError(f"unknown representation {', '.join(unknown)} "
                          f"(the data has: {', '.join(ds.representations) or 'none'})")
     return reps
 
@@ -145,7 +146,7 @@ def train(data: str | Path | FeatureDataset | Sequence[VideoFeatures], cfg: Conf
     cfg = copy.deepcopy(cfg) if cfg is not None else Config()
     if fusion is not None:
         if fusion not in FUSIONS:
-            raise ValueError(f"unknown fusion {fusion!r} (choose from {', '.join(FUSIONS)})")
+            raise ConfigError(f"unknown fusion {fusion!r} (choose from {', '.join(FUSIONS)})")
         cfg.model.fusion = fusion
     ds = as_dataset(data)
     reps = _resolve_representations(ds, cfg, representations)
@@ -159,21 +160,21 @@ def train(data: str | Path | FeatureDataset | Sequence[VideoFeatures], cfg: Conf
 
     unknown = [v.name for v in ds.videos if v.video_label not in (0, 1)]
     if unknown:
-        raise ValueError(f"{len(unknown)} video(s) without a label (e.g. {unknown[0]}): provide labels.json, "
+        raise DatasetError(f"{len(unknown)} video(s) without a label (e.g. {unknown[0]}): provide labels.json, "
                          "a label column in the list file or annotation files")
     if val_data is not None:
         train_v = list(ds.videos)
         vds = as_dataset(val_data).select(reps)
         for r in reps:
             if vds.dims.get(r) != ds.dims[r]:
-                raise ValueError(f"representation {r}: validation dim {vds.dims.get(r)} != training dim {ds.dims[r]}")
+                raise DatasetError(f"representation {r}: validation dim {vds.dims.get(r)} != training dim {ds.dims[r]}")
         val_v = list(vds.videos)
     else:
         train_v, val_v = stratified_split(ds.videos, tc.val_fraction, rng)
     labels = {v.video_label for v in train_v}
     if labels != {0, 1}:
         only = "normal" if labels == {0} else "abnormal"
-        raise ValueError(f"training videos are all {only} ({len(train_v)}): weak supervision needs both "
+        raise DatasetError(f"training videos are all {only} ({len(train_v)}): weak supervision needs both "
                          "normal and abnormal videos")
 
     dev = torch.device(device or "cpu")

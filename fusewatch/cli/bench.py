@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from fusewatch.errors import UsageError
 from fusewatch.engines.bench.ped2 import (
     DEFAULT_EXPANSIONS,
     DEFAULT_FOLDS,
@@ -45,9 +46,9 @@ def parse_pq_grid(s: str) -> list[tuple[int, int]]:
         try:
             out.append((int(a), int(b)))
         except ValueError:
-            raise ValueError(f"--pq-grid: expected 'P,Q P,Q ...' (got {tok!r})") from None
+            raise UsageError(f"--pq-grid: expected 'P,Q P,Q ...' (got {tok!r})") from None
     if not out:
-        raise ValueError("--pq-grid: empty")
+        raise UsageError("--pq-grid: empty")
     return out
 
 

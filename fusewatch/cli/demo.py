@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from fusewatch.errors import DataNotFoundError
 from fusewatch.engines.demo import DEFAULT_CAMERAS, ensure_model, streamed_eval
 from fusewatch.stream.config import Config
 from fusewatch.stream.paths import shared_dir  # noqa: E402  (re-exported: ``$FUSEWATCH_SHARED`` or ../shared)
@@ -35,7 +36,7 @@ def cmd_demo(args, cfg: Config) -> int:
         cfg.transport = "kafka"
     video_dir = Path(args.videos) if args.videos else shared_dir() / "data" / "ped2"
     if not video_dir.is_dir():
-        raise FileNotFoundError(f"video directory {video_dir}: not found (pass --videos DIR)")
+        raise DataNotFoundError(f"video directory {video_dir}: not found (pass --videos DIR)")
     model_path = Path(args.model) if args.model else Path(cfg.engine.model or default_model_path())
     if not args.model:
         ensure_model(cfg, video_dir, model_path, retrain=args.retrain, log=log)
@@ -45,7 +46,7 @@ def cmd_demo(args, cfg: Config) -> int:
     for c in cams:
         hits = sorted(video_dir.glob(f"{c}.*"))
         if not hits:
-            raise FileNotFoundError(f"--cameras: no video named {c}.* in {video_dir}")
+            raise DataNotFoundError(f"--cameras: no video named {c}.* in {video_dir}")
         videos[c] = hits[0]
     speed = None if args.speed == "max" else float(args.speed)
     console.print(f"[bold]fusewatch demo[/bold]: {len(videos)} cameras → worker → "

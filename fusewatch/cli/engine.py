@@ -11,7 +11,9 @@ import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+from fusewatch.errors import ExportError, UsageError
 from fusewatch.stream.config import Config
+from fusewatch.stream.logs import get_logger
 from fusewatch.stream.schema import SchemaError, decode_alert
 from fusewatch.stream.transport import make_transport
 
@@ -82,25 +84,29 @@ def cmd_engine(args, cfg: Config) -> int:
 
     if args.group:
         cfg.engine.group_id = args.group
+    log = get_logger("fusewatch.engine")
     if cfg.transport == "bus":
-        print("engine: warning: transport=bus: the in-process bus only carries messages produced in this "
-              "process; use --transport kafka to consume workers running elsewhere", file=sys.stderr)
+        log.warning("engine: transport=bus: the in-process bus only carries messages produced in this "
+                    "process; use --transport kafka to consume workers running elsewhere")
     model = load_serving_model(cfg, args.model, args.backend)
     t = make_transport(cfg, group_id=cfg.engine.group_id)
     svc = EngineService(cfg, model, t, delay_s=args.delay)
     _install_stop(svc.stop)
     start_watchdog(svc, cfg.engine.stall_timeout)
-    print(f"engine: model {model.meta.fusion} {model.meta.model_version} "
-          f"backend={model.scorer.backend} window={model.window} reps={','.join(model.names)} "
-          f"transport={cfg.transport}"
-          + (f" (backend {model.scorer.requested_backend}: {model.scorer.fallback_reason})"
-             if getattr(model.scorer, "fallback_reason", "") else ""), file=sys.stderr, flush=True)
+    fallback = getattr(model.scorer, "fallback_reason", "")
+    log.info(f"engine: model {model.meta.fusion} {model.meta.model_version} "
+             f"backend={model.scorer.backend} window={model.window} reps={','.join(model.names)} "
+             f"transport={cfg.transport}"
+             + (f" (backend {model.scorer.requested_backend}: {fallback})" if fallback else ""),
+             extra={"fields": {"model_version": model.meta.model_version, "backend": model.scorer.backend}})
     try:
         st = svc.run(idle_exit_s=args.idle_exit)
     finally:
         t.close()
-    print(f"engine: {st.records} records, {st.scored} scored, {st.alerts} alerts, "
-          f"{st.dead_letters} dead letters {st.dead_letter_reasons or ''}", file=sys.stderr)
+    log.info(f"engine: {st.records} records, {st.scored} scored, {st.alerts} alerts, "
+             f"{st.dead_letters} dead letters {st.dead_letter_reasons or ''}",
+             extra={"fields": {"records": st.records, "scored": st.scored, "alerts": st.alerts,
+                               "dead_letters": st.dead_letters}})
     return 0
 
 
@@ -115,7 +121,12 @@ def cmd_export(args, cfg: Config) -> int:
 
     model, meta = load_model(args.model)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ExportError(f"--out {out}: it or a parent of it is a file, not a directory") from None
+    except OSError as e:
+        raise ExportError(f"--out {out}: cannot create it ({e.strerror or e})") from None
     forms = ["graphs", "features"] if args.form == "both" else [args.form]
     if meta.fusion != "lego":
         forms = [f for f in forms if f != "graphs"] or ["features"]
@@ -164,7 +175,7 @@ def cmd_alerts(args, cfg: Config) -> int:
     """Tail the alert topic. A record that cannot be decoded or shown is skipped with a warning on
     stderr (counted; the count is printed at the end) — it never ends the tail."""
     if cfg.transport != "kafka":
-        raise ValueError("`fusewatch alerts` tails a Kafka topic: use --transport kafka "
+        raise UsageError("`fusewatch alerts` tails a Kafka topic: use --transport kafka "
                          "(the in-process bus lives inside one process; `fusewatch demo` prints its alerts)")
     from rich.console import Console
     console = Console(highlight=False)

@@ -3,23 +3,24 @@ from __future__ import annotations
 
 import argparse
 
+from fusewatch.errors import UsageError
 from fusewatch.engines.evaluation.evaluate import evaluate, evaluate_stream
 
 
 def _cmd_eval(args: argparse.Namespace, cfg) -> int:
     if not args.model:
-        raise ValueError("eval: --model MODEL is required")
+        raise UsageError("eval: --model MODEL is required")
     from fusewatch.extras import require
     require("sklearn", "fusewatch eval (ROC-AUC / AP)")
     if args.stream or args.videos:
         if not (args.stream and args.videos):
-            raise ValueError("eval: --stream needs --videos VIDEO_DIR (and --videos needs --stream)")
+            raise UsageError("eval: --stream needs --videos VIDEO_DIR (and --videos needs --stream)")
         rep = evaluate_stream(args.model, args.videos, cfg, out_json=args.json, plots_dir=args.plots)
         if args.json:
             print(f"wrote {args.json}")
         return 0
     if not args.data:
-        raise ValueError("eval: --data DIR is required (or --videos DIR --stream)")
+        raise UsageError("eval: --data DIR is required (or --videos DIR --stream)")
     rep = evaluate(args.model, args.data, out_json=args.json, plots_dir=args.plots,
                    max_timelines=None if args.max_timelines < 0 else args.max_timelines)
     if args.json:

@@ -5,6 +5,7 @@ import argparse
 import copy
 from pathlib import Path
 
+from fusewatch.errors import DataNotFoundError
 from fusewatch.stream.config import Config
 
 from fusewatch.engines.fusion.names import FUSIONS
@@ -14,11 +15,13 @@ def _cmd_train(args: argparse.Namespace, cfg: Config) -> int:
     from fusewatch.extras import require
 
     require("torch", "fusewatch train")
+    from fusewatch.engines.training.checkpoint import check_writable_file
     from fusewatch.engines.training.loop import train
 
     data = Path(args.data)
     if not data.exists():
-        raise FileNotFoundError(f"--data {data}: not found")
+        raise DataNotFoundError(f"--data {data}: not found")
+    check_writable_file(args.out, "--out")  # before training, not after it
     cfg = copy.deepcopy(cfg)
     if args.seed is not None:
         cfg.train.seed = int(args.seed)

@@ -7,27 +7,20 @@ from __future__ import annotations
 
 import sys
 
+from fusewatch.errors import UsageError
 from fusewatch.stream.logs import get_logger
 from fusewatch.stream.signals import install_signal_handlers
-from fusewatch.stream.sources import (
-    SourceError,
-)
 from fusewatch.stream.worker import Worker
 
 LOST_EXIT = 1
 """Exit status of ``worker`` / ``replay`` when clips were lost (not delivered)."""
 
 
-def _setup_logs(cfg) -> None:
-    from fusewatch.stream.logs import setup_from_config
-    setup_from_config(cfg)
-
-
 def cmd_worker(args, cfg) -> int:
     """``fusewatch worker --camera ID --source URI``."""
     if getattr(args, "metrics_port", None) is not None:
         cfg.worker.metrics_port = args.metrics_port
-    _setup_logs(cfg)
+        cfg.worker.validate()
     if cfg.transport == "bus":
         get_logger("fusewatch.stream.worker", camera=args.camera).warning(
             "transport=bus: the in-process bus lives inside this process, so no engine elsewhere sees "
@@ -55,9 +48,9 @@ def _parse_speed(s: str) -> float | None:
     try:
         v = float(s)
     except ValueError:
-        raise SourceError(f"--speed: expected a number or 'max' (got {s!r})") from None
+        raise UsageError(f"--speed: expected a number or 'max' (got {s!r})") from None
     if not v > 0:
-        raise SourceError(f"--speed: must be > 0 or 'max' (got {s!r})")
+        raise UsageError(f"--speed: must be > 0 or 'max' (got {s!r})")
     return v
 
 
@@ -65,7 +58,8 @@ def cmd_replay(args, cfg) -> int:
     """``fusewatch replay FILE... [--speed 1.0|max] [--loop N] [--camera ID ...]``."""
     from fusewatch.stream.replay import replay
 
-    _setup_logs(cfg)
+    if args.loop < 0:
+        raise UsageError(f"--loop: must be >= 0 (0 = forever; got {args.loop})")
     res = replay(args.files, cfg, speed=_parse_speed(args.speed), loop=args.loop,
                  camera_ids=args.camera or None, handle_signals=True)
     for cam, st in res.cameras.items():
@@ -84,7 +78,6 @@ def cmd_extract(args, cfg) -> int:
     """``fusewatch extract VIDEO_OR_DIR... --out DIR``."""
     from fusewatch.stream.extract import extract_videos
 
-    _setup_logs(cfg)
     out = extract_videos(args.inputs, args.out, cfg)
     print(out)
     return 0

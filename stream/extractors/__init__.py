@@ -17,6 +17,8 @@ Optional features-config fields read with ``getattr`` (defaults apply when absen
 """
 from __future__ import annotations
 
+from fusewatch.errors import ConfigError
+
 from .base import Extractor, pool_frames
 
 __all__ = ["Extractor", "build_extractors", "build_extractor", "KNOWN", "pool_frames"]
@@ -43,7 +45,7 @@ def build_extractor(spec: str, cfg) -> Extractor:
         from .user_onnx import OnnxModelExtractor
 
         return OnnxModelExtractor(spec[len("onnx:"):].strip(), cfg)
-    raise ValueError(f"features.extractors: unknown extractor {spec!r} "
+    raise ConfigError(f"features.extractors: unknown extractor {spec!r} "
                      f"(known: {', '.join(KNOWN)}, onnx:<path>)")
 
 
@@ -57,13 +59,13 @@ def build_extractors(cfg) -> list[Extractor]:
     if hasattr(cfg, "features") and not hasattr(cfg, "extractors"):
         cfg = cfg.features
     if not cfg.extractors:
-        raise ValueError("features.extractors: at least one extractor is required")
+        raise ConfigError("features.extractors: at least one extractor is required")
     out: list[Extractor] = []
     seen: set[str] = set()
     for spec in cfg.extractors:
         ex = build_extractor(spec, cfg)
         if ex.name in seen:
-            raise ValueError(f"features.extractors: two extractors produce the representation {ex.name!r}")
+            raise ConfigError(f"features.extractors: two extractors produce the representation {ex.name!r}")
         seen.add(ex.name)
         out.append(ex)
     return out

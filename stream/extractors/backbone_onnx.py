@@ -9,6 +9,8 @@ which keeps ONNX Runtime's fast blocked-layout path.
 """
 from __future__ import annotations
 
+from fusewatch.errors import ConfigError
+
 import logging
 import os
 from pathlib import Path
@@ -107,7 +109,7 @@ def export_backbone(name: str, path: str | os.PathLike, size: int = INPUT_SIZE, 
     import torch
 
     if spatial not in SPATIAL_POOLS:
-        raise ValueError(f"features.cnn_spatial: must be one of {', '.join(SPATIAL_POOLS)} (got {spatial!r})")
+        raise ConfigError(f"features.cnn_spatial: must be one of {', '.join(SPATIAL_POOLS)} (got {spatial!r})")
     model = load_torch_model(name, classifier=False)
     export_torch(_pooled(model, spatial), torch.zeros(2, 3, size, size), path)
     expected = [m.tf_pad for m in model.modules() if getattr(m, "tf_pad", None) is not None]

@@ -22,6 +22,8 @@ import logging
 import cv2
 import numpy as np
 
+from fusewatch.errors import ConfigError
+
 from .backbone_onnx import EXPORT_RECIPE, SPATIAL_POOLS, backbone_onnx
 from .base import Extractor, check_frames, ort_session, pool_factor, pool_frames, subsample_indices
 from .cnn_models import BACKBONES, FEATURE_DIM, INPUT_SIZE, BackboneSpec
@@ -43,7 +45,7 @@ def resize_frame(frame: np.ndarray, size: int = INPUT_SIZE, mode: str = "squash"
         s = short / min(h, w)
         tw, th = max(size, round(w * s)), max(size, round(h * s))
     else:
-        raise ValueError(f"features.cnn_resize: must be one of {', '.join(RESIZE_MODES)} (got {mode!r})")
+        raise ConfigError(f"features.cnn_resize: must be one of {', '.join(RESIZE_MODES)} (got {mode!r})")
     interp = cv2.INTER_AREA if tw * th < w * h else cv2.INTER_LINEAR
     out = frame if (tw, th) == (w, h) else cv2.resize(frame, (tw, th), interpolation=interp)
     if mode == "crop":
@@ -67,33 +69,33 @@ def preprocess(frames: list[np.ndarray], spec: BackboneSpec | str, mode: str = "
 class BackboneExtractor(Extractor):
     """Pooled ImageNet CNN features of a clip's frames (mean, or mean ‖ max, over frames).
 
-    Options read from the features config (``getattr`` with defaults, so a config without them
-    works): ``cnn_frames`` (int, default 0 = every frame of the clip; k > 0 runs the CNN on k
+    Options read from the features config (defaults in :class:`~fusewatch.stream.config.FeaturesConfig`
+    only): ``cnn_frames`` (int, 0 = every frame of the clip; k > 0 runs the CNN on k
     frames spread evenly over the clip), ``cnn_resize`` (``squash`` | ``crop``) and ``cnn_spatial``
     (``avg`` | ``max`` pooling of the last feature map).
     """
 
     def __init__(self, name: str, cfg) -> None:
         if name not in BACKBONES:
-            raise ValueError(f"features.extractors: unknown backbone {name!r} "
+            raise ConfigError(f"features.extractors: unknown backbone {name!r} "
                              f"(known: {', '.join(BACKBONES)})")
         self.spec = BACKBONES[name]
         self.name = name
-        self.pool = getattr(cfg, "pool", "mean")
+        self.pool = cfg.pool
         self.dim = FEATURE_DIM * pool_factor(self.pool)
-        self.resize = getattr(cfg, "cnn_resize", "squash")
+        self.resize = cfg.cnn_resize
         if self.resize not in RESIZE_MODES:
-            raise ValueError(f"features.cnn_resize: must be one of {', '.join(RESIZE_MODES)} "
+            raise ConfigError(f"features.cnn_resize: must be one of {', '.join(RESIZE_MODES)} "
                              f"(got {self.resize!r})")
-        self.spatial = getattr(cfg, "cnn_spatial", "avg")
+        self.spatial = cfg.cnn_spatial
         if self.spatial not in SPATIAL_POOLS:
-            raise ValueError(f"features.cnn_spatial: must be one of {', '.join(SPATIAL_POOLS)} "
+            raise ConfigError(f"features.cnn_spatial: must be one of {', '.join(SPATIAL_POOLS)} "
                              f"(got {self.spatial!r})")
-        self.frames_per_clip = int(getattr(cfg, "cnn_frames", 0) or 0)
+        self.frames_per_clip = int(cfg.cnn_frames)
         if self.frames_per_clip < 0:
-            raise ValueError(f"features.cnn_frames: must be >= 0 (got {self.frames_per_clip})")
-        model_dir = getattr(cfg, "model_dir")
-        threads = int(getattr(cfg, "threads", 0) or 0)
+            raise ConfigError(f"features.cnn_frames: must be >= 0 (got {self.frames_per_clip})")
+        model_dir = cfg.model_dir
+        threads = int(cfg.threads)
         self.onnx_path, self.exported, sha = backbone_onnx(name, model_dir, spatial=self.spatial)
         try:
             self.session = ort_session(self.onnx_path, threads)

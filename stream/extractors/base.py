@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fusewatch.errors import ConfigError
+
 
 class Extractor(abc.ABC):
     """One clip representation.
@@ -72,13 +74,13 @@ def pool_frames(per_frame: np.ndarray, pool: str) -> np.ndarray:
         return mean.astype(np.float32)
     if pool == "meanmax":
         return np.concatenate([mean, per_frame.max(axis=0)]).astype(np.float32)
-    raise ValueError(f"features.pool: must be one of mean, meanmax (got {pool!r})")
+    raise ConfigError(f"features.pool: must be one of mean, meanmax (got {pool!r})")
 
 
 def pool_factor(pool: str) -> int:
     """Output dim multiplier of :func:`pool_frames`."""
     if pool not in ("mean", "meanmax"):
-        raise ValueError(f"features.pool: must be one of mean, meanmax (got {pool!r})")
+        raise ConfigError(f"features.pool: must be one of mean, meanmax (got {pool!r})")
     return 2 if pool == "meanmax" else 1
 
 

@@ -41,9 +41,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from fusewatch.errors import ConfigError
+
 from .base import Extractor, check_frames
 
 FLOW_WIDTH = 160
+"""Documented default of ``features.flow_width`` (the schema holds the value the code uses)."""
 MAG_EDGES = np.concatenate([[0.0], np.geomspace(0.1, 16.0, 15)]).astype(np.float32)
 N_MAG = len(MAG_EDGES)  # 16 bins: [0, .1), [.1, ...), ..., [16, inf)
 N_ORI = 12
@@ -62,12 +65,16 @@ class FlowExtractor(Extractor):
     dim = DIM
 
     def __init__(self, cfg=None) -> None:
-        self.width = int(getattr(cfg, "flow_width", FLOW_WIDTH) or FLOW_WIDTH)
+        """``cfg``: a :class:`~fusewatch.stream.config.FeaturesConfig` (None: its defaults)."""
+        if cfg is None:
+            from fusewatch.stream.config import FeaturesConfig
+            cfg = FeaturesConfig()
+        self.width = int(cfg.flow_width)
         if self.width < 16:
-            raise ValueError(f"features.flow_width: must be >= 16 (got {self.width})")
-        self.method = str(getattr(cfg, "flow_method", "farneback") or "farneback")
+            raise ConfigError(f"features.flow_width: must be >= 16 (got {self.width})")
+        self.method = str(cfg.flow_method)
         if self.method not in FLOW_METHODS:
-            raise ValueError(f"features.flow_method: must be one of {', '.join(FLOW_METHODS)} "
+            raise ConfigError(f"features.flow_method: must be one of {', '.join(FLOW_METHODS)} "
                              f"(got {self.method!r})")
         self.version = f"{VERSION}-{self.method}-w{self.width}"
         self._dis = (cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)

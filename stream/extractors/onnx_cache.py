@@ -17,6 +17,8 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
+from fusewatch.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 OPSET = 17
@@ -27,7 +29,7 @@ def model_dir_path(model_dir: str | os.PathLike) -> Path:
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ValueError(f"features.model_dir: cannot create {d} ({e.strerror or e})") from None
+        raise ConfigError(f"features.model_dir: cannot create {d} ({e.strerror or e})") from None
     return d
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fusewatch.errors import ConfigError
+
 from .base import Extractor, check_frames, ort_session, pool_factor, pool_frames, sha256_file
 
 VERSION = "onnx-1"
@@ -38,38 +40,38 @@ class OnnxModelExtractor(Extractor):
         spec = f"onnx:{path}"
         p = Path(os.path.expanduser(str(path)))
         if not str(path).strip():
-            raise ValueError("features.extractors: onnx:<path> needs a file path (got 'onnx:')")
+            raise ConfigError("features.extractors: onnx:<path> needs a file path (got 'onnx:')")
         if not p.is_file():
-            raise ValueError(f"features.extractors: {spec}: file not found")
+            raise ConfigError(f"features.extractors: {spec}: file not found")
         try:
             import onnx
 
             proto = onnx.load(str(p), load_external_data=False)
         except Exception as e:
-            raise ValueError(f"features.extractors: {spec}: not an ONNX model "
+            raise ConfigError(f"features.extractors: {spec}: not an ONNX model "
                              f"({_one_line(e, 100)})") from None
         if not proto.ir_version or not proto.graph.node:  # protobuf parses many byte strings
-            raise ValueError(f"features.extractors: {spec}: not an ONNX model (no graph)")
+            raise ConfigError(f"features.extractors: {spec}: not an ONNX model (no graph)")
         try:
-            self.session = ort_session(p, int(getattr(cfg, "threads", 0) or 0))
+            self.session = ort_session(p, int(cfg.threads))
         except Exception as e:
-            raise ValueError(f"features.extractors: {spec}: ONNX Runtime cannot load it "
+            raise ConfigError(f"features.extractors: {spec}: ONNX Runtime cannot load it "
                              f"({_one_line(e)})") from None
         self.path = p
         self.name = f"onnx:{p.stem}"
-        self.size = int(getattr(cfg, "onnx_input_size", 224))
-        self.layout = str(getattr(cfg, "onnx_layout", "NCHW")).upper()
+        self.size = int(cfg.onnx_input_size)
+        self.layout = str(cfg.onnx_layout).upper()
         if self.layout not in ("NCHW", "NHWC"):
-            raise ValueError(f"features.onnx_layout: must be one of NCHW, NHWC (got {self.layout!r})")
-        mean = np.asarray(getattr(cfg, "onnx_mean", [0.485, 0.456, 0.406]), np.float32).reshape(-1)
-        std = np.asarray(getattr(cfg, "onnx_std", [0.229, 0.224, 0.225]), np.float32).reshape(-1)
+            raise ConfigError(f"features.onnx_layout: must be one of NCHW, NHWC (got {self.layout!r})")
+        mean = np.asarray(cfg.onnx_mean, np.float32).reshape(-1)
+        std = np.asarray(cfg.onnx_std, np.float32).reshape(-1)
         if mean.size not in (1, 3) or std.size not in (1, 3) or (std <= 0).any():
-            raise ValueError("features.onnx_mean/onnx_std: need 1 or 3 values each, std > 0")
+            raise ConfigError("features.onnx_mean/onnx_std: need 1 or 3 values each, std > 0")
         if max(mean.max(), std.max()) <= 1.0:  # [0, 1] units → pixel units
             mean, std = mean * 255.0, std * 255.0
         self.mean = np.broadcast_to(mean, (3,)).astype(np.float32)
         self.scale = (1.0 / np.broadcast_to(std, (3,))).astype(np.float32)
-        self.pool = getattr(cfg, "pool", "mean")
+        self.pool = cfg.pool
         factor = pool_factor(self.pool)
 
         inp = self.session.get_inputs()[0]
@@ -77,29 +79,29 @@ class OnnxModelExtractor(Extractor):
         self.input_uint8 = inp.type == "tensor(uint8)"
         self.input_dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
         if inp.type not in ("tensor(float)", "tensor(float16)", "tensor(uint8)"):
-            raise ValueError(f"features.extractors: {spec}: unsupported input type {inp.type} "
+            raise ConfigError(f"features.extractors: {spec}: unsupported input type {inp.type} "
                              "(need float, float16 or uint8 images)")
         shape = list(inp.shape)
         if len(shape) != 4:
-            raise ValueError(f"features.extractors: {spec}: input {inp.name!r} has shape {shape}, "
+            raise ConfigError(f"features.extractors: {spec}: input {inp.name!r} has shape {shape}, "
                              f"need a rank-4 image batch ({self.layout})")
         c_ax, h_ax, w_ax = (1, 2, 3) if self.layout == "NCHW" else (3, 1, 2)
         if isinstance(shape[c_ax], int) and shape[c_ax] != 3:
-            raise ValueError(f"features.extractors: {spec}: input shape {shape} has {shape[c_ax]} "
+            raise ConfigError(f"features.extractors: {spec}: input shape {shape} has {shape[c_ax]} "
                              f"channels on the {self.layout} channel axis, need 3 "
                              "(check features.onnx_layout)")
         for ax in (h_ax, w_ax):
             if isinstance(shape[ax], int) and shape[ax] != self.size:
-                raise ValueError(f"features.onnx_input_size: {self.size} does not match the model's "
+                raise ConfigError(f"features.onnx_input_size: {self.size} does not match the model's "
                                  f"declared input shape {shape} ({spec})")
         self.fixed_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
         if self.fixed_batch not in (None, 1):
-            raise ValueError(f"features.extractors: {spec}: fixed batch size {self.fixed_batch} "
+            raise ConfigError(f"features.extractors: {spec}: fixed batch size {self.fixed_batch} "
                              "is not supported (export with a dynamic or unit batch)")
         try:
             probe = self._run(np.zeros((1, self.size, self.size, 3), np.uint8))
         except Exception as e:
-            raise ValueError(f"features.extractors: {spec}: test run failed ({_one_line(e)})") from None
+            raise ConfigError(f"features.extractors: {spec}: test run failed ({_one_line(e)})") from None
         self.frame_dim = int(probe.shape[1])
         self.dim = self.frame_dim * factor
         sha = sha256_file(p)

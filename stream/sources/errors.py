@@ -1,7 +1,6 @@
-"""The one error type of the source package."""
+"""The one error type of the source package (defined under the common root, :mod:`fusewatch.errors`)."""
 from __future__ import annotations
 
+from fusewatch.errors import SourceError
 
-class SourceError(RuntimeError):
-    """A user-facing source failure; ``str(err)`` is one line (unsupported URI, missing or
-    unreadable file, no video stream, gave up reconnecting)."""
+__all__ = ["SourceError"]

@@ -16,12 +16,7 @@ TopicPartition = tuple[str, int]
 """(topic, partition) pair."""
 
 
-class TransportError(RuntimeError):
-    """A transport-level failure the caller must surface (broker unreachable, delivery failed, auth)."""
-
-
-class DeliveryError(TransportError):
-    """One or more produced records were not acknowledged by the broker."""
+from fusewatch.errors import DeliveryError, TransportError  # noqa: F401 - re-exported
 
 
 class RecordTooLargeError(DeliveryError):

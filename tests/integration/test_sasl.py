@@ -81,3 +81,31 @@ def test_sasl_secret_not_logged_on_success(kafka_sasl_bootstrap, make_topic, mak
     roundtrip(cfg, make_topic("sasl-log"), make_transport)
     assert "SaslAuthenticate" in caplog.text  # the request was logged ...
     assert PASSWORD not in caplog.text        # ... without the password
+
+
+def test_cli_wrong_password_debug_logs_never_show_it(kafka_sasl_bootstrap, tmp_path):
+    """A failing SASL run of the CLI with DEBUG logs (text and JSON): the password from --set and
+    from the environment appears in no line of its output; the failure is one line, exit 2."""
+    import os
+    import subprocess
+    import sys
+
+    secret = "wrong-pw-7f3a9c"
+    for fmt, how in (("text", "set"), ("json", "env")):
+        env = dict(os.environ)
+        args = [sys.executable, "-m", "fusewatch", "--transport", "kafka", "--bootstrap", kafka_sasl_bootstrap,
+                "--log-level", "DEBUG", "--log-format", fmt,
+                "--set", "kafka.security_protocol=SASL_PLAINTEXT", "--set", "kafka.sasl_mechanism=PLAIN",
+                "--set", f"kafka.sasl_plain_username={USER}", "--set", "kafka.connect_timeout_s=10"]
+        if how == "set":
+            args += ["--set", f"kafka.sasl_plain_password={secret}"]
+        else:
+            env["FUSEWATCH_KAFKA_SASL_PLAIN_PASSWORD"] = secret
+        args += ["--set", f"topics.features=fwtest.sasl-cli-{fmt}", "topics", "create"]
+        r = subprocess.run(args, capture_output=True, text=True, timeout=60, env=env)
+        out = r.stdout + r.stderr
+        assert r.returncode == 2, out[-3000:]
+        assert "DEBUG" in out and "sasl_plain_password" in out  # DEBUG lines, redacted config among them
+        err = [l for l in r.stderr.splitlines() if l.startswith("fusewatch: error:")]
+        assert len(err) == 1 and "authentication failed" in err[0].lower() and "Traceback" not in out
+        assert secret not in out

@@ -14,6 +14,7 @@ from fusewatch.engines.data.align import assemble
 from fusewatch.engines.data.arrays import load_feature_array
 from fusewatch.engines.data.ground_truth import apply_gt, read_labels_json
 from fusewatch.engines.data.records import ClipRule, FeatureDataset, VideoFeatures
+from fusewatch.errors import DataNotFoundError, DatasetError
 
 log = logging.getLogger("fusewatch.datasets")
 
@@ -24,25 +25,25 @@ def load_fusewatch_dir(path: str | Path, representations: Sequence[str] | None =
     root = Path(path)
     meta_p = root / "meta.json"
     if not meta_p.exists():
-        raise FileNotFoundError(f"{root}: no meta.json (not a fusewatch feature directory)")
+        raise DataNotFoundError(f"{root}: no meta.json (not a fusewatch feature directory)")
     try:
         meta = json.loads(meta_p.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{meta_p}: invalid JSON ({e})") from None
+        raise DatasetError(f"{meta_p}: invalid JSON ({e})") from None
     rep_meta = meta.get("representations") or {}
     reps = list(rep_meta) or sorted(d.name for d in root.iterdir() if d.is_dir() and any(d.glob("*.npy")))
     if representations:
         unknown = [r for r in representations if r not in reps]
         if unknown:
-            raise ValueError(f"unknown representation {', '.join(unknown)} in {root} "
+            raise DatasetError(f"unknown representation {', '.join(unknown)} in {root} "
                              f"(available: {', '.join(reps) or 'none'})")
         reps = list(representations)
     if not reps:
-        raise ValueError(f"{root}: no representations (meta.json lists none and no <rep>/*.npy folders)")
+        raise DatasetError(f"{root}: no representations (meta.json lists none and no <rep>/*.npy folders)")
     vmeta = meta.get("videos") or {}
     names = list(vmeta) or sorted({f.stem for r in reps for f in (root / r).glob("*.npy")})
     if not names:
-        raise ValueError(f"{root}: no videos")
+        raise DatasetError(f"{root}: no videos")
     clip_len = int(meta.get("clip_len") or 16)
     clip_stride = int(meta.get("clip_stride") or clip_len)
     per_rep: dict[str, dict[str, np.ndarray]] = {r: {} for r in reps}
@@ -54,17 +55,17 @@ def load_fusewatch_dir(path: str | Path, representations: Sequence[str] | None =
     for r in list(reps):
         if not per_rep[r]:     # e.g. audio when no video had an audio track
             if representations:
-                raise ValueError(f"representation {r}: no feature files in {root / r}")
+                raise DatasetError(f"representation {r}: no feature files in {root / r}")
             log.warning("%s: representation %s has no feature files: ignored", root, r)
             del per_rep[r]
             reps.remove(r)
     if not reps:
-        raise ValueError(f"{root}: no videos (no feature files)")
+        raise DatasetError(f"{root}: no videos (no feature files)")
     for r in reps:
         d = (rep_meta.get(r) or {}).get("dim")
         for n, a in per_rep[r].items():
             if d is not None and a.shape[1] != int(d):
-                raise ValueError(f"representation {r}: {n}.npy has dim {a.shape[1]} but meta.json says {d}")
+                raise DatasetError(f"representation {r}: {n}.npy has dim {a.shape[1]} but meta.json says {d}")
     aligned, dims = assemble(per_rep)
     lab_p = Path(labels) if labels else root / "labels.json"
     gt = read_labels_json(lab_p) if lab_p.exists() else {}
@@ -94,7 +95,7 @@ def load_fusewatch_dir(path: str | Path, representations: Sequence[str] | None =
                           n_frames=vm.get("frames"), fps=vm.get("fps"), source=str(root))
         videos.append(apply_gt(v, gt.get(n)))
     if not videos:
-        raise ValueError(f"{root}: no videos with features")
+        raise DatasetError(f"{root}: no videos with features")
     return FeatureDataset(videos, dims, "fusewatch", str(root),
                           {"clip_len": clip_len, "clip_stride": clip_stride,
                            "sample_fps": meta.get("sample_fps"),

@@ -20,6 +20,7 @@ from fusewatch.engines.data.arrays import load_feature_array
 from fusewatch.engines.data.ground_truth import apply_gt, gt_lookup
 from fusewatch.engines.data.names import crop_index, rep_name_from_file, video_name
 from fusewatch.engines.data.records import ClipRule, FeatureDataset, VideoFeatures
+from fusewatch.errors import DataNotFoundError, DatasetError
 
 log = logging.getLogger("fusewatch.datasets")
 
@@ -34,7 +35,7 @@ def read_list_file(path: str | Path, root: str | Path | None = None) -> list[tup
     try:
         text = p.read_text()
     except FileNotFoundError:
-        raise FileNotFoundError(f"list file {p}: not found") from None
+        raise DataNotFoundError(f"list file {p}: not found") from None
     base = Path(root) if root else p.parent
     out = []
     for i, line in enumerate(text.splitlines(), 1):
@@ -54,7 +55,7 @@ def read_list_file(path: str | Path, root: str | Path | None = None) -> list[tup
             f = cand if cand.exists() or not f.exists() else f
         out.append((f, label))
     if not out:
-        raise ValueError(f"list file {p}: no entries")
+        raise DatasetError(f"list file {p}: no entries")
     return out
 
 
@@ -75,7 +76,7 @@ def _read_list_features(entries: Sequence[tuple[Path, int | None]], crop_axis: i
             if any(a.shape[0] != T for a in arrs):
                 log.warning("video %s: crop files differ in clip count: truncated to %d", n, T)
             if len({a.shape[1] for a in arrs}) > 1:
-                raise ValueError(f"video {n}: crop files have different feature dims")
+                raise DatasetError(f"video {n}: crop files have different feature dims")
             feats[n] = np.mean([a[:T] for a in arrs], axis=0).astype(np.float32)
         else:
             feats[n] = arrs[0]
@@ -92,7 +93,7 @@ def load_lists(lists: Mapping[str, str | Path], gt: str | Path | Mapping | None 
     frames ``t*clip_len .. t*clip_len+clip_len-1``); ``labels``: explicit video labels by name.
     """
     if not lists:
-        raise ValueError("no list files given")
+        raise DatasetError("no list files given")
     per_rep, list_labels, order = {}, {}, []
     for rep, lp in lists.items():
         entries = read_list_file(lp, root)
@@ -118,11 +119,11 @@ def load_npy_dir(path: str | Path, representations: Sequence[str] | None = None,
     elif any(root.glob("*.npy")):
         reps = {rep_name_from_file(root.name): root}
     else:
-        raise ValueError(f"{root}: no .npy feature files")
+        raise DatasetError(f"{root}: no .npy feature files")
     if representations:
         unknown = [r for r in representations if r not in reps]
         if unknown:
-            raise ValueError(f"unknown representation {', '.join(unknown)} in {root} "
+            raise DatasetError(f"unknown representation {', '.join(unknown)} in {root} "
                              f"(available: {', '.join(reps)})")
         reps = {r: reps[r] for r in representations}
     per_rep, order = {}, []
@@ -141,7 +142,7 @@ def _finish_npy(per_rep, order, gt, clip_len, explicit, layout, root) -> Feature
     aligned, dims = assemble(per_rep)
     names = [n for n in order if aligned.get(n)]
     if not names:
-        raise ValueError(f"{root}: no videos")
+        raise DatasetError(f"{root}: no videos")
     clips = {n: next(iter(aligned[n].values())).shape[0] for n in names}
     gts = gt_lookup(gt, names, clips, clip_len)
     if gt is not None and not any(n in gts for n in names):

@@ -11,6 +11,7 @@ from fusewatch.engines.data.align import assemble
 from fusewatch.engines.data.arrays import load_feature_array
 from fusewatch.engines.data.ground_truth import apply_gt, read_ucf_annotations, ucf_segment_ranges
 from fusewatch.engines.data.records import ClipRule, FeatureDataset, VideoFeatures
+from fusewatch.errors import DataNotFoundError, DatasetError
 
 log = logging.getLogger("fusewatch.datasets")
 
@@ -39,10 +40,10 @@ def load_ucf_c3d(path: str | Path, annotation: str | Path | None = None,
     """
     root = Path(path)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: not a directory")
+        raise DataNotFoundError(f"{root}: not a directory")
     files = sorted(f for f in root.glob("*.txt") if is_feature_txt(f))
     if not files:
-        raise ValueError(f"{root}: no feature text files")
+        raise DatasetError(f"{root}: no feature text files")
     ann_p = Path(annotation) if annotation else root / "Temporal_Anomaly_Annotation.txt"
     cnt_p = Path(frame_counts) if frame_counts else root / "UCF_Annotation.txt"
     ann = read_ucf_annotations(ann_p if ann_p.exists() else None, cnt_p if cnt_p.exists() else None)

@@ -12,8 +12,7 @@ import numpy as np
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 
 
-class BackendError(RuntimeError):
-    """A backend cannot be used (missing GPU/library, wrong model form, bad inputs)."""
+from fusewatch.errors import BackendError  # noqa: E402 - the common error root; re-exported here
 
 
 class BackendUnavailable(BackendError):

@@ -7,7 +7,6 @@ never reach log records: :func:`_redact_secrets` installs a filter on kafka-pyth
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import kafka.errors as kerr
 
@@ -21,24 +20,7 @@ _RECONNECT = {"reconnect_backoff_max_ms": 1000}
 """Java client default (kafka-python's is 30 s): reconnect within ~1 s once a restarted broker is back."""
 
 
-class AuthenticationError(TransportError):
-    """The broker rejected our credentials (SASL) or the TLS handshake."""
-
-
-class CommitFailedError(TransportError):
-    """An offset commit was rejected (typically: the group rebalanced meanwhile)."""
-
-# ---------------------------------------------------------------------------------------------
-# configuration helpers
-
-def client_config(cfg: Config, cls: type, **extra: Any) -> dict[str, Any]:
-    """kafka-python kwargs for ``cls`` (KafkaProducer/KafkaConsumer/KafkaAdminClient): every
-    ``cfg.kafka`` setting plus ``extra``, keeping only the keys ``cls`` accepts."""
-    kw = {**cfg.kafka.client_kwargs(), **extra}
-    allowed = getattr(cls, "DEFAULT_CONFIG", None)
-    if allowed is not None:
-        kw = {k: v for k, v in kw.items() if k in allowed}
-    return kw
+from fusewatch.errors import AuthenticationError, CommitFailedError  # noqa: E402,F401 - re-exported
 
 
 def _describe(cfg: Config) -> str:
@@ -79,11 +61,9 @@ _REDACT_LOGGERS = ("kafka", "kafka.protocol.parser", "kafka.net.connection", "ka
 
 def _redact_secrets(cfg: Config) -> None:
     """Install the redaction filter for cfg's secrets on kafka-python's loggers (idempotent)."""
-    for name in cfg.kafka.SECRET_FIELDS:
-        val = getattr(cfg.kafka, name, None)
-        if val:
-            _REDACT.secrets.add(val)
-            _REDACT.secrets.add(repr(val.encode())[2:-1])  # as it appears inside a bytes repr
+    for val in cfg.kafka.secrets():
+        _REDACT.secrets.add(val)
+        _REDACT.secrets.add(repr(val.encode())[2:-1])  # as it appears inside a bytes repr
     if _REDACT.secrets:
         names = set(_REDACT_LOGGERS) | {n for n in logging.root.manager.loggerDict
                                         if n == "kafka" or n.startswith("kafka.")}

@@ -104,7 +104,7 @@ def _preflight_one(cfg: Config, host: str, port: int, timeout: float) -> None:
                     f"{host}:{port} (enabled: {', '.join(map(str, enabled)) or 'none'})")
             if mech == b"PLAIN":
                 tok = b"\0" + (k.sasl_plain_username or "").encode() + b"\0" + \
-                    (k.sasl_plain_password or "").encode()
+                    (k.sasl_plain_password.get_secret_value() if k.sasl_plain_password else "").encode()
                 try:
                     r = _kreq(sock, _API_SASL_AUTH, 1, 2, struct.pack(">i", len(tok)) + tok)
                 except _Closed:
