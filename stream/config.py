@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from fusewatch.stream.config_notify import MqttConfig, NotifyConfig, WebhookConfig
+
 CACHE_DIR = Path(os.environ.get("FUSEWATCH_CACHE", Path.home() / ".cache" / "fusewatch"))
 
 
@@ -313,6 +315,9 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
 
     def validate(self) -> "Config":
         _choice("transport", self.transport, ("bus", "kafka"))
@@ -327,9 +332,10 @@ class Config:
     def redacted(self) -> dict[str, Any]:
         """Dict form safe to log: secrets replaced by ``***``."""
         d = dataclasses.asdict(self)
-        for k in KafkaConfig.SECRET_FIELDS:
-            if d["kafka"].get(k):
-                d["kafka"][k] = "***"
+        for sec in ("kafka", "mqtt", "webhook"):
+            for k in getattr(self, sec).SECRET_FIELDS:
+                if d[sec].get(k):
+                    d[sec][k] = "***"
         return d
 
 

@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "fusewatch.cli.kafka",     # kafka up|down|status|restart, topics create
     "fusewatch.cli.worker",    # worker, replay, extract
     "fusewatch.cli.engine",    # engine, export, alerts
+    "fusewatch.cli.notify",    # notify (MQTT, webhooks)
     "fusewatch.cli.train",     # train
     "fusewatch.cli.evaluate",  # eval
     "fusewatch.cli.demo",      # demo

@@ -1,7 +1,6 @@
 """CLI: ``fusewatch engine``, ``fusewatch export``, ``fusewatch alerts``."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -10,7 +9,7 @@ import time
 from datetime import datetime, timezone
 
 from fusewatch.stream.config import Config
-from fusewatch.stream.schema import SchemaError, decode_alert
+from fusewatch.stream.schema import SchemaError, decode_alert, encode_alert
 from fusewatch.stream.transport import make_transport
 
 
@@ -33,7 +32,7 @@ def add_commands(sub) -> None:
     p = sub.add_parser("alerts", help="tail the alert topic (table or JSON lines)")
     p.add_argument("--camera", help="only this camera id")
     p.add_argument("--from-beginning", action="store_true", help="read the topic from its start")
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--json", action="store_true", help="one alert record (schema v2 JSON) per line")
     p.add_argument("--timeout", type=float, help="exit after S seconds without new alerts")
     p.set_defaults(handler=cmd_alerts)
 
@@ -154,10 +153,8 @@ def cmd_alerts(args, cfg: Config) -> int:
                     continue
                 if args.camera and a.camera != args.camera:
                     continue
-                if args.json:
-                    d = {k: v for k, v in a.__dict__.items() if k != "evidence"}
-                    d["evidence"] = [e.__dict__ for e in a.evidence]
-                    print(json.dumps(d), flush=True)
+                if args.json:  # the version-2 record (v1 records are shown converted)
+                    print(encode_alert(a).decode("utf-8"), flush=True)
                 else:
                     style = {"new": "bold red", "update": "yellow", "end": "green"}[a.type]
                     console.print(f"{_fmt_t(a.end_time):8}  {a.type:6}  {a.camera[:16]:16}  {a.score:5.2f}  "
