@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up fusewatch on this machine, non-interactively and idempotently:
-#   - system packages the tests and demo need (ffmpeg; Java 17 + Maven and Go are expected present)
+#   - system packages the tests and demo need (ffmpeg, mosquitto; Java 17 + Maven and Go are expected present)
 #   - a virtual environment cached outside the clone, keyed by a hash of pyproject.toml:
 #       ${FUSEWATCH_CACHE:-~/.cache/fusewatch}/venv-<sha256(pyproject.toml)[:12]>
 #   - this clone installed into it (editable), and ./.venv pointing at it.
@@ -18,6 +18,16 @@ if ! command -v ffmpeg >/dev/null 2>&1; then
     apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null
   else
     echo "setup: warning: ffmpeg not found (needed by the RTSP/HTTP source tests); install it" >&2
+  fi
+fi
+
+# the MQTT sink tests start their own `mosquitto -c <conf>` on a free port: the system service is not used
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing mosquitto (apt-get)"
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
+  else
+    echo "setup: warning: mosquitto not found (needed by the MQTT sink tests); install it" >&2
   fi
 fi
 

@@ -1,8 +1,13 @@
-"""Wire contract: feature and alert messages (msgpack maps + raw little-endian arrays, no pickle).
+"""Wire contract: feature and alert messages (no pickle).
 
-Schema version 1. Every message is a msgpack map with ``"v"`` (int version) and ``"kind"``
-(``"features"`` | ``"alert"``). Arrays travel as ``{"name", "dtype", "shape", "data"}`` with
-``dtype`` one of ``<f2 <f4 <f8`` and ``data`` the C-order little-endian bytes.
+Feature messages (schema version 1) are msgpack maps with ``"v"`` (int version) and ``"kind"``
+(``"features"``). Arrays travel as ``{"name", "dtype", "shape", "data"}`` with ``dtype`` one of
+``<f2 <f4 <f8`` and ``data`` the C-order little-endian bytes.
+
+Alert records (schema version 2, :data:`ALERT_SCHEMA_VERSION`) are JSON: one UTF-8 object per
+record, no NaN/Infinity, described by the JSON Schema ``schemas/alert-v2.json`` (package data,
+:data:`ALERT_SCHEMA_FILE`) so that any consumer (a console consumer, kcat, Node-RED, Java) reads
+them without fusewatch code. :func:`decode_alert` still reads version-1 msgpack alert records.
 
 :func:`decode_features` / :func:`decode_alert` validate everything (version, kind, field types,
 array sizes, dtypes, finite values, total size) and raise :class:`SchemaError` whose ``reason``
@@ -11,15 +16,22 @@ bytes plus that reason to the dead-letter topic (:func:`dead_letter_payload`).
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import msgpack
 import numpy as np
 
 SCHEMA_VERSION = 1
+ALERT_SCHEMA_VERSION = 2
+ALERT_SCHEMA_FILE = Path(__file__).with_name("schemas") / "alert-v2.json"
+MAX_MAP_CELLS = 65536
+ALERT_HEADERS = (("content-type", b"application/json"), ("fusewatch-schema", b"alert/2"))
+"""Kafka record headers of a version-2 alert record (readers need not look at them)."""
 DEFAULT_MAX_BYTES = 1_048_576
 ALLOWED_DTYPES = ("<f2", "<f4", "<f8")
 MAX_DIMS = 3
@@ -86,7 +98,8 @@ class AlertMessage:
 
     ``start_time``/``end_time`` are Unix seconds (capture wall clock) of the alert window,
     ``start_clip``/``end_clip`` its clip indices; ``score`` is the latest clip score and
-    ``peak`` the highest so far.
+    ``peak`` the highest so far. ``epoch``: the camera stream's run epoch (0 when unknown);
+    ``anomaly_map``: optional rows × columns grid of per-region scores in [0, 1].
     """
 
     id: str
@@ -103,10 +116,17 @@ class AlertMessage:
     backend: str
     evidence: list[Evidence] = field(default_factory=list)
     produced: float = field(default_factory=time.time)
-    v: int = SCHEMA_VERSION
+    epoch: int = 0
+    anomaly_map: list[list[float]] | None = None
+    v: int = ALERT_SCHEMA_VERSION
 
     def encode(self) -> bytes:
         return encode_alert(self)
+
+    @property
+    def event_key(self) -> str:
+        """Deduplication key of this event: ``id:type:end_clip`` (redeliveries share it)."""
+        return f"{self.id}:{self.type}:{self.end_clip}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,11 +156,38 @@ def encode_features(m: FeatureMessage) -> bytes:
     })
 
 
+def alert_record(a: AlertMessage) -> dict:
+    """The version-2 record of ``a`` as a dict (what :func:`encode_alert` serialises)."""
+    if a.type not in ALERT_TYPES:
+        raise SchemaError("bad_alert_type", repr(a.type))
+    d = {"v": ALERT_SCHEMA_VERSION, "kind": "alert", "id": a.id, "type": a.type, "camera": a.camera,
+         "epoch": int(a.epoch), "score": float(a.score), "peak": float(a.peak),
+         "start_clip": int(a.start_clip), "end_clip": int(a.end_clip),
+         "start_time": float(a.start_time), "end_time": float(a.end_time),
+         "model": {"name": a.model_name, "version": a.model_version, "backend": a.backend},
+         "evidence": [{"topic": e.topic, "partition": int(e.partition), "offset": int(e.offset)}
+                      for e in a.evidence],
+         "produced": float(a.produced)}
+    if a.anomaly_map is not None:
+        d["anomaly_map"] = [[float(x) for x in row] for row in a.anomaly_map]
+    return d
+
+
 def encode_alert(a: AlertMessage) -> bytes:
+    """Version-2 alert record: compact JSON, UTF-8, one object; NaN/Infinity raise ``non_finite``."""
+    try:
+        return json.dumps(alert_record(a), allow_nan=False, ensure_ascii=False,
+                          separators=(",", ":")).encode("utf-8")
+    except ValueError as e:
+        raise SchemaError("non_finite", str(e)) from None
+
+
+def encode_alert_v1(a: AlertMessage) -> bytes:
+    """The legacy version-1 msgpack alert (still accepted by :func:`decode_alert`)."""
     if a.type not in ALERT_TYPES:
         raise SchemaError("bad_alert_type", repr(a.type))
     return _pack({
-        "v": a.v, "kind": "alert", "id": a.id, "type": a.type, "camera": a.camera,
+        "v": SCHEMA_VERSION, "kind": "alert", "id": a.id, "type": a.type, "camera": a.camera,
         "score": float(a.score), "peak": float(a.peak),
         "start_clip": int(a.start_clip), "end_clip": int(a.end_clip),
         "start_time": float(a.start_time), "end_time": float(a.end_time),
@@ -244,29 +291,75 @@ def decode_features(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> FeatureM
     return m
 
 
+def _unpack_json(data: bytes, max_bytes: int) -> dict:
+    if len(data) > max_bytes:
+        raise SchemaError("too_large", f"{len(data)} bytes > limit {max_bytes}")
+
+    def no_constants(name: str):
+        raise SchemaError("non_finite", f"JSON constant {name}")
+    try:
+        obj = json.loads(bytes(data).decode("utf-8"), parse_constant=no_constants)
+    except SchemaError:
+        raise
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise SchemaError("undecodable", f"{type(e).__name__}: {e}"[:200]) from None
+    if not isinstance(obj, dict):
+        raise SchemaError("not_a_map", type(obj).__name__)
+    v = obj.get("v")
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise SchemaError("missing_version", "field 'v' missing or not an integer")
+    if v != ALERT_SCHEMA_VERSION:
+        raise SchemaError("unsupported_version", f"alert version {v}, this build reads 1 and 2")
+    return obj
+
+
+def _anomaly_map(raw: Any) -> list[list[float]] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not raw or not all(isinstance(r, list) and r for r in raw):
+        raise SchemaError("bad_field", "anomaly_map must be a non-empty list of non-empty rows")
+    if len({len(r) for r in raw}) != 1 or len(raw) * len(raw[0]) > MAX_MAP_CELLS:
+        raise SchemaError("bad_shape", "anomaly_map rows differ in length or exceed the cell limit")
+    for r in raw:
+        for x in r:
+            if isinstance(x, bool) or not isinstance(x, _NUM) or not 0.0 <= x <= 1.0:
+                raise SchemaError("bad_field", f"anomaly_map value {x!r} not a number in [0, 1]")
+    return [[float(x) for x in r] for r in raw]
+
+
 def decode_alert(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> AlertMessage:
-    """Decode and validate an alert message; raises :class:`SchemaError`."""
-    obj = _unpack(data, max_bytes)
+    """Decode and validate an alert record, version 2 (JSON) or 1 (msgpack); raises :class:`SchemaError`."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise SchemaError("not_bytes", type(data).__name__)
+    head = bytes(data[:64]).lstrip()
+    obj = _unpack_json(data, max_bytes) if head[:1] == b"{" else _unpack(data, max_bytes)
     if obj.get("kind") != "alert":
         raise SchemaError("wrong_kind", f"expected 'alert', got {obj.get('kind')!r}")
     typ = _get(obj, "type", (str,))
     if typ not in ALERT_TYPES:
         raise SchemaError("bad_alert_type", repr(typ))
+    camera = _get(obj, "camera", (str,))
+    if not camera or len(camera) > 256:
+        raise SchemaError("bad_field", "camera must be 1..256 characters")
     model = _get(obj, "model", (dict,))
     ev = []
-    for i, e in enumerate(_get(obj, "evidence", (list,))):
+    for i, e in enumerate(_get(obj, "evidence", (list,)) if "evidence" in obj or obj["v"] == 1 else []):
         if not isinstance(e, dict):
             raise SchemaError("bad_field", f"evidence[{i}] is not a map")
         ev.append(Evidence(_get(e, "topic", (str,)), _get(e, "partition", (int,)), _get(e, "offset", (int,))))
+    epoch = _get(obj, "epoch", (int,)) if "epoch" in obj else 0
+    if epoch < 0:
+        raise SchemaError("bad_field", f"epoch {epoch} < 0")
     return AlertMessage(
-        id=_get(obj, "id", (str,)), type=typ, camera=_get(obj, "camera", (str,)),
+        id=_get(obj, "id", (str,)), type=typ, camera=camera,
         score=float(_get(obj, "score", _NUM)), peak=float(_get(obj, "peak", _NUM)),
         start_clip=_get(obj, "start_clip", (int,)), end_clip=_get(obj, "end_clip", (int,)),
         start_time=float(_get(obj, "start_time", _NUM)), end_time=float(_get(obj, "end_time", _NUM)),
         model_name=str(_get(model, "name", (str,), "model.")),
         model_version=str(_get(model, "version", (str,), "model.")),
         backend=str(_get(model, "backend", (str,), "model.")),
-        evidence=ev, produced=float(_get(obj, "produced", _NUM)), v=obj["v"])
+        evidence=ev, produced=float(_get(obj, "produced", _NUM)), epoch=epoch,
+        anomaly_map=_anomaly_map(obj.get("anomaly_map")), v=obj["v"])
 
 
 def dead_letter_payload(raw: bytes | None, reason: str, detail: str, topic: str, partition: int,

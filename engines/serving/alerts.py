@@ -33,6 +33,8 @@ class ClipScore:
     wall_start: float
     wall_end: float
     evidence: Evidence
+    epoch: int = 0
+    """Run epoch of the camera stream (carried into the alert record; not part of the id here)."""
 
 
 @dataclass
@@ -75,7 +77,7 @@ class AlertTracker:
                             model_version=self.model_version, backend=self.backend,
                             evidence=[o.first_evidence, cur.evidence] if cur.evidence != o.first_evidence
                             else [cur.evidence],
-                            produced=cur.wall_end)
+                            produced=cur.wall_end, epoch=o.start.epoch)
 
     def step(self, c: ClipScore) -> list[AlertMessage]:
         cfg = self.cfg

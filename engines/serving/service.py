@@ -29,7 +29,8 @@ from typing import Mapping
 import numpy as np
 
 from fusewatch.stream.config import Config
-from fusewatch.stream.schema import Evidence, FeatureMessage, SchemaError, dead_letter_payload, decode_features
+from fusewatch.stream.schema import (ALERT_HEADERS, Evidence, FeatureMessage, SchemaError, dead_letter_payload,
+                                     decode_features)
 from fusewatch.stream.transport import Record, TopicPartition, Transport, TransportError
 
 from fusewatch.engines.fusion.meta import ModelMeta
@@ -265,7 +266,8 @@ class EngineService:
             if not cam.exact:
                 continue
             cs = ClipScore(msg.clip, float(s), msg.pts_start, msg.pts_end, msg.wall_start, msg.wall_end,
-                           Evidence(rec.topic, rec.partition, rec.offset))
+                           Evidence(rec.topic, rec.partition, rec.offset),
+                           epoch=int(getattr(msg, "epoch", 0) or 0))  # the stream epoch, once features carry one
             alerts = cam.tracker.step(cs)
             if not live:
                 continue
@@ -274,7 +276,7 @@ class EngineService:
                 self.sink.on_score(msg.camera, msg, float(s))
             for a in alerts:
                 a.produced = time.time()
-                self.t.produce(self.cfg.topics.alerts, msg.camera, a.encode())
+                self.t.produce(self.cfg.topics.alerts, msg.camera, a.encode(), headers=list(ALERT_HEADERS))
                 self.stats.alerts += 1
                 if self.sink:
                     self.sink.on_alert(a)

@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "fusewatch.cli.worker",    # worker, replay, extract
     "fusewatch.cli.engine",    # engine, export, alerts
     "fusewatch.cli.export_models",  # export-models (backbone ONNX files + trained models for runtime hosts)
+    "fusewatch.cli.notify",    # notify (MQTT, webhooks)
     "fusewatch.cli.train",     # train
     "fusewatch.cli.evaluate",  # eval
     "fusewatch.cli.demo",      # demo

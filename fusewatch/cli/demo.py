@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 from pathlib import Path
 
 from fusewatch.errors import DataNotFoundError
@@ -23,14 +25,29 @@ def add_commands(sub) -> None:
     p.set_defaults(handler=cmd_demo)
 
 
-def cmd_demo(args, cfg: Config) -> int:
-    from rich.console import Console
+def quiet_info_logs(args) -> None:
+    """The demo prints alerts for people: per-video INFO lines (worker started/finished …) would
+    interleave with them, so the project's loggers show warnings and errors only unless a log level
+    was asked for (``--log-level``, ``FUSEWATCH_LOG_LEVEL``)."""
+    if getattr(args, "log_level", None) or os.environ.get("FUSEWATCH_LOG_LEVEL"):
+        return
+    logging.getLogger("fusewatch").setLevel(logging.WARNING)
 
+
+def human_console():
+    """A rich console whose lines never wrap at 80 columns when stdout is a pipe or a file
+    (``soft_wrap``: one alert = one line; a terminal still wraps long lines itself)."""
+    from rich.console import Console
+    return Console(stderr=False, soft_wrap=True)
+
+
+def cmd_demo(args, cfg: Config) -> int:
     from fusewatch.engines.evaluation.report import write_report
     from fusewatch.engines.serving.pipeline import stream_videos
     from fusewatch.engines.serving.runtime import default_model_path, load_serving_model
 
-    console = Console(stderr=False)
+    quiet_info_logs(args)
+    console = human_console()
     log = lambda m: console.print(f"[dim]{m}[/dim]")  # noqa: E731
     if args.kafka:
         cfg.transport = "kafka"

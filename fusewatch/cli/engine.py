@@ -1,7 +1,6 @@
 """CLI: ``fusewatch engine``, ``fusewatch export``, ``fusewatch alerts``."""
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING
 from fusewatch.errors import ExportError, UsageError
 from fusewatch.stream.config import Config
 from fusewatch.stream.logs import get_logger
-from fusewatch.stream.schema import SchemaError, decode_alert
+from fusewatch.stream.schema import SchemaError, decode_alert, encode_alert
 from fusewatch.stream.transport import make_transport
 
 if TYPE_CHECKING:
@@ -40,7 +39,7 @@ def add_commands(sub) -> None:
     p = sub.add_parser("alerts", help="tail the alert topic (table or JSON lines)")
     p.add_argument("--camera", help="only this camera id")
     p.add_argument("--from-beginning", action="store_true", help="read the topic from its start")
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--json", action="store_true", help="one alert record (schema v2 JSON) per line")
     p.add_argument("--timeout", type=float, help="exit after S seconds without new alerts")
     p.set_defaults(handler=cmd_alerts)
 
@@ -201,11 +200,8 @@ def cmd_alerts(args, cfg: Config) -> int:
                     a = decode_alert(r.value, cfg.max_message_bytes)
                     if args.camera and a.camera != args.camera:
                         continue
-                    if args.json:
-                        d = {k: _json_safe(v) for k, v in a.__dict__.items() if k != "evidence"}
-                        d["evidence"] = [e.__dict__ for e in a.evidence]
-                        line = json.dumps(d, allow_nan=False)
-                        print(line, flush=True)
+                    if args.json:  # the version-2 record (v1 records are shown converted)
+                        print(encode_alert(a).decode("utf-8"), flush=True)
                     else:
                         console.print(alert_line(a))
                     shown += 1

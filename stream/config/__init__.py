@@ -24,10 +24,11 @@ from pydantic_settings.sources.utils import parse_env_vars
 
 from fusewatch.errors import ConfigError
 from fusewatch.stream.config.errors import config_error
+from fusewatch.stream.config.notify import MqttConfig, NotifyConfig, WebhookConfig, secret_values
 from fusewatch.stream.config.sections import (
     CACHE_DIR,
     SCHEMA,
-    SECTIONS,
+    CORE_SECTIONS,
     AlertsConfig,
     ClipsConfig,
     EngineConfig,
@@ -43,7 +44,10 @@ from fusewatch.stream.config.sections import (
 
 __all__ = ["CACHE_DIR", "SECTIONS", "AlertsConfig", "ClipsConfig", "Config", "ConfigError", "EngineConfig",
            "FeaturesConfig", "KafkaConfig", "ModelConfig", "SourceConfig", "TopicsConfig", "TrainConfig",
-           "WorkerConfig", "load_config", "parse_set", "NON_CONFIG_ENV"]
+           "WorkerConfig", "NotifyConfig", "MqttConfig", "WebhookConfig", "load_config", "parse_set", "NON_CONFIG_ENV"]
+
+SECTIONS: dict[str, type] = {**CORE_SECTIONS, **{c.SECTION: c for c in (NotifyConfig, MqttConfig, WebhookConfig)}}
+"""Section name → class, in ``fusewatch.toml`` order."""
 
 ENV_PREFIX = "FUSEWATCH_"
 NON_CONFIG_ENV = ("FUSEWATCH_CACHE", "FUSEWATCH_SHARED")
@@ -75,6 +79,9 @@ class Config(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    webhook: WebhookConfig = Field(default_factory=WebhookConfig)
 
     def validate(self) -> "Config":  # type: ignore[override]
         """Re-validate after attribute assignment (``cfg.train.epochs = 3``); raise :class:`ConfigError`."""
@@ -91,14 +98,15 @@ class Config(BaseModel):
 
     def secrets(self) -> list[str]:
         """Plain values of every configured secret (for log redaction)."""
-        return self.kafka.secrets()
+        return self.kafka.secrets() + secret_values(self.mqtt, self.webhook)
 
     def redacted(self) -> dict[str, Any]:
         """Dict form safe to log: secrets replaced by ``***``."""
         d = self.model_dump(mode="json")
-        for k in KafkaConfig.SECRET_FIELDS:
-            if d["kafka"].get(k):
-                d["kafka"][k] = "***"
+        for sec in ("kafka", "mqtt", "webhook"):
+            for k in getattr(self, sec).SECRET_FIELDS:
+                if d[sec].get(k):
+                    d[sec][k] = "***"
         return d
 
 

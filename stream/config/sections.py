@@ -322,7 +322,8 @@ class AlertsConfig(_Section):
         return self
 
 
-SECTIONS: dict[str, type] = {c.SECTION: c for c in (
+CORE_SECTIONS: dict[str, type] = {c.SECTION: c for c in (
     KafkaConfig, TopicsConfig, SourceConfig, ClipsConfig, FeaturesConfig, WorkerConfig, ModelConfig,
     TrainConfig, EngineConfig, AlertsConfig)}
-"""Section name → class, in ``fusewatch.toml`` order."""
+"""Section name → class, in ``fusewatch.toml`` order (the notify sections follow, see
+:data:`fusewatch.stream.config.SECTIONS`)."""
