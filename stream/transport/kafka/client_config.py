@@ -7,6 +7,7 @@ never reach log records: :func:`_redact_secrets` installs a filter on kafka-pyth
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import kafka.errors as kerr
 
@@ -21,6 +22,19 @@ _RECONNECT = {"reconnect_backoff_max_ms": 1000}
 
 
 from fusewatch.errors import AuthenticationError, CommitFailedError  # noqa: E402,F401 - re-exported
+
+# ---------------------------------------------------------------------------------------------
+# configuration helpers
+
+
+def client_config(cfg: Config, cls: type, **extra: Any) -> dict[str, Any]:
+    """kafka-python kwargs for ``cls`` (KafkaProducer/KafkaConsumer/KafkaAdminClient): every
+    ``cfg.kafka`` setting plus ``extra``, keeping only the keys ``cls`` accepts."""
+    kw = {**cfg.kafka.client_kwargs(), **extra}
+    allowed = getattr(cls, "DEFAULT_CONFIG", None)
+    if allowed is not None:
+        kw = {k: v for k, v in kw.items() if k in allowed}
+    return kw
 
 
 def _describe(cfg: Config) -> str:
