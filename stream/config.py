@@ -262,6 +262,30 @@ class EngineConfig:
     stuck this long (s), so its supervisor restarts it (at-least-once: no alert is lost). 0 = off."""
     rebuild_history: int = 64
     """Clips beyond the window re-read per camera on partition assignment to rebuild alert state."""
+    # -- hostile / unlucky input (issue 10) ------------------------------------------------------
+    rebuild_max_seconds: float = 10.0
+    """Wall-time bound of one partition's state rebuild (s); cameras whose history was not reached
+    start cold (counted)."""
+    max_cameras: int = 512
+    """Cameras held in memory (least recently used evicted first; a returning camera starts cold)."""
+    camera_idle_s: float = 3600.0
+    """Evict a camera without records for this long (engine wall clock, s; 0 = never)."""
+    max_clip_step: int = 10000
+    """Within one stream epoch a clip index may advance by at most this much (else ``clip_jump``)."""
+    max_time_jump: float = 3600.0
+    """Within one stream epoch a clip's pts/wall start may differ from the previous clip's end by at
+    most this much (s; else ``time_jump``)."""
+    resync_after: int = 4
+    """This many consecutive rejected (regression / jump) clips that are in order among themselves
+    restart the camera from them (``resync``): one absurd clip cannot blind a camera for good."""
+    late_after_s: float = 0.0
+    """Clips whose capture end (``wall_end``) is older than this when scored are scored, but their
+    alerts carry ``late = true`` (s; 0 = off)."""
+    check_partition: bool = True
+    """Dead-letter (``wrong_partition``) records not on the partition the transport's partitioner
+    gives their key (Kafka: murmur2, as the Java client and kafka-python)."""
+    metrics_port: int = 0
+    """Prometheus ``/metrics`` plus ``/healthz`` and ``/readyz`` HTTP port (0 = off)."""
 
     def validate(self) -> None:
         _choice("engine.backend", self.backend, ("auto", "torch", "onnxruntime", "tensorrt"))
@@ -270,6 +294,15 @@ class EngineConfig:
         _positive("engine.threads", self.threads, allow_zero=True)
         _positive("engine.stall_timeout", self.stall_timeout, allow_zero=True)
         _positive("engine.rebuild_history", self.rebuild_history, allow_zero=True)
+        _positive("engine.rebuild_max_seconds", self.rebuild_max_seconds)
+        _positive("engine.max_cameras", self.max_cameras)
+        _positive("engine.camera_idle_s", self.camera_idle_s, allow_zero=True)
+        _positive("engine.max_clip_step", self.max_clip_step)
+        _positive("engine.max_time_jump", self.max_time_jump)
+        _positive("engine.resync_after", self.resync_after)
+        _positive("engine.late_after_s", self.late_after_s, allow_zero=True)
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"engine.metrics_port: must be 0..65535 (got {self.metrics_port})")
 
 
 @dataclass

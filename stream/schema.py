@@ -25,6 +25,16 @@ ALLOWED_DTYPES = ("<f2", "<f4", "<f8")
 MAX_DIMS = 3
 MAX_REPRESENTATIONS = 16
 ALERT_TYPES = ("new", "update", "end")
+MAX_INDEX = 2 ** 53
+"""Clip and frame indices: 0 <= value < 2**53 (exact in float64 / JSON)."""
+MAX_EPOCH = 2 ** 63
+"""Stream epoch (per worker run): 0 <= epoch < 2**63; absent = 0 (producers before the field)."""
+MAX_PTS = 1e10
+"""Stream time (``pts_*``, s since the stream's first frame): 0 <= pts <= 1e10 (~317 years)."""
+WALL_RANGE = (0.0, 1e11)
+"""Unix seconds (``wall_*``, ``produced``): 0 <= t <= 1e11."""
+MAX_CLIP_SECONDS = 86400.0
+"""A clip spans at most one day of stream time (``pts_end - pts_start``)."""
 
 
 class SchemaError(ValueError):
@@ -66,6 +76,9 @@ class FeatureMessage:
     reps: list[Representation]
     produced: float = field(default_factory=time.time)
     v: int = SCHEMA_VERSION
+    epoch: int = 0
+    """Identity of the worker run that produced the stream (set once per run; 0 = not given).
+    Clip indices are monotonic within one ``(camera, epoch)``."""
 
     def rep(self, name: str) -> np.ndarray | None:
         for r in self.reps:
@@ -110,6 +123,11 @@ class AlertMessage:
     evidence: list[Evidence] = field(default_factory=list)
     produced: float = field(default_factory=time.time)
     v: int = SCHEMA_VERSION
+    epoch: int = 0
+    """The feature stream's epoch the alert belongs to (0: not given)."""
+    late: bool = False
+    """True when the clip that caused this message was older than ``engine.late_after_s`` when
+    scored (the engine was behind)."""
 
     def encode(self) -> bytes:
         return encode_alert(self)
@@ -132,7 +150,9 @@ def encode_features(m: FeatureMessage) -> bytes:
     for r in m.reps:
         if r.array.dtype.str.lstrip("<>=|")[0] != "f":
             raise SchemaError("bad_dtype", f"representation {r.name!r} has dtype {r.array.dtype}")
+    extra = {"epoch": int(m.epoch)} if m.epoch else {}  # absent = 0: old messages stay byte-identical
     return _pack({
+        **extra,
         "v": m.v, "kind": "features", "camera": m.camera, "clip": int(m.clip),
         "pts_start": float(m.pts_start), "pts_end": float(m.pts_end),
         "wall_start": float(m.wall_start), "wall_end": float(m.wall_end),
@@ -145,7 +165,11 @@ def encode_features(m: FeatureMessage) -> bytes:
 def encode_alert(a: AlertMessage) -> bytes:
     if a.type not in ALERT_TYPES:
         raise SchemaError("bad_alert_type", repr(a.type))
+    extra = {"epoch": int(a.epoch)} if a.epoch else {}
+    if a.late:
+        extra["late"] = True
     return _pack({
+        **extra,
         "v": a.v, "kind": "alert", "id": a.id, "type": a.type, "camera": a.camera,
         "score": float(a.score), "peak": float(a.peak),
         "start_clip": int(a.start_clip), "end_clip": int(a.end_clip),
@@ -197,6 +221,25 @@ def _get(obj: dict, key: str, types: tuple, ctx: str = "") -> Any:
 _NUM = (int, float)
 
 
+def _int_range(obj: dict, key: str, lo: int, hi: int, default: int | None = None) -> int:
+    """An int field with ``lo <= value < hi`` (``default`` when absent and allowed)."""
+    if default is not None and key not in obj:
+        return default
+    v = _get(obj, key, (int,))
+    if not lo <= v < hi:
+        raise SchemaError("out_of_range", f"{key} = {v} outside [{lo}, {hi})")
+    return v
+
+
+def _float_range(obj: dict, key: str, lo: float, hi: float) -> float:
+    """A finite number field with ``lo <= value <= hi``."""
+    v = float(_get(obj, key, _NUM))
+    if not (math.isfinite(v) and lo <= v <= hi):
+        raise SchemaError("out_of_range" if math.isfinite(v) else "non_finite",
+                          f"{key} = {v!r} outside [{lo:g}, {hi:g}]")
+    return v
+
+
 def _array_from_wire(d: Any, i: int) -> Representation:
     ctx = f"reps[{i}]."
     if not isinstance(d, dict):
@@ -239,14 +282,18 @@ def decode_features(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> FeatureM
     clip = _get(obj, "clip", (int,))
     if clip < 0:
         raise SchemaError("bad_field", f"clip index {clip} < 0")
+    clip = _int_range(obj, "clip", 0, MAX_INDEX)
     m = FeatureMessage(
         camera=camera, clip=clip,
-        pts_start=float(_get(obj, "pts_start", _NUM)), pts_end=float(_get(obj, "pts_end", _NUM)),
-        wall_start=float(_get(obj, "wall_start", _NUM)), wall_end=float(_get(obj, "wall_end", _NUM)),
-        frame_start=_get(obj, "frame_start", (int,)), frame_end=_get(obj, "frame_end", (int,)),
-        produced=float(_get(obj, "produced", _NUM)), reps=reps, v=obj["v"])
-    if m.pts_end < m.pts_start or m.frame_end < m.frame_start:
+        pts_start=_float_range(obj, "pts_start", 0.0, MAX_PTS), pts_end=_float_range(obj, "pts_end", 0.0, MAX_PTS),
+        wall_start=_float_range(obj, "wall_start", *WALL_RANGE), wall_end=_float_range(obj, "wall_end", *WALL_RANGE),
+        frame_start=_int_range(obj, "frame_start", 0, MAX_INDEX), frame_end=_int_range(obj, "frame_end", 0, MAX_INDEX),
+        produced=_float_range(obj, "produced", *WALL_RANGE), reps=reps, v=obj["v"],
+        epoch=_int_range(obj, "epoch", 0, MAX_EPOCH, default=0))
+    if m.pts_end < m.pts_start or m.frame_end < m.frame_start or m.wall_end < m.wall_start:
         raise SchemaError("bad_field", "clip end precedes its start")
+    if m.pts_end - m.pts_start > MAX_CLIP_SECONDS or m.wall_end - m.wall_start > MAX_CLIP_SECONDS:
+        raise SchemaError("out_of_range", f"clip spans more than {MAX_CLIP_SECONDS:g} s")
     return m
 
 
@@ -272,7 +319,8 @@ def decode_alert(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> AlertMessag
         model_name=str(_get(model, "name", (str,), "model.")),
         model_version=str(_get(model, "version", (str,), "model.")),
         backend=str(_get(model, "backend", (str,), "model.")),
-        evidence=ev, produced=float(_get(obj, "produced", _NUM)), v=obj["v"])
+        evidence=ev, produced=float(_get(obj, "produced", _NUM)), v=obj["v"],
+        epoch=_int_range(obj, "epoch", 0, MAX_EPOCH, default=0), late=obj.get("late") is True)
 
 
 def dead_letter_payload(raw: bytes | None, reason: str, detail: str, topic: str, partition: int,
