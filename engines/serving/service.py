@@ -70,6 +70,10 @@ class EngineStats:
     warmup: int = 0
     """Live clips pushed into a camera starting cold (window not yet full), not scored."""
     rebuild_seconds: float = 0.0
+    rebuilds: int = 0
+    """Partition state rebuilds (one per assignment of a partition with committed history)."""
+    rebuild_max_records: int = 0
+    """Most records one rebuild read."""
 
 
 def effective_alerts(cfg: Config, meta: dict):

@@ -93,7 +93,10 @@ def cmd_engine(args, cfg: Config) -> int:
     finally:
         t.close()
     print(f"engine: {st.records} records, {st.scored} scored, {st.alerts} alerts, "
-          f"{st.dead_letters} dead letters {st.dead_letter_reasons or ''}", file=sys.stderr)
+          f"{st.dead_letters} dead letters {st.dead_letter_reasons or ''}"
+          + "".join(f", {k} {v}" for k, v in (("dropped", st.dropped), ("restarts", st.restarts),
+                                               ("cold starts", st.cold_starts), ("evictions", st.evictions)) if v),
+          file=sys.stderr)
     return 0
 
 
