@@ -81,6 +81,7 @@ class RecordProcessing:
         ``("score", rec, msg, cam, tracker, snapshot, late)`` (and ``("close", cam, tracker)`` for
         trackers ended on the way) to ``items``. Raises SchemaError for a rejected record."""
         msg = decode_features(rec.value, self.cfg.max_message_bytes)
+        feats = self._validate_dims(msg)        # what the message says first, then where it came from
         try:
             key = None if rec.key is None else bytes(rec.key).decode("utf-8")
         except UnicodeDecodeError:
@@ -98,7 +99,6 @@ class RecordProcessing:
                                 msg.camera, rec.partition, want, n)
                 raise SchemaError("wrong_partition", f"camera {msg.camera!r} on partition {rec.partition}, "
                                                      f"murmur2 gives {want} of {n}")
-        feats = self._validate_dims(msg)
         cam, cold = self.store.get(msg.camera)
         action, why = admit(cam, msg, self.cfg.engine)
         if action == DROP:
