@@ -245,7 +245,7 @@ def main(argv=None) -> int:
     from fusewatch.engines.serving.runtime import load_serving_model
     from fusewatch.engines.serving.service import EngineService, ScoreSink
     from fusewatch.stream.config import load_config
-    from fusewatch.stream.schema import decode_alert
+    from fusewatch.stream.alert_schema import decode_alert
     from fusewatch.stream.topics import create_topics
     from fusewatch.stream.transport.kafka import _RECORD_OVERHEAD, KafkaTransport, admin_client
 

@@ -16,27 +16,31 @@ bytes plus that reason to the dead-letter topic (:func:`dead_letter_payload`).
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import msgpack
 import numpy as np
 
 SCHEMA_VERSION = 1
-ALERT_SCHEMA_VERSION = 2
-ALERT_SCHEMA_FILE = Path(__file__).with_name("schemas") / "alert-v2.json"
-MAX_MAP_CELLS = 65536
-ALERT_HEADERS = (("content-type", b"application/json"), ("fusewatch-schema", b"alert/2"))
 """Kafka record headers of a version-2 alert record (readers need not look at them)."""
 DEFAULT_MAX_BYTES = 1_048_576
 ALLOWED_DTYPES = ("<f2", "<f4", "<f8")
 MAX_DIMS = 3
 MAX_REPRESENTATIONS = 16
 ALERT_TYPES = ("new", "update", "end")
+MAX_INDEX = 2 ** 53
+"""Clip and frame indices: 0 <= value < 2**53 (exact in float64 / JSON)."""
+MAX_EPOCH = 2 ** 63
+"""Stream epoch (per worker run): 0 <= epoch < 2**63; absent = 0 (producers before the field)."""
+MAX_PTS = 1e10
+"""Stream time (``pts_*``, s since the stream's first frame): 0 <= pts <= 1e10 (~317 years)."""
+WALL_RANGE = (0.0, 1e11)
+"""Unix seconds (``wall_*``, ``produced``): 0 <= t <= 1e11."""
+MAX_CLIP_SECONDS = 86400.0
+"""A clip spans at most one day of stream time (``pts_end - pts_start``)."""
 
 
 from fusewatch.errors import SchemaError  # noqa: E402,F401 - re-exported (reason codes unchanged)
@@ -72,6 +76,9 @@ class FeatureMessage:
     reps: list[Representation]
     produced: float = field(default_factory=time.time)
     v: int = SCHEMA_VERSION
+    epoch: int = 0
+    """Identity of the worker run that produced the stream (set once per run; 0 = not given).
+    Clip indices are monotonic within one ``(camera, epoch)``."""
 
     def rep(self, name: str) -> np.ndarray | None:
         for r in self.reps:
@@ -92,43 +99,6 @@ class Evidence:
     offset: int
 
 
-@dataclass
-class AlertMessage:
-    """An alert event; ``id`` is stable across new/update/end and across re-processing.
-
-    ``start_time``/``end_time`` are Unix seconds (capture wall clock) of the alert window,
-    ``start_clip``/``end_clip`` its clip indices; ``score`` is the latest clip score and
-    ``peak`` the highest so far. ``epoch``: the camera stream's run epoch (0 when unknown);
-    ``anomaly_map``: optional rows × columns grid of per-region scores in [0, 1].
-    """
-
-    id: str
-    type: str
-    camera: str
-    score: float
-    peak: float
-    start_clip: int
-    end_clip: int
-    start_time: float
-    end_time: float
-    model_name: str
-    model_version: str
-    backend: str
-    evidence: list[Evidence] = field(default_factory=list)
-    produced: float = field(default_factory=time.time)
-    epoch: int = 0
-    anomaly_map: list[list[float]] | None = None
-    v: int = ALERT_SCHEMA_VERSION
-
-    def encode(self) -> bytes:
-        return encode_alert(self)
-
-    @property
-    def event_key(self) -> str:
-        """Deduplication key of this event: ``id:type:end_clip`` (redeliveries share it)."""
-        return f"{self.id}:{self.type}:{self.end_clip}"
-
-
 # ---------------------------------------------------------------------------------------------
 def _pack(obj: dict) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
@@ -146,55 +116,15 @@ def encode_features(m: FeatureMessage) -> bytes:
     for r in m.reps:
         if r.array.dtype.str.lstrip("<>=|")[0] != "f":
             raise SchemaError("bad_dtype", f"representation {r.name!r} has dtype {r.array.dtype}")
+    extra = {"epoch": int(m.epoch)} if m.epoch else {}  # absent = 0: old messages stay byte-identical
     return _pack({
+        **extra,
         "v": m.v, "kind": "features", "camera": m.camera, "clip": int(m.clip),
         "pts_start": float(m.pts_start), "pts_end": float(m.pts_end),
         "wall_start": float(m.wall_start), "wall_end": float(m.wall_end),
         "frame_start": int(m.frame_start), "frame_end": int(m.frame_end),
         "produced": float(m.produced),
         "reps": [_array_to_wire(r.name, r.array, r.extractor, r.version) for r in m.reps],
-    })
-
-
-def alert_record(a: AlertMessage) -> dict:
-    """The version-2 record of ``a`` as a dict (what :func:`encode_alert` serialises)."""
-    if a.type not in ALERT_TYPES:
-        raise SchemaError("bad_alert_type", repr(a.type))
-    d = {"v": ALERT_SCHEMA_VERSION, "kind": "alert", "id": a.id, "type": a.type, "camera": a.camera,
-         "epoch": int(a.epoch), "score": float(a.score), "peak": float(a.peak),
-         "start_clip": int(a.start_clip), "end_clip": int(a.end_clip),
-         "start_time": float(a.start_time), "end_time": float(a.end_time),
-         "model": {"name": a.model_name, "version": a.model_version, "backend": a.backend},
-         "evidence": [{"topic": e.topic, "partition": int(e.partition), "offset": int(e.offset)}
-                      for e in a.evidence],
-         "produced": float(a.produced)}
-    if a.anomaly_map is not None:
-        d["anomaly_map"] = [[float(x) for x in row] for row in a.anomaly_map]
-    return d
-
-
-def encode_alert(a: AlertMessage) -> bytes:
-    """Version-2 alert record: compact JSON, UTF-8, one object; NaN/Infinity raise ``non_finite``."""
-    try:
-        return json.dumps(alert_record(a), allow_nan=False, ensure_ascii=False,
-                          separators=(",", ":")).encode("utf-8")
-    except ValueError as e:
-        raise SchemaError("non_finite", str(e)) from None
-
-
-def encode_alert_v1(a: AlertMessage) -> bytes:
-    """The legacy version-1 msgpack alert (still accepted by :func:`decode_alert`)."""
-    if a.type not in ALERT_TYPES:
-        raise SchemaError("bad_alert_type", repr(a.type))
-    return _pack({
-        "v": SCHEMA_VERSION, "kind": "alert", "id": a.id, "type": a.type, "camera": a.camera,
-        "score": float(a.score), "peak": float(a.peak),
-        "start_clip": int(a.start_clip), "end_clip": int(a.end_clip),
-        "start_time": float(a.start_time), "end_time": float(a.end_time),
-        "model": {"name": a.model_name, "version": a.model_version, "backend": a.backend},
-        "evidence": [{"topic": e.topic, "partition": int(e.partition), "offset": int(e.offset)}
-                     for e in a.evidence],
-        "produced": float(a.produced),
     })
 
 
@@ -236,6 +166,25 @@ def _get(obj: dict, key: str, types: tuple, ctx: str = "") -> Any:
 
 
 _NUM = (int, float)
+
+
+def _int_range(obj: dict, key: str, lo: int, hi: int, default: int | None = None) -> int:
+    """An int field with ``lo <= value < hi`` (``default`` when absent and allowed)."""
+    if default is not None and key not in obj:
+        return default
+    v = _get(obj, key, (int,))
+    if not lo <= v < hi:
+        raise SchemaError("out_of_range", f"{key} = {v} outside [{lo}, {hi})")
+    return v
+
+
+def _float_range(obj: dict, key: str, lo: float, hi: float) -> float:
+    """A finite number field with ``lo <= value <= hi``."""
+    v = float(_get(obj, key, _NUM))
+    if not (math.isfinite(v) and lo <= v <= hi):
+        raise SchemaError("out_of_range" if math.isfinite(v) else "non_finite",
+                          f"{key} = {v!r} outside [{lo:g}, {hi:g}]")
+    return v
 
 
 def _array_from_wire(d: Any, i: int) -> Representation:
@@ -280,86 +229,19 @@ def decode_features(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> FeatureM
     clip = _get(obj, "clip", (int,))
     if clip < 0:
         raise SchemaError("bad_field", f"clip index {clip} < 0")
+    clip = _int_range(obj, "clip", 0, MAX_INDEX)
     m = FeatureMessage(
         camera=camera, clip=clip,
-        pts_start=float(_get(obj, "pts_start", _NUM)), pts_end=float(_get(obj, "pts_end", _NUM)),
-        wall_start=float(_get(obj, "wall_start", _NUM)), wall_end=float(_get(obj, "wall_end", _NUM)),
-        frame_start=_get(obj, "frame_start", (int,)), frame_end=_get(obj, "frame_end", (int,)),
-        produced=float(_get(obj, "produced", _NUM)), reps=reps, v=obj["v"])
-    if m.pts_end < m.pts_start or m.frame_end < m.frame_start:
+        pts_start=_float_range(obj, "pts_start", 0.0, MAX_PTS), pts_end=_float_range(obj, "pts_end", 0.0, MAX_PTS),
+        wall_start=_float_range(obj, "wall_start", *WALL_RANGE), wall_end=_float_range(obj, "wall_end", *WALL_RANGE),
+        frame_start=_int_range(obj, "frame_start", 0, MAX_INDEX), frame_end=_int_range(obj, "frame_end", 0, MAX_INDEX),
+        produced=_float_range(obj, "produced", *WALL_RANGE), reps=reps, v=obj["v"],
+        epoch=_int_range(obj, "epoch", 0, MAX_EPOCH, default=0))
+    if m.pts_end < m.pts_start or m.frame_end < m.frame_start or m.wall_end < m.wall_start:
         raise SchemaError("bad_field", "clip end precedes its start")
+    if m.pts_end - m.pts_start > MAX_CLIP_SECONDS or m.wall_end - m.wall_start > MAX_CLIP_SECONDS:
+        raise SchemaError("out_of_range", f"clip spans more than {MAX_CLIP_SECONDS:g} s")
     return m
-
-
-def _unpack_json(data: bytes, max_bytes: int) -> dict:
-    if len(data) > max_bytes:
-        raise SchemaError("too_large", f"{len(data)} bytes > limit {max_bytes}")
-
-    def no_constants(name: str):
-        raise SchemaError("non_finite", f"JSON constant {name}")
-    try:
-        obj = json.loads(bytes(data).decode("utf-8"), parse_constant=no_constants)
-    except SchemaError:
-        raise
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise SchemaError("undecodable", f"{type(e).__name__}: {e}"[:200]) from None
-    if not isinstance(obj, dict):
-        raise SchemaError("not_a_map", type(obj).__name__)
-    v = obj.get("v")
-    if not isinstance(v, int) or isinstance(v, bool):
-        raise SchemaError("missing_version", "field 'v' missing or not an integer")
-    if v != ALERT_SCHEMA_VERSION:
-        raise SchemaError("unsupported_version", f"alert version {v}, this build reads 1 and 2")
-    return obj
-
-
-def _anomaly_map(raw: Any) -> list[list[float]] | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, list) or not raw or not all(isinstance(r, list) and r for r in raw):
-        raise SchemaError("bad_field", "anomaly_map must be a non-empty list of non-empty rows")
-    if len({len(r) for r in raw}) != 1 or len(raw) * len(raw[0]) > MAX_MAP_CELLS:
-        raise SchemaError("bad_shape", "anomaly_map rows differ in length or exceed the cell limit")
-    for r in raw:
-        for x in r:
-            if isinstance(x, bool) or not isinstance(x, _NUM) or not 0.0 <= x <= 1.0:
-                raise SchemaError("bad_field", f"anomaly_map value {x!r} not a number in [0, 1]")
-    return [[float(x) for x in r] for r in raw]
-
-
-def decode_alert(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> AlertMessage:
-    """Decode and validate an alert record, version 2 (JSON) or 1 (msgpack); raises :class:`SchemaError`."""
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise SchemaError("not_bytes", type(data).__name__)
-    head = bytes(data[:64]).lstrip()
-    obj = _unpack_json(data, max_bytes) if head[:1] == b"{" else _unpack(data, max_bytes)
-    if obj.get("kind") != "alert":
-        raise SchemaError("wrong_kind", f"expected 'alert', got {obj.get('kind')!r}")
-    typ = _get(obj, "type", (str,))
-    if typ not in ALERT_TYPES:
-        raise SchemaError("bad_alert_type", repr(typ))
-    camera = _get(obj, "camera", (str,))
-    if not camera or len(camera) > 256:
-        raise SchemaError("bad_field", "camera must be 1..256 characters")
-    model = _get(obj, "model", (dict,))
-    ev = []
-    for i, e in enumerate(_get(obj, "evidence", (list,)) if "evidence" in obj or obj["v"] == 1 else []):
-        if not isinstance(e, dict):
-            raise SchemaError("bad_field", f"evidence[{i}] is not a map")
-        ev.append(Evidence(_get(e, "topic", (str,)), _get(e, "partition", (int,)), _get(e, "offset", (int,))))
-    epoch = _get(obj, "epoch", (int,)) if "epoch" in obj else 0
-    if epoch < 0:
-        raise SchemaError("bad_field", f"epoch {epoch} < 0")
-    return AlertMessage(
-        id=_get(obj, "id", (str,)), type=typ, camera=camera,
-        score=float(_get(obj, "score", _NUM)), peak=float(_get(obj, "peak", _NUM)),
-        start_clip=_get(obj, "start_clip", (int,)), end_clip=_get(obj, "end_clip", (int,)),
-        start_time=float(_get(obj, "start_time", _NUM)), end_time=float(_get(obj, "end_time", _NUM)),
-        model_name=str(_get(model, "name", (str,), "model.")),
-        model_version=str(_get(model, "version", (str,), "model.")),
-        backend=str(_get(model, "backend", (str,), "model.")),
-        evidence=ev, produced=float(_get(obj, "produced", _NUM)), epoch=epoch,
-        anomaly_map=_anomaly_map(obj.get("anomaly_map")), v=obj["v"])
 
 
 def dead_letter_payload(raw: bytes | None, reason: str, detail: str, topic: str, partition: int,

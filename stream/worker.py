@@ -66,6 +66,9 @@ class Worker:
         self.log = get_logger("fusewatch.stream.worker", camera=camera)
         self.metrics = WorkerMetrics(camera, metric_set)
         self.deterministic = wall_anchor is not None
+        self.epoch = 0 if self.deterministic else time.time_ns()
+        """Stream epoch of this run (feature messages' ``epoch``): start time in ns, so a restarted
+        worker numbering clips from 0 again is a new stream to the engine; 0 for deterministic replays."""
         self.sink = sink
         self._own_transport = False
         self.transport = transport
@@ -220,7 +223,7 @@ class Worker:
         msg = FeatureMessage(camera=self.camera, clip=clip.index, pts_start=clip.pts_start,
                              pts_end=clip.pts_end, wall_start=clip.wall_start, wall_end=clip.wall_end,
                              frame_start=clip.frame_start, frame_end=clip.frame_end, reps=reps,
-                             produced=clip.wall_end if self.deterministic else time.time())
+                             produced=clip.wall_end if self.deterministic else time.time(), epoch=self.epoch)
         ready = clip.ready_mono
         if self.sink is not None:
             try:

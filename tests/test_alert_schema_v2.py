@@ -10,8 +10,8 @@ import pytest
 
 from fusewatch.engines.serving.alerts import AlertTracker, ClipScore, alert_id
 from fusewatch.stream.config import load_config
-from fusewatch.stream.schema import (ALERT_SCHEMA_FILE, AlertMessage, Evidence, SchemaError, alert_record,
-                                     decode_alert, encode_alert, encode_alert_v1)
+from fusewatch.stream.schema import Evidence, SchemaError
+from fusewatch.stream.alert_schema import ALERT_SCHEMA_FILE, AlertMessage, alert_record, decode_alert, encode_alert, encode_alert_v1
 
 SCHEMA = json.loads(ALERT_SCHEMA_FILE.read_text())
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)

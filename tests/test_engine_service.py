@@ -9,7 +9,8 @@ from fusewatch.engines.fusion.factory import build_model
 from fusewatch.engines.serving.runtime import load_serving_model
 from fusewatch.engines.serving.service import EngineService, ScoreSink, effective_alerts
 from fusewatch.stream.config import load_config
-from fusewatch.stream.schema import FeatureMessage, Representation, decode_alert, decode_dead_letter
+from fusewatch.stream.schema import FeatureMessage, Representation, decode_dead_letter
+from fusewatch.stream.alert_schema import decode_alert
 from fusewatch.stream.transport import BusTransport, InProcessBus
 
 DIMS = {"a": 12, "b": 5}

@@ -3,8 +3,8 @@ import msgpack
 import numpy as np
 import pytest
 
-from fusewatch.stream.schema import (AlertMessage, Evidence, FeatureMessage, Representation, SchemaError,
-                           decode_alert, decode_dead_letter, decode_features, dead_letter_payload)
+from fusewatch.stream.schema import Evidence, FeatureMessage, Representation, SchemaError, decode_dead_letter, decode_features, dead_letter_payload
+from fusewatch.stream.alert_schema import AlertMessage, decode_alert
 
 
 def feature_msg(**kw):

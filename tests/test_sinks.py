@@ -10,7 +10,8 @@ from fusewatch.sinks import SinkUnavailable, build_sinks
 from fusewatch.sinks.mqtt import MqttSink, topic_level
 from fusewatch.sinks.webhook import DeadLetterFile, WebhookSink, sign, verify_signature
 from fusewatch.stream.config import load_config
-from fusewatch.stream.schema import AlertMessage, Evidence, decode_alert, encode_alert
+from fusewatch.stream.schema import Evidence
+from fusewatch.stream.alert_schema import AlertMessage, decode_alert, encode_alert
 from tests.sink_receivers import Mosquitto, WebhookReceiver
 
 SECRET = "s3cr3t-key"

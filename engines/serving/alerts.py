@@ -11,15 +11,20 @@ States: ``idle`` → (score ≥ on) ``pending`` → (above ``on`` for ≥ ``min_
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 
 from fusewatch.stream.config import AlertsConfig
-from fusewatch.stream.schema import AlertMessage, Evidence
+from fusewatch.stream.schema import Evidence
+from fusewatch.stream.alert_schema import AlertMessage
 
 
-def alert_id(camera: str, start_clip: int, model_version: str) -> str:
-    """Stable id: same camera, start clip and model version → same id (consumers deduplicate)."""
-    return hashlib.sha1(f"{camera}\x00{start_clip}\x00{model_version}".encode()).hexdigest()[:20]
+def alert_id(camera: str, start_clip: int, model_version: str, epoch: int = 0) -> str:
+    """Stable id: same camera, stream epoch, start clip and model version → same id (consumers
+    deduplicate). Epoch 0 (producers without epochs) keeps the original ``sha1(camera, start_clip,
+    model)``; a restarted worker (new epoch) numbering clips from 0 again gets new ids."""
+    key = f"{camera}\x00{start_clip}\x00{model_version}" + (f"\x00{epoch}" if epoch else "")
+    return hashlib.sha1(key.encode()).hexdigest()[:20]
 
 
 @dataclass
@@ -34,7 +39,9 @@ class ClipScore:
     wall_end: float
     evidence: Evidence
     epoch: int = 0
-    """Run epoch of the camera stream (carried into the alert record; not part of the id here)."""
+    """Run epoch of the camera stream (part of the alert id when non-zero; carried into the record)."""
+    late: bool = False
+    """Scored after ``engine.late_after_s``: alerts it causes are flagged ``late``."""
 
 
 @dataclass
@@ -59,6 +66,8 @@ class AlertTracker:
     open: _Open | None = None
     cooldown_until: float = float("-inf")
     history: list = field(default_factory=list)
+    last: ClipScore | None = None
+    """The last clip stepped (the end of an alert closed by :meth:`close`)."""
 
     @property
     def state(self) -> str:
@@ -77,9 +86,22 @@ class AlertTracker:
                             model_version=self.model_version, backend=self.backend,
                             evidence=[o.first_evidence, cur.evidence] if cur.evidence != o.first_evidence
                             else [cur.evidence],
-                            produced=cur.wall_end, epoch=o.start.epoch)
+                            produced=cur.wall_end, epoch=o.start.epoch, late=cur.late)
+
+    def close(self) -> list[AlertMessage]:
+        """The stream ended (a new epoch, eviction): end an open alert at the last clip seen and go
+        back to idle. Returns the ``end`` message (0 or 1)."""
+        out = [self._msg("end", self.last)] if self.open is not None and self.last is not None else []
+        self.open = self.pending = None
+        return out
 
     def step(self, c: ClipScore) -> list[AlertMessage]:
+        """Advance by one scored clip. Raises ValueError (state unchanged) for a non-finite score
+        or time: the caller must reject such clips before they get here."""
+        if not (math.isfinite(c.score) and math.isfinite(c.pts_start) and math.isfinite(c.pts_end)
+                and math.isfinite(c.wall_start) and math.isfinite(c.wall_end)):
+            raise ValueError(f"alert tracker {self.camera}: non-finite score or time in clip {c.clip}")
+        self.last = c
         cfg = self.cfg
         if self.open is not None:
             self.open.peak = max(self.open.peak, c.score)
@@ -100,7 +122,7 @@ class AlertTracker:
         if c.pts_end - self.pending.pts_start + 1e-9 >= cfg.min_duration:
             start = self.pending
             self.pending = None
-            self.open = _Open(id=alert_id(self.camera, start.clip, self.model_version), start=start,
+            self.open = _Open(id=alert_id(self.camera, start.clip, self.model_version, start.epoch), start=start,
                               peak=c.score, last_emit_pts=c.pts_end, first_evidence=start.evidence)
             return [self._msg("new", c)]
         return []

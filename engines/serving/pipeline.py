@@ -16,7 +16,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from fusewatch.stream.config import Config
-from fusewatch.stream.schema import AlertMessage, FeatureMessage
+from fusewatch.stream.schema import FeatureMessage
+from fusewatch.stream.alert_schema import AlertMessage
 from fusewatch.stream.stats import ReplayResult
 from fusewatch.stream.transport import BusTransport, DeliveryError, InProcessBus, make_transport
 

@@ -15,7 +15,15 @@ partitions, and a camera id key keeps each camera on one partition):
 
 On partition assignment the cameras' state is rebuilt by seeking back and re-reading their last
 ``window + rebuild_history`` clips silently (no alerts emitted for offsets below the committed
-one), so a restarted or rebalanced engine scores like an uninterrupted one.
+one), so a restarted or rebalanced engine scores like an uninterrupted one; the read-back is
+bounded in records and time (:mod:`~fusewatch.engines.serving.rebuild`).
+
+Hostile and unlucky input never ends the engine: every record is scored with a finite score,
+dropped (counted: ``duplicate_clip``) or dead-lettered with a stable reason (schema violations,
+``key_mismatch``, ``wrong_partition``, ``non_finite_after_cast``, ``invalid_features``, per-camera
+sequence checks of :mod:`~fusewatch.engines.serving.cameras`, ``non_finite_score``, and
+``internal_error`` for any other exception while processing it). Transport errors still propagate
+(never commit what was not delivered).
 """
 from __future__ import annotations
 
@@ -26,15 +34,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Mapping
 
-import numpy as np
-
 from fusewatch.stream.config import Config
-from fusewatch.stream.schema import (ALERT_HEADERS, Evidence, FeatureMessage, SchemaError, dead_letter_payload,
-                                     decode_features)
+from fusewatch.stream.schema import FeatureMessage
 from fusewatch.stream.transport import Record, TopicPartition, Transport, TransportError
 
 from fusewatch.engines.fusion.meta import ModelMeta
-from fusewatch.engines.serving.alerts import AlertTracker, ClipScore
+from fusewatch.engines.serving.alerts import AlertTracker
+from fusewatch.engines.serving.cameras import Camera, CameraStore
+from fusewatch.engines.serving.processing import RecordProcessing
+from fusewatch.engines.serving.health import EngineMetrics, HealthServer, healthy_since
+from fusewatch.engines.serving.rebuild import read_range, rebuild_partition
 from fusewatch.engines.serving.runtime import ServingModel
 
 log = logging.getLogger("fusewatch.engine")
@@ -57,17 +66,22 @@ class EngineStats:
     """Backend asked for (``auto`` …)."""
     backend_fallback: str = ""
     """Why ``auto`` did not get TensorRT (empty: no fallback)."""
-
-
-@dataclass
-class _Camera:
-    graphs: object
-    """CameraGraphState (graphs-in models) or FeatureWindow (features-in models)."""
-    tracker: AlertTracker
-    exact: bool = False
-    """True once this camera's window holds the same clips an uninterrupted engine would hold."""
-    seen: int = 0
-    last_clip: int = -1
+    dropped: dict = field(default_factory=dict)
+    """Records dropped without a dead letter, by reason (``duplicate_clip``)."""
+    restarts: dict = field(default_factory=dict)
+    """Camera streams restarted, by reason (``new_epoch``, ``legacy_restart``, ``resync``)."""
+    cold_starts: dict = field(default_factory=dict)
+    """Cameras starting without history, by reason (``evicted_lru``, ``evicted_idle``,
+    ``unknown_history``, ``rebuild_partial``)."""
+    evictions: dict = field(default_factory=dict)
+    late_clips: int = 0
+    warmup: int = 0
+    """Live clips pushed into a camera starting cold (window not yet full), not scored."""
+    rebuild_seconds: float = 0.0
+    rebuilds: int = 0
+    """Partition state rebuilds (one per assignment of a partition with committed history)."""
+    rebuild_max_records: int = 0
+    """Most records one rebuild read."""
 
 
 def effective_alerts(cfg: Config, meta: ModelMeta):
@@ -90,7 +104,7 @@ class ScoreSink:
         pass
 
 
-class EngineService:
+class EngineService(RecordProcessing):
     """Consume features, score with ``model`` (:class:`~fusewatch.engines.serving.runtime.ServingModel`), publish alerts.
 
     ``delay_s``: artificial per-batch delay (fault tests: a slow engine)."""
@@ -108,8 +122,19 @@ class EngineService:
         self.window: int = meta.window
         self.versions: dict[str, str] = {k: str(v) for k, v in (meta.extractor_versions or {}).items() if v}
         """Extractor version per representation of the training features (empty: not checked)."""
-        self.cams: dict[str, _Camera] = {}
         self.stats = EngineStats()
+        self.store = CameraStore(cfg.engine, self._new_camera, self._on_evict)
+        self.metrics = EngineMetrics(model.scorer.backend, f"{meta.extra.get('name', 'lego')} {meta.model_version}")
+        self.http: HealthServer | None = None
+        self.ready = False
+        """True once partitions are assigned and their state rebuilt (``/readyz``)."""
+        self._assigned_once = False
+        self._nparts: dict[str, int] = {}
+        self._wrong_partition_logged: set[str] = set()
+        self._closing: list = []
+        """Alert trackers of evicted / restarted cameras to close in order (see :meth:`_process`)."""
+        self._live = True
+        self._lag_at = 0.0
         self._stop = threading.Event()
         self._pending_rebuild: set[TopicPartition] = set()
         self.last_progress = time.monotonic()
@@ -123,50 +148,27 @@ class EngineService:
         self.alerts_cfg = effective_alerts(cfg, meta)
 
     # -- state ----------------------------------------------------------------------------------
-    def _camera(self, cam: str) -> _Camera:
-        c = self.cams.get(cam)
-        if c is None:
-            c = _Camera(self.model.new_state(),
-                        AlertTracker(cam, self.alerts_cfg, self.meta.get("name", "lego"),
-                                     self.meta.get("model_version", ""), self.backend_name))
-            self.cams[cam] = c
-        return c
+    @property
+    def cams(self) -> dict[str, Camera]:
+        """Cameras held (least recently used first)."""
+        return self.store.cams
 
-    def _validate_dims(self, msg: FeatureMessage) -> dict[str, np.ndarray]:
-        feats = {}
-        for r in msg.reps:
-            want = self.versions.get(r.name)
-            if want and r.version and r.version != want:
-                raise SchemaError("extractor_mismatch",
-                                  f"{r.name}: features from extractor {r.version}, the model was trained "
-                                  f"on {want} (same settings on workers and training, or retrain)")
-        for name in self.names:
-            a = msg.rep(name)
-            if a is None:
-                continue
-            a = a.reshape(-1)
-            if a.shape[0] != self.dims[name]:
-                raise SchemaError("dim_mismatch", f"{name}: got {a.shape[0]} values, model expects {self.dims[name]}")
-            feats[name] = a.astype(np.float32, copy=False)
-        if not feats:
-            raise SchemaError("no_known_representation",
-                              f"message has {[r.name for r in msg.reps]}, model needs any of {self.names}")
-        return feats
+    def _tracker(self, cam: str) -> AlertTracker:
+        return AlertTracker(cam, self.alerts_cfg, self.meta.extra.get("name", "lego"),
+                            self.meta.model_version, self.backend_name)
 
-    def _dead_letter(self, rec: Record, err: SchemaError) -> None:
-        self.stats.dead_letters += 1
-        if err.reason not in self.stats.dead_letter_reasons:  # first of its kind: say why, once
-            log.warning("dead-lettering %s[%d]@%d: %s: %s (further messages with this reason are "
-                        "counted, not logged)", rec.topic, rec.partition, rec.offset, err.reason, err.detail)
-        self.stats.dead_letter_reasons[err.reason] = self.stats.dead_letter_reasons.get(err.reason, 0) + 1
-        self.t.produce(self.cfg.topics.dead_letter, rec.key,
-                       dead_letter_payload(rec.value, err.reason, err.detail, rec.topic, rec.partition,
-                                           rec.offset, rec.key),
-                       headers=[("reason", err.reason.encode())])
+    def _new_camera(self, cam: str) -> Camera:
+        return Camera(self.model.new_state(), self._tracker(cam))
+
+    def _on_evict(self, cam: str, c: Camera, reason: str) -> None:
+        self._count("evictions", reason)
+        self._closing.append((cam, c.tracker))
 
     # -- rebalance ------------------------------------------------------------------------------
     def on_assign(self, tps: set[TopicPartition]) -> None:
         self._pending_rebuild |= set(tps)
+        self._assigned_once = True
+        self._nparts.clear()
 
     def on_revoke(self, tps: set[TopicPartition]) -> None:
         # bookkeeping only (the transport may run this on its I/O thread): offsets whose commit
@@ -188,105 +190,27 @@ class EngineService:
             log.warning("commit failed, will retry: %s", e)
 
     def _rebuild(self, tp: TopicPartition) -> None:
-        """Re-read enough history before the committed offset to restore this partition's cameras."""
-        committed = self.t.committed(tp)
-        begin = self.t.beginning_offset(tp)
-        if committed is None or committed <= begin:
-            self.t.seek(tp, begin if committed is None else committed)
-            return
-        need = self.window + self.cfg.engine.rebuild_history
-        span = need * 4
-        while True:
-            start = max(begin, committed - span)
-            recs = self._read_range(tp, start, committed)
-            counts: dict[str, int] = {}
-            for r in recs:
-                k = (r.key or b"").decode(errors="replace")
-                counts[k] = counts.get(k, 0) + 1
-            if start == begin or not counts or min(counts.values()) >= need or span > 10_000_000:
-                break
-            span *= 2
-        # drop cameras of this partition (their state is rebuilt from the log)
-        for r in recs:
-            self.cams.pop((r.key or b"").decode(errors="replace"), None)
-        self._process(recs, live=False, first_clip_exact=(start == begin))
-        self.stats.rebuilt_records += len(recs)
-        self.t.seek(tp, committed)
-        log.info("rebuilt %s[%d] from %d records before offset %d", tp[0], tp[1], len(recs), committed)
+        """Re-read enough history before the committed offset to restore this partition's cameras
+        (bounded in records and time: :func:`~fusewatch.engines.serving.rebuild.rebuild_partition`)."""
+        rebuild_partition(self, tp)
 
     def _read_range(self, tp: TopicPartition, start: int, stop: int) -> list[Record]:
         """Read [start, stop) of one partition (other partitions are paused by seeking back)."""
-        others = {o: self.t.position(o) for o in self.t.assignment() if o != tp}
-        self.t.seek(tp, start)
-        out: list[Record] = []
-        deadline = time.monotonic() + 60
-        while (not out or out[-1].offset < stop - 1) and time.monotonic() < deadline:
-            for r in self.t.poll(max_records=1000, timeout=0.5):
-                if r.tp == tp and start <= r.offset < stop:
-                    out.append(r)
-                elif r.tp != tp:
-                    others[r.tp] = min(others.get(r.tp, r.offset), r.offset)
-        for o, pos in others.items():
-            self.t.seek(o, pos)
-        return out
+        return read_range(self.t, tp, start, stop, time.monotonic() + 60)[0]
 
     # -- main loop ------------------------------------------------------------------------------
-    def _process(self, recs: list[Record], live: bool = True, first_clip_exact: bool = False) -> None:
-        snaps, items = [], []
-        for rec in recs:
-            try:
-                msg = decode_features(rec.value, self.cfg.max_message_bytes)
-                feats = self._validate_dims(msg)
-            except SchemaError as e:
-                if live:
-                    self._dead_letter(rec, e)
-                continue
-            cam = self._camera(msg.camera)
-            if msg.clip <= cam.last_clip:
-                continue  # duplicate delivery of a clip already in this camera's state
-            if cam.seen == 0:
-                cam.exact = live or first_clip_exact or msg.clip == 0
-            cam.seen += 1
-            cam.last_clip = msg.clip
-            cam.graphs.push(feats)
-            if not cam.exact and cam.graphs.count >= self.window:
-                cam.exact = True
-            snaps.append(cam.graphs.window())  # (R, mask, present[, U]) or a features window
-            items.append((rec, msg, cam))
-        if not snaps:
-            return
-        t0 = time.perf_counter()
-        scores = np.empty(len(snaps), np.float32)
-        bs = self.cfg.engine.max_batch
-        for i in range(0, len(snaps), bs):
-            scores[i:i + bs] = self.model.score(snaps[i:i + bs])
-        self.stats.score_seconds += time.perf_counter() - t0
-        self.stats.batches += 1
-        for (rec, msg, cam), s in zip(items, scores):
-            if not cam.exact:
-                continue
-            cs = ClipScore(msg.clip, float(s), msg.pts_start, msg.pts_end, msg.wall_start, msg.wall_end,
-                           Evidence(rec.topic, rec.partition, rec.offset),
-                           epoch=int(getattr(msg, "epoch", 0) or 0))  # the stream epoch, once features carry one
-            alerts = cam.tracker.step(cs)
-            if not live:
-                continue
-            self.stats.scored += 1
-            if self.sink:
-                self.sink.on_score(msg.camera, msg, float(s))
-            for a in alerts:
-                a.produced = time.time()
-                self.t.produce(self.cfg.topics.alerts, msg.camera, a.encode(), headers=list(ALERT_HEADERS))
-                self.stats.alerts += 1
-                if self.sink:
-                    self.sink.on_alert(a)
-
     def step(self, timeout: float | None = None) -> int:
         """One poll → score → produce → flush → commit cycle. Returns records consumed."""
         for tp in sorted(self._pending_rebuild):
             if tp in self.t.assignment():
                 self._rebuild(tp)
         self._pending_rebuild.clear()
+        self.ready = self._assigned_once
+        self.store.sweep()
+        if self._closing:  # idle evictions: end their open alerts
+            self._process([], live=True)
+        self.metrics.cameras.set(len(self.store))
+        self._update_lag()
         wait = self.cfg.engine.max_wait_ms / 1000 if timeout is None else timeout
         recs = self.t.poll(max_records=self.cfg.engine.max_batch, timeout=wait)
         if self._pending_rebuild:  # a rebalance happened inside poll: rebuild first, then re-read
@@ -302,6 +226,7 @@ class EngineService:
             self._commit()
             return 0
         self.stats.records += len(recs)
+        self.metrics.records.inc(len(recs))
         if self.delay_s:
             time.sleep(self.delay_s)
         self._process(recs, live=True)
@@ -311,7 +236,29 @@ class EngineService:
         self._commit()
         return len(recs)
 
+    def _update_lag(self, every_s: float = 5.0) -> None:
+        now = time.monotonic()
+        if now - self._lag_at < every_s:
+            return
+        self._lag_at = now
+        try:
+            for tp in self.t.assignment():
+                self.metrics.lag.labels(f"{tp[0]}[{tp[1]}]").set(max(0, self.t.end_offset(tp) - self.t.position(tp)))
+        except TransportError as e:  # metrics only: the next poll surfaces a real failure
+            log.debug("lag: %s", e)
+
+    def serve_http(self, port: int | None = None, addr: str = "0.0.0.0") -> int:
+        """Start ``/metrics``, ``/healthz``, ``/readyz`` (``port`` default ``engine.metrics_port``; 0 →
+        any free port); returns the bound port."""
+        if self.http is None:
+            limit = self.cfg.engine.stall_timeout or 60.0
+            self.http = HealthServer(self.metrics, lambda: healthy_since(self.last_progress, limit),
+                                     lambda: self.ready, self.cfg.engine.metrics_port if port is None else port, addr)
+        return self.http.port
+
     def start(self) -> None:
+        if self.cfg.engine.metrics_port and self.http is None:
+            self.serve_http()
         self.t.subscribe([self.cfg.topics.features], self.cfg.engine.group_id,
                          on_assign=self.on_assign, on_revoke=self.on_revoke, from_beginning=True,
                          callbacks_use_transport=False)
@@ -332,6 +279,9 @@ class EngineService:
                     break
         finally:
             self.t.flush()
+            if self.http is not None:
+                self.http.close()
+                self.http = None
         return self.stats
 
     def stop(self) -> None:

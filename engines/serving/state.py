@@ -101,20 +101,25 @@ class IncrementalGraph:
             raise ValueError(f"{self.name or 'feature'}: expected a 1-D vector, got shape {x.shape}")
         if self.dim is not None and x.shape[0] != self.dim:
             raise ValueError(f"{self.name or 'feature'}: expected dim {self.dim}, got {x.shape[0]}")
-        x = x.astype(self.dtype, copy=False)
-        if not np.all(np.isfinite(x)):
-            raise ValueError(f"{self.name or 'feature'}: non-finite values")
-        if not np.any(x):
-            return None, None                                      # all-zero = missing (as in the model)
-        z = np.asarray(self.project(x), dtype=self.dtype) if self.project is not None else x
-        ss = float(np.dot(z, z))
-        u = None
-        if self.encode is not None:
-            u = np.asarray(self.encode(x), dtype=self.dtype).reshape(-1)
-            if u.shape[0] != self.node_dim:
-                raise ValueError(f"{self.name or 'feature'}: node encoder gave {u.shape[0]} values, "
-                                 f"expected {self.node_dim}")
-        return z / np.sqrt(max(ss, EPS_NORM)), u
+        with np.errstate(over="ignore", invalid="ignore"):
+            x = x.astype(self.dtype, copy=False)                   # float64 beyond float32's range → inf
+            if not np.all(np.isfinite(x)):
+                raise ValueError(f"{self.name or 'feature'}: non-finite values (after the cast to {self.dtype})")
+            if not np.any(x):
+                return None, None                                  # all-zero = missing (as in the model)
+            z = np.asarray(self.project(x), dtype=self.dtype) if self.project is not None else x
+            z64 = z.astype(np.float64)                             # |z|² of float32 values cannot overflow
+            ss = float(np.dot(z64, z64))
+            u = None
+            if self.encode is not None:
+                u = np.asarray(self.encode(x), dtype=self.dtype).reshape(-1)
+                if u.shape[0] != self.node_dim:
+                    raise ValueError(f"{self.name or 'feature'}: node encoder gave {u.shape[0]} values, "
+                                     f"expected {self.node_dim}")
+            if not (np.isfinite(ss) and (u is None or np.all(np.isfinite(u)))):
+                raise ValueError(f"{self.name or 'feature'}: values too large (projection or node signal "
+                                 f"not finite in {self.dtype})")
+            return (z64 / np.sqrt(max(ss, EPS_NORM))).astype(self.dtype), u
 
     def push(self, x: np.ndarray | None) -> None:
         """Insert the next clip's raw feature ``x`` (``d``) or ``None`` (missing). ``O(N·d + d·k)``."""

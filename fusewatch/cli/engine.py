@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 from fusewatch.errors import ExportError, UsageError
 from fusewatch.stream.config import Config
 from fusewatch.stream.logs import get_logger
-from fusewatch.stream.schema import SchemaError, decode_alert, encode_alert
+from fusewatch.stream.schema import SchemaError
+from fusewatch.stream.alert_schema import decode_alert, encode_alert
 from fusewatch.stream.transport import make_transport
 
 if TYPE_CHECKING:
@@ -102,8 +103,11 @@ def cmd_engine(args, cfg: Config) -> int:
         st = svc.run(idle_exit_s=args.idle_exit)
     finally:
         t.close()
+    extra_counts = "".join(f", {k} {v}" for k, v in (("dropped", st.dropped), ("restarts", st.restarts),
+                                                      ("cold starts", st.cold_starts), ("evictions", st.evictions))
+                           if v)
     log.info(f"engine: {st.records} records, {st.scored} scored, {st.alerts} alerts, "
-             f"{st.dead_letters} dead letters {st.dead_letter_reasons or ''}",
+             f"{st.dead_letters} dead letters {st.dead_letter_reasons or ''}{extra_counts}",
              extra={"fields": {"records": st.records, "scored": st.scored, "alerts": st.alerts,
                                "dead_letters": st.dead_letters}})
     return 0

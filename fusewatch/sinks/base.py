@@ -1,7 +1,7 @@
 """Sink interface (see :mod:`fusewatch.sinks`)."""
 from __future__ import annotations
 
-from fusewatch.stream.schema import AlertMessage
+from fusewatch.stream.alert_schema import AlertMessage
 
 
 class SinkUnavailable(RuntimeError):

@@ -21,7 +21,7 @@ import threading
 import time
 
 from fusewatch.sinks.base import Sink, SinkUnavailable
-from fusewatch.stream.schema import AlertMessage, alert_record
+from fusewatch.stream.alert_schema import AlertMessage, alert_record
 
 log = logging.getLogger("fusewatch.sinks.mqtt")
 MQTT_ERR_QUEUE_SIZE = 15

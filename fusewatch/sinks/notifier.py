@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass, field
 
 from fusewatch.sinks.base import Sink, SinkUnavailable
-from fusewatch.stream.schema import SchemaError, decode_alert, encode_alert
+from fusewatch.stream.schema import SchemaError
+from fusewatch.stream.alert_schema import decode_alert, encode_alert
 
 log = logging.getLogger("fusewatch.sinks.notifier")
 

@@ -32,7 +32,7 @@ import urllib.request
 from pathlib import Path
 
 from fusewatch.sinks.base import Sink, SinkUnavailable
-from fusewatch.stream.schema import AlertMessage
+from fusewatch.stream.alert_schema import AlertMessage
 
 log = logging.getLogger("fusewatch.sinks.webhook")
 SIGNATURE_HEADER = "X-Fusewatch-Signature"

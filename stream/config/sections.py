@@ -294,6 +294,30 @@ class EngineConfig(_Section):
     stuck this long (s), so its supervisor restarts it (at-least-once: no alert is lost). 0 = off."""
     rebuild_history: int = _rng(64, ge=0, le=1_000_000)
     """Clips beyond the window re-read per camera on partition assignment to rebuild alert state."""
+    # -- hostile / unlucky input (issue 10) ------------------------------------------------------
+    rebuild_max_seconds: float = _rng(10.0, gt=0, le=86400)
+    """Wall-time bound of one partition's state rebuild (s); cameras whose history was not reached
+    start cold (counted)."""
+    max_cameras: int = _rng(512, ge=1, le=10_000_000)
+    """Cameras held in memory (least recently used evicted first; a returning camera starts cold)."""
+    camera_idle_s: float = _rng(3600.0, ge=0, le=31_536_000)
+    """Evict a camera without records for this long (engine wall clock, s; 0 = never)."""
+    max_clip_step: int = _rng(10000, ge=1, le=2**62)
+    """Within one stream epoch a clip index may advance by at most this much (else ``clip_jump``)."""
+    max_time_jump: float = _rng(3600.0, gt=0, le=31_536_000)
+    """Within one stream epoch a clip's pts/wall start may differ from the previous clip's end by at
+    most this much (s; else ``time_jump``)."""
+    resync_after: int = _rng(4, ge=1, le=1_000_000)
+    """This many consecutive rejected (regression / jump) clips that are in order among themselves
+    restart the camera from them (``resync``): one absurd clip cannot blind a camera for good."""
+    late_after_s: float = _rng(0.0, ge=0, le=31_536_000)
+    """Clips whose capture end (``wall_end``) is older than this when scored are scored, but their
+    alerts carry ``late = true`` (s; 0 = off)."""
+    check_partition: bool = True
+    """Dead-letter (``wrong_partition``) records not on the partition the transport's partitioner
+    gives their key (Kafka: murmur2, as the Java client and kafka-python)."""
+    metrics_port: Port = 0
+    """Prometheus ``/metrics`` plus ``/healthz`` and ``/readyz`` HTTP port (0 = off)."""
 
 
 @dataclass(config=SCHEMA)

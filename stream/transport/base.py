@@ -120,6 +120,16 @@ class Transport(abc.ABC):
     def assignment(self) -> set[TopicPartition]:
         """Partitions currently assigned to this consumer."""
 
+    def partition_of(self, key: bytes, partitions: int) -> int | None:
+        """The partition this transport's producer puts ``key`` on, among ``partitions``
+        (None: unknown). Consumers use it to spot records of foreign producers with another
+        partitioner (a camera split over two partitions loses its ordering)."""
+        return None
+
+    def partition_count(self, topic: str) -> int:
+        """Number of partitions of ``topic`` (0: unknown)."""
+        return 0
+
     @abc.abstractmethod
     def close(self) -> None:
         """Flush producer, leave the group, release resources. Idempotent."""

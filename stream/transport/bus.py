@@ -217,6 +217,12 @@ class BusTransport(Transport):
     def end_offset(self, tp: TopicPartition) -> int:
         return self.bus.bounds(tp)[1]
 
+    def partition_of(self, key: bytes, partitions: int) -> int | None:
+        return InProcessBus.partition_for_key(key, partitions, 0)
+
+    def partition_count(self, topic: str) -> int:
+        return len(self.bus.partitions_for(topic))
+
     def assignment(self) -> set[TopicPartition]:
         self._apply_rebalance()
         return set(self._assignment)

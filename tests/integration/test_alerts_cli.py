@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from fusewatch.stream.schema import AlertMessage, Evidence
+from fusewatch.stream.schema import Evidence
+from fusewatch.stream.alert_schema import AlertMessage
 
 pytestmark = pytest.mark.kafka
 

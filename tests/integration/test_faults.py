@@ -26,7 +26,8 @@ import pytest
 from fusewatch.engines.serving.runtime import load_serving_model
 from fusewatch.engines.serving.service import EngineService, ScoreSink
 from fusewatch.stream.config import load_config
-from fusewatch.stream.schema import FeatureMessage, Representation, decode_alert
+from fusewatch.stream.schema import FeatureMessage, Representation
+from fusewatch.stream.alert_schema import decode_alert
 from fusewatch.stream.transport import BusTransport, InProcessBus
 from fusewatch.cli.engine import STALL_EXIT  # noqa: E402
 from tests.integration.kafka_helpers import committed_total, drain_topic, save_plain_lego

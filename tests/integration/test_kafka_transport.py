@@ -10,8 +10,8 @@ import msgpack
 import numpy as np
 import pytest
 
-from fusewatch.stream.schema import (AlertMessage, Evidence, FeatureMessage, Representation, SchemaError,
-                           dead_letter_payload, decode_alert, decode_dead_letter, decode_features)
+from fusewatch.stream.schema import Evidence, FeatureMessage, Representation, SchemaError, dead_letter_payload, decode_dead_letter, decode_features
+from fusewatch.stream.alert_schema import AlertMessage, decode_alert
 from fusewatch.stream.transport.base import DeliveryError, Record, TransportError
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]

@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -13,7 +12,8 @@ import jsonschema
 import pytest
 
 from fusewatch.stream.broker import kafka_fetch
-from fusewatch.stream.schema import ALERT_HEADERS, ALERT_SCHEMA_FILE, AlertMessage, Evidence, encode_alert_v1
+from fusewatch.stream.schema import Evidence
+from fusewatch.stream.alert_schema import ALERT_HEADERS, ALERT_SCHEMA_FILE, AlertMessage, encode_alert_v1
 from tests.integration.kafka_helpers import committed_total
 from tests.sink_receivers import Mosquitto, WebhookReceiver
 

@@ -28,7 +28,7 @@ from fusewatch.engines.serving.runtime import load_serving_model
 from fusewatch.engines.serving.service import EngineService
 from fusewatch.stream.config import load_config
 from fusewatch.stream.extract import extract_videos
-from fusewatch.stream.schema import decode_alert
+from fusewatch.stream.alert_schema import decode_alert
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(420)]
 

@@ -266,6 +266,15 @@ class KafkaTransport(Transport):
             return set(self._call(f"partitions of {topic!r}", self._producer.partitions_for, topic) or ())
         return set()
 
+    def partition_of(self, key: bytes, partitions: int) -> int | None:
+        """kafka-python's (= the Java client's) default partitioner: murmur2(key) mod partitions."""
+        from kafka.partitioner.default import murmur2
+
+        return (murmur2(key) & 0x7FFFFFFF) % partitions if partitions > 0 else None
+
+    def partition_count(self, topic: str) -> int:
+        return len(self.partitions_for(topic))
+
     # -- lifecycle ------------------------------------------------------------------------------
     def _close_clients(self) -> None:
         c, self._consumer = self._consumer, None
