@@ -37,7 +37,7 @@ def rss_mb() -> float:
 def model(dims: dict, window: int, node_dim: int, out: Path, **over) -> tuple:
     import torch
 
-    from fusewatch.engines.fusion.model import build_model
+    from fusewatch.engines.fusion.factory import build_model
     from fusewatch.engines.serving.runtime import load_serving_model
     from fusewatch.engines.training.checkpoint import save_checkpoint
     from fusewatch.stream.config import load_config

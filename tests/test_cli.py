@@ -55,7 +55,7 @@ def one_line_error(r, needle: str) -> str:
 def checkpoint(tmp_path_factory):
     import torch
 
-    from fusewatch.engines.fusion.model import build_model
+    from fusewatch.engines.fusion.factory import build_model
     from fusewatch.engines.training.checkpoint import save_checkpoint
     from fusewatch.stream.config import load_config
 

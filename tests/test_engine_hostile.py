@@ -9,7 +9,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from fusewatch.engines.fusion.model import build_model
+from fusewatch.engines.fusion.factory import build_model
 from fusewatch.engines.serving.alerts import AlertTracker, ClipScore
 from fusewatch.engines.serving.runtime import load_serving_model
 from fusewatch.engines.serving.service import EngineService

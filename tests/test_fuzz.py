@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fusewatch.engines.fusion.model import build_model
+from fusewatch.engines.fusion.factory import build_model
 from fusewatch.engines.serving.alerts import AlertTracker, ClipScore
 from fusewatch.engines.serving.runtime import load_serving_model
 from fusewatch.engines.serving.service import EngineService

@@ -33,7 +33,7 @@ Projector = Callable[[np.ndarray], np.ndarray]
 
 def encoder_dim(f: Projector, name: str = "") -> int:
     """Output size of a numpy affine callable (``out_dim`` attribute or ``weight`` rows, as made by
-    :func:`fusewatch.engines.fusion.model.numpy_linear` / :func:`fusewatch.engines.export.onnx.onnx_node_encoders`)."""
+    :func:`fusewatch.engines.fusion.numpy_ops.numpy_linear` / :func:`fusewatch.engines.export.onnx.onnx_node_encoders`)."""
     k = getattr(f, "out_dim", None)
     if k is None and getattr(f, "weight", None) is not None:
         k = np.shape(f.weight)[0]  # type: ignore[attr-defined]
