@@ -16,6 +16,7 @@ ln -s "$repo/deploy" "$tmp/fusewatch/deploy"
 cd "$tmp"
 "$py" -m mypy --config-file "$repo/pyproject.toml" \
   -m fusewatch -m fusewatch.errors -m fusewatch.extras -m fusewatch.testing \
-  -m fusewatch.stream.schema -m fusewatch.stream.transport.base -m fusewatch.stream.stats \
+  -m fusewatch.stream.schema -m fusewatch.stream.alert_schema -m fusewatch.stream.transport.base \
+  -m fusewatch.stream.stats \
   -m fusewatch.stream.config -m fusewatch.stream.config.sections -m fusewatch.stream.config.notify \
   -m fusewatch.stream.config.errors -m fusewatch.engines.fusion.meta

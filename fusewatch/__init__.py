@@ -27,6 +27,7 @@ Each name maps to ``module:attribute`` in :data:`_API`, the one place to update 
 from __future__ import annotations
 
 from pathlib import Path as _Path
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -64,7 +65,7 @@ if (_repo / "stream" / "schema.py").is_file() and (_repo / "engines").is_dir():
     __path__.append(str(_repo))  # source tree: fusewatch.stream -> <repo>/stream  # noqa: F821
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     target = _API.get(name)
     if target is None:
         raise AttributeError(f"module 'fusewatch' has no attribute {name!r}")

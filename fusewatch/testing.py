@@ -27,7 +27,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -43,11 +43,13 @@ class MeanRGB(Extractor):
 
     name, dim, version = "meanrgb", 3, "t1"
 
-    def extract(self, frames, audio, audio_rate):
-        return np.stack(frames)[:, ::4, ::4].reshape(-1, 3).mean(0).astype(np.float32)
+    def extract(self, frames: list[np.ndarray], audio: np.ndarray | None = None,
+                audio_rate: int | None = None) -> np.ndarray:
+        out: np.ndarray = np.stack(frames)[:, ::4, ::4].reshape(-1, 3).mean(0).astype(np.float32)
+        return out
 
 
-def tone_video(path: str | os.PathLike, ffmpeg: str | None = None) -> Path:
+def tone_video(path: str | os.PathLike[str], ffmpeg: str | None = None) -> Path:
     """Write a 3.5 s 96×64 FFmpeg test pattern (10 fps, H.264) with a 440 Hz mono AAC tone (16 kHz)
     to ``path`` and return it. ``ffmpeg``: the program (default: ``ffmpeg`` on PATH); raises
     FileNotFoundError when there is none."""
@@ -75,7 +77,7 @@ def box_left(i: int, *, fps: int = 10, width: int = 96, box: int = 16, still_s: 
     return margin + int(round(span * (t - still_s) / max(last - still_s, 1e-9)))
 
 
-def moving_box_video(path: str | os.PathLike, *, seconds: float = 4.0, fps: int = 10,
+def moving_box_video(path: str | os.PathLike[str], *, seconds: float = 4.0, fps: int = 10,
                      width: int = 96, height: int = 64, box: int = 16, still_s: float = 2.0) -> Path:
     """Write a ``width``×``height`` H.264 video (yuv420p, ``fps`` frames/s, ``round(seconds·fps)``
     frames) of a white ``box``×``box`` square on mid-grey (128) to ``path`` and return it.
@@ -106,7 +108,7 @@ def moving_box_video(path: str | os.PathLike, *, seconds: float = 4.0, fps: int 
     return Path(path)
 
 
-def collect_features(source: str | os.PathLike, extractors: Iterable[Extractor], cfg=None, *,
+def collect_features(source: str | os.PathLike[str], extractors: Iterable[Extractor], cfg: Any = None, *,
                      camera: str = "test", wall_anchor: float = 0.0) -> list[FeatureMessage]:
     """Run one camera worker over ``source`` (a file or any source URI) with ``extractors`` on a
     private in-process bus and return its feature messages, decoded, in clip order.

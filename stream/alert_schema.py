@@ -7,7 +7,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from fusewatch.errors import SchemaError
 from fusewatch.stream.schema import (
     _NUM, ALERT_TYPES, DEFAULT_MAX_BYTES, MAX_EPOCH, SCHEMA_VERSION, Evidence, _get, _int_range, _pack, _unpack,
@@ -67,7 +67,7 @@ class AlertMessage:
         return f"{self.id}:{self.type}:{self.end_clip}"
 
 
-def alert_record(a: AlertMessage) -> dict:
+def alert_record(a: AlertMessage) -> dict[str, Any]:
     """The version-2 record of ``a`` as a dict (what :func:`encode_alert` serialises)."""
     if a.type not in ALERT_TYPES:
         raise SchemaError("bad_alert_type", repr(a.type))
@@ -115,11 +115,11 @@ def encode_alert_v1(a: AlertMessage) -> bytes:
     })
 
 
-def _unpack_json(data: bytes, max_bytes: int) -> dict:
+def _unpack_json(data: bytes, max_bytes: int) -> dict[str, Any]:
     if len(data) > max_bytes:
         raise SchemaError("too_large", f"{len(data)} bytes > limit {max_bytes}")
 
-    def no_constants(name: str):
+    def no_constants(name: str) -> NoReturn:
         raise SchemaError("non_finite", f"JSON constant {name}")
     try:
         obj = json.loads(bytes(data).decode("utf-8"), parse_constant=no_constants)

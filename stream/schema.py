@@ -100,11 +100,12 @@ class Evidence:
 
 
 # ---------------------------------------------------------------------------------------------
-def _pack(obj: dict) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
+def _pack(obj: dict[str, Any]) -> bytes:
+    out: bytes = msgpack.packb(obj, use_bin_type=True)
+    return out
 
 
-def _array_to_wire(name: str, arr: np.ndarray, extractor: str, version: str) -> dict:
+def _array_to_wire(name: str, arr: np.ndarray, extractor: str, version: str) -> dict[str, Any]:
     a = np.ascontiguousarray(arr)
     dt = a.dtype.newbyteorder("<") if a.dtype.byteorder not in ("<", "=", "|") else a.dtype
     a = a.astype(dt.newbyteorder("<"), copy=False)
@@ -129,7 +130,7 @@ def encode_features(m: FeatureMessage) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------
-def _unpack(data: bytes, max_bytes: int) -> dict:
+def _unpack(data: bytes, max_bytes: int) -> dict[str, Any]:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise SchemaError("not_bytes", type(data).__name__)
     if len(data) > max_bytes:
@@ -152,7 +153,7 @@ def _unpack(data: bytes, max_bytes: int) -> dict:
     return obj
 
 
-def _get(obj: dict, key: str, types: tuple, ctx: str = "") -> Any:
+def _get(obj: dict[str, Any], key: str, types: tuple[type, ...], ctx: str = "") -> Any:
     if key not in obj:
         raise SchemaError("missing_field", f"{ctx}{key}")
     val = obj[key]
@@ -168,17 +169,17 @@ def _get(obj: dict, key: str, types: tuple, ctx: str = "") -> Any:
 _NUM = (int, float)
 
 
-def _int_range(obj: dict, key: str, lo: int, hi: int, default: int | None = None) -> int:
+def _int_range(obj: dict[str, Any], key: str, lo: int, hi: int, default: int | None = None) -> int:
     """An int field with ``lo <= value < hi`` (``default`` when absent and allowed)."""
     if default is not None and key not in obj:
         return default
-    v = _get(obj, key, (int,))
+    v: int = _get(obj, key, (int,))
     if not lo <= v < hi:
         raise SchemaError("out_of_range", f"{key} = {v} outside [{lo}, {hi})")
     return v
 
 
-def _float_range(obj: dict, key: str, lo: float, hi: float) -> float:
+def _float_range(obj: dict[str, Any], key: str, lo: float, hi: float) -> float:
     """A finite number field with ``lo <= value <= hi``."""
     v = float(_get(obj, key, _NUM))
     if not (math.isfinite(v) and lo <= v <= hi):
@@ -254,6 +255,7 @@ def dead_letter_payload(raw: bytes | None, reason: str, detail: str, topic: str,
                   "truncated": len(raw) > keep_bytes, "produced": time.time()})
 
 
-def decode_dead_letter(data: bytes) -> dict:
+def decode_dead_letter(data: bytes) -> dict[str, Any]:
     """Read a dead-letter record (trusted: produced by fusewatch itself)."""
-    return msgpack.unpackb(data, raw=False)
+    out: dict[str, Any] = msgpack.unpackb(data, raw=False)
+    return out

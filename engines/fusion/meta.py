@@ -22,7 +22,7 @@ _OPTIONAL = ("alert_thresholds", "extractor_versions", "form", "inputs", "path")
 
 
 @dataclass(frozen=True, eq=False)
-class ModelMeta(Mapping):
+class ModelMeta(Mapping[str, Any]):
     """Metadata of a trained fusion model.
 
     Attributes:

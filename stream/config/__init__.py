@@ -114,7 +114,7 @@ TOP_LEVEL = tuple(n for n in Config.model_fields if n not in SECTIONS)
 
 
 def _field_names(section: str) -> tuple[str, ...]:
-    return tuple(SECTIONS[section].__pydantic_fields__)
+    return tuple(SECTIONS[section].__pydantic_fields__)  # type: ignore[attr-defined]
 
 
 class _Env(EnvSettingsSource):
@@ -123,7 +123,7 @@ class _Env(EnvSettingsSource):
 
     def __init__(self, environ: Mapping[str, str]):
         self._environ = environ
-        super().__init__(Config, case_sensitive=False, env_prefix=ENV_PREFIX, env_nested_delimiter="_",
+        super().__init__(Config, case_sensitive=False,  # type: ignore[arg-type] env_prefix=ENV_PREFIX, env_nested_delimiter="_",
                          env_nested_max_split=1, env_ignore_empty=False)
 
     def _load_env_vars(self) -> Mapping[str, str | None]:
@@ -150,7 +150,7 @@ def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
         raise ConfigError(f"environment: {str(e).splitlines()[0]}") from None
 
 
-def _read_toml(path: str | os.PathLike) -> dict[str, Any]:
+def _read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
     p = Path(path)
     try:
         return tomllib.loads(p.read_text())
@@ -188,7 +188,7 @@ def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_config(path: str | os.PathLike | None = None,
+def load_config(path: str | os.PathLike[str] | None = None,
                 overrides: Mapping[str, Any] | list[tuple[str, Any]] | None = None,
                 env: Mapping[str, str] | None = None) -> Config:
     """Build a validated :class:`Config` from defaults, TOML file, environment and overrides.

@@ -20,14 +20,14 @@ _BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "l
 _BOUND_KEYS = {"greater_than": "gt", "greater_than_equal": "ge", "less_than": "lt", "less_than_equal": "le"}
 
 
-def _got(loc: tuple, value: Any) -> str:
+def _got(loc: tuple[Any, ...], value: Any) -> str:
     if any(str(p) in SECRET_NAMES for p in loc):
         return "'***'"
     r = repr(value.get_secret_value() if hasattr(value, "get_secret_value") else value)
     return r if len(r) <= 60 else r[:57] + "..."
 
 
-def _message(err: dict) -> tuple[str, bool]:
+def _message(err: Any) -> tuple[str, bool]:
     """(text, names_itself): ``names_itself`` when the text already starts with the field name."""
     kind, ctx, loc = err["type"], err.get("ctx") or {}, tuple(err["loc"])
     got = _got(loc, err.get("input"))
@@ -55,7 +55,7 @@ def _message(err: dict) -> tuple[str, bool]:
     return f"{err['msg']} (got {got})", False
 
 
-def _dotted(loc: tuple) -> str:
+def _dotted(loc: tuple[Any, ...]) -> str:
     # Literal | None unions add a branch name (e.g. 'literal[...]' or 'none') to loc: drop it.
     return ".".join(str(p) for p in loc if isinstance(p, str) and "[" not in p and p not in ("none", "function-after"))
 
@@ -64,7 +64,7 @@ def config_error(e: ValidationError, prefix: tuple[str, ...] = ()) -> ConfigErro
     """The first error of ``e`` as one line (``+ N more`` when there are several)."""
     errs = e.errors(include_url=False)
     # one error per field: unions report each branch; keep the most specific (not 'none_required').
-    seen: dict[str, dict] = {}
+    seen: dict[str, Any] = {}
     for er in errs:
         key = _dotted(prefix + tuple(er["loc"]))
         if key not in seen or seen[key]["type"] in ("none_required",):

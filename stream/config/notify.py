@@ -19,7 +19,7 @@ class NotifyConfig(_Section):
 
     SECTION: ClassVar[str] = "notify"
 
-    group_id: str = Field("fusewatch-notify", min_length=1)
+    group_id: str = Field(default="fusewatch-notify", min_length=1)
     max_batch: int = _rng(100, ge=1, le=100_000)
     retry_initial: float = _rng(0.5, gt=0, le=3600)
     """Seconds before re-reading records a sink could not take (MQTT broker down), doubled per try."""
@@ -36,7 +36,7 @@ class MqttConfig(_Section):
     host: str = ""
     port: Port = 1883
     topic_prefix: str = "fusewatch"
-    client_id: str = Field("fusewatch-notify", min_length=1)
+    client_id: str = Field(default="fusewatch-notify", min_length=1)
     username: Annotated[str | None, Opt] = None
     password: Annotated[SecretStr | None, Opt] = None
     tls_cafile: Annotated[str | None, Opt] = None
@@ -73,7 +73,7 @@ class WebhookConfig(_Section):
     backoff_initial: float = _rng(0.5, ge=0, le=3600)
     backoff_max: float = _rng(30.0, ge=0, le=86400)
     timeout: float = _rng(10.0, gt=0, le=3600)
-    dead_letter_file: str = Field("~/.cache/fusewatch/notify/webhook-dead-letters.jsonl", min_length=1)
+    dead_letter_file: str = Field(default="~/.cache/fusewatch/notify/webhook-dead-letters.jsonl", min_length=1)
 
     @model_validator(mode="after")
     def _check(self) -> "WebhookConfig":

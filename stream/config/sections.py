@@ -62,7 +62,7 @@ class _Section:
         from fusewatch.stream.config.errors import config_error
 
         try:
-            type(self)(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+            type(self)(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})  # type: ignore[arg-type]
         except ValidationError as e:
             raise config_error(e, (self.SECTION,) if self.SECTION else ()) from None
         return self
@@ -85,7 +85,7 @@ class KafkaConfig(_Section):
     ssl_cafile: Annotated[str | None, Opt] = None
     ssl_certfile: Annotated[str | None, Opt] = None
     ssl_keyfile: Annotated[str | None, Opt] = None
-    client_id: str = Field("fusewatch", min_length=1)
+    client_id: str = Field(default="fusewatch", min_length=1)
     compression_type: Annotated[Literal["gzip", "snappy", "lz4", "zstd"] | None, Opt] = None
     request_timeout_ms: int = _rng(30000, ge=100, le=3_600_000)
     session_timeout_ms: int = _rng(30000, ge=100, le=3_600_000)
@@ -132,9 +132,9 @@ class KafkaConfig(_Section):
 class TopicsConfig(_Section):
     SECTION: ClassVar[str] = "topics"
 
-    features: str = Field("fusewatch.features", min_length=1, max_length=249)
-    alerts: str = Field("fusewatch.alerts", min_length=1, max_length=249)
-    dead_letter: str = Field("fusewatch.deadletter", min_length=1, max_length=249)
+    features: str = Field(default="fusewatch.features", min_length=1, max_length=249)
+    alerts: str = Field(default="fusewatch.alerts", min_length=1, max_length=249)
+    dead_letter: str = Field(default="fusewatch.deadletter", min_length=1, max_length=249)
     partitions: int = _rng(3, ge=1, le=10_000)
     replication_factor: int = _rng(1, ge=1, le=100)
 
@@ -284,7 +284,7 @@ class EngineConfig(_Section):
     model: str = ""
     """Path to a trained checkpoint (.pt) or exported ONNX; empty: the demo's cached default model."""
     backend: Literal["auto", "torch", "onnxruntime", "tensorrt"] = "auto"
-    group_id: str = Field("fusewatch-engine", min_length=1)
+    group_id: str = Field(default="fusewatch-engine", min_length=1)
     max_batch: int = _rng(64, ge=1, le=65536)
     max_wait_ms: float = _rng(20.0, ge=0, le=60_000)
     threads: int = _rng(0, ge=0, le=256)

@@ -137,7 +137,7 @@ class Transport(abc.ABC):
     def __enter__(self) -> "Transport":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
