@@ -123,8 +123,8 @@ class _Env(EnvSettingsSource):
 
     def __init__(self, environ: Mapping[str, str]):
         self._environ = environ
-        super().__init__(Config, case_sensitive=False,  # type: ignore[arg-type] env_prefix=ENV_PREFIX, env_nested_delimiter="_",
-                         env_nested_max_split=1, env_ignore_empty=False)
+        super().__init__(Config, case_sensitive=False, env_prefix=ENV_PREFIX,  # type: ignore[arg-type]
+                         env_nested_delimiter="_", env_nested_max_split=1, env_ignore_empty=False)
 
     def _load_env_vars(self) -> Mapping[str, str | None]:
         return parse_env_vars(self._environ, False, False, None)

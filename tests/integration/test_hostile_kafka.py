@@ -14,7 +14,7 @@ from fusewatch.engines.serving.service import EngineService
 from fusewatch.stream.schema import FeatureMessage, Representation, decode_dead_letter
 from fusewatch.stream.topics import create_topics
 from fusewatch.stream.transport.kafka import KafkaTransport
-from kafka_helpers import drain_topic, save_plain_lego  # noqa: E402  (tests/integration is on sys.path)
+from tests.integration.kafka_helpers import drain_topic, save_plain_lego
 
 pytestmark = pytest.mark.kafka
 WINDOW, DIMS = 8, {"a": 12, "b": 5}
