@@ -21,8 +21,7 @@ BLOCKED = ("av", "kafka", "cv2", "msgpack", "rich", "prometheus_client", "tensor
 """Importable in the dev venv, absent on the GPU machines (python, torch, onnx, onnxruntime, numpy)."""
 CHECKS = {"parity-graphs", "parity-features", "absent", "throughput", "incremental"}
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fake_tensorrt  # noqa: E402
+from tests import fake_tensorrt
 
 
 def run_gpu_check(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:

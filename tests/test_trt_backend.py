@@ -30,8 +30,7 @@ from fusewatch.engines.export.onnx import example_inputs, export_onnx
 from fusewatch.engines.fusion.factory import build_model
 from fusewatch.stream.config import ModelConfig
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fake_tensorrt  # noqa: E402
+from tests import fake_tensorrt
 
 REPO = Path(__file__).resolve().parents[1]
 DIMS = {"rgb": 24, "flow": 12, "audio": 8}
