@@ -17,6 +17,9 @@ rule) can be tested the same way, without cameras, a broker or the CNN backbones
 * :class:`MeanRGB` — a cheap, deterministic 3-d extractor (mean colour of the clip);
 * :func:`moving_box_video` — a white square on grey, still and then moving (PyAV only, no
   ``ffmpeg`` program needed);
+* :func:`scene_video` — a textured scene with a moving square in parts that are ``moving``,
+  ``frozen`` (the last picture repeated), ``black`` or ``shifted`` (another view) — for camera
+  health (PyAV only);
 * :func:`tone_video` — an FFmpeg test pattern with a 440 Hz tone (for audio paths; needs ``ffmpeg``);
 * :func:`collect_features` — decode → sample → clip windows → extractors → feature messages, on
   the in-process bus, returned decoded.
@@ -34,7 +37,7 @@ import numpy as np
 from fusewatch.stream.extractors.base import Extractor
 from fusewatch.stream.schema import FeatureMessage
 
-__all__ = ["MeanRGB", "box_left", "collect_features", "moving_box_video", "tone_video"]
+__all__ = ["MeanRGB", "box_left", "collect_features", "moving_box_video", "scene_video", "tone_video"]
 
 
 class MeanRGB(Extractor):
@@ -104,6 +107,52 @@ def moving_box_video(path: str | os.PathLike[str], *, seconds: float = 4.0, fps:
             img[top:top + box, x:x + box] = 255
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
             out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return Path(path)
+
+
+SCENE_PARTS = ("moving", "frozen", "black", "shifted")
+
+
+def _scene(i: int, width: int, height: int, box: int, shifted: bool) -> np.ndarray:
+    """Frame ``i`` of :func:`scene_video`: a grey checkerboard with diagonal stripes (edges for
+    the tamper check; ``shifted``: another layout) and a white square moving left to right."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    cell = 16 if not shifted else 7
+    img = np.where(((xx // cell) + (yy // cell)) % 2 == 0, 90, 160).astype(np.uint8)
+    img = np.where(((xx + (yy if not shifted else -yy)) // 24) % 3 == 0, img // 2, img).astype(np.uint8)
+    img = np.repeat(img[..., None], 3, axis=2)
+    x = (i * 3) % (width - box)
+    top = (height - box) // 2
+    img[top:top + box, x:x + box] = 255
+    return img
+
+
+def scene_video(path: str | os.PathLike[str], parts: Any = (("moving", 3.0), ("frozen", 3.0), ("black", 3.0)), *,
+                fps: int = 10, width: int = 128, height: int = 96, box: int = 16) -> Path:
+    """Write an H.264 video (yuv420p, ``fps`` frames/s, keyframe every second) made of ``parts``:
+    ``(kind, seconds)`` with kind one of :data:`SCENE_PARTS` — ``moving`` (textured scene, a square
+    moving 3 px per frame), ``frozen`` (the previous picture repeated exactly), ``black`` (all
+    zero) or ``shifted`` (the scene seen differently: another texture, as if the camera turned).
+    Returns ``path``. Written with PyAV (no ``ffmpeg`` program needed)."""
+    import av
+
+    last = _scene(0, width, height, box, False)
+    i = 0
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": "18", "g": str(fps), "bf": "0"}
+        for kind, seconds in parts:
+            if kind not in SCENE_PARTS:
+                raise ValueError(f"scene_video: unknown part {kind!r} (one of {SCENE_PARTS})")
+            for _ in range(round(seconds * fps)):
+                if kind in ("moving", "shifted"):
+                    last = _scene(i, width, height, box, kind == "shifted")
+                elif kind == "black":
+                    last = np.zeros((height, width, 3), np.uint8)
+                out.mux(stream.encode(av.VideoFrame.from_ndarray(last, format="rgb24")))
+                i += 1
         out.mux(stream.encode(None))
     return Path(path)
 

@@ -29,7 +29,7 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 COUNTERS = ("frames_decoded", "frames_sampled", "frames_processed", "frames_dropped", "reconnects",
-            "decode_errors", "clips_produced", "clips_published", "clips_lost", "publish_errors")
+            "decode_errors", "clips_produced", "clips_published", "clips_lost", "publish_errors", "health_events")
 _HELP = {
     "frames_decoded": "Frames decoded from the source",
     "frames_sampled": "Frames kept by the sample_fps sampler",
@@ -41,6 +41,7 @@ _HELP = {
     "clips_published": "Feature messages acknowledged by the transport (broker)",
     "clips_lost": "Feature messages finally not delivered (retries exhausted or rejected)",
     "publish_errors": "Feature messages that could not be produced",
+    "health_events": "Camera health state changes (offline, frozen, black, tamper, ok)",
 }
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 

@@ -33,6 +33,8 @@ class WorkerStats:
     """Feature messages finally not delivered (never counted as published)."""
     publish_errors: int = 0
     """Clips whose produce call itself failed (a subset of ``clips_lost``)."""
+    health_events: int = 0
+    """Camera health state changes published (``health`` records on the alerts topic)."""
     input_fps: float = 0.0
     processed_fps: float = 0.0
     extract_ms_per_clip: dict[str, float] = field(default_factory=dict)

@@ -99,6 +99,9 @@ class Worker:
         self._lost_error: str | None = None
         self._fatal: DeliveryError | None = None
         self._done = threading.Event()
+        self.recorder = self.health = None
+        if sink is None:
+            self._attach_monitors()
 
     # -- control ------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -139,9 +142,13 @@ class Worker:
                     raise self._fatal
                 item = self.source.get(0.2)
                 if item is None:
+                    if self.health is not None:
+                        self.health.idle()
                     continue
                 if isinstance(item, Frame):
                     self.metrics.inc("frames_processed")
+                    if self.health is not None:
+                        self.health.frame(item.pts, item.wall, item.image)
                     for clip in builder.push(item):
                         self.process_clip(clip)
                 elif isinstance(item, AudioChunk):
@@ -150,6 +157,8 @@ class Worker:
                     builder.reset()
                 elif isinstance(item, EndOfStream):
                     if item.error:
+                        if self.health is not None:
+                            self.health.source_failed(item.error)
                         raise SourceError(item.error)
                     if item.warning:
                         self.warning = item.warning
@@ -158,6 +167,8 @@ class Worker:
                 raise self._fatal
         finally:
             self.source.stop()
+            if self.recorder is not None:
+                self.recorder.close()
             self._flush()
             if self._own_transport and self.transport is not None:
                 try:
@@ -185,6 +196,32 @@ class Worker:
             self.transport.flush(timeout=None)
         except Exception as e:
             self.log.error("flush failed", extra={"fields": {"error": f"{type(e).__name__}: {e}"}})
+
+    # -- evidence buffer and camera health (hooks) ----------------------------------------------
+    def _attach_monitors(self) -> None:
+        """The evidence packet buffer (``evidence.enabled``: the source's packets remuxed into
+        segments, :mod:`.evidence.segments`) and camera health (``health.enabled``:
+        :mod:`.health`, state changes published as ``health`` records on the alerts topic)."""
+        if self.cfg.evidence.enabled:
+            from .evidence.segments import SegmentRecorder
+            self.recorder = self.source.recorder = SegmentRecorder(self.cfg.evidence, self.camera)
+        if self.cfg.health.enabled:
+            from .health import HealthMonitor
+            self.health = HealthMonitor(self.cfg.health, self._publish_health)
+
+    def _publish_health(self, state: str, previous: str, since: float, detail: str) -> None:
+        from .records import RECORD_HEADERS, encode_health
+        self.metrics.inc("health_events")
+        fields = {"state": state, "previous": previous, "detail": detail}
+        (self.log.info if state == "ok" else self.log.warning)("camera health", extra={"fields": fields})
+        data = encode_health(self.camera, state, previous, since, detail,
+                             produced=since if self.deterministic else None)
+        try:
+            self.transport.produce(self.cfg.topics.alerts, self.camera, data, RECORD_HEADERS["health"],
+                                   on_delivery=lambda e: e and self.log.error(
+                                       "health record lost", extra={"fields": {**fields, "error": str(e)}}))
+        except Exception as e:
+            self.log.error("health record not produced", extra={"fields": {**fields, "error": str(e)}})
 
     # -- per clip -----------------------------------------------------------------------------
     def extract(self, clip: Clip) -> list[Representation]:

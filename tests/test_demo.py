@@ -30,6 +30,29 @@ def run_demo(tmp_path: Path, *extra: str) -> str:
     return p.stdout
 
 
+def check_demo_evidence(ev_dir: Path, stdout: str) -> None:
+    """Issue 14 item 1: for each demo alert a clip (H.264, covering the alert ± 1 clip) and a snapshot."""
+    import re
+    import shutil
+    ids = set(re.findall(r"\bnew\s+camera=\S+.*id=([0-9a-f]+)", stdout))
+    assert ids, stdout
+    assert stdout.count("evidence camera=") == len(ids), stdout
+    records = {r["alert_id"]: r for r in map(json.loads, (ev_dir / "evidence.jsonl").read_text().splitlines())}
+    assert set(records) == ids
+    for aid in ids:
+        clips = list(ev_dir.glob(f"*/{aid}.mp4"))
+        assert len(clips) == 1 and clips[0].with_suffix(".jpg").is_file(), aid
+        if shutil.which("ffprobe"):
+            p = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries",
+                                "stream=codec_name,duration", "-of", "json", str(clips[0])],
+                               capture_output=True, text=True, check=True)
+            st = json.loads(p.stdout)["streams"][0]
+            rec = records[aid]
+            span = rec["alert"]["end_time"] - rec["alert"]["start_time"]
+            assert st["codec_name"] == "h264", st
+            assert span - 1.6 <= float(st["duration"]) <= span + 5.0 + 1.6, (st, rec)   # + pre-roll, ± 1 clip
+
+
 @pytest.mark.timeout(900)
 def test_demo_end_to_end_and_model_cache(tmp_path):
     if not PED2.is_dir():
@@ -48,6 +71,7 @@ def test_demo_end_to_end_and_model_cache(tmp_path):
     assert "frame-level ROC-AUC of the streamed scores" in first
     report = (tmp_path / "out" / "report.html").read_text()
     assert "test_02" in report and "train_01" in report
+    check_demo_evidence(tmp_path / "out" / "evidence", first)
     model = tmp_path / "cache" / "demo" / "model.pt"
     assert model.is_file() and (tmp_path / "cache" / "demo" / "model.pt.key").is_file()
 

@@ -48,6 +48,8 @@ class StreamResult:
     wall_s: float = 0.0
     topics: dict = field(default_factory=dict)
     """Topic names used (``features``, ``alerts``, ``dead_letter``; suffixed with fresh_topics)."""
+    evidence: list = field(default_factory=list)
+    """``evidence`` records written for the alerts (``evidence.enabled``), as dicts."""
 
     def scores(self, camera: str) -> np.ndarray:
         """Clip scores of ``camera`` in clip order (T,)."""
@@ -76,25 +78,28 @@ class _Collector(ScoreSink):
 def stream_videos(videos: Sequence[str | Path], cfg: Config, model: ServingModel, *,
                   speed: float | None = None, camera_ids: Sequence[str] | None = None,
                   extractors=None, on_alert: Callable[[AlertMessage], None] | None = None,
-                  fresh_topics: bool = False, drain_timeout: float = 120.0) -> StreamResult:
+                  fresh_topics: bool = False, drain_timeout: float = 120.0,
+                  on_evidence: Callable[[dict], None] | None = None) -> StreamResult:
     """Replay ``videos`` as cameras through the configured transport into an engine; collect scores.
 
     ``speed``: None = as fast as possible, 1.0 = real time. On Kafka (``cfg.transport == "kafka"``)
     the topics are created if missing; ``fresh_topics`` suffixes them with a random id (tests,
     benchmarks) and a private consumer group is always used. Returns when every published clip has
-    been consumed by the engine (or ``drain_timeout`` s after the replay finished).
+    been consumed by the engine (or ``drain_timeout`` s after the replay finished). With
+    ``cfg.evidence.enabled`` an evidence writer cuts a clip per alert (``on_evidence(record)``).
     """
     cb = (lambda _name, a: on_alert(a)) if on_alert else None
     return stream_videos_multi(videos, cfg, {"": model}, speed=speed, camera_ids=camera_ids,
                                extractors=extractors, on_alert=cb, fresh_topics=fresh_topics,
-                               drain_timeout=drain_timeout)[""]
+                               drain_timeout=drain_timeout, on_evidence=on_evidence)[""]
 
 
 def stream_videos_multi(videos: Sequence[str | Path], cfg: Config, models: Mapping[str, ServingModel], *,
                         speed: float | None = None, camera_ids: Sequence[str] | None = None,
                         extractors=None, on_alert: Callable[[str, AlertMessage], None] | None = None,
                         fresh_topics: bool = False, delete_fresh_topics: bool = False,
-                        drain_timeout: float = 120.0) -> dict[str, StreamResult]:
+                        drain_timeout: float = 120.0,
+                        on_evidence: Callable[[dict], None] | None = None) -> dict[str, StreamResult]:
     """:func:`stream_videos` for several models at once: one replay, one
     :class:`~fusewatch.engines.serving.service.EngineService` per model (``{name: ServingModel}``), each in its own
     consumer group on the same features topic. ``on_alert(name, alert)``. Returns
@@ -131,6 +136,7 @@ def stream_videos_multi(videos: Sequence[str | Path], cfg: Config, models: Mappi
         for t in transports:
             t.close()
         raise
+    writer = _start_evidence(cfg, bus if cfg.transport != "kafka" else None, run_id, on_evidence, transports)
     stop = threading.Event()
     err: list[BaseException] = []
 
@@ -163,6 +169,8 @@ def stream_videos_multi(videos: Sequence[str | Path], cfg: Config, models: Mappi
     finally:
         stop.set()
         th.join(timeout=30)
+        if writer is not None:  # alerts still open at the end of the files are cut as they are
+            writer.stop(drain_s=cfg.evidence.wait_s + 60.0, flush_open=True)
         for t in transports:
             t.close()
         if cfg.transport == "kafka" and fresh_topics and delete_fresh_topics:
@@ -173,9 +181,27 @@ def stream_videos_multi(videos: Sequence[str | Path], cfg: Config, models: Mappi
     for name, res in results.items():
         res.replay, res.wall_s, res.topics = rep, wall, topics
         res.engine = dict(services[name].stats.__dict__)
+        res.evidence = list(writer.records) if writer is not None else []
         for v in res.clips.values():
             v.sort(key=lambda c: c.clip)
     return results
+
+
+def _start_evidence(cfg: Config, bus, run_id: str, on_evidence, transports: list):
+    """The evidence writer of a pipeline run (None unless ``cfg.evidence.enabled``), on its own
+    transport (appended to ``transports``) and group, reading alerts from now on."""
+    if not cfg.evidence.enabled:
+        return None
+    from fusewatch.stream.evidence.writer import EvidenceWriter
+    group = f"{cfg.evidence.group_id}-{run_id}"
+    t = BusTransport(bus) if bus is not None else make_transport(cfg, group_id=group)
+    transports.append(t)
+    w = EvidenceWriter(cfg, t, group_id=group, from_beginning=bus is not None, on_evidence=on_evidence)
+    if bus is None:  # Kafka: be assigned (positioned at the end) before any alert of this run
+        deadline = time.monotonic() + 30
+        while not t.assignment() and time.monotonic() < deadline:
+            w.step(0.2)
+    return w.start()
 
 
 def _delete_topics(cfg: Config, names: list[str]) -> None:

@@ -22,6 +22,8 @@ def add_commands(sub) -> None:
     p.add_argument("--out", default="out/demo", help="report directory (default out/demo)")
     p.add_argument("--model", help="use this model instead of the cached default")
     p.add_argument("--retrain", action="store_true", help="retrain the default model")
+    p.add_argument("--evidence", help="evidence directory: a clip + snapshot per alert (default OUT/evidence; "
+                                      "'none' turns it off)")
     p.set_defaults(handler=cmd_demo)
 
 
@@ -66,6 +68,10 @@ def cmd_demo(args, cfg: Config) -> int:
             raise DataNotFoundError(f"--cameras: no video named {c}.* in {video_dir}")
         videos[c] = hits[0]
     speed = None if args.speed == "max" else float(args.speed)
+    ev_dir = args.evidence or str(Path(args.out) / "evidence")
+    cfg.evidence.enabled = ev_dir.lower() != "none"
+    if cfg.evidence.enabled:
+        cfg.evidence.dir = ev_dir
     console.print(f"[bold]fusewatch demo[/bold]: {len(videos)} cameras → worker → "
                   f"{'Kafka ' + cfg.kafka.bootstrap_servers if cfg.transport == 'kafka' else 'in-process bus'}"
                   f" → engine ({model.meta.fusion} {model.meta.model_version}, "
@@ -76,7 +82,15 @@ def cmd_demo(args, cfg: Config) -> int:
         console.print(f"  [{style}]{a.type:6}[/{style}] camera={a.camera:10} clips {a.start_clip:>3}–{a.end_clip:<3} "
                       f"score={a.score:.2f} peak={a.peak:.2f} id={a.id}")
 
-    res = stream_videos(list(videos.values()), cfg, model, speed=speed, camera_ids=list(videos), on_alert=show)
+    def show_evidence(r):
+        with open(Path(cfg.evidence.dir) / "evidence.jsonl", "a") as f:  # the records, one per line
+            f.write(json.dumps(r) + "\n")
+        console.print(f"  [cyan]evidence[/cyan] camera={r['camera']:10} {r['clip']['duration']:5.1f} s "
+                      f"{Path(cfg.evidence.dir) / r['clip']['path']}"
+                      + (f" + {r['snapshot']['path'].rsplit('/', 1)[-1]}" if r["snapshot"] else ""))
+
+    res = stream_videos(list(videos.values()), cfg, model, speed=speed, camera_ids=list(videos), on_alert=show,
+                        on_evidence=show_evidence)
     labels = {}
     lp = video_dir / "labels.json"
     if lp.is_file():

@@ -1,6 +1,7 @@
 """CLI: ``fusewatch engine``, ``fusewatch export``, ``fusewatch alerts``."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -13,8 +14,9 @@ from typing import TYPE_CHECKING
 from fusewatch.errors import ExportError, UsageError
 from fusewatch.stream.config import Config
 from fusewatch.stream.logs import get_logger
-from fusewatch.stream.schema import SchemaError
 from fusewatch.stream.alert_schema import decode_alert, encode_alert
+from fusewatch.stream.records import decode_record, record_kind
+from fusewatch.stream.schema import SchemaError
 from fusewatch.stream.transport import make_transport
 
 if TYPE_CHECKING:
@@ -174,6 +176,20 @@ def alert_line(a) -> Text:
                 f"{a.peak:5.2f}  {a.start_clip:>5}-{a.end_clip:<5}  {_plain(a.id)}", style=style)
 
 
+def record_line(obj: dict) -> Text:
+    """A table row for an ``evidence`` or ``health`` record (:mod:`fusewatch.stream.records`)."""
+    from rich.text import Text
+
+    if obj["kind"] == "health":
+        style = "green" if obj["state"] == "ok" else "bold magenta"
+        return Text(f"{_fmt_t(obj['since']):8}  {'health':6}  {_plain(obj['camera'], 16):16}  "
+                    f"{_plain(obj['state'], 12):12}  {_plain(obj['detail'], 120)}", style=style)
+    clip = obj["clip"] or {}
+    return Text(f"{_fmt_t(obj['produced']):8}  {'clip':6}  {_plain(obj['camera'], 16):16}  "
+                f"{float(clip.get('duration', 0)):5.1f}s  {_plain(clip.get('url', ''), 200)}  "
+                f"{_plain(obj['alert_id'])}", style="cyan")
+
+
 def cmd_alerts(args, cfg: Config) -> int:
     """Tail the alert topic. A record that cannot be decoded or shown is skipped with a warning on
     stderr (counted; the count is printed at the end) — it never ends the tail."""
@@ -201,6 +217,17 @@ def cmd_alerts(args, cfg: Config) -> int:
                 break
             for r in recs:
                 try:
+                    kind = record_kind(r.value)
+                    if kind in ("evidence", "health"):
+                        obj = decode_record(r.value, kind, cfg.max_message_bytes)
+                        if args.camera and obj["camera"] != args.camera:
+                            continue
+                        if args.json:
+                            print(json.dumps(obj, ensure_ascii=False, separators=(",", ":")), flush=True)
+                        else:
+                            console.print(record_line(obj))
+                        shown += 1
+                        continue
                     a = decode_alert(r.value, cfg.max_message_bytes)
                     if args.camera and a.camera != args.camera:
                         continue

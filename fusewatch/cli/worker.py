@@ -26,11 +26,14 @@ def cmd_worker(args, cfg) -> int:
             "transport=bus: the in-process bus lives inside this process, so no engine elsewhere sees "
             "these messages; use --transport kafka (or `fusewatch demo` / `replay` for an embedded run)")
     w = Worker(cfg, camera=args.camera, source=args.source)
+    ev = start_evidence_writer(cfg, [args.camera])
     restore = install_signal_handlers(w.stop)
     try:
         st = w.run()
     finally:
         restore()
+        if ev is not None:
+            ev.stop(drain_s=cfg.evidence.wait_s, flush_open=True)
     if st.warning:
         get_logger("fusewatch.stream.worker", camera=args.camera).warning(st.warning)
     print(f"worker {st.camera}: {st.clips_published} clips published, {st.clips_lost} lost, "
@@ -40,6 +43,19 @@ def cmd_worker(args, cfg) -> int:
         print(f"fusewatch: worker: {lost}", file=sys.stderr)
         return LOST_EXIT
     return 0
+
+
+def start_evidence_writer(cfg, cameras: list[str]):
+    """With ``evidence.enabled``: an evidence writer thread for ``cameras`` in this process (alerts
+    topic → clips from this host's packet buffer), group ``evidence.group_id-<cameras>``."""
+    if not cfg.evidence.enabled:
+        return None
+    from fusewatch.stream.evidence.writer import EvidenceWriter
+    from fusewatch.stream.transport import make_transport
+
+    group = f"{cfg.evidence.group_id}-{','.join(sorted(cameras))[:200]}"
+    return EvidenceWriter(cfg, make_transport(cfg, group_id=group), cameras=cameras, group_id=group,
+                          owns_transport=True).start()
 
 
 def _parse_speed(s: str) -> float | None:
@@ -60,8 +76,14 @@ def cmd_replay(args, cfg) -> int:
 
     if args.loop < 0:
         raise UsageError(f"--loop: must be >= 0 (0 = forever; got {args.loop})")
-    res = replay(args.files, cfg, speed=_parse_speed(args.speed), loop=args.loop,
-                 camera_ids=args.camera or None, handle_signals=True)
+    from pathlib import Path
+    ev = start_evidence_writer(cfg, args.camera or [Path(f).stem for f in args.files])
+    try:
+        res = replay(args.files, cfg, speed=_parse_speed(args.speed), loop=args.loop,
+                     camera_ids=args.camera or None, handle_signals=True)
+    finally:
+        if ev is not None:
+            ev.stop(drain_s=cfg.evidence.wait_s, flush_open=True)
     for cam, st in res.cameras.items():
         print(f"{cam}: {st.clips_published} clips, {st.clips_lost} lost, {st.frames_decoded} frames "
               f"decoded, {st.frames_dropped} dropped, {st.decode_errors} decode errors")

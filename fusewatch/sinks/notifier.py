@@ -17,8 +17,9 @@ import time
 from dataclasses import dataclass, field
 
 from fusewatch.sinks.base import Sink, SinkUnavailable
-from fusewatch.stream.schema import SchemaError
 from fusewatch.stream.alert_schema import decode_alert, encode_alert
+from fusewatch.stream.records import record_kind
+from fusewatch.stream.schema import SchemaError
 
 log = logging.getLogger("fusewatch.sinks.notifier")
 
@@ -28,6 +29,8 @@ class NotifyStats:
     records: int = 0
     delivered: int = 0
     malformed: int = 0
+    other: int = 0
+    """Evidence and health records on the alerts topic (not delivered to the sinks)."""
     retries: int = 0
     commits: int = 0
     by_sink: dict = field(default_factory=dict)
@@ -68,6 +71,9 @@ class Notifier:
             log.warning("commit failed (%s); offsets kept for the next attempt", e)
 
     def _deliver(self, rec) -> None:
+        if record_kind(rec.value) in ("evidence", "health"):  # not alerts: the sinks take alerts only
+            self.stats.other += 1
+            return
         try:
             alert = decode_alert(rec.value, self.cfg.max_message_bytes)
         except SchemaError as e:

@@ -24,6 +24,7 @@ from pydantic_settings.sources.utils import parse_env_vars
 
 from fusewatch.errors import ConfigError
 from fusewatch.stream.config.errors import config_error
+from fusewatch.stream.config.evidence import EvidenceConfig, HealthConfig
 from fusewatch.stream.config.notify import MqttConfig, NotifyConfig, WebhookConfig, secret_values
 from fusewatch.stream.config.sections import (
     CACHE_DIR,
@@ -44,9 +45,10 @@ from fusewatch.stream.config.sections import (
 
 __all__ = ["CACHE_DIR", "SECTIONS", "AlertsConfig", "ClipsConfig", "Config", "ConfigError", "EngineConfig",
            "FeaturesConfig", "KafkaConfig", "ModelConfig", "SourceConfig", "TopicsConfig", "TrainConfig",
-           "WorkerConfig", "NotifyConfig", "MqttConfig", "WebhookConfig", "load_config", "parse_set", "NON_CONFIG_ENV"]
+           "WorkerConfig", "NotifyConfig", "MqttConfig", "WebhookConfig", "EvidenceConfig", "HealthConfig", "load_config", "parse_set", "NON_CONFIG_ENV"]
 
-SECTIONS: dict[str, type] = {**CORE_SECTIONS, **{c.SECTION: c for c in (NotifyConfig, MqttConfig, WebhookConfig)}}
+SECTIONS: dict[str, type] = {**CORE_SECTIONS, **{c.SECTION: c for c in (NotifyConfig, MqttConfig, WebhookConfig,
+                                                                   EvidenceConfig, HealthConfig)}}
 """Section name → class, in ``fusewatch.toml`` order."""
 
 ENV_PREFIX = "FUSEWATCH_"
@@ -82,6 +84,8 @@ class Config(BaseModel):
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     webhook: WebhookConfig = Field(default_factory=WebhookConfig)
+    evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
 
     def validate(self) -> "Config":  # type: ignore[override]
         """Re-validate after attribute assignment (``cfg.train.epochs = 3``); raise :class:`ConfigError`."""

@@ -45,8 +45,10 @@ class DecodeLoop:
     """The decode-thread half of :class:`~.supervisor.VideoSource` (a mixin).
 
     Reads: ``spec``, ``cfg``, ``want_audio``, ``live``, ``realtime``, ``speed``, ``queue``,
-    ``counts``, ``_stop``, ``_gen``, ``_sampler``, ``_count()``. Writes: ``info``, ``wall_anchor``,
-    ``_pts_offset``, ``_last_pts``, ``_conn_frames``, ``_progress``, ``_pace_t0``, ``_results``.
+    ``counts``, ``_stop``, ``_gen``, ``_sampler``, ``_count()``, ``recorder`` (an evidence
+    :class:`~fusewatch.stream.evidence.segments.SegmentRecorder` or None). Writes: ``info``,
+    ``wall_anchor``, ``_pts_offset``, ``_last_pts``, ``_conn_frames``, ``_progress``, ``_pace_t0``,
+    ``_results``, ``_conn_ref`` (container time of the connection's first frame).
     """
 
     def _alive(self, gen: int) -> bool:
@@ -71,8 +73,17 @@ class DecodeLoop:
             self._touch()
             time.sleep(min(left, 0.1))
 
+    def _wall_of_raw(self, raw: float) -> float | None:
+        """Capture wall clock (Unix s) of container time ``raw`` s on the current connection
+        (None until its first frame fixed the mapping); used by the evidence recorder."""
+        ref, anchor = self._conn_ref, self.wall_anchor
+        if ref is None or anchor is None:
+            return None
+        return anchor + self._pts_offset + (raw - ref)
+
     def _decode_once(self, gen: int) -> None:
         result = DecodeOutcome("eof")
+        self._conn_ref = None
         reader: Reader | None = None
         try:
             reader = open_reader(self.spec, self.cfg, self.want_audio)
@@ -80,7 +91,13 @@ class DecodeLoop:
                              audio_rate=reader.audio_rate, backend=reader.backend)
             if not self.info["header_frames"]:
                 self.info["header_frames"] = reader.header_frames
-            result = self._decode_loop(reader, gen)
+            rec = self.recorder.connection(reader, self._wall_of_raw, lambda: self._alive(gen)) \
+                if self.recorder is not None else None
+            try:
+                result = self._decode_loop(reader, gen)
+            finally:
+                if rec is not None:
+                    rec.close()
         except SourceError as e:
             result = DecodeOutcome("error", str(e).split(": ", 1)[-1] if str(e).startswith("source ") else str(e))
         except Exception as e:
@@ -148,6 +165,7 @@ class DecodeLoop:
                 now_mono = time.monotonic()
                 if ref is None:
                     ref = raw if raw is not None else 0.0
+                    self._conn_ref = ref
                     if self.wall_anchor is None:
                         self.wall_anchor = time.time()
                     for a in pending_audio:

@@ -15,6 +15,9 @@ class PyAVReader(Reader):
     """Demuxes and decodes with PyAV; ``want_audio`` adds the first audio stream (if any)."""
 
     backend = "pyav"
+    on_packet = None
+    """Optional ``f(packet)`` called with every demuxed video packet after it was decoded (the
+    evidence segment recorder remuxes them: the source is demuxed and decoded once)."""
 
     def __init__(self, spec: SourceSpec, cfg, want_audio: bool):
         import av
@@ -63,6 +66,8 @@ class PyAVReader(Reader):
                 yield DecodeError(f"{type(e).__name__}: {e}")
                 continue
             if pkt.stream is self.v or pkt.stream.index == self.v.index:
+                if self.on_packet is not None:
+                    self.on_packet(pkt)
                 for fr in frames:
                     tb = fr.time_base or self.v.time_base
                     raw = float(fr.pts * tb) if (fr.pts is not None and tb is not None) else None

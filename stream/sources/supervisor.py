@@ -84,6 +84,9 @@ class VideoSource(DecodeLoop):
         self._pace_t0: float | None = None
         self._supervisor: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._conn_ref: float | None = None
+        self.recorder = None
+        """Evidence segment recorder (set before :meth:`start`): gets every connection's packets."""
 
     # -- counters -----------------------------------------------------------------------------
     def _count(self, key: str, metric: str, n: int = 1) -> None:
