@@ -26,12 +26,13 @@ class TopicResult:
 
 
 def create_topics(cfg: Config, partitions: int | None = None,
-                  names: list[str] | None = None) -> list[TopicResult]:
+                  names: list[str] | None = None, configs: dict[str, str] | None = None) -> list[TopicResult]:
     """Create ``cfg.topics.features``, ``alerts`` and ``dead_letter`` (or ``names``) with
     ``partitions`` (default ``cfg.topics.partitions``) and ``cfg.topics.replication_factor``.
 
     Existing topics are left as they are (their partition count is reported, a smaller count than
-    requested is logged as a warning). Raises :class:`TransportError` when the broker is unreachable
+    requested is logged as a warning). ``configs``: extra topic configs for topics created here.
+    Raises :class:`TransportError` when the broker is unreachable
     or refuses the creation.
     """
     n = int(partitions or cfg.topics.partitions)
@@ -45,7 +46,8 @@ def create_topics(cfg: Config, partitions: int | None = None,
         created: set[str] = set()
         if todo:
             spec = {t: {"num_partitions": n, "replication_factor": cfg.topics.replication_factor,
-                        "configs": {"max.message.bytes": str(cfg.max_message_bytes + _RECORD_OVERHEAD)}}
+                        "configs": {"max.message.bytes": str(cfg.max_message_bytes + _RECORD_OVERHEAD),
+                                    **(configs or {})}}
                     for t in todo}
             resp = admin.create_topics(spec, timeout_ms=int(cfg.kafka.request_timeout_ms),
                                        raise_errors=False)
@@ -71,3 +73,11 @@ def create_topics(cfg: Config, partitions: int | None = None,
         log.info("%s", r)
         out.append(r)
     return out
+
+
+def create_models_topic(cfg: Config) -> TopicResult:
+    """Create ``cfg.topics.models`` (model manifests for live rollout): one partition (one total
+    order of publications), compacted (at least the newest manifest per deployment is kept
+    forever; the uncompacted tail is the audit trail)."""
+    return create_topics(cfg, partitions=1, names=[cfg.topics.models],
+                         configs={"cleanup.policy": "compact"})[0]

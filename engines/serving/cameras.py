@@ -44,6 +44,13 @@ class Camera:
     alt: tuple | None = None
     """(clip, pts_end, wall_end) of the last rejected clip; ``alt_run`` consecutive ones in order."""
     alt_run: int = 0
+    model: object = None
+    """ServingModel whose state ``graphs`` is (live model rollout: cameras switch one by one)."""
+    shadow: object = None
+    """State of the engine's new model, warming up beside ``graphs`` during a rollout."""
+    shadow_model: object = None
+    tp: tuple | None = None
+    """(topic, partition) of the camera's last record."""
 
     def accept(self, msg: FeatureMessage) -> None:
         self.epoch, self.last_clip = msg.epoch, msg.clip

@@ -17,6 +17,11 @@ Series (own :class:`CollectorRegistry` per engine)::
     fusewatch_engine_rebuild_records_total           records re-read by rebuilds
     fusewatch_engine_rebuild_seconds                 duration of the last rebuild (histogram)
     fusewatch_engine_info{backend,model}             1
+    fusewatch_engine_model{version}                  1 for the model new cameras get (live rollout target)
+    fusewatch_engine_model_loads_total               models loaded, warmed and staged by a rollout
+    fusewatch_engine_model_load_failures_total{reason}  rollouts refused, the old model kept
+    fusewatch_engine_model_switches_total            cameras switched to a staged model
+    fusewatch_engine_model_pending_cameras           cameras still scoring with a previous model
 
 ``/healthz``: 200 while the main loop completed a step within ``engine.stall_timeout`` (or 60 s),
 else 503. ``/readyz``: 200 once partitions are assigned and their state rebuilt, else 503.
@@ -49,6 +54,16 @@ class EngineMetrics:
         self.rebuild_seconds = Histogram(p + "rebuild_seconds", "Rebuild duration",
                                          buckets=(0.1, 0.5, 1, 2, 5, 10, 20, 60), registry=r)
         Gauge(p + "info", "Engine backend and model", ["backend", "model"], registry=r).labels(backend, model).set(1)
+        self.model = Gauge(p + "model", "Model version served to new cameras", ["version"], registry=r)
+        self.model_loads = Counter(p + "model_loads", "Models staged by a live rollout", registry=r)
+        self.model_load_failures = Counter(p + "model_load_failures", "Rollouts refused (old model kept)",
+                                           ["reason"], registry=r)
+        self.model_switches = Counter(p + "model_switches", "Cameras switched to a staged model", registry=r)
+        self.model_pending = Gauge(p + "model_pending_cameras", "Cameras still on a previous model", registry=r)
+
+    def set_model(self, version: str) -> None:
+        self.model.clear()
+        self.model.labels(version).set(1)
 
 
 class HealthServer:

@@ -56,6 +56,7 @@ class RecordProcessing:
         if not feats:
             raise SchemaError("no_known_representation",
                               f"message has {[r.name for r in msg.reps]}, model needs any of {self.names}")
+        self.rollout.observe(msg)
         return feats
 
     def _dead_letter(self, rec: Record, err: SchemaError, exc: BaseException | None = None) -> None:
@@ -101,6 +102,7 @@ class RecordProcessing:
                 raise SchemaError("wrong_partition", f"camera {msg.camera!r} on partition {rec.partition}, "
                                                      f"murmur2 gives {want} of {n}")
         cam, cold = self.store.get(msg.camera)
+        cam.tp = rec.tp
         action, why = admit(cam, msg, self.cfg.engine)
         if action == DROP:
             if live:
@@ -110,6 +112,7 @@ class RecordProcessing:
             self._count("restarts", why)
             self._closing.append((msg.camera, cam.tracker))
             cam.graphs, cam.tracker, cam.seen = self.model.new_state(), self._tracker(msg.camera), 0
+            cam.model, cam.shadow, cam.shadow_model = self.model, None, None
             cam.exact = True      # a new stream: an uninterrupted engine restarts it the same way
         items.extend(("close",) + c for c in self._closing)
         self._closing.clear()
@@ -125,23 +128,36 @@ class RecordProcessing:
             raise SchemaError("invalid_features", str(e)[:300]) from None
         cam.accept(msg)
         cam.seen += 1
-        if not cam.exact and cam.graphs.count >= self.window:
+        if not cam.exact and cam.graphs.count >= cam.model.window:
             cam.exact = True
+        self.rollout.advance(msg.camera, cam, feats, items)   # live model rollout: switch at this boundary?
         late = live and self.cfg.engine.late_after_s > 0 and time.time() - msg.wall_end > self.cfg.engine.late_after_s
-        items.append(("score", rec, msg, cam, cam.tracker, cam.graphs.window(), late))
+        items.append(("score", rec, msg, cam, cam.tracker, cam.graphs.window(), late, cam.model))
 
-    def _score(self, snaps: list) -> np.ndarray:
-        """Scores of window snapshots (B,), float32; NaN for a snapshot whose scoring raised."""
+    def _score(self, snaps: list, models: list | None = None) -> np.ndarray:
+        """Scores of window snapshots (B,), float32, each with its camera's model (``models``;
+        default the engine's); inf for a snapshot whose scoring raised."""
+        if models is None:
+            return self._score_with(self.model, snaps)
+        out = np.full(len(snaps), np.nan, np.float32)
+        groups: dict[int, tuple] = {}
+        for i, m in enumerate(models):
+            groups.setdefault(id(m), (m, []))[1].append(i)
+        for m, idx in groups.values():
+            out[idx] = self._score_with(m, [snaps[i] for i in idx])
+        return out
+
+    def _score_with(self, model, snaps: list) -> np.ndarray:
         out = np.full(len(snaps), np.nan, np.float32)
         bs = self.cfg.engine.max_batch
         for i in range(0, len(snaps), bs):
             try:
-                out[i:i + bs] = self.model.score(snaps[i:i + bs])
+                out[i:i + bs] = model.score(snaps[i:i + bs])
             except Exception as e:  # noqa: BLE001 - score one by one; failures become internal_error
                 log.debug("batch scoring failed (%s), scoring one by one", e)
                 for k in range(i, min(i + bs, len(snaps))):
                     try:
-                        out[k] = self.model.score(snaps[k:k + 1])[0]
+                        out[k] = model.score(snaps[k:k + 1])[0]
                     except Exception:  # noqa: BLE001
                         out[k] = np.inf
         return out
@@ -173,7 +189,7 @@ class RecordProcessing:
         self._closing.clear()
         scored = [it for it in items if it[0] == "score" and it[3].exact]
         t0 = time.perf_counter()
-        scores = self._score([it[5] for it in scored]) if scored else np.empty(0, np.float32)
+        scores = self._score([it[5] for it in scored], [it[7] for it in scored]) if scored else np.empty(0, np.float32)
         self.stats.score_seconds += time.perf_counter() - t0
         self.stats.batches += bool(scored)
         score_of = {id(it): float(s) for it, s in zip(scored, scores)}
@@ -183,7 +199,7 @@ class RecordProcessing:
                 if live and alerts:
                     self._emit(it[1], alerts)
                 continue
-            _, rec, msg, cam, tracker, _, late = it
+            _, rec, msg, cam, tracker, _, late = it[:7]
             if id(it) not in score_of:
                 if live:
                     self.stats.warmup += 1   # absorbed into a cold camera's window, not yet scored

@@ -44,6 +44,7 @@ from fusewatch.engines.serving.cameras import Camera, CameraStore
 from fusewatch.engines.serving.processing import RecordProcessing
 from fusewatch.engines.serving.health import EngineMetrics, HealthServer, healthy_since
 from fusewatch.engines.serving.rebuild import read_range, rebuild_partition
+from fusewatch.engines.serving.rollout import Rollout
 from fusewatch.engines.serving.runtime import ServingModel
 
 log = logging.getLogger("fusewatch.engine")
@@ -82,6 +83,14 @@ class EngineStats:
     """Partition state rebuilds (one per assignment of a partition with committed history)."""
     rebuild_max_records: int = 0
     """Most records one rebuild read."""
+    model_version: str = ""
+    """Version of the model new cameras get (the rollout target)."""
+    model_loads: int = 0
+    """Models staged by a live rollout."""
+    model_switches: int = 0
+    """Cameras switched to a staged model at a clip boundary."""
+    model_load_failures: dict = field(default_factory=dict)
+    """Rollouts refused (the old model kept), by reason."""
 
 
 def effective_alerts(cfg: Config, meta: ModelMeta):
@@ -107,10 +116,12 @@ class ScoreSink:
 class EngineService(RecordProcessing):
     """Consume features, score with ``model`` (:class:`~fusewatch.engines.serving.runtime.ServingModel`), publish alerts.
 
-    ``delay_s``: artificial per-batch delay (fault tests: a slow engine)."""
+    ``delay_s``: artificial per-batch delay (fault tests: a slow engine). ``watcher``: a
+    :class:`~fusewatch.engines.serving.manifest.ModelWatcher` (live model rollout; started and
+    stopped by :meth:`run`); :meth:`stage_model` stages a model directly."""
 
     def __init__(self, cfg: Config, model: ServingModel, transport: Transport,
-                 sink: ScoreSink | None = None, delay_s: float = 0.0):
+                 sink: ScoreSink | None = None, delay_s: float = 0.0, watcher=None):
         self.cfg = cfg
         self.model = model
         self.meta = meta = model.meta
@@ -146,6 +157,9 @@ class EngineService(RecordProcessing):
         self.stats.backend_requested = getattr(model.scorer, "requested_backend", "") or self.backend_name
         self.stats.backend_fallback = getattr(model.scorer, "fallback_reason", "")
         self.alerts_cfg = effective_alerts(cfg, meta)
+        self.rollout = Rollout(self, watcher)
+        self.stats.model_version = meta.model_version
+        self.metrics.set_model(meta.model_version)
 
     # -- state ----------------------------------------------------------------------------------
     @property
@@ -158,11 +172,21 @@ class EngineService(RecordProcessing):
                             self.meta.model_version, self.backend_name)
 
     def _new_camera(self, cam: str) -> Camera:
-        return Camera(self.model.new_state(), self._tracker(cam))
+        return Camera(self.model.new_state(), self._tracker(cam), model=self.model)
 
     def _on_evict(self, cam: str, c: Camera, reason: str) -> None:
         self._count("evictions", reason)
         self._closing.append((cam, c.tracker))
+
+    def alerts_for(self, meta: ModelMeta):
+        """Alert settings for a model (:func:`effective_alerts`)."""
+        return effective_alerts(self.cfg, meta)
+
+    def stage_model(self, model: ServingModel, manifest=None) -> bool:
+        """Live rollout: ``model`` (loaded, warmed) becomes the target; held cameras switch at a clip
+        boundary once its window is warm (:mod:`~fusewatch.engines.serving.rollout`). False when
+        it cannot score the features on the topic (counted, the current model kept)."""
+        return self.rollout.stage(model, manifest)
 
     # -- rebalance ------------------------------------------------------------------------------
     def on_assign(self, tps: set[TopicPartition]) -> None:
@@ -201,6 +225,7 @@ class EngineService(RecordProcessing):
     # -- main loop ------------------------------------------------------------------------------
     def step(self, timeout: float | None = None) -> int:
         """One poll → score → produce → flush → commit cycle. Returns records consumed."""
+        self.rollout.poll()   # a model loaded in the background is staged between two steps
         for tp in sorted(self._pending_rebuild):
             if tp in self.t.assignment():
                 self._rebuild(tp)
@@ -234,6 +259,7 @@ class EngineService(RecordProcessing):
         for r in recs:
             self._uncommitted[r.tp] = max(self._uncommitted.get(r.tp, 0), r.offset + 1)
         self._commit()
+        self.rollout.check()
         return len(recs)
 
     def _update_lag(self, every_s: float = 5.0) -> None:
@@ -259,6 +285,9 @@ class EngineService(RecordProcessing):
     def start(self) -> None:
         if self.cfg.engine.metrics_port and self.http is None:
             self.serve_http()
+        w = self.rollout.watcher
+        if w is not None and w._thread is None:
+            w.start()
         self.t.subscribe([self.cfg.topics.features], self.cfg.engine.group_id,
                          on_assign=self.on_assign, on_revoke=self.on_revoke, from_beginning=True,
                          callbacks_use_transport=False)
@@ -278,6 +307,8 @@ class EngineService(RecordProcessing):
                 if max_records is not None and self.stats.records >= max_records:
                     break
         finally:
+            if self.rollout.watcher is not None:
+                self.rollout.watcher.stop()
             self.t.flush()
             if self.http is not None:
                 self.http.close()

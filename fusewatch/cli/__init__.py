@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "fusewatch.cli.kafka",     # kafka up|down|status|restart, topics create
     "fusewatch.cli.worker",    # worker, replay, extract
     "fusewatch.cli.engine",    # engine, export, alerts
+    "fusewatch.cli.models",    # models publish|rollback|show (live model rollout)
     "fusewatch.cli.export_models",  # export-models (backbone ONNX files + trained models for runtime hosts)
     "fusewatch.cli.notify",    # notify (MQTT, webhooks)
     "fusewatch.cli.train",     # train

@@ -90,9 +90,13 @@ def cmd_engine(args, cfg: Config) -> int:
     if cfg.transport == "bus":
         log.warning("engine: transport=bus: the in-process bus only carries messages produced in this "
                     "process; use --transport kafka to consume workers running elsewhere")
-    model = load_serving_model(cfg, args.model, args.backend)
+    if args.backend:
+        cfg.engine.backend = args.backend
+    watcher, model = _deployed_model(cfg, log)
+    if model is None:
+        model = load_serving_model(cfg, args.model, args.backend)
     t = make_transport(cfg, group_id=cfg.engine.group_id)
-    svc = EngineService(cfg, model, t, delay_s=args.delay)
+    svc = EngineService(cfg, model, t, delay_s=args.delay, watcher=watcher)
     _install_stop(svc.stop)
     start_watchdog(svc, cfg.engine.stall_timeout)
     fallback = getattr(model.scorer, "fallback_reason", "")
@@ -113,6 +117,30 @@ def cmd_engine(args, cfg: Config) -> int:
              extra={"fields": {"records": st.records, "scored": st.scored, "alerts": st.alerts,
                                "dead_letters": st.dead_letters}})
     return 0
+
+
+def _deployed_model(cfg: Config, log):
+    """Live rollout (Kafka, ``engine.watch_models``): a model watcher on ``topics.models`` and the
+    model of the deployment's current manifest, loaded and warmed (None: none published, or it
+    failed — then ``--model`` is served and the failure logged)."""
+    if cfg.transport != "kafka" or not cfg.engine.watch_models:
+        return None, None
+    from fusewatch.engines.serving.manifest import ModelWatcher, load_manifest
+    from fusewatch.stream.topics import create_models_topic
+
+    create_models_topic(cfg)
+    w = ModelWatcher(cfg, make_transport(cfg, group_id=None, produce=False))
+    m = w.read_current()
+    if m is None:
+        return w, None
+    w.handled = m.ident
+    got = load_manifest(cfg, m)
+    if got.model is None:
+        log.error(f"engine: deployment {w.name!r} manifest {m.version}: {got.reason}: {got.detail}; "
+                  "serving --model / engine.model instead")
+        return w, None
+    log.info(f"engine: deployment {w.name!r}: model {m.version} from {m.model}")
+    return w, got.model
 
 
 def cmd_export(args, cfg: Config) -> int:

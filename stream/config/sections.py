@@ -135,6 +135,8 @@ class TopicsConfig(_Section):
     features: str = Field(default="fusewatch.features", min_length=1, max_length=249)
     alerts: str = Field(default="fusewatch.alerts", min_length=1, max_length=249)
     dead_letter: str = Field(default="fusewatch.deadletter", min_length=1, max_length=249)
+    models: str = Field(default="fusewatch.models", min_length=1, max_length=249)
+    """Compacted topic of model manifests (key = deployment name): live model rollout."""
     partitions: int = _rng(3, ge=1, le=10_000)
     replication_factor: int = _rng(1, ge=1, le=100)
 
@@ -318,6 +320,13 @@ class EngineConfig(_Section):
     gives their key (Kafka: murmur2, as the Java client and kafka-python)."""
     metrics_port: Port = 0
     """Prometheus ``/metrics`` plus ``/healthz`` and ``/readyz`` HTTP port (0 = off)."""
+    # -- live model rollout (issue 13) -----------------------------------------------------------
+    deployment: str = Field(default="default", min_length=1, max_length=200)
+    """Model deployment this engine follows: the key of its manifests on ``topics.models``."""
+    watch_models: bool = True
+    """Follow ``topics.models``: load, warm and switch to each new manifest of ``deployment``."""
+    model_poll_s: float = _rng(1.0, gt=0, le=3600)
+    """How often the model watcher polls ``topics.models`` (s)."""
 
 
 @dataclass(config=SCHEMA)
