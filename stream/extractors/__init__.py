@@ -7,6 +7,8 @@
 ``effnet_lite0``     ``effnet_lite0``         1280 (``pool = meanmax``: 2560)
 ``flow``             ``flow``                 80 (dense optical-flow motion statistics)
 ``audio``            ``audio``                80 (log-mel mean ‖ std; None without audio)
+``flow_grid``        ``flow_grid``            128 (patch-level flow: top cells + 6×9 grid)
+``objects``          ``objects``              42 (MOG2 foreground objects: area, speed, aspect)
 ``onnx:<path>``      ``onnx:<file stem>``     the model's output channels (×2 for meanmax)
 ==================  ======================  =====================================================
 
@@ -21,7 +23,7 @@ from .base import Extractor, pool_frames
 
 __all__ = ["Extractor", "build_extractors", "build_extractor", "KNOWN", "pool_frames"]
 
-KNOWN = ("mobilenetv2", "effnet_lite0", "flow", "audio")
+KNOWN = ("mobilenetv2", "effnet_lite0", "flow", "audio", "flow_grid", "objects")
 
 
 def build_extractor(spec: str, cfg) -> Extractor:
@@ -35,6 +37,11 @@ def build_extractor(spec: str, cfg) -> Extractor:
         from .flow import FlowExtractor
 
         return FlowExtractor(cfg)
+    if spec in ("flow_grid", "objects"):
+        from .flow_grid import FlowGridExtractor
+        from .objects import ObjectsExtractor
+
+        return (FlowGridExtractor if spec == "flow_grid" else ObjectsExtractor)(cfg)
     if spec == "audio":
         from .audio import AudioExtractor
 
