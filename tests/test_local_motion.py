@@ -152,3 +152,76 @@ def test_extract_pipeline_writes_both(tmp_path):
     assert a.shape == (4, FG.DIM) and b.shape == (4, OB.DIM)     # (40 − 16) // 8 + 1 overlapping clips
     assert meta["videos"]["cam"]["clip_frames"][1] == [8, 23]
     assert (a[:, 0] > np.log1p(0.8)).all() and (b[:, 1] > 0).all()
+
+
+# ------------------------------------------------------------------------------------------------
+# training-free baseline and the inductive protocol
+
+
+def test_motion_baseline_scores_the_moving_frames():
+    from engines import motion_baseline as MB
+    still = _scene(20, [])
+    moving = _scene(20, [dict(FAST, x=20)], seed=2)
+    frames = still + moving
+    cells = MB.cell_magnitudes(frames)
+    assert cells.shape == (40, FG.GRID_ROWS, FG.GRID_COLS)
+    s = MB.frame_scores_from_cells(cells)
+    assert s.shape == (40,)
+    assert s[25:].min() > 3 * s[:15].max()
+    # smoothing: centred and causal moving averages over a cut window
+    x = np.arange(10, dtype=float)
+    np.testing.assert_allclose(MB.smooth(x, 3), [0.5, 1, 2, 3, 4, 5, 6, 7, 8, 8.5])
+    np.testing.assert_allclose(MB.smooth(x, 3, causal=True), [0, 0.5, 1, 2, 3, 4, 5, 6, 7, 8])
+    gts = {"a": np.r_[np.zeros(20), np.ones(20)].astype(np.uint8)}
+    assert MB.pooled_auc({"a": s}, gts) > 0.99
+
+
+def _toy_dataset(n_normal=6, n_abnormal=3, T=12, d=5, seed=0):
+    from engines.datasets import ClipRule, FeatureDataset, VideoFeatures
+    rng = np.random.default_rng(seed)
+    vids = []
+    for i in range(n_normal + n_abnormal):
+        ab = i >= n_normal
+        x = rng.normal(0, 1, (T, d)).astype(np.float32)
+        gt = np.zeros(T * 4 + 12, np.uint8)
+        if ab:
+            x[T // 2:, 0] += 4.0
+            gt[(T // 2) * 4:] = 1
+        vids.append(VideoFeatures(f"{'test' if ab else 'train'}_{i:02d}", {"m": x}, int(ab), gt,
+                                  ClipRule(16, 4), n_frames=gt.size))
+    return FeatureDataset(vids, {"m": d}, "toy", "", {"clip_len": 16, "clip_stride": 4})
+
+
+def test_loao_folds_and_restride():
+    from engines.inductive import loao_folds, restride
+    ds = _toy_dataset()
+    folds = loao_folds(ds.videos)
+    assert len(folds) == 3
+    held = [n for f in folds for n in f["held"]]
+    assert sorted(held) == sorted(v.name for v in ds.videos)          # each video held out once
+    for f in folds:
+        assert sum(n.startswith("test") for n in f["held"]) == 1
+        assert sum(n.startswith("train") for n in f["held"]) == 2
+        assert not set(f["held"]) & set(f["train"])
+    assert folds == loao_folds(ds.videos)                               # fixed folds
+    r = restride(ds, 16)
+    v0, r0 = ds.videos[0], r.videos[0]
+    assert r0.num_clips == 3 and r0.clip_ranges() == [(0, 15), (16, 31), (32, 47)]
+    np.testing.assert_array_equal(r0.feats["m"], v0.feats["m"][[0, 4, 8]])
+
+
+def test_run_fold_never_sees_held_out_labels(tmp_path):
+    from engines.inductive import Recipe, fold_metrics, frame_scores, loao_folds, run_fold
+    ds = _toy_dataset()
+    folds = loao_folds(ds.videos)
+    rec = Recipe("toy", ["m"], "lego", stride=4, normalize="zscore",
+                 set={"train.epochs": 30, "model.window": 8})
+    clip = {}
+    for f in folds:
+        out = run_fold(ds, f, rec, seed=0, work_dir=tmp_path)
+        assert sorted(out) == sorted(f["held"])
+        clip.update(out)
+    by = ds.by_name()
+    frame = {n: frame_scores(by[n], s) for n, s in clip.items()}
+    m = fold_metrics(frame, {v.name: v.frame_gt for v in ds.videos}, folds)
+    assert m["all"] > 0.8 and len(m["folds"]) == 3 and set(m["within"]) == {"test_06", "test_07", "test_08"}
