@@ -90,9 +90,10 @@ def detect(mask: np.ndarray, min_area: int = MIN_AREA) -> np.ndarray:
     return np.asarray(rows, np.float32).reshape(-1, 6)
 
 
-def link_tracks(dets: list[np.ndarray], gate: float = GATE_PX) -> tuple[list[list[tuple[int, int]]], float]:
+def link_tracks(dets: list[np.ndarray], gate: float | None = None) -> tuple[list[list[tuple[int, int]]], float]:
     """Greedy nearest-centroid linking of per-frame detections → tracks (lists of (frame, det index))
     and the largest single-step displacement of any link (px)."""
+    gate = GATE_PX if gate is None else float(gate)
     tracks: list[list[tuple[int, int]]] = []
     open_: dict[int, int] = {}           # det index in previous frame → track id
     max_step = 0.0
