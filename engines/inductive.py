@@ -261,3 +261,42 @@ def baseline_metrics(video_dir: str | Path, ds, folds, cache_dir=None, k: int | 
     s = MB.baseline_scores(video_dir, list(gts), k=k or MB.SMOOTH_FRAMES, cache_dir=cache_dir)
     s = {n: s[n][:len(gts[n])] for n in gts}
     return fold_metrics(s, gts, folds)
+
+
+# --------------------------------------------------------------------------------------------------
+# hybrid: learned score × training-free local motion
+# --------------------------------------------------------------------------------------------------
+
+MOTION_COMBINATIONS = ("product", "sqrt_product", "sum_half")
+"""How :func:`combine_with_motion` merges a model's per-frame score ``s`` (in [0, 1]) with the
+training-free local-motion score ``m`` (px per frame step): ``product`` ``s·m`` (parameter-free: the
+model's probability gates the motion evidence), ``sqrt_product`` ``√s·m``, ``sum_half`` ``s + m/2``.
+Only ``product`` was fixed before looking at results; the other two were tried on the same videos
+(development figures)."""
+
+
+def combine_with_motion(model_frame: Mapping[str, np.ndarray], motion_frame: Mapping[str, np.ndarray],
+                        mode: str = "product") -> dict[str, np.ndarray]:
+    """Per-frame hybrid scores (see :data:`MOTION_COMBINATIONS`); nothing is fitted."""
+    if mode not in MOTION_COMBINATIONS:
+        raise ValueError(f"mode: one of {MOTION_COMBINATIONS} (got {mode!r})")
+    out = {}
+    for n, s in model_frame.items():
+        m = np.asarray(motion_frame[n], np.float64)[:len(s)]
+        s = np.asarray(s, np.float64)
+        out[n] = s * m if mode == "product" else np.sqrt(s) * m if mode == "sqrt_product" else s + m / 2
+    return out
+
+
+def rescore_with_motion(result: Mapping[str, Any], ds, motion_frame: Mapping[str, np.ndarray],
+                        mode: str = "product") -> list[dict[str, Any]]:
+    """Metrics of a :func:`run_recipe` result combined with the local-motion baseline (no retraining)."""
+    d = restride(ds, result["recipe"]["stride"])
+    by = d.by_name()
+    gts = {v.name: v.frame_gt for v in d.videos}
+    out = []
+    for r in result["seeds"]:
+        frame = {n: frame_scores(by[n], np.asarray(s), result["recipe"].get("smooth", 0))
+                 for n, s in r["clip"].items()}
+        out.append(fold_metrics(combine_with_motion(frame, motion_frame, mode), gts, result["folds"]))
+    return out
