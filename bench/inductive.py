@@ -75,6 +75,8 @@ EXPLORE = [
     _r("x_mnv2max_flow_grid_concat", ["mobilenetv2_max", "flow_grid"], "concat"),
     _r("x_mnv2_flow_lego_p1q1", ["mobilenetv2", "flow"], "lego", model__order_p=1, model__order_q=1),
     _r("x_mnv2_flow_lego_e50", ["mobilenetv2", "flow"], "lego", train__epochs=50),
+    _r("x_mnv2_flow_s4_lego", ["mobilenetv2", "flow"], "lego", stride=4),
+    _r("x_mnv2_flow_s4_concat", ["mobilenetv2", "flow"], "concat", stride=4),
 ]
 
 
