@@ -65,7 +65,10 @@ RECIPES.sort(key=lambda r: r["stride"] != 16)
 # Exploration (``--explore``): what lifts held-out AUC. Written while looking at the rows above on
 # these same videos, hence labelled "explored" in the report. ``mobilenetv2_max``: MobileNetV2 with
 # the last 7×7 map max-pooled (``features.cnn_spatial = "max"``: the strongest patch per channel),
-# extracted at stride 16 into ``--max-features`` (default out/feats/ped2-l16s16-mnv2max).
+# extracted at stride 16 into ``--max-features`` (default out/feats/ped2-l16s16-mnv2max);
+# ``mnv2_patches`` (patch-level appearance) extracted at stride 16 into out/feats/ped2-l16s16-patches:
+#   fusewatch extract ../shared/data/ped2 --out out/feats/ped2-l16s16-patches \
+#       --set features.extractors=mnv2_patches
 EXPLORE = [
     _r("x_mnv2_flow_flow_grid_lego", ["mobilenetv2", "flow", "flow_grid"], "lego"),
     _r("x_mnv2_flow_flow_grid_concat", ["mobilenetv2", "flow", "flow_grid"], "concat"),
@@ -75,29 +78,48 @@ EXPLORE = [
     _r("x_mnv2max_flow_grid_concat", ["mobilenetv2_max", "flow_grid"], "concat"),
     _r("x_mnv2_flow_lego_p1q1", ["mobilenetv2", "flow"], "lego", model__order_p=1, model__order_q=1),
     _r("x_mnv2_flow_lego_e50", ["mobilenetv2", "flow"], "lego", train__epochs=50),
+    _r("x_patches_lego", ["mnv2_patches"], "lego"),
+    _r("x_patches_concat", ["mnv2_patches"], "concat"),
+    _r("x_patches_flow_lego", ["mnv2_patches", "flow"], "lego"),
+    _r("x_patches_flow_concat", ["mnv2_patches", "flow"], "concat"),
+    _r("x_patches_mnv2_flow_lego", ["mnv2_patches", "mobilenetv2", "flow"], "lego"),
+    _r("x_patches_mnv2_flow_concat", ["mnv2_patches", "mobilenetv2", "flow"], "concat"),
     _r("x_mnv2_flow_s4_lego", ["mobilenetv2", "flow"], "lego", stride=4),
     _r("x_mnv2_flow_s4_concat", ["mobilenetv2", "flow"], "concat", stride=4),
 ]
 
 
+EXTRA_FEATURES = {
+    # representation in recipes → (default folder, representation name inside it); stride 16 only
+    "mobilenetv2_max": ("ped2-l16s16-mnv2max", "mobilenetv2"),
+    "mnv2_patches": ("ped2-l16s16-patches", "mnv2_patches"),
+}
+
+
 def load_bench_dataset(features: Path, max_features: Path | None = None, reps=()):
-    """The stride-4 features; when ``reps`` asks for ``mobilenetv2_max``: restrided to 16 and merged
-    with the max-pooled MobileNetV2 features (same clips)."""
+    """The stride-4 features; when ``reps`` asks for a representation of :data:`EXTRA_FEATURES`:
+    restrided to 16 and merged with it (same clips). ``max_features``: folder of the max-pooled
+    MobileNetV2 features (others: beside ``features``)."""
     from engines.datasets import load_dataset
     from engines.inductive import restride
     ds = load_dataset(features)
-    if "mobilenetv2_max" not in reps:
+    extra = [r for r in reps if r in EXTRA_FEATURES]
+    if not extra:
         return ds
     import dataclasses
     ds = restride(ds, 16)
-    mx = load_dataset(max_features).by_name()
-    vids = []
-    for v in ds.videos:
-        m = mx[v.name]
-        assert m.clip_ranges() == v.clip_ranges(), v.name
-        vids.append(dataclasses.replace(v, feats={**v.feats, "mobilenetv2_max": m.feats["mobilenetv2"]}))
-    dims = {**ds.dims, "mobilenetv2_max": int(m.feats["mobilenetv2"].shape[1])}
-    return type(ds)(vids, dims, ds.layout, ds.root, dict(ds.info))
+    vids = {v.name: v for v in ds.videos}
+    dims = dict(ds.dims)
+    for r in extra:
+        folder, inner = EXTRA_FEATURES[r]
+        src = Path(max_features) if (r == "mobilenetv2_max" and max_features) else features.parent / folder
+        other = load_dataset(src).by_name()
+        for n, v in vids.items():
+            m = other[n]
+            assert m.clip_ranges() == v.clip_ranges(), n
+            vids[n] = dataclasses.replace(v, feats={**v.feats, r: m.feats[inner]})
+            dims[r] = int(m.feats[inner].shape[1])
+    return type(ds)([vids[v.name] for v in ds.videos], dims, ds.layout, ds.root, dict(ds.info))
 
 
 def ensure_features(videos: Path, out: Path) -> Path:

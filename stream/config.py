@@ -165,7 +165,7 @@ class FeaturesConfig:
     def validate(self) -> None:
         if not self.extractors:
             raise ConfigError("features.extractors: at least one extractor is required")
-        known = ("mobilenetv2", "effnet_lite0", "flow", "audio", "flow_grid", "objects")
+        known = ("mobilenetv2", "effnet_lite0", "flow", "audio", "flow_grid", "objects", "mnv2_patches")
         for e in self.extractors:
             if e not in known and not e.startswith("onnx:"):
                 raise ConfigError(f"features.extractors: unknown extractor {e!r} "

