@@ -204,7 +204,7 @@ def write_report(out: Path, results: dict, base: dict, folds, features: Path, ds
     return text
 
 
-def extractor_costs(videos: Path, names=("flow", "flow_grid", "objects", "mobilenetv2"), clips: int = 8,
+def extractor_costs(videos: Path, names=("flow", "flow_grid", "objects", "mobilenetv2", "mnv2_patches"), clips: int = 8,
                     repeat: int = 2) -> dict:
     """Median ms per 16-frame clip of each extractor on ``test_02`` (one thread; the machine's other
     load included, so ratios matter more than milliseconds)."""
