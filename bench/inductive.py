@@ -176,6 +176,12 @@ def write_report(out: Path, results: dict, base: dict, folds, features: Path, ds
                      f"{fmt(sm['anomalous'])} | "
                      + " | ".join(fmt(sm["within"].get(n, (float('nan'), 0))) for n in ("test_02", "test_04", "test_06", "test_12"))
                      + f" | {r.get('seconds', '')} |")
+    lines += ["", "Per fold (its 3 held-out videos pooled), mean over seeds:", "",
+              "| recipe | " + " | ".join(f"fold {i}" for i in range(len(folds))) + " |",
+              "|---|" + "---|" * len(folds),
+              "| training-free local motion | " + " | ".join(f"{f['all']:.3f}" for f in base["folds"]) + " |"]
+    for name, r in sorted(results.items(), key=lambda kv: -kv[1]["summary"]["all"][0]):
+        lines.append(f"| {name} | " + " | ".join(f"{m:.3f}" for m, _ in r["summary"]["folds"]) + " |")
     lines += ["", "LEGO vs concat (same features, stride, normalisation, seeds, folds), `all`:", "",
               "| features | LEGO | concat | LEGO − concat |", "|---|---|---|---|"]
     for name, r in sorted(results.items()):
