@@ -39,8 +39,8 @@ slice      content
 :meth:`FlowGridExtractor.cell_series` the per-field grids (``(T−1, rows, cols)``), used by the
 training-free local-motion baseline (:mod:`engines.motion_baseline`) and for anomaly maps.
 
-Cost: ~2 ms per Farnebäck pair at 180×120 on one core, ~30–45 ms per 16-frame clip (see
-``bench/results/inductive.md``).
+Cost: 15 Farnebäck pairs at 180×120 dominate: ~70–85 ms per 16-frame clip on one core of the
+development machine, ~1.3× the ``flow`` extractor (``bench/results/inductive.md``).
 """
 from __future__ import annotations
 

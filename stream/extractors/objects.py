@@ -34,8 +34,8 @@ slice      content
            link)
 =========  ==========================================================================================
 
-Cost: ~0.3 ms per frame for MOG2 + morphology + components at 180×120 (two learning passes and
-one labelling pass), ~10–20 ms per 16-frame clip.
+Cost: MOG2 (two learning passes and one labelling pass) + morphology + components at 180×120:
+~17–35 ms per 16-frame clip on one core, ~0.6× the ``flow`` extractor (``bench/results/inductive.md``).
 """
 from __future__ import annotations
 
