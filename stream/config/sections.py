@@ -175,7 +175,8 @@ class ClipsConfig(_Section):
     clip_stride: int = _rng(16, ge=1, le=1024)
 
 
-KNOWN_EXTRACTORS = ("mobilenetv2", "effnet_lite0", "flow", "audio")
+DEFAULT_EXTRACTORS = ("mobilenetv2", "effnet_lite0", "flow", "audio")
+KNOWN_EXTRACTORS = (*DEFAULT_EXTRACTORS, "flow_grid", "objects", "mnv2_patches")
 
 
 def _check_extractors(v: list[str]) -> list[str]:
@@ -191,7 +192,7 @@ def _check_extractors(v: list[str]) -> list[str]:
 class FeaturesConfig(_Section):
     SECTION: ClassVar[str] = "features"
 
-    extractors: StrList = field(default_factory=lambda: list(KNOWN_EXTRACTORS))
+    extractors: StrList = field(default_factory=lambda: list(DEFAULT_EXTRACTORS))
     """Names: mobilenetv2, effnet_lite0, flow, audio, or ``onnx:<path>``."""
     pool: Literal["mean", "meanmax"] = "mean"
     """Clip pooling over frames for CNN backbones: ``mean`` or ``meanmax`` (concatenated, 2×D)."""

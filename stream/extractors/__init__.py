@@ -7,6 +7,9 @@
 ``effnet_lite0``     ``effnet_lite0``         1280 (``pool = meanmax``: 2560)
 ``flow``             ``flow``                 80 (dense optical-flow motion statistics)
 ``audio``            ``audio``                80 (log-mel mean ‖ std; None without audio)
+``flow_grid``        ``flow_grid``            128 (patch-level flow: top cells + 6×9 grid)
+``objects``          ``objects``              42 (MOG2 foreground objects: area, speed, aspect)
+``mnv2_patches``     ``mnv2_patches``         191 (top-4 changing MobileNetV2 patches + 7×7 map)
 ``onnx:<path>``      ``onnx:<file stem>``     the model's output channels (×2 for meanmax)
 ==================  ======================  =====================================================
 
@@ -23,7 +26,7 @@ from .base import Extractor, pool_frames
 
 __all__ = ["Extractor", "build_extractors", "build_extractor", "KNOWN", "pool_frames"]
 
-KNOWN = ("mobilenetv2", "effnet_lite0", "flow", "audio")
+KNOWN = ("mobilenetv2", "effnet_lite0", "flow", "audio", "flow_grid", "objects", "mnv2_patches")
 
 
 def build_extractor(spec: str, cfg) -> Extractor:
@@ -37,6 +40,15 @@ def build_extractor(spec: str, cfg) -> Extractor:
         from .flow import FlowExtractor
 
         return FlowExtractor(cfg)
+    if spec in ("flow_grid", "objects"):
+        from .flow_grid import FlowGridExtractor
+        from .objects import ObjectsExtractor
+
+        return (FlowGridExtractor if spec == "flow_grid" else ObjectsExtractor)(cfg)
+    if spec == "mnv2_patches":
+        from .patches import PatchAppearanceExtractor
+
+        return PatchAppearanceExtractor(cfg)
     if spec == "audio":
         from .audio import AudioExtractor
 
