@@ -215,7 +215,7 @@ def extractor_costs(videos: Path, names=("flow", "flow_grid", "objects", "mobile
     """Median ms per 16-frame clip of each extractor on ``test_02`` (one thread; the machine's other
     load included, so ratios matter more than milliseconds)."""
     import numpy as np
-    from engines.motion_baseline import decode_frames
+    from fusewatch.engines.evaluation.motion_baseline import decode_frames
     from fusewatch.stream.config import Config
     from fusewatch.stream.extractors import build_extractor
     cfg = Config()
@@ -284,7 +284,7 @@ def main(argv=None) -> int:
         r = json.loads(p.read_text())
         if isinstance(r, dict) and "recipe" in r and "summary" in r:
             results[r["recipe"]["name"]] = r
-    from engines import motion_baseline as MB
+    from fusewatch.engines.evaluation import motion_baseline as MB
     gts = {v.name: v.frame_gt for v in ds.videos}
     motion = MB.baseline_scores(videos, list(gts), cache_dir=ROOT / "out" / "cache" / "motion_baseline")
     text = write_report(out, results, base, folds, features, ds, motion)

@@ -159,7 +159,7 @@ def test_extract_pipeline_writes_both(tmp_path):
 
 
 def test_motion_baseline_scores_the_moving_frames():
-    from engines import motion_baseline as MB
+    from fusewatch.engines.evaluation import motion_baseline as MB
     still = _scene(14, [])
     moving = _scene(14, [dict(FAST, x=20)], seed=2)
     frames = still + moving

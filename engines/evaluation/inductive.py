@@ -172,7 +172,7 @@ def run_fold(ds, fold: Mapping[str, Sequence[str]], recipe: Recipe, seed: int,
 def frame_scores(video, clip_scores: np.ndarray, smooth: int = 0) -> np.ndarray:
     """Per-frame scores of one video from its clip scores (module doc)."""
     from fusewatch.engines.evaluation import metrics as M
-    from engines.motion_baseline import smooth as _smooth
+    from fusewatch.engines.evaluation.motion_baseline import smooth as _smooth
     n = video.frames()
     f = M.expand_to_frames(clip_scores, video.clip_ranges(), n)
     return _smooth(f, smooth) if smooth and smooth > 1 else f
@@ -256,7 +256,7 @@ def summarize(metrics: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 def baseline_metrics(video_dir: str | Path, ds, folds, cache_dir=None, k: int | None = None) -> dict[str, Any]:
     """The training-free local-motion baseline (:mod:`engines.motion_baseline`) on the same frames
     and folds."""
-    from engines import motion_baseline as MB
+    from fusewatch.engines.evaluation import motion_baseline as MB
     gts = {v.name: v.frame_gt for v in ds.videos}
     s = MB.baseline_scores(video_dir, list(gts), k=k or MB.SMOOTH_FRAMES, cache_dir=cache_dir)
     s = {n: s[n][:len(gts[n])] for n in gts}
