@@ -88,11 +88,19 @@ class TopicsConfig:
     alerts: str = "fusewatch.alerts"
     dead_letter: str = "fusewatch.deadletter"
     partitions: int = 3
-    replication_factor: int = 1
+    replication_factor: int = 0
+    """Replicas per partition of the topics ``fusewatch topics create`` makes; 0 = auto:
+    min(3, brokers in the cluster) — 3 on a cluster, 1 on a single broker."""
+    min_insync_replicas: int = 0
+    """Topic ``min.insync.replicas`` (with the producer's ``acks=all``: how many replicas must have a
+    record before it is acknowledged); 0 = auto: 2 when replication_factor >= 3, else 1."""
 
     def validate(self) -> None:
         _positive("topics.partitions", self.partitions)
-        _positive("topics.replication_factor", self.replication_factor)
+        _positive("topics.replication_factor", self.replication_factor, allow_zero=True)
+        _positive("topics.min_insync_replicas", self.min_insync_replicas, allow_zero=True)
+        if self.replication_factor and self.min_insync_replicas > self.replication_factor:
+            raise ConfigError("topics.min_insync_replicas: must be <= topics.replication_factor")
         for n in ("features", "alerts", "dead_letter"):
             if not getattr(self, n):
                 raise ConfigError(f"topics.{n}: must not be empty")

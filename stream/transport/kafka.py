@@ -375,13 +375,7 @@ class KafkaTransport(Transport):
         check_broker(cfg)
         try:
             if produce:
-                linger = int(self._producer_kwargs.get("linger_ms", 5))
-                pkw = dict(enable_idempotence=True, acks="all", linger_ms=linger,
-                           max_block_ms=self._timeout_ms, bootstrap_timeout_ms=self._timeout_ms,
-                           delivery_timeout_ms=self._req_ms + linger + self._timeout_ms,
-                           max_request_size=cfg.max_message_bytes + _RECORD_OVERHEAD, **_RECONNECT)
-                pkw.update(self._producer_kwargs)
-                self._producer = KafkaProducer(**client_config(cfg, KafkaProducer, **pkw))
+                self._producer = self._new_producer()
             if consume:
                 self._consumer = self._new_consumer(group_id, self._reset)
         except BaseException as e:
@@ -391,6 +385,33 @@ class KafkaTransport(Transport):
             raise
 
     # -- helpers --------------------------------------------------------------------------------
+    def _new_producer(self) -> KafkaProducer:
+        linger = int(self._producer_kwargs.get("linger_ms", 5))
+        pkw = dict(enable_idempotence=True, acks="all", linger_ms=linger,
+                   max_block_ms=self._timeout_ms, bootstrap_timeout_ms=self._timeout_ms,
+                   delivery_timeout_ms=self._req_ms + linger + self._timeout_ms,
+                   max_request_size=self.cfg.max_message_bytes + _RECORD_OVERHEAD, **_RECONNECT)
+        pkw.update(self._producer_kwargs)
+        return KafkaProducer(**client_config(self.cfg, KafkaProducer, **pkw))
+
+    def _renew_wedged_producer(self) -> None:
+        """kafka-python 3.0.x: after a batch expires the idempotent producer resets its producer id
+        but never asks for a new one (state stays READY), so it sends nothing ever again. Replace
+        such a producer (the expired records were reported by :meth:`flush`; none is pending)."""
+        tm = getattr(self._producer, "_transaction_manager", None)
+        if tm is None or tm.has_producer_id():
+            return
+        old, self._producer = self._producer, None
+        try:
+            old.close(timeout=0)
+        except Exception as e:  # noqa: BLE001 - it is being replaced
+            log.debug("closing wedged producer: %s", e)
+        try:
+            self._producer = self._new_producer()
+        except kerr.KafkaError as e:
+            raise _wrap(e, f"cannot restart Kafka producer for {_describe(self.cfg)}") from None
+        log.warning("Kafka producer restarted after expired records (new producer id)")
+
     def _new_consumer(self, group_id: str | None, reset: str) -> KafkaConsumer:
         ckw = dict(group_id=group_id, enable_auto_commit=False, auto_offset_reset=reset,
                    bootstrap_timeout_ms=self._timeout_ms,
@@ -443,6 +464,8 @@ class KafkaTransport(Transport):
             failed = [f for f in futs if f.is_done and f.failed()]
             waiting = [f for f in futs if not f.is_done]
             self._pending = waiting
+            if failed and not waiting:
+                self._renew_wedged_producer()
         if failed or waiting:
             first = failed[0].exception if failed else None
             detail = f"; first error: {type(first).__name__}: {first}" if first is not None else ""
