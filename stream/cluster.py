@@ -166,27 +166,42 @@ class LocalCluster:
         props.write_text(text)
         return props
 
-    def _format(self, k: int, libs: Path) -> None:
-        """Format node K's empty data dir with the cluster id and its node id (static quorum)."""
-        props = self._render(k)
-        (self.node_dir(k) / "logs").mkdir(parents=True, exist_ok=True)
-        cp = subprocess.run([*self._jvm(k, libs), "kafka.tools.StorageTool", "format", "-t", self.cluster_id,
-                             "-c", str(props)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, timeout=120)
-        (self.node_dir(k) / "logs" / "format.log").write_text(cp.stdout)
-        if cp.returncode != 0:
-            raise BrokerError(f"kafka cluster: formatting broker {k} failed: {cp.stdout.strip()[-500:]}")
+    def _format(self, ks: list[int], libs: Path) -> None:
+        """Format the empty data dirs of nodes ``ks`` (in parallel) with the cluster id and each
+        node's id (static quorum: no --standalone / --initial-controllers)."""
+        procs = {}
+        for k in ks:
+            props = self._render(k)
+            (self.node_dir(k) / "logs").mkdir(parents=True, exist_ok=True)
+            procs[k] = subprocess.Popen([*self._jvm(k, libs), "kafka.tools.StorageTool", "format", "-t",
+                                         self.cluster_id, "-c", str(props)], stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        failed = []
+        for k, p in procs.items():
+            try:
+                out, _ = p.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                out, _ = p.communicate()
+            (self.node_dir(k) / "logs" / "format.log").write_text(out)
+            if p.returncode != 0:
+                failed.append(f"broker {k}: {out.strip()[-300:]}")
+        if failed:
+            raise BrokerError(f"kafka cluster: formatting failed: {'; '.join(failed)}")
 
     def _start(self, k: int, libs: Path) -> None:
         if self.pid(k):
             return
         for port in (self.port(k), self.controller_port(k)):
+            deadline = time.monotonic() + 10  # a just-killed JVM may still be closing its sockets
+            while _port_open(self.host, port) and time.monotonic() < deadline:
+                time.sleep(0.2)
             if _port_open(self.host, port):
                 raise BrokerError(f"kafka cluster: port {self.host}:{port} (broker {k}) is in use by another "
                                   f"process (choose another --base-port)")
         props = self._render(k)
         if not (self.data_dir(k) / "meta.properties").exists():
-            self._format(k, libs)
+            self._format([k], libs)
         logs = self.node_dir(k) / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         with open(logs / "stdout.log", "ab") as out:
@@ -223,6 +238,8 @@ class LocalCluster:
             if not self.cluster_id:
                 self.cluster_id = _new_cluster_id()
                 self._save()
+            self._format([k for k in self.nodes if not self.pid(k)
+                          and not (self.data_dir(k) / "meta.properties").exists()], libs)
             for k in self.nodes:
                 self._start(k, libs)
         self.wait_ready(min_brokers=self.n)
@@ -271,7 +288,7 @@ class LocalCluster:
         self.stop(k, kill=True)
         shutil.rmtree(self.data_dir(k), ignore_errors=True)
         libs = kafka_fetch(quiet=True)
-        self._format(k, libs)
+        self._format([k], libs)
         self._start(k, libs)
         self.wait_ready([k])
 

@@ -401,15 +401,16 @@ class KafkaTransport(Transport):
         tm = getattr(self._producer, "_transaction_manager", None)
         if tm is None or tm.has_producer_id():
             return
-        old, self._producer = self._producer, None
+        try:
+            new = self._new_producer()
+        except kerr.KafkaError as e:  # brokers still gone: keep it, try again at the next flush
+            log.warning("cannot restart the Kafka producer yet: %s", _wrap(e, _describe(self.cfg)))
+            return
+        old, self._producer = self._producer, new
         try:
             old.close(timeout=0)
         except Exception as e:  # noqa: BLE001 - it is being replaced
             log.debug("closing wedged producer: %s", e)
-        try:
-            self._producer = self._new_producer()
-        except kerr.KafkaError as e:
-            raise _wrap(e, f"cannot restart Kafka producer for {_describe(self.cfg)}") from None
         log.warning("Kafka producer restarted after expired records (new producer id)")
 
     def _new_consumer(self, group_id: str | None, reset: str) -> KafkaConsumer:
