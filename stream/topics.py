@@ -20,15 +20,35 @@ class TopicResult:
     name: str
     action: str
     partitions: int
+    replication_factor: int = 0
+    min_insync_replicas: int | None = None
 
     def __str__(self) -> str:
-        return f"{self.name}: {self.action} ({self.partitions} partition{'s' if self.partitions != 1 else ''})"
+        isr = "" if self.min_insync_replicas is None else f", min.insync.replicas {self.min_insync_replicas}"
+        return (f"{self.name}: {self.action} ({self.partitions} partition{'s' if self.partitions != 1 else ''}, "
+                f"replication factor {self.replication_factor}{isr})")
+
+
+def replication_settings(cfg: Config, brokers: int) -> tuple[int, int]:
+    """``(replication factor, min.insync.replicas)`` for a cluster of ``brokers``: the configured
+    values, or (0 = auto) min(3, brokers) and 2 when that is >= 3, else 1. Raises
+    :class:`TransportError` when the cluster has fewer brokers than the replication factor."""
+    rf = cfg.topics.replication_factor or min(3, max(1, brokers))
+    if rf > brokers:
+        raise TransportError(f"topics: replication factor {rf} needs >= {rf} brokers, the cluster at "
+                             f"{cfg.kafka.bootstrap_servers} has {brokers} (set topics.replication_factor)")
+    isr = cfg.topics.min_insync_replicas or (2 if rf >= 3 else 1)
+    if isr > rf:
+        raise TransportError(f"topics: min.insync.replicas {isr} > replication factor {rf}")
+    return rf, isr
 
 
 def create_topics(cfg: Config, partitions: int | None = None,
                   names: list[str] | None = None, configs: dict[str, str] | None = None) -> list[TopicResult]:
     """Create ``cfg.topics.features``, ``alerts`` and ``dead_letter`` (or ``names``) with
-    ``partitions`` (default ``cfg.topics.partitions``) and ``cfg.topics.replication_factor``.
+    ``partitions`` (default ``cfg.topics.partitions``), replication factor and
+    ``min.insync.replicas`` from :func:`replication_settings` (3 and 2 on a cluster, 1 and 1 on a
+    single broker, unless configured).
 
     Existing topics are left as they are (their partition count is reported, a smaller count than
     requested is logged as a warning). ``configs``: extra topic configs for topics created here.
@@ -41,13 +61,14 @@ def create_topics(cfg: Config, partitions: int | None = None,
     names = list(dict.fromkeys(names or [cfg.topics.features, cfg.topics.alerts, cfg.topics.dead_letter]))
     admin = admin_client(cfg)
     try:
+        rf, isr = replication_settings(cfg, len(admin.describe_cluster().get("brokers") or []))
         existing = set(admin.list_topics())
         todo = [t for t in names if t not in existing]
         created: set[str] = set()
         if todo:
-            spec = {t: {"num_partitions": n, "replication_factor": cfg.topics.replication_factor,
+            spec = {t: {"num_partitions": n, "replication_factor": rf,
                         "configs": {"max.message.bytes": str(cfg.max_message_bytes + _RECORD_OVERHEAD),
-                                    **(configs or {})}}
+                                    "min.insync.replicas": str(isr), **(configs or {})}}
                     for t in todo}
             resp = admin.create_topics(spec, timeout_ms=int(cfg.kafka.request_timeout_ms),
                                        raise_errors=False)
@@ -59,14 +80,17 @@ def create_topics(cfg: Config, partitions: int | None = None,
                     raise TransportError(f"create topic {t['name']!r} failed: "
                                          f"{kerr.for_code(code).__name__}: {t.get('error_message') or ''}".rstrip(": "))
             admin.wait_for_topics(todo, timeout_ms=int(cfg.kafka.request_timeout_ms))
-        counts = {t["name"]: len(t.get("partitions") or []) for t in admin.describe_topics(names)}
+        desc = {t["name"]: t.get("partitions") or [] for t in admin.describe_topics(names)}
     except kerr.KafkaError as e:
         raise _wrap(e, f"create topics on {cfg.kafka.bootstrap_servers}") from None
     finally:
         admin.close()
     out = []
     for t in names:
-        r = TopicResult(t, "created" if t in created else "exists", counts.get(t, 0))
+        parts = desc.get(t, [])
+        r = TopicResult(t, "created" if t in created else "exists", len(parts),
+                        max((len(p.get("replica_nodes") or []) for p in parts), default=0),
+                        isr if t in created else None)
         if r.action == "exists" and r.partitions < n:
             log.warning("topic %s exists with %d partitions (< %d requested); left unchanged",
                         t, r.partitions, n)

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Readiness probe for the local broker (stdlib only): ``probe.py HOST:PORT [TIMEOUT_S]``.
+"""Readiness probe for the local broker (stdlib only): ``probe.py HOST:PORT [TIMEOUT_S] [MIN_BROKERS]``.
 
 Exit 0 when the broker accepts a TCP connection, answers ApiVersions and a Metadata request that
-lists at least one (unfenced) broker; exit 1 otherwise. Prints a one-line reason on failure.
+lists at least MIN_BROKERS (default 1) unfenced brokers; exit 1 otherwise. Prints a one-line reason on failure.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def _read(sock: socket.socket, n: int) -> bytes:
     return buf
 
 
-def probe(host: str, port: int, timeout: float = 3.0) -> str | None:
+def probe(host: str, port: int, timeout: float = 3.0, min_brokers: int = 1) -> str | None:
     """None when ready, else a short reason."""
     try:
         with socket.create_connection((host, port), timeout=timeout) as s:
@@ -56,7 +56,9 @@ def probe(host: str, port: int, timeout: float = 3.0) -> str | None:
             body = struct.pack(">i?", 0, False) + (struct.pack(">??", False, False) if ver >= 8 else b"")
             r = _request(s, METADATA, ver, 2, body)
             nbrokers = struct.unpack(">i", r[4:8])[0]  # after throttle_time_ms
-            return None if nbrokers > 0 else "no broker registered yet"
+            if nbrokers < max(1, min_brokers):
+                return f"{nbrokers} broker(s) registered (want {max(1, min_brokers)})" if nbrokers else "no broker registered yet"
+            return None
     except (OSError, struct.error) as e:
         return f"{type(e).__name__}: {e}"
 
@@ -64,7 +66,7 @@ def probe(host: str, port: int, timeout: float = 3.0) -> str | None:
 def main(argv: list[str]) -> int:
     host, _, port = argv[1].rpartition(":")
     timeout = float(argv[2]) if len(argv) > 2 else 3.0
-    why = probe(host or "127.0.0.1", int(port), timeout)
+    why = probe(host or "127.0.0.1", int(port), timeout, int(argv[3]) if len(argv) > 3 else 1)
     if why:
         print(f"not ready: {why}", file=sys.stderr)
         return 1

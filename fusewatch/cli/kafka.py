@@ -1,4 +1,6 @@
-"""``fusewatch kafka up|down|status|restart`` and ``fusewatch topics create`` (:mod:`fusewatch.stream.broker`)."""
+"""``fusewatch kafka up|down|status|restart|recover`` and ``fusewatch topics create``
+(:mod:`fusewatch.stream.broker`: single broker; :mod:`fusewatch.stream.cluster`: ``--brokers N`` /
+``--cluster`` / ``--broker K``)."""
 from __future__ import annotations
 
 from fusewatch.stream.broker import (
@@ -21,7 +23,21 @@ def _local_port(cfg: Config) -> int | None:
     return None
 
 
+def _cluster(args, brokers: int | None = None):
+    from fusewatch.stream.cluster import LocalCluster
+
+    return LocalCluster(brokers=brokers, base_port=getattr(args, "base_port", None),
+                        heap=getattr(args, "heap", None))
+
+
+def _on_cluster(args) -> bool:
+    return bool(getattr(args, "cluster", False) or getattr(args, "broker", None))
+
+
 def _cmd_up(args, cfg: Config) -> int:
+    if args.brokers > 1:
+        print(_cluster(args, args.brokers).up(quiet=False))
+        return 0
     port = args.port or _local_port(cfg) or DEFAULT_PORT
     addr = kafka_up(port, args.sasl_port, args.controller_port, heap=args.heap)
     print(addr)
@@ -29,18 +45,51 @@ def _cmd_up(args, cfg: Config) -> int:
 
 
 def _cmd_down(args, cfg: Config) -> int:
+    if _on_cluster(args):
+        c = _cluster(args)
+        if args.broker:
+            c.stop(args.broker, kill=args.kill)
+        else:
+            c.down(kill=args.kill, purge=args.purge)
+        return 0
     kafka_down(kill=args.kill, purge=args.purge)
     return 0
 
 
 def _cmd_status(args, cfg: Config) -> int:
+    c = _cluster(args)
+    if _on_cluster(args):
+        if not c.exists():
+            print(f"no cluster in {c.run_dir}")
+            return 3
+        nodes = [n for n in c.status() if not args.broker or n.node == args.broker]
+        for n in nodes:
+            print(n)
+        return 0 if all(n.running for n in nodes) else 3
     st = kafka_status()
     print(st)
+    if c.exists():
+        for n in c.status():
+            print(f"cluster {n}")
     return 0 if st.running else 3
 
 
 def _cmd_restart(args, cfg: Config) -> int:
+    if _on_cluster(args):
+        c = _cluster(args)
+        for k in ([args.broker] if args.broker else list(c.nodes)):  # one at a time: a rolling restart
+            c.restart(k, kill=args.kill, downtime=args.downtime)
+            print(f"broker {k}: restarted ({c.address(k)})")
+        return 0
     print(kafka_restart(kill=args.kill, downtime=args.downtime, quiet=False))
+    return 0
+
+
+def _cmd_recover(args, cfg: Config) -> int:
+    c = _cluster(args)
+    c.recover(args.broker)
+    print(f"broker {args.broker}: data dir wiped, re-formatted (cluster {c.cluster_id}, node id "
+          f"{args.broker}) and rejoined ({c.address(args.broker)})")
     return 0
 
 
@@ -55,7 +104,7 @@ def _cmd_topics_create(args, cfg: Config) -> int:
 def add_commands(subparsers) -> None:
     """Register ``kafka up|down|status|restart`` and ``topics create`` on the ``fusewatch`` CLI."""
     k = subparsers.add_parser(
-        "kafka", help="run a local single-node Kafka broker (KRaft) for development and tests",
+        "kafka", help="run a local Kafka broker or N-node cluster (KRaft) for development and tests",
         description="Local Apache Kafka 4.x (fetched once from Maven Central; needs Java 17+ and "
                     "Maven). PLAINTEXT on 127.0.0.1:9092, SASL_PLAINTEXT/PLAIN on :9094 "
                     f"(user {SASL_USER}), data in ~/.cache/fusewatch/kafka/run.")
@@ -66,18 +115,34 @@ def add_commands(subparsers) -> None:
                     help="PLAINTEXT port (default: from --bootstrap when local, else 9092)")
     up.add_argument("--sasl-port", type=int, default=None, help="SASL_PLAINTEXT port (default 9094)")
     up.add_argument("--controller-port", type=int, default=None, help="controller port (default 9093)")
-    up.add_argument("--heap", default=None, help="JVM max heap, e.g. 512m (default)")
+    up.add_argument("--heap", default=None, help="JVM max heap (default 512m; cluster nodes 384m)")
+    up.add_argument("--brokers", type=int, default=1, metavar="N",
+                    help="N > 1: a local N-node KRaft cluster (combined broker+controller nodes, static "
+                         "quorum) on ports --base-port, +2, +4, ... (controllers on +1, +3, ...)")
+    up.add_argument("--base-port", type=int, default=None, help="first cluster port (default 19092)")
     up.set_defaults(handler=_cmd_up)
+
+    def cluster_opts(p, what: str) -> None:
+        p.add_argument("--cluster", action="store_true", help=f"{what} the local cluster's nodes")
+        p.add_argument("--broker", type=int, default=None, metavar="K", help=f"{what} cluster node K only")
+
     down = ks.add_parser("down", help="stop the broker (SIGTERM, then SIGKILL after a timeout)")
     down.add_argument("--kill", action="store_true", help="SIGKILL at once (crash; data kept)")
     down.add_argument("--purge", action="store_true", help="also delete topics and offsets")
+    cluster_opts(down, "stop")
     down.set_defaults(handler=_cmd_down)
     st = ks.add_parser("status", help="running/stopped and the bootstrap address (exit 3: stopped)")
+    cluster_opts(st, "report")
     st.set_defaults(handler=_cmd_status)
     rs = ks.add_parser("restart", help="stop and start again, keeping data")
     rs.add_argument("--kill", action="store_true", help="stop with SIGKILL (crash)")
     rs.add_argument("--downtime", type=float, default=0.0, metavar="S", help="seconds to stay down")
+    cluster_opts(rs, "restart (one after the other: rolling)")
     rs.set_defaults(handler=_cmd_restart)
+    rc = ks.add_parser("recover", help="cluster node lost its disk: wipe its data dir, re-format it with "
+                                       "its node id and the cluster id, start it; it rejoins and catches up")
+    rc.add_argument("--broker", type=int, required=True, metavar="K", help="cluster node to recover")
+    rc.set_defaults(handler=_cmd_recover)
 
     t = subparsers.add_parser("topics", help="manage fusewatch's Kafka topics")
     ts = t.add_subparsers(dest="topics_command", metavar="ACTION")

@@ -138,7 +138,18 @@ class TopicsConfig(_Section):
     models: str = Field(default="fusewatch.models", min_length=1, max_length=249)
     """Compacted topic of model manifests (key = deployment name): live model rollout."""
     partitions: int = _rng(3, ge=1, le=10_000)
-    replication_factor: int = _rng(1, ge=1, le=100)
+    replication_factor: int = _rng(0, ge=0, le=100)
+    """Replicas per partition of the topics ``fusewatch topics create`` makes; 0 = auto:
+    min(3, brokers in the cluster) — 3 on a cluster, 1 on a single broker."""
+    min_insync_replicas: int = _rng(0, ge=0, le=100)
+    """Topic ``min.insync.replicas`` (with the producer's ``acks=all``: how many replicas must have a
+    record before it is acknowledged); 0 = auto: 2 when replication_factor >= 3, else 1."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "TopicsConfig":
+        if self.replication_factor and self.min_insync_replicas > self.replication_factor:
+            raise ValueError("topics.min_insync_replicas: must be <= topics.replication_factor")
+        return self
 
 
 @dataclass(config=SCHEMA)

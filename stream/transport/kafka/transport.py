@@ -69,13 +69,7 @@ class KafkaTransport(Transport):
         check_broker(cfg)
         try:
             if produce:
-                linger = int(self._producer_kwargs.get("linger_ms", 5))
-                pkw = dict(enable_idempotence=True, acks="all", linger_ms=linger,
-                           max_block_ms=self._timeout_ms, bootstrap_timeout_ms=self._timeout_ms,
-                           delivery_timeout_ms=max(int(self._delivery_s * 1000), self._req_ms + linger),
-                           max_request_size=cfg.max_message_bytes + _RECORD_OVERHEAD, **_RECONNECT)
-                pkw.update(self._producer_kwargs)
-                self._producer = KafkaProducer(**client_config(cfg, KafkaProducer, **pkw))
+                self._producer = self._new_producer()
                 self.delivery = DeliveryTracker(self._send, self._delivery_s, self._too_large)
             if consume:
                 self._consumer = self._new_consumer(group_id, self._reset)
@@ -86,6 +80,34 @@ class KafkaTransport(Transport):
             raise
 
     # -- helpers --------------------------------------------------------------------------------
+    def _new_producer(self) -> KafkaProducer:
+        linger = int(self._producer_kwargs.get("linger_ms", 5))
+        pkw = dict(enable_idempotence=True, acks="all", linger_ms=linger,
+                   max_block_ms=self._timeout_ms, bootstrap_timeout_ms=self._timeout_ms,
+                   delivery_timeout_ms=max(int(self._delivery_s * 1000), self._req_ms + linger),
+                   max_request_size=self.cfg.max_message_bytes + _RECORD_OVERHEAD, **_RECONNECT)
+        pkw.update(self._producer_kwargs)
+        return KafkaProducer(**client_config(self.cfg, KafkaProducer, **pkw))
+
+    def _renew_wedged_producer(self) -> None:
+        """kafka-python 3.0.x: after a batch expires the idempotent producer resets its producer id
+        but never asks for a new one (state stays READY), so it sends nothing ever again. Replace
+        such a producer (the expired records were reported as lost by :meth:`flush`)."""
+        tm = getattr(self._producer, "_transaction_manager", None)
+        if tm is None or tm.has_producer_id():
+            return
+        try:
+            new = self._new_producer()
+        except kerr.KafkaError as e:  # brokers still gone: keep it, try again at the next flush
+            log.warning("cannot restart the Kafka producer yet: %s", _wrap(e, _describe(self.cfg)))
+            return
+        old, self._producer = self._producer, new
+        try:
+            old.close(timeout=0)
+        except Exception as e:  # noqa: BLE001 - it is being replaced
+            log.debug("closing wedged producer: %s", e)
+        log.warning("Kafka producer restarted after expired records (new producer id)")
+
     def _new_consumer(self, group_id: str | None, reset: str) -> KafkaConsumer:
         ckw = dict(group_id=group_id, enable_auto_commit=False, auto_offset_reset=reset,
                    bootstrap_timeout_ms=self._timeout_ms,
@@ -163,6 +185,8 @@ class KafkaTransport(Transport):
                 pass  # not all acknowledged yet: loop (re-send, deadline checks)
         lost = tr.take_lost()
         waiting = tr.outstanding()
+        if lost and not waiting:
+            self._renew_wedged_producer()
         if lost or waiting:
             first = lost[0] if lost else None
             detail = f"; first error: {first}" if first is not None else ""
