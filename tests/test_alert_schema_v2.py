@@ -75,7 +75,7 @@ def _mutated(fn):
     (lambda d: d.pop("camera"), "missing_field"),
     (lambda d: d.update(camera=""), "bad_field"),
     (lambda d: d.update(type="open"), "bad_alert_type"),
-    (lambda d: d.update(epoch=-1), "bad_field"),
+    (lambda d: d.update(epoch=-1), "out_of_range"),
     (lambda d: d.update(epoch=True), "bad_field"),
     (lambda d: d.update(end_clip=5.5), "bad_field"),
     (lambda d: d["model"].pop("version"), "missing_field"),
@@ -99,14 +99,14 @@ def test_garbage_is_a_schema_error(raw, reason):
     assert e.value.reason in (reason, "not_a_map")
 
 
-def test_tracker_passes_the_stream_epoch_through_without_changing_the_id():
+def test_tracker_carries_the_stream_epoch_into_the_record_and_the_id():
     cfg = load_config(env={}, overrides={"alerts.min_duration": 0, "alerts.thresholds": "config"})
     tr = AlertTracker("cam", cfg.alerts, "lego", "v9", "onnxruntime")
     out = []
     for i, s in enumerate([0.9, 0.9, 0.1]):
         out += tr.step(ClipScore(i, s, i, i + 1, 100 + i, 101 + i, Evidence("f", 0, i), epoch=4))
     assert [a.type for a in out] == ["new", "end"]
-    assert all(a.epoch == 4 and a.id == alert_id("cam", 0, "v9") for a in out)
+    assert all(a.epoch == 4 and a.id == alert_id("cam", 0, "v9", 4) != alert_id("cam", 0, "v9") for a in out)
     assert json.loads(encode_alert(out[0]))["epoch"] == 4
 
 
