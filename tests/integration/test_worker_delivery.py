@@ -107,7 +107,8 @@ def test_broker_gone_past_delivery_timeout_fails_the_run(private_kafka):
 def test_message_over_max_message_bytes_fails_fast(kafka_bootstrap, make_topic):
     topic = make_topic("toolarge", partitions=1)
     t0 = time.monotonic()
-    p = replay_cli(kafka_bootstrap, topic, "--set", "max_message_bytes=200", loop=0, speed="1")  # loop forever
+    p = replay_cli(kafka_bootstrap, topic, "--set", "max_message_bytes=1024",  # the smallest limit the config takes
+                   "--set", "features.extractors=flow,flow_grid,objects", loop=0, speed="1")  # ~1.4 kB, loop forever
     try:
         out, err = p.communicate(timeout=120)
     finally:
@@ -115,15 +116,15 @@ def test_message_over_max_message_bytes_fails_fast(kafka_bootstrap, make_topic):
             p.kill()
     assert p.returncode == 2 and "Traceback" not in err, (out, err[-3000:])
     line = [x for x in err.splitlines() if x.startswith("fusewatch: error:")]
-    assert line and "exceeds max_message_bytes=200" in line[0], err[-3000:]
+    assert line and "exceeds max_message_bytes=1024" in line[0], err[-3000:]
     assert time.monotonic() - t0 < 60          # a forever-looping replay ended at the first clip
 
 
 def test_record_over_the_topic_limit_is_lost_at_once_naming_the_limit(kafka_bootstrap, kafka_make_cfg,
                                                                      make_transport, _created_topics):
-    small = kafka_make_cfg(kafka_bootstrap, **{"max_message_bytes": 1000})
+    small = kafka_make_cfg(kafka_bootstrap, **{"max_message_bytes": 1024})
     topic = f"fwtest.small.{uuid.uuid4().hex[:8]}"
-    create_topics(small, partitions=1, names=[topic])   # topic max.message.bytes = 1000 + overhead
+    create_topics(small, partitions=1, names=[topic])   # topic max.message.bytes = 1024 + overhead
     _created_topics.append(topic)
     t = make_transport(kafka_make_cfg(kafka_bootstrap, **{"max_message_bytes": 1_000_000}), consume=False)
     outcome: list = []
