@@ -27,7 +27,7 @@ class TopicResult:
 
 def create_topics(cfg: Config, partitions: int | None = None,
                   names: list[str] | None = None) -> list[TopicResult]:
-    """Create ``cfg.topics.features``, ``alerts`` and ``dead_letter`` (or ``names``) with
+    """Create ``cfg.topics.features``, ``alerts``, ``dead_letter``, ``scores`` and ``thumbnails`` (or ``names``) with
     ``partitions`` (default ``cfg.topics.partitions``) and ``cfg.topics.replication_factor``.
 
     Existing topics are left as they are (their partition count is reported, a smaller count than
@@ -37,7 +37,8 @@ def create_topics(cfg: Config, partitions: int | None = None,
     n = int(partitions or cfg.topics.partitions)
     if n <= 0:
         raise TransportError(f"topics: partitions must be > 0 (got {n})")
-    names = list(dict.fromkeys(names or [cfg.topics.features, cfg.topics.alerts, cfg.topics.dead_letter]))
+    names = list(dict.fromkeys(names or [cfg.topics.features, cfg.topics.alerts, cfg.topics.dead_letter,
+                                                 cfg.topics.scores, cfg.topics.thumbnails]))
     admin = admin_client(cfg)
     try:
         existing = set(admin.list_topics())

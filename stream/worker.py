@@ -96,6 +96,10 @@ class Worker:
         self._lost_error: str | None = None
         self._fatal: DeliveryError | None = None
         self._done = threading.Event()
+        from .live import ThumbnailPublisher
+        self.thumbnails = ThumbnailPublisher(None if sink is not None else self.transport, cfg.topics.thumbnails,
+                                             camera, cfg.worker.thumbnail_interval_s, cfg.worker.thumbnail_width)
+        """Callback on sampled frames: low-rate JPEGs on ``topics.thumbnails`` (not in offline extraction)."""
 
     # -- control ------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -139,6 +143,7 @@ class Worker:
                     continue
                 if isinstance(item, Frame):
                     self.metrics.inc("frames_processed")
+                    self.thumbnails(item)
                     for clip in builder.push(item):
                         self.process_clip(clip)
                 elif isinstance(item, AudioChunk):

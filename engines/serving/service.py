@@ -29,6 +29,7 @@ from typing import Mapping
 import numpy as np
 
 from fusewatch.stream.config import Config
+from fusewatch.stream.live import encode_score
 from fusewatch.stream.schema import (ALERT_HEADERS, Evidence, FeatureMessage, SchemaError, dead_letter_payload,
                                      decode_features)
 from fusewatch.stream.transport import Record, TopicPartition, Transport, TransportError
@@ -121,13 +122,20 @@ class EngineService:
         self.stats.backend_requested = getattr(model.scorer, "requested_backend", "") or self.backend_name
         self.stats.backend_fallback = getattr(model.scorer, "fallback_reason", "")
         self.alerts_cfg = effective_alerts(cfg, meta)
+        from fusewatch.engines.serving.site import camera_thresholds
+        self.camera_thresholds = camera_thresholds(cfg)
+        """Per-camera on/off from ``alerts.camera_thresholds_file`` (``fusewatch calibrate``)."""
 
     # -- state ----------------------------------------------------------------------------------
     def _camera(self, cam: str) -> _Camera:
         c = self.cams.get(cam)
         if c is None:
+            a = self.alerts_cfg
+            if cam in self.camera_thresholds:
+                a = copy.copy(a)
+                a.on, a.off = self.camera_thresholds[cam]
             c = _Camera(self.model.new_state(),
-                        AlertTracker(cam, self.alerts_cfg, self.meta.get("name", "lego"),
+                        AlertTracker(cam, a, self.meta.get("name", "lego"),
                                      self.meta.get("model_version", ""), self.backend_name))
             self.cams[cam] = c
         return c
@@ -274,6 +282,10 @@ class EngineService:
             self.stats.scored += 1
             if self.sink:
                 self.sink.on_score(msg.camera, msg, float(s))
+            if self.cfg.engine.publish_scores:  # compact per-clip record for dashboards (stream/live.py)
+                self.t.produce(self.cfg.topics.scores, msg.camera,
+                               encode_score(msg.camera, msg.clip, msg.wall_end, float(s), self.meta.get("model_version", ""),
+                                            msg.frame_start, msg.frame_end))
             for a in alerts:
                 a.produced = time.time()
                 self.t.produce(self.cfg.topics.alerts, msg.camera, a.encode(), headers=list(ALERT_HEADERS))

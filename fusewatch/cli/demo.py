@@ -1,6 +1,7 @@
 """``fusewatch demo``: replay Ped2 videos as cameras through worker → transport → engine (:mod:`fusewatch.engines.demo`)."""
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -22,6 +23,8 @@ def add_commands(sub) -> None:
     p.add_argument("--out", default="out/demo", help="report directory (default out/demo)")
     p.add_argument("--model", help="use this model instead of the cached default")
     p.add_argument("--retrain", action="store_true", help="retrain the default model")
+    p.add_argument("--ui", action="store_true", help="serve the live web UI during the replay and keep serving after it")
+    p.add_argument("--ui-port", type=int, help="UI port (default ui.port; 0 = any free port)")
     p.set_defaults(handler=cmd_demo)
 
 
@@ -76,7 +79,22 @@ def cmd_demo(args, cfg: Config) -> int:
         console.print(f"  [{style}]{a.type:6}[/{style}] camera={a.camera:10} clips {a.start_clip:>3}–{a.end_clip:<3} "
                       f"score={a.score:.2f} peak={a.peak:.2f} id={a.id}")
 
-    res = stream_videos(list(videos.values()), cfg, model, speed=speed, camera_ids=list(videos), on_alert=show)
+    srv, bus = None, None
+    if args.ui:
+        from fusewatch.cli.ui import apply_args
+        from fusewatch.stream.transport import BusTransport, InProcessBus, make_transport
+        from fusewatch.ui.server import UiServer
+        apply_args(argparse.Namespace(port=args.ui_port), cfg)
+        bus = InProcessBus(partitions=cfg.topics.partitions) if cfg.transport == "bus" else None
+        srv = UiServer(cfg, BusTransport(bus) if bus else make_transport(cfg, produce=False)).start()
+        console.print(f"ui: {srv.url}")
+    try:
+        res = stream_videos(list(videos.values()), cfg, model, speed=speed, camera_ids=list(videos),
+                            on_alert=show, bus=bus)
+    except BaseException:
+        if srv:
+            srv.stop()
+        raise
     labels = {}
     lp = video_dir / "labels.json"
     if lp.is_file():
@@ -94,4 +112,8 @@ def cmd_demo(args, cfg: Config) -> int:
         if rep is not None:
             console.print(f"frame-level ROC-AUC of the streamed scores on these cameras: {rep:.4f}")
     console.print(f"report: {report.resolve()}")
+    if srv:
+        from fusewatch.cli.ui import serve_until_signal
+        console.print(f"ui: replay finished; still serving {srv.url} — Ctrl-C to stop")
+        serve_until_signal(srv)
     return 0

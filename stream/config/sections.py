@@ -135,6 +135,10 @@ class TopicsConfig(_Section):
     features: str = Field("fusewatch.features", min_length=1, max_length=249)
     alerts: str = Field("fusewatch.alerts", min_length=1, max_length=249)
     dead_letter: str = Field("fusewatch.deadletter", min_length=1, max_length=249)
+    scores: str = Field("fusewatch.scores", min_length=1, max_length=249)
+    """Per-clip scores published by the engine (``engine.publish_scores``; JSON, keyed by camera)."""
+    thumbnails: str = Field("fusewatch.thumbnails", min_length=1, max_length=249)
+    """Low-rate JPEG thumbnails published by workers (``worker.thumbnail_interval_s``)."""
     partitions: int = _rng(3, ge=1, le=10_000)
     replication_factor: int = _rng(1, ge=1, le=100)
 
@@ -237,6 +241,10 @@ class WorkerConfig(_Section):
     """Prometheus metrics HTTP port (None: no server; 0: any free port)."""
     log_format: Annotated[LogFormat | None, Opt] = None
     """Older name of the top-level ``log_format``; when set it wins (kept for existing configs)."""
+    thumbnail_interval_s: float = _rng(5.0, ge=0, le=86400)
+    """Seconds of stream time between thumbnails published to ``topics.thumbnails`` (0: none)."""
+    thumbnail_width: int = _rng(320, ge=16, le=3840)
+    """Thumbnails are downscaled to this width (px; never upscaled)."""
 
 
 @dataclass(config=SCHEMA)
@@ -294,6 +302,8 @@ class EngineConfig(_Section):
     stuck this long (s), so its supervisor restarts it (at-least-once: no alert is lost). 0 = off."""
     rebuild_history: int = _rng(64, ge=0, le=1_000_000)
     """Clips beyond the window re-read per camera on partition assignment to rebuild alert state."""
+    publish_scores: bool = True
+    """Publish every live clip score to ``topics.scores`` (the web UI's sparklines and timelines)."""
 
 
 @dataclass(config=SCHEMA)
@@ -314,6 +324,9 @@ class AlertsConfig(_Section):
     """Seconds after an alert ends before a new one may open."""
     update_interval: float = _rng(5.0, ge=0, le=86400)
     """Minimum seconds between ``update`` messages of one alert."""
+    camera_thresholds_file: Annotated[str | None, Opt] = None
+    """JSON file ``{camera: {"on": x, "off": y}}`` (``fusewatch calibrate``): per-camera thresholds
+    that win over ``on``/``off`` and the model's for the cameras listed."""
 
     @model_validator(mode="after")
     def _check(self) -> "AlertsConfig":
