@@ -96,7 +96,7 @@ def browser():
     from selenium.webdriver.chrome.service import Service
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000",
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1300",
               "--autoplay-policy=no-user-gesture-required", "--mute-audio"):
         opts.add_argument(a)
     d = webdriver.Chrome(options=opts, service=Service(DRIVER))
@@ -106,9 +106,15 @@ def browser():
 
 
 def _wait(pred, timeout=120.0, what="condition"):
+    """Poll ``pred``; the page re-renders rows on live events, so an element found a moment ago may
+    be gone (stale) when read: that counts as "not yet"."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
-        v = pred()
+        try:
+            v = pred()
+        except (StaleElementReferenceException, NoSuchElementException):
+            v = None
         if v:
             return v
         time.sleep(0.2)
