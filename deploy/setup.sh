@@ -31,14 +31,24 @@ if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
   fi
 fi
 
+# the web UI's browser tests drive Debian's Chromium through its chromedriver (no browser download)
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing chromium + chromium-driver (apt-get)"
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "setup: warning: chromium/chromedriver not found (needed by the web UI browser tests); install them" >&2
+  fi
+fi
+
 if [ ! -f "$VENV/.complete" ]; then
   echo "setup: creating $VENV (first run downloads torch and friends: several minutes)"
   rm -rf "$VENV"
   "$PY" -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q --progress-bar off -e ".[train,test]"
+  "$VENV/bin/pip" install -q --progress-bar off -e ".[train,test,ui]"
   # optional: the TensorRT-RTX builder lets the test suite build TensorRT engines without a GPU
-  "$VENV/bin/pip" install -q --progress-bar off -e ".[train,test,trt-rtx]" \
+  "$VENV/bin/pip" install -q --progress-bar off -e ".[train,test,ui,trt-rtx]" \
     || echo "setup: note: tensorrt-rtx not installable here; its test will be skipped with the reason" >&2
   touch "$VENV/.complete"
 fi

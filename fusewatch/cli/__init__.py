@@ -34,6 +34,8 @@ COMMAND_MODULES = (
     "fusewatch.cli.evaluate",  # eval
     "fusewatch.cli.demo",      # demo
     "fusewatch.cli.bench",     # bench ped2
+    "fusewatch.cli.ui",        # ui, labels export
+    "fusewatch.cli.calibrate",  # calibrate (per-camera thresholds from normal footage)
 )
 
 

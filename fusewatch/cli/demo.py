@@ -1,6 +1,7 @@
 """``fusewatch demo``: replay Ped2 videos as cameras through worker → transport → engine (:mod:`fusewatch.engines.demo`)."""
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -24,6 +25,8 @@ def add_commands(sub) -> None:
     p.add_argument("--retrain", action="store_true", help="retrain the default model")
     p.add_argument("--evidence", help="evidence directory: a clip + snapshot per alert (default OUT/evidence; "
                                       "'none' turns it off)")
+    p.add_argument("--ui", action="store_true", help="serve the live web UI during the replay and keep serving after it")
+    p.add_argument("--ui-port", type=int, help="UI port (default ui.port; 0 = any free port)")
     p.set_defaults(handler=cmd_demo)
 
 
@@ -89,8 +92,24 @@ def cmd_demo(args, cfg: Config) -> int:
                       f"{Path(cfg.evidence.dir) / r['clip']['path']}"
                       + (f" + {r['snapshot']['path'].rsplit('/', 1)[-1]}" if r["snapshot"] else ""))
 
-    res = stream_videos(list(videos.values()), cfg, model, speed=speed, camera_ids=list(videos), on_alert=show,
-                        on_evidence=show_evidence)
+    srv, bus = None, None
+    if args.ui:
+        from fusewatch.cli.ui import apply_args
+        from fusewatch.stream.transport import BusTransport, InProcessBus, make_transport
+        from fusewatch.ui.server import UiServer
+        apply_args(argparse.Namespace(port=args.ui_port), cfg)
+        if cfg.evidence.enabled:
+            cfg.ui.evidence_dir = cfg.evidence.dir  # the UI plays the clips the evidence writer cuts
+        bus = InProcessBus(partitions=cfg.topics.partitions) if cfg.transport == "bus" else None
+        srv = UiServer(cfg, BusTransport(bus) if bus else make_transport(cfg, produce=False)).start()
+        console.print(f"ui: {srv.url}")
+    try:
+        res = stream_videos(list(videos.values()), cfg, model, speed=speed, camera_ids=list(videos),
+                            on_alert=show, on_evidence=show_evidence, bus=bus)
+    except BaseException:
+        if srv:
+            srv.stop()
+        raise
     labels = {}
     lp = video_dir / "labels.json"
     if lp.is_file():
@@ -108,4 +127,8 @@ def cmd_demo(args, cfg: Config) -> int:
         if rep is not None:
             console.print(f"frame-level ROC-AUC of the streamed scores on these cameras: {rep:.4f}")
     console.print(f"report: {report.resolve()}")
+    if srv:
+        from fusewatch.cli.ui import serve_until_signal
+        console.print(f"ui: replay finished; still serving {srv.url} — Ctrl-C to stop")
+        serve_until_signal(srv)
     return 0

@@ -26,6 +26,7 @@ from fusewatch.errors import ConfigError
 from fusewatch.stream.config.errors import config_error
 from fusewatch.stream.config.evidence import EvidenceConfig, HealthConfig
 from fusewatch.stream.config.notify import MqttConfig, NotifyConfig, WebhookConfig, secret_values
+from fusewatch.stream.config.ui import UiConfig, Zones
 from fusewatch.stream.config.sections import (
     CACHE_DIR,
     SCHEMA,
@@ -45,10 +46,11 @@ from fusewatch.stream.config.sections import (
 
 __all__ = ["CACHE_DIR", "SECTIONS", "AlertsConfig", "ClipsConfig", "Config", "ConfigError", "EngineConfig",
            "FeaturesConfig", "KafkaConfig", "ModelConfig", "SourceConfig", "TopicsConfig", "TrainConfig",
-           "WorkerConfig", "NotifyConfig", "MqttConfig", "WebhookConfig", "EvidenceConfig", "HealthConfig", "load_config", "parse_set", "NON_CONFIG_ENV"]
+           "WorkerConfig", "NotifyConfig", "MqttConfig", "WebhookConfig", "EvidenceConfig", "HealthConfig", "UiConfig",
+           "load_config", "parse_set", "NON_CONFIG_ENV"]
 
 SECTIONS: dict[str, type] = {**CORE_SECTIONS, **{c.SECTION: c for c in (NotifyConfig, MqttConfig, WebhookConfig,
-                                                                   EvidenceConfig, HealthConfig)}}
+                                                                   EvidenceConfig, HealthConfig, UiConfig)}}
 """Section name → class, in ``fusewatch.toml`` order."""
 
 ENV_PREFIX = "FUSEWATCH_"
@@ -86,6 +88,10 @@ class Config(BaseModel):
     webhook: WebhookConfig = Field(default_factory=WebhookConfig)
     evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    ui: UiConfig = Field(default_factory=UiConfig)
+    zones: Zones = Field(default_factory=dict)
+    """``[zones]``: camera → allowed polygons (normalised ``[x, y]``); alerts outside them are dropped
+    where the model gives an anomaly map (:mod:`fusewatch.engines.serving.zones`)."""
 
     def validate(self) -> "Config":  # type: ignore[override]
         """Re-validate after attribute assignment (``cfg.train.epochs = 3``); raise :class:`ConfigError`."""
@@ -102,12 +108,12 @@ class Config(BaseModel):
 
     def secrets(self) -> list[str]:
         """Plain values of every configured secret (for log redaction)."""
-        return self.kafka.secrets() + secret_values(self.mqtt, self.webhook)
+        return self.kafka.secrets() + secret_values(self.mqtt, self.webhook, self.ui)
 
     def redacted(self) -> dict[str, Any]:
         """Dict form safe to log: secrets replaced by ``***``."""
         d = self.model_dump(mode="json")
-        for sec in ("kafka", "mqtt", "webhook"):
+        for sec in ("kafka", "mqtt", "webhook", "ui"):
             for k in getattr(self, sec).SECRET_FIELDS:
                 if d[sec].get(k):
                     d[sec][k] = "***"

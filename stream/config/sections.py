@@ -137,6 +137,10 @@ class TopicsConfig(_Section):
     dead_letter: str = Field(default="fusewatch.deadletter", min_length=1, max_length=249)
     models: str = Field(default="fusewatch.models", min_length=1, max_length=249)
     """Compacted topic of model manifests (key = deployment name): live model rollout."""
+    scores: str = Field(default="fusewatch.scores", min_length=1, max_length=249)
+    """Per-clip scores published by the engine (``engine.publish_scores``; JSON, keyed by camera)."""
+    thumbnails: str = Field(default="fusewatch.thumbnails", min_length=1, max_length=249)
+    """Low-rate JPEG thumbnails published by workers (``worker.thumbnail_interval_s``)."""
     partitions: int = _rng(3, ge=1, le=10_000)
     replication_factor: int = _rng(0, ge=0, le=100)
     """Replicas per partition of the topics ``fusewatch topics create`` makes; 0 = auto:
@@ -251,6 +255,10 @@ class WorkerConfig(_Section):
     """Prometheus metrics HTTP port (None: no server; 0: any free port)."""
     log_format: Annotated[LogFormat | None, Opt] = None
     """Older name of the top-level ``log_format``; when set it wins (kept for existing configs)."""
+    thumbnail_interval_s: float = _rng(5.0, ge=0, le=86400)
+    """Seconds of stream time between thumbnails published to ``topics.thumbnails`` (0: none)."""
+    thumbnail_width: int = _rng(320, ge=16, le=3840)
+    """Thumbnails are downscaled to this width (px; never upscaled)."""
 
 
 @dataclass(config=SCHEMA)
@@ -339,6 +347,8 @@ class EngineConfig(_Section):
     """Follow ``topics.models``: load, warm and switch to each new manifest of ``deployment``."""
     model_poll_s: float = _rng(1.0, gt=0, le=3600)
     """How often the model watcher polls ``topics.models`` (s)."""
+    publish_scores: bool = True
+    """Publish every live clip score to ``topics.scores`` (the web UI's sparklines and timelines)."""
 
 
 @dataclass(config=SCHEMA)
@@ -359,6 +369,9 @@ class AlertsConfig(_Section):
     """Seconds after an alert ends before a new one may open."""
     update_interval: float = _rng(5.0, ge=0, le=86400)
     """Minimum seconds between ``update`` messages of one alert."""
+    camera_thresholds_file: Annotated[str | None, Opt] = None
+    """JSON file ``{camera: {"on": x, "off": y}}`` (``fusewatch calibrate``): per-camera thresholds
+    that win over ``on``/``off`` and the model's for the cameras listed."""
 
     @model_validator(mode="after")
     def _check(self) -> "AlertsConfig":
