@@ -167,6 +167,19 @@ class FeaturesConfig:
     onnx_layout: str = "NCHW"
     onnx_mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     onnx_std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    # -- multi-camera serving (issue 13 items 5-6) --
+    cnn_precision: str = "fp32"
+    """``fp32`` or ``int8`` (ONNX Runtime static QDQ quantisation of the backbones, calibrated on
+    real frames, cached beside the fp32 export; its own extractor version)."""
+    cnn_calibration: list[str] = field(default_factory=list)
+    """Videos (files or folders) whose frames calibrate the int8 backbones (empty: the shared
+    Ped2 training videos + vtest.avi)."""
+    motion_gate: bool = False
+    """Multi-camera worker: skip the CNNs on a clip without foreground motion and reuse the
+    camera's last CNN embedding (off by default)."""
+    motion_gate_threshold: float = 0.002
+    """Fraction of pixels whose grey level changes by > 25 between consecutive sampled frames
+    (at 160 px wide) below which a clip counts as motionless."""
 
     def validate(self) -> None:
         if not self.extractors:
@@ -185,6 +198,8 @@ class FeaturesConfig:
         _choice("features.cnn_resize", self.cnn_resize, ("squash", "crop"))
         _choice("features.cnn_spatial", self.cnn_spatial, ("avg", "max"))
         _choice("features.flow_method", self.flow_method, ("farneback", "dis"))
+        _choice("features.cnn_precision", self.cnn_precision, ("fp32", "int8"))
+        _positive("features.motion_gate_threshold", self.motion_gate_threshold, allow_zero=True)
 
 
 @dataclass
@@ -192,9 +207,24 @@ class WorkerConfig:
     metrics_port: int | None = None
     """Prometheus metrics HTTP port (None: no server)."""
     log_format: str = "text"
+    # -- multi-camera worker (issue 13 item 5) --
+    cameras: list[str] = field(default_factory=list)
+    """``ID=URI`` entries served by one ``fusewatch worker`` process (besides ``--camera/--source``)."""
+    pool_threads: int = 2
+    """Threads of the shared extractor pool (each runs whole batches: CNNs batched across cameras)."""
+    batch_clips: int = 8
+    """Most clips (of any cameras) one pool batch takes, i.e. one ONNX Runtime call per backbone."""
+    batch_wait_ms: float = 5.0
+    """How long a pool thread waits for more clips to fill a batch once it has one."""
 
     def validate(self) -> None:
         _choice("worker.log_format", self.log_format, ("text", "json"))
+        _positive("worker.pool_threads", self.pool_threads)
+        _positive("worker.batch_clips", self.batch_clips)
+        _positive("worker.batch_wait_ms", self.batch_wait_ms, allow_zero=True)
+        for c in self.cameras:
+            if "=" not in c or not c.split("=", 1)[0].strip() or not c.split("=", 1)[1].strip():
+                raise ConfigError(f"worker.cameras: expected ID=URI entries (got {c!r})")
         if self.metrics_port is not None and not (0 <= self.metrics_port <= 65535):
             raise ConfigError(f"worker.metrics_port: must be 0..65535 (got {self.metrics_port})")
 
