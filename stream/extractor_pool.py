@@ -15,7 +15,7 @@ run clip by clip. Per-clip outcomes go to the submitter's callback as ``[(name, 
 error | None, seconds)]`` in extractor order; ``seconds`` of a batched backbone is the batch's time
 shared out by frame count.
 
-``submit`` blocks while ``4 × threads × batch_clips`` clips are queued (back-pressure: the
+``submit`` blocks while ``(threads + 1) × batch_clips`` clips are queued (back-pressure: the
 cameras' bounded frame queues then apply their overflow policy, as with one worker per camera).
 
 Motion gate (``motion_gate=True``): a clip whose fraction of changed pixels between consecutive
@@ -79,7 +79,7 @@ class ExtractorPool:
         self.batch_wait = max(0.0, float(batch_wait_ms)) / 1000.0
         self.motion_gate = bool(motion_gate)
         self.gate_threshold = float(gate_threshold)
-        self.max_queued = 4 * max(1, int(threads)) * self.batch_clips
+        self.max_queued = (max(1, int(threads)) + 1) * self.batch_clips
         self.log = get_logger("fusewatch.stream.extractor_pool")
         self._q: collections.deque[_Job] = collections.deque()
         self._cv = threading.Condition()

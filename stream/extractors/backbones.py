@@ -107,7 +107,7 @@ class BackboneExtractor(Extractor):
         if self.precision == "int8":  # static int8 QDQ form of the fp32 export, cached beside it
             from .quantize import QUANT_RECIPE, int8_backbone_onnx
 
-            self.onnx_path, tag, _ = int8_backbone_onnx(self.onnx_path, self.spec, self.resize,
+            self.onnx_path, tag, _ = int8_backbone_onnx(self.onnx_path, lambda f: preprocess(f, self.spec, self.resize), self.resize,
                                                         getattr(cfg, "cnn_calibration", ()) or ())
             self.session = ort_session(self.onnx_path, threads)
             qtag = f"-int8q{QUANT_RECIPE}c{tag}"

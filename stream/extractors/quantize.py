@@ -105,10 +105,9 @@ def quantize_backbone(fp32_path, out_path, batches: list[np.ndarray]) -> None:
                     calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=keep_fp32)
 
 
-def int8_backbone_onnx(fp32_path, spec, resize: str, calibration=()) -> tuple[Path, str, bool]:
-    """The cached int8 form of the backbone at ``fp32_path``: ``(path, calibration tag, made_now)``."""
-    from .backbones import preprocess
-
+def int8_backbone_onnx(fp32_path, prepare, resize: str, calibration=()) -> tuple[Path, str, bool]:
+    """The cached int8 form of the backbone at ``fp32_path``: ``(path, calibration tag, made_now)``;
+    ``prepare(frames)`` → the backbone's preprocessed input batch (``resize`` names its mode)."""
     fp32_path = Path(fp32_path)
     videos = calibration_videos(calibration)
     tag = calibration_tag(videos, resize)
@@ -116,7 +115,7 @@ def int8_backbone_onnx(fp32_path, spec, resize: str, calibration=()) -> tuple[Pa
     def make(tmp: Path) -> None:
         per = max(1, min(FRAMES_PER_VIDEO, MAX_FRAMES // len(videos)))
         frames = [f for v in videos for f in video_frames(v, per)]
-        x = preprocess(frames, spec, resize)
+        x = prepare(frames)
         log.info("quantising %s to int8 on %d calibration frames", fp32_path.name, len(frames))
         quantize_backbone(fp32_path, tmp, [x[i:i + 16] for i in range(0, len(x), 16)])
 
