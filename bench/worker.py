@@ -306,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = str(trim_video(video, args.frames, Path(tmp)) if args.frames > 0 else video)
         if args.cameras > 0:
+            from fusewatch.stream.memory import tune_malloc
+
+            tune_malloc()  # as `fusewatch worker` does: freed frame buffers go back to the OS
             res = multi_mode(args, cfg, path)
             res.update(video=str(video), cpu_count=os.cpu_count(), platform=platform.platform(),
                        repeat=max(1, args.repeat), sample_fps=cfg.source.sample_fps)
