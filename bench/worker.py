@@ -20,6 +20,15 @@ Derived figures:
 * ``cameras_per_core = video seconds / worker CPU seconds`` (how many real-time cameras at
   ``sample_fps`` one core sustains; target >= 5 at 10 sampled fps).
 
+Multi-camera mode (``--cameras N``): in the same run, (a) today's one-process-per-camera path —
+one :class:`Worker` with fp32 backbones (its ``cameras_per_core`` as above; memory per camera = that
+process's RSS) — and (b) one :class:`fusewatch.stream.multi_worker.MultiWorker` serving N cameras
+of the same video (distinct ids, as fast as it decodes, queue policy ``block``) with
+``--precision`` backbones and the shared batched extractor pool: ``cameras_per_core = N × video
+seconds / CPU seconds``; memory per camera = (peak RSS during the run − RSS before) / N, and the
+whole process's peak RSS / N. The figure is the ratio (b) / (a). ``--gate`` adds a third run with
+the motion gate on (reported separately; not part of the ratio).
+
 With ``--repeat R`` every figure is the median over R runs. Extractors are built once and warmed
 up on one clip before timing (CNN backbones are exported to ONNX on first use, see
 ``fusewatch.stream.extractors``).
@@ -151,6 +160,104 @@ def full_worker(video: str, cfg, extractors) -> dict:
             "per_extractor_ms_per_clip": st.extract_ms_per_clip}
 
 
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def multi_worker(video: str, cfg, extractors, n: int) -> dict:
+    """N cameras of ``video`` through one MultiWorker (shared batched pool); CPU and RSS."""
+    import threading
+
+    from fusewatch.stream.multi_worker import MultiWorker
+
+    base = rss_mb()
+    peak = [base]
+    done = threading.Event()
+
+    def sample():
+        while not done.wait(0.05):
+            peak[0] = max(peak[0], rss_mb())
+
+    bus = InProcessBus()
+    mw = MultiWorker(cfg, [(f"cam{i:02d}", video) for i in range(n)], transport=BusTransport(bus),
+                     extractors=extractors, wall_anchor=0.0, overflow="block", serve_metrics=False)
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    with Timer() as t:
+        res = mw.run()
+    done.set()
+    th.join()
+    if res.errors:
+        raise SystemExit(f"bench/worker.py: cameras failed: {res.errors}")
+    return {"wall_s": t.wall, "cpu_s": t.cpu, "clips": res.clips_published, "batches": mw.pool.batches,
+            "clips_gated": mw.clips_gated, "rss_before_mb": base, "rss_peak_mb": peak[0],
+            "frames_dropped": sum(s.frames_dropped for s in res.cameras.values())}
+
+
+def multi_mode(args, cfg, path: str) -> dict:
+    """One-process-per-camera (fp32 Worker) vs MultiWorker (``--precision``), same run."""
+    import copy
+
+    import gc
+    fps_cfg = copy.deepcopy(cfg)
+    fps_cfg.features.cnn_precision = "fp32"
+    fps_cfg.features.motion_gate = False
+    single_ex = default_extractors(fps_cfg)
+    first = next(iter_clips(path, cfg))
+    for e in single_ex:
+        e.extract(first.frames, first.audio, first.audio_rate)
+    mcfg = copy.deepcopy(cfg)
+    mcfg.features.cnn_precision = args.precision
+    mcfg.features.motion_gate = False
+    multi_ex = default_extractors(mcfg)
+    for e in multi_ex:
+        e.extract(first.frames, first.audio, first.audio_rate)
+    gcfg = copy.deepcopy(mcfg)
+    gcfg.features.motion_gate = True
+    sing, mult, gate = [], [], []
+    for _ in range(max(1, args.repeat)):
+        gc.collect()
+        sing.append(full_worker(path, fps_cfg, single_ex))
+        sing[-1]["rss_mb"] = rss_mb()
+        mult.append(multi_worker(path, mcfg, multi_ex, args.cameras))
+        if args.gate:
+            gate.append(multi_worker(path, gcfg, multi_ex, args.cameras))
+    fps = cfg.source.sample_fps
+    video_s = sing[0]["frames_decoded"] / fps
+    one = video_s / _median(sing, "cpu_s")
+    many = args.cameras * video_s / _median(mult, "cpu_s")
+    res = {"cameras": args.cameras, "precision": args.precision, "video_seconds": video_s,
+           "single": {"cpu_s": _median(sing, "cpu_s"), "wall_s": _median(sing, "wall_s"), "cameras_per_core": one,
+                      "rss_mb_per_camera": _median(sing, "rss_mb"), "extractors": [e.version for e in single_ex]},
+           "multi": {"cpu_s": _median(mult, "cpu_s"), "wall_s": _median(mult, "wall_s"), "cameras_per_core": many,
+                     "clips": mult[0]["clips"], "batches": mult[0]["batches"],
+                     "frames_dropped": mult[0]["frames_dropped"],
+                     "rss_mb_per_camera_marginal": (_median(mult, "rss_peak_mb") - _median(mult, "rss_before_mb"))
+                     / args.cameras, "rss_mb_per_camera_total": _median(mult, "rss_peak_mb") / args.cameras,
+                     "extractors": [e.version for e in multi_ex], "pool_threads": cfg.worker.pool_threads,
+                     "batch_clips": cfg.worker.batch_clips},
+           "ratio_multi_over_single": many / one, "target_cameras_per_core": 10.0}
+    print(f"one process per camera (fp32): {one:.2f} cameras/core ({res['single']['cpu_s']:.2f} CPU s for "
+          f"{video_s:.1f} s of video), RSS {res['single']['rss_mb_per_camera']:.0f} MB per camera (process)")
+    print(f"MultiWorker x{args.cameras} ({args.precision}): {many:.2f} cameras/core ({res['multi']['cpu_s']:.2f} "
+          f"CPU s, {res['multi']['clips']} clips in {res['multi']['batches']} batches), RSS per camera "
+          f"{res['multi']['rss_mb_per_camera_marginal']:.1f} MB marginal / "
+          f"{res['multi']['rss_mb_per_camera_total']:.1f} MB total")
+    print(f"ratio multi / single = {res['ratio_multi_over_single']:.2f}; cameras per core {many:.2f} "
+          f"(target >= 10) {'OK' if many >= 10 else 'BELOW TARGET'}")
+    if gate:
+        g = args.cameras * video_s / _median(gate, "cpu_s")
+        res["gated"] = {"cpu_s": _median(gate, "cpu_s"), "cameras_per_core": g, "clips_gated": gate[0]["clips_gated"],
+                        "clips": gate[0]["clips"]}
+        print(f"with motion gate (separate, not counted): {g:.2f} cameras/core, "
+              f"{gate[0]['clips_gated']}/{gate[0]['clips']} clips gated")
+    return res
+
+
 def _median(runs: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
@@ -171,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="config override; unknown features.* fields are set as attributes (e.g. cnn_frames)")
     ap.add_argument("--config", default=None, help="TOML config file")
     ap.add_argument("--json", default=None, metavar="OUT", help="write the results as JSON")
+    ap.add_argument("--cameras", type=int, default=0, help="multi-camera mode: N cameras in one MultiWorker")
+    ap.add_argument("--precision", default="int8", choices=("fp32", "int8"), help="multi mode: backbone precision")
+    ap.add_argument("--gate", action="store_true", help="multi mode: also a run with the motion gate")
     args = ap.parse_args(argv)
 
     video = Path(args.video)
@@ -195,6 +305,16 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         path = str(trim_video(video, args.frames, Path(tmp)) if args.frames > 0 else video)
+        if args.cameras > 0:
+            from fusewatch.stream.memory import tune_malloc
+
+            tune_malloc()  # as `fusewatch worker` does: freed frame buffers go back to the OS
+            res = multi_mode(args, cfg, path)
+            res.update(video=str(video), cpu_count=os.cpu_count(), platform=platform.platform(),
+                       repeat=max(1, args.repeat), sample_fps=cfg.source.sample_fps)
+            if args.json:
+                Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+            return 0
         t0 = time.perf_counter()
         extractors = default_extractors(cfg)
         build_s = time.perf_counter() - t0

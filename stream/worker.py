@@ -258,7 +258,11 @@ class Worker:
         return reps
 
     def process_clip(self, clip: Clip) -> FeatureMessage | None:
-        reps = self.extract(clip)
+        return self.publish(clip, self.extract(clip))
+
+    def publish(self, clip: Clip, reps: list[Representation]) -> FeatureMessage | None:
+        """Build ``clip``'s FeatureMessage from its extracted ``reps`` and hand it to the sink or
+        transport (the multi-camera worker extracts in a shared pool and calls this)."""
         if not reps:
             self.log.warning("clip has no representation, not published", extra={"fields": {"clip": clip.index}})
             return None

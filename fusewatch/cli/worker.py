@@ -16,17 +16,40 @@ LOST_EXIT = 1
 """Exit status of ``worker`` / ``replay`` when clips were lost (not delivered)."""
 
 
+def _cameras(args, cfg) -> list[tuple[str, str]]:
+    """(id, uri) pairs from repeated ``--camera/--source``, ``--cameras FILE`` and ``worker.cameras``."""
+    from fusewatch.stream.multi_worker import parse_cameras
+
+    cams, srcs = list(args.camera or []), list(args.source or [])
+    if len(cams) != len(srcs):
+        raise UsageError(f"worker: give one --source per --camera (got {len(cams)} cameras, {len(srcs)} sources)")
+    lines = list(cfg.worker.cameras)
+    if getattr(args, "cameras", None):
+        try:
+            with open(args.cameras, encoding="utf-8") as f:
+                lines += f.read().splitlines()
+        except OSError as e:
+            raise UsageError(f"--cameras: cannot read {args.cameras} ({e.strerror or e})") from None
+    out = list(zip(cams, srcs)) + parse_cameras(lines)
+    if not out:
+        raise UsageError("worker: no camera (give --camera ID --source URI, --cameras FILE or worker.cameras)")
+    return out
+
+
 def cmd_worker(args, cfg) -> int:
-    """``fusewatch worker --camera ID --source URI``."""
+    """``fusewatch worker --camera ID --source URI [--camera ID --source URI ...] [--cameras FILE]``."""
     if getattr(args, "metrics_port", None) is not None:
         cfg.worker.metrics_port = args.metrics_port
         cfg.worker.validate()
+    cameras = _cameras(args, cfg)
     if cfg.transport == "bus":
-        get_logger("fusewatch.stream.worker", camera=args.camera).warning(
+        get_logger("fusewatch.stream.worker", camera=cameras[0][0]).warning(
             "transport=bus: the in-process bus lives inside this process, so no engine elsewhere sees "
             "these messages; use --transport kafka (or `fusewatch demo` / `replay` for an embedded run)")
-    w = Worker(cfg, camera=args.camera, source=args.source)
-    ev = start_evidence_writer(cfg, [args.camera])
+    if len(cameras) > 1:
+        return _multi_worker(cfg, cameras)
+    w = Worker(cfg, camera=cameras[0][0], source=cameras[0][1])
+    ev = start_evidence_writer(cfg, [cameras[0][0]])
     restore = install_signal_handlers(w.stop)
     try:
         st = w.run()
@@ -35,7 +58,7 @@ def cmd_worker(args, cfg) -> int:
         if ev is not None:
             ev.stop(drain_s=cfg.evidence.wait_s, flush_open=True)
     if st.warning:
-        get_logger("fusewatch.stream.worker", camera=args.camera).warning(st.warning)
+        get_logger("fusewatch.stream.worker", camera=st.camera).warning(st.warning)
     print(f"worker {st.camera}: {st.clips_published} clips published, {st.clips_lost} lost, "
           f"{st.frames_decoded} frames decoded, {st.frames_dropped} dropped", file=sys.stderr)
     lost = st.lost_summary()
@@ -56,6 +79,34 @@ def start_evidence_writer(cfg, cameras: list[str]):
     group = f"{cfg.evidence.group_id}-{','.join(sorted(cameras))[:200]}"
     return EvidenceWriter(cfg, make_transport(cfg, group_id=group), cameras=cameras, group_id=group,
                           owns_transport=True).start()
+
+
+def _multi_worker(cfg, cameras) -> int:
+    """Several cameras in this process: MultiWorker (shared, batched extractor pool)."""
+    from fusewatch.stream.multi_worker import MultiWorker
+
+    mw = MultiWorker(cfg, cameras)
+    ev = start_evidence_writer(cfg, [c for c, _ in cameras])
+    restore = install_signal_handlers(mw.stop)
+    try:
+        res = mw.run()
+    finally:
+        restore()
+        if ev is not None:
+            ev.stop(drain_s=cfg.evidence.wait_s, flush_open=True)
+    for cam, st in res.cameras.items():
+        err = res.errors.get(cam)
+        print(f"worker {cam}: {st.clips_published} clips published, {st.clips_lost} lost, "
+              f"{st.frames_decoded} frames decoded, {st.frames_dropped} dropped" + (f"; FAILED: {err}" if err else ""),
+              file=sys.stderr)
+    lost = res.lost_summary()
+    if lost:
+        print(f"fusewatch: worker: {lost}", file=sys.stderr)
+        return LOST_EXIT
+    if len(res.errors) == len(cameras):
+        print(f"fusewatch: worker: every camera failed; first: {next(iter(res.errors.values()))}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _parse_speed(s: str) -> float | None:
@@ -112,9 +163,12 @@ def add_commands(subparsers) -> None:
     p = subparsers.add_parser("worker", help="run one camera worker (source -> features topic)",
                               description="Decode a camera/video source, extract clip features and "
                                           "produce them to the features topic.")
-    p.add_argument("--camera", required=True, help="camera id (message key)")
-    p.add_argument("--source", required=True,
-                   help="file path, rtsp://, http(s)://, /dev/videoN or v4l2://N")
+    p.add_argument("--camera", action="append", default=None,
+                   help="camera id (message key); repeat with --source for several cameras in one process")
+    p.add_argument("--source", action="append", default=None,
+                   help="file path, rtsp://, http(s)://, /dev/videoN or v4l2://N (one per --camera)")
+    p.add_argument("--cameras", default=None, metavar="FILE",
+                   help="file of 'ID=URI' lines: more cameras served by this process (shared batched extractors)")
     p.add_argument("--metrics-port", type=int, default=None,
                    help="Prometheus metrics port (overrides worker.metrics_port)")
     p.set_defaults(handler=cmd_worker)

@@ -27,13 +27,11 @@ from fusewatch.stream.config.errors import config_error
 from fusewatch.stream.config.evidence import EvidenceConfig, HealthConfig
 from fusewatch.stream.config.notify import MqttConfig, NotifyConfig, WebhookConfig, secret_values
 from fusewatch.stream.config.ui import UiConfig, Zones
+from fusewatch.stream.config.serving import CORE_SECTIONS, AlertsConfig, EngineConfig
 from fusewatch.stream.config.sections import (
     CACHE_DIR,
     SCHEMA,
-    CORE_SECTIONS,
-    AlertsConfig,
     ClipsConfig,
-    EngineConfig,
     FeaturesConfig,
     KafkaConfig,
     LogFormat,

@@ -104,11 +104,22 @@ class BackboneExtractor(Extractor):
             discard(self.onnx_path)
             self.onnx_path, self.exported, sha = backbone_onnx(name, model_dir, spatial=self.spatial)
             self.session = ort_session(self.onnx_path, threads)
+        self.precision = getattr(cfg, "cnn_precision", "fp32")
+        qtag = ""
+        if self.precision == "int8":  # static int8 QDQ form of the fp32 export, cached beside it
+            from .quantize import QUANT_RECIPE, int8_backbone_onnx
+
+            self.onnx_path, tag, _ = int8_backbone_onnx(self.onnx_path, lambda f: preprocess(f, self.spec, self.resize), self.resize,
+                                                        getattr(cfg, "cnn_calibration", ()) or ())
+            self.session = ort_session(self.onnx_path, threads)
+            qtag = f"-int8q{QUANT_RECIPE}c{tag}"
+        elif self.precision != "fp32":
+            raise ValueError(f"features.cnn_precision: must be one of fp32, int8 (got {self.precision!r})")
         self.input_name = self.session.get_inputs()[0].name
         self.weights_sha256 = sha
         self.version = f"{name}-x{EXPORT_RECIPE}-w{sha[:12]}-{self.resize}" + (
             f"-f{self.frames_per_clip}" if self.frames_per_clip else "") + (
-            f"-s{self.spatial}" if self.spatial != "avg" else "")
+            f"-s{self.spatial}" if self.spatial != "avg" else "") + qtag
 
     def per_frame(self, frames: list[np.ndarray]) -> np.ndarray:
         """(T, 1280) pooled features of each given frame (no frame sub-sampling)."""
