@@ -153,7 +153,8 @@ def test_bench_ped2_command_end_to_end(tmp_path, monkeypatch):
     parser = argparse.ArgumentParser()
     add_commands(parser.add_subparsers(dest="command"))
     out_model, out_json = tmp_path / "model" / "lego.pt", tmp_path / "report.json"
-    args = parser.parse_args(["bench", "ped2", "--videos", str(vdir), "--out-model", str(out_model),
+    args = parser.parse_args(["bench", "ped2", "--protocol", "transductive", "--videos", str(vdir),
+                              "--out-model", str(out_model),
                               "--work", str(tmp_path / "work"), "--json", str(out_json), "--folds", "2",
                               "--pq-grid", "1,1 2,1", "--expansions", "matrix", "--quiet"])
     cfg = _cfg(["flow"], **{"model.representations": "flow", "model.window": "8", "train.epochs": "3"})
