@@ -16,8 +16,18 @@ LOST_EXIT = 1
 """Exit status of ``worker`` / ``replay`` when clips were lost (not delivered)."""
 
 
+def _model_features(args, cfg):
+    """``--model M``: the extractors the model needs (its representations, versions checked; one-line
+    error at start-up on a mismatch), else ``features.extractors`` as configured."""
+    if not getattr(args, "model", None):
+        return cfg
+    from fusewatch.engines.serving.model_features import features_for_model
+    return features_for_model(cfg, args.model)
+
+
 def cmd_worker(args, cfg) -> int:
-    """``fusewatch worker --camera ID --source URI``."""
+    """``fusewatch worker --camera ID --source URI [--model M]``."""
+    cfg = _model_features(args, cfg)
     if getattr(args, "metrics_port", None) is not None:
         cfg.worker.metrics_port = args.metrics_port
         cfg.worker.validate()
@@ -71,8 +81,10 @@ def _parse_speed(s: str) -> float | None:
 
 
 def cmd_replay(args, cfg) -> int:
-    """``fusewatch replay FILE... [--speed 1.0|max] [--loop N] [--camera ID ...]``."""
+    """``fusewatch replay FILE... [--speed 1.0|max] [--loop N] [--camera ID ...] [--model M]``."""
     from fusewatch.stream.replay import replay
+
+    cfg = _model_features(args, cfg)
 
     if args.loop < 0:
         raise UsageError(f"--loop: must be >= 0 (0 = forever; got {args.loop})")
@@ -117,6 +129,9 @@ def add_commands(subparsers) -> None:
                    help="file path, rtsp://, http(s)://, /dev/videoN or v4l2://N")
     p.add_argument("--metrics-port", type=int, default=None,
                    help="Prometheus metrics port (overrides worker.metrics_port)")
+    p.add_argument("--model", default=None, metavar="M",
+                   help="compute the features this model (.pt or .onnx) needs: its representations and "
+                        "extractor versions, instead of features.extractors (mismatch: error at start-up)")
     p.set_defaults(handler=cmd_worker)
 
     p = subparsers.add_parser("replay", help="replay video files as live cameras",
@@ -127,6 +142,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--loop", type=int, default=1, help="play each file N times (0 = forever)")
     p.add_argument("--camera", action="append", default=None,
                    help="camera id for the corresponding FILE (repeat; default: file stem)")
+    p.add_argument("--model", default=None, metavar="M",
+                   help="compute the features this model (.pt or .onnx) needs (as for `worker --model`)")
     p.set_defaults(handler=cmd_replay)
 
     p = subparsers.add_parser("extract", help="offline feature extraction to .npy files",
