@@ -99,6 +99,8 @@ def test_lego_streamed_scores_equal_offline(cnn_feats, ped2_dir, tmp_path):
     # the model remembers which extractors made its training features (checked by the engine)
     assert serving.meta["extractor_versions"] == {r: ds.info["versions"][r] for r in ("mobilenetv2", "flow")}
     assert all(serving.meta["extractor_versions"].values())
+    # train.normalize = zscore (default): the engine state normalises exactly as score_video does
+    assert serving.meta.feature_norm and set(serving.meta.norm_stats()) == {"mobilenetv2", "flow"}
     res = stream_videos([ped2_dir / f"{v}.mp4" for v in VIDEOS], cfg, serving, camera_ids=list(VIDEOS))
     assert res.replay.clips_published == sum(len(s) for s in offline.values())
     ranges = {v.name: v.clip_ranges() for v in ds.videos}
@@ -153,7 +155,8 @@ def test_bench_ped2_command_end_to_end(tmp_path, monkeypatch):
     parser = argparse.ArgumentParser()
     add_commands(parser.add_subparsers(dest="command"))
     out_model, out_json = tmp_path / "model" / "lego.pt", tmp_path / "report.json"
-    args = parser.parse_args(["bench", "ped2", "--videos", str(vdir), "--out-model", str(out_model),
+    args = parser.parse_args(["bench", "ped2", "--protocol", "transductive", "--videos", str(vdir),
+                              "--out-model", str(out_model),
                               "--work", str(tmp_path / "work"), "--json", str(out_json), "--folds", "2",
                               "--pq-grid", "1,1 2,1", "--expansions", "matrix", "--quiet"])
     cfg = _cfg(["flow"], **{"model.representations": "flow", "model.window": "8", "train.epochs": "3"})

@@ -11,8 +11,9 @@ UCSD Ped2's 18 shared videos: 6 folds of 1 anomalous + 2 normal videos; every vi
 exactly once, so pooled figures cover all 18 videos' frames, each scored by a model that never saw it.
 
 Per fold (:func:`run_fold`): the training videos are weak copies (video label only, no frame
-labels); normalisation statistics (``Recipe.normalize``) are fitted on the training videos' clips
-only; the model is trained with ``train.val_fraction = 0`` (no early stopping: the last epoch is
+labels); normalisation statistics (``Recipe.normalize`` → ``train.normalize``) are fitted by
+:func:`fusewatch.engines.training.loop.train` on the training videos' clips only and stored in the
+model, which applies them when scoring the held-out videos (the shipped path); the model is trained with ``train.val_fraction = 0`` (no early stopping: the last epoch is
 kept, so nothing is selected); held-out clip scores come from the causal offline scorer
 :func:`fusewatch.engines.training.train.score_video` (clip ``t`` = newest node of the window ``[t−N+1 .. t]``, what the
 streaming engine computes).
@@ -72,6 +73,7 @@ class Recipe:
         cfg.model.representations = list(self.representations)
         cfg.train.seed = int(seed)
         cfg.train.val_fraction = 0.0
+        cfg.train.normalize = self.normalize
         for k, v in self.set.items():
             _set(cfg, k, v)
         cfg.validate()
@@ -158,8 +160,7 @@ def run_fold(ds, fold: Mapping[str, Sequence[str]], recipe: Recipe, seed: int,
     by = sub.by_name()
     tr = [by[n] for n in fold["train"]]
     held = [by[n] for n in fold["held"]]
-    stats = fit_normalizer(tr, reps, recipe.normalize)
-    tr, held = apply_normalizer(weak(tr), stats), apply_normalizer(held, stats)
+    tr = weak(tr)      # normalisation: fitted by train() on these clips, stored in the model, applied by score_video
     cfg = recipe.config(seed)
     with tempfile.TemporaryDirectory(dir=work_dir) as td:
         out = Path(td) / "model.pt"

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from fusewatch.engines.data.records import VideoFeatures
+from fusewatch.engines.fusion.normalize import normalize_rows
 from fusewatch.engines.fusion.presence import fill_absent, present_flags
 
 
@@ -27,6 +28,11 @@ def score_video(model: nn.Module, feats_by_rep: Mapping[str, np.ndarray | Tensor
     are built as strided views and run in batches of ``batch_size``. ``feats_by_rep``: ``{name: T×d}``
     (representations the model does not know are ignored; a missing one is absent, ``present = 0``).
     ``present``: optional per-representation flags in ``model.names`` order.
+
+    Raw features in: the model's feature normalisation (``model.feature_norm``, set by
+    :func:`fusewatch.engines.training.checkpoint.load_model` and by training; see
+    :mod:`fusewatch.engines.fusion.normalize`) is applied here, before padding, exactly as the
+    engine's state applies it to each streamed clip.
     """
     names = list(getattr(model, "names", feats_by_rep.keys()))
     N = int(window or getattr(model, "window"))
@@ -39,10 +45,13 @@ def score_video(model: nn.Module, feats_by_rep: Mapping[str, np.ndarray | Tensor
             device = torch.device("cpu")
     arrs = {}
     T = None
+    norm = getattr(model, "feature_norm", None) or {}
     for n in names:
         a = feats_by_rep.get(n)
         if a is None:
             continue
+        if n in norm:
+            a = normalize_rows(a.detach().cpu().numpy() if isinstance(a, Tensor) else a, norm[n])
         t = torch.as_tensor(np.asarray(a, dtype=np.float32) if not isinstance(a, Tensor) else a,
                             dtype=torch.float32)
         if t.ndim != 2:

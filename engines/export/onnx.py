@@ -18,7 +18,10 @@ ONNX ``metadata_props`` (all strings; :func:`read_onnx_meta` parses them back in
 ``softplus``, ``proj_dim``, ``node_dim``, ``representations`` (JSON list), ``dims`` (JSON object),
 ``model_version``, ``inputs`` (JSON list), ``config`` (JSON), ``build_kwargs`` (JSON),
 ``extractor_versions`` (JSON object, representation → extractor version of the training features;
-empty when the training data carried none), ``alert_thresholds`` (JSON, when calibrated) and, when
+empty when the training data carried none), ``alert_thresholds`` (JSON, when calibrated),
+``feature_norm`` (JSON ``{rep: {"mean", "std"}}`` base64 float32, when the model normalises its
+features: the graphs take NORMALISED features — the caller applies the statistics, as the engine's
+per-camera state does, :mod:`fusewatch.engines.fusion.normalize`) and, when
 the model projects features (``proj_dim > 0``), ``projection`` (base64 ``.npz`` of ``W_i``/``b_i``)
 and, with a node branch (``node_dim > 0``), ``node_encoders`` (same format) — needed to build the
 incremental state from an ONNX file alone, see :func:`onnx_projectors` / :func:`onnx_node_encoders`.
@@ -38,6 +41,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+from fusewatch.engines.fusion.normalize import encode_feature_norm
 import onnx
 import torch
 from torch import Tensor, nn
@@ -259,6 +263,9 @@ def _finalize(proto: onnx.ModelProto, model: FusionModel, meta: ModelMeta, form:
         "build_kwargs": json.dumps(dict(meta.build_kwargs or model.build_kwargs), sort_keys=True),
         "extractor_versions": json.dumps(dict(meta.extractor_versions or {}), sort_keys=True),
     }
+    norm = meta.feature_norm or encode_feature_norm(getattr(model, "feature_norm", None))
+    if norm:                     # applied by the caller (the engine state), not inside the graph
+        props["feature_norm"] = json.dumps(dict(norm), sort_keys=True)
     if isinstance(meta.alert_thresholds, Mapping):
         props["alert_thresholds"] = json.dumps(dict(meta.alert_thresholds), sort_keys=True)
     blob = _projection_blob(model)

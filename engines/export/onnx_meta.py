@@ -34,7 +34,7 @@ def read_onnx_meta(model: str | os.PathLike | onnx.ModelProto) -> ModelMeta:
             out[k] = int(raw[k])
     out["node_dim"] = int(raw.get("node_dim", 0) or 0)
     for k in ("representations", "dims", "inputs", "config", "build_kwargs", "extractor_versions",
-              "alert_thresholds"):
+              "alert_thresholds", "feature_norm"):
         if k in raw:
             out[k] = json.loads(raw[k])
     out["softplus"] = raw.get("softplus") == "true"

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Iterator
 
-_OPTIONAL = ("alert_thresholds", "extractor_versions", "form", "inputs", "path")
+_OPTIONAL = ("alert_thresholds", "extractor_versions", "feature_norm", "form", "inputs", "path")
 """Fields written by :meth:`ModelMeta.to_dict` only when set (the on-disk forms omit them otherwise)."""
 
 
@@ -37,6 +37,10 @@ class ModelMeta(Mapping[str, Any]):
         config: the ``ModelConfig`` as a plain dict. build_kwargs: extra constructor kwargs.
         alert_thresholds: calibrated ``{"on", "off", "normal_clips"}`` or None.
         extractor_versions: ``{representation: extractor version}`` of the training features, or None.
+        feature_norm: per-representation z-score statistics applied to raw features before the
+            model, on-disk form ``{rep: {"mean": base64 float32, "std": base64 float32}}``
+            (:mod:`fusewatch.engines.fusion.normalize`; decoded by :meth:`norm_stats`), or None
+            (no normalisation: models trained with ``train.normalize = "none"`` or before it existed).
         form: ONNX export form (``graphs | features``), None for checkpoints.
         inputs: ONNX input names, None for checkpoints.
         path: the checkpoint file it was loaded from, or None.
@@ -63,6 +67,7 @@ class ModelMeta(Mapping[str, Any]):
     build_kwargs: Mapping[str, Any] = field(default_factory=dict)
     alert_thresholds: Mapping[str, float] | None = None
     extractor_versions: Mapping[str, str] | None = None
+    feature_norm: Mapping[str, Mapping[str, str]] | None = None
     form: str | None = None
     inputs: tuple[str, ...] | None = None
     path: str | None = None
@@ -104,6 +109,7 @@ class ModelMeta(Mapping[str, Any]):
             build_kwargs=dict(d.get("build_kwargs") or {}),
             alert_thresholds=d.get("alert_thresholds"),
             extractor_versions=d.get("extractor_versions"),
+            feature_norm=d.get("feature_norm") or None,
             form=d.get("form"),
             inputs=tuple(inputs) if inputs is not None else None,
             path=d.get("path"),
@@ -132,6 +138,11 @@ class ModelMeta(Mapping[str, Any]):
                 d[k] = list(v) if k == "inputs" else (dict(v) if isinstance(v, Mapping) else v)
         d.update({k: v for k, v in self.extra.items() if k not in d})
         return d
+
+    def norm_stats(self) -> dict:
+        """Decoded :attr:`feature_norm` → ``{rep: (mean (d,), std (d,))}`` float32 (``{}`` when none)."""
+        from fusewatch.engines.fusion.normalize import decode_feature_norm
+        return decode_feature_norm(self.feature_norm, self.dims)
 
     def replace(self, **changes: Any) -> "ModelMeta":
         """Copy with on-disk keys changed or added (``meta.replace(path="m.pt", name="lego")``)."""

@@ -3,8 +3,15 @@ per-camera window state matching it.
 
 LEGO models are served in the *graphs-in* form: each camera keeps incremental cosine graphs
 (:class:`~fusewatch.engines.serving.state.CameraGraphState`). Baselines (concat/add/mtn) have no graph input,
-so their cameras keep a ring of the last N raw feature vectors (:class:`FeatureWindow`) and are
+so their cameras keep a ring of the last N feature vectors (:class:`FeatureWindow`) and are
 scored with the features-in form.
+
+Feature normalisation (:mod:`fusewatch.engines.fusion.normalize`, ``ModelMeta.feature_norm``): for a
+model that carries statistics, every per-camera state made by :attr:`ServingModel.new_state` is a
+:class:`NormalizedState`, which z-scores each raw clip feature before it enters the graphs / ring —
+so torch, ONNX Runtime and TensorRT, graphs-in and features-in, all see the inputs the model was
+trained on, identical to :func:`fusewatch.engines.evaluation.scoring.score_video`. The ONNX exports do
+not contain the normalisation (the engine, the caller, applies it from the ``feature_norm`` metadata).
 """
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ from fusewatch.errors import CheckpointError, one_line
 from fusewatch.stream.config import CACHE_DIR, Config
 
 from fusewatch.engines.fusion.meta import ModelMeta
+from fusewatch.engines.fusion.normalize import normalize_feats
 from fusewatch.engines.fusion.presence import present_flags
 from fusewatch.engines.serving.backends import Scorer, select_backend
 from fusewatch.engines.serving.state import CameraGraphState
@@ -53,6 +61,29 @@ class FeatureWindow:
         mask = np.zeros(n, np.float32)
         mask[n - c:] = 1
         return out, mask, present
+
+
+class NormalizedState:
+    """A per-camera state (``CameraGraphState`` / :class:`FeatureWindow`) whose :meth:`push` first
+    normalises each raw feature ``(d_m,)`` with the model's statistics (all-zero = missing stays
+    missing); everything else is the wrapped state's."""
+
+    def __init__(self, inner: Any, norm: Mapping[str, tuple[np.ndarray, np.ndarray]]):
+        self.inner, self.norm = inner, dict(norm)
+
+    def push(self, feats: Mapping[str, np.ndarray | None]) -> None:
+        self.inner.push(normalize_feats(
+            {k: (None if v is None else np.asarray(v).reshape(-1)) for k, v in feats.items()}, self.norm))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+
+def _normalized(factory: Callable[[], Any], norm: Mapping[str, Any]) -> Callable[[], Any]:
+    return (lambda: NormalizedState(factory(), norm)) if norm else factory
 
 
 @dataclass
@@ -92,7 +123,7 @@ def default_model_path() -> Path:
     return CACHE_DIR / "demo" / "model.pt"
 
 
-CHECKPOINT_META = ("alert_thresholds", "extractor_versions")
+CHECKPOINT_META = ("alert_thresholds", "extractor_versions", "feature_norm")
 """Metadata the engine acts on that a checkpoint may hold beyond its cached ONNX export."""
 
 
@@ -143,9 +174,13 @@ def load_serving_model(cfg: Config, model: str | Path | None = None, backend: st
     flat.setdefault("name", flat.get("fusion", "lego"))
     meta = ModelMeta.from_dict(flat)
     names, window, dims = list(meta.representations), meta.window, dict(meta.dims)
+    try:
+        norm = meta.norm_stats()
+    except ValueError as e:
+        raise CheckpointError(f"model {path}: {e}") from None
     if "graphs" in scorer.forms:
         if meta.node_dim and not encoders:
             raise CheckpointError(f"model {path}: node_dim = {meta.node_dim} but no node encoders found")
-        return ServingModel(scorer, meta, lambda: CameraGraphState(names, window, dims, projectors,
-                                                                   node_encoders=encoders), "graphs")
-    return ServingModel(scorer, meta, lambda: FeatureWindow(names, window, dims), "features")
+        return ServingModel(scorer, meta, _normalized(lambda: CameraGraphState(
+            names, window, dims, projectors, node_encoders=encoders), norm), "graphs")
+    return ServingModel(scorer, meta, _normalized(lambda: FeatureWindow(names, window, dims), norm), "features")

@@ -7,7 +7,14 @@ tensors, so it loads with ``torch.load(weights_only=True)`` — no pickled class
      "config": {ModelConfig fields}, "build_kwargs": {...}, "dims": {name: d},
      "representations": [names], "state_dict": {param: tensor},
      "meta": {"model_version": "<16 hex of sha256 over config+weights>", "created": ISO time,
-              "torch_version": ..., **user metadata}}
+              "torch_version": ..., "feature_norm": {rep: {"mean": b64, "std": b64}} (optional),
+              **user metadata}}
+
+Feature normalisation (:mod:`fusewatch.engines.fusion.normalize`) is part of the model: it is held
+in memory as ``model.feature_norm`` (``{rep: (mean, std)}``; absent/empty: none), stored under
+``meta["feature_norm"]`` (base64 float32, still weights_only-loadable plain data; older fusewatch
+versions load such a checkpoint and keep the key as unknown metadata) and covered by
+``model_version`` (only when present, so checkpoints without it keep their hash).
 
 :func:`load_model` returns ``(model, meta)`` where ``meta`` is a
 :class:`fusewatch.engines.fusion.meta.ModelMeta` (its :meth:`~fusewatch.engines.fusion.meta.ModelMeta.to_dict`
@@ -30,6 +37,7 @@ from fusewatch.engines.fusion.base import FusionModel
 
 from fusewatch.engines.fusion.factory import build_model
 from fusewatch.engines.fusion.meta import ModelMeta
+from fusewatch.engines.fusion.normalize import decode_feature_norm, encode_feature_norm
 
 FORMAT = "fusewatch-checkpoint"
 FORMAT_VERSION = 1
@@ -39,11 +47,14 @@ from fusewatch.errors import CheckpointError  # noqa: E402,F401 - re-exported
 
 
 def weights_hash(model: FusionModel) -> str:
-    """``model_version``: first 16 hex digits of sha256 over the config JSON and every weight
-    (names, dtypes, shapes, bytes, sorted by name)."""
+    """``model_version``: first 16 hex digits of sha256 over the config JSON, the feature
+    normalisation (when the model has one) and every weight (names, dtypes, shapes, bytes, sorted by name)."""
     h = hashlib.sha256()
     h.update(json.dumps({"config": model.config, "dims": model.dims, "build_kwargs": model.build_kwargs},
                         sort_keys=True).encode())
+    norm = encode_feature_norm(getattr(model, "feature_norm", None))
+    if norm:
+        h.update(json.dumps({"feature_norm": norm}, sort_keys=True).encode())
     for k, v in sorted(model.state_dict().items()):
         t = v.detach().cpu().contiguous()
         h.update(k.encode())
@@ -74,6 +85,9 @@ def model_meta(model: FusionModel, extra: Mapping[str, Any] | None = None) -> Mo
         "softplus": c.get("softplus"), "proj_dim": c.get("proj_dim"),
         "node_dim": int(getattr(model, "node_dim", 0) or 0),
     }
+    norm = encode_feature_norm(getattr(model, "feature_norm", None))
+    if norm:
+        meta["feature_norm"] = norm
     if extra:
         meta.update({k: v for k, v in extra.items() if k not in meta})
     return ModelMeta.from_dict(meta)
@@ -113,6 +127,10 @@ def save_checkpoint(model: FusionModel, path: str | os.PathLike,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "torch_version": str(torch.__version__)}
     meta.update(_plain(dict(metadata or {}), "metadata"))
+    meta.pop("feature_norm", None)
+    norm = encode_feature_norm(getattr(model, "feature_norm", None))
+    if norm:
+        meta["feature_norm"] = norm           # the model's own statistics, never stale metadata
     meta["model_version"] = weights_hash(model)
     ckpt = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
@@ -213,6 +231,10 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         raise CheckpointError(f"checkpoint {path}: weights do not match the config ({e})") from None
     model.to(map_location).eval()
     stored = dict(ckpt["meta"])
+    try:
+        model.feature_norm = decode_feature_norm(stored.get("feature_norm"), model.dims)
+    except ValueError as e:
+        raise CheckpointError(f"checkpoint {path}: {e}") from None
     meta = model_meta(model, stored)
     if verify and stored.get("model_version") and stored["model_version"] != meta.model_version:
         raise CheckpointError(f"checkpoint {path}: model_version {stored['model_version']} does not match "

@@ -4,7 +4,9 @@ Data: any layout of :mod:`fusewatch.engines.data`. Supervision is video-level on
 iff any of its frames is, Ped2-style, or as its list/annotation says).
 
 Samples: :mod:`fusewatch.engines.training.windows` (each video a bag of windows laid out as streamed).
-Loss: top-k MIL BCE plus, for LEGO, the degree-variance regulariser
+Features: z-scored with per-representation statistics of the training clips when
+``cfg.train.normalize = "zscore"`` (the default); the statistics become part of the model
+(:mod:`fusewatch.engines.fusion.normalize`). Loss: top-k MIL BCE plus, for LEGO, the degree-variance regulariser
 (:mod:`fusewatch.engines.training.losses`). Validation and the alert-threshold calibration use the
 causal per-clip protocol of :mod:`fusewatch.engines.evaluation.scoring`. Seeding and the split:
 :mod:`fusewatch.engines.training.split`.
@@ -33,6 +35,7 @@ from fusewatch.engines.evaluation import metrics as M
 from fusewatch.engines.evaluation.scoring import score_dataset
 from fusewatch.engines.fusion.factory import build_model
 from fusewatch.engines.fusion.names import FUSIONS
+from fusewatch.engines.fusion.normalize import fit_feature_norm, normalize_feats
 from fusewatch.engines.training import checkpoint as ckpt
 from fusewatch.engines.training.calibration import calibrate_thresholds
 from fusewatch.engines.training.losses import degree_variance_reg, topk_bag_scores
@@ -179,6 +182,11 @@ def train(data: str | Path | FeatureDataset | Sequence[VideoFeatures], cfg: Conf
 
     dev = torch.device(device or "cpu")
     model = build_model(mc, ds.dims).to(dev)
+    # feature normalisation is part of the model: fitted on the training clips only, applied to the
+    # training windows here and by every scorer (score_video, the engine state) to raw features
+    model.feature_norm = fit_feature_norm([v.feats for v in train_v], list(model.names), tc.normalize)
+    fit_v = [dataclasses.replace(v, feats=normalize_feats(v.feats, model.feature_norm)) for v in train_v] \
+        if model.feature_norm else train_v
     if hasattr(model, "random_pair"):
         model.random_pair = bool(tc.random_pair)
     use_reg = bool(tc.reg) and tc.reg_lambda > 0 and hasattr(model, "forward_with_graph")
@@ -203,7 +211,7 @@ def train(data: str | Path | FeatureDataset | Sequence[VideoFeatures], cfg: Conf
             tot = {"loss": 0.0, "bce": 0.0, "reg": 0.0}
             nb = 0
             for bs in range(0, len(order), tc.batch_size):
-                batch = [train_v[i] for i in order[bs:bs + tc.batch_size]]
+                batch = [fit_v[i] for i in order[bs:bs + tc.batch_size]]
                 items: list[Window] = []
                 owner: list[int] = []
                 for j, v in enumerate(batch):

@@ -62,6 +62,8 @@ def cmd_demo(args, cfg: Config) -> int:
     model_path = Path(args.model) if args.model else Path(cfg.engine.model or default_model_path())
     if not args.model:
         ensure_model(cfg, video_dir, model_path, retrain=args.retrain, log=log)
+    from fusewatch.engines.serving.model_features import features_for_model
+    cfg = features_for_model(cfg, model_path)     # the worker computes what this model needs
     model = load_serving_model(cfg, model_path)
     cams = [c.strip() for c in args.cameras.split(",") if c.strip()]
     videos = {}

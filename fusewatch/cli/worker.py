@@ -36,8 +36,18 @@ def _cameras(args, cfg) -> list[tuple[str, str]]:
     return out
 
 
+def _model_features(args, cfg):
+    """``--model M``: the extractors the model needs (its representations, versions checked; one-line
+    error at start-up on a mismatch), else ``features.extractors`` as configured."""
+    if not getattr(args, "model", None):
+        return cfg
+    from fusewatch.engines.serving.model_features import features_for_model
+    return features_for_model(cfg, args.model)
+
+
 def cmd_worker(args, cfg) -> int:
-    """``fusewatch worker --camera ID --source URI [--camera ID --source URI ...] [--cameras FILE]``."""
+    """``fusewatch worker --camera ID --source URI [--camera ID --source URI ...] [--cameras FILE] [--model M]``."""
+    cfg = _model_features(args, cfg)
     if getattr(args, "metrics_port", None) is not None:
         cfg.worker.metrics_port = args.metrics_port
         cfg.worker.validate()
@@ -122,8 +132,10 @@ def _parse_speed(s: str) -> float | None:
 
 
 def cmd_replay(args, cfg) -> int:
-    """``fusewatch replay FILE... [--speed 1.0|max] [--loop N] [--camera ID ...]``."""
+    """``fusewatch replay FILE... [--speed 1.0|max] [--loop N] [--camera ID ...] [--model M]``."""
     from fusewatch.stream.replay import replay
+
+    cfg = _model_features(args, cfg)
 
     if args.loop < 0:
         raise UsageError(f"--loop: must be >= 0 (0 = forever; got {args.loop})")
@@ -171,6 +183,9 @@ def add_commands(subparsers) -> None:
                    help="file of 'ID=URI' lines: more cameras served by this process (shared batched extractors)")
     p.add_argument("--metrics-port", type=int, default=None,
                    help="Prometheus metrics port (overrides worker.metrics_port)")
+    p.add_argument("--model", default=None, metavar="M",
+                   help="compute the features this model (.pt or .onnx) needs: its representations and "
+                        "extractor versions, instead of features.extractors (mismatch: error at start-up)")
     p.set_defaults(handler=cmd_worker)
 
     p = subparsers.add_parser("replay", help="replay video files as live cameras",
@@ -181,6 +196,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--loop", type=int, default=1, help="play each file N times (0 = forever)")
     p.add_argument("--camera", action="append", default=None,
                    help="camera id for the corresponding FILE (repeat; default: file stem)")
+    p.add_argument("--model", default=None, metavar="M",
+                   help="compute the features this model (.pt or .onnx) needs (as for `worker --model`)")
     p.set_defaults(handler=cmd_replay)
 
     p = subparsers.add_parser("extract", help="offline feature extraction to .npy files",

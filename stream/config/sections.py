@@ -327,6 +327,7 @@ class TrainConfig(_Section):
     val_fraction: float = _rng(0.2, ge=0, lt=1)
     seed: int = _rng(0, ge=0, le=2**32 - 1)
     random_pair: bool = False
+    normalize: Literal["zscore", "none"] = "zscore"
 
 
 """Section name → class, in ``fusewatch.toml`` order (the notify sections follow, see
