@@ -14,6 +14,7 @@
 
 Every figure is the median of repeated timings (after warm-up).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,14 +32,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from fusewatch.engines.export.onnx import example_inputs, export_onnx  # noqa: E402
+from fusewatch.engines.fusion.factory import build_model  # noqa: E402
+from fusewatch.engines.fusion.graphs import np_l2_normalize  # noqa: E402
+from fusewatch.engines.fusion.names import EXPANSIONS  # noqa: E402
 from fusewatch.engines.serving.backends.onnxruntime import OrtScorer  # noqa: E402
 from fusewatch.engines.serving.backends.torch import TorchScorer  # noqa: E402
-from fusewatch.engines.training.checkpoint import model_meta  # noqa: E402
-from fusewatch.engines.export.onnx import example_inputs, export_onnx  # noqa: E402
-from fusewatch.engines.fusion.graphs import np_l2_normalize  # noqa: E402
 from fusewatch.engines.serving.state import CameraGraphState  # noqa: E402
-from fusewatch.engines.fusion.factory import build_model  # noqa: E402
-from fusewatch.engines.fusion.names import EXPANSIONS  # noqa: E402
+from fusewatch.engines.training.checkpoint import model_meta  # noqa: E402
 from fusewatch.stream.config import ModelConfig  # noqa: E402
 
 DIMS = {"mobilenetv2": 1280, "effnet_lite0": 1280, "audio": 128}
@@ -73,18 +74,18 @@ def bench_scoring(threads: int, batches: list[int], budget: float, expansion: st
                 for b in batches:
                     ex = example_inputs(model, form, batch=b, seed=b)
                     if form == "graphs":
-                        fn = (lambda sc=sc, ex=ex: sc.score_graphs(ex["R"], ex["mask"], ex["present"],
-                                                                   ex.get("U")))
+                        fn = lambda sc=sc, ex=ex: sc.score_graphs(ex["R"], ex["mask"], ex["present"], ex.get("U"))
                     else:
                         feats = [ex[f"feat_{i}"] for i in range(model.num_reps)]
-                        fn = (lambda sc=sc, ex=ex, feats=feats: sc.score_features(feats, ex["mask"], ex["present"]))
+                        fn = lambda sc=sc, ex=ex, feats=feats: sc.score_features(feats, ex["mask"], ex["present"])
                     t = _median_time(fn, budget_s=budget)
                     results[form].setdefault(backend, {})[str(b)] = {"median_s": t, "windows_per_s": b / t}
                     outputs[(backend, form, b)] = fn()
         for form in ("graphs", "features"):
             results[form]["max_abs_diff"] = {
                 str(b): float(np.abs(outputs[("torch", form, b)] - outputs[("onnxruntime", form, b)]).max())
-                for b in batches}
+                for b in batches
+            }
         ort_s.close()
     return results
 
@@ -94,14 +95,13 @@ def bench_incremental(windows: list[int], reps: int, budget: float) -> dict:
     names = list(DIMS)
     out: dict = {}
     for n in windows:
-        stream = [{k: rng.standard_normal(d).astype(np.float32) for k, d in DIMS.items()}
-                  for _ in range(n + reps)]
+        stream = [{k: rng.standard_normal(d).astype(np.float32) for k, d in DIMS.items()} for _ in range(n + reps)]
         torch.manual_seed(0)
         model = build_model(ModelConfig(window=n, representations=names), DIMS).eval()
         st = CameraGraphState.from_model(model)
         enc = model.node_encoders()
         for c in stream[:n]:
-            st.push(c)                      # fill the window (steady state: ring wrap-around)
+            st.push(c)  # fill the window (steady state: ring wrap-around)
         it = iter(stream[n:] * 1000)
         push_t = _median_time(lambda: st.push(next(it)), min_reps=reps, budget_s=budget)
         buf = st.empty_window()
@@ -119,9 +119,14 @@ def bench_incremental(windows: list[int], reps: int, budget: float) -> dict:
             return r, u
 
         rec_t = _median_time(recompute, min_reps=reps, budget_s=budget)
-        out[str(n)] = {"push_s": push_t, "window_s": win_t, "push_plus_window_s": push_t + win_t,
-                       "recompute_s": rec_t, "speedup_push": rec_t / push_t,
-                       "speedup_push_plus_window": rec_t / (push_t + win_t)}
+        out[str(n)] = {
+            "push_s": push_t,
+            "window_s": win_t,
+            "push_plus_window_s": push_t + win_t,
+            "recompute_s": rec_t,
+            "speedup_push": rec_t / push_t,
+            "speedup_push_plus_window": rec_t / (push_t + win_t),
+        }
     return out
 
 
@@ -137,31 +142,54 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:  # the incremental path is single-threaded numpy per camera: compare like with like
         from threadpoolctl import threadpool_limits
+
         with threadpool_limits(limits=1, user_api="blas"):
             incr = bench_incremental([32, 128], reps=50, budget=budget / 2)
     except ImportError:
         incr = bench_incremental([32, 128], reps=50, budget=budget / 2)
     scoring = bench_scoring(a.threads, [1, 16, 64], budget, a.expansion)
-    res = {"env": {"python": platform.python_version(), "torch": torch.__version__,
-                   "onnxruntime": __import__("onnxruntime").__version__, "threads": a.threads,
-                   "cpu_count": os.cpu_count(), "machine": platform.machine()},
-           "model": {"fusion": "lego", "N": 32, "P": 2, "Q": 2, "expansion": a.expansion, "dims": DIMS,
-                     "node_dim": ModelConfig().node_dim},
-           "scoring": scoring, "incremental": incr}
+    res = {
+        "env": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "onnxruntime": __import__("onnxruntime").__version__,
+            "threads": a.threads,
+            "cpu_count": os.cpu_count(),
+            "machine": platform.machine(),
+        },
+        "model": {
+            "fusion": "lego",
+            "N": 32,
+            "P": 2,
+            "Q": 2,
+            "expansion": a.expansion,
+            "dims": DIMS,
+            "node_dim": ModelConfig().node_dim,
+        },
+        "scoring": scoring,
+        "incremental": incr,
+    }
     print(f"LEGO N=32 M=3 dims={list(DIMS.values())} P=Q=2 expansion={a.expansion} threads={a.threads}")
-    print(f"{'form':<9} {'backend':<12} " + " ".join(f"{'b=' + str(b):>12}" for b in (1, 16, 64))
-          + "   (windows/s, median)")
+    print(
+        f"{'form':<9} {'backend':<12} "
+        + " ".join(f"{'b=' + str(b):>12}" for b in (1, 16, 64))
+        + "   (windows/s, median)"
+    )
     for form in ("graphs", "features"):
         for be in ("torch", "onnxruntime"):
             row = " ".join(f"{scoring[form][be][str(b)]['windows_per_s']:>12,.0f}" for b in (1, 16, 64))
             print(f"{form:<9} {be:<12} {row}")
-        print(f"{'':<9} {'max|Δ|':<12} " + " ".join(f"{scoring[form]['max_abs_diff'][str(b)]:>12.1e}"
-                                                    for b in (1, 16, 64)))
+        print(
+            f"{'':<9} {'max|Δ|':<12} "
+            + " ".join(f"{scoring[form]['max_abs_diff'][str(b)]:>12.1e}" for b in (1, 16, 64))
+        )
     print("\nincremental graph update per clip (3 reps, dims 1280/1280/128), median:")
     print(f"{'N':>5} {'push':>10} {'+window':>10} {'recompute':>10} {'ratio push':>11} {'ratio +win':>11}")
     for n, r in incr.items():
-        print(f"{n:>5} {r['push_s'] * 1e6:>8.1f}µs {r['push_plus_window_s'] * 1e6:>8.1f}µs "
-              f"{r['recompute_s'] * 1e6:>8.1f}µs {r['speedup_push']:>10.1f}x {r['speedup_push_plus_window']:>10.1f}x")
+        print(
+            f"{n:>5} {r['push_s'] * 1e6:>8.1f}µs {r['push_plus_window_s'] * 1e6:>8.1f}µs "
+            f"{r['recompute_s'] * 1e6:>8.1f}µs {r['speedup_push']:>10.1f}x {r['speedup_push_plus_window']:>10.1f}x"
+        )
     res["elapsed_s"] = time.perf_counter() - t0
     print(f"\n(total {res['elapsed_s']:.1f} s)")
     if a.json:

@@ -23,6 +23,7 @@ Checks, one summary line each (``PASS`` / ``FAIL`` + numbers):
 ``--device cpu`` runs everything except CUDA (what CI runs). Exit status: 0 all checks passed,
 1 a check failed, 2 the device is unavailable.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -103,10 +104,10 @@ def graph_windows(scorer, batch: int, rng, absent: str = "") -> tuple:
     ``absent="one"``: representation 1 absent in every window, ``"all"``: nothing present."""
     m, n = len(scorer.names), scorer.window
     mask = np.ones((batch, n), np.float32)
-    mask[::2, : n // 4] = 0                                 # front padding on even rows
+    mask[::2, : n // 4] = 0  # front padding on even rows
     present = np.ones((batch, m), np.float32)
     rs = []
-    for k in scorer.names:
+    for _name in scorer.names:
         z = rng.normal(size=(batch, n, 16)).astype(np.float32)
         z /= np.linalg.norm(z, axis=-1, keepdims=True)
         z *= mask[:, :, None]
@@ -128,8 +129,7 @@ def feature_windows(scorer, batch: int, rng) -> tuple:
     n = scorer.window
     mask = np.ones((batch, n), np.float32)
     mask[::2, : n // 4] = 0
-    feats = {k: (rng.normal(size=(batch, n, d)) * mask[:, :, None]).astype(np.float32)
-             for k, d in scorer.dims.items()}
+    feats = {k: (rng.normal(size=(batch, n, d)) * mask[:, :, None]).astype(np.float32) for k, d in scorer.dims.items()}
     return feats, mask, np.ones((batch, len(scorer.names)), np.float32)
 
 
@@ -155,15 +155,24 @@ def parity_checks(rep: Report, test, ref, batches, rng, tol: float, label: str, 
             if form == "graphs":
                 args = graph_windows(ref, b, rng)
                 a, r = test.score_graphs(*args), ref.score_graphs(*args)
-                rates[b] = (rate(lambda: test.score_graphs(*args), b, reps),
-                            rate(lambda: ref.score_graphs(*args), b, reps))
+                rates[b] = (
+                    rate(lambda: test.score_graphs(*args), b, reps),
+                    rate(lambda: ref.score_graphs(*args), b, reps),
+                )
             else:
                 args = feature_windows(ref, b, rng)
                 a, r = test.score_features(*args), ref.score_features(*args)
             diffs.append(max_diff(a, r))
         worst = max(diffs)
-        rep.check(f"parity-{form}", worst <= tol, test=label, batches=list(batches), max_abs_diff=worst,
-                  per_batch=diffs, tol=tol)
+        rep.check(
+            f"parity-{form}",
+            worst <= tol,
+            test=label,
+            batches=list(batches),
+            max_abs_diff=worst,
+            per_batch=diffs,
+            tol=tol,
+        )
     if "graphs" in test.forms:
         diffs = []
         for absent in ("one", "all"):
@@ -172,9 +181,14 @@ def parity_checks(rep: Report, test, ref, batches, rng, tol: float, label: str, 
         rep.check("absent", max(diffs) <= tol, test=label, one_absent=diffs[0], all_absent=diffs[1], tol=tol)
     if rates:
         ok = all(np.isfinite(x) and x > 0 for pair in rates.values() for x in pair)
-        rep.check("throughput", ok, test=label, batches=list(rates),
-                  test_windows_per_s=[round(v[0]) for v in rates.values()],
-                  ort_windows_per_s=[round(v[1]) for v in rates.values()])
+        rep.check(
+            "throughput",
+            ok,
+            test=label,
+            batches=list(rates),
+            test_windows_per_s=[round(v[0]) for v in rates.values()],
+            ort_windows_per_s=[round(v[1]) for v in rates.values()],
+        )
 
 
 def incremental_check(rep: Report, model, scorer, ort, rng, clips: int = 40, tol: float = TOL_FP32) -> None:
@@ -188,10 +202,9 @@ def incremental_check(rep: Report, model, scorer, ort, rng, clips: int = 40, tol
     snaps, raw = [], []
     take = {1, n // 2, n, n + 3, clips}
     for t in range(1, clips + 1):
-        clip = {k: rng.normal(size=model.dims[k]).astype(np.float32) * (1 + np.sin(t / 3))
-                for k in names}
+        clip = {k: rng.normal(size=model.dims[k]).astype(np.float32) * (1 + np.sin(t / 3)) for k in names}
         if t % 5 == 0:
-            clip[names[-1]] = None                            # representation missing for this clip
+            clip[names[-1]] = None  # representation missing for this clip
         state.push(clip)
         hist.append(clip)
         if t in take:
@@ -203,7 +216,7 @@ def incremental_check(rep: Report, model, scorer, ort, rng, clips: int = 40, tol
                     if c[k] is not None:
                         feats[k][n - len(last) + j] = c[k]
             mask = np.zeros(n, np.float32)
-            mask[n - len(last):] = 1
+            mask[n - len(last) :] = 1
             present = np.array([any(c[k] is not None for c in last) for k in names], np.float32)
             raw.append((feats, mask, present))
     r = np.stack([s[0] for s in snaps])
@@ -217,8 +230,14 @@ def incremental_check(rep: Report, model, scorer, ort, rng, clips: int = 40, tol
     full = scorer.score_features(feats, fmask, fpresent)
     d_dev = max_diff(inc * fmask, full * fmask)
     d_ort = max_diff(inc * fmask, ort.score_features(feats, fmask, fpresent) * fmask)
-    rep.check("incremental", max(d_dev, d_ort) <= tol, windows=len(snaps),
-              vs_features_same_device=d_dev, vs_features_ort=d_ort, tol=tol)
+    rep.check(
+        "incremental",
+        max(d_dev, d_ort) <= tol,
+        windows=len(snaps),
+        vs_features_same_device=d_dev,
+        vs_features_ort=d_ort,
+        tol=tol,
+    )
 
 
 def set_fp32_matmul(torch) -> None:
@@ -245,22 +264,28 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            print(f"gpu_check: CUDA unavailable (torch {torch.__version__}, built for CUDA "
-                  f"{torch.version.cuda}); use --device cpu to run the CPU part", file=sys.stderr)
+            print(
+                f"gpu_check: CUDA unavailable (torch {torch.__version__}, built for CUDA "
+                f"{torch.version.cuda}); use --device cpu to run the CPU part",
+                file=sys.stderr,
+            )
             return 2
         idx = device.index or 0
         if idx >= torch.cuda.device_count():
             print(f"gpu_check: {device} does not exist ({torch.cuda.device_count()} visible)", file=sys.stderr)
             return 2
         gpu = torch.cuda.get_device_name(idx)
-        cc = "%d.%d" % torch.cuda.get_device_capability(idx)
+        cc = "{}.{}".format(*torch.cuda.get_device_capability(idx))
     else:
         gpu, cc = "none (cpu)", ""
-    print(f"gpu_check: device={device} gpu={gpu!r} cc={cc} torch={torch.__version__} cuda={torch.version.cuda} "
-          f"onnxruntime={onnxruntime.__version__} python={sys.version.split()[0]}", flush=True)
+    print(
+        f"gpu_check: device={device} gpu={gpu!r} cc={cc} torch={torch.__version__} cuda={torch.version.cuda} "
+        f"onnxruntime={onnxruntime.__version__} python={sys.version.split()[0]}",
+        flush=True,
+    )
+    from fusewatch.engines.export.onnx import export_onnx
     from fusewatch.engines.serving.backends.onnxruntime import OrtScorer
     from fusewatch.engines.serving.backends.torch import TorchScorer
-    from fusewatch.engines.export.onnx import export_onnx
 
     t0 = time.perf_counter()
     model, meta = load_or_build(args.model, args.seed)
@@ -275,12 +300,25 @@ def main(argv=None) -> int:
         parity_checks(rep, dev, ort, batches, rng, args.tol, f"torch:{device}", args.reps)
         if "graphs" in forms:
             incremental_check(rep, model, dev, ort, rng, tol=args.tol)
-    print(f"gpu_check: {'PASS' if rep.ok else 'FAIL'} ({sum(r['ok'] for r in rep.rows)}/{len(rep.rows)} checks, "
-          f"{time.perf_counter() - t0:.1f} s)", flush=True)
+    print(
+        f"gpu_check: {'PASS' if rep.ok else 'FAIL'} ({sum(r['ok'] for r in rep.rows)}/{len(rep.rows)} checks, "
+        f"{time.perf_counter() - t0:.1f} s)",
+        flush=True,
+    )
     if args.json:
-        Path(args.json).write_text(json.dumps({"device": str(device), "gpu": gpu, "compute_capability": cc,
-                                               "model": args.model or f"seeded random LEGO (seed {args.seed})",
-                                               "checks": rep.rows}, indent=1, default=str))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "device": str(device),
+                    "gpu": gpu,
+                    "compute_capability": cc,
+                    "model": args.model or f"seeded random LEGO (seed {args.seed})",
+                    "checks": rep.rows,
+                },
+                indent=1,
+                default=str,
+            )
+        )
     return 0 if rep.ok else 1
 
 

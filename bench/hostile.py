@@ -13,6 +13,7 @@ is evicted before its next clip — the thrashing worst case).
     python bench/hostile.py rebuild --bootstrap 127.0.0.1:9092 [--cameras 20000] [--clips 3]
     python bench/hostile.py memory [--cameras 20000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,10 +52,20 @@ def model(dims: dict, window: int, node_dim: int, out: Path, **over) -> tuple:
 
 def feature(cam: str, clip: int, dims: dict, rng) -> bytes:
     from fusewatch.stream.schema import FeatureMessage, Representation
+
     t = clip * 1.6
-    return FeatureMessage(cam, clip, t, t + 1.5, 1.7e9 + t, 1.7e9 + t + 1.5, 16 * clip, 16 * clip + 15,
-                          [Representation(k, rng.normal(size=d).astype(np.float32)) for k, d in dims.items()],
-                          produced=0.0).encode()
+    return FeatureMessage(
+        cam,
+        clip,
+        t,
+        t + 1.5,
+        1.7e9 + t,
+        1.7e9 + t + 1.5,
+        16 * clip,
+        16 * clip + 15,
+        [Representation(k, rng.normal(size=d).astype(np.float32)) for k, d in dims.items()],
+        produced=0.0,
+    ).encode()
 
 
 def bench_rebuild(a) -> dict:
@@ -66,9 +77,13 @@ def bench_rebuild(a) -> dict:
 
     dims = {"a": 12, "b": 5}
     run = uuid.uuid4().hex[:8]
-    over = {"kafka.bootstrap_servers": a.bootstrap, "topics.features": f"fwbench.rebuild.f.{run}",
-            "topics.alerts": f"fwbench.rebuild.a.{run}", "topics.dead_letter": f"fwbench.rebuild.d.{run}",
-            "engine.group_id": f"fwbench.rebuild.g.{run}"}
+    over = {
+        "kafka.bootstrap_servers": a.bootstrap,
+        "topics.features": f"fwbench.rebuild.f.{run}",
+        "topics.alerts": f"fwbench.rebuild.a.{run}",
+        "topics.dead_letter": f"fwbench.rebuild.d.{run}",
+        "engine.group_id": f"fwbench.rebuild.g.{run}",
+    }
     with tempfile.TemporaryDirectory() as d:
         cfg, m = model(dims, 32, 16, Path(d) / "m.pt", **over)
     create_topics(cfg, partitions=1)
@@ -83,7 +98,7 @@ def bench_rebuild(a) -> dict:
     p.close()
     produce_s = time.monotonic() - t0
     total = a.cameras * a.clips
-    t = KafkaTransport(cfg, group_id=cfg.engine.group_id)          # commit "all processed" directly
+    t = KafkaTransport(cfg, group_id=cfg.engine.group_id)  # commit "all processed" directly
     t.subscribe([cfg.topics.features], cfg.engine.group_id)
     while not t.assignment():
         t.poll(10, 0.2)
@@ -99,11 +114,19 @@ def bench_rebuild(a) -> dict:
     t.close()
     st = svc.stats
     need = 32 + cfg.engine.rebuild_history
-    return {"cameras": a.cameras, "clips_per_camera": a.clips, "records_in_partition": total,
-            "produce_s": round(produce_s, 1), "rebuild_records": st.rebuild_max_records,
-            "bound_records": need * min(a.cameras, cfg.engine.max_cameras) + need,
-            "rebuild_s": round(st.rebuild_seconds / max(st.rebuilds, 1), 2), "first_step_wall_s": round(wall, 2),
-            "cameras_held": len(svc.cams), "cold_starts": st.cold_starts, "max_cameras": cfg.engine.max_cameras}
+    return {
+        "cameras": a.cameras,
+        "clips_per_camera": a.clips,
+        "records_in_partition": total,
+        "produce_s": round(produce_s, 1),
+        "rebuild_records": st.rebuild_max_records,
+        "bound_records": need * min(a.cameras, cfg.engine.max_cameras) + need,
+        "rebuild_s": round(st.rebuild_seconds / max(st.rebuilds, 1), 2),
+        "first_step_wall_s": round(wall, 2),
+        "cameras_held": len(svc.cams),
+        "cold_starts": st.cold_starts,
+        "max_cameras": cfg.engine.max_cameras,
+    }
 
 
 def bench_memory(a) -> dict:
@@ -125,15 +148,23 @@ def bench_memory(a) -> dict:
                 prod.produce(cfg.topics.features, c, feature(c, clip, dims, rng))
             while svc.step(timeout=0.0):
                 pass
+
     feed([f"warm{i}" for i in range(cfg.engine.max_batch)])  # one full scoring batch: runtime buffers allocated
     idle = rss_mb()
     peak = idle
     for k in range(0, a.cameras, 1000):
         feed([f"cam{i:05d}" for i in range(k, min(k + 1000, a.cameras))])
         peak = max(peak, rss_mb())
-    return {"camera_ids": a.cameras, "max_cameras": cfg.engine.max_cameras, "cameras_held": len(svc.cams),
-            "idle_rss_mb": round(idle, 1), "peak_rss_mb": round(peak, 1), "growth_mb": round(peak - idle, 1),
-            "evictions": svc.stats.evictions, "scored": svc.stats.scored}
+    return {
+        "camera_ids": a.cameras,
+        "max_cameras": cfg.engine.max_cameras,
+        "cameras_held": len(svc.cams),
+        "idle_rss_mb": round(idle, 1),
+        "peak_rss_mb": round(peak, 1),
+        "growth_mb": round(peak - idle, 1),
+        "evictions": svc.stats.evictions,
+        "scored": svc.stats.scored,
+    }
 
 
 def main() -> int:
@@ -145,6 +176,7 @@ def main() -> int:
     ap.add_argument("--json")
     a = ap.parse_args()
     from fusewatch.stream.memory import tune_malloc
+
     tune_malloc()  # as fusewatch's CLI does at start-up
     res = bench_rebuild(a) if a.what == "rebuild" else bench_memory(a)
     print(json.dumps(res, indent=1))

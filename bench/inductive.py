@@ -22,6 +22,7 @@ results on these same 18 videos, so the ranking between rows is development-time
 "selection" note the report prints); the independent check is extract → train → eval on unseen
 videos.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,15 @@ MARK = "<!-- tables: written by bench/inductive.py, everything above this line i
 
 
 def _r(name, reps, fusion="lego", stride=16, normalize="zscore", smooth=0, **set_):
-    return {"name": name, "representations": reps, "fusion": fusion, "stride": stride,
-            "normalize": normalize, "smooth": smooth, "set": {k.replace("__", "."): v for k, v in set_.items()}}
+    return {
+        "name": name,
+        "representations": reps,
+        "fusion": fusion,
+        "stride": stride,
+        "normalize": normalize,
+        "smooth": smooth,
+        "set": {k.replace("__", "."): v for k, v in set_.items()},
+    }
 
 
 RECIPES = []
@@ -102,11 +110,13 @@ def load_bench_dataset(features: Path, max_features: Path | None = None, reps=()
     MobileNetV2 features (others: beside ``features``)."""
     from fusewatch.engines.data import load_dataset
     from fusewatch.engines.evaluation.inductive import restride
+
     ds = load_dataset(features)
     extra = [r for r in reps if r in EXTRA_FEATURES]
     if not extra:
         return ds
     import dataclasses
+
     ds = restride(ds, 16)
     vids = {v.name: v for v in ds.videos}
     dims = dict(ds.dims)
@@ -127,6 +137,7 @@ def ensure_features(videos: Path, out: Path) -> Path:
         return out
     from fusewatch.stream.config import Config
     from fusewatch.stream.extract import extract_videos
+
     cfg = Config()
     cfg.features.extractors = list(EXTRACTORS)
     cfg.features.threads = 1
@@ -140,8 +151,10 @@ def ensure_features(videos: Path, out: Path) -> Path:
 def _job(args):
     recipe, features, seeds, path, max_features = args
     import torch
+
     torch.set_num_threads(1)
     from fusewatch.engines.evaluation.inductive import Recipe, loao_folds, run_recipe, summarize
+
     ds = load_bench_dataset(Path(features), Path(max_features), recipe["representations"])
     t0 = time.monotonic()
     res = run_recipe(ds, Recipe(**recipe), seeds, loao_folds(ds.videos), log=print)
@@ -158,82 +171,124 @@ def fmt(ms) -> str:
 
 def write_report(out: Path, results: dict, base: dict, folds, features: Path, ds=None, motion=None) -> str:
     from fusewatch.engines.evaluation.inductive import mean_sd, rescore_with_motion, summarize
-    lines = ["# Inductive UCSD Ped2 (leave-one-anomalous-video-out)", "",
-             f"Features: `{features}` (clip_len 16, extracted at stride 4). Folds (held-out videos):",
-             ""] + [f"- fold {i}: {', '.join(f['held'])}" for i, f in enumerate(folds)] + [
-             "", "Frame-level ROC-AUC, mean ± sd over seeds; `all`: every held-out frame of the 18 videos "
-             "pooled; `anomalous`: the 6 anomalous videos pooled; within-video AUC per anomalous video "
-             "with both classes (test_08 and test_10 are abnormal in every frame).", "",
-             "| recipe | reps | fusion | stride | norm | all | anomalous | test_02 | test_04 | test_06 | test_12 | s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|",
-             f"| **training-free local motion** (max 20-px cell flow, 9-frame smoothing) | — | — | per frame | — | "
-             f"**{base['all']:.3f}** | {base['anomalous']:.3f} | "
-             + " | ".join(f"{base['within'][n]:.3f}" for n in ("test_02", "test_04", "test_06", "test_12")) + " | |"]
+
+    lines = (
+        [
+            "# Inductive UCSD Ped2 (leave-one-anomalous-video-out)",
+            "",
+            f"Features: `{features}` (clip_len 16, extracted at stride 4). Folds (held-out videos):",
+            "",
+        ]
+        + [f"- fold {i}: {', '.join(f['held'])}" for i, f in enumerate(folds)]
+        + [
+            "",
+            "Frame-level ROC-AUC, mean ± sd over seeds; `all`: every held-out frame of the 18 videos "
+            "pooled; `anomalous`: the 6 anomalous videos pooled; within-video AUC per anomalous video "
+            "with both classes (test_08 and test_10 are abnormal in every frame).",
+            "",
+            "| recipe | reps | fusion | stride | norm | all | anomalous | test_02 | test_04 | test_06 | test_12 | s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            f"| **training-free local motion** (max 20-px cell flow, 9-frame smoothing) | — | — | per frame | — | "
+            f"**{base['all']:.3f}** | {base['anomalous']:.3f} | "
+            + " | ".join(f"{base['within'][n]:.3f}" for n in ("test_02", "test_04", "test_06", "test_12"))
+            + " | |",
+        ]
+    )
     for name, r in sorted(results.items(), key=lambda kv: -kv[1]["summary"]["all"][0]):
         rc, sm = r["recipe"], r["summary"]
-        lines.append(f"| {name} | {'+'.join(rc['representations'])} | {rc['fusion']} | {rc['stride']} | "
-                     f"{rc['normalize']}{' sm' + str(rc['smooth']) if rc['smooth'] else ''} | {fmt(sm['all'])} | "
-                     f"{fmt(sm['anomalous'])} | "
-                     + " | ".join(fmt(sm["within"].get(n, (float('nan'), 0))) for n in ("test_02", "test_04", "test_06", "test_12"))
-                     + f" | {r.get('seconds', '')} |")
-    lines += ["", "Per fold (its 3 held-out videos pooled), mean over seeds:", "",
-              "| recipe | " + " | ".join(f"fold {i}" for i in range(len(folds))) + " |",
-              "|---|" + "---|" * len(folds),
-              "| training-free local motion | " + " | ".join(f"{f['all']:.3f}" for f in base["folds"]) + " |"]
+        lines.append(
+            f"| {name} | {'+'.join(rc['representations'])} | {rc['fusion']} | {rc['stride']} | "
+            f"{rc['normalize']}{' sm' + str(rc['smooth']) if rc['smooth'] else ''} | {fmt(sm['all'])} | "
+            f"{fmt(sm['anomalous'])} | "
+            + " | ".join(
+                fmt(sm["within"].get(n, (float("nan"), 0))) for n in ("test_02", "test_04", "test_06", "test_12")
+            )
+            + f" | {r.get('seconds', '')} |"
+        )
+    lines += [
+        "",
+        "Per fold (its 3 held-out videos pooled), mean over seeds:",
+        "",
+        "| recipe | " + " | ".join(f"fold {i}" for i in range(len(folds))) + " |",
+        "|---|" + "---|" * len(folds),
+        "| training-free local motion | " + " | ".join(f"{f['all']:.3f}" for f in base["folds"]) + " |",
+    ]
     for name, r in sorted(results.items(), key=lambda kv: -kv[1]["summary"]["all"][0]):
         lines.append(f"| {name} | " + " | ".join(f"{m:.3f}" for m, _ in r["summary"]["folds"]) + " |")
-    lines += ["", "LEGO vs concat (same features, stride, normalisation, seeds, folds), `all`:", "",
-              "| features | LEGO | concat | LEGO − concat |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "LEGO vs concat (same features, stride, normalisation, seeds, folds), `all`:",
+        "",
+        "| features | LEGO | concat | LEGO − concat |",
+        "|---|---|---|---|",
+    ]
     for name, r in sorted(results.items()):
         if name.endswith("_lego") and name[:-5] + "_concat" in results:
             a = r["summary"]["all"]
             b = results[name[:-5] + "_concat"]["summary"]["all"]
-            d = mean_sd(x["metrics"]["all"] - y["metrics"]["all"]
-                        for x, y in zip(r["seeds"], results[name[:-5] + "_concat"]["seeds"]))
+            d = mean_sd(
+                x["metrics"]["all"] - y["metrics"]["all"]
+                for x, y in zip(r["seeds"], results[name[:-5] + "_concat"]["seeds"])
+            )
             lines.append(f"| {name[:-5]} | {fmt(a)} | {fmt(b)} | {d[0]:+.3f} ± {d[1]:.3f} |")
     if ds is not None and motion is not None:
-        lines += ["", "Hybrid: the recipe's per-frame score × the training-free local-motion score "
-                  "(`product`, parameter-free, fixed before looking; `sqrt_product` and `sum_half` were "
-                  "tried afterwards on these videos: development figures). `all` / `anomalous` / test_12 within:", "",
-                  "| recipe | product | sqrt_product | sum_half |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "Hybrid: the recipe's per-frame score × the training-free local-motion score "
+            "(`product`, parameter-free, fixed before looking; `sqrt_product` and `sum_half` were "
+            "tried afterwards on these videos: development figures). `all` / `anomalous` / test_12 within:",
+            "",
+            "| recipe | product | sqrt_product | sum_half |",
+            "|---|---|---|---|",
+        ]
         hyb = {}
         for name, r in sorted(results.items(), key=lambda kv: -kv[1]["summary"]["all"][0]):
             cells = []
             for mode in ("product", "sqrt_product", "sum_half"):
                 sm = summarize(rescore_with_motion(r, ds, motion, mode))
                 hyb[(name, mode)] = sm
-                cells.append(f"{fmt(sm['all'])} / {sm['anomalous'][0]:.3f} / {sm['within'].get('test_12', (float('nan'),))[0]:.3f}")
+                cells.append(
+                    f"{fmt(sm['all'])} / {sm['anomalous'][0]:.3f} / {sm['within'].get('test_12', (float('nan'),))[0]:.3f}"
+                )
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        (out / "inductive_hybrid.json").write_text(json.dumps(
-            {f"{n}|{m}": v for (n, m), v in hyb.items()}, default=float) + "\n")
+        (out / "inductive_hybrid.json").write_text(
+            json.dumps({f"{n}|{m}": v for (n, m), v in hyb.items()}, default=float) + "\n"
+        )
     text = "\n".join(lines) + "\n"
     return text
 
 
-def extractor_costs(videos: Path, names=("flow", "flow_grid", "objects", "mobilenetv2", "mnv2_patches"), clips: int = 8,
-                    repeat: int = 2) -> dict:
+def extractor_costs(
+    videos: Path, names=("flow", "flow_grid", "objects", "mobilenetv2", "mnv2_patches"), clips: int = 8, repeat: int = 2
+) -> dict:
     """Median ms per 16-frame clip of each extractor on ``test_02`` (one thread; the machine's other
     load included, so ratios matter more than milliseconds)."""
     import numpy as np
+
     from fusewatch.engines.evaluation.motion_baseline import decode_frames
     from fusewatch.stream.config import Config
     from fusewatch.stream.extractors import build_extractor
+
     cfg = Config()
     cfg.features.threads = 1
     frames = decode_frames(videos / "test_02.mp4")
     out = {}
     for n in names:
         ex = build_extractor(n, cfg.features)
-        ex.extract(frames[:16], None, None)                      # warm-up (ONNX session, caches)
+        ex.extract(frames[:16], None, None)  # warm-up (ONNX session, caches)
         ts = []
         for _ in range(repeat):
             for c in range(clips):
-                f = frames[c * 16:(c + 1) * 16]
+                f = frames[c * 16 : (c + 1) * 16]
                 t0 = time.perf_counter()
                 ex.extract(f, None, None)
                 ts.append((time.perf_counter() - t0) * 1e3)
-        out[n] = {"ms_per_clip_median": round(float(np.median(ts)), 1), "dim": int(ex.dim),
-                  "version": ex.version, "float32_bytes": 4 * int(ex.dim)}
+        out[n] = {
+            "ms_per_clip_median": round(float(np.median(ts)), 1),
+            "dim": int(ex.dim),
+            "version": ex.version,
+            "float32_bytes": 4 * int(ex.dim),
+        }
     return out
 
 
@@ -273,6 +328,7 @@ def main(argv=None) -> int:
                 print(f"{name}: all {auc[0]:.4f} ± {auc[1]:.4f} ({sec} s)", flush=True)
     from fusewatch.engines.data import load_dataset
     from fusewatch.engines.evaluation.inductive import baseline_metrics, loao_folds
+
     ds = load_dataset(features)
     folds = loao_folds(ds.videos)
     base = baseline_metrics(videos, ds, folds, cache_dir=ROOT / "out" / "cache" / "motion_baseline")
@@ -285,6 +341,7 @@ def main(argv=None) -> int:
         if isinstance(r, dict) and "recipe" in r and "summary" in r:
             results[r["recipe"]["name"]] = r
     from fusewatch.engines.evaluation import motion_baseline as MB
+
     gts = {v.name: v.frame_gt for v in ds.videos}
     motion = MB.baseline_scores(videos, list(gts), cache_dir=ROOT / "out" / "cache" / "motion_baseline")
     text = write_report(out, results, base, folds, features, ds, motion)

@@ -8,6 +8,7 @@ per clip (16 frames, mean-pooled as the extractor does): the same for the clip e
 process time per frame at batch 16 and 64, one ONNX Runtime thread, median of 5, both precisions
 measured in this run (ratio = fp32 / int8).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,15 +49,25 @@ def cpu_ms_per_frame(ex, x: np.ndarray, reps: int = 5) -> float:
 
 def compare(name: str, frames) -> dict:
     out = {}
-    exs = {p: BackboneExtractor(name, load_config(env={}, overrides=[
-        ("features.cnn_precision", p), ("features.threads", "1")]).features) for p in ("fp32", "int8")}
+    exs = {
+        p: BackboneExtractor(
+            name, load_config(env={}, overrides=[("features.cnn_precision", p), ("features.threads", "1")]).features
+        )
+        for p in ("fp32", "int8")
+    }
     f32, i8 = (exs[p].per_frame(frames) for p in ("fp32", "int8"))
     c = cosine(f32, i8)
     clips32, clips8 = (a.reshape(-1, 16, a.shape[-1]).mean(1) for a in (f32, i8))
     cc = cosine(clips32, clips8)
-    out.update(frames=len(frames), cos_frame_mean=float(c.mean()), cos_frame_min=float(c.min()),
-               cos_clip_mean=float(cc.mean()), cos_clip_min=float(cc.min()),
-               int8_version=exs["int8"].version, int8_file=str(exs["int8"].onnx_path))
+    out.update(
+        frames=len(frames),
+        cos_frame_mean=float(c.mean()),
+        cos_frame_min=float(c.min()),
+        cos_clip_mean=float(cc.mean()),
+        cos_clip_min=float(cc.min()),
+        int8_version=exs["int8"].version,
+        int8_file=str(exs["int8"].onnx_path),
+    )
     x = preprocess(frames[:64], exs["fp32"].spec)
     for b in (16, 64):
         t32, t8 = (cpu_ms_per_frame(exs[p], x[:b]) for p in ("fp32", "int8"))
@@ -73,11 +84,17 @@ def main(argv=None) -> int:
     res = {}
     for name in args.backbones.split(","):
         r = res[name] = compare(name, frames)
-        print(f"{name}: cos(int8, fp32) per frame mean {r['cos_frame_mean']:.4f} min {r['cos_frame_min']:.4f}, "
-              f"per 16-frame clip mean {r['cos_clip_mean']:.4f} min {r['cos_clip_min']:.4f} ({r['frames']} "
-              f"held-out frames); CPU ms/frame fp32 / int8 = "
-              + ", ".join(f"{r[k]['fp32_ms_per_frame']:.2f} / {r[k]['int8_ms_per_frame']:.2f} = "
-                          f"{r[k]['speedup']:.2f}x (batch {k[5:]})" for k in ("batch16", "batch64")), flush=True)
+        print(
+            f"{name}: cos(int8, fp32) per frame mean {r['cos_frame_mean']:.4f} min {r['cos_frame_min']:.4f}, "
+            f"per 16-frame clip mean {r['cos_clip_mean']:.4f} min {r['cos_clip_min']:.4f} ({r['frames']} "
+            f"held-out frames); CPU ms/frame fp32 / int8 = "
+            + ", ".join(
+                f"{r[k]['fp32_ms_per_frame']:.2f} / {r[k]['int8_ms_per_frame']:.2f} = "
+                f"{r[k]['speedup']:.2f}x (batch {k[5:]})"
+                for k in ("batch16", "batch64")
+            ),
+            flush=True,
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
     return 0

@@ -33,6 +33,7 @@ Also reported: clips published/expected per camera (real-time keeping up?), fram
 ``drop_oldest`` queues, load average. ``--seconds`` is stream time per camera (the whole run takes
 about ``seconds`` + 60 s).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,6 +54,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from fusewatch.stream.paths import shared_data  # noqa: E402
+
 DATA = shared_data()
 CALIBRATION = ["train_01", "train_02", "train_03", "test_02", "test_04", "test_06"]
 
@@ -72,31 +74,55 @@ def percentiles(xs) -> dict:
     a = np.asarray(list(xs), dtype=np.float64)
     if a.size == 0:
         return {"n": 0}
-    return {"n": int(a.size), "p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)),
-            "p99": float(np.percentile(a, 99)), "max": float(a.max()), "mean": float(a.mean())}
+    return {
+        "n": int(a.size),
+        "p50": float(np.percentile(a, 50)),
+        "p90": float(np.percentile(a, 90)),
+        "p99": float(np.percentile(a, 99)),
+        "max": float(a.max()),
+        "mean": float(a.mean()),
+    }
 
 
-def prepare_model(extractors: list[str], out: Path, *, window: int = 16, epochs: int = 4,
-                  q_on: float = 0.6, q_off: float = 0.4, train: bool = True, log=print) -> dict:
+def prepare_model(
+    extractors: list[str],
+    out: Path,
+    *,
+    window: int = 16,
+    epochs: int = 4,
+    q_on: float = 0.6,
+    q_off: float = 0.4,
+    train: bool = True,
+    log=print,
+) -> dict:
     """Extract calibration features, train (or randomly initialise) a LEGO model, pick thresholds.
 
     Returns ``{"path", "on", "off", "train": summary, "calibration_clips", "seconds"}``."""
     import torch
 
-    from fusewatch.engines.training.checkpoint import save_checkpoint
     from fusewatch.engines.data.records import VideoFeatures
-    from fusewatch.engines.fusion.factory import build_model
     from fusewatch.engines.evaluation.scoring import score_video
+    from fusewatch.engines.fusion.factory import build_model
+    from fusewatch.engines.training.checkpoint import save_checkpoint
     from fusewatch.engines.training.loop import train as train_model
     from fusewatch.stream.config import load_config
     from fusewatch.stream.extract import extract_video
     from fusewatch.stream.extractors import build_extractors
 
     t0 = time.monotonic()
-    cfg = load_config(env={}, overrides={"features.extractors": ",".join(extractors), "features.threads": 1,
-                                         "model.window": window, "model.representations": ",".join(extractors),
-                                         "model.node_dim": 0, "train.epochs": epochs, "train.batch_size": 4,
-                                         "train.seed": 0})
+    cfg = load_config(
+        env={},
+        overrides={
+            "features.extractors": ",".join(extractors),
+            "features.threads": 1,
+            "model.window": window,
+            "model.representations": ",".join(extractors),
+            "model.node_dim": 0,
+            "train.epochs": epochs,
+            "train.batch_size": 4,
+            "train.seed": 0,
+        },
+    )
     exs = build_extractors(cfg.features)
     names = [e.name for e in exs]
     cfg.model.representations = names
@@ -106,20 +132,32 @@ def prepare_model(extractors: list[str], out: Path, *, window: int = 16, epochs:
         if not path.is_file():
             continue
         r = extract_video(path, cfg, exs)
-        videos.append(VideoFeatures(name=stem, feats=r["reps"], video_label=int(stem.startswith("test")),
-                                    clip_to_frames=cfg.clips.clip_len, n_frames=r["frames"]))
+        videos.append(
+            VideoFeatures(
+                name=stem,
+                feats=r["reps"],
+                video_label=int(stem.startswith("test")),
+                clip_to_frames=cfg.clips.clip_len,
+                n_frames=r["frames"],
+            )
+        )
     if not videos:
         raise SystemExit(f"calibration videos not found under {DATA / 'ped2'}")
-    log(f"model: extracted {sum(len(next(iter(v.feats.values()))) for v in videos)} calibration clips "
-        f"from {len(videos)} Ped2 videos ({','.join(names)}) in {time.monotonic() - t0:.1f}s")
+    log(
+        f"model: extracted {sum(len(next(iter(v.feats.values()))) for v in videos)} calibration clips "
+        f"from {len(videos)} Ped2 videos ({','.join(names)}) in {time.monotonic() - t0:.1f}s"
+    )
     summary = None
     if train and len({v.video_label for v in videos}) == 2:
         summary = train_model(videos, cfg, out, progress=False)
         model = None
         from fusewatch.engines.training.checkpoint import load_model
+
         model, _ = load_model(out)
-        log(f"model: LEGO {names} N={window} trained {epochs} epochs in {summary.seconds:.1f}s "
-            f"(best val AUC {summary.best_val_auc})")
+        log(
+            f"model: LEGO {names} N={window} trained {epochs} epochs in {summary.seconds:.1f}s "
+            f"(best val AUC {summary.best_val_auc})"
+        )
     else:
         torch.manual_seed(0)
         dims = {n: int(next(iter(v.feats[n] for v in videos if n in v.feats)).shape[1]) for n in names}
@@ -130,11 +168,20 @@ def prepare_model(extractors: list[str], out: Path, *, window: int = 16, epochs:
     with torch.no_grad():
         scores = np.concatenate([score_video(model, v.feats) for v in videos])
     on, off = float(np.quantile(scores, q_on)), float(np.quantile(scores, q_off))
-    log(f"alerts: thresholds set low on purpose so that alerts fire: on={on:.4f} (q{q_on:.2f}), "
-        f"off={off:.4f} (q{q_off:.2f}) of {scores.size} calibration clip scores")
-    return {"path": str(out), "on": on, "off": off, "representations": names, "window": window,
-            "train": {k: v for k, v in summary.to_dict().items() if k != "history"} if summary else None,
-            "calibration_clips": int(scores.size), "seconds": time.monotonic() - t0}
+    log(
+        f"alerts: thresholds set low on purpose so that alerts fire: on={on:.4f} (q{q_on:.2f}), "
+        f"off={off:.4f} (q{q_off:.2f}) of {scores.size} calibration clip scores"
+    )
+    return {
+        "path": str(out),
+        "on": on,
+        "off": off,
+        "representations": names,
+        "window": window,
+        "train": {k: v for k, v in summary.to_dict().items() if k != "history"} if summary else None,
+        "calibration_clips": int(scores.size),
+        "seconds": time.monotonic() - t0,
+    }
 
 
 def joined(name: str, build, tries: int = 3, timeout: float = 20.0):
@@ -155,8 +202,11 @@ def joined(name: str, build, tries: int = 3, timeout: float = 20.0):
         th.join(timeout)
         if not th.is_alive() and t.assignment():
             return t, step, obj
-        print(f"WARNING: {name}: consumer got no partitions within {timeout:g}s (group join hung, "
-              f"attempt {attempt + 1}/{tries}); abandoning it and retrying with a new group", flush=True)
+        print(
+            f"WARNING: {name}: consumer got no partitions within {timeout:g}s (group join hung, "
+            f"attempt {attempt + 1}/{tries}); abandoning it and retrying with a new group",
+            flush=True,
+        )
     raise SystemExit(f"{name}: consumer could not join its group")
 
 
@@ -175,15 +225,23 @@ def run_workers(args) -> int:
     from fusewatch.stream.transport.kafka import KafkaTransport
     from fusewatch.stream.worker import Worker
 
-    cfg = load_config(env={}, overrides={"kafka.bootstrap_servers": args.bootstrap,
-                                         "topics.features": args.features_topic,
-                                         "features.extractors": args.extractors, "features.threads": 1,
-                                         "source.overflow": "drop_oldest"})
+    cfg = load_config(
+        env={},
+        overrides={
+            "kafka.bootstrap_servers": args.bootstrap,
+            "topics.features": args.features_topic,
+            "features.extractors": args.extractors,
+            "features.threads": 1,
+            "source.overflow": "drop_oldest",
+        },
+    )
     t = KafkaTransport(cfg, consume=False)
     cams = [c.split("=", 1) for c in args.cams.split(",")]
     offsets = [float(x) for x in args.offsets.split(",")]
-    workers = [Worker(cfg, cam, path, transport=t, wall_anchor=None, realtime=True, speed=1.0, loop=0,
-                      serve_metrics=False) for cam, path in cams]
+    workers = [
+        Worker(cfg, cam, path, transport=t, wall_anchor=None, realtime=True, speed=1.0, loop=0, serve_metrics=False)
+        for cam, path in cams
+    ]
     results: dict = {}
     errors: dict = {}
     start = time.monotonic() + 0.5
@@ -206,8 +264,16 @@ def run_workers(args) -> int:
     for x in th:
         x.join(30)
     t.close()
-    keep = ("frames_decoded", "frames_sampled", "frames_processed", "frames_dropped", "clips_published",
-            "clips_lost", "publish_errors", "decode_errors")
+    keep = (
+        "frames_decoded",
+        "frames_sampled",
+        "frames_processed",
+        "frames_dropped",
+        "clips_published",
+        "clips_lost",
+        "publish_errors",
+        "decode_errors",
+    )
     out = {c: {k: getattr(r, k) for k in keep} for c, r in results.items()}
     Path(args.stats_out).write_text(json.dumps({"cameras": out, "errors": errors}))
     return 0
@@ -215,13 +281,16 @@ def run_workers(args) -> int:
 
 # ---------------------------------------------------------------------------------------------
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--cameras", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=60.0, help="stream seconds per camera (default 60)")
-    ap.add_argument("--extractors", default="flow",
-                    help="comma-separated extractors (default flow: full CNNs for 16 cameras do not run "
-                         "in real time on 2 cores)")
+    ap.add_argument(
+        "--extractors",
+        default="flow",
+        help="comma-separated extractors (default flow: full CNNs for 16 cameras do not run in real time on 2 cores)",
+    )
     ap.add_argument("--procs", type=int, default=2, help="worker processes (cameras spread over them)")
     ap.add_argument("--bootstrap", default="127.0.0.1:9092")
     ap.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "torch", "auto", "tensorrt"))
@@ -239,13 +308,14 @@ def main(argv=None) -> int:
         return run_workers(args)
 
     import logging
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.ERROR)
 
     from fusewatch.engines.serving.runtime import load_serving_model
     from fusewatch.engines.serving.service import EngineService, ScoreSink
-    from fusewatch.stream.config import load_config
     from fusewatch.stream.alert_schema import decode_alert
+    from fusewatch.stream.config import load_config
     from fusewatch.stream.topics import create_topics
     from fusewatch.stream.transport.kafka import _RECORD_OVERHEAD, KafkaTransport, admin_client
 
@@ -254,39 +324,59 @@ def main(argv=None) -> int:
     run = uuid.uuid4().hex[:8]
     tmp = Path(tempfile.mkdtemp(prefix="fw-latency-"))
     extractors = [e.strip() for e in args.extractors.split(",") if e.strip()]
-    print(f"latency bench: {args.cameras} cameras x {args.seconds:g}s real-time stream, extractors "
-          f"{','.join(extractors)}{' (flow only: CNN extractors for 16 cameras cannot run in real time on 2 cores)' if extractors == ['flow'] else ''}, "
-          f"broker {args.bootstrap}, {os.cpu_count()} CPUs, load {load_before}", flush=True)
-    model = prepare_model(extractors, tmp / "model.pt", epochs=args.epochs, train=not args.no_train,
-                          log=lambda s: print(s, flush=True))
-    over = {"kafka.bootstrap_servers": args.bootstrap, "kafka.connect_timeout_s": 15,
-            "topics.features": f"fwbench.latency.features.{run}", "topics.alerts": f"fwbench.latency.alerts.{run}",
-            "topics.dead_letter": f"fwbench.latency.deadletter.{run}", "engine.group_id": f"fwbench.latency.{run}",
-            "engine.backend": args.backend, "features.threads": 1, "alerts.thresholds": "config",
-            "alerts.on": model["on"], "alerts.off": model["off"]}
+    print(
+        f"latency bench: {args.cameras} cameras x {args.seconds:g}s real-time stream, extractors "
+        f"{','.join(extractors)}{' (flow only: CNN extractors for 16 cameras cannot run in real time on 2 cores)' if extractors == ['flow'] else ''}, "
+        f"broker {args.bootstrap}, {os.cpu_count()} CPUs, load {load_before}",
+        flush=True,
+    )
+    model = prepare_model(
+        extractors, tmp / "model.pt", epochs=args.epochs, train=not args.no_train, log=lambda s: print(s, flush=True)
+    )
+    over = {
+        "kafka.bootstrap_servers": args.bootstrap,
+        "kafka.connect_timeout_s": 15,
+        "topics.features": f"fwbench.latency.features.{run}",
+        "topics.alerts": f"fwbench.latency.alerts.{run}",
+        "topics.dead_letter": f"fwbench.latency.deadletter.{run}",
+        "engine.group_id": f"fwbench.latency.{run}",
+        "engine.backend": args.backend,
+        "features.threads": 1,
+        "alerts.thresholds": "config",
+        "alerts.on": model["on"],
+        "alerts.off": model["off"],
+    }
     cfg = load_config(env={}, overrides=over)
     create_topics(cfg, names=[cfg.topics.features, cfg.topics.dead_letter])
     admin = admin_client(cfg)
     try:  # alerts: broker append time as the record timestamp
-        admin.create_topics({cfg.topics.alerts: {
-            "num_partitions": cfg.topics.partitions, "replication_factor": 1,
-            "configs": {"message.timestamp.type": "LogAppendTime",
-                        "max.message.bytes": str(cfg.max_message_bytes + _RECORD_OVERHEAD)}}},
-            timeout_ms=30000, raise_errors=True)
+        admin.create_topics(
+            {
+                cfg.topics.alerts: {
+                    "num_partitions": cfg.topics.partitions,
+                    "replication_factor": 1,
+                    "configs": {
+                        "message.timestamp.type": "LogAppendTime",
+                        "max.message.bytes": str(cfg.max_message_bytes + _RECORD_OVERHEAD),
+                    },
+                }
+            },
+            timeout_ms=30000,
+            raise_errors=True,
+        )
         admin.wait_for_topics([cfg.topics.alerts], timeout_ms=30000)
     finally:
         admin.close()
 
-    scored: list[tuple] = []   # (camera, clip, end->scored, end->produced, produced->scored)
-    alerts: list[tuple] = []   # (type, camera, end->record)
+    scored: list[tuple] = []  # (camera, clip, end->scored, end->produced, produced->scored)
+    alerts: list[tuple] = []  # (type, camera, end->record)
     lock = threading.Lock()
 
     class Sink(ScoreSink):
         def on_score(self, camera, msg, score):
             now = time.time()
             with lock:
-                scored.append((camera, msg.clip, now - msg.wall_end, msg.produced - msg.wall_end,
-                               now - msg.produced))
+                scored.append((camera, msg.clip, now - msg.wall_end, msg.produced - msg.wall_end, now - msg.produced))
 
     serving = load_serving_model(cfg, model["path"], args.backend)
     sink = Sink()
@@ -341,11 +431,26 @@ def main(argv=None) -> int:
     for k in range(nproc):
         mine = list(range(k, len(cams), nproc))
         stats_out = tmp / f"workers{k}.json"
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--role", "workers", "--bootstrap", args.bootstrap,
-               "--features-topic", cfg.topics.features, "--extractors", ",".join(extractors),
-               "--seconds", str(args.seconds), "--stats-out", str(stats_out),
-               "--cams", ",".join(f"{cams[i][0]}={cams[i][1]}" for i in mine),
-               "--offsets", ",".join(f"{offsets[i]:.3f}" for i in mine)]
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--role",
+            "workers",
+            "--bootstrap",
+            args.bootstrap,
+            "--features-topic",
+            cfg.topics.features,
+            "--extractors",
+            ",".join(extractors),
+            "--seconds",
+            str(args.seconds),
+            "--stats-out",
+            str(stats_out),
+            "--cams",
+            ",".join(f"{cams[i][0]}={cams[i][1]}" for i in mine),
+            "--offsets",
+            ",".join(f"{offsets[i]:.3f}" for i in mine),
+        ]
         log = open(tmp / f"workers{k}.log", "w")
         procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT), stats_out, log))
     print(f"stream: {len(cams)} cameras in {nproc} worker processes, staggered over {period:g}s ...", flush=True)
@@ -385,18 +490,35 @@ def main(argv=None) -> int:
         first[cam] = min(first.get(cam, clip), clip)
     expected = int(args.seconds / period)
     res = {
-        "config": {"cameras": len(cams), "seconds_per_camera": args.seconds, "extractors": extractors,
-                   "worker_processes": nproc, "bootstrap": args.bootstrap, "backend": serving.scorer.backend,
-                   "sample_fps": cfg.source.sample_fps, "clip_len": cfg.clips.clip_len,
-                   "alerts": {"on": model["on"], "off": model["off"], "min_duration": cfg.alerts.min_duration,
-                              "cooldown": cfg.alerts.cooldown, "update_interval": cfg.alerts.update_interval,
-                              "note": "thresholds = 60th/40th percentile of calibration scores: low on "
-                                      "purpose so that alerts fire"},
-                   "alerts_topic_timestamps": "LogAppendTime (broker append time)",
-                   "videos": sorted({str(v) for _, v in cams})},
+        "config": {
+            "cameras": len(cams),
+            "seconds_per_camera": args.seconds,
+            "extractors": extractors,
+            "worker_processes": nproc,
+            "bootstrap": args.bootstrap,
+            "backend": serving.scorer.backend,
+            "sample_fps": cfg.source.sample_fps,
+            "clip_len": cfg.clips.clip_len,
+            "alerts": {
+                "on": model["on"],
+                "off": model["off"],
+                "min_duration": cfg.alerts.min_duration,
+                "cooldown": cfg.alerts.cooldown,
+                "update_interval": cfg.alerts.update_interval,
+                "note": "thresholds = 60th/40th percentile of calibration scores: low on purpose so that alerts fire",
+            },
+            "alerts_topic_timestamps": "LogAppendTime (broker append time)",
+            "videos": sorted({str(v) for _, v in cams}),
+        },
         "model": model,
-        "host": {"cpus": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine(),
-                 "load_before": load_before, "load_1min_during": load_during, "load_after": loadavg()},
+        "host": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "load_before": load_before,
+            "load_1min_during": load_during,
+            "load_after": loadavg(),
+        },
         "clip_end_to_scored_s": percentiles(x[2] for x in scored),
         "clip_end_to_scored_s_without_first_clip": percentiles(x[2] for x in scored if x[1] != first[x[0]]),
         "clip_end_to_produced_s": percentiles(x[3] for x in scored),
@@ -404,10 +526,14 @@ def main(argv=None) -> int:
         "clip_end_to_alert_record_s": percentiles(x[2] for x in alerts),
         "alerts_by_type": {t: sum(1 for a in alerts if a[0] == t) for t in ("new", "update", "end")},
         "cameras_with_alerts": len({a[1] for a in alerts}),
-        "clips": {"published": published, "scored": len(scored), "expected_per_camera": expected,
-                  "min_per_camera": min((int(c.get("clips_published") or 0) for c in workers["cameras"].values()), default=0),
-                  "frames_dropped": sum(int(c.get("frames_dropped") or 0) for c in workers["cameras"].values()),
-                  "frames_sampled": sum(int(c.get("frames_sampled") or 0) for c in workers["cameras"].values())},
+        "clips": {
+            "published": published,
+            "scored": len(scored),
+            "expected_per_camera": expected,
+            "min_per_camera": min((int(c.get("clips_published") or 0) for c in workers["cameras"].values()), default=0),
+            "frames_dropped": sum(int(c.get("frames_dropped") or 0) for c in workers["cameras"].values()),
+            "frames_sampled": sum(int(c.get("frames_sampled") or 0) for c in workers["cameras"].values()),
+        },
         "engine": {k: v for k, v in svc.stats.__dict__.items()},
         "workers": workers,
         "errors": errors,
@@ -415,21 +541,34 @@ def main(argv=None) -> int:
     }
 
     def fmt(p):
-        return "n=0" if not p.get("n") else (f"p50 {p['p50'] * 1000:7.1f} ms  p90 {p['p90'] * 1000:7.1f} ms  "
-                                             f"p99 {p['p99'] * 1000:7.1f} ms  max {p['max'] * 1000:7.1f} ms  (n={p['n']})")
+        return (
+            "n=0"
+            if not p.get("n")
+            else (
+                f"p50 {p['p50'] * 1000:7.1f} ms  p90 {p['p90'] * 1000:7.1f} ms  "
+                f"p99 {p['p99'] * 1000:7.1f} ms  max {p['max'] * 1000:7.1f} ms  (n={p['n']})"
+            )
+        )
+
     c = res["clips"]
-    print(f"clips: {c['published']} published ({c['min_per_camera']}..{expected} per camera, {expected} expected "
-          f"at real time), {c['scored']} scored; frames dropped by drop_oldest: {c['frames_dropped']} of "
-          f"{c['frames_sampled']} sampled")
+    print(
+        f"clips: {c['published']} published ({c['min_per_camera']}..{expected} per camera, {expected} expected "
+        f"at real time), {c['scored']} scored; frames dropped by drop_oldest: {c['frames_dropped']} of "
+        f"{c['frames_sampled']} sampled"
+    )
     print(f"clip end -> scored        {fmt(res['clip_end_to_scored_s'])}")
     print(f"  (without 1st clip/cam)  {fmt(res['clip_end_to_scored_s_without_first_clip'])}")
     print(f"  clip end -> produced    {fmt(res['clip_end_to_produced_s'])}")
     print(f"  produced -> scored      {fmt(res['produced_to_scored_s'])}")
-    print(f"clip end -> alert record {fmt(res['clip_end_to_alert_record_s'])}  "
-          f"{res['alerts_by_type']} on {res['cameras_with_alerts']} cameras (low thresholds on purpose)")
-    print(f"engine: {svc.stats.records} records, {svc.stats.batches} batches, scoring {svc.stats.score_seconds:.2f}s "
-          f"in all; load average before {load_before}, during {load_during}, after {res['host']['load_after']}; "
-          f"run {res['wall_s']:.0f}s")
+    print(
+        f"clip end -> alert record {fmt(res['clip_end_to_alert_record_s'])}  "
+        f"{res['alerts_by_type']} on {res['cameras_with_alerts']} cameras (low thresholds on purpose)"
+    )
+    print(
+        f"engine: {svc.stats.records} records, {svc.stats.batches} batches, scoring {svc.stats.score_seconds:.2f}s "
+        f"in all; load average before {load_before}, during {load_during}, after {res['host']['load_after']}; "
+        f"run {res['wall_s']:.0f}s"
+    )
     if errors or workers["errors"]:
         print(f"ERRORS: {errors} {workers['errors']}")
     if args.json:

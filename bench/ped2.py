@@ -20,7 +20,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fusewatch.cli import main  # noqa: E402
 
-
 if __name__ == "__main__":
     # the same command as `fusewatch bench ped2 ...` (global options such as --set, --config,
     # --transport and --bootstrap are accepted after it)

@@ -14,6 +14,7 @@ TensorRT and ONNX Runtime per batch), ``engine-cache`` (a second scorer loads th
 building them). Failure: any non-finite score, or max |Δ| above 1e-4 in FP32 (TF32 off, the default)
 or above 1e-2 with ``--fp16``. Exit status: 0 all passed, 1 a check failed, 2 TensorRT unusable here.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,15 @@ def main(argv=None, cuda=None) -> int:
     model, meta = load_or_build(args.model, args.seed)
     forms = ("graphs", "features") if hasattr(model, "node_encoders") else ("features",)
     paths = {f: export_cached(model, meta, cache / "onnx", form=f) for f in forms}
-    opts = dict(max_batch=args.max_batch, cache_dir=cache / "trt", fp16=args.fp16, tf32=args.tf32,
-                device=args.device, module=args.module, cuda=cuda)
+    opts = dict(
+        max_batch=args.max_batch,
+        cache_dir=cache / "trt",
+        fp16=args.fp16,
+        tf32=args.tf32,
+        device=args.device,
+        module=args.module,
+        cuda=cuda,
+    )
     t0 = time.perf_counter()
     try:
         trt = TrtScorer(paths, **opts)
@@ -63,24 +71,45 @@ def main(argv=None, cuda=None) -> int:
         print(f"trt_check: {e}", file=sys.stderr)
         return 2
     build_s = time.perf_counter() - t0
-    print(f"trt_check: gpu={trt.gpu_name!r} cc={trt.compute_capability} {args.module}={trt.trt_version} "
-          f"precision={trt.precision} tf32={'on' if args.tf32 else 'off'} engines={'built' if trt.built else 'cached'} "
-          f"({build_s:.1f} s) model={args.model or f'seeded random LEGO (seed {args.seed})'}", flush=True)
+    print(
+        f"trt_check: gpu={trt.gpu_name!r} cc={trt.compute_capability} {args.module}={trt.trt_version} "
+        f"precision={trt.precision} tf32={'on' if args.tf32 else 'off'} engines={'built' if trt.built else 'cached'} "
+        f"({build_s:.1f} s) model={args.model or f'seeded random LEGO (seed {args.seed})'}",
+        flush=True,
+    )
     ort = OrtScorer(paths)
     rep = Report()
     tol = TOL_FP16 if args.fp16 else TOL_FP32
     batches = [int(x) for x in args.batches.split(",")]
-    parity_checks(rep, trt, ort, batches, np.random.default_rng(args.seed), tol,
-                  f"{args.module}:{trt.precision}", args.reps)
+    parity_checks(
+        rep, trt, ort, batches, np.random.default_rng(args.seed), tol, f"{args.module}:{trt.precision}", args.reps
+    )
     again = TrtScorer(paths, **opts)
-    rep.check("engine-cache", again.built == [], built_first=",".join(trt.built) or "none (cached)",
-              built_second=",".join(again.built) or "none", engines=",".join(p.name for p in again.engine_paths.values()))
-    print(f"trt_check: {'PASS' if rep.ok else 'FAIL'} ({sum(r['ok'] for r in rep.rows)}/{len(rep.rows)} checks)",
-          flush=True)
+    rep.check(
+        "engine-cache",
+        again.built == [],
+        built_first=",".join(trt.built) or "none (cached)",
+        built_second=",".join(again.built) or "none",
+        engines=",".join(p.name for p in again.engine_paths.values()),
+    )
+    print(
+        f"trt_check: {'PASS' if rep.ok else 'FAIL'} ({sum(r['ok'] for r in rep.rows)}/{len(rep.rows)} checks)",
+        flush=True,
+    )
     if args.json:
-        Path(args.json).write_text(json.dumps({"gpu": trt.gpu_name, "compute_capability": trt.compute_capability,
-                                               "trt_version": trt.trt_version, "precision": trt.precision,
-                                               "checks": rep.rows}, indent=1, default=str))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "gpu": trt.gpu_name,
+                    "compute_capability": trt.compute_capability,
+                    "trt_version": trt.trt_version,
+                    "precision": trt.precision,
+                    "checks": rep.rows,
+                },
+                indent=1,
+                default=str,
+            )
+        )
     return 0 if rep.ok else 1
 
 

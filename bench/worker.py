@@ -33,6 +33,7 @@ With ``--repeat R`` every figure is the median over R runs. Extractors are built
 up on one clip before timing (CNN backbones are exported to ONNX on first use, see
 ``fusewatch.stream.extractors``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,13 +52,13 @@ sys.path.insert(0, str(ROOT))
 
 from fusewatch.stream.clips import ClipBuilder, Frame  # noqa: E402
 from fusewatch.stream.config import load_config, parse_set  # noqa: E402
+from fusewatch.stream.paths import shared_data  # noqa: E402
 from fusewatch.stream.sampling import FrameSampler  # noqa: E402
 from fusewatch.stream.sources import EndOfStream, VideoEvent, VideoSource, parse_source  # noqa: E402
 from fusewatch.stream.sources.pyav_reader import PyAVReader  # noqa: E402
 from fusewatch.stream.transport import BusTransport, InProcessBus  # noqa: E402
 from fusewatch.stream.worker import Worker, default_extractors  # noqa: E402
 
-from fusewatch.stream.paths import shared_data  # noqa: E402
 DEFAULT_VIDEO = shared_data("cctv", "vtest.avi")
 
 
@@ -105,8 +106,13 @@ def decode_only(video: str, cfg, want_audio: bool) -> dict:
             if isinstance(it, Frame):
                 n += 1
     src.stop()
-    return {"wall_s": t.wall, "cpu_s": t.cpu, "frames_decoded": src.counts["decoded"], "frames_sampled": n,
-            "fps": src.info["fps"]}
+    return {
+        "wall_s": t.wall,
+        "cpu_s": t.cpu,
+        "frames_decoded": src.counts["decoded"],
+        "frames_sampled": n,
+        "fps": src.info["fps"],
+    }
 
 
 def iter_clips(video: str, cfg):
@@ -141,23 +147,38 @@ def extract_only(video: str, cfg, extractors) -> dict:
                 e.extract(clip.frames, clip.audio, clip.audio_rate)
             per[e.name]["wall_s"] += t.wall
             per[e.name]["cpu_s"] += t.cpu
-    return {"clips": clips,
-            "wall_s": sum(p["wall_s"] for p in per.values()),
-            "cpu_s": sum(p["cpu_s"] for p in per.values()),
-            "per_extractor_ms_per_clip": {k: 1000 * v["wall_s"] / max(1, clips) for k, v in per.items()},
-            "per_extractor_cpu_ms_per_clip": {k: 1000 * v["cpu_s"] / max(1, clips) for k, v in per.items()}}
+    return {
+        "clips": clips,
+        "wall_s": sum(p["wall_s"] for p in per.values()),
+        "cpu_s": sum(p["cpu_s"] for p in per.values()),
+        "per_extractor_ms_per_clip": {k: 1000 * v["wall_s"] / max(1, clips) for k, v in per.items()},
+        "per_extractor_cpu_ms_per_clip": {k: 1000 * v["cpu_s"] / max(1, clips) for k, v in per.items()},
+    }
 
 
 def full_worker(video: str, cfg, extractors) -> dict:
     bus = InProcessBus()
-    w = Worker(cfg, "bench", video, transport=BusTransport(bus), extractors=extractors, wall_anchor=0.0,
-               overflow="block", serve_metrics=False)
+    w = Worker(
+        cfg,
+        "bench",
+        video,
+        transport=BusTransport(bus),
+        extractors=extractors,
+        wall_anchor=0.0,
+        overflow="block",
+        serve_metrics=False,
+    )
     with Timer() as t:
         st = w.run()
-    return {"wall_s": t.wall, "cpu_s": t.cpu, "clips": st.clips_published,
-            "frames_decoded": st.frames_decoded, "frames_dropped": st.frames_dropped,
-            "publish_latency_p50_s": st.publish_latency_p50,
-            "per_extractor_ms_per_clip": st.extract_ms_per_clip}
+    return {
+        "wall_s": t.wall,
+        "cpu_s": t.cpu,
+        "clips": st.clips_published,
+        "frames_decoded": st.frames_decoded,
+        "frames_dropped": st.frames_dropped,
+        "publish_latency_p50_s": st.publish_latency_p50,
+        "per_extractor_ms_per_clip": st.extract_ms_per_clip,
+    }
 
 
 def rss_mb() -> float:
@@ -183,8 +204,15 @@ def multi_worker(video: str, cfg, extractors, n: int) -> dict:
             peak[0] = max(peak[0], rss_mb())
 
     bus = InProcessBus()
-    mw = MultiWorker(cfg, [(f"cam{i:02d}", video) for i in range(n)], transport=BusTransport(bus),
-                     extractors=extractors, wall_anchor=0.0, overflow="block", serve_metrics=False)
+    mw = MultiWorker(
+        cfg,
+        [(f"cam{i:02d}", video) for i in range(n)],
+        transport=BusTransport(bus),
+        extractors=extractors,
+        wall_anchor=0.0,
+        overflow="block",
+        serve_metrics=False,
+    )
     th = threading.Thread(target=sample, daemon=True)
     th.start()
     with Timer() as t:
@@ -193,16 +221,23 @@ def multi_worker(video: str, cfg, extractors, n: int) -> dict:
     th.join()
     if res.errors:
         raise SystemExit(f"bench/worker.py: cameras failed: {res.errors}")
-    return {"wall_s": t.wall, "cpu_s": t.cpu, "clips": res.clips_published, "batches": mw.pool.batches,
-            "clips_gated": mw.clips_gated, "rss_before_mb": base, "rss_peak_mb": peak[0],
-            "frames_dropped": sum(s.frames_dropped for s in res.cameras.values())}
+    return {
+        "wall_s": t.wall,
+        "cpu_s": t.cpu,
+        "clips": res.clips_published,
+        "batches": mw.pool.batches,
+        "clips_gated": mw.clips_gated,
+        "rss_before_mb": base,
+        "rss_peak_mb": peak[0],
+        "frames_dropped": sum(s.frames_dropped for s in res.cameras.values()),
+    }
 
 
 def multi_mode(args, cfg, path: str) -> dict:
     """One-process-per-camera (fp32 Worker) vs MultiWorker (``--precision``), same run."""
     import copy
-
     import gc
+
     fps_cfg = copy.deepcopy(cfg)
     fps_cfg.features.cnn_precision = "fp32"
     fps_cfg.features.motion_gate = False
@@ -230,31 +265,60 @@ def multi_mode(args, cfg, path: str) -> dict:
     video_s = sing[0]["frames_decoded"] / fps
     one = video_s / _median(sing, "cpu_s")
     many = args.cameras * video_s / _median(mult, "cpu_s")
-    res = {"cameras": args.cameras, "precision": args.precision, "video_seconds": video_s,
-           "single": {"cpu_s": _median(sing, "cpu_s"), "wall_s": _median(sing, "wall_s"), "cameras_per_core": one,
-                      "rss_mb_per_camera": _median(sing, "rss_mb"), "extractors": [e.version for e in single_ex]},
-           "multi": {"cpu_s": _median(mult, "cpu_s"), "wall_s": _median(mult, "wall_s"), "cameras_per_core": many,
-                     "clips": mult[0]["clips"], "batches": mult[0]["batches"],
-                     "frames_dropped": mult[0]["frames_dropped"],
-                     "rss_mb_per_camera_marginal": (_median(mult, "rss_peak_mb") - _median(mult, "rss_before_mb"))
-                     / args.cameras, "rss_mb_per_camera_total": _median(mult, "rss_peak_mb") / args.cameras,
-                     "extractors": [e.version for e in multi_ex], "pool_threads": cfg.worker.pool_threads,
-                     "batch_clips": cfg.worker.batch_clips},
-           "ratio_multi_over_single": many / one, "target_cameras_per_core": 10.0}
-    print(f"one process per camera (fp32): {one:.2f} cameras/core ({res['single']['cpu_s']:.2f} CPU s for "
-          f"{video_s:.1f} s of video), RSS {res['single']['rss_mb_per_camera']:.0f} MB per camera (process)")
-    print(f"MultiWorker x{args.cameras} ({args.precision}): {many:.2f} cameras/core ({res['multi']['cpu_s']:.2f} "
-          f"CPU s, {res['multi']['clips']} clips in {res['multi']['batches']} batches), RSS per camera "
-          f"{res['multi']['rss_mb_per_camera_marginal']:.1f} MB marginal / "
-          f"{res['multi']['rss_mb_per_camera_total']:.1f} MB total")
-    print(f"ratio multi / single = {res['ratio_multi_over_single']:.2f}; cameras per core {many:.2f} "
-          f"(target >= 10) {'OK' if many >= 10 else 'BELOW TARGET'}")
+    res = {
+        "cameras": args.cameras,
+        "precision": args.precision,
+        "video_seconds": video_s,
+        "single": {
+            "cpu_s": _median(sing, "cpu_s"),
+            "wall_s": _median(sing, "wall_s"),
+            "cameras_per_core": one,
+            "rss_mb_per_camera": _median(sing, "rss_mb"),
+            "extractors": [e.version for e in single_ex],
+        },
+        "multi": {
+            "cpu_s": _median(mult, "cpu_s"),
+            "wall_s": _median(mult, "wall_s"),
+            "cameras_per_core": many,
+            "clips": mult[0]["clips"],
+            "batches": mult[0]["batches"],
+            "frames_dropped": mult[0]["frames_dropped"],
+            "rss_mb_per_camera_marginal": (_median(mult, "rss_peak_mb") - _median(mult, "rss_before_mb"))
+            / args.cameras,
+            "rss_mb_per_camera_total": _median(mult, "rss_peak_mb") / args.cameras,
+            "extractors": [e.version for e in multi_ex],
+            "pool_threads": cfg.worker.pool_threads,
+            "batch_clips": cfg.worker.batch_clips,
+        },
+        "ratio_multi_over_single": many / one,
+        "target_cameras_per_core": 10.0,
+    }
+    print(
+        f"one process per camera (fp32): {one:.2f} cameras/core ({res['single']['cpu_s']:.2f} CPU s for "
+        f"{video_s:.1f} s of video), RSS {res['single']['rss_mb_per_camera']:.0f} MB per camera (process)"
+    )
+    print(
+        f"MultiWorker x{args.cameras} ({args.precision}): {many:.2f} cameras/core ({res['multi']['cpu_s']:.2f} "
+        f"CPU s, {res['multi']['clips']} clips in {res['multi']['batches']} batches), RSS per camera "
+        f"{res['multi']['rss_mb_per_camera_marginal']:.1f} MB marginal / "
+        f"{res['multi']['rss_mb_per_camera_total']:.1f} MB total"
+    )
+    print(
+        f"ratio multi / single = {res['ratio_multi_over_single']:.2f}; cameras per core {many:.2f} "
+        f"(target >= 10) {'OK' if many >= 10 else 'BELOW TARGET'}"
+    )
     if gate:
         g = args.cameras * video_s / _median(gate, "cpu_s")
-        res["gated"] = {"cpu_s": _median(gate, "cpu_s"), "cameras_per_core": g, "clips_gated": gate[0]["clips_gated"],
-                        "clips": gate[0]["clips"]}
-        print(f"with motion gate (separate, not counted): {g:.2f} cameras/core, "
-              f"{gate[0]['clips_gated']}/{gate[0]['clips']} clips gated")
+        res["gated"] = {
+            "cpu_s": _median(gate, "cpu_s"),
+            "cameras_per_core": g,
+            "clips_gated": gate[0]["clips_gated"],
+            "clips": gate[0]["clips"],
+        }
+        print(
+            f"with motion gate (separate, not counted): {g:.2f} cameras/core, "
+            f"{gate[0]['clips_gated']}/{gate[0]['clips']} clips gated"
+        )
     return res
 
 
@@ -274,8 +338,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=1, help="runs per stage (medians reported)")
     ap.add_argument("--extractors", default=None, help="comma list (default: cfg.features.extractors)")
     ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (features.threads)")
-    ap.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                    help="config override; unknown features.* fields are set as attributes (e.g. cnn_frames)")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="config override; unknown features.* fields are set as attributes (e.g. cnn_frames)",
+    )
     ap.add_argument("--config", default=None, help="TOML config file")
     ap.add_argument("--json", default=None, metavar="OUT", help="write the results as JSON")
     ap.add_argument("--cameras", type=int, default=0, help="multi-camera mode: N cameras in one MultiWorker")
@@ -310,8 +379,13 @@ def main(argv: list[str] | None = None) -> int:
 
             tune_malloc()  # as `fusewatch worker` does: freed frame buffers go back to the OS
             res = multi_mode(args, cfg, path)
-            res.update(video=str(video), cpu_count=os.cpu_count(), platform=platform.platform(),
-                       repeat=max(1, args.repeat), sample_fps=cfg.source.sample_fps)
+            res.update(
+                video=str(video),
+                cpu_count=os.cpu_count(),
+                platform=platform.platform(),
+                repeat=max(1, args.repeat),
+                sample_fps=cfg.source.sample_fps,
+            )
             if args.json:
                 Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
             return 0
@@ -326,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         for e in extractors:  # warm-up (ONNX sessions, OpenCV, allocations)
             e.extract(first.frames, first.audio, first.audio_rate)
         dec, ext, wrk = [], [], []
-        for r in range(max(1, args.repeat)):
+        for _rep in range(max(1, args.repeat)):
             dec.append(decode_only(path, cfg, want_audio))
             ext.append(extract_only(path, cfg, extractors))
             wrk.append(full_worker(path, cfg, extractors))
@@ -338,47 +412,77 @@ def main(argv: list[str] | None = None) -> int:
     w_wall, w_cpu = _median(wrk, "wall_s"), _median(wrk, "cpu_s")
     res_frames = dec[0]["frames_decoded"]
     res = {
-        "video": str(video), "frames": dec[0]["frames_decoded"], "sampled_frames": dec[0]["frames_sampled"],
-        "native_fps": fps, "video_seconds": video_s, "clips": wrk[0]["clips"],
-        "sample_fps": cfg.source.sample_fps, "clip_len": cfg.clips.clip_len, "clip_stride": cfg.clips.clip_stride,
-        "extractors": [f"{e.name}:{e.version}" for e in extractors], "extractor_build_s": build_s,
-        "threads": cfg.features.threads, "repeat": max(1, args.repeat),
-        "cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+        "video": str(video),
+        "frames": dec[0]["frames_decoded"],
+        "sampled_frames": dec[0]["frames_sampled"],
+        "native_fps": fps,
+        "video_seconds": video_s,
+        "clips": wrk[0]["clips"],
+        "sample_fps": cfg.source.sample_fps,
+        "clip_len": cfg.clips.clip_len,
+        "clip_stride": cfg.clips.clip_stride,
+        "extractors": [f"{e.name}:{e.version}" for e in extractors],
+        "extractor_build_s": build_s,
+        "threads": cfg.features.threads,
+        "repeat": max(1, args.repeat),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
         "decode": {"wall_s": d_wall, "cpu_s": d_cpu, "fps": dec[0]["frames_decoded"] / d_wall},
-        "extract": {"wall_s": e_wall, "cpu_s": e_cpu,
-                    "per_extractor_ms_per_clip": _median_dict(ext, "per_extractor_ms_per_clip"),
-                    "per_extractor_cpu_ms_per_clip": _median_dict(ext, "per_extractor_cpu_ms_per_clip")},
-        "worker": {"wall_s": w_wall, "cpu_s": w_cpu, "frames_dropped": wrk[0]["frames_dropped"],
-                   "per_extractor_ms_per_clip": _median_dict(wrk, "per_extractor_ms_per_clip"),
-                   "publish_latency_p50_s": wrk[0]["publish_latency_p50_s"]},
+        "extract": {
+            "wall_s": e_wall,
+            "cpu_s": e_cpu,
+            "per_extractor_ms_per_clip": _median_dict(ext, "per_extractor_ms_per_clip"),
+            "per_extractor_cpu_ms_per_clip": _median_dict(ext, "per_extractor_cpu_ms_per_clip"),
+        },
+        "worker": {
+            "wall_s": w_wall,
+            "cpu_s": w_cpu,
+            "frames_dropped": wrk[0]["frames_dropped"],
+            "per_extractor_ms_per_clip": _median_dict(wrk, "per_extractor_ms_per_clip"),
+            "publish_latency_p50_s": wrk[0]["publish_latency_p50_s"],
+        },
         "efficiency": (d_wall + e_wall) / w_wall if w_wall else None,
         "efficiency_cpu": (d_cpu + e_cpu) / w_cpu if w_cpu else None,
         "realtime_factor": video_s / w_wall if w_wall else None,
         "cameras_per_core": video_s / w_cpu if w_cpu else None,
         "worker_fps": res_frames / w_wall if w_wall else None,
         "worker_fps_over_decode_fps": (res_frames / w_wall) / (dec[0]["frames_decoded"] / d_wall)
-        if w_wall and d_wall else None,
+        if w_wall and d_wall
+        else None,
         "targets": {"efficiency": 0.8, "cameras_per_core": 5.0},
     }
 
-    print(f"video      {video.name}: {res['frames']} frames, {video_s:.1f} s at {fps:g} fps, "
-          f"{res['sampled_frames']} sampled at {cfg.source.sample_fps:g} fps, {res['clips']} clips")
-    print(f"extractors {', '.join(res['extractors'])}  (threads={cfg.features.threads}, "
-          f"{os.cpu_count()} CPUs, median of {res['repeat']})")
+    print(
+        f"video      {video.name}: {res['frames']} frames, {video_s:.1f} s at {fps:g} fps, "
+        f"{res['sampled_frames']} sampled at {cfg.source.sample_fps:g} fps, {res['clips']} clips"
+    )
+    print(
+        f"extractors {', '.join(res['extractors'])}  (threads={cfg.features.threads}, "
+        f"{os.cpu_count()} CPUs, median of {res['repeat']})"
+    )
     print(f"{'stage':<10}{'wall s':>10}{'CPU s':>10}")
     for name in ("decode", "extract", "worker"):
         print(f"{name:<10}{res[name]['wall_s']:>10.2f}{res[name]['cpu_s']:>10.2f}")
     print("per extractor (ms/clip, extract-only wall | CPU | in worker wall):")
     for n, ms in res["extract"]["per_extractor_ms_per_clip"].items():
-        print(f"  {n:<22}{ms:>9.1f} |{res['extract']['per_extractor_cpu_ms_per_clip'][n]:>9.1f} |"
-              f"{res['worker']['per_extractor_ms_per_clip'].get(n, float('nan')):>9.1f}")
+        print(
+            f"  {n:<22}{ms:>9.1f} |{res['extract']['per_extractor_cpu_ms_per_clip'][n]:>9.1f} |"
+            f"{res['worker']['per_extractor_ms_per_clip'].get(n, float('nan')):>9.1f}"
+        )
     eff, cpc = res["efficiency"], res["cameras_per_core"]
-    print(f"efficiency (decode + extract) / worker = {eff:.2f} wall, {res['efficiency_cpu']:.2f} CPU "
-          f"(target >= 0.8) {'OK' if eff >= 0.8 else 'BELOW TARGET'}")
-    print(f"worker fps / decode-only fps = {res['worker_fps']:.1f} / {res['decode']['fps']:.1f} = "
-          f"{res['worker_fps_over_decode_fps']:.3f} (decode is not the bottleneck: the extractors are)")
-    print(f"cameras per core at {cfg.source.sample_fps:g} sampled fps = {cpc:.2f} "
-          f"(target >= 5) {'OK' if cpc >= 5 else 'BELOW TARGET'}; real-time factor {res['realtime_factor']:.1f}x")
+    print(
+        f"efficiency (decode + extract) / worker = {eff:.2f} wall, {res['efficiency_cpu']:.2f} CPU "
+        f"(target >= 0.8) {'OK' if eff >= 0.8 else 'BELOW TARGET'}"
+    )
+    print(
+        f"worker fps / decode-only fps = {res['worker_fps']:.1f} / {res['decode']['fps']:.1f} = "
+        f"{res['worker_fps_over_decode_fps']:.3f} (decode is not the bottleneck: the extractors are)"
+    )
+    print(
+        f"cameras per core at {cfg.source.sample_fps:g} sampled fps = {cpc:.2f} "
+        f"(target >= 5) {'OK' if cpc >= 5 else 'BELOW TARGET'}; real-time factor {res['realtime_factor']:.1f}x"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
     return 0

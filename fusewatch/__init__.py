@@ -24,6 +24,7 @@ any submodule — the runtime install has no torch)::
 
 Each name maps to ``module:attribute`` in :data:`_API`, the one place to update when code moves.
 """
+
 from __future__ import annotations
 
 from pathlib import Path as _Path
@@ -80,8 +81,9 @@ def __getattr__(name: str) -> Any:
         missing = (e.name or "").split(".")[0]
         if missing not in EXTRA_OF:
             raise
-        raise MissingExtraError(f"fusewatch.{name} needs {missing} (not installed): "
-                                f"pip install 'fusewatch[{EXTRA_OF[missing]}]'") from e
+        raise MissingExtraError(
+            f"fusewatch.{name} needs {missing} (not installed): pip install 'fusewatch[{EXTRA_OF[missing]}]'"
+        ) from e
     globals()[name] = value  # resolved once
     return value
 

@@ -1,4 +1,5 @@
 """``python -m fusewatch``: the ``fusewatch`` command."""
+
 import sys
 
 from fusewatch.cli import main

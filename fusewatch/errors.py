@@ -13,6 +13,7 @@ The classes are re-exported where they used to live (``fusewatch.stream.config.C
 This module imports nothing from fusewatch: both the camera side (``fusewatch.stream``) and the
 engines (``fusewatch.engines``) may import it.
 """
+
 from __future__ import annotations
 
 

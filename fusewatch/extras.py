@@ -6,6 +6,7 @@ export, evaluation and the one-time backbone export need; ``fusewatch[tensorrt]`
 backend. Code on runtime paths checks with :func:`have` / :func:`require` instead of importing an
 optional module at the top of a file.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -42,8 +43,9 @@ def require(module: str, purpose: str, alternative: str = "") -> None:
     'fusewatch[<extra>]'<alternative>"`` unless ``module`` is importable."""
     if not have(module):
         extra = EXTRA_OF.get(module.split(".")[0], "train")
-        raise MissingExtraError(f"{purpose} needs {module} (not installed): "
-                                f"pip install 'fusewatch[{extra}]'{alternative}")
+        raise MissingExtraError(
+            f"{purpose} needs {module} (not installed): pip install 'fusewatch[{extra}]'{alternative}"
+        )
 
 
 __all__ = ["EXTRA_OF", "MissingExtraError", "have", "require"]

@@ -24,6 +24,7 @@ rule) can be tested the same way, without cameras, a broker or the CNN backbones
 * :func:`collect_features` — decode → sample → clip windows → extractors → feature messages, on
   the in-process bus, returned decoded.
 """
+
 from __future__ import annotations
 
 import os
@@ -46,8 +47,9 @@ class MeanRGB(Extractor):
 
     name, dim, version = "meanrgb", 3, "t1"
 
-    def extract(self, frames: list[np.ndarray], audio: np.ndarray | None = None,
-                audio_rate: int | None = None) -> np.ndarray:
+    def extract(
+        self, frames: list[np.ndarray], audio: np.ndarray | None = None, audio_rate: int | None = None
+    ) -> np.ndarray:
         out: np.ndarray = np.stack(frames)[:, ::4, ::4].reshape(-1, 3).mean(0).astype(np.float32)
         return out
 
@@ -59,15 +61,42 @@ def tone_video(path: str | os.PathLike[str], ffmpeg: str | None = None) -> Path:
     ffmpeg = ffmpeg or shutil.which("ffmpeg")
     if not ffmpeg:
         raise FileNotFoundError("tone_video: the ffmpeg program is not installed")
-    subprocess.run([ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=96x64:rate=10",
-                    "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=16000", "-t", "3.5",
-                    "-c:v", "libx264", "-g", "10", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest",
-                    str(path)], check=True, timeout=60)
+    subprocess.run(
+        [
+            ffmpeg,
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=96x64:rate=10",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=16000",
+            "-t",
+            "3.5",
+            "-c:v",
+            "libx264",
+            "-g",
+            "10",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-shortest",
+            str(path),
+        ],
+        check=True,
+        timeout=60,
+    )
     return Path(path)
 
 
-def box_left(i: int, *, fps: int = 10, width: int = 96, box: int = 16, still_s: float = 2.0,
-             seconds: float = 4.0) -> int:
+def box_left(
+    i: int, *, fps: int = 10, width: int = 96, box: int = 16, still_s: float = 2.0, seconds: float = 4.0
+) -> int:
     """Left edge (pixels) of the box in frame ``i`` of :func:`moving_box_video` (same keywords):
     ``box // 2`` until ``still_s`` seconds, then moving right at constant speed so that it reaches
     the right margin (``width - box - box // 2``) at the last frame."""
@@ -80,8 +109,16 @@ def box_left(i: int, *, fps: int = 10, width: int = 96, box: int = 16, still_s: 
     return margin + int(round(span * (t - still_s) / max(last - still_s, 1e-9)))
 
 
-def moving_box_video(path: str | os.PathLike[str], *, seconds: float = 4.0, fps: int = 10,
-                     width: int = 96, height: int = 64, box: int = 16, still_s: float = 2.0) -> Path:
+def moving_box_video(
+    path: str | os.PathLike[str],
+    *,
+    seconds: float = 4.0,
+    fps: int = 10,
+    width: int = 96,
+    height: int = 64,
+    box: int = 16,
+    still_s: float = 2.0,
+) -> Path:
     """Write a ``width``×``height`` H.264 video (yuv420p, ``fps`` frames/s, ``round(seconds·fps)``
     frames) of a white ``box``×``box`` square on mid-grey (128) to ``path`` and return it.
 
@@ -104,7 +141,7 @@ def moving_box_video(path: str | os.PathLike[str], *, seconds: float = 4.0, fps:
         for i in range(n):
             img = np.full((height, width, 3), 128, np.uint8)
             x = box_left(i, fps=fps, width=width, box=box, still_s=still_s, seconds=seconds)
-            img[top:top + box, x:x + box] = 255
+            img[top : top + box, x : x + box] = 255
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
@@ -124,12 +161,19 @@ def _scene(i: int, width: int, height: int, box: int, shifted: bool) -> np.ndarr
     img = np.repeat(img[..., None], 3, axis=2)
     x = (i * 3) % (width - box)
     top = (height - box) // 2
-    img[top:top + box, x:x + box] = 255
+    img[top : top + box, x : x + box] = 255
     return img
 
 
-def scene_video(path: str | os.PathLike[str], parts: Any = (("moving", 3.0), ("frozen", 3.0), ("black", 3.0)), *,
-                fps: int = 10, width: int = 128, height: int = 96, box: int = 16) -> Path:
+def scene_video(
+    path: str | os.PathLike[str],
+    parts: Any = (("moving", 3.0), ("frozen", 3.0), ("black", 3.0)),
+    *,
+    fps: int = 10,
+    width: int = 128,
+    height: int = 96,
+    box: int = 16,
+) -> Path:
     """Write an H.264 video (yuv420p, ``fps`` frames/s, keyframe every second) made of ``parts``:
     ``(kind, seconds)`` with kind one of :data:`SCENE_PARTS` — ``moving`` (textured scene, a square
     moving 3 px per frame), ``frozen`` (the previous picture repeated exactly), ``black`` (all
@@ -157,8 +201,14 @@ def scene_video(path: str | os.PathLike[str], parts: Any = (("moving", 3.0), ("f
     return Path(path)
 
 
-def collect_features(source: str | os.PathLike[str], extractors: Iterable[Extractor], cfg: Any = None, *,
-                     camera: str = "test", wall_anchor: float = 0.0) -> list[FeatureMessage]:
+def collect_features(
+    source: str | os.PathLike[str],
+    extractors: Iterable[Extractor],
+    cfg: Any = None,
+    *,
+    camera: str = "test",
+    wall_anchor: float = 0.0,
+) -> list[FeatureMessage]:
     """Run one camera worker over ``source`` (a file or any source URI) with ``extractors`` on a
     private in-process bus and return its feature messages, decoded, in clip order.
 
@@ -175,8 +225,15 @@ def collect_features(source: str | os.PathLike[str], extractors: Iterable[Extrac
 
     cfg = cfg if cfg is not None else load_config(env={})
     bus = InProcessBus()
-    Worker(cfg, camera, str(source), transport=BusTransport(bus), extractors=list(extractors),
-           wall_anchor=wall_anchor, serve_metrics=False).run()
+    Worker(
+        cfg,
+        camera,
+        str(source),
+        transport=BusTransport(bus),
+        extractors=list(extractors),
+        wall_anchor=wall_anchor,
+        serve_metrics=False,
+    ).run()
     topic = cfg.topics.features
     records = [r for p in bus.partitions_for(topic) for r in bus.read((topic, p), 0, 1 << 30)]
     return sorted((decode_features(r.value) for r in records), key=lambda m: m.clip)

@@ -1,6 +1,7 @@
 """Alert records (wire contract): version 2 is one compact JSON object per record (UTF-8,
 ``allow_nan=False``, the camera as the key; JSON Schema in ``schemas/alert-v2.json``); version-1
 msgpack records are still read. Feature messages and dead letters: :mod:`fusewatch.stream.schema`."""
+
 from __future__ import annotations
 
 import json
@@ -8,11 +9,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
+
 from fusewatch.errors import SchemaError
 from fusewatch.stream.schema import (
-    _NUM, ALERT_TYPES, DEFAULT_MAX_BYTES, MAX_EPOCH, SCHEMA_VERSION, Evidence, _get, _int_range, _pack, _unpack,
+    _NUM,
+    ALERT_TYPES,
+    DEFAULT_MAX_BYTES,
+    MAX_EPOCH,
+    SCHEMA_VERSION,
+    Evidence,
+    _get,
+    _int_range,
+    _pack,
+    _unpack,
 )
-
 
 ALERT_SCHEMA_VERSION = 2
 
@@ -71,14 +81,23 @@ def alert_record(a: AlertMessage) -> dict[str, Any]:
     """The version-2 record of ``a`` as a dict (what :func:`encode_alert` serialises)."""
     if a.type not in ALERT_TYPES:
         raise SchemaError("bad_alert_type", repr(a.type))
-    d = {"v": ALERT_SCHEMA_VERSION, "kind": "alert", "id": a.id, "type": a.type, "camera": a.camera,
-         "epoch": int(a.epoch), "score": float(a.score), "peak": float(a.peak),
-         "start_clip": int(a.start_clip), "end_clip": int(a.end_clip),
-         "start_time": float(a.start_time), "end_time": float(a.end_time),
-         "model": {"name": a.model_name, "version": a.model_version, "backend": a.backend},
-         "evidence": [{"topic": e.topic, "partition": int(e.partition), "offset": int(e.offset)}
-                      for e in a.evidence],
-         "produced": float(a.produced)}
+    d = {
+        "v": ALERT_SCHEMA_VERSION,
+        "kind": "alert",
+        "id": a.id,
+        "type": a.type,
+        "camera": a.camera,
+        "epoch": int(a.epoch),
+        "score": float(a.score),
+        "peak": float(a.peak),
+        "start_clip": int(a.start_clip),
+        "end_clip": int(a.end_clip),
+        "start_time": float(a.start_time),
+        "end_time": float(a.end_time),
+        "model": {"name": a.model_name, "version": a.model_version, "backend": a.backend},
+        "evidence": [{"topic": e.topic, "partition": int(e.partition), "offset": int(e.offset)} for e in a.evidence],
+        "produced": float(a.produced),
+    }
     if a.late:
         d["late"] = True
     if a.anomaly_map is not None:
@@ -89,8 +108,7 @@ def alert_record(a: AlertMessage) -> dict[str, Any]:
 def encode_alert(a: AlertMessage) -> bytes:
     """Version-2 alert record: compact JSON, UTF-8, one object; NaN/Infinity raise ``non_finite``."""
     try:
-        return json.dumps(alert_record(a), allow_nan=False, ensure_ascii=False,
-                          separators=(",", ":")).encode("utf-8")
+        return json.dumps(alert_record(a), allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     except ValueError as e:
         raise SchemaError("non_finite", str(e)) from None
 
@@ -102,17 +120,27 @@ def encode_alert_v1(a: AlertMessage) -> bytes:
     extra = {"epoch": int(a.epoch)} if a.epoch else {}
     if a.late:
         extra["late"] = True
-    return _pack({
-        **extra,
-        "v": SCHEMA_VERSION, "kind": "alert", "id": a.id, "type": a.type, "camera": a.camera,
-        "score": float(a.score), "peak": float(a.peak),
-        "start_clip": int(a.start_clip), "end_clip": int(a.end_clip),
-        "start_time": float(a.start_time), "end_time": float(a.end_time),
-        "model": {"name": a.model_name, "version": a.model_version, "backend": a.backend},
-        "evidence": [{"topic": e.topic, "partition": int(e.partition), "offset": int(e.offset)}
-                     for e in a.evidence],
-        "produced": float(a.produced),
-    })
+    return _pack(
+        {
+            **extra,
+            "v": SCHEMA_VERSION,
+            "kind": "alert",
+            "id": a.id,
+            "type": a.type,
+            "camera": a.camera,
+            "score": float(a.score),
+            "peak": float(a.peak),
+            "start_clip": int(a.start_clip),
+            "end_clip": int(a.end_clip),
+            "start_time": float(a.start_time),
+            "end_time": float(a.end_time),
+            "model": {"name": a.model_name, "version": a.model_version, "backend": a.backend},
+            "evidence": [
+                {"topic": e.topic, "partition": int(e.partition), "offset": int(e.offset)} for e in a.evidence
+            ],
+            "produced": float(a.produced),
+        }
+    )
 
 
 def _unpack_json(data: bytes, max_bytes: int) -> dict[str, Any]:
@@ -121,6 +149,7 @@ def _unpack_json(data: bytes, max_bytes: int) -> dict[str, Any]:
 
     def no_constants(name: str) -> NoReturn:
         raise SchemaError("non_finite", f"JSON constant {name}")
+
     try:
         obj = json.loads(bytes(data).decode("utf-8"), parse_constant=no_constants)
     except SchemaError:
@@ -172,13 +201,22 @@ def decode_alert(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> AlertMessag
             raise SchemaError("bad_field", f"evidence[{i}] is not a map")
         ev.append(Evidence(_get(e, "topic", (str,)), _get(e, "partition", (int,)), _get(e, "offset", (int,))))
     return AlertMessage(
-        id=_get(obj, "id", (str,)), type=typ, camera=camera,
-        score=float(_get(obj, "score", _NUM)), peak=float(_get(obj, "peak", _NUM)),
-        start_clip=_get(obj, "start_clip", (int,)), end_clip=_get(obj, "end_clip", (int,)),
-        start_time=float(_get(obj, "start_time", _NUM)), end_time=float(_get(obj, "end_time", _NUM)),
+        id=_get(obj, "id", (str,)),
+        type=typ,
+        camera=camera,
+        score=float(_get(obj, "score", _NUM)),
+        peak=float(_get(obj, "peak", _NUM)),
+        start_clip=_get(obj, "start_clip", (int,)),
+        end_clip=_get(obj, "end_clip", (int,)),
+        start_time=float(_get(obj, "start_time", _NUM)),
+        end_time=float(_get(obj, "end_time", _NUM)),
         model_name=str(_get(model, "name", (str,), "model.")),
         model_version=str(_get(model, "version", (str,), "model.")),
         backend=str(_get(model, "backend", (str,), "model.")),
-        evidence=ev, produced=float(_get(obj, "produced", _NUM)),
-        epoch=_int_range(obj, "epoch", 0, MAX_EPOCH, default=0), late=obj.get("late") is True,
-        anomaly_map=_anomaly_map(obj.get("anomaly_map")), v=obj["v"])
+        evidence=ev,
+        produced=float(_get(obj, "produced", _NUM)),
+        epoch=_int_range(obj, "epoch", 0, MAX_EPOCH, default=0),
+        late=obj.get("late") is True,
+        anomaly_map=_anomaly_map(obj.get("anomaly_map")),
+        v=obj["v"],
+    )

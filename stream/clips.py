@@ -8,6 +8,7 @@ the end of a stream is dropped. For ``n`` sampled frames there are
 Audio covers ``[pts_start, pts_end + 1/sample_fps)`` (the last frame's sampling slot included);
 missing stretches inside that range are zero-filled, a clip with no audio at all gets ``None``.
 """
+
 from __future__ import annotations
 
 from collections import deque
@@ -97,7 +98,7 @@ class AudioBuffer:
             b = a + c.samples.size
             lo, hi = max(a, 0), min(b, n)
             if hi > lo:
-                out[lo:hi] = c.samples[lo - a:hi - a]
+                out[lo:hi] = c.samples[lo - a : hi - a]
                 covered = True
         return out if covered else None
 
@@ -113,8 +114,7 @@ class AudioBuffer:
 class ClipBuilder:
     """Feed sampled frames (and audio chunks) in order; get complete :class:`Clip` windows back."""
 
-    def __init__(self, clip_len: int = 16, clip_stride: int = 16, sample_fps: float = 10.0,
-                 first_index: int = 0):
+    def __init__(self, clip_len: int = 16, clip_stride: int = 16, sample_fps: float = 10.0, first_index: int = 0):
         if clip_len <= 0 or clip_stride <= 0:
             raise ValueError("clip_len and clip_stride must be > 0")
         self.clip_len, self.clip_stride = int(clip_len), int(clip_stride)
@@ -125,7 +125,7 @@ class ClipBuilder:
         self._skip = 0  # frames to drop before the next window starts (stride > len)
 
     @classmethod
-    def from_config(cls, cfg) -> "ClipBuilder":
+    def from_config(cls, cfg) -> ClipBuilder:
         return cls(cfg.clips.clip_len, cfg.clips.clip_stride, cfg.source.sample_fps)
 
     def reset(self) -> None:
@@ -148,11 +148,20 @@ class ClipBuilder:
         frames = list(self._buf)[: self.clip_len]
         first, last = frames[0], frames[-1]
         audio = self.audio.get(first.pts, last.pts + self.slot)
-        clip = Clip(index=self.next_index, frames=[f.image for f in frames],
-                    frame_start=first.index, frame_end=last.index,
-                    pts_start=first.pts, pts_end=last.pts, wall_start=first.wall, wall_end=last.wall,
-                    audio=audio, audio_rate=self.audio.rate if audio is not None else None,
-                    ready_mono=last.mono, frame_indices=[f.index for f in frames])
+        clip = Clip(
+            index=self.next_index,
+            frames=[f.image for f in frames],
+            frame_start=first.index,
+            frame_end=last.index,
+            pts_start=first.pts,
+            pts_end=last.pts,
+            wall_start=first.wall,
+            wall_end=last.wall,
+            audio=audio,
+            audio_rate=self.audio.rate if audio is not None else None,
+            ready_mono=last.mono,
+            frame_indices=[f.index for f in frames],
+        )
         self.next_index += 1
         if self.clip_stride >= self.clip_len:
             self._buf.clear()

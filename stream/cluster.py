@@ -13,6 +13,7 @@ Layout under the run dir (default ``~/.cache/fusewatch/kafka/cluster``): ``clust
 id, node count, ports), ``node-K/{data,logs,server.properties,kafka.pid}``. Node K (1..N) listens
 for clients on ``base_port + 2(K-1)`` and for the quorum on ``base_port + 2(K-1) + 1``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -34,8 +35,10 @@ DEFAULT_HEAP = "384m"
 
 
 def _default_run_dir() -> Path:
-    home = os.environ.get("LOCALKAFKA_HOME") or Path(os.environ.get("FUSEWATCH_CACHE") or
-                                                      Path.home() / ".cache" / "fusewatch") / "kafka"
+    home = (
+        os.environ.get("LOCALKAFKA_HOME")
+        or Path(os.environ.get("FUSEWATCH_CACHE") or Path.home() / ".cache" / "fusewatch") / "kafka"
+    )
     return Path(os.environ.get("LOCALKAFKA_CLUSTER_DIR") or Path(home) / "cluster")
 
 
@@ -59,23 +62,35 @@ class NodeStatus:
     def __str__(self) -> str:
         if not self.running:
             return f"broker {self.node}: stopped ({self.bootstrap})"
-        return f"broker {self.node}: running pid {self.pid} {self.bootstrap} {'ready' if self.ready else 'NOT answering'}"
+        return (
+            f"broker {self.node}: running pid {self.pid} {self.bootstrap} {'ready' if self.ready else 'NOT answering'}"
+        )
 
 
 class LocalCluster:
     """N local KRaft nodes (combined roles). Settings are read from ``cluster.json`` when the cluster
     exists (the constructor's ``brokers``/``base_port`` only apply to a new one)."""
 
-    def __init__(self, run_dir: str | os.PathLike | None = None, brokers: int | None = None,
-                 base_port: int | None = None, host: str = "127.0.0.1", heap: str | None = None,
-                 session_timeout_ms: int = 4000, start_timeout: float = 180.0, stop_timeout: float = 30.0):
+    def __init__(
+        self,
+        run_dir: str | os.PathLike | None = None,
+        brokers: int | None = None,
+        base_port: int | None = None,
+        host: str = "127.0.0.1",
+        heap: str | None = None,
+        session_timeout_ms: int = 4000,
+        start_timeout: float = 180.0,
+        stop_timeout: float = 30.0,
+    ):
         self.run_dir = Path(run_dir) if run_dir else _default_run_dir()
         state = self._load()
         self.cluster_id: str | None = state.get("cluster_id")
         self.n = int(state.get("brokers") or brokers or 3)
         if brokers is not None and state and int(brokers) != self.n:
-            raise BrokerError(f"kafka cluster in {self.run_dir} has {self.n} brokers, not {brokers} "
-                              f"(`fusewatch kafka down --cluster --purge` first to change it)")
+            raise BrokerError(
+                f"kafka cluster in {self.run_dir} has {self.n} brokers, not {brokers} "
+                f"(`fusewatch kafka down --cluster --purge` first to change it)"
+            )
         if self.n < 1:
             raise BrokerError("kafka cluster: --brokers must be >= 1")
         self.base_port = int(state.get("base_port") or base_port or DEFAULT_BASE_PORT)
@@ -122,8 +137,11 @@ class LocalCluster:
 
     def _save(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "cluster.json").write_text(json.dumps(
-            {"cluster_id": self.cluster_id, "brokers": self.n, "base_port": self.base_port, "host": self.host}))
+        (self.run_dir / "cluster.json").write_text(
+            json.dumps(
+                {"cluster_id": self.cluster_id, "brokers": self.n, "base_port": self.base_port, "host": self.host}
+            )
+        )
 
     # -- processes ------------------------------------------------------------------------------
     def pid(self, k: int) -> int | None:
@@ -144,20 +162,40 @@ class LocalCluster:
         return [k for k in self.nodes if self.pid(k)]
 
     def _jvm(self, k: int, libs: Path) -> list[str]:
-        java = os.environ.get("JAVA") or (str(Path(os.environ["JAVA_HOME"]) / "bin" / "java")
-                                          if os.environ.get("JAVA_HOME") else "java")
+        java = os.environ.get("JAVA") or (
+            str(Path(os.environ["JAVA_HOME"]) / "bin" / "java") if os.environ.get("JAVA_HOME") else "java"
+        )
         extra = os.environ.get("LOCALKAFKA_JVM_OPTS", "").split()
-        return [java, *extra, "-Xms64m", f"-Xmx{self.heap}", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-                "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true", "-Djava.net.preferIPv4Stack=true",
-                f"-Dkafka.logs.dir={self.node_dir(k) / 'logs'}",
-                f"-Dlog4j2.configurationFile={DEPLOY_DIR / 'log4j2.xml'}", "-cp", f"{libs}/*"]
+        return [
+            java,
+            *extra,
+            "-Xms64m",
+            f"-Xmx{self.heap}",
+            "-XX:+UseSerialGC",
+            "-XX:TieredStopAtLevel=1",
+            "-XX:+ExitOnOutOfMemoryError",
+            "-Djava.awt.headless=true",
+            "-Djava.net.preferIPv4Stack=true",
+            f"-Dkafka.logs.dir={self.node_dir(k) / 'logs'}",
+            f"-Dlog4j2.configurationFile={DEPLOY_DIR / 'log4j2.xml'}",
+            "-cp",
+            f"{libs}/*",
+        ]
 
     def _render(self, k: int) -> Path:
         rf = min(3, self.n)
         voters = ",".join(f"{j}@{self.host}:{self.controller_port(j)}" for j in self.nodes)
-        subs = {"NODE_ID": str(k), "VOTERS": voters, "HOST": self.host, "PORT": str(self.port(k)),
-                "CONTROLLER_PORT": str(self.controller_port(k)), "DATA_DIR": str(self.data_dir(k)),
-                "RF": str(rf), "MIN_ISR": str(max(1, min(2, rf - 1))), "SESSION_MS": str(self.session_timeout_ms)}
+        subs = {
+            "NODE_ID": str(k),
+            "VOTERS": voters,
+            "HOST": self.host,
+            "PORT": str(self.port(k)),
+            "CONTROLLER_PORT": str(self.controller_port(k)),
+            "DATA_DIR": str(self.data_dir(k)),
+            "RF": str(rf),
+            "MIN_ISR": str(max(1, min(2, rf - 1))),
+            "SESSION_MS": str(self.session_timeout_ms),
+        }
         text = (DEPLOY_DIR / "cluster.properties.template").read_text()
         for name, val in subs.items():
             text = text.replace(f"@{name}@", val)
@@ -173,9 +211,13 @@ class LocalCluster:
         for k in ks:
             props = self._render(k)
             (self.node_dir(k) / "logs").mkdir(parents=True, exist_ok=True)
-            procs[k] = subprocess.Popen([*self._jvm(k, libs), "kafka.tools.StorageTool", "format", "-t",
-                                         self.cluster_id, "-c", str(props)], stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            procs[k] = subprocess.Popen(
+                [*self._jvm(k, libs), "kafka.tools.StorageTool", "format", "-t", self.cluster_id, "-c", str(props)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
         failed = []
         for k, p in procs.items():
             try:
@@ -197,21 +239,29 @@ class LocalCluster:
             while _port_open(self.host, port) and time.monotonic() < deadline:
                 time.sleep(0.2)
             if _port_open(self.host, port):
-                raise BrokerError(f"kafka cluster: port {self.host}:{port} (broker {k}) is in use by another "
-                                  f"process (choose another --base-port)")
+                raise BrokerError(
+                    f"kafka cluster: port {self.host}:{port} (broker {k}) is in use by another "
+                    f"process (choose another --base-port)"
+                )
         props = self._render(k)
         if not (self.data_dir(k) / "meta.properties").exists():
             self._format([k], libs)
         logs = self.node_dir(k) / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         with open(logs / "stdout.log", "ab") as out:
-            p = subprocess.Popen([*self._jvm(k, libs), "kafka.Kafka", str(props)], stdin=subprocess.DEVNULL,
-                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            p = subprocess.Popen(
+                [*self._jvm(k, libs), "kafka.Kafka", str(props)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self._procs[k] = p  # reaped in stop()
         (self.node_dir(k) / "kafka.pid").write_text(str(p.pid))
 
-    def wait_ready(self, nodes: list[int] | None = None, min_brokers: int | None = None,
-                   timeout: float | None = None) -> None:
+    def wait_ready(
+        self, nodes: list[int] | None = None, min_brokers: int | None = None, timeout: float | None = None
+    ) -> None:
         """Wait until each of ``nodes`` (default: all) answers Metadata listing ``min_brokers``
         (default: the number of running nodes) unfenced brokers."""
         nodes = list(self.nodes if nodes is None else nodes)
@@ -223,8 +273,10 @@ class LocalCluster:
                     tail = (self.node_dir(k) / "logs" / "stdout.log").read_text(errors="replace")[-1500:]
                     raise BrokerError(f"kafka cluster: broker {k} exited during start-up: {tail.strip()}")
                 if time.monotonic() > deadline:
-                    raise BrokerError(f"kafka cluster: broker {k} not ready on {self.address(k)} ({why}; "
-                                      f"logs: {self.node_dir(k) / 'logs'})")
+                    raise BrokerError(
+                        f"kafka cluster: broker {k} not ready on {self.address(k)} ({why}; "
+                        f"logs: {self.node_dir(k) / 'logs'})"
+                    )
                 time.sleep(0.3)
 
     # -- public API -----------------------------------------------------------------------------
@@ -238,8 +290,9 @@ class LocalCluster:
             if not self.cluster_id:
                 self.cluster_id = _new_cluster_id()
                 self._save()
-            self._format([k for k in self.nodes if not self.pid(k)
-                          and not (self.data_dir(k) / "meta.properties").exists()], libs)
+            self._format(
+                [k for k in self.nodes if not self.pid(k) and not (self.data_dir(k) / "meta.properties").exists()], libs
+            )
             for k in self.nodes:
                 self._start(k, libs)
         self.wait_ready(min_brokers=self.n)
@@ -283,8 +336,10 @@ class LocalCluster:
             raise BrokerError(f"kafka cluster: no cluster in {self.run_dir} (cluster.json missing)")
         others = [j for j in self.running() if j != k]
         if len(others) < self.n // 2 + 1:
-            raise BrokerError(f"kafka cluster: recovering broker {k} needs a majority of the other "
-                              f"brokers running (running: {others or 'none'})")
+            raise BrokerError(
+                f"kafka cluster: recovering broker {k} needs a majority of the other "
+                f"brokers running (running: {others or 'none'})"
+            )
         self.stop(k, kill=True)
         shutil.rmtree(self.data_dir(k), ignore_errors=True)
         libs = kafka_fetch(quiet=True)

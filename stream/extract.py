@@ -13,6 +13,7 @@ A representation that is absent for a video (e.g. audio of a silent video) is no
 Extracting into an existing FEAT_DIR adds/replaces videos when the clip settings and extractor
 versions match, and fails with a clear error otherwise.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,25 @@ from .config import ConfigError
 from .logs import get_logger
 from .sources import SourceError
 
-VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".ts", ".mpg", ".mpeg", ".flv",
-              ".wmv", ".3gp", ".mjpeg", ".mjpg", ".h264", ".h265", ".hevc")
+VIDEO_EXTS = (
+    ".mp4",
+    ".avi",
+    ".mkv",
+    ".mov",
+    ".webm",
+    ".m4v",
+    ".ts",
+    ".mpg",
+    ".mpeg",
+    ".flv",
+    ".wmv",
+    ".3gp",
+    ".mjpeg",
+    ".mjpg",
+    ".h264",
+    ".h265",
+    ".hevc",
+)
 
 
 def find_videos(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], list[Path]]:
@@ -98,9 +116,17 @@ def extract_video(path: str | os.PathLike, cfg, extractors) -> dict:
     from .worker import Worker
 
     collected: list = []
-    w = Worker(cfg, camera=Path(path).stem or "video", source=str(path), extractors=extractors,
-               wall_anchor=0.0, realtime=False, overflow="block",
-               sink=lambda msg, clip: collected.append(msg), serve_metrics=False)
+    w = Worker(
+        cfg,
+        camera=Path(path).stem or "video",
+        source=str(path),
+        extractors=extractors,
+        wall_anchor=0.0,
+        realtime=False,
+        overflow="block",
+        sink=lambda msg, clip: collected.append(msg),
+        serve_metrics=False,
+    )
     st = w.run()
     reps: dict[str, np.ndarray] = {}
     for e in extractors:
@@ -115,17 +141,30 @@ def extract_video(path: str | os.PathLike, cfg, extractors) -> dict:
         if len(present) != len(rows):
             get_logger("fusewatch.stream.extract").warning(
                 "representation missing for some clips, not written",
-                extra={"fields": {"video": str(path), "representation": e.name,
-                                  "clips": len(rows), "present": len(present)}})
+                extra={
+                    "fields": {
+                        "video": str(path),
+                        "representation": e.name,
+                        "clips": len(rows),
+                        "present": len(present),
+                    }
+                },
+            )
             continue
         reps[e.name] = np.stack(present).astype(np.float32, copy=False)
-    return {"reps": reps, "clips": len(collected), "frames": int(st.frames_decoded),
-            "fps": st.fps, "clip_frames": [[int(m.frame_start), int(m.frame_end)] for m in collected],
-            "warning": st.warning}
+    return {
+        "reps": reps,
+        "clips": len(collected),
+        "frames": int(st.frames_decoded),
+        "fps": st.fps,
+        "clip_frames": [[int(m.frame_start), int(m.frame_end)] for m in collected],
+        "warning": st.warning,
+    }
 
 
-def extract_videos(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike, cfg, *,
-                   extractors=None, progress: bool = True) -> Path:
+def extract_videos(
+    paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike, cfg, *, extractors=None, progress: bool = True
+) -> Path:
     """Extract features of videos/directories into ``out_dir`` (see module doc); returns it."""
     log = get_logger("fusewatch.stream.extract")
     videos, dirs = find_videos(paths)
@@ -134,27 +173,33 @@ def extract_videos(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLik
         raise ConfigError(f"--out {out}: exists and is not a directory")
     if extractors is None:
         from .worker import default_extractors
+
         extractors = default_extractors(cfg)
     extractors = list(extractors)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"clip_len": cfg.clips.clip_len, "clip_stride": cfg.clips.clip_stride,
-            "sample_fps": cfg.source.sample_fps,
-            "representations": {e.name: {"dim": int(e.dim), "version": str(e.version)} for e in extractors},
-            "videos": {}}
+    meta = {
+        "clip_len": cfg.clips.clip_len,
+        "clip_stride": cfg.clips.clip_stride,
+        "sample_fps": cfg.source.sample_fps,
+        "representations": {e.name: {"dim": int(e.dim), "version": str(e.version)} for e in extractors},
+        "videos": {},
+    }
     meta_path = out / "meta.json"
     if meta_path.exists():
         try:
             old = json.loads(meta_path.read_text())
         except ValueError:
             raise ConfigError(f"--out {out}: meta.json is not valid JSON") from None
-        same = all(old.get(k) == meta[k] for k in ("clip_len", "clip_stride")) \
-            and float(old.get("sample_fps", -1)) == float(meta["sample_fps"])
+        same = all(old.get(k) == meta[k] for k in ("clip_len", "clip_stride")) and float(
+            old.get("sample_fps", -1)
+        ) == float(meta["sample_fps"])
         for name, r in (old.get("representations") or {}).items():
             if name in meta["representations"] and meta["representations"][name] != r:
                 same = False
         if not same:
-            raise ConfigError(f"--out {out}: holds features with other clip settings or extractor "
-                              "versions; use an empty directory")
+            raise ConfigError(
+                f"--out {out}: holds features with other clip settings or extractor versions; use an empty directory"
+            )
         reps = dict(old.get("representations") or {})
         reps.update(meta["representations"])
         meta["representations"] = reps
@@ -163,6 +208,7 @@ def extract_videos(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLik
     bar = None
     if progress:
         from tqdm import tqdm
+
         bar = tqdm(total=len(videos), unit="video", desc="extract", dynamic_ncols=True)
     try:
         for v in videos:
@@ -176,14 +222,20 @@ def extract_videos(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLik
             for name, arr in res["reps"].items():
                 (out / name).mkdir(exist_ok=True)
                 np.save(out / name / f"{v.stem}.npy", arr)
-            meta["videos"][v.stem] = {"clips": res["clips"], "frames": res["frames"], "fps": res["fps"],
-                                      "clip_frames": res["clip_frames"],
-                                      "representations": sorted(res["reps"])}
+            meta["videos"][v.stem] = {
+                "clips": res["clips"],
+                "frames": res["frames"],
+                "fps": res["fps"],
+                "clip_frames": res["clip_frames"],
+                "representations": sorted(res["reps"]),
+            }
             if res["warning"]:
                 meta["videos"][v.stem]["warning"] = res["warning"]
             _write_json(meta_path, meta)
-            log.info("extracted", extra={"fields": {"video": v.name, "clips": res["clips"],
-                                                    "reps": ",".join(sorted(res["reps"]))}})
+            log.info(
+                "extracted",
+                extra={"fields": {"video": v.name, "clips": res["clips"], "reps": ",".join(sorted(res["reps"]))}},
+            )
             if bar is not None:
                 bar.update(1)
     finally:

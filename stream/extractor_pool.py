@@ -22,6 +22,7 @@ Motion gate (``motion_gate=True``): a clip whose fraction of changed pixels betw
 frames (grey, 160 px wide, |Δ| > 25 levels) stays below ``gate_threshold`` skips the backbones and
 reuses the camera's last backbone embedding (the first clip of a camera always runs them).
 """
+
 from __future__ import annotations
 
 import collections
@@ -75,8 +76,16 @@ class _Job:
 class ExtractorPool:
     """Shared extractors for several cameras (see the module docstring)."""
 
-    def __init__(self, extractors, *, threads: int = 2, batch_clips: int = 8, batch_wait_ms: float = 5.0,
-                 motion_gate: bool = False, gate_threshold: float = 0.002):
+    def __init__(
+        self,
+        extractors,
+        *,
+        threads: int = 2,
+        batch_clips: int = 8,
+        batch_wait_ms: float = 5.0,
+        motion_gate: bool = False,
+        gate_threshold: float = 0.002,
+    ):
         self.extractors = list(extractors)
         self.batch_clips = max(1, int(batch_clips))
         self.batch_wait = max(0.0, float(batch_wait_ms)) / 1000.0
@@ -91,8 +100,10 @@ class ExtractorPool:
         self.batches = 0
         self.clips = 0
         self.clips_gated = 0
-        self._threads = [threading.Thread(target=self._loop, name=f"fusewatch-pool-{i}", daemon=True)
-                         for i in range(max(1, int(threads)))]
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"fusewatch-pool-{i}", daemon=True)
+            for i in range(max(1, int(threads)))
+        ]
         for t in self._threads:
             t.start()
 
@@ -141,8 +152,10 @@ class ExtractorPool:
                 try:
                     job.done(outcomes, gated)
                 except Exception as e:
-                    self.log.error("pool callback failed", extra={"fields": {
-                        "camera": job.key, "error": f"{type(e).__name__}: {e}"}})
+                    self.log.error(
+                        "pool callback failed",
+                        extra={"fields": {"camera": job.key, "error": f"{type(e).__name__}: {e}"}},
+                    )
 
     def run_batch(self, jobs: list[_Job]) -> list[tuple[list[Outcome], bool]]:
         """Outcomes of every extractor for each job (backbones batched across the jobs)."""
@@ -161,8 +174,12 @@ class ExtractorPool:
                 c = job.clip
                 t0 = time.perf_counter()
                 try:
-                    per[j][e.name] = (e.name, e.extract(c.frames, c.audio, c.audio_rate), None,
-                                      time.perf_counter() - t0)
+                    per[j][e.name] = (
+                        e.name,
+                        e.extract(c.frames, c.audio, c.audio_rate),
+                        None,
+                        time.perf_counter() - t0,
+                    )
                 except Exception as ex:
                     per[j][e.name] = (e.name, None, ex, time.perf_counter() - t0)
         with self._cv:
@@ -192,8 +209,12 @@ class ExtractorPool:
             return
         t0 = time.perf_counter()
         try:  # chunks of MAX_FRAMES: larger batches gain nothing on CPU and grow ORT's arena
-            feats = np.concatenate([e.session.run(None, {e.input_name: preprocess(
-                frames[i:i + MAX_FRAMES], e.spec, e.resize)})[0] for i in range(0, len(frames), MAX_FRAMES)])
+            feats = np.concatenate(
+                [
+                    e.session.run(None, {e.input_name: preprocess(frames[i : i + MAX_FRAMES], e.spec, e.resize)})[0]
+                    for i in range(0, len(frames), MAX_FRAMES)
+                ]
+            )
         except Exception as ex:
             for j, _, _ in spans:
                 per[j][e.name] = (e.name, None, ex, 0.0)

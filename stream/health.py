@@ -16,6 +16,7 @@
 Precedence: offline > black > frozen > tamper. Each change of state calls ``emit(state,
 previous, since, detail)`` once; ``ok`` after a problem is the recovery event.
 """
+
 from __future__ import annotations
 
 import time
@@ -104,14 +105,21 @@ class HealthMonitor:
                 self.bg = e if self.n_bg == 0 else (1 - BG_ALPHA) * self.bg + BG_ALPHA * e
                 self.n_bg += 1
         if self.dark_since and pts - self.dark_since[0] >= c.black_after_s:
-            self._set("black", self.dark_since[1], f"dark or blank picture (mean {mean:.1f}, std {std:.1f}) "
-                                                   f"for {pts - self.dark_since[0]:.1f} s")
+            self._set(
+                "black",
+                self.dark_since[1],
+                f"dark or blank picture (mean {mean:.1f}, std {std:.1f}) for {pts - self.dark_since[0]:.1f} s",
+            )
         elif self.frozen_since and pts - self.frozen_since[0] >= c.frozen_after_s:
             self._set("frozen", self.frozen_since[1], f"identical frames for {pts - self.frozen_since[0]:.1f} s")
         elif self.changed_since and pts - self.changed_since[0] >= c.tamper_after_s:
-            self._set("tamper", self.changed_since[1], f"view differs from the learned scene "
-                                                       f"(edge correlation {corr:.2f}) for "
-                                                       f"{pts - self.changed_since[0]:.1f} s")
+            self._set(
+                "tamper",
+                self.changed_since[1],
+                f"view differs from the learned scene "
+                f"(edge correlation {corr:.2f}) for "
+                f"{pts - self.changed_since[0]:.1f} s",
+            )
         elif not (self.dark_since or self.frozen_since or self.changed_since):
             self._set("ok", wall, "picture normal again")
         return self.state

@@ -13,6 +13,7 @@ the JSON format merges them into the object::
     log = get_logger("fusewatch.stream.worker", camera="cam1")
     log.info("reconnecting", extra={"fields": {"attempt": 2, "delay_s": 1.0}})
 """
+
 from __future__ import annotations
 
 import json
@@ -36,7 +37,7 @@ class _Fields(logging.LoggerAdapter):
         kwargs["extra"] = extra
         return msg, kwargs
 
-    def bind(self, **fields: Any) -> "_Fields":
+    def bind(self, **fields: Any) -> _Fields:
         merged = dict(self.extra or {})
         merged.update(fields)
         return _Fields(self.logger, merged)
@@ -74,8 +75,12 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: ``{"ts", "level", "logger", "msg", **fields}``."""
 
     def format(self, record: logging.LogRecord) -> str:
-        obj: dict[str, Any] = {"ts": round(record.created, 6), "level": record.levelname,
-                               "logger": record.name, "msg": record.getMessage()}
+        obj: dict[str, Any] = {
+            "ts": round(record.created, 6),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
         for k, v in (getattr(record, "fields", None) or {}).items():
             if k not in obj:
                 obj[k] = v
@@ -111,8 +116,13 @@ THIRD_PARTY = ("kafka",)
 above, everything at DEBUG."""
 
 
-def setup_logging(level: str = "INFO", fmt: str = "text", stream=None,
-                  logger_names: tuple[str, ...] = (_ROOT,), secrets: tuple[str, ...] | list[str] = ()) -> None:
+def setup_logging(
+    level: str = "INFO",
+    fmt: str = "text",
+    stream=None,
+    logger_names: tuple[str, ...] = (_ROOT,),
+    secrets: tuple[str, ...] | list[str] = (),
+) -> None:
     """Install one handler (text or JSON lines, ``secrets`` redacted) on the project's loggers;
     idempotent (replaces the handler it installed before, keeps everybody else's)."""
     formatter: logging.Formatter = JsonFormatter() if fmt == "json" else TextFormatter()
@@ -137,5 +147,10 @@ def setup_logging(level: str = "INFO", fmt: str = "text", stream=None,
 def setup_from_config(cfg, stream=None) -> None:
     """:func:`setup_logging` from ``cfg.log_level``, ``cfg.effective_log_format`` (``log_format``,
     or the older ``worker.log_format`` when set) and ``cfg.secrets()``."""
-    setup_logging(cfg.log_level, cfg.effective_log_format, stream=stream,
-                  logger_names=(_ROOT, *THIRD_PARTY), secrets=cfg.secrets())
+    setup_logging(
+        cfg.log_level,
+        cfg.effective_log_format,
+        stream=stream,
+        logger_names=(_ROOT, *THIRD_PARTY),
+        secrets=cfg.secrets(),
+    )

@@ -8,6 +8,7 @@ settings below). :func:`tune_malloc` applies them from inside the process (``mal
 what ``fusewatch`` does at start-up; an explicit ``MALLOC_ARENA_MAX`` / ``MALLOC_MMAP_THRESHOLD_``
 in the environment wins.
 """
+
 from __future__ import annotations
 
 import ctypes

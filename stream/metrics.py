@@ -21,6 +21,7 @@ Exported series (all labelled ``camera``)::
     fusewatch_publish_latency_seconds   clip ready (last frame decoded) -> produce() returned
     fusewatch_extract_seconds           per-extractor time per clip (label ``extractor``)
 """
+
 from __future__ import annotations
 
 import threading
@@ -28,8 +29,19 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-COUNTERS = ("frames_decoded", "frames_sampled", "frames_processed", "frames_dropped", "reconnects",
-            "decode_errors", "clips_produced", "clips_published", "clips_lost", "publish_errors", "health_events")
+COUNTERS = (
+    "frames_decoded",
+    "frames_sampled",
+    "frames_processed",
+    "frames_dropped",
+    "reconnects",
+    "decode_errors",
+    "clips_produced",
+    "clips_published",
+    "clips_lost",
+    "publish_errors",
+    "health_events",
+)
 _HELP = {
     "frames_decoded": "Frames decoded from the source",
     "frames_sampled": "Frames kept by the sample_fps sampler",
@@ -54,13 +66,23 @@ class MetricSet:
         r = self.registry
         self.counters = {n: Counter(f"fusewatch_{n}", _HELP[n], ["camera"], registry=r) for n in COUNTERS}
         self.input_fps = Gauge("fusewatch_input_fps", "Decoded frames per second", ["camera"], registry=r)
-        self.processed_fps = Gauge("fusewatch_processed_fps", "Sampled frames processed per second",
-                                   ["camera"], registry=r)
-        self.latency = Histogram("fusewatch_publish_latency_seconds",
-                                 "Clip ready (last frame decoded) to produce() returned",
-                                 ["camera"], buckets=LATENCY_BUCKETS, registry=r)
-        self.extract = Histogram("fusewatch_extract_seconds", "Extractor time per clip",
-                                 ["camera", "extractor"], buckets=LATENCY_BUCKETS, registry=r)
+        self.processed_fps = Gauge(
+            "fusewatch_processed_fps", "Sampled frames processed per second", ["camera"], registry=r
+        )
+        self.latency = Histogram(
+            "fusewatch_publish_latency_seconds",
+            "Clip ready (last frame decoded) to produce() returned",
+            ["camera"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.extract = Histogram(
+            "fusewatch_extract_seconds",
+            "Extractor time per clip",
+            ["camera", "extractor"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self._server = None
         self._port: int | None = None
 
@@ -157,8 +179,9 @@ class WorkerMetrics:
         """Plain dict of every counter and gauge (ints for counters)."""
         with self._lock:
             out: dict = {k: (int(v) if k in COUNTERS else float(v)) for k, v in self.values.items()}
-            out["extract_ms_per_clip"] = {k: 1000.0 * t / max(1, self.extract_calls.get(k, 1))
-                                          for k, t in self.extract_time.items()}
+            out["extract_ms_per_clip"] = {
+                k: 1000.0 * t / max(1, self.extract_calls.get(k, 1)) for k, t in self.extract_time.items()
+            }
             lat = sorted(self.latencies)
         if lat:
             out["publish_latency_p50"] = lat[len(lat) // 2]

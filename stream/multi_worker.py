@@ -14,6 +14,7 @@ messages are published in clip order. A camera whose source cannot be opened, fa
 reconnecting is recorded in ``errors`` and the others keep running; a message over a size limit
 (:class:`RecordTooLargeError`) still stops everything, as in :func:`~fusewatch.stream.replay.replay`.
 """
+
 from __future__ import annotations
 
 import threading
@@ -99,8 +100,10 @@ class _PooledCamera(Worker):
             if err is not None or arr is None:
                 if err is not None and name not in self._extract_failed:
                     self._extract_failed.add(name)
-                    self.log.error("extractor failed", extra={"fields": {
-                        "extractor": name, "error": f"{type(err).__name__}: {err}"}})
+                    self.log.error(
+                        "extractor failed",
+                        extra={"fields": {"extractor": name, "error": f"{type(err).__name__}: {err}"}},
+                    )
                 continue
             a = np.asarray(arr)
             if a.dtype != np.float32:
@@ -108,8 +111,10 @@ class _PooledCamera(Worker):
             if a.shape != (e.dim,) or not np.isfinite(a).all():
                 if name not in self._extract_failed:
                     self._extract_failed.add(name)
-                    self.log.error("extractor returned an invalid vector", extra={"fields": {
-                        "extractor": name, "shape": str(a.shape), "dim": e.dim}})
+                    self.log.error(
+                        "extractor returned an invalid vector",
+                        extra={"fields": {"extractor": name, "shape": str(a.shape), "dim": e.dim}},
+                    )
                 continue
             reps.append(Representation(name=name, array=a, extractor=name, version=str(e.version)))
         return reps
@@ -130,10 +135,23 @@ class MultiWorker:
     Pool settings: ``cfg.worker.pool_threads``, ``batch_clips``, ``batch_wait_ms``;
     ``cfg.features.motion_gate`` / ``motion_gate_threshold``."""
 
-    def __init__(self, cfg, cameras: Sequence[tuple[str, str]], transport=None, extractors=None,
-                 wall_anchor=None, realtime: bool = False, *, speed: float = 1.0, loop: int = 1,
-                 overflow: str | None = None, sink=None, metric_set: MetricSet | None = None,
-                 serve_metrics: bool = True, start_delays: Sequence[float] | None = None):
+    def __init__(
+        self,
+        cfg,
+        cameras: Sequence[tuple[str, str]],
+        transport=None,
+        extractors=None,
+        wall_anchor=None,
+        realtime: bool = False,
+        *,
+        speed: float = 1.0,
+        loop: int = 1,
+        overflow: str | None = None,
+        sink=None,
+        metric_set: MetricSet | None = None,
+        serve_metrics: bool = True,
+        start_delays: Sequence[float] | None = None,
+    ):
         from .config import ConfigError
 
         self.cfg = cfg
@@ -150,15 +168,19 @@ class MultiWorker:
         self._own_transport = transport is None and sink is None
         if self._own_transport:
             from .transport import make_transport
+
             transport = make_transport(cfg, consume=False)
         self.transport = transport
         w = cfg.worker
         f = cfg.features
-        self.pool = ExtractorPool(self.extractors, threads=getattr(w, "pool_threads", 2),
-                                  batch_clips=getattr(w, "batch_clips", 8),
-                                  batch_wait_ms=getattr(w, "batch_wait_ms", 5.0),
-                                  motion_gate=getattr(f, "motion_gate", False),
-                                  gate_threshold=getattr(f, "motion_gate_threshold", 0.002))
+        self.pool = ExtractorPool(
+            self.extractors,
+            threads=getattr(w, "pool_threads", 2),
+            batch_clips=getattr(w, "batch_clips", 8),
+            batch_wait_ms=getattr(w, "batch_wait_ms", 5.0),
+            motion_gate=getattr(f, "motion_gate", False),
+            gate_threshold=getattr(f, "motion_gate_threshold", 0.002),
+        )
         self.start_delays = list(start_delays or [])
         self.workers: dict[str, _PooledCamera] = {}
         self.errors: dict[str, str] = {}
@@ -167,9 +189,21 @@ class MultiWorker:
             anchor = wall_anchor.get(cam) if isinstance(wall_anchor, dict) else wall_anchor
             try:
                 self.workers[cam] = _PooledCamera(
-                    cfg, cam, uri, transport=self.transport, extractors=self.extractors, wall_anchor=anchor,
-                    realtime=realtime, speed=speed, loop=loop, overflow=overflow, sink=sink,
-                    metric_set=self.metric_set, serve_metrics=False, pool=self.pool)
+                    cfg,
+                    cam,
+                    uri,
+                    transport=self.transport,
+                    extractors=self.extractors,
+                    wall_anchor=anchor,
+                    realtime=realtime,
+                    speed=speed,
+                    loop=loop,
+                    overflow=overflow,
+                    sink=sink,
+                    metric_set=self.metric_set,
+                    serve_metrics=False,
+                    pool=self.pool,
+                )
             except Exception as e:  # a camera that cannot even be opened: recorded, the others run
                 self.errors[cam] = f"{type(e).__name__}: {e}"
                 self.log.error("camera failed", extra={"fields": {"camera": cam, "error": self.errors[cam]}})

@@ -2,6 +2,7 @@
 
 ``$FUSEWATCH_SHARED`` if set, else ``shared/`` beside the repository (``../shared`` from the project
 root, where CI and the README expect it)."""
+
 from __future__ import annotations
 
 import os

@@ -28,6 +28,7 @@ Health (one per state change of a camera; ``state`` back to ``"ok"`` is the reco
 ``state`` is one of :data:`HEALTH_STATES`; ``since`` is the capture (or, for ``offline``, system)
 time in Unix seconds at which the condition started.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,10 @@ from typing import Any
 from fusewatch.errors import SchemaError
 
 HEALTH_STATES = ("ok", "offline", "frozen", "black", "tamper")
-RECORD_HEADERS = {"evidence": (("content-type", b"application/json"), ("fusewatch-schema", b"evidence/2")),
-                  "health": (("content-type", b"application/json"), ("fusewatch-schema", b"health/2"))}
+RECORD_HEADERS = {
+    "evidence": (("content-type", b"application/json"), ("fusewatch-schema", b"evidence/2")),
+    "health": (("content-type", b"application/json"), ("fusewatch-schema", b"health/2")),
+}
 
 
 def _dump(d: dict) -> bytes:
@@ -62,22 +65,42 @@ def record_kind(data: bytes) -> str | None:
     return k if isinstance(k, str) else None
 
 
-def encode_health(camera: str, state: str, previous: str, since: float, detail: str = "",
-                  produced: float | None = None) -> bytes:
+def encode_health(
+    camera: str, state: str, previous: str, since: float, detail: str = "", produced: float | None = None
+) -> bytes:
     """A health record (see the module doc)."""
     if state not in HEALTH_STATES or previous not in HEALTH_STATES:
         raise SchemaError("bad_field", f"health state {state!r}/{previous!r} not in {HEALTH_STATES}")
-    return _dump({"v": 2, "kind": "health", "camera": camera, "state": state, "previous": previous,
-                  "since": float(since), "detail": str(detail)[:500],
-                  "produced": float(time.time() if produced is None else produced)})
+    return _dump(
+        {
+            "v": 2,
+            "kind": "health",
+            "camera": camera,
+            "state": state,
+            "previous": previous,
+            "since": float(since),
+            "detail": str(detail)[:500],
+            "produced": float(time.time() if produced is None else produced),
+        }
+    )
 
 
-def encode_evidence(alert_id: str, camera: str, clip: dict, snapshot: dict | None, alert: dict,
-                    produced: float | None = None) -> bytes:
+def encode_evidence(
+    alert_id: str, camera: str, clip: dict, snapshot: dict | None, alert: dict, produced: float | None = None
+) -> bytes:
     """An evidence record (see the module doc); ``clip``/``snapshot``/``alert`` as documented."""
-    return _dump({"v": 2, "kind": "evidence", "alert_id": alert_id, "camera": camera, "clip": clip,
-                  "snapshot": snapshot, "alert": alert,
-                  "produced": float(time.time() if produced is None else produced)})
+    return _dump(
+        {
+            "v": 2,
+            "kind": "evidence",
+            "alert_id": alert_id,
+            "camera": camera,
+            "clip": clip,
+            "snapshot": snapshot,
+            "alert": alert,
+            "produced": float(time.time() if produced is None else produced),
+        }
+    )
 
 
 def decode_record(data: bytes, kind: str, max_bytes: int = 1_048_576) -> dict[str, Any]:
@@ -90,8 +113,10 @@ def decode_record(data: bytes, kind: str, max_bytes: int = 1_048_576) -> dict[st
         raise SchemaError("undecodable", f"{type(e).__name__}: {e}"[:200]) from None
     if not isinstance(obj, dict) or obj.get("v") != 2 or obj.get("kind") != kind:
         raise SchemaError("wrong_kind", f"expected a v2 {kind!r} record")
-    need = {"health": ("camera", "state", "previous", "since", "detail", "produced"),
-            "evidence": ("alert_id", "camera", "clip", "snapshot", "alert", "produced")}[kind]
+    need = {
+        "health": ("camera", "state", "previous", "since", "detail", "produced"),
+        "evidence": ("alert_id", "camera", "clip", "snapshot", "alert", "produced"),
+    }[kind]
     missing = [k for k in need if k not in obj]
     if missing:
         raise SchemaError("missing_field", ",".join(missing))

@@ -11,6 +11,7 @@ The result is a :class:`~fusewatch.stream.stats.ReplayResult`: ``clips_published
 acknowledged clips, ``clips_lost`` what was finally not delivered (the CLI exits 1 on any loss).
 A message too large for a size limit stops every worker at once (:class:`RecordTooLargeError`).
 """
+
 from __future__ import annotations
 
 import threading
@@ -38,9 +39,19 @@ class _Serialized:
             return self._inner.extract(frames, audio, audio_rate)
 
 
-def replay(files: Sequence[str], cfg, transport=None, speed: float | None = 1.0, loop: int = 1,
-           camera_ids: Sequence[str] | None = None, *, extractors=None, handle_signals: bool = False,
-           raise_errors: bool = True, anchors: Sequence[float] | None = None) -> ReplayResult:
+def replay(
+    files: Sequence[str],
+    cfg,
+    transport=None,
+    speed: float | None = 1.0,
+    loop: int = 1,
+    camera_ids: Sequence[str] | None = None,
+    *,
+    extractors=None,
+    handle_signals: bool = False,
+    raise_errors: bool = True,
+    anchors: Sequence[float] | None = None,
+) -> ReplayResult:
     """Replay ``files`` concurrently; returns a :class:`ReplayResult` (per-camera
     :class:`~fusewatch.stream.stats.WorkerStats`, wall time, per-camera errors).
 
@@ -78,6 +89,7 @@ def replay(files: Sequence[str], cfg, transport=None, speed: float | None = 1.0,
     own_transport = transport is None
     if own_transport:
         from .transport import make_transport
+
         transport = make_transport(cfg, consume=False)
 
     lock = threading.Lock()
@@ -93,10 +105,22 @@ def replay(files: Sequence[str], cfg, transport=None, speed: float | None = 1.0,
     workers: list[Worker] = []
     try:
         for f, cam, anchor in zip(files, camera_ids, anchors):
-            workers.append(Worker(cfg, cam, f, transport=transport, extractors=extractors_for_worker(),
-                                  wall_anchor=float(anchor), realtime=speed is not None,
-                                  speed=speed or 1.0, loop=loop, overflow="block",
-                                  metric_set=metric_set, serve_metrics=False))
+            workers.append(
+                Worker(
+                    cfg,
+                    cam,
+                    f,
+                    transport=transport,
+                    extractors=extractors_for_worker(),
+                    wall_anchor=float(anchor),
+                    realtime=speed is not None,
+                    speed=speed or 1.0,
+                    loop=loop,
+                    overflow="block",
+                    metric_set=metric_set,
+                    serve_metrics=False,
+                )
+            )
         if cfg.worker.metrics_port is not None:
             port = metric_set.serve(cfg.worker.metrics_port)
             log.info("metrics server listening", extra={"fields": {"port": port}})
@@ -121,8 +145,7 @@ def replay(files: Sequence[str], cfg, transport=None, speed: float | None = 1.0,
 
         restore = install_signal_handlers(stop_all) if handle_signals else (lambda: None)
         t0 = time.monotonic()
-        threads = [threading.Thread(target=run_one, args=(w,), name=f"replay-{w.camera}", daemon=True)
-                   for w in workers]
+        threads = [threading.Thread(target=run_one, args=(w,), name=f"replay-{w.camera}", daemon=True) for w in workers]
         try:
             for t in threads:
                 t.start()

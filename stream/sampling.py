@@ -14,6 +14,7 @@ sampling instant. So
 * after a gap (stream stall, reconnect) sampling restarts at the first frame after the gap
   instead of bursting to catch up.
 """
+
 from __future__ import annotations
 
 from collections import deque

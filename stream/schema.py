@@ -14,6 +14,7 @@ array sizes, dtypes, finite values, total size) and raise :class:`SchemaError` w
 is a short machine-readable code and ``str()`` a human sentence — the consumer routes the raw
 bytes plus that reason to the dead-letter topic (:func:`dead_letter_payload`).
 """
+
 from __future__ import annotations
 
 import math
@@ -31,9 +32,9 @@ ALLOWED_DTYPES = ("<f2", "<f4", "<f8")
 MAX_DIMS = 3
 MAX_REPRESENTATIONS = 16
 ALERT_TYPES = ("new", "update", "end")
-MAX_INDEX = 2 ** 53
+MAX_INDEX = 2**53
 """Clip and frame indices: 0 <= value < 2**53 (exact in float64 / JSON)."""
-MAX_EPOCH = 2 ** 63
+MAX_EPOCH = 2**63
 """Stream epoch (per worker run): 0 <= epoch < 2**63; absent = 0 (producers before the field)."""
 MAX_PTS = 1e10
 """Stream time (``pts_*``, s since the stream's first frame): 0 <= pts <= 1e10 (~317 years)."""
@@ -109,8 +110,14 @@ def _array_to_wire(name: str, arr: np.ndarray, extractor: str, version: str) -> 
     a = np.ascontiguousarray(arr)
     dt = a.dtype.newbyteorder("<") if a.dtype.byteorder not in ("<", "=", "|") else a.dtype
     a = a.astype(dt.newbyteorder("<"), copy=False)
-    return {"name": name, "dtype": a.dtype.str, "shape": list(a.shape), "data": a.tobytes(),
-            "extractor": extractor, "version": version}
+    return {
+        "name": name,
+        "dtype": a.dtype.str,
+        "shape": list(a.shape),
+        "data": a.tobytes(),
+        "extractor": extractor,
+        "version": version,
+    }
 
 
 def encode_features(m: FeatureMessage) -> bytes:
@@ -118,15 +125,23 @@ def encode_features(m: FeatureMessage) -> bytes:
         if r.array.dtype.str.lstrip("<>=|")[0] != "f":
             raise SchemaError("bad_dtype", f"representation {r.name!r} has dtype {r.array.dtype}")
     extra = {"epoch": int(m.epoch)} if m.epoch else {}  # absent = 0: old messages stay byte-identical
-    return _pack({
-        **extra,
-        "v": m.v, "kind": "features", "camera": m.camera, "clip": int(m.clip),
-        "pts_start": float(m.pts_start), "pts_end": float(m.pts_end),
-        "wall_start": float(m.wall_start), "wall_end": float(m.wall_end),
-        "frame_start": int(m.frame_start), "frame_end": int(m.frame_end),
-        "produced": float(m.produced),
-        "reps": [_array_to_wire(r.name, r.array, r.extractor, r.version) for r in m.reps],
-    })
+    return _pack(
+        {
+            **extra,
+            "v": m.v,
+            "kind": "features",
+            "camera": m.camera,
+            "clip": int(m.clip),
+            "pts_start": float(m.pts_start),
+            "pts_end": float(m.pts_end),
+            "wall_start": float(m.wall_start),
+            "wall_end": float(m.wall_end),
+            "frame_start": int(m.frame_start),
+            "frame_end": int(m.frame_end),
+            "produced": float(m.produced),
+            "reps": [_array_to_wire(r.name, r.array, r.extractor, r.version) for r in m.reps],
+        }
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,9 +153,15 @@ def _unpack(data: bytes, max_bytes: int) -> dict[str, Any]:
     if len(data) == 0:
         raise SchemaError("empty", "zero-length payload")
     try:
-        obj = msgpack.unpackb(bytes(data), raw=False, strict_map_key=True,
-                              max_bin_len=max_bytes, max_str_len=65536,
-                              max_array_len=4096, max_map_len=256)
+        obj = msgpack.unpackb(
+            bytes(data),
+            raw=False,
+            strict_map_key=True,
+            max_bin_len=max_bytes,
+            max_str_len=65536,
+            max_array_len=4096,
+            max_map_len=256,
+        )
     except Exception as e:  # msgpack raises several types (ExtraData, ValueError, ...)
         raise SchemaError("undecodable", f"{type(e).__name__}: {e}"[:200]) from None
     if not isinstance(obj, dict):
@@ -183,8 +204,9 @@ def _float_range(obj: dict[str, Any], key: str, lo: float, hi: float) -> float:
     """A finite number field with ``lo <= value <= hi``."""
     v = float(_get(obj, key, _NUM))
     if not (math.isfinite(v) and lo <= v <= hi):
-        raise SchemaError("out_of_range" if math.isfinite(v) else "non_finite",
-                          f"{key} = {v!r} outside [{lo:g}, {hi:g}]")
+        raise SchemaError(
+            "out_of_range" if math.isfinite(v) else "non_finite", f"{key} = {v!r} outside [{lo:g}, {hi:g}]"
+        )
     return v
 
 
@@ -198,8 +220,9 @@ def _array_from_wire(d: Any, i: int) -> Representation:
     data = _get(d, "data", (bytes,), ctx)
     if dtype not in ALLOWED_DTYPES:
         raise SchemaError("bad_dtype", f"{ctx}dtype {dtype!r} not in {ALLOWED_DTYPES}")
-    if not (1 <= len(shape) <= MAX_DIMS) or not all(isinstance(s, int) and not isinstance(s, bool)
-                                                   and 0 < s <= 1 << 20 for s in shape):
+    if not (1 <= len(shape) <= MAX_DIMS) or not all(
+        isinstance(s, int) and not isinstance(s, bool) and 0 < s <= 1 << 20 for s in shape
+    ):
         raise SchemaError("bad_shape", f"{ctx}shape {shape!r}")
     n = int(np.prod(shape))
     itemsize = np.dtype(dtype).itemsize
@@ -208,8 +231,9 @@ def _array_from_wire(d: Any, i: int) -> Representation:
     arr = np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape)
     if not np.isfinite(arr).all():
         raise SchemaError("non_finite", f"{ctx}{name} contains NaN/Inf")
-    return Representation(name=name, array=arr, extractor=str(d.get("extractor", "")),
-                          version=str(d.get("version", "")))
+    return Representation(
+        name=name, array=arr, extractor=str(d.get("extractor", "")), version=str(d.get("version", ""))
+    )
 
 
 def decode_features(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> FeatureMessage:
@@ -232,12 +256,19 @@ def decode_features(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> FeatureM
         raise SchemaError("bad_field", f"clip index {clip} < 0")
     clip = _int_range(obj, "clip", 0, MAX_INDEX)
     m = FeatureMessage(
-        camera=camera, clip=clip,
-        pts_start=_float_range(obj, "pts_start", 0.0, MAX_PTS), pts_end=_float_range(obj, "pts_end", 0.0, MAX_PTS),
-        wall_start=_float_range(obj, "wall_start", *WALL_RANGE), wall_end=_float_range(obj, "wall_end", *WALL_RANGE),
-        frame_start=_int_range(obj, "frame_start", 0, MAX_INDEX), frame_end=_int_range(obj, "frame_end", 0, MAX_INDEX),
-        produced=_float_range(obj, "produced", *WALL_RANGE), reps=reps, v=obj["v"],
-        epoch=_int_range(obj, "epoch", 0, MAX_EPOCH, default=0))
+        camera=camera,
+        clip=clip,
+        pts_start=_float_range(obj, "pts_start", 0.0, MAX_PTS),
+        pts_end=_float_range(obj, "pts_end", 0.0, MAX_PTS),
+        wall_start=_float_range(obj, "wall_start", *WALL_RANGE),
+        wall_end=_float_range(obj, "wall_end", *WALL_RANGE),
+        frame_start=_int_range(obj, "frame_start", 0, MAX_INDEX),
+        frame_end=_int_range(obj, "frame_end", 0, MAX_INDEX),
+        produced=_float_range(obj, "produced", *WALL_RANGE),
+        reps=reps,
+        v=obj["v"],
+        epoch=_int_range(obj, "epoch", 0, MAX_EPOCH, default=0),
+    )
     if m.pts_end < m.pts_start or m.frame_end < m.frame_start or m.wall_end < m.wall_start:
         raise SchemaError("bad_field", "clip end precedes its start")
     if m.pts_end - m.pts_start > MAX_CLIP_SECONDS or m.wall_end - m.wall_start > MAX_CLIP_SECONDS:
@@ -245,14 +276,34 @@ def decode_features(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> FeatureM
     return m
 
 
-def dead_letter_payload(raw: bytes | None, reason: str, detail: str, topic: str, partition: int,
-                        offset: int, key: bytes | None, keep_bytes: int = 65536) -> bytes:
+def dead_letter_payload(
+    raw: bytes | None,
+    reason: str,
+    detail: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    keep_bytes: int = 65536,
+) -> bytes:
     """Dead-letter record: msgpack map with the reason, origin and (a prefix of) the raw payload."""
     raw = bytes(raw or b"")
-    return _pack({"v": SCHEMA_VERSION, "kind": "dead_letter", "reason": reason, "detail": detail[:500],
-                  "topic": topic, "partition": int(partition), "offset": int(offset),
-                  "key": key, "size": len(raw), "payload": raw[:keep_bytes],
-                  "truncated": len(raw) > keep_bytes, "produced": time.time()})
+    return _pack(
+        {
+            "v": SCHEMA_VERSION,
+            "kind": "dead_letter",
+            "reason": reason,
+            "detail": detail[:500],
+            "topic": topic,
+            "partition": int(partition),
+            "offset": int(offset),
+            "key": key,
+            "size": len(raw),
+            "payload": raw[:keep_bytes],
+            "truncated": len(raw) > keep_bytes,
+            "produced": time.time(),
+        }
+    )
 
 
 def decode_dead_letter(data: bytes) -> dict[str, Any]:

@@ -1,4 +1,5 @@
 """SIGINT/SIGTERM handling shared by the worker and replay commands."""
+
 from __future__ import annotations
 
 import signal
@@ -18,8 +19,9 @@ def install_signal_handlers(stop: Callable[[], None]) -> Callable[[], None]:
 
     def handler(signum, frame):
         hits["n"] += 1
-        get_logger("fusewatch.stream.worker").warning("signal received, stopping",
-                                            extra={"fields": {"signal": signal.Signals(signum).name}})
+        get_logger("fusewatch.stream.worker").warning(
+            "signal received, stopping", extra={"fields": {"signal": signal.Signals(signum).name}}
+        )
         stop()
         if hits["n"] >= 2:
             for s, h in old.items():

@@ -6,6 +6,7 @@
 :meth:`WorkerStats.lost_summary` / :meth:`ReplayResult.lost_summary` give the one line the CLI
 prints before exiting with status 1.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,7 +50,7 @@ class WorkerStats:
     """The first delivery error of a lost clip (None when nothing was lost)."""
 
     @classmethod
-    def from_snapshot(cls, snap: dict[str, Any], **info: Any) -> "WorkerStats":
+    def from_snapshot(cls, snap: dict[str, Any], **info: Any) -> WorkerStats:
         """From :meth:`WorkerMetrics.snapshot` plus ``info`` (camera, source, fps, ...)."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in {**snap, **info}.items() if k in names})
@@ -64,8 +65,10 @@ class WorkerStats:
         if not self.clips_lost:
             return None
         why = f": {self.lost_error}" if self.lost_error else ""
-        return (f"camera {self.camera}: {self.clips_lost} clip(s) lost (not delivered), "
-                f"{self.clips_published} published{why}")
+        return (
+            f"camera {self.camera}: {self.clips_lost} clip(s) lost (not delivered), "
+            f"{self.clips_published} published{why}"
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -102,5 +105,7 @@ class ReplayResult:
             return None
         first = next((s.lost_error for s in lost.values() if s.lost_error), None)
         per = ", ".join(f"{c}: {s.clips_lost}" for c, s in lost.items())
-        return (f"{self.clips_lost} clip(s) lost (not delivered; {per}), {self.clips_published} of "
-                f"{self.clips_produced} published" + (f"; first error: {first}" if first else ""))
+        return (
+            f"{self.clips_lost} clip(s) lost (not delivered; {per}), {self.clips_published} of "
+            f"{self.clips_produced} published" + (f"; first error: {first}" if first else "")
+        )

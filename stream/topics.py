@@ -1,4 +1,5 @@
 """Create fusewatch's Kafka topics (features, alerts, dead letter) — idempotently."""
+
 from __future__ import annotations
 
 import logging
@@ -25,8 +26,10 @@ class TopicResult:
 
     def __str__(self) -> str:
         isr = "" if self.min_insync_replicas is None else f", min.insync.replicas {self.min_insync_replicas}"
-        return (f"{self.name}: {self.action} ({self.partitions} partition{'s' if self.partitions != 1 else ''}, "
-                f"replication factor {self.replication_factor}{isr})")
+        return (
+            f"{self.name}: {self.action} ({self.partitions} partition{'s' if self.partitions != 1 else ''}, "
+            f"replication factor {self.replication_factor}{isr})"
+        )
 
 
 def replication_settings(cfg: Config, brokers: int) -> tuple[int, int]:
@@ -35,16 +38,19 @@ def replication_settings(cfg: Config, brokers: int) -> tuple[int, int]:
     :class:`TransportError` when the cluster has fewer brokers than the replication factor."""
     rf = cfg.topics.replication_factor or min(3, max(1, brokers))
     if rf > brokers:
-        raise TransportError(f"topics: replication factor {rf} needs >= {rf} brokers, the cluster at "
-                             f"{cfg.kafka.bootstrap_servers} has {brokers} (set topics.replication_factor)")
+        raise TransportError(
+            f"topics: replication factor {rf} needs >= {rf} brokers, the cluster at "
+            f"{cfg.kafka.bootstrap_servers} has {brokers} (set topics.replication_factor)"
+        )
     isr = cfg.topics.min_insync_replicas or (2 if rf >= 3 else 1)
     if isr > rf:
         raise TransportError(f"topics: min.insync.replicas {isr} > replication factor {rf}")
     return rf, isr
 
 
-def create_topics(cfg: Config, partitions: int | None = None,
-                  names: list[str] | None = None, configs: dict[str, str] | None = None) -> list[TopicResult]:
+def create_topics(
+    cfg: Config, partitions: int | None = None, names: list[str] | None = None, configs: dict[str, str] | None = None
+) -> list[TopicResult]:
     """Create ``cfg.topics.features``, ``alerts``, ``dead_letter``, ``scores`` and ``thumbnails`` (or
     ``names``) with ``partitions`` (default ``cfg.topics.partitions``), replication factor and
     ``min.insync.replicas`` from :func:`replication_settings` (3 and 2 on a cluster, 1 and 1 on a
@@ -58,8 +64,18 @@ def create_topics(cfg: Config, partitions: int | None = None,
     n = int(partitions or cfg.topics.partitions)
     if n <= 0:
         raise TransportError(f"topics: partitions must be > 0 (got {n})")
-    names = list(dict.fromkeys(names or [cfg.topics.features, cfg.topics.alerts, cfg.topics.dead_letter,
-                                                 cfg.topics.scores, cfg.topics.thumbnails]))
+    names = list(
+        dict.fromkeys(
+            names
+            or [
+                cfg.topics.features,
+                cfg.topics.alerts,
+                cfg.topics.dead_letter,
+                cfg.topics.scores,
+                cfg.topics.thumbnails,
+            ]
+        )
+    )
     admin = admin_client(cfg)
     try:
         rf, isr = replication_settings(cfg, len(admin.describe_cluster().get("brokers") or []))
@@ -67,19 +83,28 @@ def create_topics(cfg: Config, partitions: int | None = None,
         todo = [t for t in names if t not in existing]
         created: set[str] = set()
         if todo:
-            spec = {t: {"num_partitions": n, "replication_factor": rf,
-                        "configs": {"max.message.bytes": str(cfg.max_message_bytes + _RECORD_OVERHEAD),
-                                    "min.insync.replicas": str(isr), **(configs or {})}}
-                    for t in todo}
-            resp = admin.create_topics(spec, timeout_ms=int(cfg.kafka.request_timeout_ms),
-                                       raise_errors=False)
+            spec = {
+                t: {
+                    "num_partitions": n,
+                    "replication_factor": rf,
+                    "configs": {
+                        "max.message.bytes": str(cfg.max_message_bytes + _RECORD_OVERHEAD),
+                        "min.insync.replicas": str(isr),
+                        **(configs or {}),
+                    },
+                }
+                for t in todo
+            }
+            resp = admin.create_topics(spec, timeout_ms=int(cfg.kafka.request_timeout_ms), raise_errors=False)
             for t in resp.get("topics", []):
                 code = t.get("error_code", 0)
                 if code == 0:
                     created.add(t["name"])
                 elif code != kerr.TopicAlreadyExistsError.errno:  # raced with another creator: fine
-                    raise TransportError(f"create topic {t['name']!r} failed: "
-                                         f"{kerr.for_code(code).__name__}: {t.get('error_message') or ''}".rstrip(": "))
+                    raise TransportError(
+                        f"create topic {t['name']!r} failed: "
+                        f"{kerr.for_code(code).__name__}: {t.get('error_message') or ''}".rstrip(": ")
+                    )
             admin.wait_for_topics(todo, timeout_ms=int(cfg.kafka.request_timeout_ms))
         desc = {t["name"]: t.get("partitions") or [] for t in admin.describe_topics(names)}
     except kerr.KafkaError as e:
@@ -89,12 +114,15 @@ def create_topics(cfg: Config, partitions: int | None = None,
     out = []
     for t in names:
         parts = desc.get(t, [])
-        r = TopicResult(t, "created" if t in created else "exists", len(parts),
-                        max((len(p.get("replica_nodes") or []) for p in parts), default=0),
-                        isr if t in created else None)
+        r = TopicResult(
+            t,
+            "created" if t in created else "exists",
+            len(parts),
+            max((len(p.get("replica_nodes") or []) for p in parts), default=0),
+            isr if t in created else None,
+        )
         if r.action == "exists" and r.partitions < n:
-            log.warning("topic %s exists with %d partitions (< %d requested); left unchanged",
-                        t, r.partitions, n)
+            log.warning("topic %s exists with %d partitions (< %d requested); left unchanged", t, r.partitions, n)
         log.info("%s", r)
         out.append(r)
     return out
@@ -104,5 +132,4 @@ def create_models_topic(cfg: Config) -> TopicResult:
     """Create ``cfg.topics.models`` (model manifests for live rollout): one partition (one total
     order of publications), compacted (at least the newest manifest per deployment is kept
     forever; the uncompacted tail is the audit trail)."""
-    return create_topics(cfg, partitions=1, names=[cfg.topics.models],
-                         configs={"cleanup.policy": "compact"})[0]
+    return create_topics(cfg, partitions=1, names=[cfg.topics.models], configs={"cleanup.policy": "compact"})[0]

@@ -19,6 +19,7 @@ for a size limit ends the run at once with :class:`RecordTooLargeError` (waiting
 
 CLI: :func:`add_commands` registers ``worker``, ``replay`` and ``extract`` subcommands.
 """
+
 from __future__ import annotations
 
 import threading
@@ -53,10 +54,23 @@ class Worker:
     ``serve_metrics``: start the Prometheus server when ``cfg.worker.metrics_port`` is set.
     """
 
-    def __init__(self, cfg, camera: str, source: str, transport=None, extractors=None,
-                 wall_anchor: float | None = None, realtime: bool = False, *, speed: float = 1.0,
-                 loop: int = 1, overflow: str | None = None, sink: Sink | None = None,
-                 metric_set: MetricSet | None = None, serve_metrics: bool = True):
+    def __init__(
+        self,
+        cfg,
+        camera: str,
+        source: str,
+        transport=None,
+        extractors=None,
+        wall_anchor: float | None = None,
+        realtime: bool = False,
+        *,
+        speed: float = 1.0,
+        loop: int = 1,
+        overflow: str | None = None,
+        sink: Sink | None = None,
+        metric_set: MetricSet | None = None,
+        serve_metrics: bool = True,
+    ):
         if not camera or len(camera) > 256:
             raise SourceError(f"camera id must be 1..256 characters (got {camera!r})")
         self.cfg = cfg
@@ -74,6 +88,7 @@ class Worker:
         self.transport = transport
         if self.transport is None and sink is None:
             from .transport import make_transport
+
             self.transport = make_transport(cfg, consume=False)
             self._own_transport = True
         if extractors is None:
@@ -86,9 +101,18 @@ class Worker:
             raise SourceError(f"worker: duplicate representation names {names}")
         self.want_audio = any(getattr(e, "needs_audio", False) for e in self.extractors)
         # parse the URI now: unsupported schemes / missing files fail before run()
-        self.source = VideoSource(self.source_uri, cfg.source, wall_anchor=wall_anchor, realtime=realtime,
-                                  speed=speed, loop=loop, overflow=overflow, want_audio=self.want_audio,
-                                  metrics=self.metrics, log=self.log)
+        self.source = VideoSource(
+            self.source_uri,
+            cfg.source,
+            wall_anchor=wall_anchor,
+            realtime=realtime,
+            speed=speed,
+            loop=loop,
+            overflow=overflow,
+            want_audio=self.want_audio,
+            metrics=self.metrics,
+            log=self.log,
+        )
         self.serve_metrics = serve_metrics
         self.metrics_port: int | None = None
         self.warning: str | None = None
@@ -103,8 +127,14 @@ class Worker:
         if sink is None:
             self._attach_monitors()
         from .live import ThumbnailPublisher
-        self.thumbnails = ThumbnailPublisher(None if sink is not None else self.transport, cfg.topics.thumbnails,
-                                             camera, cfg.worker.thumbnail_interval_s, cfg.worker.thumbnail_width)
+
+        self.thumbnails = ThumbnailPublisher(
+            None if sink is not None else self.transport,
+            cfg.topics.thumbnails,
+            camera,
+            cfg.worker.thumbnail_interval_s,
+            cfg.worker.thumbnail_width,
+        )
         """Callback on sampled frames: low-rate JPEGs on ``topics.thumbnails`` (not in offline extraction)."""
 
     # -- control ------------------------------------------------------------------------------
@@ -121,9 +151,16 @@ class Worker:
     def stats(self) -> WorkerStats:
         info = self.source.info
         return WorkerStats.from_snapshot(
-            self.metrics.snapshot(), camera=self.camera, source=self.source_uri, fps=info.get("fps"),
-            width=info.get("width"), height=info.get("height"), backend=info.get("backend"),
-            warning=self.warning, lost_error=self._lost_error)
+            self.metrics.snapshot(),
+            camera=self.camera,
+            source=self.source_uri,
+            fps=info.get("fps"),
+            width=info.get("width"),
+            height=info.get("height"),
+            backend=info.get("backend"),
+            warning=self.warning,
+            lost_error=self._lost_error,
+        )
 
     # -- main loop ----------------------------------------------------------------------------
     def run(self) -> WorkerStats:
@@ -137,8 +174,10 @@ class Worker:
             self.metrics_port = self.metrics.set.serve(cfg.worker.metrics_port)
             self.log.info("metrics server listening", extra={"fields": {"port": self.metrics_port}})
         builder = ClipBuilder.from_config(cfg)
-        self.log.info("worker started", extra={"fields": {
-            "source": self.source_uri, "extractors": ",".join(e.name for e in self.extractors)}})
+        self.log.info(
+            "worker started",
+            extra={"fields": {"source": self.source_uri, "extractors": ",".join(e.name for e in self.extractors)}},
+        )
         self.source.start()
         try:
             while not self._stop.is_set():
@@ -184,12 +223,26 @@ class Worker:
         if self._fatal is not None:
             raise self._fatal
         st = self.stats()
-        self.log.info("worker finished", extra={"fields": {
-            k: getattr(st, k) for k in ("frames_decoded", "frames_sampled", "frames_dropped", "reconnects",
-                                        "decode_errors", "clips_produced", "clips_published", "clips_lost")}})
+        self.log.info(
+            "worker finished",
+            extra={
+                "fields": {
+                    k: getattr(st, k)
+                    for k in (
+                        "frames_decoded",
+                        "frames_sampled",
+                        "frames_dropped",
+                        "reconnects",
+                        "decode_errors",
+                        "clips_produced",
+                        "clips_published",
+                        "clips_lost",
+                    )
+                }
+            },
+        )
         if st.clips_lost:
-            self.log.error("clips lost", extra={"fields": {"clips_lost": st.clips_lost,
-                                                           "error": st.lost_error or ""}})
+            self.log.error("clips lost", extra={"fields": {"clips_lost": st.clips_lost, "error": st.lost_error or ""}})
         return st
 
     def _flush(self) -> None:
@@ -209,22 +262,32 @@ class Worker:
         :mod:`.health`, state changes published as ``health`` records on the alerts topic)."""
         if self.cfg.evidence.enabled:
             from .evidence.segments import SegmentRecorder
+
             self.recorder = self.source.recorder = SegmentRecorder(self.cfg.evidence, self.camera)
         if self.cfg.health.enabled:
             from .health import HealthMonitor
+
             self.health = HealthMonitor(self.cfg.health, self._publish_health)
 
     def _publish_health(self, state: str, previous: str, since: float, detail: str) -> None:
         from .records import RECORD_HEADERS, encode_health
+
         self.metrics.inc("health_events")
         fields = {"state": state, "previous": previous, "detail": detail}
         (self.log.info if state == "ok" else self.log.warning)("camera health", extra={"fields": fields})
-        data = encode_health(self.camera, state, previous, since, detail,
-                             produced=since if self.deterministic else None)
+        data = encode_health(
+            self.camera, state, previous, since, detail, produced=since if self.deterministic else None
+        )
         try:
-            self.transport.produce(self.cfg.topics.alerts, self.camera, data, RECORD_HEADERS["health"],
-                                   on_delivery=lambda e: e and self.log.error(
-                                       "health record lost", extra={"fields": {**fields, "error": str(e)}}))
+            self.transport.produce(
+                self.cfg.topics.alerts,
+                self.camera,
+                data,
+                RECORD_HEADERS["health"],
+                on_delivery=lambda e: (
+                    e and self.log.error("health record lost", extra={"fields": {**fields, "error": str(e)}})
+                ),
+            )
         except Exception as e:
             self.log.error("health record not produced", extra={"fields": {**fields, "error": str(e)}})
 
@@ -240,8 +303,10 @@ class Worker:
                 arr = None
                 if e.name not in self._extract_failed:
                     self._extract_failed.add(e.name)
-                    self.log.error("extractor failed", extra={"fields": {
-                        "extractor": e.name, "error": f"{type(ex).__name__}: {ex}"}})
+                    self.log.error(
+                        "extractor failed",
+                        extra={"fields": {"extractor": e.name, "error": f"{type(ex).__name__}: {ex}"}},
+                    )
             self.metrics.observe_extract(e.name, time.perf_counter() - t0)
             if arr is None:
                 continue
@@ -251,8 +316,10 @@ class Worker:
             if a.shape != (e.dim,) or not np.isfinite(a).all():
                 if e.name not in self._extract_failed:
                     self._extract_failed.add(e.name)
-                    self.log.error("extractor returned an invalid vector", extra={"fields": {
-                        "extractor": e.name, "shape": str(a.shape), "dim": e.dim}})
+                    self.log.error(
+                        "extractor returned an invalid vector",
+                        extra={"fields": {"extractor": e.name, "shape": str(a.shape), "dim": e.dim}},
+                    )
                 continue
             reps.append(Representation(name=e.name, array=a, extractor=e.name, version=str(e.version)))
         return reps
@@ -266,10 +333,19 @@ class Worker:
         if not reps:
             self.log.warning("clip has no representation, not published", extra={"fields": {"clip": clip.index}})
             return None
-        msg = FeatureMessage(camera=self.camera, clip=clip.index, pts_start=clip.pts_start,
-                             pts_end=clip.pts_end, wall_start=clip.wall_start, wall_end=clip.wall_end,
-                             frame_start=clip.frame_start, frame_end=clip.frame_end, reps=reps,
-                             produced=clip.wall_end if self.deterministic else time.time(), epoch=self.epoch)
+        msg = FeatureMessage(
+            camera=self.camera,
+            clip=clip.index,
+            pts_start=clip.pts_start,
+            pts_end=clip.pts_end,
+            wall_start=clip.wall_start,
+            wall_end=clip.wall_end,
+            frame_start=clip.frame_start,
+            frame_end=clip.frame_end,
+            reps=reps,
+            produced=clip.wall_end if self.deterministic else time.time(),
+            epoch=self.epoch,
+        )
         ready = clip.ready_mono
         if self.sink is not None:
             try:
@@ -286,12 +362,17 @@ class Worker:
             err = RecordTooLargeError(
                 f"camera {self.camera} clip {clip.index}: feature message of {len(data)} bytes exceeds "
                 f"max_message_bytes={self.cfg.max_message_bytes}; raise max_message_bytes (and the topic's "
-                f"max.message.bytes) or configure fewer/smaller representations")
+                f"max.message.bytes) or configure fewer/smaller representations"
+            )
             self._lost(clip.index, err, produce_failed=True)
             raise err
         try:
-            self.transport.produce(self.cfg.topics.features, self.camera, data,
-                                   on_delivery=lambda e, i=clip.index: self._delivered(i, ready, e))
+            self.transport.produce(
+                self.cfg.topics.features,
+                self.camera,
+                data,
+                on_delivery=lambda e, i=clip.index: self._delivered(i, ready, e),
+            )
         except RecordTooLargeError as e:
             self._lost(clip.index, e, produce_failed=True)
             raise

@@ -7,5 +7,4 @@ the warnings that are ours. They are silenced here, for that module only.
 
 
 def pytest_configure(config):
-    config.addinivalue_line(
-        "filterwarnings", "ignore:(read_text|open_text) is deprecated:DeprecationWarning")
+    config.addinivalue_line("filterwarnings", "ignore:(read_text|open_text) is deprecated:DeprecationWarning")

@@ -15,6 +15,7 @@ in FP16 (``BuilderFlag.FP16`` or a strongly typed float16 network) with every la
 float16 by ``onnx.reference`` — the worst case TensorRT may choose. ``fp16_flag=False`` gives the
 TensorRT ≥ 11 / TensorRT-RTX flavour (no ``BuilderFlag.FP16``).
 """
+
 from __future__ import annotations
 
 import enum
@@ -56,8 +57,12 @@ class State:
 class FakeCuda(CudaOps):
     """CUDA stand-in: "device" buffers are numpy arrays addressed by their data pointer."""
 
-    def __init__(self, state: State, devices: tuple[str, ...] = ("Fake GPU A", "Fake GPU B"),
-                 usable: tuple[bool, str] = (True, "10.8.0")):
+    def __init__(
+        self,
+        state: State,
+        devices: tuple[str, ...] = ("Fake GPU A", "Fake GPU B"),
+        usable: tuple[bool, str] = (True, "10.8.0"),
+    ):
         self.state, self.devices, self.usable = state, devices, usable
 
     def probe(self, module):
@@ -130,8 +135,13 @@ def make_fake(version: str = "10.8.0.43", fp16_flag: bool = True, name: str = "t
 
     class Logger:
         REAL_NAME = "Logger"
-        INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = (Severity.INTERNAL_ERROR, Severity.ERROR,
-                                                         Severity.WARNING, Severity.INFO, Severity.VERBOSE)
+        INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = (
+            Severity.INTERNAL_ERROR,
+            Severity.ERROR,
+            Severity.WARNING,
+            Severity.INFO,
+            Severity.VERBOSE,
+        )
 
         def __init__(self, min_severity=Severity.WARNING):
             self.min_severity = min_severity
@@ -232,7 +242,7 @@ def make_fake(version: str = "10.8.0.43", fp16_flag: bool = True, name: str = "t
         REAL_NAME = "IBuilderConfig"
 
         def __init__(self):
-            self.flags = 1 << int(BuilderFlag.TF32)   # TensorRT enables TF32 by default
+            self.flags = 1 << int(BuilderFlag.TF32)  # TensorRT enables TF32 by default
             self.profiles: list[IOptimizationProfile] = []
             self.pools: dict = {}
             self.timing_cache = None
@@ -274,7 +284,7 @@ def make_fake(version: str = "10.8.0.43", fp16_flag: bool = True, name: str = "t
 
         def __init__(self, logger):
             state.record("Builder")
-            if state.failing("Builder"):   # what pybind11 raises when CUDA initialisation failed
+            if state.failing("Builder"):  # what pybind11 raises when CUDA initialisation failed
                 raise TypeError("pybind11::init(): factory function returned nullptr")
             self.logger = logger
 
@@ -290,22 +300,28 @@ def make_fake(version: str = "10.8.0.43", fp16_flag: bool = True, name: str = "t
 
         def build_serialized_network(self, network, config):
             profile = config.profiles[0].shapes if config.profiles else {}
-            state.record("build", flags={f.name for f in BuilderFlag if config.get_flag(f)},
-                         profile=dict(profile), network_flags=network.flags)
+            state.record(
+                "build",
+                flags={f.name for f in BuilderFlag if config.get_flag(f)},
+                profile=dict(profile),
+                network_flags=network.flags,
+            )
             if state.failing("build") or network.onnx is None:
                 return None
             for t in network._inputs:
                 if t.name not in profile:
-                    return None   # "Network has dynamic or shape inputs, but no optimization profile"
+                    return None  # "Network has dynamic or shape inputs, but no optimization profile"
                 lo, opt, hi = profile[t.name]
                 if not all(a <= b <= c for a, b, c in zip(lo, opt, hi)):
                     return None
             strongly_typed = bool(network.flags & (1 << int(NetworkDefinitionCreationFlag.STRONGLY_TYPED)))
-            header = {"profile": {k: [list(s) for s in v] for k, v in profile.items()},
-                      "fp16_flag": "FP16" in BuilderFlag.__members__ and config.get_flag(BuilderFlag["FP16"]),
-                      "strongly_typed": strongly_typed,
-                      "io": [[t.name, "in", list(t.shape)] for t in network._inputs]
-                      + [[t.name, "out", list(t.shape)] for t in network._outputs]}
+            header = {
+                "profile": {k: [list(s) for s in v] for k, v in profile.items()},
+                "fp16_flag": "FP16" in BuilderFlag.__members__ and config.get_flag(BuilderFlag["FP16"]),
+                "strongly_typed": strongly_typed,
+                "io": [[t.name, "in", list(t.shape)] for t in network._inputs]
+                + [[t.name, "out", list(t.shape)] for t in network._outputs],
+            }
             h = json.dumps(header).encode()
             return MAGIC + len(h).to_bytes(4, "little") + h + network.onnx
 
@@ -342,17 +358,16 @@ def make_fake(version: str = "10.8.0.43", fp16_flag: bool = True, name: str = "t
                 return self.shapes.get(name, tuple(shape))
             b = {s[0] for s in self.shapes.values()}
             if len(b) != 1 or len(self.shapes) < len(self.engine.inputs):
-                return tuple(shape)                     # not all input shapes known yet: -1 stays
+                return tuple(shape)  # not all input shapes known yet: -1 stays
             out = (b.pop(),) + tuple(shape[1:])
-            if state.fail.get("output_shape"):      # more columns than the buffer holds
+            if state.fail.get("output_shape"):  # more columns than the buffer holds
                 out = out[:-1] + (out[-1] + 1,)
-            if state.fail.get("output_rows"):       # fits the buffer, not the batch
+            if state.fail.get("output_rows"):  # fits the buffer, not the batch
                 out = (out[0] - 1,) + out[1:]
             return out
 
         def execute_async_v3(self, stream_handle):
-            state.record("execute", stream=stream_handle, shapes=dict(self.shapes),
-                         addresses=dict(self.addresses))
+            state.record("execute", stream=stream_handle, shapes=dict(self.shapes), addresses=dict(self.addresses))
             if state.failing("execute"):
                 return False
             if set(self.addresses) != set(self.engine.io) or set(self.shapes) != set(self.engine.inputs):
@@ -375,6 +390,7 @@ def make_fake(version: str = "10.8.0.43", fp16_flag: bool = True, name: str = "t
                 from onnx.reference import ReferenceEvaluator
 
                 from fusewatch.engines.serving.backends.fp16 import to_float16
+
                 typed16 = any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer)
                 # BuilderFlag.FP16: TensorRT may run any layer in FP16 — emulate all of them, Clip
                 # constants as given (the backend must have made them FP16-safe itself)
@@ -433,30 +449,71 @@ def make_fake(version: str = "10.8.0.43", fp16_flag: bool = True, name: str = "t
             if state.failing("deserialize") or not data.startswith(MAGIC):
                 return None
             n = int.from_bytes(data[8:12], "little")
-            return ICudaEngine(json.loads(data[12:12 + n]), data[12 + n:])
+            return ICudaEngine(json.loads(data[12 : 12 + n]), data[12 + n :])
 
-    for obj in (Logger, Builder, OnnxParser, Runtime, BuilderFlag, NetworkDefinitionCreationFlag,
-                MemoryPoolType, DataType, TensorIOMode, ComputeCapability):
+    for obj in (
+        Logger,
+        Builder,
+        OnnxParser,
+        Runtime,
+        BuilderFlag,
+        NetworkDefinitionCreationFlag,
+        MemoryPoolType,
+        DataType,
+        TensorIOMode,
+        ComputeCapability,
+    ):
         setattr(trt, obj.__name__, obj)
-    trt.IBuilderConfig, trt.INetworkDefinition, trt.IOptimizationProfile = (IBuilderConfig, INetworkDefinition,
-                                                                           IOptimizationProfile)
-    trt.ICudaEngine, trt.IExecutionContext, trt.ITensor, trt.ITimingCache = (ICudaEngine, IExecutionContext,
-                                                                             ITensor, ITimingCache)
+    trt.IBuilderConfig, trt.INetworkDefinition, trt.IOptimizationProfile = (
+        IBuilderConfig,
+        INetworkDefinition,
+        IOptimizationProfile,
+    )
+    trt.ICudaEngine, trt.IExecutionContext, trt.ITensor, trt.ITimingCache = (
+        ICudaEngine,
+        IExecutionContext,
+        ITensor,
+        ITimingCache,
+    )
     return trt, FakeCuda(state), state
 
 
 def engine_onnx(serialized: bytes) -> onnx.ModelProto:
     """The ONNX network inside a fake serialized engine (what the parser was given)."""
     n = int.from_bytes(serialized[8:12], "little")
-    return onnx.load_from_string(serialized[12 + n:])
+    return onnx.load_from_string(serialized[12 + n :])
 
 
-API_CLASSES = ("Logger", "Builder", "OnnxParser", "Runtime", "IBuilderConfig", "INetworkDefinition",
-               "IOptimizationProfile", "ICudaEngine", "IExecutionContext", "ITensor", "ITimingCache")
-API_ENUMS = ("BuilderFlag", "NetworkDefinitionCreationFlag", "MemoryPoolType", "DataType", "TensorIOMode",
-             "ComputeCapability")
-INSTANCE_API = {"Logger.min_severity", "IBuilderConfig.flags", "IBuilderConfig.num_compute_capabilities",
-                "INetworkDefinition.flags", "ITensor.name", "ITensor.shape", "ITensor.dtype"}
+API_CLASSES = (
+    "Logger",
+    "Builder",
+    "OnnxParser",
+    "Runtime",
+    "IBuilderConfig",
+    "INetworkDefinition",
+    "IOptimizationProfile",
+    "ICudaEngine",
+    "IExecutionContext",
+    "ITensor",
+    "ITimingCache",
+)
+API_ENUMS = (
+    "BuilderFlag",
+    "NetworkDefinitionCreationFlag",
+    "MemoryPoolType",
+    "DataType",
+    "TensorIOMode",
+    "ComputeCapability",
+)
+INSTANCE_API = {
+    "Logger.min_severity",
+    "IBuilderConfig.flags",
+    "IBuilderConfig.num_compute_capabilities",
+    "INetworkDefinition.flags",
+    "ITensor.name",
+    "ITensor.shape",
+    "ITensor.dtype",
+}
 """API attributes the fake sets per instance (invisible to ``vars(class)``)."""
 TENSORRT10_ONLY = {"BuilderFlag.FP16"}
 """Fake names that exist in TensorRT 10 only (not in TensorRT ≥ 11 / TensorRT-RTX)."""

@@ -8,6 +8,7 @@ module version :data:`MEDIAMTX_PINNED` is fetched with ``go mod download`` and b
 ``go build`` (its ``go generate`` outputs — version file, bundled hls.js — are replaced by stubs:
 the tests use RTSP only). Pre-build from a shell: ``python tests/media_servers.py --ensure``.
 """
+
 from __future__ import annotations
 
 import json
@@ -73,16 +74,24 @@ def build_mediamtx(timeout: float = 1200.0, log=None) -> Path:
     BIN_DIR.mkdir(parents=True, exist_ok=True)
     env = _go_env()
     out = lambda *a: log(*a) if log else None  # noqa: E731
-    r = subprocess.run([go, "install", f"{MEDIAMTX_MODULE}@latest"], env=env, capture_output=True,
-                       text=True, timeout=timeout)
+    r = subprocess.run(
+        [go, "install", f"{MEDIAMTX_MODULE}@latest"], env=env, capture_output=True, text=True, timeout=timeout
+    )
     if r.returncode == 0 and (BIN_DIR / "mediamtx").exists():
         return BIN_DIR / "mediamtx"
     out("go install @latest failed:", r.stderr.strip().splitlines()[-1:] or r.returncode)
-    r = subprocess.run([go, "mod", "download", "-json", f"{MEDIAMTX_MODULE}@{MEDIAMTX_PINNED}"], env=env,
-                       capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run(
+        [go, "mod", "download", "-json", f"{MEDIAMTX_MODULE}@{MEDIAMTX_PINNED}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if r.returncode != 0:
-        raise MediaServerUnavailable(f"cannot fetch {MEDIAMTX_MODULE}@{MEDIAMTX_PINNED} from the Go module "
-                                     f"proxy: {(r.stderr or r.stdout).strip()[-300:]}")
+        raise MediaServerUnavailable(
+            f"cannot fetch {MEDIAMTX_MODULE}@{MEDIAMTX_PINNED} from the Go module "
+            f"proxy: {(r.stderr or r.stdout).strip()[-300:]}"
+        )
     src_dir = Path(json.loads(r.stdout)["Dir"])
     with tempfile.TemporaryDirectory(prefix="mediamtx-src-") as tmp:
         src = Path(tmp) / "src"
@@ -97,11 +106,18 @@ def build_mediamtx(timeout: float = 1200.0, log=None) -> Path:
         hls = src / "internal/servers/hls/hls.min.js"
         if not hls.exists():
             hls.write_text("/* hls.js not bundled in this test build */\n")
-        r = subprocess.run([go, "build", "-o", str(BIN_DIR / "mediamtx"), "."], cwd=src, env=env,
-                           capture_output=True, text=True, timeout=timeout)
+        r = subprocess.run(
+            [go, "build", "-o", str(BIN_DIR / "mediamtx"), "."],
+            cwd=src,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if r.returncode != 0:
-            raise MediaServerUnavailable(f"go build of mediamtx {MEDIAMTX_PINNED} failed: "
-                                         f"{(r.stderr or r.stdout).strip()[-300:]}")
+            raise MediaServerUnavailable(
+                f"go build of mediamtx {MEDIAMTX_PINNED} failed: {(r.stderr or r.stdout).strip()[-300:]}"
+            )
     return BIN_DIR / "mediamtx"
 
 
@@ -135,16 +151,18 @@ class MediaMTX:
     def url(self, path: str = "cam") -> str:
         return f"rtsp://127.0.0.1:{self.port}/{path}"
 
-    def start(self, timeout: float = 10.0) -> "MediaMTX":
+    def start(self, timeout: float = 10.0) -> MediaMTX:
         conf = self.workdir / "mediamtx.yml"
         conf.write_text(
             "logLevel: info\n"
             f"rtspAddress: 127.0.0.1:{self.port}\n"
             "rtspTransports: [tcp]\n"
             "rtmp: no\nhls: no\nwebrtc: no\nsrt: no\napi: no\nmetrics: no\npprof: no\nplayback: no\n"
-            "paths:\n  all_others:\n")
-        self.proc = subprocess.Popen([str(self.binary), str(conf)], cwd=self.workdir,
-                                     stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT)
+            "paths:\n  all_others:\n"
+        )
+        self.proc = subprocess.Popen(
+            [str(self.binary), str(conf)], cwd=self.workdir, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT
+        )
         if not wait_port(self.port, timeout):
             self.stop(kill=True)
             raise MediaServerUnavailable(f"mediamtx did not listen on {self.port}: {self.log_tail()}")
@@ -175,11 +193,30 @@ class FFmpegPublisher:
         self.log_path = log_path or Path(tempfile.mkstemp(prefix="ffpub-", suffix=".log")[1])
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "FFmpegPublisher":
+    def start(self) -> FFmpegPublisher:
         self.proc = subprocess.Popen(
-            [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "warning", "-re", "-stream_loop", "-1",
-             "-i", self.file, "-c", "copy", "-f", "rtsp", "-rtsp_transport", "tcp", self.url],
-            stdout=subprocess.DEVNULL, stderr=open(self.log_path, "ab"))
+            [
+                FFMPEG,
+                "-hide_banner",
+                "-nostdin",
+                "-loglevel",
+                "warning",
+                "-re",
+                "-stream_loop",
+                "-1",
+                "-i",
+                self.file,
+                "-c",
+                "copy",
+                "-f",
+                "rtsp",
+                "-rtsp_transport",
+                "tcp",
+                self.url,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.log_path, "ab"),
+        )
         return self
 
     def alive(self) -> bool:
@@ -204,12 +241,30 @@ class FFmpegHTTPServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
-    def start(self) -> "FFmpegHTTPServer":
+    def start(self) -> FFmpegHTTPServer:
         loop = ["-stream_loop", "-1"] if self.loop else []
         self.proc = subprocess.Popen(
-            [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "warning", "-re", *loop, "-i", self.file,
-             "-c", "copy", "-f", "mpegts", "-listen", "1", self.url],
-            stdout=subprocess.DEVNULL, stderr=open(self.log_path, "ab"))
+            [
+                FFMPEG,
+                "-hide_banner",
+                "-nostdin",
+                "-loglevel",
+                "warning",
+                "-re",
+                *loop,
+                "-i",
+                self.file,
+                "-c",
+                "copy",
+                "-f",
+                "mpegts",
+                "-listen",
+                "1",
+                self.url,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.log_path, "ab"),
+        )
         return self
 
     def stop(self, kill: bool = False) -> None:

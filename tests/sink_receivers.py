@@ -1,5 +1,6 @@
 """Real receivers for the sink tests: an HTTP webhook receiver (stdlib server on a free loopback
 port) that fails the first attempts, and a Mosquitto broker process started from its Debian binary."""
+
 from __future__ import annotations
 
 import json
@@ -29,13 +30,21 @@ class WebhookReceiver:
             def do_POST(self):  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 ev = self.headers.get("X-Fusewatch-Event")
-                ok = verify_signature(outer.secret, self.headers.get(TIMESTAMP_HEADER), body,
-                                      self.headers.get(SIGNATURE_HEADER))
+                ok = verify_signature(
+                    outer.secret, self.headers.get(TIMESTAMP_HEADER), body, self.headers.get(SIGNATURE_HEADER)
+                )
                 with outer.lock:
                     n = sum(1 for r in outer.requests if r["event"] == ev)
                     fail = outer.fail_first is None or n < outer.fail_first
-                    outer.requests.append({"event": ev, "body": body, "signature_ok": ok, "failed": fail,
-                                           "content_type": self.headers.get("Content-Type")})
+                    outer.requests.append(
+                        {
+                            "event": ev,
+                            "body": body,
+                            "signature_ok": ok,
+                            "failed": fail,
+                            "content_type": self.headers.get("Content-Type"),
+                        }
+                    )
                 self.send_response(outer.fail_status if fail else 200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -75,8 +84,10 @@ class Mosquitto:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.conf = self.dir / "mosquitto.conf"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-                             f"persistence_location {self.dir}/\nlog_dest file {self.dir}/mosquitto.log\n")
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+            f"persistence_location {self.dir}/\nlog_dest file {self.dir}/mosquitto.log\n"
+        )
         self.proc: subprocess.Popen | None = None
 
     @staticmethod
@@ -84,8 +95,9 @@ class Mosquitto:
         return bool(shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists())
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([self.bin, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [self.bin, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:
@@ -93,8 +105,10 @@ class Mosquitto:
                 return
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: "
-                                       f"{(self.dir / 'mosquitto.log').read_text()[-500:]}")
+                    raise RuntimeError(
+                        f"mosquitto exited with {self.proc.returncode}: "
+                        f"{(self.dir / 'mosquitto.log').read_text()[-500:]}"
+                    ) from None
                 time.sleep(0.1)
         raise RuntimeError("mosquitto did not listen within 15 s")
 

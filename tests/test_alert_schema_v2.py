@@ -1,5 +1,6 @@
 """Alert record v2: JSON any consumer reads, checked against the packaged JSON Schema; v1 still read;
 the epoch passes through the tracker; the demo's terminal output (item 5)."""
+
 import io
 import json
 import logging
@@ -9,18 +10,38 @@ import jsonschema
 import pytest
 
 from fusewatch.engines.serving.alerts import AlertTracker, ClipScore, alert_id
+from fusewatch.stream.alert_schema import (
+    ALERT_SCHEMA_FILE,
+    AlertMessage,
+    alert_record,
+    decode_alert,
+    encode_alert,
+    encode_alert_v1,
+)
 from fusewatch.stream.config import load_config
 from fusewatch.stream.schema import Evidence, SchemaError
-from fusewatch.stream.alert_schema import ALERT_SCHEMA_FILE, AlertMessage, alert_record, decode_alert, encode_alert, encode_alert_v1
 
 SCHEMA = json.loads(ALERT_SCHEMA_FILE.read_text())
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 
 
 def alert(**kw):
-    base = dict(id="a1", type="new", camera="Kamera-Süd/1", score=0.9, peak=0.95, start_clip=3, end_clip=5,
-                start_time=1.7e9 + 0.1, end_time=1.7e9 + 2.5, model_name="lego", model_version="abc123",
-                backend="onnxruntime", evidence=[Evidence("fusewatch.features", 1, 42)], produced=1.7e9 + 3)
+    base = dict(
+        id="a1",
+        type="new",
+        camera="Kamera-Süd/1",
+        score=0.9,
+        peak=0.95,
+        start_clip=3,
+        end_clip=5,
+        start_time=1.7e9 + 0.1,
+        end_time=1.7e9 + 2.5,
+        model_name="lego",
+        model_version="abc123",
+        backend="onnxruntime",
+        evidence=[Evidence("fusewatch.features", 1, 42)],
+        produced=1.7e9 + 3,
+    )
     base.update(kw)
     return AlertMessage(**base)
 
@@ -30,8 +51,9 @@ def test_schema_file_is_a_valid_json_schema_shipped_as_package_data():
     assert ALERT_SCHEMA_FILE.parent.name == "schemas" and ALERT_SCHEMA_FILE.parent.parent.name == "stream"
 
 
-@pytest.mark.parametrize("kw", [{}, {"epoch": 7}, {"type": "end", "evidence": []},
-                                {"anomaly_map": [[0.0, 0.5], [1.0, 0.25]], "epoch": 2}])
+@pytest.mark.parametrize(
+    "kw", [{}, {"epoch": 7}, {"type": "end", "evidence": []}, {"anomaly_map": [[0.0, 0.5], [1.0, 0.25]], "epoch": 2}]
+)
 def test_encoder_output_validates_and_round_trips(kw):
     a = alert(**kw)
     raw = encode_alert(a)
@@ -68,20 +90,23 @@ def _mutated(fn):
     return d
 
 
-@pytest.mark.parametrize("mutate,reason", [
-    (lambda d: d.update(v=3), "unsupported_version"),
-    (lambda d: d.pop("v"), "missing_version"),
-    (lambda d: d.update(kind="features"), "wrong_kind"),
-    (lambda d: d.pop("camera"), "missing_field"),
-    (lambda d: d.update(camera=""), "bad_field"),
-    (lambda d: d.update(type="open"), "bad_alert_type"),
-    (lambda d: d.update(epoch=-1), "out_of_range"),
-    (lambda d: d.update(epoch=True), "bad_field"),
-    (lambda d: d.update(end_clip=5.5), "bad_field"),
-    (lambda d: d["model"].pop("version"), "missing_field"),
-    (lambda d: d.update(anomaly_map=[[0.1, 0.2], [0.3]]), "bad_shape"),
-    (lambda d: d.update(anomaly_map=[[1.5]]), "bad_field"),
-])
+@pytest.mark.parametrize(
+    "mutate,reason",
+    [
+        (lambda d: d.update(v=3), "unsupported_version"),
+        (lambda d: d.pop("v"), "missing_version"),
+        (lambda d: d.update(kind="features"), "wrong_kind"),
+        (lambda d: d.pop("camera"), "missing_field"),
+        (lambda d: d.update(camera=""), "bad_field"),
+        (lambda d: d.update(type="open"), "bad_alert_type"),
+        (lambda d: d.update(epoch=-1), "out_of_range"),
+        (lambda d: d.update(epoch=True), "bad_field"),
+        (lambda d: d.update(end_clip=5.5), "bad_field"),
+        (lambda d: d["model"].pop("version"), "missing_field"),
+        (lambda d: d.update(anomaly_map=[[0.1, 0.2], [0.3]]), "bad_shape"),
+        (lambda d: d.update(anomaly_map=[[1.5]]), "bad_field"),
+    ],
+)
 def test_decoder_and_json_schema_reject_the_same_bad_records(mutate, reason):
     d = _mutated(mutate)
     with pytest.raises(SchemaError) as e:
@@ -91,8 +116,10 @@ def test_decoder_and_json_schema_reject_the_same_bad_records(mutate, reason):
         assert not VALIDATOR.is_valid(d)
 
 
-@pytest.mark.parametrize("raw,reason", [(b"{not json", "undecodable"), (b"{\"v\": 2, \xff}", "undecodable"),
-                                        (b" [1, 2]", "undecodable"), (b"", "empty")])
+@pytest.mark.parametrize(
+    "raw,reason",
+    [(b"{not json", "undecodable"), (b'{"v": 2, \xff}', "undecodable"), (b" [1, 2]", "undecodable"), (b"", "empty")],
+)
 def test_garbage_is_a_schema_error(raw, reason):
     with pytest.raises(SchemaError) as e:
         decode_alert(raw)
@@ -112,6 +139,7 @@ def test_tracker_carries_the_stream_epoch_into_the_record_and_the_id():
 
 def test_demo_console_does_not_wrap_alert_lines_when_piped():
     from fusewatch.cli.demo import human_console
+
     con = human_console()
     con.file = io.StringIO()  # not a terminal
     line = "  new    camera=" + "x" * 150 + " clips 1–9 score=0.93 peak=0.97 id=" + "f" * 20
@@ -123,6 +151,7 @@ def test_demo_hides_info_lines_unless_a_level_is_asked_for(monkeypatch):
     from argparse import Namespace
 
     from fusewatch.cli.demo import quiet_info_logs
+
     lg = logging.getLogger("fusewatch")
     old = lg.level
     try:

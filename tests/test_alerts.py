@@ -1,4 +1,5 @@
 """Alert state machine: hysteresis, min duration, cool-down, update rate, stable ids."""
+
 from fusewatch.engines.serving.alerts import AlertTracker, ClipScore, alert_id
 from fusewatch.stream.config import AlertsConfig
 from fusewatch.stream.schema import Evidence
@@ -13,8 +14,9 @@ def run(scores, **cfg):
 
 
 def test_hysteresis_new_update_end_share_id():
-    msgs = run([0.1, 0.7, 0.7, 0.5, 0.5, 0.5, 0.45, 0.3, 0.1], on=0.6, off=0.4, min_duration=1.5,
-               cooldown=0, update_interval=2)
+    msgs = run(
+        [0.1, 0.7, 0.7, 0.5, 0.5, 0.5, 0.45, 0.3, 0.1], on=0.6, off=0.4, min_duration=1.5, cooldown=0, update_interval=2
+    )
     assert [m.type for m in msgs] == ["new", "update", "update", "end"]
     assert len({m.id for m in msgs}) == 1 and msgs[0].id == alert_id("cam", 1, "v1")
     assert msgs[0].start_clip == 1 and msgs[-1].end_clip == 7

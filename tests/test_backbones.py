@@ -1,5 +1,6 @@
 """CNN backbones: the weights load right (ImageNet photos classified, BN statistics consistent),
 the exported ONNX graphs match torch on real frames, and the ONNX cache is reused."""
+
 from __future__ import annotations
 
 import time
@@ -16,8 +17,8 @@ from fusewatch.stream.extractors import build_extractors  # noqa: E402
 from fusewatch.stream.extractors.backbone_onnx import onnx_filename  # noqa: E402
 from fusewatch.stream.extractors.backbones import preprocess  # noqa: E402
 from fusewatch.stream.extractors.cnn_models import BACKBONES, load_torch_model, weights_sha256  # noqa: E402
-
 from fusewatch.stream.paths import shared_data  # noqa: E402
+
 SHARED = shared_data()
 CAT_CLASSES = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 CUP_CLASSES = {504, 968}  # coffee mug, cup
@@ -39,9 +40,26 @@ def _video_frames(path: Path, n: int, step: int = 1) -> list[np.ndarray]:
 
 def _photos() -> list[np.ndarray]:
     out = []
-    for name in ("chelsea", "coffee", "astronaut", "rocket", "immunohistochemistry",
-                 "hubble_deep_field", "camera", "coins", "moon", "clock", "retina", "brick",
-                 "grass", "gravel", "colorwheel", "logo", "page", "text"):
+    for name in (
+        "chelsea",
+        "coffee",
+        "astronaut",
+        "rocket",
+        "immunohistochemistry",
+        "hubble_deep_field",
+        "camera",
+        "coins",
+        "moon",
+        "clock",
+        "retina",
+        "brick",
+        "grass",
+        "gravel",
+        "colorwheel",
+        "logo",
+        "page",
+        "text",
+    ):
         im = np.asarray(getattr(skdata, name)())
         if im.dtype == bool:
             im = im.astype(np.uint8) * 255
@@ -59,8 +77,7 @@ def model_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def built(model_dir):
     """The first build_extractors call of this module: exports both backbones into model_dir."""
-    exs = build_extractors(FeaturesConfig(extractors=["mobilenetv2", "effnet_lite0"],
-                                          model_dir=str(model_dir)))
+    exs = build_extractors(FeaturesConfig(extractors=["mobilenetv2", "effnet_lite0"], model_dir=str(model_dir)))
     assert all(e.exported and e.onnx_path.is_file() for e in exs)
     return exs
 
@@ -112,8 +129,11 @@ def _bn_discrepancy(model, x) -> float:
 
     def hook(m, inp, out):
         a = inp[0].double()
-        vals.append(((a.mean((0, 2, 3)) - m.running_mean.double()).abs()
-                     / (m.running_var.double() + m.eps).sqrt()).mean().item())
+        vals.append(
+            ((a.mean((0, 2, 3)) - m.running_mean.double()).abs() / (m.running_var.double() + m.eps).sqrt())
+            .mean()
+            .item()
+        )
 
     for mod in model.modules():
         if isinstance(mod, torch.nn.BatchNorm2d):
@@ -175,8 +195,9 @@ def test_mobilenetv2_agrees_with_effnet_on_image_similarity(sessions):
 
 @pytest.mark.parametrize("name", ["mobilenetv2", "effnet_lite0"])
 def test_onnx_matches_torch_on_real_frames(name, sessions):
-    frames = (_video_frames(SHARED / "ped2" / "train_01.mp4", 4, step=10)
-              + _video_frames(SHARED / "cctv" / "vtest.avi", 4, step=25))
+    frames = _video_frames(SHARED / "ped2" / "train_01.mp4", 4, step=10) + _video_frames(
+        SHARED / "cctv" / "vtest.avi", 4, step=25
+    )
     x = preprocess(frames, name)
     assert x.shape == (8, 3, 224, 224) and x.dtype == np.float32
     with torch.no_grad():
@@ -191,7 +212,8 @@ def test_onnx_matches_torch_on_real_frames(name, sessions):
 def test_build_extractors_exports_once_and_reuses(model_dir, built):
     files = sorted(model_dir.glob("*.onnx"))
     assert [f.name for f in files] == sorted(
-        onnx_filename(n, weights_sha256(BACKBONES[n].weights())) for n in ("mobilenetv2", "effnet_lite0"))
+        onnx_filename(n, weights_sha256(BACKBONES[n].weights())) for n in ("mobilenetv2", "effnet_lite0")
+    )
     assert {e.onnx_path for e in built} == set(files)
     mtimes = {f: f.stat().st_mtime_ns for f in files}
     time.sleep(0.01)
@@ -209,21 +231,23 @@ def test_build_extractors_exports_once_and_reuses(model_dir, built):
 def test_damaged_cache_file_is_re_exported(tmp_path):
     path = tmp_path / onnx_filename("mobilenetv2", weights_sha256(BACKBONES["mobilenetv2"].weights()))
     path.write_bytes(b"not a model")  # e.g. a truncated file from a full disk
-    ex, = build_extractors(FeaturesConfig(extractors=["mobilenetv2"], model_dir=str(tmp_path)))
+    (ex,) = build_extractors(FeaturesConfig(extractors=["mobilenetv2"], model_dir=str(tmp_path)))
     assert ex.exported and ex.onnx_path == path and path.stat().st_size > 1_000_000
 
 
 def test_clip_pooling_and_frame_subset(sessions, model_dir):
     frames = _video_frames(SHARED / "cctv" / "vtest.avi", 16)
-    mean_ex, = build_extractors(FeaturesConfig(extractors=["mobilenetv2"], model_dir=str(model_dir),
-                                               cnn_frames=0))   # every frame of the clip
+    (mean_ex,) = build_extractors(
+        FeaturesConfig(extractors=["mobilenetv2"], model_dir=str(model_dir), cnn_frames=0)
+    )  # every frame of the clip
     per = mean_ex.per_frame(frames)
     v = mean_ex.extract(frames, None, None)
     assert v.shape == (1280,) and v.dtype == np.float32 and np.isfinite(v).all()
     np.testing.assert_allclose(v, per.mean(0), rtol=1e-5, atol=1e-6)
 
-    cfg = FeaturesConfig(extractors=["effnet_lite0", "mobilenetv2"], pool="meanmax",
-                         model_dir=str(model_dir), cnn_frames=0)
+    cfg = FeaturesConfig(
+        extractors=["effnet_lite0", "mobilenetv2"], pool="meanmax", model_dir=str(model_dir), cnn_frames=0
+    )
     eff, mnv2 = build_extractors(cfg)
     assert eff.dim == mnv2.dim == 2560
     mm = mnv2.extract(frames, None, None)
@@ -233,28 +257,33 @@ def test_clip_pooling_and_frame_subset(sessions, model_dir):
     assert eff.extract(frames, None, None).shape == (2560,)
 
     cfg = FeaturesConfig(extractors=["mobilenetv2"], model_dir=str(model_dir), cnn_frames=4)
-    sub, = build_extractors(cfg)
-    np.testing.assert_allclose(sub.extract(frames, None, None), per[[2, 6, 10, 14]].mean(0),
-                               rtol=1e-5, atol=1e-6)
+    (sub,) = build_extractors(cfg)
+    np.testing.assert_allclose(sub.extract(frames, None, None), per[[2, 6, 10, 14]].mean(0), rtol=1e-5, atol=1e-6)
 
 
 def test_spatial_max_pooling_matches_torch_and_caches_separately(sessions, model_dir):
     """``features.cnn_spatial = "max"``: global max of the last feature map, exported to its own
     ONNX file (the avg file stays valid), equal to torch, ≥ the average channel by channel, and
     named in the extractor version so features of the two poolings are never mixed."""
-    frames = (_video_frames(SHARED / "ped2" / "test_02.mp4", 3, step=40)
-              + _video_frames(SHARED / "cctv" / "vtest.avi", 3, step=25))
-    avg_ex, = build_extractors(FeaturesConfig(extractors=["mobilenetv2"], model_dir=str(model_dir)))
-    max_ex, = build_extractors(FeaturesConfig(extractors=["mobilenetv2"], model_dir=str(model_dir),
-                                              cnn_spatial="max"))
+    frames = _video_frames(SHARED / "ped2" / "test_02.mp4", 3, step=40) + _video_frames(
+        SHARED / "cctv" / "vtest.avi", 3, step=25
+    )
+    (avg_ex,) = build_extractors(FeaturesConfig(extractors=["mobilenetv2"], model_dir=str(model_dir)))
+    (max_ex,) = build_extractors(
+        FeaturesConfig(extractors=["mobilenetv2"], model_dir=str(model_dir), cnn_spatial="max")
+    )
     assert max_ex.exported and max_ex.onnx_path != avg_ex.onnx_path
     assert max_ex.onnx_path.name == onnx_filename(
-        "mobilenetv2", weights_sha256(BACKBONES["mobilenetv2"].weights()), spatial="max")
+        "mobilenetv2", weights_sha256(BACKBONES["mobilenetv2"].weights()), spatial="max"
+    )
     assert max_ex.version == avg_ex.version + "-smax" and max_ex.dim == avg_ex.dim == 1280
     got = max_ex.per_frame(frames)
     with torch.no_grad():
-        fmap = load_torch_model("mobilenetv2", classifier=False).feature_map(
-            torch.from_numpy(preprocess(frames, "mobilenetv2"))).numpy()
+        fmap = (
+            load_torch_model("mobilenetv2", classifier=False)
+            .feature_map(torch.from_numpy(preprocess(frames, "mobilenetv2")))
+            .numpy()
+        )
     assert fmap.shape == (len(frames), 1280, 7, 7)
     np.testing.assert_allclose(got, fmap.max((2, 3)), atol=1e-3)
     avg = avg_ex.per_frame(frames)

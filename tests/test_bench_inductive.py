@@ -1,5 +1,6 @@
 """``bench ped2`` inductive headline (engines/bench/ped2_inductive.py) on tiny data: folds hold every
 video out once, the rows and checks are reported, and the command writes JSON + Markdown."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,7 +12,6 @@ import torch
 
 from fusewatch.engines.bench import ped2_inductive as PI
 from fusewatch.stream.config import Config, load_config
-
 from tests.test_train_eval import synthetic
 
 
@@ -47,7 +47,7 @@ def test_run_inductive_on_synthetic_videos():
     rep = PI.run_inductive(ds, "unused", _cfg(), seeds=(0, 1), baseline=False)
     held = [n for f in rep["folds"] for n in f["held"]]
     assert sorted(held) == sorted(v.name for v in ds.videos) and len(rep["folds"]) == 3
-    for f in rep["folds"]:                  # a fold never trains on what it holds out
+    for f in rep["folds"]:  # a fold never trains on what it holds out
         assert not set(f["held"]) & set(f["train"])
     assert set(rep["rows"]) == {"default", "concat", "single:a", "single:b"}
     for r in rep["rows"].values():
@@ -63,6 +63,7 @@ def test_run_inductive_on_synthetic_videos():
 
 
 from fusewatch.stream.paths import shared_data  # noqa: E402
+
 PED2 = shared_data("ped2")
 
 
@@ -71,15 +72,33 @@ def test_bench_ped2_inductive_command(tmp_path):
     """The default protocol of ``bench ped2`` on a tiny Ped2 folder (flow, 1 seed, 2 epochs)."""
     from fusewatch.cli.bench import add_commands
     from tests.test_ped2_stream import _subset_dir
+
     vdir = _subset_dir(tmp_path / "videos", ("test_02", "train_01", "test_04", "train_08"))
     parser = argparse.ArgumentParser()
     add_commands(parser.add_subparsers(dest="command"))
     out_json, out_md = tmp_path / "ind.json", tmp_path / "ind.md"
-    args = parser.parse_args(["bench", "ped2", "--videos", str(vdir), "--work", str(tmp_path / "work"),
-                              "--json", str(out_json), "--md", str(out_md), "--seeds", "0", "--epochs", "2",
-                              "--quiet"])
-    cfg = load_config(env={}, overrides={"features.extractors": "flow", "model.representations": "flow",
-                                         "model.window": "8"})
+    args = parser.parse_args(
+        [
+            "bench",
+            "ped2",
+            "--videos",
+            str(vdir),
+            "--work",
+            str(tmp_path / "work"),
+            "--json",
+            str(out_json),
+            "--md",
+            str(out_md),
+            "--seeds",
+            "0",
+            "--epochs",
+            "2",
+            "--quiet",
+        ]
+    )
+    cfg = load_config(
+        env={}, overrides={"features.extractors": "flow", "model.representations": "flow", "model.window": "8"}
+    )
     assert args.protocol == "inductive" and args.handler(args, cfg) == 0
     rep = json.loads(out_json.read_text())["inductive"]
     assert set(rep["rows"]) == {"default", "concat"} and rep["epochs"] == 2 and rep["seeds"] == [0]

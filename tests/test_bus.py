@@ -1,4 +1,5 @@
 """In-process bus: keyed partitioning, ordering, groups, commit/seek semantics."""
+
 from fusewatch.stream.transport import BusTransport, InProcessBus
 
 
@@ -41,8 +42,12 @@ def test_group_rebalance_splits_partitions():
     bus = InProcessBus(partitions=4)
     assigned = {}
     a, b = BusTransport(bus), BusTransport(bus)
-    a.subscribe(["t"], "g", on_assign=lambda s: assigned.setdefault("a", set()).update(s),
-                on_revoke=lambda s: assigned.setdefault("a_rev", set()).update(s))
+    a.subscribe(
+        ["t"],
+        "g",
+        on_assign=lambda s: assigned.setdefault("a", set()).update(s),
+        on_revoke=lambda s: assigned.setdefault("a_rev", set()).update(s),
+    )
     assert len(a.assignment()) == 4
     b.subscribe(["t"], "g")
     assert len(a.assignment()) == 2 and len(b.assignment()) == 2

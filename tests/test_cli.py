@@ -1,4 +1,5 @@
 """The `fusewatch` entry point: user mistakes give one line and exit status 2, never a traceback."""
+
 import subprocess
 import sys
 
@@ -6,28 +7,33 @@ import pytest
 
 
 def fw(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "fusewatch", *args], capture_output=True, text=True,
-                          timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "fusewatch", *args], capture_output=True, text=True, timeout=120, env=env
+    )
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["engine", "--set", "alerts.on=high"], "alerts.on"),
-    (["worker", "--camera", "c", "--source", "ftp://host/x"], "unsupported URI"),
-    (["worker", "--camera", "c", "--source", "/nonexistent/video.mp4"], "/nonexistent/video.mp4"),
-    (["engine", "--model", "/nonexistent/model.pt"], "not found"),
-    (["train", "--data", "/nonexistent/feats", "--out", "/tmp/x.pt"], "/nonexistent/feats"),
-    (["--config", "/nonexistent.toml", "engine"], "not found"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["engine", "--set", "alerts.on=high"], "alerts.on"),
+        (["worker", "--camera", "c", "--source", "ftp://host/x"], "unsupported URI"),
+        (["worker", "--camera", "c", "--source", "/nonexistent/video.mp4"], "/nonexistent/video.mp4"),
+        (["engine", "--model", "/nonexistent/model.pt"], "not found"),
+        (["train", "--data", "/nonexistent/feats", "--out", "/tmp/x.pt"], "/nonexistent/feats"),
+        (["--config", "/nonexistent.toml", "engine"], "not found"),
+    ],
+)
 def test_user_errors_are_one_line(args, needle):
     r = fw(*args)
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
-    err = [l for l in r.stderr.strip().splitlines() if l.startswith("fusewatch: error:")]
+    err = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("fusewatch: error:")]
     assert err and needle in err[-1]
 
 
 def test_bad_env_var_named():
     import os
+
     env = dict(os.environ, FUSEWATCH_ENGINE_MAX_BATCH="many")
     r = fw("engine", env=env)
     assert r.returncode == 2 and "engine.max_batch" in r.stderr and "Traceback" not in r.stderr
@@ -36,17 +42,17 @@ def test_bad_env_var_named():
 def test_help_lists_every_command():
     r = fw("--help")
     assert r.returncode == 0
-    for c in ("kafka", "topics", "worker", "replay", "extract", "engine", "export", "alerts", "train",
-              "eval", "demo"):
+    for c in ("kafka", "topics", "worker", "replay", "extract", "engine", "export", "alerts", "train", "eval", "demo"):
         assert c in r.stdout
 
 
 # -- issue 10 item 8: each case a one-line error (exit 2), never a traceback or a silent default ---
 
+
 def one_line_error(r, needle: str) -> str:
     assert r.returncode == 2, r.stderr[-2000:]
     assert "Traceback" not in r.stderr
-    err = [l for l in r.stderr.strip().splitlines() if l.startswith("fusewatch: error:")]
+    err = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("fusewatch: error:")]
     assert len(err) == 1 and needle in err[0], r.stderr[-2000:]
     return err[0]
 
@@ -68,8 +74,7 @@ def checkpoint(tmp_path_factory):
 
 def test_set_before_and_after_the_subcommand_both_apply():
     # the earlier --set used to be dropped silently: the default model ran
-    one_line_error(fw("--set", "engine.model=/nonexistent.pt", "engine", "--set", "alerts.on=0.9"),
-                   "/nonexistent.pt")
+    one_line_error(fw("--set", "engine.model=/nonexistent.pt", "engine", "--set", "alerts.on=0.9"), "/nonexistent.pt")
     one_line_error(fw("--set", "alerts.on=high", "engine", "--set", "engine.model=/nonexistent.pt"), "alerts.on")
     # later wins: after the subcommand over before it
     one_line_error(fw("--set", "alerts.on=0.9", "engine", "--set", "alerts.on=high"), "alerts.on")
@@ -121,11 +126,14 @@ def test_replay_negative_loop_and_bad_port_fail_fast():
 
     one_line_error(fw("replay", "--loop", "-1", "x.mp4"), "--loop")
     t0 = time.monotonic()
-    one_line_error(fw("--transport", "kafka", "--bootstrap", "127.0.0.1:99999", "topics", "create"),
-                   "kafka.bootstrap_servers")
+    one_line_error(
+        fw("--transport", "kafka", "--bootstrap", "127.0.0.1:99999", "topics", "create"), "kafka.bootstrap_servers"
+    )
     assert time.monotonic() - t0 < 10  # validation, not a 15 s connect timeout
-    one_line_error(fw("--set", "kafka.connect_timeout_s=nan", "--set", "features.flow_width=100000", "engine"),
-                   "kafka.connect_timeout_s: must be a finite number")
+    one_line_error(
+        fw("--set", "kafka.connect_timeout_s=nan", "--set", "features.flow_width=100000", "engine"),
+        "kafka.connect_timeout_s: must be a finite number",
+    )
 
 
 def test_only_fusewatch_errors_are_one_line(monkeypatch):
@@ -154,14 +162,21 @@ def test_json_logs_for_the_engine_and_the_older_worker_log_format():
 
     for flags in (["--log-format", "json"], ["--set", "worker.log_format=json"]):
         r = fw(*flags, "engine", "--model", "/nonexistent.pt")
-        lines = [l for l in r.stderr.splitlines() if l.startswith("{")]
+        lines = [ln for ln in r.stderr.splitlines() if ln.startswith("{")]
         assert lines, r.stderr
         obj = json.loads(lines[0])
         assert obj["logger"] == "fusewatch.engine" and obj["level"] == "WARNING"
 
 
 def test_debug_logs_show_the_config_redacted():
-    r = fw("--log-level", "DEBUG", "--set", "kafka.sasl_plain_password=hunter2-secret", "engine",
-           "--model", "/nonexistent.pt")
+    r = fw(
+        "--log-level",
+        "DEBUG",
+        "--set",
+        "kafka.sasl_plain_password=hunter2-secret",
+        "engine",
+        "--model",
+        "/nonexistent.pt",
+    )
     assert "fusewatch.cli" in r.stderr and "sasl_plain_password" in r.stderr
     assert "hunter2" not in r.stderr

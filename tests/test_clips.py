@@ -1,5 +1,6 @@
 """Clip windows: counts, indices, frame ranges, timestamps, audio coverage — synthetic and on real
 Ped2 decoding."""
+
 from __future__ import annotations
 
 import json
@@ -11,20 +12,24 @@ import pytest
 
 from fusewatch.stream.clips import AudioBuffer, AudioChunk, ClipBuilder, Frame, clip_windows
 from fusewatch.stream.config import SourceConfig
+from fusewatch.stream.paths import shared_data  # noqa: E402
 from fusewatch.stream.sampling import expected_clips
 from fusewatch.stream.sources import EndOfStream, VideoSource
 
-from fusewatch.stream.paths import shared_data  # noqa: E402
 PED2 = shared_data("ped2")
 
 
 def frames(n: int, fps: float = 10.0, anchor: float = 5000.0, index_step: int = 1) -> list[Frame]:
-    return [Frame(index=i * index_step, pts=i / fps, wall=anchor + i / fps,
-                  image=np.full((4, 4, 3), i % 256, np.uint8)) for i in range(n)]
+    return [
+        Frame(index=i * index_step, pts=i / fps, wall=anchor + i / fps, image=np.full((4, 4, 3), i % 256, np.uint8))
+        for i in range(n)
+    ]
 
 
-@pytest.mark.parametrize("n,length,stride", [(180, 16, 16), (179, 16, 16), (15, 16, 16), (16, 16, 16),
-                                              (100, 16, 8), (100, 8, 16), (33, 1, 1), (50, 16, 20)])
+@pytest.mark.parametrize(
+    "n,length,stride",
+    [(180, 16, 16), (179, 16, 16), (15, 16, 16), (16, 16, 16), (100, 16, 8), (100, 8, 16), (33, 1, 1), (50, 16, 20)],
+)
 def test_clip_counts_indices_and_frame_ranges(n, length, stride):
     clips = clip_windows(frames(n, index_step=3), length, stride)
     assert len(clips) == expected_clips(n, length, stride)
@@ -56,8 +61,8 @@ def test_reset_drops_the_partial_window_but_keeps_numbering():
 def test_audio_buffer_cuts_zero_fills_and_discards():
     buf = AudioBuffer()
     assert buf.get(0, 1) is None
-    buf.add(AudioChunk(0.0, np.ones(100, np.float32), 100))       # [0, 1)
-    buf.add(AudioChunk(1.5, np.full(50, 2.0, np.float32), 100))   # [1.5, 2)
+    buf.add(AudioChunk(0.0, np.ones(100, np.float32), 100))  # [0, 1)
+    buf.add(AudioChunk(1.5, np.full(50, 2.0, np.float32), 100))  # [1.5, 2)
     a = buf.get(0.5, 2.0)
     assert a.shape == (150,) and a.dtype == np.float32
     assert (a[:50] == 1).all() and (a[50:100] == 0).all() and (a[100:] == 2).all()
@@ -70,7 +75,7 @@ def test_clip_audio_covers_pts_start_to_pts_end_plus_one_slot():
     rate = 1000
     b = ClipBuilder(4, 2, sample_fps=10)
     t = np.arange(3 * rate) / rate
-    b.add_audio(AudioChunk(0.0, t.astype(np.float32), rate))     # sample value = its own time
+    b.add_audio(AudioChunk(0.0, t.astype(np.float32), rate))  # sample value = its own time
     clips = []
     for f in frames(10):
         clips += b.push(f)
@@ -122,5 +127,5 @@ def test_real_ped2_overlapping_windows_at_lower_sample_rate():
     assert n == (decoded + 1) // 2
     assert len(clips) == expected_clips(n, 8, 4)
     for k, c in enumerate(clips):
-        assert c.frame_start == 8 * k and c.frame_end == 8 * k + 14      # sampled every 2nd frame
+        assert c.frame_start == 8 * k and c.frame_end == 8 * k + 14  # sampled every 2nd frame
         assert c.pts_end - c.pts_start == pytest.approx(1.4)

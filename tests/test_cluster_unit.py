@@ -1,4 +1,5 @@
 """Cluster pieces that need no broker: replication settings, node layout, rendered configs, CLI."""
+
 from __future__ import annotations
 
 import pytest
@@ -58,4 +59,4 @@ def test_cli_cluster_commands_parse(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LOCALKAFKA_CLUSTER_DIR", str(tmp_path))
     assert main(["kafka", "status", "--cluster"]) == 3
     assert "no cluster in" in capsys.readouterr().out
-    assert main(["kafka", "recover", "--broker", "2"]) != 0   # no cluster: a clear error, not a traceback
+    assert main(["kafka", "recover", "--broker", "2"]) != 0  # no cluster: a clear error, not a traceback

@@ -1,4 +1,5 @@
 """One config schema: TOML < env < CLI precedence, typed coercion, one-line errors."""
+
 import pytest
 
 from fusewatch.stream.config import ConfigError, load_config, parse_set
@@ -11,8 +12,10 @@ def test_defaults_validate():
 
 def test_precedence_toml_env_cli(tmp_path):
     f = tmp_path / "c.toml"
-    f.write_text('transport = "kafka"\n[kafka]\nbootstrap_servers = "toml:1"\nclient_id = "t"\n'
-                 '[engine]\nmax_batch = 8\n[features]\nextractors = ["flow"]\n')
+    f.write_text(
+        'transport = "kafka"\n[kafka]\nbootstrap_servers = "toml:1"\nclient_id = "t"\n'
+        '[engine]\nmax_batch = 8\n[features]\nextractors = ["flow"]\n'
+    )
     env = {"FUSEWATCH_KAFKA_BOOTSTRAP_SERVERS": "env:2", "FUSEWATCH_ENGINE_MAX_BATCH": "16"}
     cfg = load_config(f, overrides=parse_set(["engine.max_batch=32"]), env=env)
     assert cfg.transport == "kafka" and cfg.kafka.client_id == "t"
@@ -21,16 +24,19 @@ def test_precedence_toml_env_cli(tmp_path):
     assert cfg.features.extractors == ["flow"]
 
 
-@pytest.mark.parametrize("over,field", [
-    ({"alerts.on": "high"}, "alerts.on"),
-    ({"source.overflow": "spill"}, "source.overflow"),
-    ({"kafka.security_protocol": "TLS"}, "kafka.security_protocol"),
-    ({"nosuch.field": "1"}, "nosuch.field"),
-    ({"model.window": "1"}, "model.window"),
-    ({"features.extractors": "resnet"}, "features.extractors"),
-    ({"features.cnn_spatial": "gem"}, "features.cnn_spatial"),
-    ({"alerts.on": "0.2", "alerts.off": "0.5"}, "alerts.off/on"),
-])
+@pytest.mark.parametrize(
+    "over,field",
+    [
+        ({"alerts.on": "high"}, "alerts.on"),
+        ({"source.overflow": "spill"}, "source.overflow"),
+        ({"kafka.security_protocol": "TLS"}, "kafka.security_protocol"),
+        ({"nosuch.field": "1"}, "nosuch.field"),
+        ({"model.window": "1"}, "model.window"),
+        ({"features.extractors": "resnet"}, "features.extractors"),
+        ({"features.cnn_spatial": "gem"}, "features.cnn_spatial"),
+        ({"alerts.on": "0.2", "alerts.off": "0.5"}, "alerts.off/on"),
+    ],
+)
 def test_errors_name_the_field(over, field):
     with pytest.raises(ConfigError) as e:
         load_config(overrides=over, env={})
@@ -50,27 +56,37 @@ def test_bad_env_var_and_bad_toml(tmp_path):
 
 
 def test_kafka_settings_pass_through_and_secrets_redacted():
-    cfg = load_config(overrides={"kafka.security_protocol": "SASL_PLAINTEXT", "kafka.sasl_mechanism": "PLAIN",
-                                 "kafka.sasl_plain_username": "u", "kafka.sasl_plain_password": "s3cret",
-                                 "kafka.compression_type": "gzip"}, env={})
+    cfg = load_config(
+        overrides={
+            "kafka.security_protocol": "SASL_PLAINTEXT",
+            "kafka.sasl_mechanism": "PLAIN",
+            "kafka.sasl_plain_username": "u",
+            "kafka.sasl_plain_password": "s3cret",
+            "kafka.compression_type": "gzip",
+        },
+        env={},
+    )
     kw = cfg.kafka.client_kwargs()
     assert kw["sasl_plain_password"] == "s3cret" and kw["compression_type"] == "gzip"
     assert kw["bootstrap_servers"] == ["127.0.0.1:9092"]
     assert "s3cret" not in repr(cfg.redacted())
 
 
-@pytest.mark.parametrize("over,needle", [
-    ({"kafka.connect_timeout_s": "nan"}, "kafka.connect_timeout_s: must be a finite number"),
-    ({"source.sample_fps": "nan"}, "source.sample_fps: must be a finite number"),
-    ({"alerts.cooldown": "inf"}, "alerts.cooldown: must be a finite number"),
-    ({"features.flow_width": "100000"}, "features.flow_width: must be <= "),
-    ({"worker.metrics_port": "99999"}, "worker.metrics_port: must be <= 65535"),
-    ({"kafka.bootstrap_servers": "127.0.0.1:99999"}, "kafka.bootstrap_servers"),
-    ({"source.queue_size": "0"}, "source.queue_size: must be >= 1"),
-    ({"max_message_bytes": "-5"}, "max_message_bytes: must be >= "),
-    ({"log_level": "loud"}, "log_level: must be one of DEBUG, INFO, WARNING, ERROR"),
-    ({"log_format": "xml"}, "log_format: must be one of text, json"),
-])
+@pytest.mark.parametrize(
+    "over,needle",
+    [
+        ({"kafka.connect_timeout_s": "nan"}, "kafka.connect_timeout_s: must be a finite number"),
+        ({"source.sample_fps": "nan"}, "source.sample_fps: must be a finite number"),
+        ({"alerts.cooldown": "inf"}, "alerts.cooldown: must be a finite number"),
+        ({"features.flow_width": "100000"}, "features.flow_width: must be <= "),
+        ({"worker.metrics_port": "99999"}, "worker.metrics_port: must be <= 65535"),
+        ({"kafka.bootstrap_servers": "127.0.0.1:99999"}, "kafka.bootstrap_servers"),
+        ({"source.queue_size": "0"}, "source.queue_size: must be >= 1"),
+        ({"max_message_bytes": "-5"}, "max_message_bytes: must be >= "),
+        ({"log_level": "loud"}, "log_level: must be one of DEBUG, INFO, WARNING, ERROR"),
+        ({"log_format": "xml"}, "log_format: must be one of text, json"),
+    ],
+)
 def test_nan_inf_and_absurd_values_are_rejected(over, needle):
     with pytest.raises(ConfigError) as e:
         load_config(overrides=over, env={})
@@ -104,8 +120,13 @@ def test_every_numeric_field_has_a_finite_range():
 
 
 def test_set_values_from_env_and_toml_are_typed_and_secret(tmp_path):
-    env = {"FUSEWATCH_FEATURES_EXTRACTORS": "flow,audio", "FUSEWATCH_KAFKA_SASL_PLAIN_PASSWORD": "pw-123",
-           "FUSEWATCH_LOG_LEVEL": "debug", "FUSEWATCH_WORKER_METRICS_PORT": "none", "FUSEWATCH_TRANSPORT": "kafka"}
+    env = {
+        "FUSEWATCH_FEATURES_EXTRACTORS": "flow,audio",
+        "FUSEWATCH_KAFKA_SASL_PLAIN_PASSWORD": "pw-123",
+        "FUSEWATCH_LOG_LEVEL": "debug",
+        "FUSEWATCH_WORKER_METRICS_PORT": "none",
+        "FUSEWATCH_TRANSPORT": "kafka",
+    }
     cfg = load_config(env=env)
     assert cfg.features.extractors == ["flow", "audio"] and cfg.log_level == "DEBUG"
     assert cfg.worker.metrics_port is None and cfg.transport == "kafka"
@@ -114,7 +135,7 @@ def test_set_values_from_env_and_toml_are_typed_and_secret(tmp_path):
     with pytest.raises(ConfigError, match="FUSEWATCH_KAFKA: unknown"):  # a section is not a variable
         load_config(env={"FUSEWATCH_KAFKA": "x"})
     f = tmp_path / "c.toml"
-    f.write_text('[kafka]\nsasl_plain_password = 7\nbogus = 1\n')
+    f.write_text("[kafka]\nsasl_plain_password = 7\nbogus = 1\n")
     with pytest.raises(ConfigError, match=r"^kafka\.bogus: unknown configuration field"):
         load_config(f, env={})
 
@@ -141,8 +162,12 @@ def test_defaults_live_in_the_schema_only():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    hits = [f"{p.relative_to(root)}: {m.group(0)}" for d in ("stream", "engines") for p in (root / d).rglob("*.py")
-            for m in re.finditer(r"getattr\((?:self\.)?cfg(?:\.\w+)?, \"\w+\", [^)]", p.read_text())]
+    hits = [
+        f"{p.relative_to(root)}: {m.group(0)}"
+        for d in ("stream", "engines")
+        for p in (root / d).rglob("*.py")
+        for m in re.finditer(r"getattr\((?:self\.)?cfg(?:\.\w+)?, \"\w+\", [^)]", p.read_text())
+    ]
     assert not hits, hits
 
 
@@ -153,8 +178,10 @@ def test_log_lines_never_contain_a_configured_secret():
     from fusewatch.stream.logs import setup_from_config
 
     cfg = load_config(overrides={"kafka.sasl_plain_password": "s3cret-pw", "log_format": "json"}, env={})
-    saved = {n: (list(logging.getLogger(n).handlers), logging.getLogger(n).propagate, logging.getLogger(n).level)
-             for n in ("fusewatch", "kafka")}
+    saved = {
+        n: (list(logging.getLogger(n).handlers), logging.getLogger(n).propagate, logging.getLogger(n).level)
+        for n in ("fusewatch", "kafka")
+    }
     buf = io.StringIO()
     try:
         setup_from_config(cfg, stream=buf)

@@ -1,4 +1,5 @@
 """Feature dataset loaders: fusewatch layout, .npy + list files (crop averaging), UCF-Crime C3D text."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,8 @@ import numpy as np
 import pytest
 
 from fusewatch.engines import data as D
-
 from fusewatch.stream.paths import shared_data  # noqa: E402
+
 SHARED = shared_data()
 UCF = SHARED / "ucf_c3d_sample"
 
@@ -21,9 +22,13 @@ def _write_fusewatch(root: Path, mismatch: bool = False, missing_audio: bool = F
     (root / "rgb").mkdir(parents=True)
     (root / "audio").mkdir()
     videos = {"cam_a": 5, "cam_b": 3}
-    meta = {"clip_len": 4, "clip_stride": 4, "sample_fps": 10.0,
-            "representations": {"rgb": {"dim": 6, "version": "r1"}, "audio": {"dim": 3, "version": "a1"}},
-            "videos": {}}
+    meta = {
+        "clip_len": 4,
+        "clip_stride": 4,
+        "sample_fps": 10.0,
+        "representations": {"rgb": {"dim": 6, "version": "r1"}, "audio": {"dim": 3, "version": "a1"}},
+        "videos": {},
+    }
     arrays = {}
     for name, T in videos.items():
         x = rng.normal(size=(T, 6)).astype(np.float32)
@@ -33,11 +38,17 @@ def _write_fusewatch(root: Path, mismatch: bool = False, missing_audio: bool = F
             np.save(root / "audio" / f"{name}.npy", a)
         arrays[name] = (x, a)
         nf = 4 * T + 2
-        meta["videos"][name] = {"clips": T, "frames": nf, "fps": 10.0,
-                                "clip_frames": [[4 * t, 4 * t + 3] for t in range(T)]}
+        meta["videos"][name] = {
+            "clips": T,
+            "frames": nf,
+            "fps": 10.0,
+            "clip_frames": [[4 * t, 4 * t + 3] for t in range(T)],
+        }
     (root / "meta.json").write_text(json.dumps(meta))
-    labels = {"cam_a": {"frames": 22, "fps": 10, "abnormal_frames": 4, "labels": "0" * 8 + "1" * 4 + "0" * 10},
-              "cam_b": {"frames": 14, "fps": 10, "abnormal_frames": 0, "labels": "0" * 14}}
+    labels = {
+        "cam_a": {"frames": 22, "fps": 10, "abnormal_frames": 4, "labels": "0" * 8 + "1" * 4 + "0" * 10},
+        "cam_b": {"frames": 14, "fps": 10, "abnormal_frames": 0, "labels": "0" * 14},
+    }
     (root / "labels.json").write_text(json.dumps(labels))
     return arrays
 
@@ -101,10 +112,10 @@ def test_mismatched_dims_and_missing_dirs_are_user_errors(tmp_path):
 
 def test_crop_averaging_and_per_crop_files(tmp_path):
     rng = np.random.default_rng(1)
-    x = rng.normal(size=(7, 10, 16)).astype(np.float32)           # RTFM I3D: T × 10 crops × D
+    x = rng.normal(size=(7, 10, 16)).astype(np.float32)  # RTFM I3D: T × 10 crops × D
     np.save(tmp_path / "a.npy", x)
     np.testing.assert_allclose(D.load_feature_array(tmp_path / "a.npy"), x.mean(axis=1), rtol=1e-6)
-    y = rng.normal(size=(5, 12, 16)).astype(np.float32)             # crops × T × D (T > 10)
+    y = rng.normal(size=(5, 12, 16)).astype(np.float32)  # crops × T × D (T > 10)
     np.save(tmp_path / "b.npy", y)
     np.testing.assert_allclose(D.load_feature_array(tmp_path / "b.npy"), y.mean(axis=0), rtol=1e-6)
     np.save(tmp_path / "c.npy", x.transpose(1, 0, 2))
@@ -129,23 +140,24 @@ def test_list_files_labels_and_rtfm_ground_truth(tmp_path):
     (tmp_path / "ucf-i3d-test.list").write_text("".join(f"feats/{n}_i3d.npy\n" for n in clips))
     (tmp_path / "ucf-clip-test.list").write_text("".join(f"{feats}/{n}_clip.npy\n" for n in clips))
     (tmp_path / "ucf-i3d.list").write_text(
-        "feats/Arson011_x264_i3d.npy\nfeats/Normal_Videos_003_x264_i3d.npy\nfeats/scene_07_i3d.npy 1\n")
+        "feats/Arson011_x264_i3d.npy\nfeats/Normal_Videos_003_x264_i3d.npy\nfeats/scene_07_i3d.npy 1\n"
+    )
     # RTFM gt: concatenated frame labels, 16 frames per clip, in list order
     gt = np.zeros(16 * sum(clips.values()), np.uint8)
-    gt[16:40] = 1                      # inside Arson011 (clips 0..2 → frames 0..47)
+    gt[16:40] = 1  # inside Arson011 (clips 0..2 → frames 0..47)
     np.save(tmp_path / "gt-ucf.npy", gt)
 
     test = D.load_dataset(tmp_path, split="test")
     assert test.layout == "list" and test.dims == {"i3d": 8, "clip": 5}
     by = test.by_name()
     assert list(by) == list(clips)
-    assert by["Arson011_x264"].feats["i3d"].shape == (3, 8)             # 10 crops averaged
+    assert by["Arson011_x264"].feats["i3d"].shape == (3, 8)  # 10 crops averaged
     assert by["Arson011_x264"].video_label == 1 and by["Normal_Videos_003_x264"].video_label == 0
     assert by["Arson011_x264"].frames() == 48 and int(by["Arson011_x264"].frame_gt.sum()) == 24
-    assert by["scene_07"].video_label == 0                              # from its (all-zero) GT
+    assert by["scene_07"].video_label == 0  # from its (all-zero) GT
     assert by["scene_07"].clip_ranges()[1] == (16, 31)
 
-    train = D.load_dataset(tmp_path)   # default split: train lists
+    train = D.load_dataset(tmp_path)  # default split: train lists
     assert train.representations == ["i3d"]
     labs = {v.name: v.video_label for v in train}
     assert labs == {"Arson011_x264": 1, "Normal_Videos_003_x264": 0, "scene_07": 1}  # name rule + column
@@ -162,8 +174,9 @@ def test_npy_folder_with_labels_json(tmp_path):
     d = tmp_path / "mobilenetv2"
     d.mkdir()
     np.save(d / "test_02.npy", np.ones((3, 4), np.float32))
-    (tmp_path / "labels.json").write_text(json.dumps(
-        {"test_02": {"frames": 40, "fps": 10, "abnormal_frames": 5, "labels": "0" * 35 + "1" * 5}}))
+    (tmp_path / "labels.json").write_text(
+        json.dumps({"test_02": {"frames": 40, "fps": 10, "abnormal_frames": 5, "labels": "0" * 35 + "1" * 5}})
+    )
     ds = D.load_dataset(tmp_path)
     v = ds[0]
     assert ds.layout == "npy" and v.video_label == 1 and v.frames() == 40
@@ -194,7 +207,7 @@ def test_ucf_c3d_sample():
         assert v.num_clips == 32 and v.frames() == counts[v.name]
         assert v.video_label == (0 if v.name.startswith("Normal") else 1)
         assert v.clip_ranges()[0][0] == 0 and v.clip_ranges()[-1][1] == v.frames() - 1
-    e = ds.by_name()["Explosion008_x264"]           # annotated 1005..1245 (1-based, inclusive)
+    e = ds.by_name()["Explosion008_x264"]  # annotated 1005..1245 (1-based, inclusive)
     assert np.flatnonzero(e.frame_gt)[[0, -1]].tolist() == [1004, 1244]
     assert int(e.frame_gt.sum()) == 241
 
@@ -202,7 +215,7 @@ def test_ucf_c3d_sample():
 def test_fusewatch_layout_empty_video_and_representation_without_files(tmp_path, caplog):
     _write_fusewatch(tmp_path)
     meta = json.loads((tmp_path / "meta.json").read_text())
-    meta["representations"]["flow"] = {"dim": 4, "version": "f1"}          # no flow/ folder at all
+    meta["representations"]["flow"] = {"dim": 4, "version": "f1"}  # no flow/ folder at all
     meta["videos"]["cam_c"] = {"clips": 0, "frames": 3, "fps": 10.0, "clip_frames": []}
     np.save(tmp_path / "rgb" / "cam_c.npy", np.zeros((0, 6), np.float32))
     (tmp_path / "meta.json").write_text(json.dumps(meta))

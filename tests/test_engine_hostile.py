@@ -1,5 +1,6 @@
 """Issue 10, engine side: one regression test per defect of the adversarial run (in-process bus;
 the real-broker ones are in tests/integration/test_hostile_kafka.py)."""
+
 import math
 import time
 import urllib.error
@@ -14,9 +15,9 @@ from fusewatch.engines.serving.alerts import AlertTracker, ClipScore
 from fusewatch.engines.serving.runtime import load_serving_model
 from fusewatch.engines.serving.service import EngineService
 from fusewatch.engines.training.checkpoint import save_checkpoint
+from fusewatch.stream.alert_schema import decode_alert
 from fusewatch.stream.config import load_config
 from fusewatch.stream.schema import Evidence, FeatureMessage, Representation, decode_dead_letter, decode_features
-from fusewatch.stream.alert_schema import decode_alert
 from fusewatch.stream.transport import BusTransport, InProcessBus
 
 DIMS = {"a": 12, "b": 5}
@@ -26,6 +27,7 @@ FEAT = "fusewatch.features"
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     import torch
+
     torch.manual_seed(0)
     cfg = load_config(overrides={"model.window": "8", "model.representations": "a,b"}, env={})
     p = tmp_path_factory.mktemp("m") / "m.pt"
@@ -39,9 +41,18 @@ def serving(model_path):
 
 
 def make_cfg(model_path, **over):
-    o = {"engine.model": str(model_path), "engine.backend": "onnxruntime", "engine.max_batch": "16",
-         "engine.rebuild_history": "16", "alerts.thresholds": "config", "alerts.on": "0.0", "alerts.off": "0.0",
-         "alerts.min_duration": "0", "alerts.cooldown": "0", "alerts.update_interval": "1000"}
+    o = {
+        "engine.model": str(model_path),
+        "engine.backend": "onnxruntime",
+        "engine.max_batch": "16",
+        "engine.rebuild_history": "16",
+        "alerts.thresholds": "config",
+        "alerts.on": "0.0",
+        "alerts.off": "0.0",
+        "alerts.min_duration": "0",
+        "alerts.cooldown": "0",
+        "alerts.update_interval": "1000",
+    }
     o.update({k: str(v) for k, v in over.items()})
     return load_config(overrides=o, env={})
 
@@ -53,14 +64,22 @@ def msg(cam, clip, epoch=0, t0=0.0, a=None, dtype=np.float32, seed=None, at=None
     reps = [Representation("a", np.asarray(a, dtype)), Representation("b", rng.normal(size=5).astype(np.float32))]
     at = clip if at is None else at
     t = t0 + at * 1.6
-    f = dict(pts_start=t, pts_end=t + 1.5, wall_start=1.7e9 + t, wall_end=1.7e9 + t + 1.5, frame_start=16 * at,
-             frame_end=16 * at + 15)
+    f = dict(
+        pts_start=t,
+        pts_end=t + 1.5,
+        wall_start=1.7e9 + t,
+        wall_end=1.7e9 + t + 1.5,
+        frame_start=16 * at,
+        frame_end=16 * at + 15,
+    )
     f.update(kw)
     return FeatureMessage(cam, clip, reps=reps, produced=0.0, epoch=epoch, **f)
 
 
 def put(bus, m, key=None):
-    BusTransport(bus).produce(FEAT, m.camera if key is None else key, m.encode() if isinstance(m, FeatureMessage) else m)
+    BusTransport(bus).produce(
+        FEAT, m.camera if key is None else key, m.encode() if isinstance(m, FeatureMessage) else m
+    )
 
 
 def engine(cfg, bus, serving, sink=None):
@@ -153,7 +172,7 @@ def test_absurd_end_timestamp_cannot_push_the_cooldown_forever(model_path, servi
     bus = InProcessBus(partitions=3)
     cfg = make_cfg(model_path, **{"alerts.on": "0.0", "alerts.off": "0.0", "alerts.cooldown": "5"})
     put(bus, msg("c1", 0))
-    put(bus, msg("c1", 1, pts_end=1.6 + 80000.0))      # within the wire's 1-day limit, not the engine's
+    put(bus, msg("c1", 1, pts_end=1.6 + 80000.0))  # within the wire's 1-day limit, not the engine's
     for i in range(2, 12):
         put(bus, msg("c1", i))
     svc = drain(engine(cfg, bus, serving))
@@ -162,6 +181,7 @@ def test_absurd_end_timestamp_cannot_push_the_cooldown_forever(model_path, servi
 
 def test_tracker_refuses_non_finite_input_and_keeps_its_state():
     from fusewatch.stream.config import AlertsConfig
+
     tr = AlertTracker("c", AlertsConfig(on=0.5, off=0.4, min_duration=0, cooldown=0), "lego", "v", "ort")
     ev = Evidence("t", 0, 0)
     assert [m.type for m in tr.step(ClipScore(0, 0.9, 0, 1, 0, 1, ev))] == ["new"]
@@ -185,7 +205,7 @@ def test_restarted_worker_new_epoch_restarts_the_camera_with_new_alert_ids(model
     news = [a for a in got if a.type == "new"]
     assert len(news) == 2 and news[0].id != news[1].id and {a.epoch for a in news} == {111, 222}
     ends = [a for a in got if a.type == "end"]
-    assert ends and ends[0].id == news[0].id and ends[0].end_clip == 9   # the old stream's alert is closed
+    assert ends and ends[0].id == news[0].id and ends[0].end_clip == 9  # the old stream's alert is closed
 
 
 def test_regressions_inside_an_epoch_are_dead_lettered_and_a_huge_index_cannot_blind_a_camera(model_path, serving):
@@ -194,9 +214,9 @@ def test_regressions_inside_an_epoch_are_dead_lettered_and_a_huge_index_cannot_b
     cfg = make_cfg(model_path)
     for i in range(5):
         put(bus, msg("c1", i, epoch=7))
-    put(bus, msg("c1", 3, epoch=7))                    # regression
-    put(bus, msg("c1", 4, epoch=7))                    # duplicate: dropped, counted
-    put(bus, msg("c1", 2 ** 40, epoch=7, at=5))        # jump
+    put(bus, msg("c1", 3, epoch=7))  # regression
+    put(bus, msg("c1", 4, epoch=7))  # duplicate: dropped, counted
+    put(bus, msg("c1", 2**40, epoch=7, at=5))  # jump
     for i in range(5, 9):
         put(bus, msg("c1", i, epoch=7))
     svc = drain(engine(cfg, bus, serving))
@@ -212,7 +232,7 @@ def test_regressions_inside_an_epoch_are_dead_lettered_and_a_huge_index_cannot_b
 
 def test_a_huge_first_index_is_outvoted_by_the_real_stream(model_path, serving):
     bus = InProcessBus(partitions=3)
-    put(bus, msg("c1", 2 ** 50, epoch=7, at=0))        # cold camera: nothing to compare with, accepted
+    put(bus, msg("c1", 2**50, epoch=7, at=0))  # cold camera: nothing to compare with, accepted
     for i in range(8):
         put(bus, msg("c1", i, epoch=7))
     svc = drain(engine(make_cfg(model_path, **{"engine.resync_after": 3}), bus, serving))
@@ -246,10 +266,10 @@ def test_camera_memory_is_bounded_and_evicted_cameras_come_back_cold(model_path,
             put(bus, msg(f"cam{c}", i))
     svc = engine(cfg, bus, serving)
     drain(svc)
-    cold = svc.stats.cold_starts.get("evicted_lru", 0)    # a camera split over two polls may come back
+    cold = svc.stats.cold_starts.get("evicted_lru", 0)  # a camera split over two polls may come back
     assert len(svc.cams) == 5 and svc.stats.evictions == {"lru": 15 + cold}
     rebuilt, warm = svc.stats.rebuilt_records, svc.stats.warmup
-    put(bus, msg("cam0", 3))                           # evicted, comes back: cold (warms up), no re-read
+    put(bus, msg("cam0", 3))  # evicted, comes back: cold (warms up), no re-read
     drain(svc)
     assert svc.stats.cold_starts.get("evicted_lru") == cold + 1 and svc.stats.warmup == warm + 1
     assert svc.stats.rebuilt_records == rebuilt
@@ -278,15 +298,17 @@ def test_any_exception_while_processing_a_record_dead_letters_it(model_path, ser
     def new_camera(cam):
         c = real(cam)
         if cam == "boom":
+
             def push(feats):
                 raise RuntimeError("injected")
+
             c.graphs.push = push
         return c
 
     svc.store.factory = new_camera
     put(bus, msg("boom", 0))
     put(bus, msg("ok", 0))
-    put(bus, b"\x91\x01", key="ok")                            # valid msgpack, not a map (schema)
+    put(bus, b"\x91\x01", key="ok")  # valid msgpack, not a map (schema)
     drain(svc)
     assert sorted(dead(bus)) == ["internal_error", "not_a_map"] and svc.stats.scored == 1
 
@@ -294,7 +316,7 @@ def test_any_exception_while_processing_a_record_dead_letters_it(model_path, ser
 def test_late_clips_are_scored_and_their_alerts_flagged(model_path, serving):
     bus = InProcessBus(partitions=3)
     for i in range(3):
-        put(bus, msg("c1", i))                         # wall clock of 2023: very late
+        put(bus, msg("c1", i))  # wall clock of 2023: very late
     svc = drain(engine(make_cfg(model_path, **{"engine.late_after_s": 60}), bus, serving))
     assert svc.stats.scored == 3 and svc.stats.late_clips == 3
     assert alerts(bus) and all(a.late for a in alerts(bus))
@@ -325,13 +347,20 @@ def test_metrics_healthz_readyz(model_path, serving):
 
 
 def test_wire_ranges_and_epoch_round_trip():
-    m = msg("c1", 3, epoch=2 ** 63 - 1)
-    assert decode_features(m.encode()).epoch == 2 ** 63 - 1
+    m = msg("c1", 3, epoch=2**63 - 1)
+    assert decode_features(m.encode()).epoch == 2**63 - 1
     assert decode_features(msg("c1", 3).encode()).epoch == 0
-    assert b"epoch" not in msg("c1", 3).encode()       # old messages stay byte-identical
+    assert b"epoch" not in msg("c1", 3).encode()  # old messages stay byte-identical
     raw = msgpack.unpackb(m.encode())
-    for k, v in [("epoch", 2 ** 63), ("epoch", -1), ("clip", 2 ** 53), ("frame_end", 2 ** 60),
-                 ("pts_end", 1e11), ("wall_start", -5.0), ("produced", 1e12)]:
+    for k, v in [
+        ("epoch", 2**63),
+        ("epoch", -1),
+        ("clip", 2**53),
+        ("frame_end", 2**60),
+        ("pts_end", 1e11),
+        ("wall_start", -5.0),
+        ("produced", 1e12),
+    ]:
         bad = dict(raw, **{k: v})
         with pytest.raises(Exception) as e:
             decode_features(msgpack.packb(bad, use_bin_type=True))

@@ -1,4 +1,5 @@
 """ONNX export (both forms) + backends: ONNX Runtime == torch, metadata, static shapes, factory."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,21 +7,34 @@ import onnx
 import pytest
 import torch
 
+from fusewatch.engines.export.onnx import (
+    example_inputs,
+    export_onnx,
+    onnx_node_encoders,
+    onnx_projectors,
+    read_onnx_meta,
+)
+from fusewatch.engines.fusion.factory import build_model
 from fusewatch.engines.serving.backends import BackendError, gpu_available, select_backend
 from fusewatch.engines.serving.backends.onnxruntime import OrtScorer
 from fusewatch.engines.serving.backends.torch import TorchScorer
-from fusewatch.engines.training.checkpoint import model_meta, save_checkpoint
-from fusewatch.engines.export.onnx import example_inputs, export_onnx, onnx_node_encoders, onnx_projectors, read_onnx_meta
 from fusewatch.engines.serving.state import CameraGraphState
-from fusewatch.engines.fusion.factory import build_model
+from fusewatch.engines.training.checkpoint import model_meta, save_checkpoint
 from fusewatch.stream.config import ModelConfig
 
 DIMS = {"rgb": 40, "flow": 24, "audio": 8}
 N = 12
-VARIANTS = {   # node branch: default node_dim (16), off (0), small (3)
+VARIANTS = {  # node branch: default node_dim (16), off (0), small (3)
     "matrix3": dict(representations=["rgb", "flow", "audio"], expansion="matrix"),
-    "hadamard2proj": dict(representations=["rgb", "flow"], expansion="hadamard", proj_dim=6, softplus=True,
-                          order_p=3, order_q=1, node_dim=0),
+    "hadamard2proj": dict(
+        representations=["rgb", "flow"],
+        expansion="hadamard",
+        proj_dim=6,
+        softplus=True,
+        order_p=3,
+        order_q=1,
+        node_dim=0,
+    ),
     "matrix1": dict(representations=["flow"], expansion="matrix", order_p=1, order_q=2, node_dim=3),
     "matrix2plain": dict(representations=["rgb", "flow"], expansion="matrix", node_dim=0),
     "hadamard2node": dict(representations=["rgb", "audio"], expansion="hadamard", proj_dim=5, node_dim=4),
@@ -95,11 +109,13 @@ def test_static_graph_and_metadata(exported, variant):
         assert ("node_encoders" in md) == bool(m.node_dim)
         if form == "graphs":
             assert names == ["R", "mask", "present"] + (["U"] if m.node_dim else [])
-            assert [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim[1:]] == \
-                [m.num_reps, N, N]
+            assert [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim[1:]] == [m.num_reps, N, N]
             if m.node_dim:
-                assert [d.dim_value for d in proto.graph.input[3].type.tensor_type.shape.dim[1:]] == \
-                    [m.num_reps, N, m.node_dim]
+                assert [d.dim_value for d in proto.graph.input[3].type.tensor_type.shape.dim[1:]] == [
+                    m.num_reps,
+                    N,
+                    m.node_dim,
+                ]
 
 
 @pytest.mark.parametrize("variant", ["hadamard2proj", "hadamard2node", "matrix3"])
@@ -127,7 +143,7 @@ def test_state_from_onnx_metadata_alone(exported, variant):
     for t in range(N + 5):
         clip = {k: rng.standard_normal(DIMS[k]).astype(np.float32) for k in names}
         if t % 4 == 1:
-            clip.pop(names[-1])                                  # one representation missing
+            clip.pop(names[-1])  # one representation missing
         clips.append(clip)
         a.push(clip)
         b.push(clip)
@@ -141,8 +157,11 @@ def test_state_from_onnx_metadata_alone(exported, variant):
         for k, v in c.items():
             feats[k][0, i] = v
     with torch.no_grad():
-        ref = m({k: torch.from_numpy(v) for k, v in feats.items()}, torch.from_numpy(wa[1][None]),
-                torch.from_numpy(wa[2][None]))
+        ref = m(
+            {k: torch.from_numpy(v) for k, v in feats.items()},
+            torch.from_numpy(wa[1][None]),
+            torch.from_numpy(wa[2][None]),
+        )
     np.testing.assert_allclose(ort_s.score_graphs(*[w[None] for w in wa]), ref.numpy(), atol=1e-4)
 
 
@@ -157,9 +176,9 @@ def test_graphs_form_ignores_padded_entries_and_absent_representations(exported,
     mm = (mask[:, :, None] * mask[:, None, :])[:, None] > 0.5
     g2 = dict(g, R=np.where(mm, g["R"], rng.standard_normal(g["R"].shape) * 5).astype(np.float32))
     if m.node_dim:
-        pad = (mask[:, None, :, None] > 0.5)
+        pad = mask[:, None, :, None] > 0.5
         g2["U"] = np.where(pad, g["U"], rng.standard_normal(g["U"].shape) * 100).astype(np.float32)
-        if m.num_reps > 1:    # row 1 has the last representation absent: its U does not matter
+        if m.num_reps > 1:  # row 1 has the last representation absent: its U does not matter
             g2["U"][1, -1] = rng.standard_normal(g2["U"][1, -1].shape)
     np.testing.assert_allclose(ort_s.score_graphs(*_graph_args(g2)), ref, atol=1e-5)
     assert (ref[mask == 0] == 0).all()
@@ -183,8 +202,11 @@ def test_baselines_features_form(tmp_path, fusion):
     for b in (1, 5):
         f = example_inputs(m, "features", batch=b, seed=b)
         feats = {"rgb": f["feat_0"], "audio": f["feat_1"]}
-        np.testing.assert_allclose(s.score_features(feats, f["mask"], f["present"]),
-                                   ref.score_features(feats, f["mask"], f["present"]), atol=1e-4)
+        np.testing.assert_allclose(
+            s.score_features(feats, f["mask"], f["present"]),
+            ref.score_features(feats, f["mask"], f["present"]),
+            atol=1e-4,
+        )
     with pytest.raises(BackendError, match="graphs-in"):
         s.score_graphs(np.zeros((1, 2, N, N)), np.ones((1, N)))
     with pytest.raises(ValueError, match="LEGO"):
@@ -202,15 +224,18 @@ def test_select_backend_from_checkpoint(tmp_path):
     exported = sorted((tmp_path / "cache" / "onnx").glob("*.onnx"))
     assert len(exported) == 2
     mtimes = [p.stat().st_mtime_ns for p in exported]
-    select_backend("onnxruntime", ck, cache_dir=tmp_path / "cache")   # cached exports reused
+    select_backend("onnxruntime", ck, cache_dir=tmp_path / "cache")  # cached exports reused
     assert [p.stat().st_mtime_ns for p in exported] == mtimes
     # dict features with a missing representation == present 0
     f = example_inputs(m, "features", batch=4, seed=2)
     feats = {"rgb": f["feat_0"], "flow": f["feat_1"]}
     pres = np.ones((4, 3), np.float32)
     pres[:, 2] = 0
-    np.testing.assert_allclose(ort_s.score_features(feats, f["mask"]),
-                               torch_s.score_features(dict(feats, audio=f["feat_2"]), f["mask"], pres), atol=1e-4)
+    np.testing.assert_allclose(
+        ort_s.score_features(feats, f["mask"]),
+        torch_s.score_features(dict(feats, audio=f["feat_2"]), f["mask"], pres),
+        atol=1e-4,
+    )
     # single ONNX file: only its form
     one = select_backend("onnxruntime", exported[0])
     assert len(one.forms) == 1
@@ -235,7 +260,7 @@ def test_dynamo_exporter_matches_torch(tmp_path, form):
     m = _build(**VARIANTS["hadamard2node"])
     try:
         p = export_onnx(m, None, tmp_path / f"{form}.onnx", form=form, exporter="dynamo")
-    except RuntimeError as e:           # exporter unavailable in this torch build
+    except RuntimeError as e:  # exporter unavailable in this torch build
         pytest.skip(str(e)[:200])
     s, ref = OrtScorer(p, threads=1), TorchScorer(m)
     ex = example_inputs(m, form, batch=4, seed=3)
@@ -243,6 +268,9 @@ def test_dynamo_exporter_matches_torch(tmp_path, form):
         got, want = s.score_graphs(*_graph_args(ex)), ref.score_graphs(*_graph_args(ex))
     else:
         feats = [ex["feat_0"], ex["feat_1"]]
-        got, want = s.score_features(feats, ex["mask"], ex["present"]), ref.score_features(feats, ex["mask"], ex["present"])
+        got, want = (
+            s.score_features(feats, ex["mask"], ex["present"]),
+            ref.score_features(feats, ex["mask"], ex["present"]),
+        )
     assert np.isfinite(got).all()
     np.testing.assert_allclose(got, want, atol=1e-4)

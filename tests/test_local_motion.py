@@ -1,5 +1,6 @@
 """Local-motion representations (flow_grid, objects), the training-free local-motion baseline and the
 inductive protocol's folds, on generated frames/videos with a known moving object."""
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,7 @@ from fusewatch.stream.extractors import KNOWN, build_extractor, build_extractors
 from fusewatch.stream.extractors import flow_grid as FG
 from fusewatch.stream.extractors import objects as OB
 
-H, W = 240, 360          # Ped2's size: 180×120 at the extractors' scale, cells of 20×20 px
+H, W = 240, 360  # Ped2's size: 180×120 at the extractors' scale, cells of 20×20 px
 
 
 def _background(seed: int = 0) -> np.ndarray:
@@ -21,6 +22,7 @@ def _background(seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     small = rng.integers(60, 190, size=(H // 8, W // 8, 1)).astype(np.uint8)
     import cv2
+
     bg = cv2.resize(small, (W, H), interpolation=cv2.INTER_CUBIC)
     return np.repeat(bg.reshape(H, W, 1), 3, axis=2)
 
@@ -37,9 +39,8 @@ def _scene(n: int, objects: list[dict], noise: float = 2.0, seed: int = 1) -> li
             x = int(round(o["x"] + o.get("vx", 0) * t))
             y = int(round(o["y"] + o.get("vy", 0) * t))
             # a textured block so that flow is well defined inside it
-            tex = (o["value"] + 30 * np.sin(np.arange(o["w"])[None, :] / 2.0)
-                   * np.cos(np.arange(o["h"])[:, None] / 3.0))
-            f[y:y + o["h"], x:x + o["w"], :] = tex[..., None]
+            tex = o["value"] + 30 * np.sin(np.arange(o["w"])[None, :] / 2.0) * np.cos(np.arange(o["h"])[:, None] / 3.0)
+            f[y : y + o["h"], x : x + o["w"], :] = tex[..., None]
         f += rng.normal(0, noise, f.shape)
         out.append(np.clip(f, 0, 255).astype(np.uint8))
     return out
@@ -74,15 +75,15 @@ def test_flow_grid_finds_the_moving_cell():
     # the strongest cell is on the fast object's row and path, moving right
     top = v[FG.CELLS_SLICE].reshape(FG.K_CELLS, FG.CELL_DIM)
     row, col = top[0, 3] * FG.GRID_ROWS - 0.5, top[0, 4] * FG.GRID_COLS - 0.5
-    assert round(row) in (4, 5), row          # y 164..194 → rows 4 (160..199)
+    assert round(row) in (4, 5), row  # y 164..194 → rows 4 (160..199)
     assert 1 <= round(col) <= 4, col
-    assert top[0, 5] > 0.5 and abs(top[0, 6]) < 0.3      # mean direction: +x
-    assert top[0, 9 + 0] + top[0, 9 + 7] > 0.5           # orientation bins around 0°
+    assert top[0, 5] > 0.5 and abs(top[0, 6]) < 0.3  # mean direction: +x
+    assert top[0, 9 + 0] + top[0, 9 + 7] > 0.5  # orientation bins around 0°
     # sorted by magnitude, and far above the static background
     mags = top[:, 0]
     assert np.all(np.diff(mags) <= 1e-6)
     stats = v[FG.STATS_SLICE]
-    assert mags[0] > np.log1p(1.0) and stats[0] < np.log1p(0.2)   # max cell ≥ 1 px vs median < 0.2 px
+    assert mags[0] > np.log1p(1.0) and stats[0] < np.log1p(0.2)  # max cell ≥ 1 px vs median < 0.2 px
     # the exposed grid agrees with the vector's grid block and peaks at the same cell
     g = fg.grid(frames)
     assert g.shape == (FG.GRID_ROWS, FG.GRID_COLS)
@@ -117,12 +118,12 @@ def test_objects_fast_object_stands_out():
     assert slow and max(t["speed"] for t in slow) < 1.5
     v = ob.extract(frames)
     assert v.shape == (OB.DIM,) and v.dtype == np.float32 and np.isfinite(v).all()
-    assert v[1] == pytest.approx(np.log1p(fast["speed"]), rel=1e-5)      # top track's speed first
-    ext = v[OB.K_OBJECTS * OB.TRACK_DIM:]
+    assert v[1] == pytest.approx(np.log1p(fast["speed"]), rel=1e-5)  # top track's speed first
+    ext = v[OB.K_OBJECTS * OB.TRACK_DIM :]
     assert ext[1] >= 2 and ext[2] == pytest.approx(np.log1p(fast["speed"]), rel=1e-5)
     # static scene: no objects, the zero vector apart from nothing
     still = ob.extract(_scene(16, []))
-    assert still[:OB.K_OBJECTS * OB.TRACK_DIM].max() == 0 and still[OB.K_OBJECTS * OB.TRACK_DIM + 1] <= 1
+    assert still[: OB.K_OBJECTS * OB.TRACK_DIM].max() == 0 and still[OB.K_OBJECTS * OB.TRACK_DIM + 1] <= 1
 
 
 def test_extract_pipeline_writes_both(tmp_path):
@@ -144,12 +145,13 @@ def test_extract_pipeline_writes_both(tmp_path):
     cfg.features.extractors = ["flow_grid", "objects"]
     cfg.clips.clip_stride = 8
     from fusewatch.stream.extract import extract_videos
+
     out = extract_videos([vdir], tmp_path / "feats", cfg, progress=False)
     meta = json.loads((out / "meta.json").read_text())
     assert meta["representations"]["flow_grid"]["dim"] == FG.DIM
     a = np.load(out / "flow_grid" / "cam.npy")
     b = np.load(out / "objects" / "cam.npy")
-    assert a.shape == (4, FG.DIM) and b.shape == (4, OB.DIM)     # (40 − 16) // 8 + 1 overlapping clips
+    assert a.shape == (4, FG.DIM) and b.shape == (4, OB.DIM)  # (40 − 16) // 8 + 1 overlapping clips
     assert meta["videos"]["cam"]["clip_frames"][1] == [8, 23]
     assert (a[:, 0] > np.log1p(0.8)).all() and (b[:, 1] > 0).all()
 
@@ -160,6 +162,7 @@ def test_extract_pipeline_writes_both(tmp_path):
 
 def test_motion_baseline_scores_the_moving_frames():
     from fusewatch.engines.evaluation import motion_baseline as MB
+
     still = _scene(14, [])
     moving = _scene(14, [dict(FAST, x=20)], seed=2)
     frames = still + moving
@@ -178,6 +181,7 @@ def test_motion_baseline_scores_the_moving_frames():
 
 def _toy_dataset(n_normal=6, n_abnormal=3, T=12, d=5, seed=0):
     from fusewatch.engines.data import ClipRule, FeatureDataset, VideoFeatures
+
     rng = np.random.default_rng(seed)
     vids = []
     for i in range(n_normal + n_abnormal):
@@ -185,25 +189,29 @@ def _toy_dataset(n_normal=6, n_abnormal=3, T=12, d=5, seed=0):
         x = rng.normal(0, 1, (T, d)).astype(np.float32)
         gt = np.zeros(T * 4 + 12, np.uint8)
         if ab:
-            x[T // 2:, 0] += 4.0
-            gt[(T // 2) * 4:] = 1
-        vids.append(VideoFeatures(f"{'test' if ab else 'train'}_{i:02d}", {"m": x}, int(ab), gt,
-                                  ClipRule(16, 4), n_frames=gt.size))
+            x[T // 2 :, 0] += 4.0
+            gt[(T // 2) * 4 :] = 1
+        vids.append(
+            VideoFeatures(
+                f"{'test' if ab else 'train'}_{i:02d}", {"m": x}, int(ab), gt, ClipRule(16, 4), n_frames=gt.size
+            )
+        )
     return FeatureDataset(vids, {"m": d}, "toy", "", {"clip_len": 16, "clip_stride": 4})
 
 
 def test_loao_folds_and_restride():
     from fusewatch.engines.evaluation.inductive import loao_folds, restride
+
     ds = _toy_dataset()
     folds = loao_folds(ds.videos)
     assert len(folds) == 3
     held = [n for f in folds for n in f["held"]]
-    assert sorted(held) == sorted(v.name for v in ds.videos)          # each video held out once
+    assert sorted(held) == sorted(v.name for v in ds.videos)  # each video held out once
     for f in folds:
         assert sum(n.startswith("test") for n in f["held"]) == 1
         assert sum(n.startswith("train") for n in f["held"]) == 2
         assert not set(f["held"]) & set(f["train"])
-    assert folds == loao_folds(ds.videos)                               # fixed folds
+    assert folds == loao_folds(ds.videos)  # fixed folds
     r = restride(ds, 16)
     v0, r0 = ds.videos[0], r.videos[0]
     assert r0.num_clips == 3 and r0.clip_ranges() == [(0, 15), (16, 31), (32, 47)]
@@ -212,10 +220,10 @@ def test_loao_folds_and_restride():
 
 def test_run_fold_never_sees_held_out_labels(tmp_path):
     from fusewatch.engines.evaluation.inductive import Recipe, fold_metrics, frame_scores, loao_folds, run_fold
+
     ds = _toy_dataset()
-    folds = loao_folds(ds.videos)[:1]                   # one fold keeps the test fast
-    rec = Recipe("toy", ["m"], "lego", stride=4, normalize="zscore",
-                 set={"train.epochs": 12, "model.window": 8})
+    folds = loao_folds(ds.videos)[:1]  # one fold keeps the test fast
+    rec = Recipe("toy", ["m"], "lego", stride=4, normalize="zscore", set={"train.epochs": 12, "model.window": 8})
     out = run_fold(ds, folds[0], rec, seed=0, work_dir=tmp_path)
     assert sorted(out) == sorted(folds[0]["held"])
     by = ds.by_name()

@@ -1,4 +1,5 @@
 """glibc malloc tuning used by long-running fusewatch processes."""
+
 import platform
 import subprocess
 import sys
@@ -11,6 +12,11 @@ def test_tune_malloc_applies_both_settings_unless_env_overrides():
     code = "from fusewatch.stream.memory import tune_malloc; print(sorted(tune_malloc()))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "['arena_max', 'mmap_threshold']"
-    env_out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                             env={"MALLOC_ARENA_MAX": "4", "PATH": "/usr/bin:/bin"})
+    env_out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"MALLOC_ARENA_MAX": "4", "PATH": "/usr/bin:/bin"},
+    )
     assert env_out.stdout.strip() == "['mmap_threshold']"

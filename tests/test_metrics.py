@@ -1,15 +1,15 @@
 """Frame-level metrics: the UCF-Crime ROC fixture, clip→frame expansion, pooling."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from fusewatch.engines.evaluation import metrics as M
 from fusewatch.engines.data.ground_truth import ucf_segment_ranges
-
+from fusewatch.engines.evaluation import metrics as M
 from fusewatch.stream.paths import shared_data  # noqa: E402
+
 SHARED = shared_data("ucf_c3d_sample")
 MAT = SHARED / "6_C3D_Final_L1L2.mat"
 
@@ -17,6 +17,7 @@ MAT = SHARED / "6_C3D_Final_L1L2.mat"
 @pytest.mark.skipif(not MAT.exists(), reason=f"{MAT} not available (../shared missing)")
 def test_trapezoid_auc_reproduces_ucf_crime_fixture():
     from scipy.io import loadmat
+
     m = loadmat(MAT)
     x, y = m["X"].ravel(), m["Y"].ravel()
     auc = M.trapezoid_auc(x, y)
@@ -86,7 +87,7 @@ def test_frame_gt_from_spans_one_based_and_clipped():
 def test_ucf_segments_cover_every_frame(n):
     r = ucf_segment_ranges(n)
     assert len(r) == 32 and r[0][0] == 0 and r[-1][1] == n - 1
-    for (s0, e0), (s1, _) in zip(r, r[1:]):
+    for (_s0, e0), (s1, _) in zip(r, r[1:]):
         assert s1 == e0 + 1  # contiguous, no gaps, no overlap (n >= 33)
-    b = np.floor(np.linspace(1, n, 33) + 0.5).astype(int)   # MATLAB round(linspace(1, n, 33))
+    b = np.floor(np.linspace(1, n, 33) + 0.5).astype(int)  # MATLAB round(linspace(1, n, 33))
     assert [s + 1 for s, _ in r] == b[:-1].tolist()

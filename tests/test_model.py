@@ -1,5 +1,6 @@
 """Fusion models (shapes, masking invariance, missing representations, training hooks) and
 checkpoints."""
+
 from __future__ import annotations
 
 import math
@@ -9,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from fusewatch.engines.training.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
+from fusewatch.engines.fusion.factory import build_model, config_dict
 from fusewatch.engines.fusion.graphs import standardize_graph
 from fusewatch.engines.fusion.lego import LegoModel
-from fusewatch.engines.fusion.factory import build_model, config_dict
+from fusewatch.engines.training.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
 from fusewatch.stream.config import ModelConfig
 
 DIMS = {"rgb": 24, "flow": 16, "audio": 6}
@@ -38,10 +39,18 @@ def _mask(b=4):
     return mask
 
 
-ALL = [("lego", {}), ("lego", {"expansion": "hadamard"}), ("lego", {"proj_dim": 5, "softplus": True}),
-       ("lego", {"order_p": 0, "order_q": 3}), ("lego", {"node_dim": 0}),
-       ("lego", {"node_dim": 3, "expansion": "hadamard", "proj_dim": 4}), ("concat", {}), ("add", {}),
-       ("mtn", {}), ("mtn", {"proj_dim": 16})]
+ALL = [
+    ("lego", {}),
+    ("lego", {"expansion": "hadamard"}),
+    ("lego", {"proj_dim": 5, "softplus": True}),
+    ("lego", {"order_p": 0, "order_q": 3}),
+    ("lego", {"node_dim": 0}),
+    ("lego", {"node_dim": 3, "expansion": "hadamard", "proj_dim": 4}),
+    ("concat", {}),
+    ("add", {}),
+    ("mtn", {}),
+    ("mtn", {"proj_dim": 16}),
+]
 
 
 @pytest.mark.parametrize("fusion,kw", ALL)
@@ -91,7 +100,7 @@ def test_lego_graphs_entry_ignores_padded_graph_entries(node_dim):
     mm = (mask.unsqueeze(-1) * mask.unsqueeze(-2)).unsqueeze(1).bool()
     if node_dim:
         assert u.shape == (4, 2, N, node_dim)
-        assert torch.count_nonzero(u[2, :, :-1]) == 0           # padded nodes: no node signal
+        assert torch.count_nonzero(u[2, :, :-1]) == 0  # padded nodes: no node signal
         ujunk = torch.full(u.shape, float("nan"))
         u = torch.where(mask.bool().reshape(4, 1, N, 1), u, ujunk)
         with pytest.raises(ValueError, match="needs u"):
@@ -121,8 +130,10 @@ def test_head_input_is_well_conditioned():
         old = build_model(cfg, DIMS, graph_norm="none").eval()
         old.load_state_dict(new.state_dict())
         g = torch.Generator().manual_seed(3)
-        f = {r: torch.randn(16, big, DIMS[r], generator=g) + torch.randn(16, 1, DIMS[r], generator=g)
-             for r in ("rgb", "flow")}
+        f = {
+            r: torch.randn(16, big, DIMS[r], generator=g) + torch.randn(16, 1, DIMS[r], generator=g)
+            for r in ("rgb", "flow")
+        }
         mask = torch.ones(16, big)
         mask[8:, :20] = 0
         with torch.no_grad():
@@ -135,14 +146,14 @@ def test_head_input_is_well_conditioned():
             eye = torch.eye(n, dtype=torch.bool)
             off, diag = sub[~eye], sub[eye]
             assert abs(float(off.mean())) < 1e-5
-            assert float(off.std(unbiased=False)) == pytest.approx(n ** -0.5, rel=1e-3)
+            assert float(off.std(unbiased=False)) == pytest.approx(n**-0.5, rel=1e-3)
             if exp == "matrix":
                 assert abs(float(diag.mean())) < 1e-5
-                assert float(diag.std(unbiased=False)) == pytest.approx(n ** -0.5, rel=1e-2)
-            else:                 # (R+1)/2 has a constant diagonal: nothing to amplify but float noise
+                assert float(diag.std(unbiased=False)) == pytest.approx(n**-0.5, rel=1e-2)
+            else:  # (R+1)/2 has a constant diagonal: nothing to amplify but float noise
                 assert float(diag.abs().max()) < 1e-3
             assert torch.count_nonzero(gh[b][~real]) == 0 and torch.count_nonzero(gh[b][:, ~real]) == 0
-            if exp == "matrix":   # the original head's input: off-diagonal ~1/N², invisible next to the diagonal
+            if exp == "matrix":  # the original head's input: off-diagonal ~1/N², invisible next to the diagonal
                 raw = gf[b][real][:, real]
                 assert float(raw[~eye].abs().max()) < 0.05 * float(raw[eye].abs().min())
 
@@ -179,8 +190,7 @@ def test_node_branch_sees_absolute_content():
     assert node.fc1.in_features == N + 2 * 8 and rel.fc1.in_features == N
     assert set(node.node_encoders()) == {"rgb", "flow"} and rel.node_encoders() == {}
     x = torch.randn(3, DIMS["rgb"])
-    np.testing.assert_allclose(node.node_encoders()["rgb"](x.numpy()),
-                               node.node_enc[0](x).detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(node.node_encoders()["rgb"](x.numpy()), node.node_enc[0](x).detach().numpy(), atol=1e-5)
 
 
 def test_node_dim_config():
@@ -271,15 +281,26 @@ def test_input_validation():
 
 # --------------------------------------------------------------------------------- checkpoints ----
 
-@pytest.mark.parametrize("fusion,kw", [("lego", {"proj_dim": 4, "softplus": True}), ("lego", {"node_dim": 0}),
-                                       ("mtn", {}), ("concat", {}), ("add", {})])
+
+@pytest.mark.parametrize(
+    "fusion,kw",
+    [("lego", {"proj_dim": 4, "softplus": True}), ("lego", {"node_dim": 0}), ("mtn", {}), ("concat", {}), ("add", {})],
+)
 def test_checkpoint_roundtrip(tmp_path, fusion, kw):
     m = _model(fusion, ("rgb", "audio"), **kw)
     p = tmp_path / "m.pt"
     written = save_checkpoint(m, p, {"epoch": 3, "auc": 0.91, "notes": ["x", None]})
     raw = torch.load(p, weights_only=True)
-    assert set(raw) == {"format", "format_version", "config", "build_kwargs", "dims", "representations",
-                        "state_dict", "meta"}
+    assert set(raw) == {
+        "format",
+        "format_version",
+        "config",
+        "build_kwargs",
+        "dims",
+        "representations",
+        "state_dict",
+        "meta",
+    }
     assert raw["representations"] == ["rgb", "audio"]
     m2, meta = load_model(p)
     assert meta["model_version"] == written["model_version"] and len(meta["model_version"]) == 16

@@ -1,5 +1,6 @@
 """ModelMeta: one typed, frozen object built by the checkpoint loader and the ONNX metadata reader,
 whose dict form is the on-disk one; and the absent-representation rule, defined once."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,8 +26,9 @@ def lego():
 
 def test_checkpoint_meta_is_typed_and_round_trips(lego, tmp_path):
     th = {"on": 0.7, "off": 0.6, "normal_clips": 9}
-    written = save_checkpoint(lego, tmp_path / "m.pt", {"epoch": 2, "alert_thresholds": th,
-                                                        "extractor_versions": {"a": "v1"}})
+    written = save_checkpoint(
+        lego, tmp_path / "m.pt", {"epoch": 2, "alert_thresholds": th, "extractor_versions": {"a": "v1"}}
+    )
     _, meta = load_model(tmp_path / "m.pt")
     assert isinstance(meta, ModelMeta)
     assert (meta.fusion, meta.representations, meta.window, meta.node_dim) == ("lego", ("a", "b"), 6, 2)
@@ -53,11 +55,30 @@ def test_onnx_meta_is_typed_and_props_unchanged(lego, tmp_path):
     assert isinstance(meta, ModelMeta)
     assert (meta.form, meta.window, meta.order_p, meta.order_q, meta.node_dim) == ("graphs", 6, 2, 2, 2)
     assert meta.inputs == ("R", "mask", "present", "U") and meta.alert_thresholds == {"on": 0.5, "off": 0.4}
-    assert meta["N"] == 6 and meta["P"] == 2 and meta["form"] == "graphs"   # the flat form as before
+    assert meta["N"] == 6 and meta["P"] == 2 and meta["form"] == "graphs"  # the flat form as before
     keys = [e.key for e in onnx.load(str(p)).metadata_props]
-    assert keys == ["producer", "format_version", "form", "fusion", "N", "P", "Q", "expansion", "softplus",
-                    "proj_dim", "node_dim", "representations", "dims", "model_version", "inputs", "config",
-                    "build_kwargs", "extractor_versions", "alert_thresholds", "node_encoders"]
+    assert keys == [
+        "producer",
+        "format_version",
+        "form",
+        "fusion",
+        "N",
+        "P",
+        "Q",
+        "expansion",
+        "softplus",
+        "proj_dim",
+        "node_dim",
+        "representations",
+        "dims",
+        "model_version",
+        "inputs",
+        "config",
+        "build_kwargs",
+        "extractor_versions",
+        "alert_thresholds",
+        "node_encoders",
+    ]
     assert ModelMeta.from_dict(meta.to_dict()).to_dict() == meta.to_dict()
 
 

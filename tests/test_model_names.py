@@ -1,6 +1,7 @@
 """The names of the fusion choices are defined once (``fusewatch.engines.fusion.names``) on the
 engine side; the camera-side config keeps its own literal lists (``stream`` never imports
 ``engines``). These tests keep the two in agreement."""
+
 from __future__ import annotations
 
 import typing

@@ -1,5 +1,6 @@
 """Multi-camera worker: shared batched extractor pool, same messages as one Worker per camera,
 per-camera failure isolation and metrics, motion gating, CLI pairs; int8 backbones vs fp32."""
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,14 @@ def _messages(bus, cfg) -> dict[str, list]:
 
 @pytest.fixture(scope="module")
 def cnn_cfg():
-    return load_config(env={}, overrides=[("features.extractors", "mobilenetv2,flow"),
-                                          ("features.cnn_frames", "0"), ("worker.batch_clips", "4")])
+    return load_config(
+        env={},
+        overrides=[
+            ("features.extractors", "mobilenetv2,flow"),
+            ("features.cnn_frames", "0"),
+            ("worker.batch_clips", "4"),
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +54,9 @@ def test_pooled_cameras_publish_what_single_workers_publish(cnn_cfg, cnn_extract
     vids = [PED2 / "test_02.mp4", PED2 / "train_01.mp4", PED2 / "test_02.mp4"]
     cams = [("a", str(vids[0])), ("b", str(vids[1])), ("c", str(vids[2]))]
     bus = InProcessBus()
-    mw = MultiWorker(cnn_cfg, cams, transport=BusTransport(bus), extractors=cnn_extractors, wall_anchor=0.0,
-                     serve_metrics=False)
+    mw = MultiWorker(
+        cnn_cfg, cams, transport=BusTransport(bus), extractors=cnn_extractors, wall_anchor=0.0, serve_metrics=False
+    )
     res = mw.run()
     assert res.errors == {}
     got = _messages(bus, cnn_cfg)
@@ -59,8 +67,14 @@ def test_pooled_cameras_publish_what_single_workers_publish(cnn_cfg, cnn_extract
         assert [m.clip for m in mine] == [m.clip for m in ref] == list(range(len(ref)))  # in clip order
         assert res.cameras[cam].clips_published == len(ref) > 5
         for a, b in zip(mine, ref):
-            assert (a.pts_start, a.pts_end, a.wall_end, a.frame_start, a.frame_end, a.produced) == \
-                   (b.pts_start, b.pts_end, b.wall_end, b.frame_start, b.frame_end, b.produced)
+            assert (a.pts_start, a.pts_end, a.wall_end, a.frame_start, a.frame_end, a.produced) == (
+                b.pts_start,
+                b.pts_end,
+                b.wall_end,
+                b.frame_start,
+                b.frame_end,
+                b.produced,
+            )
             ra, rb = {r.name: r for r in a.reps}, {r.name: r for r in b.reps}
             assert list(ra) == list(rb) == ["mobilenetv2", "flow"]
             assert ra["flow"].array.tobytes() == rb["flow"].array.tobytes()
@@ -78,11 +92,16 @@ def test_one_dead_camera_does_not_stop_the_others(tmp_path):
     trunc = tmp_path / "truncated.mp4"
     trunc.write_bytes(good.read_bytes()[:3000])
     cfg = load_config(env={})
-    cams = [("good", str(good)), ("missing", str(tmp_path / "nope.mp4")), ("trunc", str(trunc)),
-            ("weird", "gopher://camera/1")]
+    cams = [
+        ("good", str(good)),
+        ("missing", str(tmp_path / "nope.mp4")),
+        ("trunc", str(trunc)),
+        ("weird", "gopher://camera/1"),
+    ]
     bus = InProcessBus()
-    res = MultiWorker(cfg, cams, transport=BusTransport(bus), extractors=[MeanRGB()], wall_anchor=0.0,
-                      serve_metrics=False).run()
+    res = MultiWorker(
+        cfg, cams, transport=BusTransport(bus), extractors=[MeanRGB()], wall_anchor=0.0, serve_metrics=False
+    ).run()
     ref = collect_features(good, [MeanRGB()], cfg, camera="good")
     assert res.cameras["good"].clips_published == len(ref) > 5
     assert "good" not in res.errors
@@ -95,11 +114,18 @@ def test_one_dead_camera_does_not_stop_the_others(tmp_path):
 def test_motion_gate_reuses_the_last_embedding(tmp_path):
     """A still box (2 s) then a moving one: the still clip after the first reuses the embedding."""
     vid = moving_box_video(tmp_path / "box.mp4", seconds=6.4, still_s=3.2)  # 2 still clips, 2 moving
-    cfg = load_config(env={}, overrides=[("features.extractors", "mobilenetv2"), ("features.motion_gate", "true"),
-                                         ("worker.pool_threads", "1")])
+    cfg = load_config(
+        env={},
+        overrides=[
+            ("features.extractors", "mobilenetv2"),
+            ("features.motion_gate", "true"),
+            ("worker.pool_threads", "1"),
+        ],
+    )
     bus = InProcessBus()
-    mw = MultiWorker(cfg, [("box", str(vid)), ("box2", str(vid))], transport=BusTransport(bus), wall_anchor=0.0,
-                     serve_metrics=False)
+    mw = MultiWorker(
+        cfg, [("box", str(vid)), ("box2", str(vid))], transport=BusTransport(bus), wall_anchor=0.0, serve_metrics=False
+    )
     mw.run()
     msgs = _messages(bus, cfg)["box"]
     assert len(msgs) == 4
@@ -119,8 +145,21 @@ def test_parse_cameras_and_cli_pairs(tmp_path, capsys):
     add_commands(ap.add_subparsers())
     cams = tmp_path / "cams.txt"
     cams.write_text(f"c3={PED2 / 'test_04.mp4'}\n")
-    args = ap.parse_args(["worker", "--camera", "c1", "--source", str(PED2 / "test_02.mp4"),
-                          "--camera", "c2", "--source", str(tmp_path / "gone.mp4"), "--cameras", str(cams)])
+    args = ap.parse_args(
+        [
+            "worker",
+            "--camera",
+            "c1",
+            "--source",
+            str(PED2 / "test_02.mp4"),
+            "--camera",
+            "c2",
+            "--source",
+            str(tmp_path / "gone.mp4"),
+            "--cameras",
+            str(cams),
+        ]
+    )
     cfg = load_config(env={}, overrides=[("features.extractors", "flow")])
     assert args.handler(args, cfg) == 0  # one dead camera: the others were served
     err = capsys.readouterr().err
@@ -138,8 +177,10 @@ def test_int8_backbone_close_to_fp32_on_held_out_frames(name):
     from fusewatch.stream.extractors.quantize import video_frames
 
     frames = [f for v in ("test_04.mp4", "test_10.mp4") for f in video_frames(PED2 / v, 8)]
-    ex = {p: BackboneExtractor(name, load_config(env={}, overrides=[("features.cnn_precision", p)]).features)
-          for p in ("fp32", "int8")}
+    ex = {
+        p: BackboneExtractor(name, load_config(env={}, overrides=[("features.cnn_precision", p)]).features)
+        for p in ("fp32", "int8")
+    }
     assert ex["int8"].version != ex["fp32"].version and "int8" in ex["int8"].version
     assert ex["int8"].onnx_path != ex["fp32"].onnx_path
     a, b = ex["fp32"].per_frame(frames), ex["int8"].per_frame(frames)

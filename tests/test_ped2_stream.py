@@ -7,6 +7,7 @@ clip, with the same clips and frame ranges. Also the bench's multi-engine replay
 (:func:`fusewatch.engines.bench.ped2.stream_models`) for LEGO and the baselines, and ``bench ped2`` end to end on a
 tiny folder.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,8 @@ from fusewatch.engines.serving.runtime import load_serving_model
 from fusewatch.engines.training.loop import train
 from fusewatch.stream.config import load_config
 from fusewatch.stream.extract import extract_videos
-
 from fusewatch.stream.paths import shared_data  # noqa: E402
+
 PED2 = shared_data("ped2")
 VIDEOS = ("test_02", "train_01")
 
@@ -91,8 +92,14 @@ def test_lego_streamed_scores_equal_offline(cnn_feats, ped2_dir, tmp_path):
     assert sorted(v.name for v in ds.videos) == sorted(VIDEOS)
     assert {v.name: v.video_label for v in ds.videos} == {"test_02": 1, "train_01": 0}
     model_path = tmp_path / "lego.pt"
-    train(SEL.dataset_of(SEL.weak_videos(ds.videos), ds), cfg, model_path, fusion="lego",
-          representations=["mobilenetv2", "flow"], progress=False)
+    train(
+        SEL.dataset_of(SEL.weak_videos(ds.videos), ds),
+        cfg,
+        model_path,
+        fusion="lego",
+        representations=["mobilenetv2", "flow"],
+        progress=False,
+    )
     offline = SEL.offline_scores(model_path, ds.videos)
     assert max(len(s) for s in offline.values()) > cfg.model.window
     serving = load_serving_model(cfg, model_path)
@@ -114,10 +121,26 @@ def test_lego_streamed_scores_equal_offline(cnn_feats, ped2_dir, tmp_path):
     assert auc_s is not None and abs(auc_s - auc_o) < 1e-6
     # the command contract: `eval --data` (offline) and `eval --videos --stream` give the same report
     from fusewatch.cli import main
+
     off_json, st_json = tmp_path / "eval.json", tmp_path / "eval-stream.json"
     assert main(["eval", "--model", str(model_path), "--data", str(feats), "--json", str(off_json)]) == 0
-    assert main(["eval", "--model", str(model_path), "--videos", str(ped2_dir), "--stream", "--json",
-                 str(st_json), "--set", "features.extractors=mobilenetv2,flow"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(model_path),
+                "--videos",
+                str(ped2_dir),
+                "--stream",
+                "--json",
+                str(st_json),
+                "--set",
+                "features.extractors=mobilenetv2,flow",
+            ]
+        )
+        == 0
+    )
     off_rep, st_rep = json.loads(off_json.read_text()), json.loads(st_json.read_text())
     for k in ("frames", "videos"):
         assert off_rep[k] == st_rep[k]
@@ -155,10 +178,29 @@ def test_bench_ped2_command_end_to_end(tmp_path, monkeypatch):
     parser = argparse.ArgumentParser()
     add_commands(parser.add_subparsers(dest="command"))
     out_model, out_json = tmp_path / "model" / "lego.pt", tmp_path / "report.json"
-    args = parser.parse_args(["bench", "ped2", "--protocol", "transductive", "--videos", str(vdir),
-                              "--out-model", str(out_model),
-                              "--work", str(tmp_path / "work"), "--json", str(out_json), "--folds", "2",
-                              "--pq-grid", "1,1 2,1", "--expansions", "matrix", "--quiet"])
+    args = parser.parse_args(
+        [
+            "bench",
+            "ped2",
+            "--protocol",
+            "transductive",
+            "--videos",
+            str(vdir),
+            "--out-model",
+            str(out_model),
+            "--work",
+            str(tmp_path / "work"),
+            "--json",
+            str(out_json),
+            "--folds",
+            "2",
+            "--pq-grid",
+            "1,1 2,1",
+            "--expansions",
+            "matrix",
+            "--quiet",
+        ]
+    )
     cfg = _cfg(["flow"], **{"model.representations": "flow", "model.window": "8", "train.epochs": "3"})
     assert args.handler(args, cfg) == 0
     rep = json.loads(out_json.read_text())
@@ -178,6 +220,7 @@ def test_stratified_folds_and_weak_copies():
     class V:
         def __init__(self, name, lab):
             self.name, self.video_label = name, lab
+
     vids = [V(f"a{i}", 1) for i in range(6)] + [V(f"n{i}", 0) for i in range(12)]
     folds = SEL.stratified_folds(vids, 3, seed=0)
     assert sorted(sum(folds, [])) == sorted(v.name for v in vids)

@@ -7,6 +7,7 @@ s .. s+W-2 are scored by the old model with exactly the old model's uninterrupte
 every clip from s+W-1 on (W = window) is scored with exactly the score a fresh engine running the
 new model over the whole stream gives it (|Δ| ≤ 1e-5) — the shadow window holds the same W clips.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,7 +19,13 @@ import pytest
 pytest.importorskip("torch")
 
 from fusewatch.engines.serving.manifest import (  # noqa: E402
-    Manifest, ManifestError, ModelWatcher, build_manifest, decode_manifest, rollback_manifest)
+    Manifest,
+    ManifestError,
+    ModelWatcher,
+    build_manifest,
+    decode_manifest,
+    rollback_manifest,
+)
 from fusewatch.engines.serving.runtime import load_serving_model  # noqa: E402
 from fusewatch.engines.serving.service import EngineService, ScoreSink  # noqa: E402
 from fusewatch.stream.alert_schema import decode_alert  # noqa: E402
@@ -29,9 +36,17 @@ from fusewatch.stream.transport import BusTransport, InProcessBus  # noqa: E402
 DIMS = {"a": 12, "b": 5}
 WINDOW = 8
 CAMS = ("cam-0", "cam-1", "cam-2")
-OVR = {"engine.backend": "torch", "engine.max_batch": 16, "alerts.thresholds": "config", "alerts.on": 0.0,
-       "alerts.off": 0.0, "alerts.min_duration": 0, "alerts.cooldown": 0, "alerts.update_interval": 3,
-       "engine.model_poll_s": 0.05}
+OVR = {
+    "engine.backend": "torch",
+    "engine.max_batch": 16,
+    "alerts.thresholds": "config",
+    "alerts.on": 0.0,
+    "alerts.off": 0.0,
+    "alerts.min_duration": 0,
+    "alerts.cooldown": 0,
+    "alerts.update_interval": 3,
+    "engine.model_poll_s": 0.05,
+}
 
 
 def save_model(path, seed: int, node_dim: int, dims=DIMS) -> str:
@@ -41,8 +56,9 @@ def save_model(path, seed: int, node_dim: int, dims=DIMS) -> str:
     from fusewatch.engines.training.checkpoint import save_checkpoint
 
     torch.manual_seed(seed)
-    mcfg = load_config(overrides={"model.window": WINDOW, "model.representations": ",".join(dims),
-                                  "model.node_dim": node_dim}, env={})
+    mcfg = load_config(
+        overrides={"model.window": WINDOW, "model.representations": ",".join(dims), "model.node_dim": node_dim}, env={}
+    )
     save_checkpoint(build_model(mcfg.model, dims), path)
     return str(path)
 
@@ -53,11 +69,14 @@ def messages(start: int, stop: int, cams=CAMS, seed=3) -> list[FeatureMessage]:
         for k, c in enumerate(cams):
             rng = np.random.default_rng([seed, i, k])
             ph = np.sin(i / 4.0 + k)
-            reps = [Representation("a", (rng.normal(size=DIMS["a"]) + 3 * ph).astype(np.float32), "a", "1"),
-                    Representation("b", (rng.normal(size=DIMS["b"]) * (1 + ph)).astype(np.float32), "b", "1")]
+            reps = [
+                Representation("a", (rng.normal(size=DIMS["a"]) + 3 * ph).astype(np.float32), "a", "1"),
+                Representation("b", (rng.normal(size=DIMS["b"]) * (1 + ph)).astype(np.float32), "b", "1"),
+            ]
             t = 1.7e9 + i * 1.6
-            out.append(FeatureMessage(c, i, i * 1.6, i * 1.6 + 1.5, t, t + 1.5, i * 16, i * 16 + 15, reps,
-                                      produced=t + 1.5))
+            out.append(
+                FeatureMessage(c, i, i * 1.6, i * 1.6 + 1.5, t, t + 1.5, i * 16, i * 16 + 15, reps, produced=t + 1.5)
+            )
     return out
 
 
@@ -74,8 +93,11 @@ class Scores(ScoreSink):
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     d = tmp_path_factory.mktemp("rollout-models")
-    return {"v1": save_model(d / "v1.pt", 0, 0), "v2": save_model(d / "v2.pt", 1, 16),
-            "dims7": save_model(d / "dims7.pt", 2, 0, {"a": 7, "b": 5})}
+    return {
+        "v1": save_model(d / "v1.pt", 0, 0),
+        "v2": save_model(d / "v2.pt", 1, 16),
+        "dims7": save_model(d / "dims7.pt", 2, 0, {"a": 7, "b": 5}),
+    }
 
 
 def cfg_for(model: str, **over):
@@ -130,7 +152,7 @@ def test_switch_mid_stream_and_rollback(models):
     drain(svc, until=lambda: svc.stats.model_loads == 1)
     v2 = svc.stats.model_version
     assert v2 == m2.version != v1
-    assert svc.stats.model_switches == 0           # staged; nobody switched before a clip boundary
+    assert svc.stats.model_switches == 0  # staged; nobody switched before a clip boundary
     feed(20, 40)
     assert svc.stats.model_switches == len(CAMS)
     publish(rollback_manifest(m2))
@@ -149,7 +171,7 @@ def test_switch_mid_stream_and_rollback(models):
         for i in range(WINDOW - 1, 60):
             want = r2 if 20 + w - 1 <= i < 40 + w - 1 else r1
             assert sink.s[(c, i)] == pytest.approx(want[(c, i)], abs=1e-5), (c, i)
-        assert abs(r1[(c, 30)] - r2[(c, 30)]) > 1e-4   # the two models are told apart
+        assert abs(r1[(c, 30)] - r2[(c, 30)]) > 1e-4  # the two models are told apart
 
     # alerts: on = off = 0 keeps one alert open per model period; the switch ends it under the old version
     r = BusTransport(bus)
@@ -189,19 +211,21 @@ def test_bad_models_keep_the_old_one(models, tmp_path):
     ]
     for k, (m, reason) in enumerate(bad):
         prod.produce(cfg.topics.models, "default", m.encode())
-        drain(svc, until=lambda: sum(svc.stats.model_load_failures.values()) == k + 1)
+        drain(svc, until=lambda: sum(svc.stats.model_load_failures.values()) == k + 1)  # noqa: B023
         assert svc.stats.model_load_failures.get(reason) == 1, svc.stats.model_load_failures
     prod.produce(cfg.topics.models, "default", b"{not json")
-    prod.produce(cfg.topics.models, "other-deployment", good.encode())   # not ours: ignored
+    prod.produce(cfg.topics.models, "other-deployment", good.encode())  # not ours: ignored
     drain(svc, until=lambda: svc.stats.model_load_failures.get("bad_manifest") == 1)
     for m in messages(12, 24):
         prod.produce(cfg.topics.features, m.camera, m.encode())
     drain(svc)
     watcher.stop()
     assert svc.stats.model_version == v1 and svc.stats.model_loads == 0 and svc.stats.model_switches == 0
-    assert svc.stats.scored == len(CAMS) * 24 and svc.stats.dead_letters == 0   # clip 0 on: every clip scored
-    assert svc.metrics.registry.get_sample_value("fusewatch_engine_model_load_failures_total",
-                                                 {"reason": "incompatible"}) == 1
+    assert svc.stats.scored == len(CAMS) * 24 and svc.stats.dead_letters == 0  # clip 0 on: every clip scored
+    assert (
+        svc.metrics.registry.get_sample_value("fusewatch_engine_model_load_failures_total", {"reason": "incompatible"})
+        == 1
+    )
 
 
 def test_manifest_contract(models):
@@ -212,8 +236,12 @@ def test_manifest_contract(models):
     m2 = build_manifest("default", models["v2"], m)
     back = rollback_manifest(m2)
     assert (back.version, back.model, back.rollback, back.previous["version"]) == (m.version, m.model, True, m2.version)
-    for bad, why in ((b"", "empty"), (b"[]", "not a version-1"), (b'{"kind": "fusewatch.model", "v": 1}', "'name'"),
-                     (m.encode().replace(m.sha256.encode(), b"abc"), "sha256")):
+    for bad, why in (
+        (b"", "empty"),
+        (b"[]", "not a version-1"),
+        (b'{"kind": "fusewatch.model", "v": 1}', "'name'"),
+        (m.encode().replace(m.sha256.encode(), b"abc"), "sha256"),
+    ):
         with pytest.raises(ManifestError, match=why):
             decode_manifest(bad)
     with pytest.raises(ManifestError, match="file:// URLs"):

@@ -1,5 +1,6 @@
 """Alert sinks against real receivers: a local HTTP server that fails the first attempts, and a
 real Mosquitto broker (Debian ``mosquitto``)."""
+
 import json
 import threading
 import time
@@ -9,23 +10,43 @@ import pytest
 from fusewatch.sinks import SinkUnavailable, build_sinks
 from fusewatch.sinks.mqtt import MqttSink, topic_level
 from fusewatch.sinks.webhook import DeadLetterFile, WebhookSink, sign, verify_signature
+from fusewatch.stream.alert_schema import AlertMessage, decode_alert, encode_alert
 from fusewatch.stream.config import load_config
 from fusewatch.stream.schema import Evidence
-from fusewatch.stream.alert_schema import AlertMessage, decode_alert, encode_alert
 from tests.sink_receivers import Mosquitto, WebhookReceiver
 
 SECRET = "s3cr3t-key"
 
 
 def alert(cam="cam-1", typ="new", end=5, **kw):
-    return AlertMessage(id=f"id-{cam}", type=typ, camera=cam, score=0.9, peak=0.95, start_clip=3, end_clip=end,
-                        start_time=1.7e9, end_time=1.7e9 + 5, model_name="lego", model_version="v1",
-                        backend="onnxruntime", evidence=[Evidence("f", 0, end)], produced=1.7e9 + 6, **kw)
+    return AlertMessage(
+        id=f"id-{cam}",
+        type=typ,
+        camera=cam,
+        score=0.9,
+        peak=0.95,
+        start_clip=3,
+        end_clip=end,
+        start_time=1.7e9,
+        end_time=1.7e9 + 5,
+        model_name="lego",
+        model_version="v1",
+        backend="onnxruntime",
+        evidence=[Evidence("f", 0, end)],
+        produced=1.7e9 + 6,
+        **kw,
+    )
 
 
 def wcfg(tmp_path, **over):
-    o = {"webhook.urls": "http://127.0.0.1:1/x", "webhook.secret": SECRET, "webhook.backoff_initial": 0.05,
-         "webhook.backoff_max": 0.2, "webhook.timeout": 5, "webhook.dead_letter_file": str(tmp_path / "dl.jsonl")}
+    o = {
+        "webhook.urls": "http://127.0.0.1:1/x",
+        "webhook.secret": SECRET,
+        "webhook.backoff_initial": 0.05,
+        "webhook.backoff_max": 0.2,
+        "webhook.timeout": 5,
+        "webhook.dead_letter_file": str(tmp_path / "dl.jsonl"),
+    }
     o.update(over)
     return load_config(env={}, overrides=o).webhook
 
@@ -37,8 +58,9 @@ def test_signature_scheme_round_trip_and_tampering():
     assert not verify_signature(SECRET, ts, body + b" ", sig)
     assert not verify_signature("other", ts, body, sig)
     assert not verify_signature(SECRET, str(int(ts) + 1), body, sig)
-    assert not verify_signature(SECRET, str(int(time.time()) - 3600), body,
-                                sign(SECRET, str(int(time.time()) - 3600), body))  # stale: replay
+    assert not verify_signature(
+        SECRET, str(int(time.time()) - 3600), body, sign(SECRET, str(int(time.time()) - 3600), body)
+    )  # stale: replay
 
 
 def test_webhook_retries_until_the_receiver_accepts(tmp_path):
@@ -110,6 +132,7 @@ def mosquitto(tmp_path):
 
 def subscriber(port, topics, client_id=None):
     import paho.mqtt.client as mqtt
+
     got, ready = [], threading.Event()
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or "", clean_session=client_id is None)
     c.on_connect = lambda cl, u, f, rc, p=None: (cl.subscribe([(t, 1) for t in topics]), ready.set())
@@ -122,8 +145,15 @@ def subscriber(port, topics, client_id=None):
 
 
 def test_mqtt_sink_publishes_events_and_retained_state(mosquitto, tmp_path):
-    cfg = load_config(env={}, overrides={"mqtt.host": "127.0.0.1", "mqtt.port": mosquitto.port,
-                                         "mqtt.topic_prefix": "site1/fw", "mqtt.publish_timeout": 3})
+    cfg = load_config(
+        env={},
+        overrides={
+            "mqtt.host": "127.0.0.1",
+            "mqtt.port": mosquitto.port,
+            "mqtt.topic_prefix": "site1/fw",
+            "mqtt.publish_timeout": 3,
+        },
+    )
     (sink,) = build_sinks(cfg)
     assert isinstance(sink, MqttSink)
     sub, got = subscriber(mosquitto.port, ["site1/fw/#"])
@@ -135,7 +165,10 @@ def test_mqtt_sink_publishes_events_and_retained_state(mosquitto, tmp_path):
             time.sleep(0.05)
         events = [(t, json.loads(p)) for t, p, _ in got if not t.endswith("/state")]
         assert [(t, d["type"], d["end_clip"]) for t, d in events] == [
-            ("site1/fw/gate%2Fn/new", "new", 4), ("site1/fw/gate%2Fn/end", "end", 9), ("site1/fw/lobby/new", "new", 2)]
+            ("site1/fw/gate%2Fn/new", "new", 4),
+            ("site1/fw/gate%2Fn/end", "end", 9),
+            ("site1/fw/lobby/new", "new", 2),
+        ]
         late, retained = subscriber(mosquitto.port, ["site1/fw/+/state"])  # a late subscriber sees the state
         deadline = time.monotonic() + 10
         while len(retained) < 2 and time.monotonic() < deadline:

@@ -1,5 +1,6 @@
 """Sources: URI parsing, sampling math, real decoding (Ped2 mp4, vtest.avi), queue overflow, broken
 files, watchdog/reconnect (with a scripted reader), audio, loops, OpenCV fallback."""
+
 from __future__ import annotations
 
 import os
@@ -14,15 +15,27 @@ import cv2
 import numpy as np
 import pytest
 
-from fusewatch.stream.sources import decoding, opener
 from fusewatch.stream.clips import AudioChunk, Frame
 from fusewatch.stream.config import SourceConfig
-from fusewatch.stream.sampling import FrameSampler, expected_clips, sample_indices
-from fusewatch.stream.sources import (Discontinuity, EndOfStream, FrameQueue, Reader, SourceError, VideoEvent, VideoSource,
-                                      backoff_delay, file_anchor, parse_source, probe)
-
 from fusewatch.stream.paths import shared_data  # noqa: E402
+from fusewatch.stream.sampling import FrameSampler, expected_clips, sample_indices
+from fusewatch.stream.sources import (
+    Discontinuity,
+    EndOfStream,
+    FrameQueue,
+    Reader,
+    SourceError,
+    VideoEvent,
+    VideoSource,
+    backoff_delay,
+    decoding,
+    file_anchor,
+    opener,
+    parse_source,
+    probe,
+)
 from fusewatch.testing import tone_video  # noqa: E402
+
 SHARED = shared_data()
 PED2 = SHARED / "ped2"
 VTEST = SHARED / "cctv" / "vtest.avi"
@@ -87,7 +100,7 @@ def test_backoff_is_exponential_jittered_and_capped():
     rng = random.Random(1)
     for attempt in range(12):
         d = backoff_delay(attempt, 0.5, 8.0, rng)
-        base = min(8.0, 0.5 * 2 ** attempt)
+        base = min(8.0, 0.5 * 2**attempt)
         assert max(0.5, base * 0.5) <= d <= base + 1e-9
     assert len({round(backoff_delay(3, 0.5, 8.0, rng), 6) for _ in range(20)}) > 1  # jittered
 
@@ -97,12 +110,12 @@ def test_sampler_downsamples_by_timestamp():
     pts30 = [i / 30 for i in range(90)]
     assert sample_indices(pts30, 10) == list(range(0, 90, 3))
     pts10 = [i / 10 for i in range(50)]
-    assert sample_indices(pts10, 10) == list(range(50))          # same rate: keep all
-    assert sample_indices(pts10, 20) == list(range(50))          # never duplicates
+    assert sample_indices(pts10, 10) == list(range(50))  # same rate: keep all
+    assert sample_indices(pts10, 20) == list(range(50))  # never duplicates
     assert sample_indices(pts10, 5) == list(range(0, 50, 2))
-    assert sample_indices(pts10, 2) == list(range(0, 50, 5))     # never the frame before an instant
+    assert sample_indices(pts10, 2) == list(range(0, 50, 5))  # never the frame before an instant
     assert sample_indices([i / 30 for i in range(300)], 7.5) == [i for i in range(300) if i % 4 == 0]
-    pts25 = [i / 25 for i in range(250)]                           # 10 s at 25 fps
+    pts25 = [i / 25 for i in range(250)]  # 10 s at 25 fps
     assert len(sample_indices(pts25, 10)) == 100
     pts15 = [i / 15 for i in range(150)]
     assert len(sample_indices(pts15, 10)) == 100
@@ -114,7 +127,7 @@ def test_sampler_tolerates_jitter_and_restarts_after_gaps():
     assert sample_indices(jittered, 10) == list(range(1000))
     gap = [i / 10 for i in range(10)] + [5.0 + i / 10 for i in range(10)]
     kept = sample_indices(gap, 10)
-    assert kept == list(range(20))                               # no burst, no loss after the gap
+    assert kept == list(range(20))  # no burst, no loss after the gap
     s = FrameSampler(10)
     assert [s.keep(t) for t in (0.0, 0.05, 0.1, 0.12, 0.2)] == [True, False, True, False, True]
 
@@ -141,7 +154,7 @@ def test_decode_ped2_indices_pts_wall_rgb():
     assert np.allclose([f.wall for f in fr], 1000.0 + np.arange(180) / 10, atol=1e-6)
     f0 = fr[0].image
     assert f0.dtype == np.uint8 and f0.shape == (240, 360, 3)
-    cap = cv2.VideoCapture(str(path))                             # independent decode: RGB order
+    cap = cv2.VideoCapture(str(path))  # independent decode: RGB order
     ok, bgr = cap.read()
     cap.release()
     assert ok
@@ -251,7 +264,7 @@ def test_source_drop_oldest_with_a_stalled_consumer():
     cfg = SourceConfig(queue_size=4, overflow="drop_oldest")
     s = VideoSource(str(PED2 / "test_02.mp4"), cfg, wall_anchor=0, overflow="drop_oldest").start()
     deadline = time.monotonic() + 20
-    while s._supervisor.is_alive() and time.monotonic() < deadline:   # never read while it decodes
+    while s._supervisor.is_alive() and time.monotonic() < deadline:  # never read while it decodes
         time.sleep(0.05)
     items, end = drain(s)
     fr = frames_of(items)
@@ -261,7 +274,7 @@ def test_source_drop_oldest_with_a_stalled_consumer():
 
 def test_source_block_with_a_slow_consumer_loses_none():
     cfg = SourceConfig(queue_size=2, overflow="drop_oldest")
-    s = VideoSource(str(PED2 / "train_02.mp4"), cfg, wall_anchor=0).start()   # unpaced file: block
+    s = VideoSource(str(PED2 / "train_02.mp4"), cfg, wall_anchor=0).start()  # unpaced file: block
     assert s.queue.policy == "block"
     got = []
     while True:
@@ -289,7 +302,7 @@ def test_corrupt_file_is_a_clear_error_not_a_hang(tmp_path):
 def test_truncated_mp4_without_index_is_a_clear_error(tmp_path):
     data = (PED2 / "test_06.mp4").read_bytes()
     cut = tmp_path / "cut.mp4"
-    cut.write_bytes(data[: int(len(data) * 0.3)])           # moov atom is at the end: unreadable
+    cut.write_bytes(data[: int(len(data) * 0.3)])  # moov atom is at the end: unreadable
     t0 = time.monotonic()
     with pytest.raises(SourceError):
         list(VideoSource(str(cut), SourceConfig()))
@@ -306,8 +319,23 @@ def test_empty_file_is_a_clear_error(tmp_path):
 @pytest.mark.skipif(not FFMPEG, reason="ffmpeg not installed")
 def test_truncated_faststart_mp4_ends_cleanly_with_a_warning(tmp_path):
     fs = tmp_path / "fs.mp4"
-    subprocess.run([FFMPEG, "-v", "error", "-y", "-i", str(PED2 / "test_02.mp4"), "-c", "copy",
-                    "-movflags", "+faststart", str(fs)], check=True, timeout=60)
+    subprocess.run(
+        [
+            FFMPEG,
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            str(PED2 / "test_02.mp4"),
+            "-c",
+            "copy",
+            "-movflags",
+            "+faststart",
+            str(fs),
+        ],
+        check=True,
+        timeout=60,
+    )
     data = fs.read_bytes()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: int(len(data) * 0.3)])
@@ -400,9 +428,9 @@ def test_watchdog_abandons_a_stalled_decoder_and_reconnects(monkeypatch):
     release.set()
     assert len(got) == 70, "worker did not resume after stall/refusal/error"
     assert s.counts["reconnects"] >= 3 and calls["n"] >= 4 and disc >= 2
-    assert [f.index for f in got] == list(range(70))             # indices continue
+    assert [f.index for f in got] == list(range(70))  # indices continue
     pts = [f.pts for f in got]
-    assert all(b > a for a, b in zip(pts, pts[1:]))              # timeline monotonic across reconnects
+    assert all(b > a for a, b in zip(pts, pts[1:]))  # timeline monotonic across reconnects
 
 
 def test_max_reconnects_gives_up_with_a_clear_error(monkeypatch):

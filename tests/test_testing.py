@@ -1,4 +1,5 @@
 """fusewatch.testing: the public helpers work as documented (real decoding, real worker)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,8 +32,8 @@ def test_moving_box_video_is_still_then_moving(tmp_path):
     assert len(frames) == 40 and frames[0].image.shape == (64, 96, 3)
     lefts = []
     for f in frames:
-        bright = np.nonzero(f.image.mean(2) > 200)          # the white square (codec noise aside)
-        assert 200 < bright[0].size < 330                   # ≈ 16×16 pixels
+        bright = np.nonzero(f.image.mean(2) > 200)  # the white square (codec noise aside)
+        assert 200 < bright[0].size < 330  # ≈ 16×16 pixels
         lefts.append(int(bright[1].min()))
     expected = [box_left(i) for i in range(40)]
     assert max(abs(a - b) for a, b in zip(lefts, expected)) <= 1
@@ -52,7 +53,7 @@ def test_collect_features_runs_the_real_worker(tmp_path):
     assert msgs[0].wall_start == pytest.approx(1000.0) and msgs[1].pts_start == pytest.approx(1.6)
     rgb = msgs[0].rep("meanrgb")
     assert rgb.shape == (3,) and rgb.dtype == np.float32
-    share = 16 * 16 / (96 * 64)                             # white box on grey 128
+    share = 16 * 16 / (96 * 64)  # white box on grey 128
     assert rgb == pytest.approx(128 + share * (255 - 128), abs=2.0)
     cfg = load_config(env={}, overrides={"clips.clip_len": 8, "clips.clip_stride": 8})
     assert len(collect_features(path, [MeanRGB()], cfg)) == 5

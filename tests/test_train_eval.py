@@ -1,4 +1,5 @@
 """Training (weak supervision), causal scoring, checkpoints, evaluation and their CLI glue."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,21 +11,21 @@ import numpy as np
 import pytest
 import torch
 
+from fusewatch.cli.evaluate import add_commands as add_eval
+from fusewatch.cli.train import add_commands as add_train
+from fusewatch.engines.data import ClipRule, FeatureDataset, VideoFeatures, load_dataset
+from fusewatch.engines.evaluation.evaluate import ScoredVideo, evaluate, evaluate_scores
+from fusewatch.engines.evaluation.metrics import roc_auc
 from fusewatch.engines.evaluation.scoring import score_video
+from fusewatch.engines.fusion.factory import build_model
+from fusewatch.engines.training.checkpoint import load_model, save_checkpoint
 from fusewatch.engines.training.loop import train
 from fusewatch.engines.training.losses import degree_variance_reg
 from fusewatch.engines.training.split import stratified_split
 from fusewatch.engines.training.windows import training_windows
-from fusewatch.engines.training.checkpoint import load_model, save_checkpoint
-from fusewatch.engines.data import ClipRule, FeatureDataset, VideoFeatures, load_dataset
-from fusewatch.engines.evaluation.evaluate import ScoredVideo, evaluate, evaluate_scores
-from fusewatch.cli.evaluate import add_commands as add_eval
-from fusewatch.cli.train import add_commands as add_train
-from fusewatch.engines.evaluation.metrics import roc_auc
-from fusewatch.engines.fusion.factory import build_model
 from fusewatch.stream.config import Config, ModelConfig
-
 from fusewatch.stream.paths import shared_data  # noqa: E402
+
 UCF = shared_data("ucf_c3d_sample")
 CLIP_LEN = 4
 
@@ -50,11 +51,11 @@ def synthetic(n_norm: int = 16, n_abn: int = 16, seed: int = 0) -> FeatureDatase
         for r, d in dims.items():
             x = scenes[r][sc][None] + 0.5 * rng.normal(size=(T, d))
             if abn:
-                x[span[0]:span[1]] += 3.0 * shift[r][None]
+                x[span[0] : span[1]] += 3.0 * shift[r][None]
             feats[r] = x.astype(np.float32)
         gt = np.zeros(T * CLIP_LEN, np.uint8)
         if abn:
-            gt[span[0] * CLIP_LEN: span[1] * CLIP_LEN] = 1
+            gt[span[0] * CLIP_LEN : span[1] * CLIP_LEN] = 1
         vids.append(VideoFeatures(f"{'abn' if abn else 'nor'}_{i:02d}", feats, int(abn), gt, ClipRule(CLIP_LEN)))
     return FeatureDataset(vids, dims, "memory", "synthetic")
 
@@ -91,6 +92,7 @@ def trained(data, tmp_path_factory):
 
 
 # --------------------------------------------------------------------------------------- training --
+
 
 def test_lego_training_beats_chance(trained, data):
     out, s = trained
@@ -144,12 +146,12 @@ def test_degree_variance_regulariser():
     uniform = torch.ones(1, n, n)
     mask = torch.ones(1, n)
     hub = torch.zeros(1, n, n)
-    hub[0, 0, :] = hub[0, :, 0] = 1.0                 # a star: node 0 linked to all, others to node 0 only
-    assert degree_variance_reg(hub, mask, 0.5) > 0.08   # degrees 1 and 5 × 0.2: variance 0.0889
+    hub[0, 0, :] = hub[0, :, 0] = 1.0  # a star: node 0 linked to all, others to node 0 only
+    assert degree_variance_reg(hub, mask, 0.5) > 0.08  # degrees 1 and 5 × 0.2: variance 0.0889
     ring = torch.zeros(1, n, n)
     for i in range(n):
         ring[0, i, (i + 1) % n] = ring[0, (i + 1) % n, i] = 1.0
-    assert degree_variance_reg(ring, mask, 0.5) < 1e-6   # regular graph: equal degrees
+    assert degree_variance_reg(ring, mask, 0.5) < 1e-6  # regular graph: equal degrees
     assert torch.isfinite(degree_variance_reg(uniform, mask, 0.5))
     # padded nodes are ignored; windows with < 2 real nodes do not count
     pad_mask = torch.tensor([[0, 0, 1, 1, 1, 1.0]])
@@ -171,7 +173,7 @@ def test_training_windows_cover_every_clip():
                 assert 0 <= s < e <= T and e - s <= 8
                 covered[s:e] = True
             assert covered.all()
-    spans = training_windows(1000, 8, rng, max_windows=4)    # long video: a random crop of 4·N clips
+    spans = training_windows(1000, 8, rng, max_windows=4)  # long video: a random crop of 4·N clips
     assert len(spans) <= 5 and max(e for _, e in spans) - min(s for s, _ in spans) <= 32
 
 
@@ -182,6 +184,7 @@ def test_stratified_split(data):
 
 
 # --------------------------------------------------------------------------------- causal scoring --
+
 
 @pytest.mark.parametrize("fusion", ["lego", "mtn"])
 @pytest.mark.parametrize("T", [5, 23])
@@ -199,9 +202,9 @@ def test_score_video_equals_window_by_window(fusion, T):
             L = t + 1 - lo
             w = {k: torch.zeros(1, N, a.shape[1]) for k, a in feats.items()}
             for k, a in feats.items():
-                w[k][0, N - L:] = torch.from_numpy(a[lo:t + 1])
+                w[k][0, N - L :] = torch.from_numpy(a[lo : t + 1])
             mask = torch.zeros(1, N)
-            mask[0, N - L:] = 1
+            mask[0, N - L :] = 1
             ref[t] = model(w, mask, torch.ones(1, 2))[0, -1]
     np.testing.assert_allclose(fast, ref, rtol=1e-5, atol=1e-6)
     assert fast.shape == (T,) and np.all((fast >= 0) & (fast <= 1))
@@ -226,10 +229,12 @@ def test_trained_checkpoint_loads_weights_only(trained):
 
 # ------------------------------------------------------------------------------------- evaluation --
 
+
 def test_evaluate_report_json_and_plots(trained, data, tmp_path):
     out, _ = trained
-    rep = evaluate(out, data, out_json=tmp_path / "r.json", plots_dir=tmp_path / "plots", print_table=False,
-                   max_timelines=3)
+    rep = evaluate(
+        out, data, out_json=tmp_path / "r.json", plots_dir=tmp_path / "plots", print_table=False, max_timelines=3
+    )
     j = json.loads((tmp_path / "r.json").read_text())
     for k in ("auc", "ap", "ap_kind", "frames", "videos", "per_video"):
         assert k in j
@@ -238,7 +243,7 @@ def test_evaluate_report_json_and_plots(trained, data, tmp_path):
     assert 0.5 < j["auc"] <= 1 and 0 < j["ap"] <= 1
     pv = j["per_video"]["abn_20"]
     assert pv["clips"] == data.by_name()["abn_20"].num_clips and pv["label"] == 1 and pv["auc"] is not None
-    assert j["per_video"]["nor_00"]["auc"] is None            # one class only: undefined
+    assert j["per_video"]["nor_00"]["auc"] is None  # one class only: undefined
     assert (tmp_path / "plots" / "roc.png").stat().st_size > 1000
     assert len(list((tmp_path / "plots" / "timelines").glob("*.png"))) == 3
     assert j["model"]["fusion"] == "lego" and rep["auc"] == j["auc"]
@@ -248,7 +253,7 @@ def test_evaluate_precomputed_scores_from_a_stream(data):
     # perfect scores from e.g. the streaming engine: 1 inside the burst, 0 elsewhere
     scored = []
     for v in data.videos:
-        s = np.array([v.frame_gt[a:b + 1].max() for a, b in v.clip_ranges()], float)
+        s = np.array([v.frame_gt[a : b + 1].max() for a, b in v.clip_ranges()], float)
         scored.append(ScoredVideo(v.name, s, v.clip_ranges(), v.frame_gt))
     rep = evaluate_scores(scored, print_table=False)
     assert rep["auc"] == pytest.approx(1.0) and rep["ap"] == pytest.approx(1.0) and rep["video_auc"] == 1.0
@@ -261,8 +266,10 @@ def test_evaluate_precomputed_scores_from_a_stream(data):
 
 def test_evaluate_rejects_mismatched_dims(trained, tmp_path):
     out, _ = trained
-    other = FeatureDataset([VideoFeatures("x", {"a": np.zeros((3, 5), np.float32), "b": np.zeros((3, 8), np.float32)}, 0)],
-                           {"a": 5, "b": 8})
+    other = FeatureDataset(
+        [VideoFeatures("x", {"a": np.zeros((3, 5), np.float32), "b": np.zeros((3, 8), np.float32)}, 0)],
+        {"a": 5, "b": 8},
+    )
     with pytest.raises(ValueError, match="expects dim 16"):
         evaluate(out, other, print_table=False)
     only_a = FeatureDataset([VideoFeatures("x", {"a": np.zeros((3, 16), np.float32)}, 0)], {"a": 16})
@@ -303,6 +310,7 @@ def test_ucf_c3d_sample_auc(tmp_path):
 
 # -------------------------------------------------------------------------------------------- CLI --
 
+
 def _parser():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="command")
@@ -314,20 +322,48 @@ def _parser():
 @pytest.mark.skipif(not UCF.exists(), reason=f"{UCF} not available (../shared missing)")
 def test_cli_train_and_eval(tmp_path, capsys):
     p = _parser()
-    args = p.parse_args(["train", "--data", str(UCF), "--out", str(tmp_path / "m.pt"), "--fusion", "concat",
-                         "--epochs", "2", "--seed", "3", "--no-progress"])
+    args = p.parse_args(
+        [
+            "train",
+            "--data",
+            str(UCF),
+            "--out",
+            str(tmp_path / "m.pt"),
+            "--fusion",
+            "concat",
+            "--epochs",
+            "2",
+            "--seed",
+            "3",
+            "--no-progress",
+        ]
+    )
     assert args.handler(args, Config()) == 0
     assert "saved" in capsys.readouterr().out
-    args = p.parse_args(["eval", "--model", str(tmp_path / "m.pt"), "--data", str(UCF),
-                         "--json", str(tmp_path / "r.json"), "--plots", str(tmp_path / "plots"),
-                         "--max-timelines", "2"])
+    args = p.parse_args(
+        [
+            "eval",
+            "--model",
+            str(tmp_path / "m.pt"),
+            "--data",
+            str(UCF),
+            "--json",
+            str(tmp_path / "r.json"),
+            "--plots",
+            str(tmp_path / "plots"),
+            "--max-timelines",
+            "2",
+        ]
+    )
     assert args.handler(args, Config()) == 0
     j = json.loads((tmp_path / "r.json").read_text())
     assert j["frames"] == 12459 and j["model"]["fusion"] == "concat"
-    for bad, exc in ((["train", "--data", str(tmp_path / "none"), "--out", "x.pt"], FileNotFoundError),
-                     (["train", "--data", str(UCF), "--out", "x.pt", "--representations", "i3d"], ValueError),
-                     (["eval", "--model", str(tmp_path / "m.pt"), "--data", str(tmp_path / "none")], FileNotFoundError),
-                     (["eval", "--model", str(tmp_path / "m.pt")], ValueError)):
+    for bad, exc in (
+        (["train", "--data", str(tmp_path / "none"), "--out", "x.pt"], FileNotFoundError),
+        (["train", "--data", str(UCF), "--out", "x.pt", "--representations", "i3d"], ValueError),
+        (["eval", "--model", str(tmp_path / "m.pt"), "--data", str(tmp_path / "none")], FileNotFoundError),
+        (["eval", "--model", str(tmp_path / "m.pt")], ValueError),
+    ):
         a = p.parse_args(bad)
         with pytest.raises(exc) as ei:
             a.handler(a, Config())
@@ -339,10 +375,10 @@ def test_score_video_absent_representation():
     N, T = 8, 11
     model = build_model(ModelConfig(window=N, representations=["a", "b"]), {"a": 6, "b": 3}).eval()
     a = np.random.default_rng(2).normal(size=(T, 6)).astype(np.float32)
-    fast = score_video(model, {"a": a})                 # "b" missing → zeros + present 0
+    fast = score_video(model, {"a": a})  # "b" missing → zeros + present 0
     with torch.no_grad():
         t = T - 1
-        w = {"a": torch.from_numpy(a[t - N + 1:t + 1])[None], "b": torch.zeros(1, N, 3)}
+        w = {"a": torch.from_numpy(a[t - N + 1 : t + 1])[None], "b": torch.zeros(1, N, 3)}
         ref = model(w, torch.ones(1, N), torch.tensor([[1.0, 0.0]]))[0, -1]
     assert fast[-1] == pytest.approx(float(ref), abs=1e-6)
     with pytest.raises(ValueError, match="none of the model's representations"):
@@ -351,17 +387,30 @@ def test_score_video_absent_representation():
 
 def _write_fusewatch_layout(ds: FeatureDataset, root: Path) -> None:
     """What ``fusewatch extract`` writes: meta.json, <rep>/<video>.npy, labels.json."""
-    meta = {"clip_len": CLIP_LEN, "clip_stride": CLIP_LEN, "sample_fps": 10.0,
-            "representations": {r: {"dim": d, "version": "test"} for r, d in ds.dims.items()}, "videos": {}}
+    meta = {
+        "clip_len": CLIP_LEN,
+        "clip_stride": CLIP_LEN,
+        "sample_fps": 10.0,
+        "representations": {r: {"dim": d, "version": "test"} for r, d in ds.dims.items()},
+        "videos": {},
+    }
     labels = {}
     for v in ds:
         for r, x in v.feats.items():
             (root / r).mkdir(parents=True, exist_ok=True)
             np.save(root / r / f"{v.name}.npy", x)
-        meta["videos"][v.name] = {"clips": v.num_clips, "frames": v.frames(), "fps": 10.0,
-                                  "clip_frames": [list(c) for c in v.clip_ranges()]}
-        labels[v.name] = {"frames": v.frames(), "fps": 10, "abnormal_frames": int(v.frame_gt.sum()),
-                          "labels": "".join(map(str, v.frame_gt.tolist()))}
+        meta["videos"][v.name] = {
+            "clips": v.num_clips,
+            "frames": v.frames(),
+            "fps": 10.0,
+            "clip_frames": [list(c) for c in v.clip_ranges()],
+        }
+        labels[v.name] = {
+            "frames": v.frames(),
+            "fps": 10,
+            "abnormal_frames": int(v.frame_gt.sum()),
+            "labels": "".join(map(str, v.frame_gt.tolist())),
+        }
     (root / "meta.json").write_text(json.dumps(meta))
     (root / "labels.json").write_text(json.dumps(labels))
 
@@ -370,7 +419,7 @@ def test_train_and_eval_from_fusewatch_layout(data, tmp_path):
     root = tmp_path / "feats"
     _write_fusewatch_layout(data, root)
     cfg = small_cfg(epochs=3)
-    cfg.model.representations = ["b", "a"]                  # order is the model's, not the folder's
+    cfg.model.representations = ["b", "a"]  # order is the model's, not the folder's
     s = train(root, cfg, tmp_path / "m.pt", progress=False)
     assert s.representations == ["b", "a"] and s.val_kind == "frame" and s.best_val_auc is not None
     rep = evaluate(tmp_path / "m.pt", root, print_table=False)
@@ -380,9 +429,10 @@ def test_train_and_eval_from_fusewatch_layout(data, tmp_path):
 
 def test_training_stores_calibrated_alert_thresholds(trained, data):
     """Thresholds come from the normal training videos' clip scores and the engine adopts them."""
-    from fusewatch.engines.training.checkpoint import load_model
     from fusewatch.engines.serving.service import effective_alerts
+    from fusewatch.engines.training.checkpoint import load_model
     from fusewatch.stream.config import load_config
+
     out, s = trained
     th = s.alert_thresholds
     assert th and 0 <= th["off"] < th["on"] <= 1 and th["normal_clips"] > 0

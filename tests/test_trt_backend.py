@@ -3,6 +3,7 @@ construction, precision flags, profiles, engine cache, device placement, checked
 FP16 with an absent representation; plus the fake's API checked against the installed TensorRT-RTX.
 
 ONNX Runtime runs for real (it is the reference and, inside the fake, the FP32 executor)."""
+
 from __future__ import annotations
 
 import json
@@ -21,15 +22,14 @@ import fusewatch.engines.serving.backends as backends
 import fusewatch.engines.serving.backends.artifacts as artifacts
 import fusewatch.engines.serving.backends.fp16 as fp16_mod
 import fusewatch.engines.serving.backends.tensorrt_build as trt_build
+from fusewatch.engines.export.onnx import example_inputs, export_onnx
+from fusewatch.engines.fusion.factory import build_model
 from fusewatch.engines.serving.backends import BackendError, select_backend, tensorrt_importable
+from fusewatch.engines.serving.backends.fp16 import FP16_SAFE_EPS
 from fusewatch.engines.serving.backends.onnxruntime import OrtScorer
 from fusewatch.engines.serving.backends.probe import parse_version, version_problem
 from fusewatch.engines.serving.backends.tensorrt import TrtScorer
-from fusewatch.engines.serving.backends.fp16 import FP16_SAFE_EPS
-from fusewatch.engines.export.onnx import example_inputs, export_onnx
-from fusewatch.engines.fusion.factory import build_model
 from fusewatch.stream.config import ModelConfig
-
 from tests import fake_tensorrt
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,16 +87,20 @@ def test_fp32_engine_matches_onnxruntime_with_tf32_cleared_and_batch_profile(fak
     trt, cuda, state = fake
     model, paths = exports
     s = TrtScorer(paths, max_batch=4, opt_batch=2, cache_dir=tmp_path, cuda=cuda)
-    assert (s.precision, s.gpu_name, s.compute_capability, s.built) == ("fp32", "Fake GPU A", "8.9",
-                                                                         ["graphs", "features"])
+    assert (s.precision, s.gpu_name, s.compute_capability, s.built) == (
+        "fp32",
+        "Fake GPU A",
+        "8.9",
+        ["graphs", "features"],
+    )
     builds = state.events("build")
-    assert len(builds) == 2 and all(b["flags"] == set() for b in builds)   # TF32 (on by default) cleared
+    assert len(builds) == 2 and all(b["flags"] == set() for b in builds)  # TF32 (on by default) cleared
     prof = builds[0]["profile"]
     assert set(prof) == {"R", "mask", "present", "U"}
     assert prof["R"] == [(1, 3, N, N), (2, 3, N, N), (4, 3, N, N)]
     assert prof["mask"] == [(1, N), (2, N), (4, N)]
     r, mask, present, u = graph_batch(model, 6)
-    got = s.score_graphs(r, mask, present, u)      # 6 > max_batch 4: split 4 + 2
+    got = s.score_graphs(r, mask, present, u)  # 6 > max_batch 4: split 4 + 2
     np.testing.assert_allclose(got, ort.score_graphs(r, mask, present, u), atol=1e-6)
     ex = [e for e in state.events("execute")]
     assert [e["shapes"]["R"][0] for e in ex] == [4, 2]
@@ -105,8 +109,9 @@ def test_fp32_engine_matches_onnxruntime_with_tf32_cleared_and_batch_profile(fak
     assert [e["shape"] for e in state.events("set_input_shape") if e["name"] == "U"] == [(4, 3, N, 16), (2, 3, N, 16)]
     g = example_inputs(model, "features", batch=3, seed=1)
     feats = {k: g[f"feat_{i}"] for i, k in enumerate(DIMS)}
-    np.testing.assert_allclose(s.score_features(feats, g["mask"], g["present"]),
-                               ort.score_features(feats, g["mask"], g["present"]), atol=1e-6)
+    np.testing.assert_allclose(
+        s.score_features(feats, g["mask"], g["present"]), ort.score_features(feats, g["mask"], g["present"]), atol=1e-6
+    )
 
 
 def test_tf32_opt_in_and_precision_are_in_the_engine_cache_key(fake, exports, tmp_path):
@@ -131,8 +136,9 @@ def test_engine_cache_hit_and_corrupt_entry_rebuilt_atomically(fake, exports, tm
     healed = TrtScorer(paths, max_batch=2, cache_dir=tmp_path, cuda=cuda)
     assert healed.built == ["graphs"] and len(state.events("build")) == 2
     assert ep.read_bytes().startswith(fake_tensorrt.MAGIC)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(      # no temporary files left
-        [ep.name, "timing-10.8.0.43-Fake_GPU_A-sm89.cache"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(  # no temporary files left
+        [ep.name, "timing-10.8.0.43-Fake_GPU_A-sm89.cache"]
+    )
 
 
 def test_everything_is_created_and_run_on_the_configured_device(fake, exports, tmp_path):
@@ -141,12 +147,24 @@ def test_everything_is_created_and_run_on_the_configured_device(fake, exports, t
     s = TrtScorer({"graphs": paths["graphs"]}, max_batch=2, cache_dir=tmp_path, cuda=cuda, device=1)
     s.score_graphs(*graph_batch(model, 2))
     assert s.gpu_name == "Fake GPU B"
-    for ev in ("Builder", "create_network", "parse", "build", "Runtime", "deserialize",
-               "create_execution_context", "alloc", "stream", "set_input_shape", "set_tensor_address", "execute"):
+    for ev in (
+        "Builder",
+        "create_network",
+        "parse",
+        "build",
+        "Runtime",
+        "deserialize",
+        "create_execution_context",
+        "alloc",
+        "stream",
+        "set_input_shape",
+        "set_tensor_address",
+        "execute",
+    ):
         got = state.events(ev)
         assert got and all(e["device"] == 1 for e in got), ev
     assert all(e["on"] == 1 for e in state.events("alloc") + state.events("stream"))
-    assert state.device == 0          # restored after every scope
+    assert state.device == 0  # restored after every scope
     with pytest.raises(BackendError, match="CUDA device 5"):
         TrtScorer({"graphs": paths["graphs"]}, cache_dir=tmp_path, cuda=cuda, device=5)
 
@@ -158,13 +176,16 @@ def test_one_tensorrt_logger_per_process(fake, exports, tmp_path):
     assert len(state.events("Logger")) == 1 and len(state.events("Builder")) == 2
 
 
-@pytest.mark.parametrize("event, message", [
-    ("set_input_shape", "rejected input shape"),
-    ("set_tensor_address", "rejected the device address"),
-    ("execute", "execute_async_v3 failed"),
-    ("output_shape", r"TensorRT reports shape \(2, 9\) for batch 2, which does not fit its buffer \(2, 8\)"),
-    ("output_rows", r"TensorRT output shape \(1, 8\), expected \(2, 8\)"),
-])
+@pytest.mark.parametrize(
+    "event, message",
+    [
+        ("set_input_shape", "rejected input shape"),
+        ("set_tensor_address", "rejected the device address"),
+        ("execute", "execute_async_v3 failed"),
+        ("output_shape", r"TensorRT reports shape \(2, 9\) for batch 2, which does not fit its buffer \(2, 8\)"),
+        ("output_rows", r"TensorRT output shape \(1, 8\), expected \(2, 8\)"),
+    ],
+)
 def test_every_execution_return_value_is_checked(fake, exports, tmp_path, event, message):
     trt, cuda, state = fake
     model, paths = exports
@@ -174,12 +195,15 @@ def test_every_execution_return_value_is_checked(fake, exports, tmp_path, event,
         s.score_graphs(*graph_batch(model, 2))
 
 
-@pytest.mark.parametrize("event, message", [
-    ("add_optimization_profile", "rejected the optimisation profile"),
-    ("parse", "parser rejected the model: In node 3"),
-    ("build", "engine build failed"),
-    ("create_execution_context", "could not create an execution context"),
-])
+@pytest.mark.parametrize(
+    "event, message",
+    [
+        ("add_optimization_profile", "rejected the optimisation profile"),
+        ("parse", "parser rejected the model: In node 3"),
+        ("build", "engine build failed"),
+        ("create_execution_context", "could not create an execution context"),
+    ],
+)
 def test_construction_failures_raise_backend_error(fake, exports, tmp_path, event, message):
     trt, cuda, state = fake
     state.fail[event] = True
@@ -195,9 +219,11 @@ def test_a_files_form_must_match_its_key(fake, exports, tmp_path):
             make()
 
 
-FAILURES = {   # how TensorRT can fail at construction → what the fallback reason says
-    "builder": (dict(fail={"Builder": TypeError("pybind11::init(): factory function returned nullptr")}),
-                "tensorrt.Builder() failed (TypeError: pybind11::init(): factory function returned nullptr)"),
+FAILURES = {  # how TensorRT can fail at construction → what the fallback reason says
+    "builder": (
+        dict(fail={"Builder": TypeError("pybind11::init(): factory function returned nullptr")}),
+        "tensorrt.Builder() failed (TypeError: pybind11::init(): factory function returned nullptr)",
+    ),
     "parse": (dict(fail={"parse": True}), "parser rejected the model"),
     "build": (dict(fail={"build": True}), "engine build failed"),
     "deserialize": (dict(fail={"deserialize": True}), "could not deserialize the engine"),
@@ -207,8 +233,9 @@ FAILURES = {   # how TensorRT can fail at construction → what the fallback rea
 
 
 @pytest.mark.parametrize("case", list(FAILURES))
-def test_auto_falls_back_to_onnxruntime_and_explicit_tensorrt_fails_in_one_line(monkeypatch, exports, tmp_path,
-                                                                                 caplog, case):
+def test_auto_falls_back_to_onnxruntime_and_explicit_tensorrt_fails_in_one_line(
+    monkeypatch, exports, tmp_path, caplog, case
+):
     setup, reason = FAILURES[case]
     trt, cuda, state = install(monkeypatch, **({"version": setup["version"]} if "version" in setup else {}))
     state.fail.update(setup.get("fail", {}))
@@ -221,14 +248,17 @@ def test_auto_falls_back_to_onnxruntime_and_explicit_tensorrt_fails_in_one_line(
         assert (s.backend, s.requested_backend) == ("onnxruntime", "auto")
         assert reason in s.fallback_reason
     logged = [r for r in caplog.records if r.name == "fusewatch.engines.serving.backends" and reason in r.getMessage()]
-    assert len(logged) == 1                                       # said once, with the reason
+    assert len(logged) == 1  # said once, with the reason
     assert logged[0].levelno == (logging.INFO if case in ("old", "no_gpu") else logging.WARNING)
     with pytest.raises(BackendError) as ei:
         select_backend("tensorrt", model=paths, cache_dir=tmp_path, cuda=cuda)
     assert reason in str(ei.value) and "\n" not in str(ei.value)
-    ok = select_backend("auto", model=paths, cache_dir=tmp_path / "ok", cuda=fake_tensorrt.make_fake()[1]) \
-        if case == "no_gpu" else None
-    if ok is not None:      # the same call with TensorRT usable gets TensorRT, no reason
+    ok = (
+        select_backend("auto", model=paths, cache_dir=tmp_path / "ok", cuda=fake_tensorrt.make_fake()[1])
+        if case == "no_gpu"
+        else None
+    )
+    if ok is not None:  # the same call with TensorRT usable gets TensorRT, no reason
         assert (ok.backend, ok.fallback_reason) == ("tensorrt", "")
 
 
@@ -247,23 +277,27 @@ def test_fp16_stays_finite_and_close_with_an_absent_representation(monkeypatch, 
     got, ref = s.score_graphs(*args), ort.score_graphs(*args)
     assert np.isfinite(got).all()
     assert np.abs(got - ref).max() <= 1e-2
-    assert np.abs(got - ref).max() > 0     # it really ran in FP16
+    assert np.abs(got - ref).max() > 0  # it really ran in FP16
 
 
 def clip_minimums(proto) -> list[float]:
     vals = {t.name: t for t in proto.graph.initializer}
     vals.update({n.output[0]: n.attribute[0].t for n in proto.graph.node if n.op_type == "Constant"})
-    return [float(numpy_helper.to_array(vals[n.input[1]]).astype(np.float64).reshape(()))
-            for n in proto.graph.node if n.op_type == "Clip"]
+    return [
+        float(numpy_helper.to_array(vals[n.input[1]]).astype(np.float64).reshape(()))
+        for n in proto.graph.node
+        if n.op_type == "Clip"
+    ]
 
 
 @pytest.mark.parametrize("fp16_flag", [True, False], ids=["trt10-flag", "trt11-typed"])
-def test_fp16_engines_get_fp16_safe_clip_floors_fp32_engines_the_export_as_is(monkeypatch, exports, tmp_path,
-                                                                               fp16_flag):
+def test_fp16_engines_get_fp16_safe_clip_floors_fp32_engines_the_export_as_is(
+    monkeypatch, exports, tmp_path, fp16_flag
+):
     trt, cuda, state = install(monkeypatch, fp16_flag=fp16_flag)
     paths = {"graphs": exports[1]["graphs"]}
     exported = clip_minimums(onnx.load(str(paths["graphs"])))
-    assert min(exported) == pytest.approx(1e-12)       # the torch model's eps, kept for FP32
+    assert min(exported) == pytest.approx(1e-12)  # the torch model's eps, kept for FP32
     f32 = TrtScorer(paths, max_batch=2, cache_dir=tmp_path, cuda=cuda)
     f16 = TrtScorer(paths, max_batch=2, cache_dir=tmp_path, cuda=cuda, fp16=True)
     assert clip_minimums(fake_tensorrt.engine_onnx(f32.engine_paths["graphs"].read_bytes())) == exported
@@ -330,12 +364,15 @@ def test_fake_api_exists_in_the_installed_tensorrt_rtx_bindings():
     if not ok:
         pytest.skip(f"tensorrt-rtx is not importable here: {why}")
     names = sorted(fake_tensorrt.api_names(fake_tensorrt.make_fake()[0]))
-    code = ("import json, sys, tensorrt_rtx as t\n"
-            "def has(n):\n o = t\n for p in n.split('.'):\n  if not hasattr(o, p): return False\n  o = getattr(o, p)\n return True\n"
-            "names = json.loads(sys.stdin.read())\n"
-            "print(json.dumps({n: has(n) for n in names}))\n")
-    p = subprocess.run([sys.executable, "-c", code], input=json.dumps(names), capture_output=True, text=True,
-                       timeout=120)
+    code = (
+        "import json, sys, tensorrt_rtx as t\n"
+        "def has(n):\n o = t\n for p in n.split('.'):\n  if not hasattr(o, p): return False\n  o = getattr(o, p)\n return True\n"
+        "names = json.loads(sys.stdin.read())\n"
+        "print(json.dumps({n: has(n) for n in names}))\n"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code], input=json.dumps(names), capture_output=True, text=True, timeout=120
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     found = json.loads(p.stdout.strip().splitlines()[-1])
     missing = sorted(n for n, ok in found.items() if not ok and n not in fake_tensorrt.TENSORRT10_ONLY)

@@ -1,5 +1,6 @@
 """TensorRT compatibility of the exported graphs: static checker (positive + negative cases) and an
 optional real engine build with the TensorRT-RTX builder (ahead of time, no GPU needed)."""
+
 from __future__ import annotations
 
 import os
@@ -13,10 +14,10 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from fusewatch.engines.serving.backends import tensorrt_importable
 from fusewatch.engines.export.onnx import export_onnx
-from fusewatch.engines.fusion.factory import build_model
 from fusewatch.engines.export.tensorrt_ops import assert_tensorrt_compatible, check_onnx_for_tensorrt, supported_ops
+from fusewatch.engines.fusion.factory import build_model
+from fusewatch.engines.serving.backends import tensorrt_importable
 from fusewatch.stream.config import ModelConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,11 +37,13 @@ def exports(tmp_path_factory):
     for exp in ("matrix", "hadamard"):
         for form in ("graphs", "features"):
             # the default node branch (node_dim 16, graphs form takes U) ...
-            out[(exp, form)] = _export(d, form, expansion=exp, proj_dim=4 if form == "features" else 0,
-                                       softplus=exp == "hadamard")
+            out[(exp, form)] = _export(
+                d, form, expansion=exp, proj_dim=4 if form == "features" else 0, softplus=exp == "hadamard"
+            )
             # ... and the relations-only head (node_dim 0)
-            out[(exp, form, "plain")] = _export(d, form, expansion=exp, node_dim=0,
-                                                proj_dim=4 if form == "graphs" else 0)
+            out[(exp, form, "plain")] = _export(
+                d, form, expansion=exp, node_dim=0, proj_dim=4 if form == "graphs" else 0
+            )
     for fusion in ("concat", "add", "mtn"):
         out[(fusion, "features")] = _export(d, "features", fusion=fusion)
     return out
@@ -75,11 +78,17 @@ def test_flags_unsupported_and_forbidden_ops():
     x = helper.make_tensor_value_info("x", F, [2, 3])
     y = helper.make_tensor_value_info("y", F, None)
     idx = helper.make_tensor_value_info("i", I64, None)
-    m = _model([helper.make_node("Bernoulli", ["x"], ["y"], name="u"),
-                helper.make_node("Unique", ["x"], ["uq"], name="uniq"),
-                helper.make_node("NonZero", ["x"], ["i"], name="nz"),
-                helper.make_node("MyOp", ["x"], ["z"], name="c", domain="com.example")],
-               [x], [y, idx], domain_opsets=["com.example"])
+    m = _model(
+        [
+            helper.make_node("Bernoulli", ["x"], ["y"], name="u"),
+            helper.make_node("Unique", ["x"], ["uq"], name="uniq"),
+            helper.make_node("NonZero", ["x"], ["i"], name="nz"),
+            helper.make_node("MyOp", ["x"], ["z"], name="c", domain="com.example"),
+        ],
+        [x],
+        [y, idx],
+        domain_opsets=["com.example"],
+    )
     probs = check_onnx_for_tensorrt(m)
     assert any("'u' (Bernoulli): op not supported" in p for p in probs)
     assert any("'uniq' (Unique): data-dependent" in p for p in probs)
@@ -99,12 +108,23 @@ def test_flags_non_constant_reduce_axes_and_accepts_constant():
     const = numpy_helper.from_array(np.array([1], np.int64), "axes_c")
     ok = _model([helper.make_node("ReduceSum", ["x", "axes_c"], ["y"], name="r")], [x], [y], [const], opset=13)
     assert check_onnx_for_tensorrt(ok) == []
-    via_constant = _model([helper.make_node("Constant", [], ["k"], value=const),
-                           helper.make_node("ReduceSum", ["x", "k"], ["y"], name="r")], [x], [y], opset=13)
+    via_constant = _model(
+        [
+            helper.make_node("Constant", [], ["k"], value=const),
+            helper.make_node("ReduceSum", ["x", "k"], ["y"], name="r"),
+        ],
+        [x],
+        [y],
+        opset=13,
+    )
     assert check_onnx_for_tensorrt(via_constant) == []
     # Unsqueeze axes computed at run time (Shape -> Gather) is flagged too
-    dyn = _model([helper.make_node("Shape", ["x"], ["s"]),
-                  helper.make_node("Unsqueeze", ["x", "s"], ["y"], name="uq")], [x], [y], opset=13)
+    dyn = _model(
+        [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Unsqueeze", ["x", "s"], ["y"], name="uq")],
+        [x],
+        [y],
+        opset=13,
+    )
     assert any("'uq' (Unsqueeze): input 1" in p for p in check_onnx_for_tensorrt(dyn))
 
 
@@ -117,8 +137,11 @@ def test_flags_integer_inputs_to_float_only_ops():
     assert any("'mm' (MatMul): input 0" in p and "INT64" in p for p in probs)
     # dtype found through shape inference (Cast -> Exp)
     x = helper.make_tensor_value_info("x", F, [2])
-    m2 = _model([helper.make_node("Cast", ["x"], ["c"], to=TensorProto.INT32),
-                 helper.make_node("Exp", ["c"], ["y"], name="e")], [x], [helper.make_tensor_value_info("y", F, None)])
+    m2 = _model(
+        [helper.make_node("Cast", ["x"], ["c"], to=TensorProto.INT32), helper.make_node("Exp", ["c"], ["y"], name="e")],
+        [x],
+        [helper.make_tensor_value_info("y", F, None)],
+    )
     assert any("'e' (Exp)" in p and "INT32" in p for p in check_onnx_for_tensorrt(m2))
 
 
@@ -137,15 +160,23 @@ def test_flags_topk_rank_control_flow_and_opset():
     # Conv1d (rank 3) is not accepted; rank 4 is
     x3 = helper.make_tensor_value_info("x3", F, [1, 4, 10])
     w = numpy_helper.from_array(np.zeros((2, 4, 3), np.float32), "w")
-    m = _model([helper.make_node("Conv", ["x3", "w"], ["y"], name="cv")], [x3],
-               [helper.make_tensor_value_info("y", F, None)], [w])
+    m = _model(
+        [helper.make_node("Conv", ["x3", "w"], ["y"], name="cv")],
+        [x3],
+        [helper.make_tensor_value_info("y", F, None)],
+        [w],
+    )
     assert any("'cv' (Conv): input rank 3" in p for p in check_onnx_for_tensorrt(m))
     # control flow
     cond = helper.make_tensor_value_info("cond", TensorProto.BOOL, [])
-    branch = helper.make_graph([helper.make_node("Identity", ["x"], ["o"])], "b", [],
-                               [helper.make_tensor_value_info("o", F, None)])
-    m = _model([helper.make_node("If", ["cond"], ["y"], name="if", then_branch=branch, else_branch=branch)],
-               [cond, x], [helper.make_tensor_value_info("y", F, None)])
+    branch = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["o"])], "b", [], [helper.make_tensor_value_info("o", F, None)]
+    )
+    m = _model(
+        [helper.make_node("If", ["cond"], ["y"], name="if", then_branch=branch, else_branch=branch)],
+        [cond, x],
+        [helper.make_tensor_value_info("y", F, None)],
+    )
     assert any("'if' (If): control-flow" in p for p in check_onnx_for_tensorrt(m))
     m = _model([helper.make_node("Relu", ["x"], ["y"])], [x], [helper.make_tensor_value_info("y", F, None)], opset=7)
     assert any("opset 7" in p for p in check_onnx_for_tensorrt(m))
@@ -159,15 +190,37 @@ def test_tensorrt_rtx_builds_both_forms(exports, tmp_path):
     if not ok:
         pytest.skip(f"TensorRT-RTX builder unavailable: {why}")
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    for key in (("matrix", "graphs"), ("hadamard", "graphs"), ("matrix", "features"), ("hadamard", "features"),
-                ("matrix", "graphs", "plain")):
+    for key in (
+        ("matrix", "graphs"),
+        ("hadamard", "graphs"),
+        ("matrix", "features"),
+        ("hadamard", "features"),
+        ("matrix", "graphs", "plain"),
+    ):
         out = tmp_path / f"{'-'.join(key)}.engine"
-        p = subprocess.run([sys.executable, "-m", "fusewatch.engines.serving.backends.tensorrt", "--module", "tensorrt_rtx",
-                            "--onnx", str(exports[key]), "--out", str(out), "--max-batch", "16"],
-                           capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+        p = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "fusewatch.engines.serving.backends.tensorrt",
+                "--module",
+                "tensorrt_rtx",
+                "--onnx",
+                str(exports[key]),
+                "--out",
+                str(out),
+                "--max-batch",
+                "16",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=REPO,
+            env=env,
+        )
         if p.returncode == 3:
             pytest.fail(f"TensorRT-RTX ONNX parser rejected {key}: {p.stderr[-2000:]}")
-        if p.returncode != 0:   # importable but cannot build: a failure, not a skip
+        if p.returncode != 0:  # importable but cannot build: a failure, not a skip
             tail = (p.stderr.strip().splitlines() or [f"exit status {p.returncode}"])[-1]
             pytest.fail(f"TensorRT-RTX builder failed to build {key}: {tail}")
         assert out.stat().st_size > 1000

@@ -1,5 +1,6 @@
 """Worker: real decoding → clips → extractors → FeatureMessages on the bus; metrics; stop/SIGTERM;
 CLI commands; offline extract (same pipeline, collecting sink)."""
+
 from __future__ import annotations
 
 import argparse
@@ -18,17 +19,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fusewatch.cli.worker import add_commands
 from fusewatch.stream.config import ConfigError, load_config
 from fusewatch.stream.extract import extract_videos
 from fusewatch.stream.extractors.base import Extractor
+from fusewatch.stream.paths import shared_data  # noqa: E402
 from fusewatch.stream.schema import decode_features
 from fusewatch.stream.sources import SourceError
 from fusewatch.stream.transport import BusTransport, InProcessBus
-from fusewatch.cli.worker import add_commands
 from fusewatch.stream.worker import Worker
-from fusewatch.testing import MeanRGB, tone_video as make_tone_video
+from fusewatch.testing import MeanRGB
+from fusewatch.testing import tone_video as make_tone_video
 
-from fusewatch.stream.paths import shared_data  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 PED2 = shared_data("ped2")
 FFMPEG = shutil.which("ffmpeg")
@@ -66,8 +68,9 @@ def records(bus: InProcessBus, topic: str = "fusewatch.features"):
 def test_worker_publishes_decodable_feature_messages_keyed_by_camera():
     bus = InProcessBus()
     cfg = cfg_(**{"source.overflow": "block"})
-    st = Worker(cfg, "cam-7", str(PED2 / "test_02.mp4"), transport=BusTransport(bus),
-                extractors=[MeanRGB(), Broken()]).run()
+    st = Worker(
+        cfg, "cam-7", str(PED2 / "test_02.mp4"), transport=BusTransport(bus), extractors=[MeanRGB(), Broken()]
+    ).run()
     recs = records(bus)
     assert st.clips_published == len(recs) == 11 and st.frames_decoded == 180
     assert {r.key for r in recs} == {b"cam-7"} and len({r.partition for r in recs}) == 1
@@ -78,11 +81,11 @@ def test_worker_publishes_decodable_feature_messages_keyed_by_camera():
         assert (m.frame_start, m.frame_end) == (16 * k, 16 * k + 15)
         assert m.pts_start == pytest.approx(1.6 * k) and m.pts_end == pytest.approx(1.6 * k + 1.5)
         assert m.wall_end - m.wall_start == pytest.approx(1.5)
-        assert [r.name for r in m.reps] == ["meanrgb"]              # failed extractor omitted
+        assert [r.name for r in m.reps] == ["meanrgb"]  # failed extractor omitted
         r = m.reps[0]
         assert r.extractor == "meanrgb" and r.version == "t1" and r.array.shape == (3,)
         assert r.array.dtype == np.float32 and 0 < r.array.mean() < 255
-    assert time.time() - 60 < msgs[0].wall_start <= time.time()     # live anchor: now-ish
+    assert time.time() - 60 < msgs[0].wall_start <= time.time()  # live anchor: now-ish
     assert st.decode_errors == 0 and st.reconnects == 0
 
 
@@ -107,8 +110,10 @@ def test_corrupt_file_raises_source_error_from_run(tmp_path):
 def test_metrics_per_worker_registries_and_plain_counters():
     bus = InProcessBus()
     cfg = cfg_(**{"source.overflow": "block"})
-    ws = [Worker(cfg, f"m{i}", str(PED2 / f"train_0{i + 1}.mp4"), transport=BusTransport(bus),
-                 extractors=[MeanRGB()]) for i in range(2)]
+    ws = [
+        Worker(cfg, f"m{i}", str(PED2 / f"train_0{i + 1}.mp4"), transport=BusTransport(bus), extractors=[MeanRGB()])
+        for i in range(2)
+    ]
     threads = [threading.Thread(target=w.run) for w in ws]
     for t in threads:
         t.start()
@@ -127,8 +132,9 @@ def test_metrics_per_worker_registries_and_plain_counters():
 
 def test_metrics_http_endpoint():
     cfg = cfg_(**{"worker.metrics_port": "0", "source.overflow": "block"})
-    w = Worker(cfg, "http-metrics", str(PED2 / "train_04.mp4"), transport=BusTransport(InProcessBus()),
-               extractors=[MeanRGB()])
+    w = Worker(
+        cfg, "http-metrics", str(PED2 / "train_04.mp4"), transport=BusTransport(InProcessBus()), extractors=[MeanRGB()]
+    )
     try:
         w.run()
         assert w.metrics_port and w.metrics_port > 0
@@ -146,8 +152,14 @@ def test_drop_oldest_counts_drops_when_extraction_is_slow():
             return super().extract(frames, audio, audio_rate)
 
     cfg = cfg_(**{"source.queue_size": "4", "source.overflow": "drop_oldest"})
-    w = Worker(cfg, "slow", str(PED2 / "test_08.mp4"), transport=BusTransport(InProcessBus()), extractors=[Slow()],
-               overflow="drop_oldest")  # a file as a stand-in for a live camera
+    w = Worker(
+        cfg,
+        "slow",
+        str(PED2 / "test_08.mp4"),
+        transport=BusTransport(InProcessBus()),
+        extractors=[Slow()],
+        overflow="drop_oldest",
+    )  # a file as a stand-in for a live camera
     st = w.run()
     assert st.frames_dropped > 0
     assert st.frames_processed + st.frames_dropped == st.frames_sampled == st.frames_decoded
@@ -161,11 +173,12 @@ def test_stop_returns_quickly_and_flushes():
             CountingTransport.flushes += 1
 
     t = CountingTransport(InProcessBus())
-    w = Worker(cfg_(), "rt", str(PED2 / "test_10.mp4"), transport=t, extractors=[MeanRGB()],
-               wall_anchor=0.0, realtime=True)
+    w = Worker(
+        cfg_(), "rt", str(PED2 / "test_10.mp4"), transport=t, extractors=[MeanRGB()], wall_anchor=0.0, realtime=True
+    )
     th = threading.Thread(target=w.run)
     th.start()
-    time.sleep(2.2)                       # ~1 clip at real-time pace
+    time.sleep(2.2)  # ~1 clip at real-time pace
     t0 = time.monotonic()
     w.stop()
     th.join(10)
@@ -175,7 +188,8 @@ def test_stop_returns_quickly_and_flushes():
 
 def test_sigterm_stops_the_worker_cleanly(tmp_path):
     script = tmp_path / "run_worker.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import numpy as np
         from fusewatch.stream.config import load_config
         from fusewatch.stream.extractors.base import Extractor
@@ -198,10 +212,12 @@ def test_sigterm_stops_the_worker_cleanly(tmp_path):
         print("READY", flush=True)
         st = w.run()
         print("DONE", st.clips_published, flush=True)
-    """))
+    """)
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=env)
+    p = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     try:
         assert p.stdout.readline().strip() == "READY"
         time.sleep(2.0)
@@ -219,8 +235,10 @@ def restore_logging():
     """CLI handlers install the project's log handler (propagate off); undo it for later tests."""
     import logging
 
-    saved = {n: (list(logging.getLogger(n).handlers), logging.getLogger(n).propagate, logging.getLogger(n).level)
-             for n in ("fusewatch", "kafka")}
+    saved = {
+        n: (list(logging.getLogger(n).handlers), logging.getLogger(n).propagate, logging.getLogger(n).level)
+        for n in ("fusewatch", "kafka")
+    }
     yield
     for n, (handlers, propagate, level) in saved.items():
         lg = logging.getLogger(n)
@@ -290,10 +308,11 @@ def test_clip_audio_reaches_audio_extractors_and_absent_audio_is_omitted(tone_vi
     assert len(msgs) == 2
     for m in msgs:
         rms = m.rep("audiorms")
-        assert rms is not None and 0.05 < float(rms[0]) < 1.0       # a sine tone, not silence
+        assert rms is not None and 0.05 < float(rms[0]) < 1.0  # a sine tone, not silence
     bus2 = InProcessBus()
-    Worker(cfg, "silent", str(PED2 / "test_02.mp4"), transport=BusTransport(bus2),
-           extractors=[MeanRGB(), AudioRMS()]).run()
+    Worker(
+        cfg, "silent", str(PED2 / "test_02.mp4"), transport=BusTransport(bus2), extractors=[MeanRGB(), AudioRMS()]
+    ).run()
     msgs2 = [decode_features(r.value) for r in records(bus2)]
     assert msgs2 and all([r.name for r in m.reps] == ["meanrgb"] for m in msgs2)
 
@@ -311,21 +330,25 @@ def test_extract_layout_meta_labels_and_same_features_as_worker(tmp_path, tone_v
     assert res == out
     meta = json.loads((out / "meta.json").read_text())
     assert meta["clip_len"] == 16 and meta["clip_stride"] == 16 and meta["sample_fps"] == 10
-    assert meta["representations"] == {"meanrgb": {"dim": 3, "version": "t1"},
-                                       "audiorms": {"dim": 1, "version": "t1"}}
+    assert meta["representations"] == {"meanrgb": {"dim": 3, "version": "t1"}, "audiorms": {"dim": 1, "version": "t1"}}
     v = meta["videos"]["test_02"]
     assert v["clips"] == 11 and v["frames"] == 180 and v["fps"] == 10
     assert v["clip_frames"] == [[16 * k, 16 * k + 15] for k in range(11)]
     assert meta["videos"]["train_01"]["clips"] == 7 and meta["videos"]["tone"]["clips"] == 2
     a = np.load(out / "meanrgb" / "test_02.npy")
     assert a.shape == (11, 3) and a.dtype == np.float32
-    assert not (out / "audiorms" / "test_02.npy").exists()          # no audio track: not written
+    assert not (out / "audiorms" / "test_02.npy").exists()  # no audio track: not written
     assert np.load(out / "audiorms" / "tone.npy").shape == (2, 1)
     assert (out / "labels.json").read_bytes() == (PED2 / "labels.json").read_bytes()
     # the worker publishes exactly these features for the same video
     bus = InProcessBus()
-    Worker(cfg_(**{"source.overflow": "block"}), "test_02", str(PED2 / "test_02.mp4"),
-           transport=BusTransport(bus), extractors=[MeanRGB()]).run()
+    Worker(
+        cfg_(**{"source.overflow": "block"}),
+        "test_02",
+        str(PED2 / "test_02.mp4"),
+        transport=BusTransport(bus),
+        extractors=[MeanRGB()],
+    ).run()
     live = np.stack([decode_features(r.value).rep("meanrgb") for r in records(bus)])
     np.testing.assert_array_equal(live, a)
 
@@ -334,8 +357,9 @@ def test_extract_refuses_a_dir_with_other_settings_and_reports_missing_inputs(tm
     out = tmp_path / "f"
     extract_videos([PED2 / "train_01.mp4"], out, cfg_(), extractors=[MeanRGB()], progress=False)
     with pytest.raises(ConfigError, match="other clip settings"):
-        extract_videos([PED2 / "train_02.mp4"], out, cfg_(**{"clips.clip_len": "8"}), extractors=[MeanRGB()],
-                       progress=False)
+        extract_videos(
+            [PED2 / "train_02.mp4"], out, cfg_(**{"clips.clip_len": "8"}), extractors=[MeanRGB()], progress=False
+        )
     extract_videos([PED2 / "train_02.mp4"], out, cfg_(), extractors=[MeanRGB()], progress=False)
     assert set(json.loads((out / "meta.json").read_text())["videos"]) == {"train_01", "train_02"}
     with pytest.raises(SourceError):

@@ -1,5 +1,6 @@
 """``worker/replay --model M`` (and the demo): the worker computes the model's representations, with
 the extractor versions checked at start-up (one-line error, exit 2, on a mismatch)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,7 +36,7 @@ def test_worker_takes_representations_from_the_model(tmp_path):
     p = _model(tmp_path / "m.pt", versions=_versions(cfg))
     assert list(read_model_meta(p).representations) == REPS
     out = features_for_model(cfg, p)
-    assert out.features.extractors == REPS and cfg.features.extractors != REPS   # a copy
+    assert out.features.extractors == REPS and cfg.features.extractors != REPS  # a copy
 
 
 def test_extractor_version_mismatch_is_a_startup_error(tmp_path):
@@ -57,6 +58,7 @@ def test_unknown_representation_is_a_startup_error(tmp_path):
 def test_onnx_model_is_read_the_same_way(tmp_path):
     from fusewatch.engines.export.onnx import export_onnx
     from fusewatch.engines.training.checkpoint import load_model
+
     cfg = Config()
     v = _versions(cfg)
     m, meta = load_model(_model(tmp_path / "m.pt", versions=v))
@@ -68,8 +70,9 @@ def test_onnx_model_is_read_the_same_way(tmp_path):
 def test_replay_and_worker_commands_use_the_model(tmp_path, monkeypatch, capsys):
     """CLI: ``replay --model`` hands the model's extractors to the replay; a mismatching model is a
     one-line error with exit status 2 before anything is decoded; ``worker --model`` likewise."""
-    from fusewatch.cli import main
     import fusewatch.stream.replay as R
+    from fusewatch.cli import main
+
     seen = {}
 
     class _Res:

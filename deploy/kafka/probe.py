@@ -4,6 +4,7 @@
 Exit 0 when the broker accepts a TCP connection, answers ApiVersions and a Metadata request that
 lists at least MIN_BROKERS (default 1) unfenced brokers; exit 1 otherwise. Prints a one-line reason on failure.
 """
+
 from __future__ import annotations
 
 import socket
@@ -46,7 +47,7 @@ def probe(host: str, port: int, timeout: float = 3.0, min_brokers: int = 1) -> s
                 return f"ApiVersions error {err}"
             ranges = {}
             for i in range(n):
-                k, lo, hi = struct.unpack(">hhh", r[6 + 6 * i: 12 + 6 * i])
+                k, lo, hi = struct.unpack(">hhh", r[6 + 6 * i : 12 + 6 * i])
                 ranges[k] = (lo, hi)
             lo, hi = ranges.get(METADATA, (0, -1))
             ver = next((v for v in (8, 7, 6, 5, 4) if lo <= v <= hi), None)
@@ -57,7 +58,11 @@ def probe(host: str, port: int, timeout: float = 3.0, min_brokers: int = 1) -> s
             r = _request(s, METADATA, ver, 2, body)
             nbrokers = struct.unpack(">i", r[4:8])[0]  # after throttle_time_ms
             if nbrokers < max(1, min_brokers):
-                return f"{nbrokers} broker(s) registered (want {max(1, min_brokers)})" if nbrokers else "no broker registered yet"
+                return (
+                    f"{nbrokers} broker(s) registered (want {max(1, min_brokers)})"
+                    if nbrokers
+                    else "no broker registered yet"
+                )
             return None
     except (OSError, struct.error) as e:
         return f"{type(e).__name__}: {e}"

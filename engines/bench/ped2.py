@@ -27,9 +27,8 @@
 Bench defaults (:data:`BENCH_DEFAULTS`) are applied to fields the caller's config leaves at the
 :class:`fusewatch.stream.config.Config` defaults, so ``--set section.field=value`` still wins.
 """
-from __future__ import annotations
 
-from fusewatch.errors import ConfigError, DataNotFoundError, DatasetError
+from __future__ import annotations
 
 import copy
 import time
@@ -48,6 +47,7 @@ from fusewatch.engines.bench.ped2_selection import (
 )
 from fusewatch.engines.bench.ped2_stream import compare_scores, frame_aucs, scored_videos, stream_models
 from fusewatch.engines.fusion.names import EXPANSIONS, FUSIONS
+from fusewatch.errors import ConfigError, DataNotFoundError, DatasetError
 from fusewatch.stream.config import CACHE_DIR, Config
 
 AGREEMENT_TOL = 1e-4
@@ -73,6 +73,7 @@ BENCH_DEFAULTS: dict[str, Any] = {
 # configuration
 # --------------------------------------------------------------------------------------------------
 
+
 def _get(cfg: Config, dotted: str) -> Any:
     sec, name = dotted.split(".")
     return getattr(getattr(cfg, sec), name)
@@ -83,8 +84,9 @@ def _set(cfg: Config, dotted: str, value: Any) -> None:
     setattr(getattr(cfg, sec), name, copy.deepcopy(value))
 
 
-def apply_bench_defaults(cfg: Config | None, defaults: Mapping[str, Any] | None = None
-                         ) -> tuple[Config, dict[str, Any]]:
+def apply_bench_defaults(
+    cfg: Config | None, defaults: Mapping[str, Any] | None = None
+) -> tuple[Config, dict[str, Any]]:
     """Copy of ``cfg`` with :data:`BENCH_DEFAULTS` applied where ``cfg`` holds the stock default.
     Returns ``(cfg, applied)``."""
     cfg = copy.deepcopy(cfg) if cfg is not None else Config()
@@ -102,8 +104,10 @@ def apply_bench_defaults(cfg: Config | None, defaults: Mapping[str, Any] | None 
 # data
 # --------------------------------------------------------------------------------------------------
 
+
 def list_videos(video_dir: str | Path) -> list[Path]:
     from fusewatch.stream.extract import find_videos
+
     vids, _ = find_videos([video_dir])
     return vids
 
@@ -111,6 +115,7 @@ def list_videos(video_dir: str | Path) -> list[Path]:
 def read_labels(video_dir: str | Path) -> dict[str, np.ndarray]:
     """``labels.json`` of ``video_dir`` → ``{stem: frame 0/1 uint8}`` (videos with frame labels)."""
     from fusewatch.engines.data.ground_truth import read_labels_json
+
     p = Path(video_dir) / "labels.json"
     if not p.is_file():
         raise DataNotFoundError(f"{p}: not found (the bench needs a labels.json beside the videos)")
@@ -123,6 +128,7 @@ def ensure_bench_features(cfg: Config, video_dir: Path, work_dir: Path | None, l
     ``work_dir`` given: ``work_dir/features-<key>``; else the shared cache of ``fusewatch demo``
     (:func:`fusewatch.engines.demo.ensure_features`, keyed by the resolved folder path and the config)."""
     from fusewatch.engines.demo import ensure_features, features_key
+
     out = Path(work_dir) / f"features-{features_key(cfg, video_dir)}" if work_dir is not None else None
     return ensure_features(cfg, video_dir, out_dir=out, log=log)
 
@@ -131,16 +137,26 @@ def ensure_bench_features(cfg: Config, video_dir: Path, work_dir: Path | None, l
 # the benchmark
 # --------------------------------------------------------------------------------------------------
 
+
 def _label(fusion: str, expansion: str | None) -> str:
     return f"lego-{expansion}" if fusion == "lego" else fusion
 
 
-def run_ped2(video_dir: str | Path, out_model: str | Path, cfg: Config | None = None,
-             work_dir: str | Path | None = None, fusions: Sequence[str] = DEFAULT_FUSIONS,
-             expansions: Sequence[str] = DEFAULT_EXPANSIONS,
-             pq_grid: Sequence[tuple[int, int]] = DEFAULT_PQ_GRID, stream: bool = True,
-             transport: str = "bus", progress: bool = True, folds: int = DEFAULT_FOLDS,
-             stream_set: str = "all", log: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_ped2(
+    video_dir: str | Path,
+    out_model: str | Path,
+    cfg: Config | None = None,
+    work_dir: str | Path | None = None,
+    fusions: Sequence[str] = DEFAULT_FUSIONS,
+    expansions: Sequence[str] = DEFAULT_EXPANSIONS,
+    pq_grid: Sequence[tuple[int, int]] = DEFAULT_PQ_GRID,
+    stream: bool = True,
+    transport: str = "bus",
+    progress: bool = True,
+    folds: int = DEFAULT_FOLDS,
+    stream_set: str = "all",
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Run the benchmark (module doc) and return the report dict.
 
     ``out_model``: where the selected LEGO model (best expansion by the weak-label cross-validation)
@@ -177,16 +193,20 @@ def run_ped2(video_dir: str | Path, out_model: str | Path, cfg: Config | None = 
     feat_dir = ensure_bench_features(cfg, video_dir, work_dir and work, log=say)
     timings["features_s"] = round(time.monotonic() - t0, 2)
     from fusewatch.engines.data import load_dataset
+
     reps = list(cfg.model.representations)
     ds = load_dataset(feat_dir, reps)
     unlabelled = [v.name for v in ds.videos if v.video_label not in (0, 1)]
     if unlabelled:
-        raise DatasetError(f"{len(unlabelled)} video(s) without labels in {video_dir}/labels.json "
-                         f"(e.g. {unlabelled[0]})")
+        raise DatasetError(
+            f"{len(unlabelled)} video(s) without labels in {video_dir}/labels.json (e.g. {unlabelled[0]})"
+        )
     if {v.video_label for v in ds.videos} != {0, 1}:
         raise DatasetError(f"{video_dir}: needs both normal and abnormal videos (weak supervision)")
-    say(f"data: {len(ds.videos)} videos ({sum(v.video_label for v in ds.videos)} abnormal), "
-        f"{sum(v.num_clips for v in ds.videos)} clips, representations {','.join(reps)}")
+    say(
+        f"data: {len(ds.videos)} videos ({sum(v.video_label for v in ds.videos)} abnormal), "
+        f"{sum(v.num_clips for v in ds.videos)} clips, representations {','.join(reps)}"
+    )
 
     # 2. selection of P, Q (LEGO) on held-out videos, weak labels only
     t0 = time.monotonic()
@@ -201,17 +221,18 @@ def run_ped2(video_dir: str | Path, out_model: str | Path, cfg: Config | None = 
         m = cross_validate(ds, model_cfg(cfg, f, e, pq), fold_names, tmp)
         rec = {"fusion": f, "expansion": e, "pq": list(pq) if pq else None, **m}
         candidates.append(rec)
-        say(f"  cv {i:2d}/{len(plan)} {_label(f, e):14s} {'' if pq is None else f'P={pq[0]} Q={pq[1]}':8s} "
+        say(
+            f"  cv {i:2d}/{len(plan)} {_label(f, e):14s} {'' if pq is None else f'P={pq[0]} Q={pq[1]}':8s} "
             f"video AUC {m['video_auc'] if m['video_auc'] is None else round(m['video_auc'], 4)} "
-            f"bag BCE {m['bag_bce']:.4f}")
+            f"bag BCE {m['bag_bce']:.4f}"
+        )
     tmp.unlink(missing_ok=True)
     timings["selection_s"] = round(time.monotonic() - t0, 2)
     chosen: dict[str, dict[str, Any]] = {}
     for f in fusions:
         if f == "lego":
             for e in expansions:
-                best = sorted((c for c in candidates if c["fusion"] == "lego" and c["expansion"] == e),
-                              key=rank_key)[0]
+                best = sorted((c for c in candidates if c["fusion"] == "lego" and c["expansion"] == e), key=rank_key)[0]
                 chosen[_label(f, e)] = best
         else:
             chosen[f] = next(c for c in candidates if c["fusion"] == f)
@@ -246,6 +267,7 @@ def run_ped2(video_dir: str | Path, out_model: str | Path, cfg: Config | None = 
     stream_info: dict[str, Any] = {}
     if stream:
         from fusewatch.engines.serving.runtime import load_serving_model
+
         t0 = time.monotonic()
         by_stem = {p.stem: p for p in videos}
         names = [v.name for v in ds.videos if v.name in by_stem]
@@ -256,50 +278,95 @@ def run_ped2(video_dir: str | Path, out_model: str | Path, cfg: Config | None = 
         serving = {k: load_serving_model(cfg, p) for k, p in model_paths.items()}
         say(f"streaming {len(names)} videos through worker → {cfg.transport} → {len(serving)} engines ...")
         res = stream_models([by_stem[n] for n in names], cfg, serving, camera_ids=names)
-        stream_info = {"videos": len(names), "transport": cfg.transport, "wall_s": round(res["wall_s"], 2),
-                       "clips_published": res["replay"].clips_published,
-                       "topics": res["topics"] if cfg.transport == "kafka" else [],
-                       "backend": {k: s.scorer.backend for k, s in serving.items()}}
+        stream_info = {
+            "videos": len(names),
+            "transport": cfg.transport,
+            "wall_s": round(res["wall_s"], 2),
+            "clips_published": res["replay"].clips_published,
+            "topics": res["topics"] if cfg.transport == "kafka" else [],
+            "backend": {k: s.scorer.backend for k, s in serving.items()},
+        }
         for k, per_cam in res["clips"].items():
             off = {n: offline[k][n] for n in names}
             agreement[k] = compare_scores(per_cam, off, {n: ranges[n] for n in names})
-            agreement[k]["ok"] = (agreement[k]["max_abs_diff"] <= AGREEMENT_TOL and not agreement[k]["count_mismatch"]
-                                  and not agreement[k]["range_mismatch"] and not agreement[k]["missing"])
+            agreement[k]["ok"] = (
+                agreement[k]["max_abs_diff"] <= AGREEMENT_TOL
+                and not agreement[k]["count_mismatch"]
+                and not agreement[k]["range_mismatch"]
+                and not agreement[k]["missing"]
+            )
             st = {n: np.array([c.score for c in per_cam.get(n, [])], np.float32) for n in names}
             rg = {n: [(c.frame_start, c.frame_end) for c in per_cam.get(n, [])] for n in names}
             results[k]["streamed"] = frame_aucs(scored_videos(st, rg, gt))
-            if stream_set != "all":   # offline AUC over the same streamed subset, for comparison
+            if stream_set != "all":  # offline AUC over the same streamed subset, for comparison
                 results[k]["offline_streamed_set"] = frame_aucs(
-                    scored_videos({n: offline[k][n] for n in names}, ranges, gt))
+                    scored_videos({n: offline[k][n] for n in names}, ranges, gt)
+                )
         timings["streaming_s"] = round(time.monotonic() - t0, 2)
     timings["total_s"] = round(time.monotonic() - t_all, 2)
 
     report = {
-        "videos_dir": str(video_dir), "features": str(feat_dir), "out_model": str(out_model),
-        "primary": primary, "models": {k: str(p) for k, p in model_paths.items()},
-        "config": {"representations": reps, "window": cfg.model.window, "epochs": cfg.train.epochs,
-                   "lr": cfg.train.lr, "weight_decay": cfg.train.weight_decay, "topk": cfg.train.topk,
-                   "reg": cfg.train.reg, "reg_lambda": cfg.train.reg_lambda, "seed": cfg.train.seed,
-                   "batch_size": cfg.train.batch_size, "proj_dim": cfg.model.proj_dim,
-                   "node_dim": cfg.model.node_dim,
-                   "clip_len": cfg.clips.clip_len, "clip_stride": cfg.clips.clip_stride,
-                   "sample_fps": cfg.source.sample_fps, "extractors": list(cfg.features.extractors),
-                   "bench_defaults_applied": applied},
-        "data": {"videos": len(ds.videos), "abnormal_videos": int(sum(v.video_label for v in ds.videos)),
-                 "clips": int(sum(v.num_clips for v in ds.videos)),
-                 "frames": int(sum(len(gt[v.name]) for v in ds.videos if v.name in gt))},
-        "selection": {"method": f"{len(fold_names)}-fold CV stratified by video label; rank by out-of-fold "
-                                "video-level AUC (max clip score), ties by top-k bag BCE; weak labels only",
-                      "folds": fold_names, "pq_grid": [list(x) for x in pq_grid], "candidates": candidates,
-                      "chosen": {k: {"pq": c["pq"], "video_auc": c["video_auc"], "bag_bce": c["bag_bce"]}
-                                 for k, c in chosen.items()}},
-        "training": summaries, "results": results, "agreement": agreement,
+        "videos_dir": str(video_dir),
+        "features": str(feat_dir),
+        "out_model": str(out_model),
+        "primary": primary,
+        "models": {k: str(p) for k, p in model_paths.items()},
+        "config": {
+            "representations": reps,
+            "window": cfg.model.window,
+            "epochs": cfg.train.epochs,
+            "lr": cfg.train.lr,
+            "weight_decay": cfg.train.weight_decay,
+            "topk": cfg.train.topk,
+            "reg": cfg.train.reg,
+            "reg_lambda": cfg.train.reg_lambda,
+            "seed": cfg.train.seed,
+            "batch_size": cfg.train.batch_size,
+            "proj_dim": cfg.model.proj_dim,
+            "node_dim": cfg.model.node_dim,
+            "clip_len": cfg.clips.clip_len,
+            "clip_stride": cfg.clips.clip_stride,
+            "sample_fps": cfg.source.sample_fps,
+            "extractors": list(cfg.features.extractors),
+            "bench_defaults_applied": applied,
+        },
+        "data": {
+            "videos": len(ds.videos),
+            "abnormal_videos": int(sum(v.video_label for v in ds.videos)),
+            "clips": int(sum(v.num_clips for v in ds.videos)),
+            "frames": int(sum(len(gt[v.name]) for v in ds.videos if v.name in gt)),
+        },
+        "selection": {
+            "method": f"{len(fold_names)}-fold CV stratified by video label; rank by out-of-fold "
+            "video-level AUC (max clip score), ties by top-k bag BCE; weak labels only",
+            "folds": fold_names,
+            "pq_grid": [list(x) for x in pq_grid],
+            "candidates": candidates,
+            "chosen": {
+                k: {"pq": c["pq"], "video_auc": c["video_auc"], "bag_bce": c["bag_bce"]} for k, c in chosen.items()
+            },
+        },
+        "training": summaries,
+        "results": results,
+        "agreement": agreement,
         "agreement_ok": all(a["ok"] for a in agreement.values()) if agreement else None,
-        "agreement_tol": AGREEMENT_TOL, "stream": stream_info, "timings": timings,
+        "agreement_tol": AGREEMENT_TOL,
+        "stream": stream_info,
+        "timings": timings,
     }
     return report
 
 
-__all__ = ["AGREEMENT_TOL", "BENCH_DEFAULTS", "DEFAULT_EXPANSIONS", "DEFAULT_FOLDS", "DEFAULT_FUSIONS",
-           "DEFAULT_PQ_GRID", "apply_bench_defaults", "ensure_bench_features", "list_videos", "read_labels",
-           "run_ped2"]
+__all__ = [
+    "AGREEMENT_TOL",
+    "BENCH_DEFAULTS",
+    "DEFAULT_EXPANSIONS",
+    "DEFAULT_FOLDS",
+    "DEFAULT_FUSIONS",
+    "DEFAULT_PQ_GRID",
+    "apply_bench_defaults",
+    "ensure_bench_features",
+    "list_videos",
+    "read_labels",
+    "run_ped2",
+]

@@ -19,6 +19,7 @@ over all held-out frames (``all``) and over the anomalous videos (``anomalous``)
 within-video AUC of each anomalous video. ``jobs > 1`` runs (row, seed, fold) trainings in worker
 processes (same results: every training is seeded).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -60,6 +61,7 @@ def recipes(cfg: Config, singles: bool = True, epochs: int | None = None) -> lis
 def _task(args):
     ds, fold, recipe, seed = args
     import torch
+
     torch.set_num_threads(1)
     return I.run_fold(ds, fold, recipe, seed)
 
@@ -72,6 +74,7 @@ def _run_all(ds, rows: Sequence[I.Recipe], seeds: Sequence[int], folds, jobs: in
     if jobs > 1:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
+
         with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as ex:
             for i, r in enumerate(ex.map(_task, args), 1):
                 results.append(r)
@@ -88,10 +91,18 @@ def _run_all(ds, rows: Sequence[I.Recipe], seeds: Sequence[int], folds, jobs: in
     return clip
 
 
-def run_inductive(ds, video_dir: str | Path, cfg: Config, seeds: Sequence[int] = DEFAULT_SEEDS,
-                  epochs: int | None = None, singles: bool = True, baseline: bool = True, jobs: int = 1,
-                  baseline_cache: str | Path | None = None,
-                  log: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_inductive(
+    ds,
+    video_dir: str | Path,
+    cfg: Config,
+    seeds: Sequence[int] = DEFAULT_SEEDS,
+    epochs: int | None = None,
+    singles: bool = True,
+    baseline: bool = True,
+    jobs: int = 1,
+    baseline_cache: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Run every row of :func:`recipes` over the LOAO folds of ``ds`` (its clip stride as given) →
     report dict (module doc; :func:`format_markdown` renders it)."""
     say = log or (lambda m: None)
@@ -101,11 +112,14 @@ def run_inductive(ds, video_dir: str | Path, cfg: Config, seeds: Sequence[int] =
     missing = [n for n, g in gts.items() if g is None]
     if missing:
         from fusewatch.errors import DatasetError
+
         raise DatasetError(f"inductive protocol: no frame labels for {missing[0]} (labels.json)")
     by = ds.by_name()
     rows = recipes(cfg, singles, epochs)
-    say(f"inductive: {len(folds)} folds × {len(seeds)} seeds × {len(rows)} rows, "
-        f"{rows[0].set.get('train.epochs')} epochs, jobs {jobs}")
+    say(
+        f"inductive: {len(folds)} folds × {len(seeds)} seeds × {len(rows)} rows, "
+        f"{rows[0].set.get('train.epochs')} epochs, jobs {jobs}"
+    )
     clip = _run_all(ds, rows, seeds, folds, max(1, int(jobs)), say)
     out_rows: dict[str, Any] = {}
     for ri, rc in enumerate(rows):
@@ -113,8 +127,11 @@ def run_inductive(ds, video_dir: str | Path, cfg: Config, seeds: Sequence[int] =
         for s in seeds:
             frame = {n: I.frame_scores(by[n], sc, rc.smooth) for n, sc in clip[(ri, s)].items()}
             per_seed.append(I.fold_metrics(frame, gts, folds))
-        out_rows[rc.name] = {"recipe": rc.as_dict(), "summary": I.summarize(per_seed),
-                             "seeds": [{"seed": int(s), "metrics": m} for s, m in zip(seeds, per_seed)]}
+        out_rows[rc.name] = {
+            "recipe": rc.as_dict(),
+            "summary": I.summarize(per_seed),
+            "seeds": [{"seed": int(s), "metrics": m} for s, m in zip(seeds, per_seed)],
+        }
         sm = out_rows[rc.name]["summary"]
         say(f"  {rc.name:22s} all {sm['all'][0]:.4f} ± {sm['all'][1]:.4f}  anomalous {sm['anomalous'][0]:.4f}")
     t_models = time.monotonic() - t_all
@@ -130,23 +147,35 @@ def run_inductive(ds, video_dir: str | Path, cfg: Config, seeds: Sequence[int] =
         return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(d - x, 4)
 
     checks = {
-        "default_all": d, "target": TARGET_AUC, "meets_target": bool(d >= TARGET_AUC),
+        "default_all": d,
+        "target": TARGET_AUC,
+        "meets_target": bool(d >= TARGET_AUC),
         "minus_concat": _gap(out_rows["concat"]["summary"]["all"][0]) if "concat" in out_rows else None,
         "minus_best_single": _gap(singles_[best_single]) if best_single else None,
         "minus_motion_baseline": _gap(base["all"]) if base else None,
     }
     return {
         "protocol": "inductive: leave-one-anomalous-video-out, weak labels, no selection inside folds "
-                    "(last epoch, train.val_fraction = 0), z-score statistics per fold from training clips "
-                    "(train.normalize), causal clip scores, per-frame = mean of covering clips",
-        "clip_stride": int(ds.info.get("clip_stride") or 0), "clip_len": int(ds.info.get("clip_len") or 0),
-        "seeds": [int(s) for s in seeds], "epochs": rows[0].set.get("train.epochs"), "folds": folds,
-        "videos": len(ds.videos), "frames": int(sum(len(g) for g in gts.values())),
-        "rows": out_rows, "best_single": best_single,
+        "(last epoch, train.val_fraction = 0), z-score statistics per fold from training clips "
+        "(train.normalize), causal clip scores, per-frame = mean of covering clips",
+        "clip_stride": int(ds.info.get("clip_stride") or 0),
+        "clip_len": int(ds.info.get("clip_len") or 0),
+        "seeds": [int(s) for s in seeds],
+        "epochs": rows[0].set.get("train.epochs"),
+        "folds": folds,
+        "videos": len(ds.videos),
+        "frames": int(sum(len(g) for g in gts.values())),
+        "rows": out_rows,
+        "best_single": best_single,
         "best_single_note": "picked on these held-out figures (optimistic for the single-representation row)",
-        "motion_baseline": base, "checks": checks,
-        "timings": {"models_s": round(t_models, 1), "total_s": round(time.monotonic() - t_all, 1),
-                    "jobs": int(jobs), "cpus": os.cpu_count()},
+        "motion_baseline": base,
+        "checks": checks,
+        "timings": {
+            "models_s": round(t_models, 1),
+            "total_s": round(time.monotonic() - t_all, 1),
+            "jobs": int(jobs),
+            "cpus": os.cpu_count(),
+        },
     }
 
 
@@ -158,39 +187,62 @@ def _ms(x: Sequence[float]) -> str:
 def format_markdown(rep: Mapping[str, Any]) -> str:
     """Markdown tables: pooled (all / anomalous videos), per fold, within-video AUCs, checks."""
     folds = rep["folds"]
-    lines = [f"Inductive Ped2 ({rep['videos']} videos, {rep['frames']} frames; clip {rep['clip_len']}/"
-             f"{rep['clip_stride']}; {rep['epochs']} epochs; seeds {rep['seeds']}): {rep['protocol']}.", "",
-             "| row | fusion | representations | frame AUC, all held-out frames | anomalous videos | "
-             + " | ".join(f"fold {i} ({f['held'][0]})" for i, f in enumerate(folds)) + " |",
-             "|---|---|---|---|---|" + "---|" * len(folds)]
+    lines = [
+        f"Inductive Ped2 ({rep['videos']} videos, {rep['frames']} frames; clip {rep['clip_len']}/"
+        f"{rep['clip_stride']}; {rep['epochs']} epochs; seeds {rep['seeds']}): {rep['protocol']}.",
+        "",
+        "| row | fusion | representations | frame AUC, all held-out frames | anomalous videos | "
+        + " | ".join(f"fold {i} ({f['held'][0]})" for i, f in enumerate(folds))
+        + " |",
+        "|---|---|---|---|---|" + "---|" * len(folds),
+    ]
     for k, r in rep["rows"].items():
         rc, sm = r["recipe"], r["summary"]
         star = " (best single†)" if k == rep.get("best_single") else ""
-        lines.append(f"| {k}{star} | {rc['fusion']} | {'+'.join(rc['representations'])} | {_ms(sm['all'])} | "
-                     f"{_ms(sm['anomalous'])} | " + " | ".join(f"{m:.3f}" for m, _ in sm["folds"]) + " |")
+        lines.append(
+            f"| {k}{star} | {rc['fusion']} | {'+'.join(rc['representations'])} | {_ms(sm['all'])} | "
+            f"{_ms(sm['anomalous'])} | " + " | ".join(f"{m:.3f}" for m, _ in sm["folds"]) + " |"
+        )
     b = rep.get("motion_baseline")
     if b:
-        lines.append(f"| motion_baseline | — | (training-free) | {b['all']:.4f} | {b['anomalous']:.4f} | "
-                     + " | ".join(f"{f['all']:.3f}" for f in b["folds"]) + " |")
-    lines += ["", "† " + rep["best_single_note"] + ".", "",
-              "Within-video AUC (anomalous videos, mean over seeds):", "",
-              "| row | " + " | ".join(rep["rows"]["default"]["summary"]["within"]) + " |",
-              "|---|" + "---|" * len(rep["rows"]["default"]["summary"]["within"])]
+        lines.append(
+            f"| motion_baseline | — | (training-free) | {b['all']:.4f} | {b['anomalous']:.4f} | "
+            + " | ".join(f"{f['all']:.3f}" for f in b["folds"])
+            + " |"
+        )
+    lines += [
+        "",
+        "† " + rep["best_single_note"] + ".",
+        "",
+        "Within-video AUC (anomalous videos, mean over seeds):",
+        "",
+        "| row | " + " | ".join(rep["rows"]["default"]["summary"]["within"]) + " |",
+        "|---|" + "---|" * len(rep["rows"]["default"]["summary"]["within"]),
+    ]
     for k, r in rep["rows"].items():
         lines.append(f"| {k} | " + " | ".join(f"{m:.3f}" for m, _ in r["summary"]["within"].values()) + " |")
     if b:
         lines.append("| motion_baseline | " + " | ".join(f"{x:.3f}" for x in b["within"].values()) + " |")
     c = rep["checks"]
-    lines += ["", f"Default (pooled, all frames) {c['default_all']:.4f}: target {c['target']} "
-                  f"{'met' if c['meets_target'] else 'NOT met'}; − concat {c['minus_concat']}; "
-                  f"− best single {c['minus_best_single']}; − motion baseline {c['minus_motion_baseline']} "
-                  "(targets: ≥ +0.02 each).", "",
-              f"Time: {rep['timings']['total_s']} s ({rep['timings']['jobs']} jobs)."]
+    lines += [
+        "",
+        f"Default (pooled, all frames) {c['default_all']:.4f}: target {c['target']} "
+        f"{'met' if c['meets_target'] else 'NOT met'}; − concat {c['minus_concat']}; "
+        f"− best single {c['minus_best_single']}; − motion baseline {c['minus_motion_baseline']} "
+        "(targets: ≥ +0.02 each).",
+        "",
+        f"Time: {rep['timings']['total_s']} s ({rep['timings']['jobs']} jobs).",
+    ]
     return "\n".join(lines)
 
 
-def load_bench_dataset(cfg: Config, video_dir: str | Path, work_dir: str | Path | None = None,
-                       features: str | Path | None = None, log: Callable[[str], None] | None = None):
+def load_bench_dataset(
+    cfg: Config,
+    video_dir: str | Path,
+    work_dir: str | Path | None = None,
+    features: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
+):
     """Features of ``video_dir`` for the bench: ``features`` (an extracted folder, e.g. cached at a
     finer stride — restrided to ``clips.clip_stride`` when it divides it) or the bench's own cached
     extraction (:func:`fusewatch.engines.bench.ped2.ensure_bench_features`). Frame labels from
@@ -198,6 +250,7 @@ def load_bench_dataset(cfg: Config, video_dir: str | Path, work_dir: str | Path 
     from fusewatch.engines.bench.ped2 import ensure_bench_features
     from fusewatch.engines.data import load_dataset
     from fusewatch.errors import DatasetError
+
     reps = list(cfg.model.representations)
     if features is None:
         work = Path(work_dir) if work_dir else None
@@ -205,8 +258,9 @@ def load_bench_dataset(cfg: Config, video_dir: str | Path, work_dir: str | Path 
     ds = load_dataset(features, reps)
     have, want = int(ds.info.get("clip_stride") or 0), int(cfg.clips.clip_stride)
     if int(ds.info.get("clip_len") or cfg.clips.clip_len) != int(cfg.clips.clip_len):
-        raise DatasetError(f"--features {features}: clip_len {ds.info.get('clip_len')} != clips.clip_len "
-                           f"{cfg.clips.clip_len}")
+        raise DatasetError(
+            f"--features {features}: clip_len {ds.info.get('clip_len')} != clips.clip_len {cfg.clips.clip_len}"
+        )
     if have != want:
         if not have or want % have:
             raise DatasetError(f"--features {features}: clip stride {have} does not divide clips.clip_stride {want}")
@@ -214,20 +268,35 @@ def load_bench_dataset(cfg: Config, video_dir: str | Path, work_dir: str | Path 
     return ds
 
 
-def run_bench_inductive(video_dir: str | Path, cfg: Config, work_dir: str | Path | None = None,
-                        features: str | Path | None = None, seeds: Sequence[int] = DEFAULT_SEEDS,
-                        epochs: int | None = None, singles: bool = True, jobs: int = 1,
-                        log: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_bench_inductive(
+    video_dir: str | Path,
+    cfg: Config,
+    work_dir: str | Path | None = None,
+    features: str | Path | None = None,
+    seeds: Sequence[int] = DEFAULT_SEEDS,
+    epochs: int | None = None,
+    singles: bool = True,
+    jobs: int = 1,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """``bench ped2`` headline: bench defaults applied to ``cfg``, features, :func:`run_inductive`."""
     from fusewatch.engines.bench.ped2 import apply_bench_defaults
     from fusewatch.stream.config import CACHE_DIR
+
     cfg, applied = apply_bench_defaults(cfg)
     ds = load_bench_dataset(cfg, video_dir, work_dir, features, log)
     work = Path(work_dir) if work_dir else CACHE_DIR / "bench" / f"ped2-{Path(video_dir).resolve().name}"
-    rep = run_inductive(ds, video_dir, cfg, seeds, epochs, singles, True, jobs,
-                        baseline_cache=work / "motion_baseline", log=log)
-    rep["config"] = {"representations": list(cfg.model.representations), "fusion": cfg.model.fusion,
-                     "window": cfg.model.window, "normalize": cfg.train.normalize,
-                     "epochs_config": cfg.train.epochs, "features": str(ds.root),
-                     "versions": dict((ds.info or {}).get("versions") or {}), "bench_defaults_applied": applied}
+    rep = run_inductive(
+        ds, video_dir, cfg, seeds, epochs, singles, True, jobs, baseline_cache=work / "motion_baseline", log=log
+    )
+    rep["config"] = {
+        "representations": list(cfg.model.representations),
+        "fusion": cfg.model.fusion,
+        "window": cfg.model.window,
+        "normalize": cfg.train.normalize,
+        "epochs_config": cfg.train.epochs,
+        "features": str(ds.root),
+        "versions": dict((ds.info or {}).get("versions") or {}),
+        "bench_defaults_applied": applied,
+    }
     return rep

@@ -1,6 +1,7 @@
 """``bench ped2`` model selection on weak labels only: weak copies of the videos, stratified folds,
 out-of-fold causal scores, video-level AUC and MIL bag loss per candidate (steps 2–3 of
 :mod:`fusewatch.engines.bench.ped2`)."""
+
 from __future__ import annotations
 
 import copy
@@ -25,6 +26,7 @@ def weak_videos(videos) -> list:
 def dataset_of(videos, like):
     """A :class:`FeatureDataset` of ``videos`` with the dims, layout, root and info of dataset ``like``."""
     from fusewatch.engines.data.records import FeatureDataset
+
     return FeatureDataset(list(videos), dict(like.dims), like.layout, like.root, dict(like.info))
 
 
@@ -41,8 +43,7 @@ def stratified_folds(videos, k: int, seed: int) -> list[list[str]]:
     return [sorted(f) for f in folds if f]
 
 
-def model_cfg(cfg: Config, fusion: str, expansion: str | None = None, pq: tuple[int, int] | None = None
-               ) -> Config:
+def model_cfg(cfg: Config, fusion: str, expansion: str | None = None, pq: tuple[int, int] | None = None) -> Config:
     """Copy of ``cfg`` for one candidate (fusion, expansion, ``(P, Q)``), training on all given videos."""
     c = copy.deepcopy(cfg)
     c.model.fusion = fusion
@@ -50,21 +51,29 @@ def model_cfg(cfg: Config, fusion: str, expansion: str | None = None, pq: tuple[
         c.model.expansion = expansion
     if pq:
         c.model.order_p, c.model.order_q = int(pq[0]), int(pq[1])
-    c.train.val_fraction = 0.0   # all given videos train; the last epoch is kept
+    c.train.val_fraction = 0.0  # all given videos train; the last epoch is kept
     return c
 
 
-def train_one(ds, videos, cfg: Config, out: Path, progress: bool = False) -> "TrainSummary":
+def train_one(ds, videos, cfg: Config, out: Path, progress: bool = False) -> TrainSummary:
     """Train on ``videos`` (weak copies) with ``cfg`` → :class:`fusewatch.engines.training.loop.TrainSummary`."""
     from fusewatch.engines.training.loop import train
-    return train(dataset_of(weak_videos(videos), ds), cfg, out, fusion=cfg.model.fusion,
-                 representations=list(cfg.model.representations), progress=progress)
+
+    return train(
+        dataset_of(weak_videos(videos), ds),
+        cfg,
+        out,
+        fusion=cfg.model.fusion,
+        representations=list(cfg.model.representations),
+        progress=progress,
+    )
 
 
 def offline_scores(model_path: str | Path, videos) -> dict[str, np.ndarray]:
     """Causal per-clip scores (:func:`fusewatch.engines.evaluation.scoring.score_video`) of ``videos``."""
-    from fusewatch.engines.training.checkpoint import load_model
     from fusewatch.engines.evaluation.scoring import score_video
+    from fusewatch.engines.training.checkpoint import load_model
+
     model, _ = load_model(model_path)
     return {v.name: score_video(model, v.feats) for v in videos}
 
@@ -72,13 +81,14 @@ def offline_scores(model_path: str | Path, videos) -> dict[str, np.ndarray]:
 def bag_bce(scores: np.ndarray, label: int, k: int) -> float:
     """MIL bag loss of one video: BCE of the mean of its ``k`` highest clip scores vs ``label``."""
     s = np.sort(np.asarray(scores, np.float64))[::-1]
-    bag = float(np.clip(s[:max(1, min(k, s.size))].mean(), 1e-6, 1 - 1e-6))
+    bag = float(np.clip(s[: max(1, min(k, s.size))].mean(), 1e-6, 1 - 1e-6))
     return -math.log(bag) if label == 1 else -math.log(1 - bag)
 
 
 def cross_validate(ds, cfg: Config, folds: Sequence[Sequence[str]], tmp_model: Path) -> dict:
     """Out-of-fold weak-label metrics of one configuration (module doc, step 3)."""
     from fusewatch.engines.evaluation import metrics as M
+
     by = ds.by_name()
     oof: dict[str, np.ndarray] = {}
     for held in folds:

@@ -7,6 +7,7 @@ feature file), :mod:`~fusewatch.engines.data.align` (alignment of representation
 :mod:`~fusewatch.engines.data.ground_truth` and :mod:`~fusewatch.engines.data.formats` (one module
 per layout).
 """
+
 from __future__ import annotations
 
 from fusewatch.engines.data.align import align_clip_counts
@@ -19,7 +20,23 @@ from fusewatch.engines.data.load import as_dataset, load_dataset
 from fusewatch.engines.data.names import label_from_name, rep_name_from_file, video_name
 from fusewatch.engines.data.records import ClipRule, FeatureDataset, VideoFeatures
 
-__all__ = ["ClipRule", "FeatureDataset", "VideoFeatures", "as_dataset", "load_dataset", "align_clip_counts",
-           "load_feature_array", "load_fusewatch_dir", "load_lists", "load_npy_dir", "read_list_file",
-           "load_ucf_c3d", "read_labels_json", "read_ucf_annotations", "ucf_segment_ranges",
-           "label_from_name", "rep_name_from_file", "video_name"]
+__all__ = [
+    "ClipRule",
+    "FeatureDataset",
+    "VideoFeatures",
+    "as_dataset",
+    "load_dataset",
+    "align_clip_counts",
+    "load_feature_array",
+    "load_fusewatch_dir",
+    "load_lists",
+    "load_npy_dir",
+    "read_list_file",
+    "load_ucf_c3d",
+    "read_labels_json",
+    "read_ucf_annotations",
+    "ucf_segment_ranges",
+    "label_from_name",
+    "rep_name_from_file",
+    "video_name",
+]

@@ -3,6 +3,7 @@
 A video lacking a representation keeps the others; that representation is marked absent (the
 model's ``present`` mask, :mod:`fusewatch.engines.fusion.presence`) — unless no representation is left.
 """
+
 from __future__ import annotations
 
 import logging
@@ -10,6 +11,7 @@ import math
 from typing import Mapping, Sequence
 
 import numpy as np
+
 from fusewatch.errors import DatasetError
 
 log = logging.getLogger("fusewatch.datasets")
@@ -22,8 +24,9 @@ def _resample(a: np.ndarray, n: int) -> np.ndarray:
     return a[idx]
 
 
-def align_clip_counts(name: str, feats: dict[str, np.ndarray], reference: str | None = None,
-                      tolerance: float = 0.02) -> tuple[dict[str, np.ndarray], int]:
+def align_clip_counts(
+    name: str, feats: dict[str, np.ndarray], reference: str | None = None, tolerance: float = 0.02
+) -> tuple[dict[str, np.ndarray], int]:
     """Make all representations of one video have the same clip count (warning when they differ).
 
     Returns ``(feats, T)``. Counts within ``max(1, tolerance·T)`` of each other are truncated to the
@@ -59,8 +62,9 @@ def check_dims(per_video: Mapping[str, Mapping[str, np.ndarray]], reps: Sequence
     return dims
 
 
-def assemble(per_rep: Mapping[str, Mapping[str, np.ndarray]], reference: str | None = None
-              ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, int]]:
+def assemble(
+    per_rep: Mapping[str, Mapping[str, np.ndarray]], reference: str | None = None
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, int]]:
     """{rep: {video: arr}} → ({video: {rep: arr}} aligned, dims)."""
     reps = list(per_rep)
     names: list[str] = []
@@ -82,8 +86,9 @@ def assemble(per_rep: Mapping[str, Mapping[str, np.ndarray]], reference: str | N
             partial += 1
         per_video[n] = feats
     if partial:
-        log.warning("%d of %d video(s) lack some representation(s): marked absent for those videos",
-                    partial, len(names))
+        log.warning(
+            "%d of %d video(s) lack some representation(s): marked absent for those videos", partial, len(names)
+        )
     dims = check_dims(per_video, reps)
     out = {}
     for n, feats in per_video.items():

@@ -1,9 +1,11 @@
 """Read one feature file (``.npy`` / ``.npz`` / ``.txt``) as a ``T×D`` float32 array."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+
 from fusewatch.errors import DataNotFoundError, DatasetError
 
 MAX_CROPS = 10

@@ -9,6 +9,7 @@ Frame ground truth: ``labels.json`` (Ped2 / fusewatch format), a directory of pe
 arrays, a single concatenated RTFM ``gt-*.npy`` (split by ``clips × clip_len`` in list order), or the
 UCF-Crime annotation text.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,17 +52,19 @@ def read_labels_json(path: str | Path) -> dict[str, dict]:
             gt = (np.asarray(lab) > 0).astype(np.uint8)
         frames = rec.get("frames")
         if gt is not None and frames is not None and int(frames) != gt.size:
-            log.warning("labels file %s: %s has frames=%s but %d labels; using the labels' length",
-                        p, name, frames, gt.size)
+            log.warning(
+                "labels file %s: %s has frames=%s but %d labels; using the labels' length", p, name, frames, gt.size
+            )
         out[Path(name).stem if name.endswith((".mp4", ".avi")) else name] = {
-            "frame_gt": gt, "fps": rec.get("fps"),
+            "frame_gt": gt,
+            "fps": rec.get("fps"),
             "frames": int(gt.size) if gt is not None else (int(frames) if frames is not None else None),
-            "label": rec.get("label")}
+            "label": rec.get("label"),
+        }
     return out
 
 
-def read_ucf_annotations(temporal: str | Path | None = None, frame_counts: str | Path | None = None
-                         ) -> dict[str, dict]:
+def read_ucf_annotations(temporal: str | Path | None = None, frame_counts: str | Path | None = None) -> dict[str, dict]:
     """UCF-Crime annotation text files → ``{name: {"class", "spans", "frames"}}``.
 
     ``temporal``: ``Temporal_Anomaly_Annotation.txt`` lines ``name class s1 e1 s2 e2``;
@@ -122,8 +125,9 @@ def ucf_segment_ranges(n_frames: int, n_segments: int = 32) -> list[tuple[int, i
     return out
 
 
-def gt_lookup(gt: str | Path | Mapping | None, names: Sequence[str], clips: Mapping[str, int],
-               clip_len: int) -> dict[str, dict]:
+def gt_lookup(
+    gt: str | Path | Mapping | None, names: Sequence[str], clips: Mapping[str, int], clip_len: int
+) -> dict[str, dict]:
     """Frame GT per video from a labels.json, a per-video .npy directory, a concatenated .npy, UCF
     annotation text, or a mapping name → array."""
     if gt is None:
@@ -146,12 +150,14 @@ def gt_lookup(gt: str | Path | Mapping | None, names: Sequence[str], clips: Mapp
         a = np.load(p, allow_pickle=False).ravel()
         total = sum(clips[n] for n in names) * clip_len
         if a.size != total:
-            raise DatasetError(f"ground-truth file {p}: {a.size} frames, but the {len(names)} videos' clips "
-                             f"× clip_len {clip_len} give {total} (order must follow the list)")
+            raise DatasetError(
+                f"ground-truth file {p}: {a.size} frames, but the {len(names)} videos' clips "
+                f"× clip_len {clip_len} give {total} (order must follow the list)"
+            )
         out, off = {}, 0
         for n in names:
             k = clips[n] * clip_len
-            out[n] = {"frame_gt": (a[off:off + k] > 0).astype(np.uint8)}
+            out[n] = {"frame_gt": (a[off : off + k] > 0).astype(np.uint8)}
             off += k
         return out
     if p.suffix == ".txt":
@@ -160,10 +166,13 @@ def gt_lookup(gt: str | Path | Mapping | None, names: Sequence[str], clips: Mapp
             ann = read_ucf_annotations(None, p)
         else:
             ann = read_ucf_annotations(p, counts if counts.exists() else None)
-        return {n: {"spans": a.get("spans"), "frames": a.get("frames"), "class": a.get("class")}
-                for n, a in ann.items()}
-    raise DatasetError(f"ground-truth file {p}: unsupported (use labels.json, a .npy file or directory, "
-                     "or Temporal_Anomaly_Annotation.txt)")
+        return {
+            n: {"spans": a.get("spans"), "frames": a.get("frames"), "class": a.get("class")} for n, a in ann.items()
+        }
+    raise DatasetError(
+        f"ground-truth file {p}: unsupported (use labels.json, a .npy file or directory, "
+        "or Temporal_Anomaly_Annotation.txt)"
+    )
 
 
 def apply_gt(v: VideoFeatures, rec: dict | None, explicit_label: int | None = None) -> VideoFeatures:
@@ -178,8 +187,12 @@ def apply_gt(v: VideoFeatures, rec: dict | None, explicit_label: int | None = No
             if v.n_frames is None:
                 v.n_frames = int(v.frame_gt.size)
             elif v.n_frames != v.frame_gt.size:
-                log.warning("video %s: %d frame labels for %d frames; using the labels' length",
-                            v.name, v.frame_gt.size, v.n_frames)
+                log.warning(
+                    "video %s: %d frame labels for %d frames; using the labels' length",
+                    v.name,
+                    v.frame_gt.size,
+                    v.n_frames,
+                )
                 v.n_frames = int(v.frame_gt.size)
         elif rec.get("spans") is not None:
             n = v.n_frames

@@ -34,6 +34,7 @@ the counts are made equal, with a logged warning: counts within ``max(1, 2 %)`` 
 shortest; larger differences are resampled (nearest clip) to the count of the reference (first)
 representation. A video lacking a representation keeps the others; that representation is marked
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -65,8 +66,13 @@ def _split_lists(root: Path, split: str | None) -> dict[str, Path]:
     return out
 
 
-def load_dataset(path: str | Path, representations: Sequence[str] | None = None, split: str | None = None,
-                 gt: str | Path | Mapping | None = None, clip_len: int = 16) -> FeatureDataset:
+def load_dataset(
+    path: str | Path,
+    representations: Sequence[str] | None = None,
+    split: str | None = None,
+    gt: str | Path | Mapping | None = None,
+    clip_len: int = 16,
+) -> FeatureDataset:
     """Load a feature dataset from ``path``, detecting its layout (module docstring).
 
     ``path``: a fusewatch feature folder (``meta.json``); a folder of UCF-Crime C3D ``.txt`` files; a

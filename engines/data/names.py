@@ -1,15 +1,45 @@
 """Name heuristics: video names, video labels and representation names from file names."""
+
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-UCF_CLASSES = ("abuse", "arrest", "arson", "assault", "burglary", "explosion", "fighting",
-               "roadaccidents", "robbery", "shooting", "shoplifting", "stealing", "vandalism")
-KNOWN_REP_TOKENS = ("i3d", "c3d", "x3d", "clip", "vggish", "audio", "rgb", "flow", "swin", "videomae",
-                    "mobilenetv2", "effnet_lite0", "effnet", "imagebind", "resnet", "vit", "dino")
-_SUFFIX_RE = re.compile(r"(?:_(?:" + "|".join(KNOWN_REP_TOKENS) + r"|feat|feats|features|\d+crop))+$",
-                        re.IGNORECASE)
+UCF_CLASSES = (
+    "abuse",
+    "arrest",
+    "arson",
+    "assault",
+    "burglary",
+    "explosion",
+    "fighting",
+    "roadaccidents",
+    "robbery",
+    "shooting",
+    "shoplifting",
+    "stealing",
+    "vandalism",
+)
+KNOWN_REP_TOKENS = (
+    "i3d",
+    "c3d",
+    "x3d",
+    "clip",
+    "vggish",
+    "audio",
+    "rgb",
+    "flow",
+    "swin",
+    "videomae",
+    "mobilenetv2",
+    "effnet_lite0",
+    "effnet",
+    "imagebind",
+    "resnet",
+    "vit",
+    "dino",
+)
+_SUFFIX_RE = re.compile(r"(?:_(?:" + "|".join(KNOWN_REP_TOKENS) + r"|feat|feats|features|\d+crop))+$", re.IGNORECASE)
 _CROP_RE = re.compile(r"__(\d+)$")
 
 
@@ -46,7 +76,6 @@ def crop_index(path: str | Path) -> int | None:
     """XD-Violence per-crop index of a feature file (``name__3.npy`` → 3), or None."""
     m = _CROP_RE.search(Path(str(path)).name.rsplit(".", 1)[0])
     return int(m.group(1)) if m else None
-
 
 
 def rep_name_from_file(path: str | Path) -> str:

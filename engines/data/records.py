@@ -4,6 +4,7 @@ Shapes: ``VideoFeatures.feats[name]`` is ``T×D_name`` float32 (``T`` clips, the
 representation of the video); ``frame_gt`` is ``(n_frames,)`` uint8 0/1; clip ``t`` covers the
 0-based inclusive frame range ``clip_ranges()[t]``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
+
 from fusewatch.errors import DatasetError
 
 log = logging.getLogger("fusewatch.datasets")
@@ -121,15 +123,17 @@ class FeatureDataset:
     def has_frame_gt(self) -> bool:
         return bool(self.videos) and all(v.frame_gt is not None for v in self.videos)
 
-    def select(self, representations: Sequence[str] | None) -> "FeatureDataset":
+    def select(self, representations: Sequence[str] | None) -> FeatureDataset:
         """Keep only ``representations`` (in that order); unknown names raise ValueError."""
         if not representations:
             return self
         reps = [r.strip() for r in representations if r and r.strip()]
         unknown = [r for r in reps if r not in self.dims]
         if unknown:
-            raise DatasetError(f"unknown representation {', '.join(unknown)} in {self.root or 'dataset'} "
-                             f"(available: {', '.join(self.dims) or 'none'})")
+            raise DatasetError(
+                f"unknown representation {', '.join(unknown)} in {self.root or 'dataset'} "
+                f"(available: {', '.join(self.dims) or 'none'})"
+            )
         vids = []
         dropped = 0
         for v in self.videos:
@@ -142,7 +146,8 @@ class FeatureDataset:
             log.warning("%d video(s) have none of the representations %s: skipped", dropped, ", ".join(reps))
         return FeatureDataset(vids, {r: self.dims[r] for r in reps}, self.layout, self.root, dict(self.info))
 
-    def subset(self, names: Iterable[str]) -> "FeatureDataset":
+    def subset(self, names: Iterable[str]) -> FeatureDataset:
         keep = set(names)
-        return FeatureDataset([v for v in self.videos if v.name in keep], dict(self.dims), self.layout,
-                              self.root, dict(self.info))
+        return FeatureDataset(
+            [v for v in self.videos if v.name in keep], dict(self.dims), self.layout, self.root, dict(self.info)
+        )

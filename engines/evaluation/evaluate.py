@@ -18,9 +18,8 @@ JSON report keys: ``auc``, ``ap``, ``ap_kind`` (``"sklearn.average_precision_sco
 ``max_score``, ``mean_score``), ``plots`` (written files), plus ``model``/``data`` when known.
 Undefined numbers (one class only) are ``null``.
 """
-from __future__ import annotations
 
-from fusewatch.errors import DataNotFoundError, DatasetError
+from __future__ import annotations
 
 import json
 import logging
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
 from fusewatch.engines.data import (
     FeatureDataset,
     VideoFeatures,
@@ -38,11 +38,22 @@ from fusewatch.engines.data import (
     read_labels_json,
 )
 from fusewatch.engines.evaluation import metrics as M
+from fusewatch.errors import DataNotFoundError, DatasetError
 
 log = logging.getLogger("fusewatch.evaluate")
 
-MODEL_META_KEYS = ("path", "model_version", "fusion", "representations", "window", "dims", "epoch",
-                   "val_auc", "val_kind", "created")
+MODEL_META_KEYS = (
+    "path",
+    "model_version",
+    "fusion",
+    "representations",
+    "window",
+    "dims",
+    "epoch",
+    "val_auc",
+    "val_kind",
+    "created",
+)
 
 
 @dataclass
@@ -63,8 +74,9 @@ class ScoredVideo:
     def __post_init__(self) -> None:
         self.scores = np.asarray(self.scores, dtype=np.float64).ravel()
         if len(self.clip_ranges) != self.scores.size:
-            raise DatasetError(f"video {self.name}: {self.scores.size} clip scores but "
-                             f"{len(self.clip_ranges)} clip frame ranges")
+            raise DatasetError(
+                f"video {self.name}: {self.scores.size} clip scores but {len(self.clip_ranges)} clip frame ranges"
+            )
         if self.frame_gt is not None:
             self.frame_gt = (np.asarray(self.frame_gt).ravel() > 0).astype(np.uint8)
         if self.video_label not in (0, 1) and self.frame_gt is not None:
@@ -81,8 +93,9 @@ class ScoredVideo:
         return M.expand_to_frames(self.scores, self.clip_ranges, self.frames())
 
 
-def scored_from_dataset(scores: Mapping[str, np.ndarray], data: FeatureDataset | Sequence[VideoFeatures]
-                        ) -> list[ScoredVideo]:
+def scored_from_dataset(
+    scores: Mapping[str, np.ndarray], data: FeatureDataset | Sequence[VideoFeatures]
+) -> list[ScoredVideo]:
     """Pair ``{name: clip scores}`` with the dataset's ground truth and clip ranges (order of the
     dataset; videos without scores are skipped with a warning, unknown names raise ValueError)."""
     vids = list(data)
@@ -115,6 +128,7 @@ def print_report(report: Mapping[str, Any], console=None) -> None:
     max clip score) and a pooled row (number of pooled videos in brackets)."""
     from rich.console import Console
     from rich.table import Table
+
     console = console or Console()
     t = Table(title=f"fusewatch eval — {report.get('auc_kind', '')}-level AUC", show_lines=False)
     width = min(22, max([len("pooled")] + [len(n) for n in report["per_video"]]))
@@ -123,13 +137,25 @@ def print_report(report: Mapping[str, Any], console=None) -> None:
         t.add_column(col, justify="right", no_wrap=True, min_width=w)
     for name, r in report["per_video"].items():
         lab = {0: "norm", 1: "abn"}.get(r.get("label"), "?")
-        t.add_row(name, lab, str(r["clips"]), str(r["frames"]),
-                  "—" if r.get("abnormal_frames") is None else str(r["abnormal_frames"]),
-                  _fmt(r.get("auc")), _fmt(r.get("max_score"), 3))
+        t.add_row(
+            name,
+            lab,
+            str(r["clips"]),
+            str(r["frames"]),
+            "—" if r.get("abnormal_frames") is None else str(r["abnormal_frames"]),
+            _fmt(r.get("auc")),
+            _fmt(r.get("max_score"), 3),
+        )
     t.add_section()
-    t.add_row(f"pooled ({report['videos']})", "", str(sum(r["clips"] for r in report["per_video"].values())),
-              str(report["frames"]), str(report.get("abnormal_frames", "")),
-              _fmt(report.get("auc")), "")
+    t.add_row(
+        f"pooled ({report['videos']})",
+        "",
+        str(sum(r["clips"] for r in report["per_video"].values())),
+        str(report["frames"]),
+        str(report.get("abnormal_frames", "")),
+        _fmt(report.get("auc")),
+        "",
+    )
     console.print(t)
     extra = f"AP {_fmt(report.get('ap'))} ({report['ap_kind']})"
     if report.get("video_auc") is not None:
@@ -137,11 +163,16 @@ def print_report(report: Mapping[str, Any], console=None) -> None:
     console.print(extra)
 
 
-def evaluate_scores(scores: Mapping[str, np.ndarray] | Sequence[ScoredVideo],
-                    data: str | Path | FeatureDataset | Sequence[VideoFeatures] | None = None,
-                    out_json: str | Path | None = None, plots_dir: str | Path | None = None,
-                    info: Mapping[str, Any] | None = None, print_table: bool = True, console=None,
-                    max_timelines: int | None = 100) -> dict[str, Any]:
+def evaluate_scores(
+    scores: Mapping[str, np.ndarray] | Sequence[ScoredVideo],
+    data: str | Path | FeatureDataset | Sequence[VideoFeatures] | None = None,
+    out_json: str | Path | None = None,
+    plots_dir: str | Path | None = None,
+    info: Mapping[str, Any] | None = None,
+    print_table: bool = True,
+    console=None,
+    max_timelines: int | None = 100,
+) -> dict[str, Any]:
     """Evaluate precomputed clip scores (module docstring). Returns the report dict.
 
     ``scores``: ``[ScoredVideo, ...]``, or ``{name: (T,) clip scores}`` together with ``data`` (a
@@ -160,19 +191,26 @@ def evaluate_scores(scores: Mapping[str, np.ndarray] | Sequence[ScoredVideo],
             raise DatasetError("no scored videos to evaluate")
     with_gt = [v for v in videos if v.frame_gt is not None]
     if with_gt and len(with_gt) < len(videos):
-        log.warning("%d of %d video(s) have no frame ground truth: left out of the frame-level metrics",
-                    len(videos) - len(with_gt), len(videos))
+        log.warning(
+            "%d of %d video(s) have no frame ground truth: left out of the frame-level metrics",
+            len(videos) - len(with_gt),
+            len(videos),
+        )
     per_video: dict[str, dict[str, Any]] = {}
     frame_scores: dict[str, np.ndarray] = {}
     for v in videos:
         fs = v.frame_scores()
         frame_scores[v.name] = fs
-        rec: dict[str, Any] = {"clips": int(v.scores.size), "frames": int(fs.size),
-                               "label": int(v.video_label) if v.video_label in (0, 1) else None,
-                               "abnormal_frames": int(v.frame_gt.sum()) if v.frame_gt is not None else None,
-                               "auc": None, "ap": None,
-                               "max_score": float(v.scores.max()) if v.scores.size else None,
-                               "mean_score": float(v.scores.mean()) if v.scores.size else None}
+        rec: dict[str, Any] = {
+            "clips": int(v.scores.size),
+            "frames": int(fs.size),
+            "label": int(v.video_label) if v.video_label in (0, 1) else None,
+            "abnormal_frames": int(v.frame_gt.sum()) if v.frame_gt is not None else None,
+            "auc": None,
+            "ap": None,
+            "max_score": float(v.scores.max()) if v.scores.size else None,
+            "mean_score": float(v.scores.mean()) if v.scores.size else None,
+        }
         if v.frame_gt is not None:
             rec["auc"] = M.nan_to_none(M.roc_auc(v.frame_gt, fs))
             rec["ap"] = M.nan_to_none(M.average_precision(v.frame_gt, fs))
@@ -188,14 +226,22 @@ def evaluate_scores(scores: Mapping[str, np.ndarray] | Sequence[ScoredVideo],
         frames, abn = 0, 0
         auc, ap, kind = math.nan, math.nan, "none"
     labelled = [v for v in videos if v.video_label in (0, 1)]
-    vres = M.video_level_metrics([float(v.scores.max()) for v in labelled], [v.video_label for v in labelled]) \
-        if labelled else {"auc": math.nan, "ap": math.nan}
+    vres = (
+        M.video_level_metrics([float(v.scores.max()) for v in labelled], [v.video_label for v in labelled])
+        if labelled
+        else {"auc": math.nan, "ap": math.nan}
+    )
     if kind == "none" and math.isfinite(vres["auc"]):
         auc, ap, kind = vres["auc"], vres["ap"], "video"
         fpr, tpr = M.roc_curve_points([v.video_label for v in labelled], [float(v.scores.max()) for v in labelled])
     report: dict[str, Any] = {
-        "auc": M.nan_to_none(auc), "ap": M.nan_to_none(ap), "ap_kind": M.AP_KIND, "auc_kind": kind,
-        "frames": frames, "abnormal_frames": abn, "videos": len(with_gt) if kind == "frame" else len(videos),
+        "auc": M.nan_to_none(auc),
+        "ap": M.nan_to_none(ap),
+        "ap_kind": M.AP_KIND,
+        "auc_kind": kind,
+        "frames": frames,
+        "abnormal_frames": abn,
+        "videos": len(with_gt) if kind == "frame" else len(videos),
         "video_auc": M.nan_to_none(vres["auc"]),
         "per_video": per_video,
     }
@@ -204,17 +250,36 @@ def evaluate_scores(scores: Mapping[str, np.ndarray] | Sequence[ScoredVideo],
     plots: list[str] = []
     if plots_dir is not None:
         from fusewatch.engines.evaluation import plots as P
+
         pdir = Path(plots_dir)
         pdir.mkdir(parents=True, exist_ok=True)
-        plots.append(str(P.plot_roc(fpr, tpr, report["auc"], pdir / "roc.png",
-                                    title=f"{kind}-level ROC" if kind != "none" else "ROC (undefined)")))
+        plots.append(
+            str(
+                P.plot_roc(
+                    fpr,
+                    tpr,
+                    report["auc"],
+                    pdir / "roc.png",
+                    title=f"{kind}-level ROC" if kind != "none" else "ROC (undefined)",
+                )
+            )
+        )
         todo = videos if max_timelines is None else videos[:max_timelines]
         if len(todo) < len(videos):
             log.info("plotting %d of %d timelines (max_timelines)", len(todo), len(videos))
         for v in todo:
-            plots.append(str(P.plot_timeline(v.name, frame_scores[v.name], v.frame_gt,
-                                             pdir / "timelines" / f"{P.safe_filename(v.name)}.png",
-                                             fps=v.fps, auc=per_video[v.name]["auc"])))
+            plots.append(
+                str(
+                    P.plot_timeline(
+                        v.name,
+                        frame_scores[v.name],
+                        v.frame_gt,
+                        pdir / "timelines" / f"{P.safe_filename(v.name)}.png",
+                        fps=v.fps,
+                        auc=per_video[v.name]["auc"],
+                    )
+                )
+            )
     report["plots"] = plots
     if print_table:
         print_report(report, console)
@@ -225,18 +290,25 @@ def evaluate_scores(scores: Mapping[str, np.ndarray] | Sequence[ScoredVideo],
     return report
 
 
-def evaluate(model_path: str | Path, data_dir: str | Path | FeatureDataset | Sequence[VideoFeatures],
-             out_json: str | Path | None = None, plots_dir: str | Path | None = None,
-             batch_size: int = 256, print_table: bool = True, console=None,
-             max_timelines: int | None = 100) -> dict[str, Any]:
+def evaluate(
+    model_path: str | Path,
+    data_dir: str | Path | FeatureDataset | Sequence[VideoFeatures],
+    out_json: str | Path | None = None,
+    plots_dir: str | Path | None = None,
+    batch_size: int = 256,
+    print_table: bool = True,
+    console=None,
+    max_timelines: int | None = 100,
+) -> dict[str, Any]:
     """Score ``data_dir`` with the checkpoint ``model_path`` (causal protocol) and evaluate.
 
     The data must hold every representation of the model with the model's dims (ValueError
     otherwise). For folders with ``*.list`` files the ``test`` lists are used. Returns the report
     (:func:`evaluate_scores`) with ``model`` (checkpoint metadata) and ``data`` keys.
     """
-    from fusewatch.engines.training.checkpoint import load_model
     from fusewatch.engines.evaluation.scoring import score_video
+    from fusewatch.engines.training.checkpoint import load_model
+
     mp = Path(model_path)
     if not mp.exists():
         raise DataNotFoundError(f"model {mp}: not found")
@@ -247,27 +319,46 @@ def evaluate(model_path: str | Path, data_dir: str | Path | FeatureDataset | Seq
     ds = load_dataset(data_dir, split="test") if isinstance(data_dir, (str, Path)) else as_dataset(data_dir)
     missing = [n for n in names if n not in ds.dims]
     if missing:
-        raise DatasetError(f"data {ds.root or data_dir} lacks representation {', '.join(missing)} needed by the "
-                         f"model (data has: {', '.join(ds.representations) or 'none'})")
+        raise DatasetError(
+            f"data {ds.root or data_dir} lacks representation {', '.join(missing)} needed by the "
+            f"model (data has: {', '.join(ds.representations) or 'none'})"
+        )
     for n in names:
         if int(ds.dims[n]) != int(model.dims[n]):
-            raise DatasetError(f"representation {n}: the model expects dim {model.dims[n]}, "
-                             f"the data has {ds.dims[n]}")
+            raise DatasetError(f"representation {n}: the model expects dim {model.dims[n]}, the data has {ds.dims[n]}")
     ds = ds.select(names)
     scores = {v.name: score_video(model, v.feats, batch_size=batch_size) for v in ds.videos}
     md = meta.to_dict()
-    info = {"model": {k: md.get(k) for k in MODEL_META_KEYS if k in md},
-            "data": str(ds.root or data_dir), "protocol": "causal: clip t = last node of window [t-N+1, t]"}
-    return evaluate_scores(scored_from_dataset(scores, ds), out_json=out_json, plots_dir=plots_dir,
-                           info=info, print_table=print_table, console=console, max_timelines=max_timelines)
+    info = {
+        "model": {k: md.get(k) for k in MODEL_META_KEYS if k in md},
+        "data": str(ds.root or data_dir),
+        "protocol": "causal: clip t = last node of window [t-N+1, t]",
+    }
+    return evaluate_scores(
+        scored_from_dataset(scores, ds),
+        out_json=out_json,
+        plots_dir=plots_dir,
+        info=info,
+        print_table=print_table,
+        console=console,
+        max_timelines=max_timelines,
+    )
 
 
 # --------------------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------------------
 
-def evaluate_stream(model_path: str | Path, video_dir: str | Path, cfg, out_json=None, plots_dir=None,
-                    speed: float | None = None, print_table: bool = True) -> dict[str, Any]:
+
+def evaluate_stream(
+    model_path: str | Path,
+    video_dir: str | Path,
+    cfg,
+    out_json=None,
+    plots_dir=None,
+    speed: float | None = None,
+    print_table: bool = True,
+) -> dict[str, Any]:
     """Scores produced by the streaming path (replay → worker → transport → engine) for every video
     in ``video_dir`` with frame labels in ``video_dir/labels.json``, evaluated like :func:`evaluate`."""
     from fusewatch.engines.serving.pipeline import stream_videos
@@ -292,14 +383,27 @@ def evaluate_stream(model_path: str | Path, video_dir: str | Path, cfg, out_json
         clips = res.clips.get(v.stem, [])
         if not clips:
             why = res.engine.get("dead_letter_reasons") or {}
-            raise DatasetError(f"video {v.name}: no clip was scored by the engine"
-                             + (f" (dead letters: {', '.join(f'{k} ×{n}' for k, n in sorted(why.items()))})"
-                                if why else ""))
+            raise DatasetError(
+                f"video {v.name}: no clip was scored by the engine"
+                + (f" (dead letters: {', '.join(f'{k} ×{n}' for k, n in sorted(why.items()))})" if why else "")
+            )
         rec = labels[v.stem]
-        scored.append(ScoredVideo(name=v.stem, scores=np.array([c.score for c in clips]),
-                                  clip_ranges=[(c.frame_start, c.frame_end) for c in clips],
-                                  frame_gt=rec.get("frame_gt"), fps=rec.get("fps")))
-    info = {"model": str(model_path), "videos": str(video_dir), "scores": "streamed",
-            "transport": cfg.transport, "backend": model.scorer.backend,
-            "stream_wall_s": round(res.wall_s, 2), "clips": sum(len(c) for c in res.clips.values())}
+        scored.append(
+            ScoredVideo(
+                name=v.stem,
+                scores=np.array([c.score for c in clips]),
+                clip_ranges=[(c.frame_start, c.frame_end) for c in clips],
+                frame_gt=rec.get("frame_gt"),
+                fps=rec.get("fps"),
+            )
+        )
+    info = {
+        "model": str(model_path),
+        "videos": str(video_dir),
+        "scores": "streamed",
+        "transport": cfg.transport,
+        "backend": model.scorer.backend,
+        "stream_wall_s": round(res.wall_s, 2),
+        "clips": sum(len(c) for c in res.clips.values()),
+    }
     return evaluate_scores(scored, out_json=out_json, plots_dir=plots_dir, info=info, print_table=print_table)

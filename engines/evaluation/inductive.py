@@ -32,6 +32,7 @@ Features at several clip strides come from ONE extraction at the finest stride: 
 depend only on its own frames, so the stride-16 clips are exactly the stride-4 clips that start at a
 multiple of 16 (:func:`restride`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,6 +52,7 @@ NORMALIZATIONS = ("none", "zscore")
 # recipe
 # --------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Recipe:
     """One row of an inductive table: features + clip stride + model + training + post-processing.
@@ -66,8 +68,9 @@ class Recipe:
     set: dict[str, Any] = field(default_factory=dict)
 
     def config(self, seed: int):
-        from fusewatch.stream.config import Config
         from fusewatch.engines.bench.ped2 import _set
+        from fusewatch.stream.config import Config
+
         cfg = Config()
         cfg.model.fusion = self.fusion
         cfg.model.representations = list(self.representations)
@@ -87,10 +90,12 @@ class Recipe:
 # data
 # --------------------------------------------------------------------------------------------------
 
+
 def restride(ds, stride: int):
     """Copy of a dataset keeping the clips that start at a multiple of ``stride`` frames (clip frame
     ranges kept). With features extracted at stride 4, ``restride(ds, 16)`` is the stride-16 data."""
     from fusewatch.engines.data import FeatureDataset
+
     vids = []
     for v in ds.videos:
         r = v.clip_ranges()
@@ -118,8 +123,7 @@ def loao_folds(videos, seed: int = FOLD_SEED) -> list[dict[str, list[str]]]:
     held: list[list[str]] = [[a] for a in abn]
     for j, i in enumerate(rng.permutation(len(nor))):
         held[j % len(abn)].append(nor[i])
-    return [{"held": sorted(h, key=names.index), "train": [n for n in names if n not in set(h)]}
-            for h in held]
+    return [{"held": sorted(h, key=names.index), "train": [n for n in names if n not in set(h)]} for h in held]
 
 
 def fit_normalizer(videos, names: Sequence[str], mode: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -138,34 +142,49 @@ def fit_normalizer(videos, names: Sequence[str], mode: str) -> dict[str, tuple[n
 def apply_normalizer(videos, stats) -> list:
     if not stats:
         return list(videos)
-    return [dataclasses.replace(v, feats={k: ((a - stats[k][0]) / stats[k][1]).astype(np.float32)
-                                          if k in stats else a for k, a in v.feats.items()})
-            for v in videos]
+    return [
+        dataclasses.replace(
+            v,
+            feats={
+                k: ((a - stats[k][0]) / stats[k][1]).astype(np.float32) if k in stats else a for k, a in v.feats.items()
+            },
+        )
+        for v in videos
+    ]
 
 
 # --------------------------------------------------------------------------------------------------
 # training and scoring
 # --------------------------------------------------------------------------------------------------
 
-def run_fold(ds, fold: Mapping[str, Sequence[str]], recipe: Recipe, seed: int,
-             work_dir: str | Path | None = None) -> dict[str, np.ndarray]:
+
+def run_fold(
+    ds, fold: Mapping[str, Sequence[str]], recipe: Recipe, seed: int, work_dir: str | Path | None = None
+) -> dict[str, np.ndarray]:
     """Train ``recipe`` on the fold's training videos (weak labels) and return causal clip scores
     ``{held-out video: (T,)}``."""
-    from fusewatch.engines.training.checkpoint import load_model
     from fusewatch.engines.data import FeatureDataset
     from fusewatch.engines.evaluation.scoring import score_video
+    from fusewatch.engines.training.checkpoint import load_model
     from fusewatch.engines.training.loop import train
+
     reps = list(recipe.representations)
     sub = ds.select(reps)
     by = sub.by_name()
     tr = [by[n] for n in fold["train"]]
     held = [by[n] for n in fold["held"]]
-    tr = weak(tr)      # normalisation: fitted by train() on these clips, stored in the model, applied by score_video
+    tr = weak(tr)  # normalisation: fitted by train() on these clips, stored in the model, applied by score_video
     cfg = recipe.config(seed)
     with tempfile.TemporaryDirectory(dir=work_dir) as td:
         out = Path(td) / "model.pt"
-        train(FeatureDataset(tr, dict(sub.dims), sub.layout, sub.root, dict(sub.info)), cfg, out,
-              fusion=recipe.fusion, representations=reps, progress=False)
+        train(
+            FeatureDataset(tr, dict(sub.dims), sub.layout, sub.root, dict(sub.info)),
+            cfg,
+            out,
+            fusion=recipe.fusion,
+            representations=reps,
+            progress=False,
+        )
         model, _ = load_model(out)
     return {v.name: score_video(model, v.feats) for v in held}
 
@@ -174,6 +193,7 @@ def frame_scores(video, clip_scores: np.ndarray, smooth: int = 0) -> np.ndarray:
     """Per-frame scores of one video from its clip scores (module doc)."""
     from fusewatch.engines.evaluation import metrics as M
     from fusewatch.engines.evaluation.motion_baseline import smooth as _smooth
+
     n = video.frames()
     f = M.expand_to_frames(clip_scores, video.clip_ranges(), n)
     return _smooth(f, smooth) if smooth and smooth > 1 else f
@@ -181,21 +201,27 @@ def frame_scores(video, clip_scores: np.ndarray, smooth: int = 0) -> np.ndarray:
 
 def _auc(scores: Sequence[np.ndarray], gts: Sequence[np.ndarray]) -> float:
     from fusewatch.engines.evaluation import metrics as M
+
     if not scores:
         return math.nan
-    return M.roc_auc(np.concatenate([np.asarray(g).ravel() for g in gts]),
-                     np.concatenate([np.asarray(s, np.float64).ravel() for s in scores]))
+    return M.roc_auc(
+        np.concatenate([np.asarray(g).ravel() for g in gts]),
+        np.concatenate([np.asarray(s, np.float64).ravel() for s in scores]),
+    )
 
 
-def fold_metrics(frame: Mapping[str, np.ndarray], gts: Mapping[str, np.ndarray],
-                 folds: Sequence[Mapping[str, Sequence[str]]]) -> dict[str, Any]:
+def fold_metrics(
+    frame: Mapping[str, np.ndarray], gts: Mapping[str, np.ndarray], folds: Sequence[Mapping[str, Sequence[str]]]
+) -> dict[str, Any]:
     """Pooled and per-fold frame AUCs and within-video AUCs of per-frame scores ``frame``."""
     names = [n for f in folds for n in f["held"]]
     anom = [n for n in names if np.asarray(gts[n]).any()]
     out: dict[str, Any] = {
         "all": _auc([frame[n] for n in names], [gts[n] for n in names]),
         "anomalous": _auc([frame[n] for n in anom], [gts[n] for n in anom]),
-        "folds": [], "within": {}}
+        "folds": [],
+        "within": {},
+    }
     for f in folds:
         h = list(f["held"])
         out["folds"].append({"held": h, "all": _auc([frame[n] for n in h], [gts[n] for n in h])})
@@ -204,8 +230,7 @@ def fold_metrics(frame: Mapping[str, np.ndarray], gts: Mapping[str, np.ndarray],
     return out
 
 
-def run_recipe(ds, recipe: Recipe, seeds: Sequence[int], folds=None, work_dir=None, log=None
-               ) -> dict[str, Any]:
+def run_recipe(ds, recipe: Recipe, seeds: Sequence[int], folds=None, work_dir=None, log=None) -> dict[str, Any]:
     """All folds × seeds of one recipe → ``{"recipe", "folds", "seeds": [{seed, metrics, clip}]}``
     (``clip``: held-out clip scores per video, for re-scoring with other post-processing)."""
     d = restride(ds, recipe.stride) if recipe.stride != int(ds.info.get("clip_stride") or 0) else ds
@@ -258,9 +283,10 @@ def baseline_metrics(video_dir: str | Path, ds, folds, cache_dir=None, k: int | 
     """The training-free local-motion baseline (:mod:`engines.motion_baseline`) on the same frames
     and folds."""
     from fusewatch.engines.evaluation import motion_baseline as MB
+
     gts = {v.name: v.frame_gt for v in ds.videos}
     s = MB.baseline_scores(video_dir, list(gts), k=k or MB.SMOOTH_FRAMES, cache_dir=cache_dir)
-    s = {n: s[n][:len(gts[n])] for n in gts}
+    s = {n: s[n][: len(gts[n])] for n in gts}
     return fold_metrics(s, gts, folds)
 
 
@@ -276,28 +302,29 @@ Only ``product`` was fixed before looking at results; the other two were tried o
 (development figures)."""
 
 
-def combine_with_motion(model_frame: Mapping[str, np.ndarray], motion_frame: Mapping[str, np.ndarray],
-                        mode: str = "product") -> dict[str, np.ndarray]:
+def combine_with_motion(
+    model_frame: Mapping[str, np.ndarray], motion_frame: Mapping[str, np.ndarray], mode: str = "product"
+) -> dict[str, np.ndarray]:
     """Per-frame hybrid scores (see :data:`MOTION_COMBINATIONS`); nothing is fitted."""
     if mode not in MOTION_COMBINATIONS:
         raise ValueError(f"mode: one of {MOTION_COMBINATIONS} (got {mode!r})")
     out = {}
     for n, s in model_frame.items():
-        m = np.asarray(motion_frame[n], np.float64)[:len(s)]
+        m = np.asarray(motion_frame[n], np.float64)[: len(s)]
         s = np.asarray(s, np.float64)
         out[n] = s * m if mode == "product" else np.sqrt(s) * m if mode == "sqrt_product" else s + m / 2
     return out
 
 
-def rescore_with_motion(result: Mapping[str, Any], ds, motion_frame: Mapping[str, np.ndarray],
-                        mode: str = "product") -> list[dict[str, Any]]:
+def rescore_with_motion(
+    result: Mapping[str, Any], ds, motion_frame: Mapping[str, np.ndarray], mode: str = "product"
+) -> list[dict[str, Any]]:
     """Metrics of a :func:`run_recipe` result combined with the local-motion baseline (no retraining)."""
     d = restride(ds, result["recipe"]["stride"])
     by = d.by_name()
     gts = {v.name: v.frame_gt for v in d.videos}
     out = []
     for r in result["seeds"]:
-        frame = {n: frame_scores(by[n], np.asarray(s), result["recipe"].get("smooth", 0))
-                 for n, s in r["clip"].items()}
+        frame = {n: frame_scores(by[n], np.asarray(s), result["recipe"].get("smooth", 0)) for n, s in r["clip"].items()}
         out.append(fold_metrics(combine_with_motion(frame, motion_frame, mode), gts, result["folds"]))
     return out

@@ -13,6 +13,7 @@ Protocol (as in Sultani et al. 2018 / RTFM / LEGO evaluation code):
 :func:`trapezoid_auc` integrates a given ROC curve (``fpr``, ``tpr``) with the trapezoid rule, e.g.
 the curves stored by the original UCF-Crime MATLAB evaluation (``X``/``Y`` in ``*.mat`` files).
 """
+
 from __future__ import annotations
 
 import math
@@ -48,9 +49,9 @@ def trapezoid_auc(fpr: Sequence[float] | np.ndarray, tpr: Sequence[float] | np.n
     return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) * 0.5))
 
 
-def expand_to_frames(clip_scores: Sequence[float] | np.ndarray,
-                     clip_ranges: Sequence[tuple[int, int]],
-                     n_frames: int) -> np.ndarray:
+def expand_to_frames(
+    clip_scores: Sequence[float] | np.ndarray, clip_ranges: Sequence[tuple[int, int]], n_frames: int
+) -> np.ndarray:
     """Per-frame scores (float64, ``(n_frames,)``) from per-clip scores.
 
     ``clip_ranges[t] = (start, end)``: 0-based inclusive frame range of clip ``t`` (parts outside
@@ -87,8 +88,7 @@ def expand_to_frames(clip_scores: Sequence[float] | np.ndarray,
             # no clip overlaps the frame range at all: nearest clip by distance to its range
             frames = np.arange(n_frames)
             mid_lo, mid_hi = r[:, 0], r[:, 1]
-            dist = np.maximum(mid_lo[None, :] - frames[:, None], 0) + \
-                np.maximum(frames[:, None] - mid_hi[None, :], 0)
+            dist = np.maximum(mid_lo[None, :] - frames[:, None], 0) + np.maximum(frames[:, None] - mid_hi[None, :], 0)
             return s[np.argmin(dist, axis=1)].astype(np.float64)
         missing = np.flatnonzero(~covered)
         pos = np.searchsorted(idx, missing)
@@ -107,6 +107,7 @@ def _binary_ok(y: np.ndarray) -> bool:
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """``sklearn.metrics.roc_auc_score``; NaN when only one class is present."""
     from sklearn.metrics import roc_auc_score
+
     y = np.asarray(labels).ravel().astype(np.int64)
     if not _binary_ok(y):
         return math.nan
@@ -116,6 +117,7 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
 def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
     """``sklearn.metrics.average_precision_score``; NaN when there is no positive."""
     from sklearn.metrics import average_precision_score
+
     y = np.asarray(labels).ravel().astype(np.int64)
     if y.size == 0 or y.sum() == 0:
         return math.nan
@@ -125,6 +127,7 @@ def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
 def roc_curve_points(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(fpr, tpr) of ``sklearn.metrics.roc_curve`` (empty arrays when only one class)."""
     from sklearn.metrics import roc_curve
+
     y = np.asarray(labels).ravel().astype(np.int64)
     if not _binary_ok(y):
         return np.zeros(0), np.zeros(0)
@@ -145,12 +148,13 @@ def frame_gt_from_spans(n_frames: int, spans: Iterable[tuple[int, int]], one_bas
             continue
         lo, hi = max(int(s) - off, 0), min(int(e) - off, n_frames - 1)
         if hi >= lo:
-            gt[lo:hi + 1] = 1
+            gt[lo : hi + 1] = 1
     return gt
 
 
-def pooled_frame_metrics(items: Iterable[tuple[np.ndarray, Sequence[tuple[int, int]], np.ndarray]],
-                         with_curve: bool = False) -> dict:
+def pooled_frame_metrics(
+    items: Iterable[tuple[np.ndarray, Sequence[tuple[int, int]], np.ndarray]], with_curve: bool = False
+) -> dict:
     """Pooled frame-level metrics over videos given as ``(clip_scores, clip_ranges, frame_gt)``.
 
     Returns ``{"auc", "ap", "frames", "abnormal_frames", "videos"}`` (+ ``"fpr"``, ``"tpr"`` when
@@ -165,8 +169,13 @@ def pooled_frame_metrics(items: Iterable[tuple[np.ndarray, Sequence[tuple[int, i
         n += 1
     s = np.concatenate(all_s) if all_s else np.zeros(0)
     y = np.concatenate(all_y) if all_y else np.zeros(0, dtype=np.uint8)
-    out = {"auc": roc_auc(y, s), "ap": average_precision(y, s), "frames": int(y.size),
-           "abnormal_frames": int(y.sum()), "videos": n}
+    out = {
+        "auc": roc_auc(y, s),
+        "ap": average_precision(y, s),
+        "frames": int(y.size),
+        "abnormal_frames": int(y.sum()),
+        "videos": n,
+    }
     if with_curve:
         out["fpr"], out["tpr"] = roc_curve_points(y, s)
     return out
@@ -176,8 +185,7 @@ def video_level_metrics(video_scores: Sequence[float], video_labels: Sequence[in
     """Video-level ROC-AUC / AP (one score per video, e.g. its max clip score)."""
     s = np.asarray(video_scores, dtype=np.float64)
     y = np.asarray(video_labels, dtype=np.int64)
-    return {"auc": roc_auc(y, s), "ap": average_precision(y, s), "videos": int(y.size),
-            "abnormal_videos": int(y.sum())}
+    return {"auc": roc_auc(y, s), "ap": average_precision(y, s), "videos": int(y.size), "abnormal_videos": int(y.sum())}
 
 
 def nan_to_none(x):

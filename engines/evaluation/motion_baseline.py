@@ -17,6 +17,7 @@ frames the clip models see at ``source.sample_fps = 10``.
 
 Cost: one Farnebäck pair at 180×120 per frame (~2–5 ms on one core).
 """
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,14 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from fusewatch.stream.extractors.flow_grid import GRID_COLS, GRID_FLOW_WIDTH, GRID_ROWS, cell_means, farneback, grey_small
+from fusewatch.stream.extractors.flow_grid import (
+    GRID_COLS,
+    GRID_FLOW_WIDTH,
+    GRID_ROWS,
+    cell_means,
+    farneback,
+    grey_small,
+)
 
 SMOOTH_FRAMES = 9
 CACHE_VERSION = "motion_baseline-1"
@@ -34,6 +42,7 @@ CACHE_VERSION = "motion_baseline-1"
 def decode_frames(path: str | Path) -> list[np.ndarray]:
     """All frames of a video file as H×W×3 uint8 RGB (PyAV)."""
     import av
+
     out = []
     with av.open(str(path)) as c:
         for f in c.decode(video=0):
@@ -41,8 +50,9 @@ def decode_frames(path: str | Path) -> list[np.ndarray]:
     return out
 
 
-def cell_magnitudes(frames: Sequence[np.ndarray], width: int = GRID_FLOW_WIDTH, rows: int = GRID_ROWS,
-                    cols: int = GRID_COLS) -> np.ndarray:
+def cell_magnitudes(
+    frames: Sequence[np.ndarray], width: int = GRID_FLOW_WIDTH, rows: int = GRID_ROWS, cols: int = GRID_COLS
+) -> np.ndarray:
     """Per-frame cell-mean flow magnitudes ``(n_frames, rows, cols)`` float32 (px per frame step);
     row ``t`` is the flow from frame ``t−1`` to ``t``, row 0 copies row 1 (zeros for one frame)."""
     n = len(frames)
@@ -98,9 +108,14 @@ def video_cells(path: str | Path, cache_dir: str | Path | None = None) -> np.nda
     return cell_magnitudes(decode_frames(path))
 
 
-def baseline_scores(video_dir: str | Path, names: Iterable[str] | None = None, k: int = SMOOTH_FRAMES,
-                    causal: bool = False, cache_dir: str | Path | None = None,
-                    exts: Sequence[str] = (".mp4", ".avi", ".mkv", ".mov")) -> dict[str, np.ndarray]:
+def baseline_scores(
+    video_dir: str | Path,
+    names: Iterable[str] | None = None,
+    k: int = SMOOTH_FRAMES,
+    causal: bool = False,
+    cache_dir: str | Path | None = None,
+    exts: Sequence[str] = (".mp4", ".avi", ".mkv", ".mov"),
+) -> dict[str, np.ndarray]:
     """``{video stem: per-frame baseline score}`` for the videos of ``video_dir`` (all, or ``names``)."""
     vdir = Path(video_dir)
     files = {p.stem: p for p in sorted(vdir.iterdir()) if p.suffix.lower() in exts}
@@ -111,11 +126,13 @@ def baseline_scores(video_dir: str | Path, names: Iterable[str] | None = None, k
     return {n: frame_scores_from_cells(video_cells(files[n], cache_dir), k, causal) for n in want}
 
 
-def pooled_auc(scores: Mapping[str, np.ndarray], gts: Mapping[str, np.ndarray],
-               names: Iterable[str] | None = None) -> float:
+def pooled_auc(
+    scores: Mapping[str, np.ndarray], gts: Mapping[str, np.ndarray], names: Iterable[str] | None = None
+) -> float:
     """Frame-level ROC-AUC of per-frame ``scores`` pooled over ``names`` (default: all of ``gts``)."""
     from fusewatch.engines.evaluation import metrics as M
+
     names = list(names) if names is not None else list(gts)
-    s = np.concatenate([np.asarray(scores[n], np.float64)[:len(gts[n])] for n in names])
+    s = np.concatenate([np.asarray(scores[n], np.float64)[: len(gts[n])] for n in names])
     y = np.concatenate([np.asarray(gts[n]).ravel() for n in names])
     return M.roc_auc(y, s)

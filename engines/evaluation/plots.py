@@ -3,6 +3,7 @@
 * :func:`plot_roc`: pooled frame-level ROC curve with its AUC.
 * :func:`plot_timeline`: one video's per-frame score over time, ground-truth abnormal spans shaded.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,9 +16,11 @@ import numpy as np
 
 def _plt():
     import matplotlib
+
     if matplotlib.get_backend().lower() != "agg":
         matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -36,8 +39,9 @@ def spans_of(gt: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist()))
 
 
-def plot_roc(fpr: Sequence[float], tpr: Sequence[float], auc: float | None, path: str | Path,
-             title: str = "Frame-level ROC") -> Path:
+def plot_roc(
+    fpr: Sequence[float], tpr: Sequence[float], auc: float | None, path: str | Path, title: str = "Frame-level ROC"
+) -> Path:
     """Save the ROC curve (``fpr``, ``tpr``) with the chance diagonal to ``path`` (PNG)."""
     plt = _plt()
     path = Path(path)
@@ -62,8 +66,15 @@ def plot_roc(fpr: Sequence[float], tpr: Sequence[float], auc: float | None, path
     return path
 
 
-def plot_timeline(name: str, frame_scores: np.ndarray, frame_gt: np.ndarray | None, path: str | Path,
-                  fps: float | None = None, auc: float | None = None, threshold: float | None = None) -> Path:
+def plot_timeline(
+    name: str,
+    frame_scores: np.ndarray,
+    frame_gt: np.ndarray | None,
+    path: str | Path,
+    fps: float | None = None,
+    auc: float | None = None,
+    threshold: float | None = None,
+) -> Path:
     """Save one video's per-frame anomaly score (line) with abnormal ground-truth spans shaded.
 
     x axis: seconds when ``fps`` is known, else frame index. ``threshold``: optional horizontal line
@@ -78,8 +89,9 @@ def plot_timeline(name: str, frame_scores: np.ndarray, frame_gt: np.ndarray | No
     try:
         if frame_gt is not None:
             for i, (a, b) in enumerate(spans_of(frame_gt)):
-                ax.axvspan(a * scale, b * scale, color="tab:red", alpha=0.2, lw=0,
-                           label="ground truth" if i == 0 else None)
+                ax.axvspan(
+                    a * scale, b * scale, color="tab:red", alpha=0.2, lw=0, label="ground truth" if i == 0 else None
+                )
         ax.plot(x, s, color="tab:blue", lw=1.3, label="score")
         if threshold is not None:
             ax.axhline(threshold, color="grey", ls="--", lw=1)

@@ -1,5 +1,6 @@
 """Self-contained HTML report of a streamed run: score timeline per camera (inline SVG) with alerts
 and ground truth marked, and a thumbnail of the frame at each alert's start (base64 JPEG)."""
+
 from __future__ import annotations
 
 import base64
@@ -17,6 +18,7 @@ def _frame_jpeg(video: str | Path, frame_index: int, width: int = 240) -> str | 
     try:
         import av
         import cv2
+
         with av.open(str(video)) as c:
             for i, f in enumerate(c.decode(video=0)):
                 if i == frame_index:
@@ -42,41 +44,63 @@ def _svg(clips, alerts, gt: np.ndarray | None, on: float, off: float, w: int = 9
     if gt is not None and gt.any():
         d = np.diff(np.concatenate([[0], gt.astype(int), [0]]))
         for s, e in zip(np.where(d == 1)[0], np.where(d == -1)[0]):
-            parts.append(f'<rect x="{x(s):.1f}" y="10" width="{x(e) - x(s):.1f}" height="{h - 30}" '
-                         f'fill="#f4c7c3" opacity="0.6"><title>ground truth: frames {s}-{e - 1}</title></rect>')
+            parts.append(
+                f'<rect x="{x(s):.1f}" y="10" width="{x(e) - x(s):.1f}" height="{h - 30}" '
+                f'fill="#f4c7c3" opacity="0.6"><title>ground truth: frames {s}-{e - 1}</title></rect>'
+            )
     for a in alerts:
         fs = next((c.frame_start for c in clips if c.clip == a["start_clip"]), 0)
         fe = next((c.frame_end for c in clips if c.clip == a["end_clip"]), n_frames)
-        parts.append(f'<rect x="{x(fs):.1f}" y="{h - 18}" width="{max(2, x(fe) - x(fs)):.1f}" height="6" '
-                     f'fill="#c62828"><title>alert {a["id"]} clips {a["start_clip"]}-{a["end_clip"]}</title></rect>')
+        parts.append(
+            f'<rect x="{x(fs):.1f}" y="{h - 18}" width="{max(2, x(fe) - x(fs)):.1f}" height="6" '
+            f'fill="#c62828"><title>alert {a["id"]} clips {a["start_clip"]}-{a["end_clip"]}</title></rect>'
+        )
     for thr, col in ((on, "#c62828"), (off, "#2e7d32")):
-        parts.append(f'<line x1="40" x2="{w - 10}" y1="{y(thr):.1f}" y2="{y(thr):.1f}" stroke="{col}" '
-                     f'stroke-dasharray="4 3"/>')
+        parts.append(
+            f'<line x1="40" x2="{w - 10}" y1="{y(thr):.1f}" y2="{y(thr):.1f}" stroke="{col}" stroke-dasharray="4 3"/>'
+        )
     pts = " ".join(f"{x((c.frame_start + c.frame_end) / 2):.1f},{y(c.score):.1f}" for c in clips)
     parts.append(f'<polyline points="{pts}" fill="none" stroke="#1565c0" stroke-width="2"/>')
-    parts.append(f'<text x="2" y="{y(1) + 4:.0f}">1.0</text><text x="2" y="{y(0) + 4:.0f}">0.0</text>'
-                 f'<text x="{w - 80}" y="{h - 2}">frames 0..{n_frames - 1}</text></svg>')
+    parts.append(
+        f'<text x="2" y="{y(1) + 4:.0f}">1.0</text><text x="2" y="{y(0) + 4:.0f}">0.0</text>'
+        f'<text x="{w - 80}" y="{h - 2}">frames 0..{n_frames - 1}</text></svg>'
+    )
     return "".join(parts)
 
 
-def write_report(path: str | Path, res: StreamResult, videos: Mapping[str, str | Path],
-                 labels: Mapping[str, dict] | None = None, on: float = 0.6, off: float = 0.4,
-                 title: str = "fusewatch demo") -> Path:
+def write_report(
+    path: str | Path,
+    res: StreamResult,
+    videos: Mapping[str, str | Path],
+    labels: Mapping[str, dict] | None = None,
+    on: float = 0.6,
+    off: float = 0.4,
+    title: str = "fusewatch demo",
+) -> Path:
     """Write the HTML report to ``path``; ``videos`` maps camera id → file (for thumbnails),
     ``labels`` optional per-camera ``labels.json`` entries (frame ground truth, shaded)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     final: dict[str, dict] = {}
     for a in res.alerts:  # last event per alert id
-        final[a.id] = {"id": a.id, "camera": a.camera, "type": a.type, "start_clip": a.start_clip,
-                       "end_clip": a.end_clip, "peak": a.peak, "start_time": a.start_time}
-    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-           "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-           "td,th{border:1px solid #ccc;padding:4px 8px}.cam{margin-bottom:2em}</style></head><body>",
-           f"<h1>{html.escape(title)}</h1>",
-           f"<p>{sum(len(v) for v in res.clips.values())} clips scored on {len(res.clips)} cameras in "
-           f"{res.wall_s:.1f} s; {len(final)} alerts. Blue: clip score; red bars: alerts; shaded: "
-           f"ground-truth anomalous frames; dashed: on/off thresholds ({on:.2f}/{off:.2f}).</p>"]
+        final[a.id] = {
+            "id": a.id,
+            "camera": a.camera,
+            "type": a.type,
+            "start_clip": a.start_clip,
+            "end_clip": a.end_clip,
+            "peak": a.peak,
+            "start_time": a.start_time,
+        }
+    out = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px}.cam{margin-bottom:2em}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>{sum(len(v) for v in res.clips.values())} clips scored on {len(res.clips)} cameras in "
+        f"{res.wall_s:.1f} s; {len(final)} alerts. Blue: clip score; red bars: alerts; shaded: "
+        f"ground-truth anomalous frames; dashed: on/off thresholds ({on:.2f}/{off:.2f}).</p>",
+    ]
     for cam in sorted(res.clips):
         clips = res.clips[cam]
         cam_alerts = [a for a in final.values() if a["camera"] == cam]
@@ -90,8 +114,10 @@ def write_report(path: str | Path, res: StreamResult, videos: Mapping[str, str |
                 c0 = next((c for c in clips if c.clip == a["start_clip"]), None)
                 thumb = _frame_jpeg(videos[cam], c0.frame_start) if c0 and cam in videos else None
                 img = f"<img src='data:image/jpeg;base64,{thumb}'>" if thumb else "(no thumbnail)"
-                out.append(f"<tr><td><code>{a['id']}</code></td><td>{a['start_clip']}–{a['end_clip']}</td>"
-                           f"<td>{a['peak']:.2f}</td><td>{img}</td></tr>")
+                out.append(
+                    f"<tr><td><code>{a['id']}</code></td><td>{a['start_clip']}–{a['end_clip']}</td>"
+                    f"<td>{a['peak']:.2f}</td><td>{img}</td></tr>"
+                )
             out.append("</table>")
         out.append("</div>")
     out.append("</body></html>")

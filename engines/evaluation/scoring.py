@@ -4,6 +4,7 @@ Per-clip scores (validation, evaluation, streaming) use one causal protocol, :fu
 clip ``t`` is the LAST node of the window of clips ``[t−N+1 .. t]`` (front padding + mask at the start
 of the video), exactly what the streaming engine computes; the other nodes' scores are discarded.
 """
+
 from __future__ import annotations
 
 from typing import Mapping, Sequence
@@ -18,9 +19,14 @@ from fusewatch.engines.fusion.presence import fill_absent, present_flags
 
 
 @torch.no_grad()
-def score_video(model: nn.Module, feats_by_rep: Mapping[str, np.ndarray | Tensor], window: int | None = None,
-                present: Sequence[float] | None = None, batch_size: int = 256,
-                device: str | torch.device | None = None) -> np.ndarray:
+def score_video(
+    model: nn.Module,
+    feats_by_rep: Mapping[str, np.ndarray | Tensor],
+    window: int | None = None,
+    present: Sequence[float] | None = None,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+) -> np.ndarray:
     """Causal per-clip scores of one video, ``(T,)`` float32.
 
     Clip ``t`` is scored as the LAST node of the window of clips ``[t−N+1 .. t]`` (``N = window``,
@@ -35,7 +41,7 @@ def score_video(model: nn.Module, feats_by_rep: Mapping[str, np.ndarray | Tensor
     engine's state applies it to each streamed clip.
     """
     names = list(getattr(model, "names", feats_by_rep.keys()))
-    N = int(window or getattr(model, "window"))
+    N = int(window or model.window)
     if hasattr(model, "window") and N != int(model.window):
         raise ValueError(f"score_video: window {N} differs from the model's window {model.window}")
     if device is None:
@@ -52,8 +58,7 @@ def score_video(model: nn.Module, feats_by_rep: Mapping[str, np.ndarray | Tensor
             continue
         if n in norm:
             a = normalize_rows(a.detach().cpu().numpy() if isinstance(a, Tensor) else a, norm[n])
-        t = torch.as_tensor(np.asarray(a, dtype=np.float32) if not isinstance(a, Tensor) else a,
-                            dtype=torch.float32)
+        t = torch.as_tensor(np.asarray(a, dtype=np.float32) if not isinstance(a, Tensor) else a, dtype=torch.float32)
         if t.ndim != 2:
             raise ValueError(f"score_video: features {n!r} must be T×d (got shape {tuple(t.shape)})")
         if T is None:
@@ -68,7 +73,7 @@ def score_video(model: nn.Module, feats_by_rep: Mapping[str, np.ndarray | Tensor
     pres = torch.ones(len(names)) if present is None else torch.as_tensor(list(present), dtype=torch.float32)
     pres = pres * torch.from_numpy(present_flags(arrs, names))
     m = torch.cat([torch.zeros(N - 1), torch.ones(T)])
-    win_mask = m.unfold(0, N, 1)                                              # T×N
+    win_mask = m.unfold(0, N, 1)  # T×N
     views = {n: a.unfold(0, N, 1).transpose(1, 2) for n, a in arrs.items()}  # T×N×d (strided)
     dims = getattr(model, "dims", {n: a.shape[1] for n, a in arrs.items()})
     was_training = model.training
@@ -78,8 +83,11 @@ def score_video(model: nn.Module, feats_by_rep: Mapping[str, np.ndarray | Tensor
         for s in range(0, T, batch_size):
             e = min(T, s + batch_size)
             b = e - s
-            lst, _ = fill_absent({n: v[s:e].contiguous().to(device) for n, v in views.items()}, names,
-                                 lambda n: torch.zeros(b, N, int(dims[n]), device=device))
+            lst, _ = fill_absent(
+                {n: v[s:e].contiguous().to(device) for n, v in views.items()},
+                names,
+                lambda n: torch.zeros(b, N, int(dims[n]), device=device),  # noqa: B023 - called right here
+            )
             feats = dict(zip(names, lst))
             pr = pres.unsqueeze(0).expand(b, -1).contiguous().to(device)
             y = model(feats, win_mask[s:e].contiguous().to(device), pr)
@@ -89,7 +97,6 @@ def score_video(model: nn.Module, feats_by_rep: Mapping[str, np.ndarray | Tensor
     return out
 
 
-def score_dataset(model: nn.Module, videos: Sequence[VideoFeatures], batch_size: int = 256
-                  ) -> dict[str, np.ndarray]:
+def score_dataset(model: nn.Module, videos: Sequence[VideoFeatures], batch_size: int = 256) -> dict[str, np.ndarray]:
     """:func:`score_video` for every video → ``{name: (T,) scores}``."""
     return {v.name: score_video(model, v.feats, batch_size=batch_size) for v in videos}

@@ -12,6 +12,7 @@ weights, so it cannot export anything: it serves ONNX files. On a machine with t
 Copy the folder to the runtime host and set ``features.model_dir`` to it and ``engine.model`` to
 ``<folder>/<stem>.onnx``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,8 +24,9 @@ def serving_form(meta) -> str:
     return "graphs" if meta.get("fusion", "lego") == "lego" else "features"
 
 
-def export_backbones(out: str | Path, names: Iterable[str], spatial: str = "avg",
-                     log: Callable[[str], None] = print) -> list[Path]:
+def export_backbones(
+    out: str | Path, names: Iterable[str], spatial: str = "avg", log: Callable[[str], None] = print
+) -> list[Path]:
     """Backbone ONNX files into ``out`` (kept when already there: the names are content keys)."""
     from fusewatch.stream.extractors.backbones import backbone_onnx
 
@@ -36,10 +38,12 @@ def export_backbones(out: str | Path, names: Iterable[str], spatial: str = "avg"
     return paths
 
 
-def export_checkpoints(out: str | Path, models: Sequence[str | Path], opset: int = 17,
-                       log: Callable[[str], None] = print) -> list[Path]:
+def export_checkpoints(
+    out: str | Path, models: Sequence[str | Path], opset: int = 17, log: Callable[[str], None] = print
+) -> list[Path]:
     """Each ``.pt`` checkpoint → ``out/<stem>.onnx`` in its serving form."""
     from fusewatch.extras import require
+
     require("torch", "exporting checkpoints to ONNX")
     from fusewatch.engines.export.onnx import export_onnx
     from fusewatch.engines.training.checkpoint import load_model
@@ -52,14 +56,22 @@ def export_checkpoints(out: str | Path, models: Sequence[str | Path], opset: int
         model, meta = load_model(m)
         form = serving_form(meta)
         p = export_onnx(model, meta, Path(out) / f"{m.stem}.onnx", form=form, opset=opset)
-        log(f"{p}  (model {meta.get('fusion')} {meta.get('model_version')}, {form}-in, opset {opset}; "
-            f"serve with engine.model={p})")
+        log(
+            f"{p}  (model {meta.get('fusion')} {meta.get('model_version')}, {form}-in, opset {opset}; "
+            f"serve with engine.model={p})"
+        )
         paths.append(p)
     return paths
 
 
-def export_models(out: str | Path, models: Sequence[str | Path] = (), backbones: Iterable[str] = (),
-                  spatial: str = "avg", opset: int = 17, log: Callable[[str], None] = print) -> list[Path]:
+def export_models(
+    out: str | Path,
+    models: Sequence[str | Path] = (),
+    backbones: Iterable[str] = (),
+    spatial: str = "avg",
+    opset: int = 17,
+    log: Callable[[str], None] = print,
+) -> list[Path]:
     """:func:`export_backbones` then :func:`export_checkpoints` into ``out`` → written paths."""
     Path(out).expanduser().mkdir(parents=True, exist_ok=True)
     out = Path(out).expanduser()

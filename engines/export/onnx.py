@@ -27,9 +27,8 @@ and, with a node branch (``node_dim > 0``), ``node_encoders`` (same format) — 
 incremental state from an ONNX file alone, see :func:`onnx_projectors` / :func:`onnx_node_encoders`.
 Files exported before the node branch existed have no ``node_dim`` (read as 0).
 """
-from __future__ import annotations
 
-from fusewatch.errors import ExportError
+from __future__ import annotations
 
 import base64
 import copy
@@ -41,16 +40,16 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-from fusewatch.engines.fusion.normalize import encode_feature_norm
 import onnx
 import torch
 from torch import Tensor, nn
 
-from fusewatch.engines.export.onnx_meta import (  # noqa: F401  (torch-free readers, re-exported)
-    onnx_node_encoders, onnx_projectors, read_onnx_meta)
+from fusewatch.engines.export.onnx_meta import onnx_node_encoders, onnx_projectors, read_onnx_meta  # noqa: F401  (torch-free readers, re-exported)
 from fusewatch.engines.fusion.base import FusionModel
 from fusewatch.engines.fusion.lego import LegoModel
 from fusewatch.engines.fusion.meta import ModelMeta
+from fusewatch.engines.fusion.normalize import encode_feature_norm
+from fusewatch.errors import ExportError
 
 FORMS = ("graphs", "features")
 OUTPUT_NAME = "scores"
@@ -98,8 +97,7 @@ class FeaturesWrapper(nn.Module):
             return m(feats, mask, present)
         lst, mask, present = m._inputs(feats, mask, present)
         e = m.expansions(m._base_graphs(lst, mask), mask, present)
-        um = (m._node_matrix(m._node_signals(lst, mask), mask, present)
-              if m.node_enc is not None else None)
+        um = m._node_matrix(m._node_signals(lst, mask), mask, present) if m.node_enc is not None else None
         return m.head(m.fuse_with(e, self.w, self.idx), mask, um)
 
 
@@ -109,8 +107,9 @@ def input_names(model: FusionModel, form: str) -> list[str]:
     return [f"feat_{i}" for i in range(model.num_reps)] + ["mask", "present"]
 
 
-def example_inputs(model: FusionModel, form: str, batch: int = 2, seed: int = 0,
-                   dtype=np.float32) -> dict[str, np.ndarray]:
+def example_inputs(
+    model: FusionModel, form: str, batch: int = 2, seed: int = 0, dtype=np.float32
+) -> dict[str, np.ndarray]:
     """Random valid inputs ``{input name: array}`` for ``form`` (front padding on odd rows,
     one missing representation on row 1 when ``M > 1``)."""
     rng = np.random.default_rng(seed)
@@ -161,8 +160,15 @@ def _linear_blob(linears) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def export_onnx(model: FusionModel, meta: Mapping[str, Any] | None, path: str | os.PathLike,
-                form: str = "graphs", opset: int = 17, *, exporter: str = "auto") -> Path:
+def export_onnx(
+    model: FusionModel,
+    meta: Mapping[str, Any] | None,
+    path: str | os.PathLike,
+    form: str = "graphs",
+    opset: int = 17,
+    *,
+    exporter: str = "auto",
+) -> Path:
     """Export ``model`` to ``path`` (see the module doc for the two forms and the metadata).
 
     Args:
@@ -208,27 +214,42 @@ def export_onnx(model: FusionModel, meta: Mapping[str, Any] | None, path: str | 
     return path
 
 
-def _torch_export(wrapper: nn.Module, args: tuple, names: list[str], path: Path, opset: int,
-                  kind: str) -> None:
+def _torch_export(wrapper: nn.Module, args: tuple, names: list[str], path: Path, opset: int, kind: str) -> None:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         if kind == "legacy":
             dyn = {n: {0: "batch"} for n in names + [OUTPUT_NAME]}
-            torch.onnx.export(wrapper, args, str(path), dynamo=False, input_names=names,
-                              output_names=[OUTPUT_NAME], dynamic_axes=dyn, opset_version=opset,
-                              do_constant_folding=True)
+            torch.onnx.export(
+                wrapper,
+                args,
+                str(path),
+                dynamo=False,
+                input_names=names,
+                output_names=[OUTPUT_NAME],
+                dynamic_axes=dyn,
+                opset_version=opset,
+                do_constant_folding=True,
+            )
         else:
             batch = torch.export.Dim("batch", min=1, max=65536)
             shapes = tuple({0: batch} for _ in names)
-            if isinstance(wrapper, FeaturesWrapper):   # forward(*args): one varargs entry
+            if isinstance(wrapper, FeaturesWrapper):  # forward(*args): one varargs entry
                 shapes = (shapes,)
-            torch.onnx.export(wrapper, args, str(path), dynamo=True, input_names=names,
-                              output_names=[OUTPUT_NAME], dynamic_shapes=shapes, opset_version=opset,
-                              external_data=False, optimize=True)
+            torch.onnx.export(
+                wrapper,
+                args,
+                str(path),
+                dynamo=True,
+                input_names=names,
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes=shapes,
+                opset_version=opset,
+                external_data=False,
+                optimize=True,
+            )
 
 
-def _finalize(proto: onnx.ModelProto, model: FusionModel, meta: ModelMeta, form: str,
-              names: list[str]) -> None:
+def _finalize(proto: onnx.ModelProto, model: FusionModel, meta: ModelMeta, form: str, names: list[str]) -> None:
     """Fixed batch-axis name, no doc strings, metadata_props."""
     g = proto.graph
     for vi in list(g.input) + list(g.output):
@@ -236,7 +257,7 @@ def _finalize(proto: onnx.ModelProto, model: FusionModel, meta: ModelMeta, form:
         if dims and not dims[0].HasField("dim_value"):
             dims[0].dim_param = "batch"
     out_dims = g.output[0].type.tensor_type.shape.dim
-    if len(out_dims) == 2:                     # scores: batch × N (the exporter may leave N symbolic)
+    if len(out_dims) == 2:  # scores: batch × N (the exporter may leave N symbolic)
         out_dims[1].Clear()
         out_dims[1].dim_value = model.window
     for node in g.node:
@@ -264,7 +285,7 @@ def _finalize(proto: onnx.ModelProto, model: FusionModel, meta: ModelMeta, form:
         "extractor_versions": json.dumps(dict(meta.extractor_versions or {}), sort_keys=True),
     }
     norm = meta.feature_norm or encode_feature_norm(getattr(model, "feature_norm", None))
-    if norm:                     # applied by the caller (the engine state), not inside the graph
+    if norm:  # applied by the caller (the engine state), not inside the graph
         props["feature_norm"] = json.dumps(dict(norm), sort_keys=True)
     if isinstance(meta.alert_thresholds, Mapping):
         props["alert_thresholds"] = json.dumps(dict(meta.alert_thresholds), sort_keys=True)
@@ -280,8 +301,13 @@ def _finalize(proto: onnx.ModelProto, model: FusionModel, meta: ModelMeta, form:
         e.key, e.value = k, v
 
 
-def export_cached(model: FusionModel, meta: Mapping[str, Any] | None, cache_dir: str | os.PathLike,
-                  form: str = "graphs", opset: int = 17) -> Path:
+def export_cached(
+    model: FusionModel,
+    meta: Mapping[str, Any] | None,
+    cache_dir: str | os.PathLike,
+    form: str = "graphs",
+    opset: int = 17,
+) -> Path:
     """Export once per ``(model_version, form, N, opset)`` into ``cache_dir``; returns the path."""
     from fusewatch.engines.training.checkpoint import model_meta
 

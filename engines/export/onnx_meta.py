@@ -1,9 +1,8 @@
 """Read the fusewatch metadata of an exported ONNX model, torch-free (the runtime install serves
 exported models without torch). Keys: see :mod:`fusewatch.engines.export.onnx`, which writes them
 and re-exports these readers."""
-from __future__ import annotations
 
-from fusewatch.errors import CheckpointError
+from __future__ import annotations
 
 import base64
 import io
@@ -16,6 +15,7 @@ import onnx
 
 from fusewatch.engines.fusion.meta import ModelMeta
 from fusewatch.engines.fusion.numpy_ops import numpy_affine
+from fusewatch.errors import CheckpointError
 
 
 def read_onnx_meta(model: str | os.PathLike | onnx.ModelProto) -> ModelMeta:
@@ -26,15 +26,25 @@ def read_onnx_meta(model: str | os.PathLike | onnx.ModelProto) -> ModelMeta:
     proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=False)
     raw = {p.key: p.value for p in proto.metadata_props}
     if raw.get("producer") != "fusewatch":
-        raise CheckpointError(f"{getattr(model, 'name', model) if isinstance(model, onnx.ModelProto) else model}: "
-                         "not a fusewatch ONNX export (no producer=fusewatch metadata)")
+        raise CheckpointError(
+            f"{getattr(model, 'name', model) if isinstance(model, onnx.ModelProto) else model}: "
+            "not a fusewatch ONNX export (no producer=fusewatch metadata)"
+        )
     out: dict[str, Any] = dict(raw)
     for k in ("N", "P", "Q", "proj_dim"):
         if k in raw:
             out[k] = int(raw[k])
     out["node_dim"] = int(raw.get("node_dim", 0) or 0)
-    for k in ("representations", "dims", "inputs", "config", "build_kwargs", "extractor_versions",
-              "alert_thresholds", "feature_norm"):
+    for k in (
+        "representations",
+        "dims",
+        "inputs",
+        "config",
+        "build_kwargs",
+        "extractor_versions",
+        "alert_thresholds",
+        "feature_norm",
+    ):
         if k in raw:
             out[k] = json.loads(raw[k])
     out["softplus"] = raw.get("softplus") == "true"

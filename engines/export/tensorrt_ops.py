@@ -7,6 +7,7 @@ attribute rules, rank rules, data-dependent-shape and control-flow ops, custom d
 :func:`check_onnx_for_tensorrt` returns a list of human-readable problems (empty = passes); each
 starts with the node name/op, e.g. ``"node 'r1' (ReduceSum): input 1 (axes) must be a constant"``.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,14 +27,26 @@ OPSET_RANGE = (9, 24)
 FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16}
 DEFAULT_DOMAINS = ("", "ai.onnx")
 # data inputs that the float-only rule applies to (others: every input)
-_FLOAT_INPUTS = {"Resize": (0,), "GridSample": (0, 1), "BatchNormalization": (0, 1, 2, 3, 4),
-                 "LayerNormalization": (0, 1, 2), "GroupNormalization": (0, 1, 2),
-                 "RMSNormalization": (0, 1), "InstanceNormalization": (0, 1, 2)}
-_DEFAULTS = {("TopK", "sorted"): 1, ("Resize", "antialias"): 0, ("Resize", "mode"): "nearest",
-             ("Resize", "coordinate_transformation_mode"): "half_pixel",
-             ("Resize", "nearest_mode"): "round_prefer_floor",
-             ("Resize", "keep_aspect_ratio_policy"): "stretch", ("LSTM", "input_forget"): 0,
-             ("LSTM", "layout"): 0, ("ScatterND", "reduction"): "none"}
+_FLOAT_INPUTS = {
+    "Resize": (0,),
+    "GridSample": (0, 1),
+    "BatchNormalization": (0, 1, 2, 3, 4),
+    "LayerNormalization": (0, 1, 2),
+    "GroupNormalization": (0, 1, 2),
+    "RMSNormalization": (0, 1),
+    "InstanceNormalization": (0, 1, 2),
+}
+_DEFAULTS = {
+    ("TopK", "sorted"): 1,
+    ("Resize", "antialias"): 0,
+    ("Resize", "mode"): "nearest",
+    ("Resize", "coordinate_transformation_mode"): "half_pixel",
+    ("Resize", "nearest_mode"): "round_prefer_floor",
+    ("Resize", "keep_aspect_ratio_policy"): "stretch",
+    ("LSTM", "input_forget"): 0,
+    ("LSTM", "layout"): 0,
+    ("ScatterND", "reduction"): "none",
+}
 
 
 @lru_cache(maxsize=1)
@@ -79,8 +92,9 @@ def _iter_graphs(g: onnx.GraphProto) -> Iterable[onnx.GraphProto]:
                     yield from _iter_graphs(sg)
 
 
-def check_onnx_for_tensorrt(model: str | os.PathLike | onnx.ModelProto, *,
-                            trt_version: str = "10", check_opset: bool = True) -> list[str]:
+def check_onnx_for_tensorrt(
+    model: str | os.PathLike | onnx.ModelProto, *, trt_version: str = "10", check_opset: bool = True
+) -> list[str]:
     """Problems that would make TensorRT's ONNX parser reject (or mis-handle) ``model``.
 
     Checks, per node (subgraphs included): default-domain op in the supported list (custom domains
@@ -103,8 +117,10 @@ def check_onnx_for_tensorrt(model: str | os.PathLike | onnx.ModelProto, *,
     if check_opset:
         for imp in proto.opset_import:
             if imp.domain in DEFAULT_DOMAINS and not OPSET_RANGE[0] <= imp.version <= OPSET_RANGE[1]:
-                problems.append(f"model: default-domain opset {imp.version} outside the supported "
-                                f"range {OPSET_RANGE[0]}..{OPSET_RANGE[1]}")
+                problems.append(
+                    f"model: default-domain opset {imp.version} outside the supported "
+                    f"range {OPSET_RANGE[0]}..{OPSET_RANGE[1]}"
+                )
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False)
     except Exception as e:  # noqa: BLE001
@@ -143,10 +159,10 @@ def check_onnx_for_tensorrt(model: str | os.PathLike | onnx.ModelProto, *,
                 for o in n.output:
                     consts[o] = None
 
-        def const_value(name: str) -> np.ndarray | None:
-            if name in inits:
-                return numpy_helper.to_array(inits[name])
-            for nd in g.node:
+        def const_value(name: str) -> np.ndarray | None:  # noqa: B023 - used within this iteration only
+            if name in inits:  # noqa: B023
+                return numpy_helper.to_array(inits[name])  # noqa: B023
+            for nd in g.node:  # noqa: B023
                 if nd.op_type == "Constant" and name in nd.output:
                     for a in nd.attribute:
                         if a.name == "value":
@@ -162,8 +178,7 @@ def check_onnx_for_tensorrt(model: str | os.PathLike | onnx.ModelProto, *,
             counter += 1
             op = n.op_type
             if n.domain not in DEFAULT_DOMAINS:
-                problems.append(f"{label}: custom domain {n.domain!r} is not supported "
-                                "(no TensorRT plugin registered)")
+                problems.append(f"{label}: custom domain {n.domain!r} is not supported (no TensorRT plugin registered)")
                 continue
             if op in cf_ops:
                 problems.append(f"{label}: control-flow op is not allowed")
@@ -182,16 +197,20 @@ def check_onnx_for_tensorrt(model: str | os.PathLike | onnx.ModelProto, *,
                         continue
                     t = types.get(n.input[i])
                     if t is None:
-                        problems.append(f"{label}: dtype of input {i} ({n.input[i]!r}) unknown; "
-                                        "float-only op cannot be verified")
+                        problems.append(
+                            f"{label}: dtype of input {i} ({n.input[i]!r}) unknown; float-only op cannot be verified"
+                        )
                     elif t not in FLOAT_TYPES:
-                        problems.append(f"{label}: input {i} ({n.input[i]!r}) is "
-                                        f"{TensorProto.DataType.Name(t)}; op supports float types only")
+                        problems.append(
+                            f"{label}: input {i} ({n.input[i]!r}) is "
+                            f"{TensorProto.DataType.Name(t)}; op supports float types only"
+                        )
             # constant inputs
             for i in const_input.get(op, []):
                 if i < len(n.input) and n.input[i] and n.input[i] not in consts:
-                    problems.append(f"{label}: input {i} ({n.input[i]!r}) must be a constant "
-                                    "(initializer or Constant node)")
+                    problems.append(
+                        f"{label}: input {i} ({n.input[i]!r}) must be a constant (initializer or Constant node)"
+                    )
             # attribute rules
             ar = attr_rules.get(op, {})
             for key, rule in ar.items():

@@ -14,6 +14,7 @@ All models share one input convention (see :mod:`fusewatch.engines.fusion.graphs
 Models: :class:`fusewatch.engines.fusion.lego.LegoModel` (``fusion="lego"``) and the baselines of
 :mod:`fusewatch.engines.fusion.baselines`; build them with :func:`fusewatch.engines.fusion.factory.build_model`.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
@@ -56,16 +57,16 @@ class FusionModel(nn.Module):
     def num_reps(self) -> int:
         return len(self.names)
 
-    def _inputs(self, feats: FeatsLike, mask: Tensor, present: Tensor | None
-                ) -> tuple[list[Tensor], Tensor, Tensor]:
+    def _inputs(self, feats: FeatsLike, mask: Tensor, present: Tensor | None) -> tuple[list[Tensor], Tensor, Tensor]:
         """→ (list of M tensors ``B×N×d_m`` with padded rows replaced by 0, mask ``B×N`` float,
         present ``B×M`` float)."""
         if isinstance(feats, Mapping):
             ref = next((v for v in feats.values() if v is not None), None)
             dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
             b = mask.shape[0]
-            lst, flags = fill_absent(feats, self.names, lambda n: torch.zeros(
-                b, self.window, self.dims[n], dtype=dtype, device=mask.device))
+            lst, flags = fill_absent(
+                feats, self.names, lambda n: torch.zeros(b, self.window, self.dims[n], dtype=dtype, device=mask.device)
+            )
             absent = [i for i, f in enumerate(flags) if not f]
         else:
             lst, absent = list(feats), []
@@ -89,12 +90,12 @@ class FusionModel(nn.Module):
                 raise ValueError(f"present: expected shape ({b}, {self.num_reps}), got {tuple(present.shape)}")
             for n, v in zip(self.names, lst):
                 if tuple(v.shape) != (b, self.window, self.dims[n]):
-                    raise ValueError(f"feats[{n!r}]: expected shape ({b}, {self.window}, {self.dims[n]}), "
-                                     f"got {tuple(v.shape)}")
+                    raise ValueError(
+                        f"feats[{n!r}]: expected shape ({b}, {self.window}, {self.dims[n]}), got {tuple(v.shape)}"
+                    )
         cond = (mask > 0.5).unsqueeze(-1)
         lst = [torch.where(cond, v.to(dtype), 0.0) for v in lst]
         return lst, mask, present
 
     def forward(self, feats: FeatsLike, mask: Tensor, present: Tensor | None = None) -> Tensor:
         raise NotImplementedError
-

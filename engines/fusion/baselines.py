@@ -1,5 +1,6 @@
 """Baseline fusion models: ``concat`` and ``add`` MLPs and ``mtn`` (RTFM-style multi-scale temporal
 network), with the per-node head they share. Input convention: :mod:`fusewatch.engines.fusion.base`."""
+
 from __future__ import annotations
 
 import math
@@ -86,8 +87,7 @@ class MTNModel(FusionModel):
         c = hidden // 4
         self.hidden = hidden
         self.enc = nn.Linear(sum(self.dims.values()), hidden)
-        self.convs = nn.ModuleList([nn.Conv2d(hidden, c, (1, 3), padding=(0, d), dilation=(1, d))
-                                    for d in (1, 2, 4)])
+        self.convs = nn.ModuleList([nn.Conv2d(hidden, c, (1, 3), padding=(0, d), dilation=(1, d)) for d in (1, 2, 4)])
         self.reduce = nn.Linear(hidden, c)
         self.theta = nn.Linear(c, c // 2)
         self.phi = nn.Linear(c, c // 2)
@@ -101,8 +101,8 @@ class MTNModel(FusionModel):
     def forward(self, feats: FeatsLike, mask: Tensor, present: Tensor | None = None) -> Tensor:
         lst, mask, present = self._inputs(feats, mask, present)
         m3 = mask.unsqueeze(-1)
-        x = torch.relu(self.enc(torch.cat(_present_scale(lst, present), dim=-1))) * m3   # B×N×H
-        xc = x.transpose(1, 2).unsqueeze(2)                                                # B×H×1×N
+        x = torch.relu(self.enc(torch.cat(_present_scale(lst, present), dim=-1))) * m3  # B×N×H
+        xc = x.transpose(1, 2).unsqueeze(2)  # B×H×1×N
         branches = [torch.relu(conv(xc)).squeeze(2).transpose(1, 2) for conv in self.convs]  # B×N×c
         y = torch.relu(self.reduce(x))
         att = torch.matmul(self.theta(y), self.phi(y).transpose(1, 2)) * self._scale
@@ -111,4 +111,3 @@ class MTNModel(FusionModel):
         z = torch.cat(branches + [nl], dim=-1) * m3
         z = torch.relu(self.fuse(self.drop(z))) + x
         return self.head(z, mask)
-

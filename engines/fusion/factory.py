@@ -1,22 +1,21 @@
 """Build a fusion model from a :class:`fusewatch.stream.config.ModelConfig` (and the plain-dict form
 of that config stored in checkpoints)."""
+
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, Mapping
 
-from fusewatch.stream.config import ModelConfig
-
 from fusewatch.engines.fusion.base import FusionModel
 from fusewatch.engines.fusion.baselines import DEFAULT_HIDDEN, AddMLP, ConcatMLP, MTNModel
 from fusewatch.engines.fusion.lego import LegoModel
 from fusewatch.engines.fusion.names import DEFAULT_GRAPH_NORM, FUSIONS
+from fusewatch.stream.config import ModelConfig
 
 DEFAULT_NODE_DIM = 16
 """``model.node_dim`` when a config does not say (the :class:`ModelConfig` default)."""
 
-MODEL_CLASSES: dict[str, type[FusionModel]] = {
-    c.fusion: c for c in (LegoModel, ConcatMLP, AddMLP, MTNModel)}
+MODEL_CLASSES: dict[str, type[FusionModel]] = {c.fusion: c for c in (LegoModel, ConcatMLP, AddMLP, MTNModel)}
 assert tuple(MODEL_CLASSES) == FUSIONS, "one model class per name of fusewatch.engines.fusion.names.FUSIONS"
 
 
@@ -32,7 +31,7 @@ def config_dict(cfg: ModelConfig | Mapping[str, Any]) -> dict[str, Any]:
         if extra:
             raise ValueError(f"model config: unknown field(s) {sorted(extra)}")
         c = ModelConfig(**{k: (list(v) if k == "representations" else v) for k, v in cfg.items() if k in known})
-        if "node_dim" in cfg and "node_dim" not in known:      # fusewatch.stream.config without the field
+        if "node_dim" in cfg and "node_dim" not in known:  # fusewatch.stream.config without the field
             c.node_dim = cfg["node_dim"]  # type: ignore[attr-defined]
     c.validate()
     d = dataclasses.asdict(c)
@@ -42,8 +41,14 @@ def config_dict(cfg: ModelConfig | Mapping[str, Any]) -> dict[str, Any]:
     return d
 
 
-def build_model(cfg: ModelConfig | Mapping[str, Any], dims: Mapping[str, int], *,
-                hidden: int | None = None, dropout: float = 0.0, graph_norm: str | None = None) -> FusionModel:
+def build_model(
+    cfg: ModelConfig | Mapping[str, Any],
+    dims: Mapping[str, int],
+    *,
+    hidden: int | None = None,
+    dropout: float = 0.0,
+    graph_norm: str | None = None,
+) -> FusionModel:
     """Build the model described by ``cfg`` for representation dims ``dims`` (``{name: d_m}``;
     every name of ``cfg.representations`` must be present, others are ignored).
 
@@ -59,9 +64,19 @@ def build_model(cfg: ModelConfig | Mapping[str, Any], dims: Mapping[str, int], *
         raise ValueError(f"model.representations: duplicate names in {names}")
     if c["fusion"] == "lego":
         gn = graph_norm or DEFAULT_GRAPH_NORM
-        model: FusionModel = LegoModel(names, dims, c["window"], c["order_p"], c["order_q"], c["expansion"],
-                                       c["softplus"], c["proj_dim"], dropout=dropout,
-                                       node_dim=c["node_dim"], graph_norm=gn)
+        model: FusionModel = LegoModel(
+            names,
+            dims,
+            c["window"],
+            c["order_p"],
+            c["order_q"],
+            c["expansion"],
+            c["softplus"],
+            c["proj_dim"],
+            dropout=dropout,
+            node_dim=c["node_dim"],
+            graph_norm=gn,
+        )
         kw: dict[str, Any] = {"dropout": float(dropout), "graph_norm": gn}
     else:
         h = int(hidden or c["proj_dim"] or DEFAULT_HIDDEN)

@@ -27,16 +27,18 @@ Conventions shared by the torch model, the incremental numpy state and the ONNX 
 * Node propagation (:func:`degree_normalize`): ``P = G / max(Σ_j |G_ij|, eps)`` (row-stochastic
   for non-negative ``G``) spreads per-node signals ``U`` over the fused graph: ``H = P U``.
 """
+
 from __future__ import annotations
 
 from itertools import combinations
+
 import numpy as np
 import torch
 from torch import Tensor
 
 from fusewatch.engines.fusion.names import EXPANSIONS
-
 from fusewatch.engines.fusion.numpy_ops import EPS_NORM  # noqa: E402  (numpy-only; serving imports it there)
+
 EPS_DEG = 1e-12
 """Degree floor of the symmetric normalisation."""
 EPS_STD = 1e-12
@@ -47,6 +49,7 @@ entries, so a (near-)constant window is not blown up to float noise."""
 
 
 # --------------------------------------------------------------------------------------- torch ----
+
 
 def l2_normalize(x: Tensor, eps: float = EPS_NORM) -> Tensor:
     """Row-normalise ``x`` (``...×d``) to unit L2 norm; zero rows stay zero. Export-friendly
@@ -88,8 +91,15 @@ def hadamard_base(r: Tensor, mask: Tensor) -> Tensor:
     return (r + 1.0) * 0.5 * mm.unsqueeze(1)
 
 
-def expand_graphs(r: Tensor, mask: Tensor, present: Tensor, order: int, mode: str,
-                  eye: Tensor | None = None, ones_m: Tensor | None = None) -> Tensor:
+def expand_graphs(
+    r: Tensor,
+    mask: Tensor,
+    present: Tensor,
+    order: int,
+    mode: str,
+    eye: Tensor | None = None,
+    ones_m: Tensor | None = None,
+) -> Tensor:
     """Expansion of ``M`` base graphs to orders ``0..order``.
 
     Args:
@@ -107,9 +117,9 @@ def expand_graphs(r: Tensor, mask: Tensor, present: Tensor, order: int, mode: st
         eye = torch.eye(r.shape[-1], dtype=r.dtype, device=r.device)
     if ones_m is None:
         ones_m = torch.ones(1, r.shape[1], 1, 1, dtype=r.dtype, device=r.device)
-    mm = (mask.unsqueeze(-1) * mask.unsqueeze(-2)).unsqueeze(1)          # B×1×N×N
-    pres = present.unsqueeze(-1).unsqueeze(-1)                             # B×M×1×1
-    i0 = identity_graph(mask, eye).unsqueeze(1) * ones_m                  # B×M×N×N
+    mm = (mask.unsqueeze(-1) * mask.unsqueeze(-2)).unsqueeze(1)  # B×1×N×N
+    pres = present.unsqueeze(-1).unsqueeze(-1)  # B×M×1×1
+    i0 = identity_graph(mask, eye).unsqueeze(1) * ones_m  # B×M×N×N
     powers = [i0]
     if order >= 1:
         if mode == "matrix":
@@ -142,8 +152,9 @@ def _masked_standardize(g: Tensor, sel: Tensor, rel: float, eps: float) -> Tenso
     return dev / torch.sqrt(torch.clamp(var + scale * scale, min=eps))
 
 
-def standardize_graph(g: Tensor, mask: Tensor, eye: Tensor | None = None, rel: float = REL_STD,
-                      eps: float = EPS_STD) -> Tensor:
+def standardize_graph(
+    g: Tensor, mask: Tensor, eye: Tensor | None = None, rel: float = REL_STD, eps: float = EPS_STD
+) -> Tensor:
     """Window-level standardisation of a fused graph ``g`` (``B×N×N``) over the real nodes
     (``mask`` ``B×N``): off-diagonal entries use the mean/std of the real off-diagonal pairs
     ``(i≠j, both real)``, diagonal entries those of the real diagonal entries. Rows/cols of padded
@@ -193,6 +204,7 @@ def degree_variance(g: Tensor, mask: Tensor) -> Tensor:
 
 # --------------------------------------------------------------------------------------- numpy ----
 
+
 def np_l2_normalize(x: np.ndarray, eps: float = EPS_NORM) -> np.ndarray:
     """numpy twin of :func:`l2_normalize` (``...×d``; dtype preserved)."""
     ss = np.sum(x * x, axis=-1, keepdims=True)
@@ -227,8 +239,7 @@ def np_expand(r: np.ndarray, mask: np.ndarray, present: float, order: int, mode:
         out += [np.linalg.matrix_power(t, p) for p in range(1, order + 1)]
     elif mode == "hadamard":
         h = (r + 1) * 0.5 * mm * present
-        out += [h ** p for p in range(1, order + 1)]
+        out += [h**p for p in range(1, order + 1)]
     else:
         raise ValueError(mode)
     return np.stack(out)
-

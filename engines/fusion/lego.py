@@ -6,6 +6,7 @@ pairs of representations are fused with learnable coefficients ``A`` (``Σ_pq A_
 and a per-node head scores every clip from its row of the fused graph ``G`` (and, optionally, the
 node branch ``P U``). Input convention: :mod:`fusewatch.engines.fusion.base`.
 """
+
 from __future__ import annotations
 
 import math
@@ -50,9 +51,20 @@ class LegoModel(FusionModel):
 
     fusion = "lego"
 
-    def __init__(self, names: Sequence[str], dims: Mapping[str, int], window: int, order_p: int = 2,
-                 order_q: int = 2, expansion: str = "matrix", softplus: bool = False, proj_dim: int = 0,
-                 dropout: float = 0.0, node_dim: int = 0, graph_norm: str = DEFAULT_GRAPH_NORM):
+    def __init__(
+        self,
+        names: Sequence[str],
+        dims: Mapping[str, int],
+        window: int,
+        order_p: int = 2,
+        order_q: int = 2,
+        expansion: str = "matrix",
+        softplus: bool = False,
+        proj_dim: int = 0,
+        dropout: float = 0.0,
+        node_dim: int = 0,
+        graph_norm: str = DEFAULT_GRAPH_NORM,
+    ):
         super().__init__(names, dims, window)
         if expansion not in EXPANSIONS:
             raise ValueError(f"expansion must be {'|'.join(EXPANSIONS)} (got {expansion!r})")
@@ -72,10 +84,12 @@ class LegoModel(FusionModel):
         p1, q1 = self.order_p + 1, self.order_q + 1
         self.pairs = pair_list(m)
         npairs = len(self.pairs)
-        self.proj = (nn.ModuleList([nn.Linear(self.dims[x], self.proj_dim) for x in self.names])
-                     if self.proj_dim > 0 else None)
-        self.node_enc = (nn.ModuleList([nn.Linear(self.dims[x], self.node_dim) for x in self.names])
-                         if self.node_dim > 0 else None)
+        self.proj = (
+            nn.ModuleList([nn.Linear(self.dims[x], self.proj_dim) for x in self.names]) if self.proj_dim > 0 else None
+        )
+        self.node_enc = (
+            nn.ModuleList([nn.Linear(self.dims[x], self.node_dim) for x in self.names]) if self.node_dim > 0 else None
+        )
         init = 1.0 / (p1 * q1)
         raw = math.log(math.expm1(init)) if self.softplus else init
         self.A = nn.Parameter(torch.full((npairs, p1, q1), raw))
@@ -110,8 +124,10 @@ class LegoModel(FusionModel):
             if not 0 <= pair < len(self.pairs):
                 raise ValueError(f"pair index {pair} out of range (0..{len(self.pairs) - 1})")
             return [pair]
-        t = (self.names.index(pair[0]) if isinstance(pair[0], str) else int(pair[0]),
-             self.names.index(pair[1]) if isinstance(pair[1], str) else int(pair[1]))
+        t = (
+            self.names.index(pair[0]) if isinstance(pair[0], str) else int(pair[0]),
+            self.names.index(pair[1]) if isinstance(pair[1], str) else int(pair[1]),
+        )
         if t not in self.pairs:
             raise ValueError(f"pair {pair} is not one of the fused pairs {self.pairs}")
         return [self.pairs.index(t)]
@@ -139,7 +155,7 @@ class LegoModel(FusionModel):
         for i, x in enumerate(lst):
             node = mask
             if self.proj is not None:
-                valid = ((x * x).sum(dim=-1) > 0).to(x.dtype)   # all-zero row = missing clip
+                valid = ((x * x).sum(dim=-1) > 0).to(x.dtype)  # all-zero row = missing clip
                 node = mask * valid
                 x = self.proj[i](x)
             gs.append(cosine_graph(x, node))
@@ -171,8 +187,7 @@ class LegoModel(FusionModel):
 
     def expansions(self, r: Tensor, mask: Tensor, present: Tensor) -> Tensor:
         """``r`` ``B×M×N×N`` → ``B×M×(K+1)×N×N`` (``K = max(P, Q)``)."""
-        return expand_graphs(r, mask, present, self.order, self.expansion, eye=self.eye,
-                             ones_m=self.ones_m)
+        return expand_graphs(r, mask, present, self.order, self.expansion, eye=self.eye, ones_m=self.ones_m)
 
     def fuse(self, e: Tensor, pair: int | tuple | None = None) -> Tensor:
         """Fused graph from expansions ``e`` ``B×M×(K+1)×N×N`` → ``G`` ``B×N×N``:
@@ -185,8 +200,8 @@ class LegoModel(FusionModel):
         into constants)."""
         n, c = self.window, self.num_reps * (self.order + 1)
         ef = e.reshape(-1, c, n * n)
-        x = torch.matmul(w, ef)                       # B×(k(Q+1))×N²: Σ_p A_pq E_a^p
-        eb = torch.index_select(ef, 1, idx)           # B×(k(Q+1))×N²: E_b^q
+        x = torch.matmul(w, ef)  # B×(k(Q+1))×N²: Σ_p A_pq E_a^p
+        eb = torch.index_select(ef, 1, idx)  # B×(k(Q+1))×N²: E_b^q
         return (x * eb).sum(dim=1).reshape(-1, n, n)
 
     def head_graph(self, g: Tensor, mask: Tensor) -> Tensor:
@@ -213,59 +228,75 @@ class LegoModel(FusionModel):
         return torch.sigmoid(self.fc2(h).reshape(-1, self.window)) * mask
 
     # -- entry points ---------------------------------------------------------------------------
-    def fused_graph(self, feats: FeatsLike, mask: Tensor, present: Tensor | None = None,
-                    pair: int | tuple | None = None) -> Tensor:
+    def fused_graph(
+        self, feats: FeatsLike, mask: Tensor, present: Tensor | None = None, pair: int | tuple | None = None
+    ) -> Tensor:
         """Fused graph ``G`` ``B×N×N`` from features (for the degree-variance regulariser)."""
         lst, mask, present = self._inputs(feats, mask, present)
         return self.fuse(self.expansions(self._base_graphs(lst, mask), mask, present), pair)
 
-    def fused_graph_from_graphs(self, r: Tensor, mask: Tensor, present: Tensor | None = None,
-                                pair: int | tuple | None = None) -> Tensor:
+    def fused_graph_from_graphs(
+        self, r: Tensor, mask: Tensor, present: Tensor | None = None, pair: int | tuple | None = None
+    ) -> Tensor:
         """Fused graph ``G`` ``B×N×N`` from base graphs ``r`` ``B×M×N×N``."""
         mask = mask.to(r.dtype)
-        present = (torch.ones(r.shape[0], self.num_reps, dtype=r.dtype, device=r.device)
-                   if present is None else present.to(r.dtype))
+        present = (
+            torch.ones(r.shape[0], self.num_reps, dtype=r.dtype, device=r.device)
+            if present is None
+            else present.to(r.dtype)
+        )
         return self.fuse(self.expansions(r, mask, present), pair)
 
     def _forward(self, lst: list[Tensor], mask: Tensor, present: Tensor, pair) -> tuple[Tensor, Tensor]:
         g = self.fuse(self.expansions(self._base_graphs(lst, mask), mask, present), pair)
-        u = (self._node_matrix(self._node_signals(lst, mask), mask, present)
-             if self.node_enc is not None else None)
+        u = self._node_matrix(self._node_signals(lst, mask), mask, present) if self.node_enc is not None else None
         return self.head(g, mask, u), g
 
-    def forward(self, feats: FeatsLike, mask: Tensor, present: Tensor | None = None,
-                pair: int | tuple | None = None) -> Tensor:
+    def forward(
+        self, feats: FeatsLike, mask: Tensor, present: Tensor | None = None, pair: int | tuple | None = None
+    ) -> Tensor:
         """Features → scores ``B×N``."""
         lst, mask, present = self._inputs(feats, mask, present)
         return self._forward(lst, mask, present, pair)[0]
 
-    def forward_with_graph(self, feats: FeatsLike, mask: Tensor, present: Tensor | None = None,
-                           pair: int | tuple | None = None) -> tuple[Tensor, Tensor]:
+    def forward_with_graph(
+        self, feats: FeatsLike, mask: Tensor, present: Tensor | None = None, pair: int | tuple | None = None
+    ) -> tuple[Tensor, Tensor]:
         """One pass → ``(scores B×N, G B×N×N)`` (training: loss + regulariser without recompute;
         ``G`` is the raw fused graph)."""
         lst, mask, present = self._inputs(feats, mask, present)
         return self._forward(lst, mask, present, pair)
 
-    def forward_graphs(self, r: Tensor, mask: Tensor, present: Tensor | None = None,
-                       u: Tensor | None = None, *, pair: int | tuple | None = None) -> Tensor:
+    def forward_graphs(
+        self,
+        r: Tensor,
+        mask: Tensor,
+        present: Tensor | None = None,
+        u: Tensor | None = None,
+        *,
+        pair: int | tuple | None = None,
+    ) -> Tensor:
         """Graphs-in entry point: ``r`` ``B×M×N×N`` base cosine graphs and (node branch) ``u``
         ``B×M×N×k`` node signals (as produced by :class:`fusewatch.engines.serving.state.CameraGraphState` /
         :meth:`node_signals`), ``mask`` ``B×N``, ``present`` ``B×M`` → scores ``B×N``. Entries of
         padded nodes in ``r`` and ``u`` are ignored (re-masked); ``present`` is applied to ``u``."""
         mask = mask.to(r.dtype)
-        present = (torch.ones(r.shape[0], self.num_reps, dtype=r.dtype, device=r.device)
-                   if present is None else present.to(r.dtype))
+        present = (
+            torch.ones(r.shape[0], self.num_reps, dtype=r.dtype, device=r.device)
+            if present is None
+            else present.to(r.dtype)
+        )
         g = self.fuse(self.expansions(r, mask, present), pair)
         um = None
         if self.node_enc is not None:
             if u is None:
                 raise ValueError("this model has a node branch (node_dim > 0): forward_graphs needs u")
             if not _exporting() and tuple(u.shape[1:]) != (self.num_reps, self.window, self.node_dim):
-                raise ValueError(f"u: expected shape (B, {self.num_reps}, {self.window}, {self.node_dim}), "
-                                 f"got {tuple(u.shape)}")
+                raise ValueError(
+                    f"u: expected shape (B, {self.num_reps}, {self.window}, {self.node_dim}), got {tuple(u.shape)}"
+                )
             u = u.to(r.dtype)
-            um = self._node_matrix(torch.where(mask.reshape(-1, 1, self.window, 1) > 0.5, u, 0.0),
-                                   mask, present)
+            um = self._node_matrix(torch.where(mask.reshape(-1, 1, self.window, 1) > 0.5, u, 0.0), mask, present)
         return self.head(g, mask, um)
 
     def projectors(self) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
@@ -281,4 +312,3 @@ class LegoModel(FusionModel):
         if self.node_enc is None:
             return {}
         return {n: numpy_linear(lin) for n, lin in zip(self.names, self.node_enc)}
-

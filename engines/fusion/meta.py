@@ -10,6 +10,7 @@ returned before (every key they carried, unknown ones kept in :attr:`ModelMeta.e
 
 No torch import here: the serving side can use it with ONNX Runtime alone.
 """
+
 from __future__ import annotations
 
 import copy
@@ -81,7 +82,7 @@ class ModelMeta(Mapping[str, Any]):
 
     # -- on-disk forms ------------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ModelMeta":
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelMeta:
         """From the flat dict of a checkpoint (``model_meta`` + stored metadata) or of parsed ONNX
         ``metadata_props`` (``window`` or ``N``); unknown keys go to :attr:`extra`."""
         if isinstance(d, ModelMeta):
@@ -129,8 +130,12 @@ class ModelMeta(Mapping[str, Any]):
             "representations": list(self.representations),
             "fusion": self.fusion,
             "window": self.window,
-            "order_p": self.order_p, "order_q": self.order_q, "expansion": self.expansion,
-            "softplus": self.softplus, "proj_dim": self.proj_dim, "node_dim": self.node_dim,
+            "order_p": self.order_p,
+            "order_q": self.order_q,
+            "expansion": self.expansion,
+            "softplus": self.softplus,
+            "proj_dim": self.proj_dim,
+            "node_dim": self.node_dim,
         }
         for k in _OPTIONAL:
             v = getattr(self, k)
@@ -139,12 +144,13 @@ class ModelMeta(Mapping[str, Any]):
         d.update({k: v for k, v in self.extra.items() if k not in d})
         return d
 
-    def norm_stats(self) -> dict:
+    def norm_stats(self) -> dict[str, Any]:
         """Decoded :attr:`feature_norm` → ``{rep: (mean (d,), std (d,))}`` float32 (``{}`` when none)."""
         from fusewatch.engines.fusion.normalize import decode_feature_norm
+
         return decode_feature_norm(self.feature_norm, self.dims)
 
-    def replace(self, **changes: Any) -> "ModelMeta":
+    def replace(self, **changes: Any) -> ModelMeta:
         """Copy with on-disk keys changed or added (``meta.replace(path="m.pt", name="lego")``)."""
         return ModelMeta.from_dict({**self._flat, **changes})  # type: ignore[attr-defined]
 
@@ -159,8 +165,10 @@ class ModelMeta(Mapping[str, Any]):
         return len(self._flat)  # type: ignore[attr-defined]
 
     def __repr__(self) -> str:
-        return (f"ModelMeta(model_version={self.model_version!r}, fusion={self.fusion!r}, "
-                f"representations={self.representations!r}, window={self.window}, node_dim={self.node_dim})")
+        return (
+            f"ModelMeta(model_version={self.model_version!r}, fusion={self.fusion!r}, "
+            f"representations={self.representations!r}, window={self.window}, node_dim={self.node_dim})"
+        )
 
 
 def _opt_int(x: Any) -> int | None:

@@ -4,6 +4,7 @@ Used by the model factory (:mod:`fusewatch.engines.fusion.factory`), training, t
 ``bench ped2`` and the expansion code. ``fusewatch.stream.config`` keeps its own literal lists (the
 camera side never imports ``engines``); ``tests/test_model_names.py`` asserts that they agree.
 """
+
 from __future__ import annotations
 
 FUSIONS = ("lego", "concat", "add", "mtn")

@@ -21,6 +21,7 @@ On disk (checkpoint ``meta["feature_norm"]``, ONNX metadata ``feature_norm`` as 
 Missing data stays missing: an all-zero raw row (the pipeline's "absent representation") is left
 all-zero instead of becoming ``−mean/std``. numpy only (the serving side has no torch).
 """
+
 from __future__ import annotations
 
 import base64
@@ -35,8 +36,9 @@ STD_EPS = 1e-3
 FeatureNorm = Mapping[str, "tuple[np.ndarray, np.ndarray]"]
 
 
-def fit_feature_norm(feats: Iterable[Mapping[str, np.ndarray]], names: Sequence[str],
-                     mode: str = "zscore") -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def fit_feature_norm(
+    feats: Iterable[Mapping[str, np.ndarray]], names: Sequence[str], mode: str = "zscore"
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per-representation ``(mean, std + STD_EPS)`` over every clip row of ``feats`` (one
     ``{name: T×d}`` mapping per training video); ``{}`` for ``mode = "none"``. All-zero rows
     (absent clips) are left out of the statistics."""
@@ -56,7 +58,7 @@ def fit_feature_norm(feats: Iterable[Mapping[str, np.ndarray]], names: Sequence[
     return out
 
 
-def normalize_rows(x: np.ndarray, stats: "tuple[np.ndarray, np.ndarray] | None") -> np.ndarray:
+def normalize_rows(x: np.ndarray, stats: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
     """``(x − mean) / std`` for ``x`` of shape ``(d,)`` or ``(T, d)`` (float32 out); all-zero rows
     stay zero; ``stats`` None → ``x`` unchanged (as float32)."""
     x = np.asarray(x, np.float32)
@@ -91,8 +93,9 @@ def encode_feature_norm(norm: FeatureNorm | None) -> dict[str, dict[str, str]] |
     return {k: {"mean": _b64(m), "std": _b64(s)} for k, (m, s) in norm.items()}
 
 
-def decode_feature_norm(d: Mapping[str, Any] | None, dims: Mapping[str, int] | None = None
-                        ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def decode_feature_norm(
+    d: Mapping[str, Any] | None, dims: Mapping[str, int] | None = None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """On-disk form → statistics (``{}`` for None); checks lengths against ``dims`` when given and
     that every std is finite and > 0. Raises ``ValueError``."""
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -103,8 +106,9 @@ def decode_feature_norm(d: Mapping[str, Any] | None, dims: Mapping[str, int] | N
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"feature_norm {k!r}: unreadable ({e})") from None
         if m.shape != s.shape or (dims is not None and k in dims and m.shape[0] != int(dims[k])):
-            raise ValueError(f"feature_norm {k!r}: {m.shape[0]} means / {s.shape[0]} stds for dim "
-                             f"{(dims or {}).get(k)}")
+            raise ValueError(
+                f"feature_norm {k!r}: {m.shape[0]} means / {s.shape[0]} stds for dim {(dims or {}).get(k)}"
+            )
         if not (np.all(np.isfinite(m)) and np.all(np.isfinite(s)) and np.all(s > 0)):
             raise ValueError(f"feature_norm {k!r}: non-finite mean or non-positive std")
         out[str(k)] = (m, s)

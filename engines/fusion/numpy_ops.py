@@ -1,5 +1,6 @@
 """numpy-only pieces of the fusion model that serving needs (no torch: the runtime install has none):
 frozen copies of linear layers (``x ...×d_in → ...×d_out``) and the row-normalisation floor."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
@@ -30,9 +31,8 @@ def numpy_affine(w: np.ndarray, b: np.ndarray) -> Callable[[np.ndarray], np.ndar
     return f
 
 
-def numpy_linear(lin: "torch.nn.Linear") -> Callable[[np.ndarray], np.ndarray]:
+def numpy_linear(lin: torch.nn.Linear) -> Callable[[np.ndarray], np.ndarray]:
     """Frozen numpy copy of ``lin``: ``x ...×d_in`` → ``...×d_out`` (computed in ``x``'s float dtype)."""
     w = lin.weight.detach().cpu().double().numpy()
     b = lin.bias.detach().cpu().double().numpy() if lin.bias is not None else np.zeros(w.shape[0])
     return numpy_affine(w, b)
-

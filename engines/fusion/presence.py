@@ -5,6 +5,7 @@ and flagged ``present[m] = 0``; a given one keeps its values and ``present[m] = 
 models' input normalisation, training batches, causal scoring and the features-in serving window.
 numpy only (no torch), so the serving side can use it without the training stack.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Mapping, Sequence, TypeVar
@@ -19,8 +20,9 @@ def present_flags(feats: Mapping[str, object | None], names: Sequence[str]) -> n
     return np.array([0.0 if feats.get(n) is None else 1.0 for n in names], dtype=np.float32)
 
 
-def fill_absent(feats: Mapping[str, A | None], names: Sequence[str], zeros: Callable[[str], A]
-                ) -> tuple[list[A], np.ndarray]:
+def fill_absent(
+    feats: Mapping[str, A | None], names: Sequence[str], zeros: Callable[[str], A]
+) -> tuple[list[A], np.ndarray]:
     """→ (one value per name in ``names`` order, ``zeros(name)`` for an absent one;
     ``present`` ``(M,)`` float32 from :func:`present_flags`)."""
     flags = present_flags(feats, names)

@@ -8,15 +8,16 @@ States: ``idle`` → (score ≥ on) ``pending`` → (above ``on`` for ≥ ``min_
 [emit *new*] → (every ≥ ``update_interval`` s while open) [emit *update*] → (score < off)
 [emit *end*] → ``cooldown`` for ``cooldown`` s → ``idle``.
 """
+
 from __future__ import annotations
 
 import hashlib
 import math
 from dataclasses import dataclass, field
 
+from fusewatch.stream.alert_schema import AlertMessage
 from fusewatch.stream.config import AlertsConfig
 from fusewatch.stream.schema import Evidence
-from fusewatch.stream.alert_schema import AlertMessage
 
 
 def alert_id(camera: str, start_clip: int, model_version: str, epoch: int = 0) -> str:
@@ -80,13 +81,24 @@ class AlertTracker:
     def _msg(self, typ: str, cur: ClipScore) -> AlertMessage:
         o = self.open
         assert o is not None
-        return AlertMessage(id=o.id, type=typ, camera=self.camera, score=float(cur.score), peak=float(o.peak),
-                            start_clip=o.start.clip, end_clip=cur.clip, start_time=o.start.wall_start,
-                            end_time=cur.wall_end, model_name=self.model_name,
-                            model_version=self.model_version, backend=self.backend,
-                            evidence=[o.first_evidence, cur.evidence] if cur.evidence != o.first_evidence
-                            else [cur.evidence],
-                            produced=cur.wall_end, epoch=o.start.epoch, late=cur.late)
+        return AlertMessage(
+            id=o.id,
+            type=typ,
+            camera=self.camera,
+            score=float(cur.score),
+            peak=float(o.peak),
+            start_clip=o.start.clip,
+            end_clip=cur.clip,
+            start_time=o.start.wall_start,
+            end_time=cur.wall_end,
+            model_name=self.model_name,
+            model_version=self.model_version,
+            backend=self.backend,
+            evidence=[o.first_evidence, cur.evidence] if cur.evidence != o.first_evidence else [cur.evidence],
+            produced=cur.wall_end,
+            epoch=o.start.epoch,
+            late=cur.late,
+        )
 
     def close(self) -> list[AlertMessage]:
         """The stream ended (a new epoch, eviction): end an open alert at the last clip seen and go
@@ -98,8 +110,13 @@ class AlertTracker:
     def step(self, c: ClipScore) -> list[AlertMessage]:
         """Advance by one scored clip. Raises ValueError (state unchanged) for a non-finite score
         or time: the caller must reject such clips before they get here."""
-        if not (math.isfinite(c.score) and math.isfinite(c.pts_start) and math.isfinite(c.pts_end)
-                and math.isfinite(c.wall_start) and math.isfinite(c.wall_end)):
+        if not (
+            math.isfinite(c.score)
+            and math.isfinite(c.pts_start)
+            and math.isfinite(c.pts_end)
+            and math.isfinite(c.wall_start)
+            and math.isfinite(c.wall_end)
+        ):
             raise ValueError(f"alert tracker {self.camera}: non-finite score or time in clip {c.clip}")
         self.last = c
         cfg = self.cfg
@@ -122,7 +139,12 @@ class AlertTracker:
         if c.pts_end - self.pending.pts_start + 1e-9 >= cfg.min_duration:
             start = self.pending
             self.pending = None
-            self.open = _Open(id=alert_id(self.camera, start.clip, self.model_version, start.epoch), start=start,
-                              peak=c.score, last_emit_pts=c.pts_end, first_evidence=start.evidence)
+            self.open = _Open(
+                id=alert_id(self.camera, start.clip, self.model_version, start.epoch),
+                start=start,
+                peak=c.score,
+                last_emit_pts=c.pts_end,
+                first_evidence=start.evidence,
+            )
             return [self._msg("new", c)]
         return []

@@ -12,6 +12,7 @@ must increase by 1..``max_clip_step`` and capture times may not jump by more tha
 ``max_time_jump`` s. ``resync_after`` consecutive rejected clips that are in order among
 themselves restart the camera from them, so one absurd clip never blinds a camera for good.
 """
+
 from __future__ import annotations
 
 import time
@@ -19,10 +20,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
+from fusewatch.engines.serving.alerts import AlertTracker
 from fusewatch.stream.config import EngineConfig
 from fusewatch.stream.schema import FeatureMessage, SchemaError
-
-from fusewatch.engines.serving.alerts import AlertTracker
 
 ACCEPT, RESTART, DROP = "accept", "restart", "drop"
 
@@ -76,8 +76,10 @@ def admit(cam: Camera, msg: FeatureMessage, cfg: EngineConfig) -> tuple[str, str
     the caller resets the camera, then accepts), ``(DROP, "duplicate_clip")``; raises
     :class:`SchemaError` (``clip_regression`` | ``clip_jump`` | ``time_jump``) for a rejected clip."""
     if msg.pts_end - msg.pts_start > cfg.max_time_jump or msg.wall_end - msg.wall_start > cfg.max_time_jump:
-        raise SchemaError("time_jump", f"camera {msg.camera!r} clip {msg.clip} spans more than "
-                                       f"engine.max_time_jump = {cfg.max_time_jump:g} s")
+        raise SchemaError(
+            "time_jump",
+            f"camera {msg.camera!r} clip {msg.clip} spans more than engine.max_time_jump = {cfg.max_time_jump:g} s",
+        )
     if cam.seen == 0:
         return ACCEPT, ""
     if msg.epoch != cam.epoch:
@@ -88,7 +90,7 @@ def admit(cam: Camera, msg: FeatureMessage, cfg: EngineConfig) -> tuple[str, str
     if why == "duplicate_clip":
         return DROP, why
     if why == "clip_regression" and msg.epoch == 0 and msg.clip == 0:
-        return RESTART, "legacy_restart"    # a worker without epochs restarted: it numbers from 0 again
+        return RESTART, "legacy_restart"  # a worker without epochs restarted: it numbers from 0 again
     if cam.alt is not None and _continues(cfg, *cam.alt, msg) is None:
         cam.alt_run += 1
     else:
@@ -96,9 +98,12 @@ def admit(cam: Camera, msg: FeatureMessage, cfg: EngineConfig) -> tuple[str, str
     cam.alt = (msg.clip, msg.pts_end, msg.wall_end)
     if cam.alt_run >= cfg.resync_after:
         return RESTART, "resync"
-    raise SchemaError(why, f"camera {msg.camera!r} epoch {msg.epoch}: clip {msg.clip} (pts {msg.pts_start:g}, "
-                           f"wall {msg.wall_start:.3f}) after clip {cam.last_clip} (pts end {cam.last_pts:g}, "
-                           f"wall end {cam.last_wall:.3f})")
+    raise SchemaError(
+        why,
+        f"camera {msg.camera!r} epoch {msg.epoch}: clip {msg.clip} (pts {msg.pts_start:g}, "
+        f"wall {msg.wall_start:.3f}) after clip {cam.last_clip} (pts end {cam.last_pts:g}, "
+        f"wall end {cam.last_wall:.3f})",
+    )
 
 
 class CameraStore:
@@ -106,8 +111,13 @@ class CameraStore:
 
     ``on_evict(camera_id, Camera, reason)`` is called for each eviction (``lru`` | ``idle``)."""
 
-    def __init__(self, cfg: EngineConfig, factory: Callable[[str], Camera],
-                 on_evict: Callable[[str, Camera, str], None] | None = None, remember: int = 65536):
+    def __init__(
+        self,
+        cfg: EngineConfig,
+        factory: Callable[[str], Camera],
+        on_evict: Callable[[str, Camera, str], None] | None = None,
+        remember: int = 65536,
+    ):
         self.cfg = cfg
         self.factory = factory
         self.on_evict = on_evict

@@ -26,6 +26,7 @@ Series (own :class:`CollectorRegistry` per engine)::
 ``/healthz``: 200 while the main loop completed a step within ``engine.stall_timeout`` (or 60 s),
 else 503. ``/readyz``: 200 once partitions are assigned and their state rebuilt, else 503.
 """
+
 from __future__ import annotations
 
 import threading
@@ -51,13 +52,15 @@ class EngineMetrics:
         self.cameras = Gauge(p + "cameras", "Cameras held", registry=r)
         self.lag = Gauge(p + "lag_records", "End offset minus position", ["partition"], registry=r)
         self.rebuild_records = Counter(p + "rebuild_records", "Records re-read by rebuilds", registry=r)
-        self.rebuild_seconds = Histogram(p + "rebuild_seconds", "Rebuild duration",
-                                         buckets=(0.1, 0.5, 1, 2, 5, 10, 20, 60), registry=r)
+        self.rebuild_seconds = Histogram(
+            p + "rebuild_seconds", "Rebuild duration", buckets=(0.1, 0.5, 1, 2, 5, 10, 20, 60), registry=r
+        )
         Gauge(p + "info", "Engine backend and model", ["backend", "model"], registry=r).labels(backend, model).set(1)
         self.model = Gauge(p + "model", "Model version served to new cameras", ["version"], registry=r)
         self.model_loads = Counter(p + "model_loads", "Models staged by a live rollout", registry=r)
-        self.model_load_failures = Counter(p + "model_load_failures", "Rollouts refused (old model kept)",
-                                           ["reason"], registry=r)
+        self.model_load_failures = Counter(
+            p + "model_load_failures", "Rollouts refused (old model kept)", ["reason"], registry=r
+        )
         self.model_switches = Counter(p + "model_switches", "Cameras switched to a staged model", registry=r)
         self.model_pending = Gauge(p + "model_pending_cameras", "Cameras still on a previous model", registry=r)
 

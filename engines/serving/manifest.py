@@ -21,6 +21,7 @@ result — a ready :class:`ServingModel` or a failure reason — is queued for t
 loop, which stages it (:mod:`~fusewatch.engines.serving.rollout`); the watcher never touches the
 engine's state.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -70,14 +71,27 @@ class Manifest:
         if u.scheme == "file":
             return Path(unquote(u.path))
         if u.scheme and len(u.scheme) > 1:
-            raise ManifestError(f"manifest {self.name!r}: model {self.model!r}: only paths and file:// URLs "
-                                f"(shared storage) are supported")
+            raise ManifestError(
+                f"manifest {self.name!r}: model {self.model!r}: only paths and file:// URLs "
+                f"(shared storage) are supported"
+            )
         return Path(self.model).expanduser()
 
     def encode(self) -> bytes:
-        return json.dumps({"kind": KIND, "v": 1, "name": self.name, "version": self.version, "model": self.model,
-                           "sha256": self.sha256, "published": self.published, "rollback": self.rollback,
-                           "previous": self.previous}, sort_keys=True).encode()
+        return json.dumps(
+            {
+                "kind": KIND,
+                "v": 1,
+                "name": self.name,
+                "version": self.version,
+                "model": self.model,
+                "sha256": self.sha256,
+                "published": self.published,
+                "rollback": self.rollback,
+                "previous": self.previous,
+            },
+            sort_keys=True,
+        ).encode()
 
     def brief(self) -> dict:
         return {"version": self.version, "model": self.model, "sha256": self.sha256}
@@ -112,14 +126,25 @@ def decode_manifest(value: bytes | None) -> Manifest:
     if prev is not None:
         if not isinstance(prev, dict):
             raise ManifestError("manifest: field 'previous' is not an object")
-        prev = {"version": _str(prev, "version", 200), "model": _str(prev, "model"), "sha256": _sha(_str(prev, "sha256"))}
+        prev = {
+            "version": _str(prev, "version", 200),
+            "model": _str(prev, "model"),
+            "sha256": _sha(_str(prev, "sha256")),
+        }
     pub = d.get("published", 0.0)
     if isinstance(pub, bool) or not isinstance(pub, (int, float)) or not math.isfinite(pub):
         raise ManifestError("manifest: field 'published' is not a finite number")
     if not isinstance(d.get("rollback", False), bool):
         raise ManifestError("manifest: field 'rollback' is not a boolean")
-    return Manifest(_str(d, "name", 200), _str(d, "version", 200), _str(d, "model"), _sha(_str(d, "sha256")),
-                    float(pub), bool(d.get("rollback", False)), prev)
+    return Manifest(
+        _str(d, "name", 200),
+        _str(d, "version", 200),
+        _str(d, "model"),
+        _sha(_str(d, "sha256")),
+        float(pub),
+        bool(d.get("rollback", False)),
+        prev,
+    )
 
 
 def file_sha256(path: str | Path) -> str:
@@ -135,6 +160,7 @@ def model_file_version(path: str | Path) -> str:
     p = Path(path)
     if p.suffix == ".onnx":
         from fusewatch.engines.export.onnx_meta import read_onnx_meta
+
         try:
             return read_onnx_meta(str(p)).model_version
         except CheckpointError:
@@ -142,8 +168,10 @@ def model_file_version(path: str | Path) -> str:
         except Exception as e:  # noqa: BLE001 - protobuf errors: not an ONNX file
             raise CheckpointError(f"model {p}: not a readable ONNX file ({one_line(e)})") from None
     from fusewatch.extras import require
+
     require("torch", f"model {p}: reading a torch checkpoint's version")
     from fusewatch.engines.training.checkpoint import read_checkpoint
+
     return str(read_checkpoint(p)["meta"].get("model_version") or "")
 
 
@@ -184,7 +212,9 @@ def load_manifest(cfg, m: Manifest, loader: Callable | None = None) -> Loaded:
     except OSError as e:
         return Loaded(m, reason="not_found", detail=f"model {path}: {one_line(e)}")
     if sha != m.sha256:
-        return Loaded(m, reason="sha256_mismatch", detail=f"model {path}: sha256 {sha[:16]}… != manifest {m.sha256[:16]}…")
+        return Loaded(
+            m, reason="sha256_mismatch", detail=f"model {path}: sha256 {sha[:16]}… != manifest {m.sha256[:16]}…"
+        )
     if loader is None:
         from fusewatch.engines.serving.runtime import load_serving_model as loader
     try:
@@ -192,8 +222,11 @@ def load_manifest(cfg, m: Manifest, loader: Callable | None = None) -> Loaded:
     except Exception as e:  # noqa: BLE001 - any failure keeps the old model
         return Loaded(m, reason="load_error", detail=f"model {path}: {one_line(e)}"[:500])
     if model.meta.model_version != m.version:
-        return Loaded(m, reason="version_mismatch",
-                      detail=f"model {path}: model_version {model.meta.model_version} != manifest {m.version}")
+        return Loaded(
+            m,
+            reason="version_mismatch",
+            detail=f"model {path}: model_version {model.meta.model_version} != manifest {m.version}",
+        )
     try:
         warm_up(model)
     except Exception as e:  # noqa: BLE001
@@ -209,8 +242,14 @@ class ModelWatcher:
     identity already served (``(sha256, version)``), not reloaded. The watcher owns ``transport``
     (closed by :meth:`stop`)."""
 
-    def __init__(self, cfg, transport: Transport, deployment: str | None = None,
-                 current: tuple[str, str] | None = None, loader: Callable | None = None):
+    def __init__(
+        self,
+        cfg,
+        transport: Transport,
+        deployment: str | None = None,
+        current: tuple[str, str] | None = None,
+        loader: Callable | None = None,
+    ):
         self.cfg, self.t = cfg, transport
         self.name = deployment or cfg.engine.deployment
         self.handled = current
@@ -234,8 +273,11 @@ class ModelWatcher:
                 continue
             try:
                 m = decode_manifest(r.value)
-                out = m if m.name == self.name else Loaded(None, reason="bad_manifest",
-                                                           detail=f"manifest name {m.name!r} under key {self.name!r}")
+                out = (
+                    m
+                    if m.name == self.name
+                    else Loaded(None, reason="bad_manifest", detail=f"manifest name {m.name!r} under key {self.name!r}")
+                )
             except ManifestError as e:
                 out = Loaded(None, reason="bad_manifest", detail=f"{r.topic}[{r.partition}]@{r.offset}: {e}")
         return out
@@ -263,9 +305,13 @@ class ModelWatcher:
         if isinstance(got, Loaded):
             self.ready.put(got)
         elif got is not None and got.ident != self.handled:
-            self.handled = got.ident   # a manifest is tried once: a failure is not retried in a loop
-            log.info("model watcher: %s manifest %s (%s), loading", "rollback" if got.rollback else "new",
-                     got.version, got.model)
+            self.handled = got.ident  # a manifest is tried once: a failure is not retried in a loop
+            log.info(
+                "model watcher: %s manifest %s (%s), loading",
+                "rollback" if got.rollback else "new",
+                got.version,
+                got.model,
+            )
             self.ready.put(load_manifest(self.cfg, got, self.loader))
 
     def _run(self) -> None:
@@ -283,7 +329,7 @@ class ModelWatcher:
                 if self.cfg.engine.model_poll_s > 1.0:
                     self._stop.wait(self.cfg.engine.model_poll_s - 1.0)
 
-    def start(self) -> "ModelWatcher":
+    def start(self) -> ModelWatcher:
         self._thread = threading.Thread(target=self._run, name="engine-model-watcher", daemon=True)
         self._thread.start()
         return self
@@ -293,7 +339,7 @@ class ModelWatcher:
         if self._thread is not None:
             self._thread.join(timeout)
         try:
-            self.t.close()      # the watcher owns its transport
+            self.t.close()  # the watcher owns its transport
         except TransportError as e:
             log.debug("model watcher: close: %s", e)
 
@@ -307,14 +353,17 @@ def build_manifest(name: str, model: str | Path, previous: Manifest | None = Non
     version = model_file_version(p)
     if not version:
         raise CheckpointError(f"model {p}: carries no model_version")
-    return Manifest(name, version, str(p), file_sha256(p), time.time(), False,
-                    previous.brief() if previous is not None else None)
+    return Manifest(
+        name, version, str(p), file_sha256(p), time.time(), False, previous.brief() if previous is not None else None
+    )
 
 
 def rollback_manifest(current: Manifest) -> Manifest:
     """The manifest that rolls ``current`` back to its ``previous`` model."""
     if not current.previous:
-        raise ManifestError(f"deployment {current.name!r}: the current manifest ({current.version}) has no "
-                            f"previous model to roll back to")
+        raise ManifestError(
+            f"deployment {current.name!r}: the current manifest ({current.version}) has no "
+            f"previous model to roll back to"
+        )
     p = current.previous
     return Manifest(current.name, p["version"], p["model"], p["sha256"], time.time(), True, current.brief())

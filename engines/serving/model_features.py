@@ -16,14 +16,15 @@ at start-up (exit 2) instead of features the engine would refuse (or silently mi
 
 Representations the model recorded no version for (data without versions) are accepted.
 """
+
 from __future__ import annotations
 
 import copy
 from pathlib import Path
 from typing import Any
 
-from fusewatch.errors import CheckpointError, ConfigError
 from fusewatch.engines.fusion.meta import ModelMeta
+from fusewatch.errors import CheckpointError, ConfigError
 
 
 def read_model_meta(path: str | Path) -> ModelMeta:
@@ -33,6 +34,7 @@ def read_model_meta(path: str | Path) -> ModelMeta:
         raise CheckpointError(f"model {p}: not found")
     if p.suffix == ".onnx":
         from fusewatch.engines.export.onnx_meta import read_onnx_meta
+
         try:
             return read_onnx_meta(str(p))
         except CheckpointError:
@@ -40,13 +42,24 @@ def read_model_meta(path: str | Path) -> ModelMeta:
         except Exception as e:  # noqa: BLE001 - protobuf decode errors: not an ONNX file
             raise CheckpointError(f"model {p}: not a readable ONNX file ({type(e).__name__})") from None
     from fusewatch.extras import require
-    require("torch", f"model {p}: reading a torch checkpoint",
-            ", or pass the exported .onnx file (`fusewatch export-models`)")
+
+    require(
+        "torch",
+        f"model {p}: reading a torch checkpoint",
+        ", or pass the exported .onnx file (`fusewatch export-models`)",
+    )
     from fusewatch.engines.training.checkpoint import read_checkpoint
+
     ck = read_checkpoint(p)
-    return ModelMeta.from_dict({**ck["meta"], "config": ck["config"], "dims": ck["dims"],
-                                "representations": ck["representations"],
-                                "window": ck["config"].get("window")})
+    return ModelMeta.from_dict(
+        {
+            **ck["meta"],
+            "config": ck["config"],
+            "dims": ck["dims"],
+            "representations": ck["representations"],
+            "window": ck["config"].get("window"),
+        }
+    )
 
 
 def features_for_model(cfg: Any, model: str | Path, build=None) -> Any:
@@ -54,12 +67,13 @@ def features_for_model(cfg: Any, model: str | Path, build=None) -> Any:
     ``build``: extractor factory ``(spec, features_cfg) → extractor`` (default
     :func:`fusewatch.stream.extractors.build_extractor`). Raises :class:`ConfigError` (one line)."""
     from fusewatch.stream.extractors import KNOWN, build_extractor
+
     build = build or build_extractor
     meta = read_model_meta(model)
     cfg = copy.deepcopy(cfg)
     user_onnx = [s for s in cfg.features.extractors if str(s).strip().startswith("onnx:")]
     made = {}
-    for spec in user_onnx:                     # name of a user ONNX extractor = its representation
+    for spec in user_onnx:  # name of a user ONNX extractor = its representation
         try:
             ex = build(spec, cfg.features)
         except (ValueError, OSError) as e:
@@ -72,17 +86,21 @@ def features_for_model(cfg: Any, model: str | Path, build=None) -> Any:
         elif r in KNOWN:
             specs.append(r)
         else:
-            raise ConfigError(f"model {model}: needs representation {r!r}, which no extractor produces "
-                              f"(built-in: {', '.join(KNOWN)}; or add onnx:<path> to features.extractors)")
+            raise ConfigError(
+                f"model {model}: needs representation {r!r}, which no extractor produces "
+                f"(built-in: {', '.join(KNOWN)}; or add onnx:<path> to features.extractors)"
+            )
     cfg.features.extractors = specs
     cfg.features.validate()
     want = {k: str(v) for k, v in (meta.extractor_versions or {}).items() if v}
     for r, spec in zip(meta.representations, specs):
         ex = made[r][1] if r in made else _build(build, spec, cfg)
         if r in want and str(ex.version) != want[r]:
-            raise ConfigError(f"model {model}: representation {r!r} was trained on extractor version "
-                              f"{want[r]!r}, this configuration makes {str(ex.version)!r} "
-                              "(align the [features]/[clips] settings with the training extraction)")
+            raise ConfigError(
+                f"model {model}: representation {r!r} was trained on extractor version "
+                f"{want[r]!r}, this configuration makes {str(ex.version)!r} "
+                "(align the [features]/[clips] settings with the training extraction)"
+            )
     return cfg
 
 

@@ -3,6 +3,7 @@
 Used by ``fusewatch demo``, ``fusewatch eval --videos DIR --stream`` and ``bench/ped2.py`` so that
 every figure they report comes from the same code that serves live cameras.
 """
+
 from __future__ import annotations
 
 import copy
@@ -15,14 +16,13 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from fusewatch.stream.config import Config
-from fusewatch.stream.schema import FeatureMessage
-from fusewatch.stream.alert_schema import AlertMessage
-from fusewatch.stream.stats import ReplayResult
-from fusewatch.stream.transport import BusTransport, DeliveryError, InProcessBus, make_transport
-
 from fusewatch.engines.serving.runtime import ServingModel
 from fusewatch.engines.serving.service import EngineService, ScoreSink
+from fusewatch.stream.alert_schema import AlertMessage
+from fusewatch.stream.config import Config
+from fusewatch.stream.schema import FeatureMessage
+from fusewatch.stream.stats import ReplayResult
+from fusewatch.stream.transport import BusTransport, DeliveryError, InProcessBus, make_transport
 
 
 @dataclass
@@ -64,9 +64,17 @@ class _Collector(ScoreSink):
 
     def on_score(self, camera: str, msg: FeatureMessage, score: float) -> None:
         with self.lock:
-            self.res.clips.setdefault(camera, []).append(ClipRecord(
-                msg.clip, score, msg.frame_start, msg.frame_end, msg.pts_start, msg.pts_end,
-                time.time() - msg.wall_end))
+            self.res.clips.setdefault(camera, []).append(
+                ClipRecord(
+                    msg.clip,
+                    score,
+                    msg.frame_start,
+                    msg.frame_end,
+                    msg.pts_start,
+                    msg.pts_end,
+                    time.time() - msg.wall_end,
+                )
+            )
 
     def on_alert(self, alert: AlertMessage) -> None:
         with self.lock:
@@ -75,12 +83,20 @@ class _Collector(ScoreSink):
             self.cb(alert)
 
 
-def stream_videos(videos: Sequence[str | Path], cfg: Config, model: ServingModel, *,
-                  speed: float | None = None, camera_ids: Sequence[str] | None = None,
-                  extractors=None, on_alert: Callable[[AlertMessage], None] | None = None,
-                  fresh_topics: bool = False, drain_timeout: float = 120.0,
-                  on_evidence: Callable[[dict], None] | None = None,
-                  bus: InProcessBus | None = None) -> StreamResult:
+def stream_videos(
+    videos: Sequence[str | Path],
+    cfg: Config,
+    model: ServingModel,
+    *,
+    speed: float | None = None,
+    camera_ids: Sequence[str] | None = None,
+    extractors=None,
+    on_alert: Callable[[AlertMessage], None] | None = None,
+    fresh_topics: bool = False,
+    drain_timeout: float = 120.0,
+    on_evidence: Callable[[dict], None] | None = None,
+    bus: InProcessBus | None = None,
+) -> StreamResult:
     """Replay ``videos`` as cameras through the configured transport into an engine; collect scores.
 
     ``speed``: None = as fast as possible, 1.0 = real time. On Kafka (``cfg.transport == "kafka"``)
@@ -91,18 +107,36 @@ def stream_videos(videos: Sequence[str | Path], cfg: Config, model: ServingModel
     in-process bus to use (``fusewatch demo --ui`` shares it with the web UI; default: a new one).
     """
     cb = (lambda _name, a: on_alert(a)) if on_alert else None
-    return stream_videos_multi(videos, cfg, {"": model}, speed=speed, camera_ids=camera_ids,
-                               extractors=extractors, on_alert=cb, fresh_topics=fresh_topics,
-                               drain_timeout=drain_timeout, on_evidence=on_evidence, bus=bus)[""]
+    return stream_videos_multi(
+        videos,
+        cfg,
+        {"": model},
+        speed=speed,
+        camera_ids=camera_ids,
+        extractors=extractors,
+        on_alert=cb,
+        fresh_topics=fresh_topics,
+        drain_timeout=drain_timeout,
+        on_evidence=on_evidence,
+        bus=bus,
+    )[""]
 
 
-def stream_videos_multi(videos: Sequence[str | Path], cfg: Config, models: Mapping[str, ServingModel], *,
-                        speed: float | None = None, camera_ids: Sequence[str] | None = None,
-                        extractors=None, on_alert: Callable[[str, AlertMessage], None] | None = None,
-                        fresh_topics: bool = False, delete_fresh_topics: bool = False,
-                        drain_timeout: float = 120.0,
-                        on_evidence: Callable[[dict], None] | None = None,
-                        bus: InProcessBus | None = None) -> dict[str, StreamResult]:
+def stream_videos_multi(
+    videos: Sequence[str | Path],
+    cfg: Config,
+    models: Mapping[str, ServingModel],
+    *,
+    speed: float | None = None,
+    camera_ids: Sequence[str] | None = None,
+    extractors=None,
+    on_alert: Callable[[str, AlertMessage], None] | None = None,
+    fresh_topics: bool = False,
+    delete_fresh_topics: bool = False,
+    drain_timeout: float = 120.0,
+    on_evidence: Callable[[dict], None] | None = None,
+    bus: InProcessBus | None = None,
+) -> dict[str, StreamResult]:
     """:func:`stream_videos` for several models at once: one replay, one
     :class:`~fusewatch.engines.serving.service.EngineService` per model (``{name: ServingModel}``), each in its own
     consumer group on the same features topic. ``on_alert(name, alert)``. Returns
@@ -112,13 +146,15 @@ def stream_videos_multi(videos: Sequence[str | Path], cfg: Config, models: Mappi
     cfg = copy.deepcopy(cfg)
     run_id = uuid.uuid4().hex[:8]
     results = {name: StreamResult() for name in models}
-    sinks = {name: _Collector(results[name], (lambda a, n=name: on_alert(n, a)) if on_alert else None)
-             for name in models}
+    sinks = {
+        name: _Collector(results[name], (lambda a, n=name: on_alert(n, a)) if on_alert else None) for name in models
+    }
     if cfg.transport == "kafka":
         if fresh_topics:
             for k in ("features", "alerts", "dead_letter", "scores", "thumbnails"):
                 setattr(cfg.topics, k, f"{getattr(cfg.topics, k)}-{run_id}")
         from fusewatch.stream.topics import create_topics
+
         create_topics(cfg)
         producer_t = make_transport(cfg, consume=False)
     else:
@@ -159,15 +195,21 @@ def stream_videos_multi(videos: Sequence[str | Path], cfg: Config, models: Mappi
         # real-time pacing: anchor capture time at "now" so latency_s is clip end → scored;
         # as fast as possible: the files' own deterministic anchors
         anchors = [time.time()] * len(videos) if speed is not None else None
-        rep = replay([str(v) for v in videos], cfg, transport=producer_t, speed=speed,
-                     camera_ids=camera_ids, extractors=extractors, anchors=anchors)
+        rep = replay(
+            [str(v) for v in videos],
+            cfg,
+            transport=producer_t,
+            speed=speed,
+            camera_ids=camera_ids,
+            extractors=extractors,
+            anchors=anchors,
+        )
         producer_t.flush()
         if rep.clips_lost:  # scores of a partial stream would be a false result
             raise DeliveryError(f"stream: {rep.lost_summary()}")
         published = rep.clips_published
         deadline = time.monotonic() + drain_timeout
-        while (any(s.stats.records < published for s in services.values()) and time.monotonic() < deadline
-               and not err):
+        while any(s.stats.records < published for s in services.values()) and time.monotonic() < deadline and not err:
             time.sleep(0.05)
     finally:
         stop.set()
@@ -196,6 +238,7 @@ def _start_evidence(cfg: Config, bus, run_id: str, on_evidence, transports: list
     if not cfg.evidence.enabled:
         return None
     from fusewatch.stream.evidence.writer import EvidenceWriter
+
     group = f"{cfg.evidence.group_id}-{run_id}"
     t = BusTransport(bus) if bus is not None else make_transport(cfg, group_id=group)
     transports.append(t)
@@ -211,6 +254,7 @@ def _delete_topics(cfg: Config, names: list[str]) -> None:
     """Best-effort removal of a run's fresh Kafka topics."""
     try:
         from fusewatch.stream.transport.kafka import admin_client
+
         admin = admin_client(cfg)
         try:
             admin.delete_topics(names, raise_errors=False)

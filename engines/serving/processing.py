@@ -5,6 +5,7 @@ engine: it is scored with a finite score, dropped (counted) or dead-lettered wit
 A mixin of :class:`~fusewatch.engines.serving.service.EngineService` (uses its ``cfg``, ``t``,
 ``model``, ``store``, ``stats``, ``metrics``, ``sink``, ``window``, ``names``, ``dims``, ``versions``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -13,13 +14,12 @@ import time
 
 import numpy as np
 
-from fusewatch.stream.schema import Evidence, FeatureMessage, SchemaError, dead_letter_payload, decode_features
-from fusewatch.stream.alert_schema import ALERT_HEADERS
-from fusewatch.stream.live import encode_score
-from fusewatch.stream.transport import Record, TransportError
-
 from fusewatch.engines.serving.alerts import ClipScore
 from fusewatch.engines.serving.cameras import DROP, RESTART, admit
+from fusewatch.stream.alert_schema import ALERT_HEADERS
+from fusewatch.stream.live import encode_score
+from fusewatch.stream.schema import Evidence, FeatureMessage, SchemaError, dead_letter_payload, decode_features
+from fusewatch.stream.transport import Record, TransportError
 
 log = logging.getLogger("fusewatch.engine")
 
@@ -38,9 +38,11 @@ class RecordProcessing:
         for r in msg.reps:
             want = self.versions.get(r.name)
             if want and r.version and r.version != want:
-                raise SchemaError("extractor_mismatch",
-                                  f"{r.name}: features from extractor {r.version}, the model was trained "
-                                  f"on {want} (same settings on workers and training, or retrain)")
+                raise SchemaError(
+                    "extractor_mismatch",
+                    f"{r.name}: features from extractor {r.version}, the model was trained "
+                    f"on {want} (same settings on workers and training, or retrain)",
+                )
         for name in self.names:
             a = msg.rep(name)
             if a is None:
@@ -51,27 +53,39 @@ class RecordProcessing:
             with np.errstate(over="ignore"):
                 a = a.astype(np.float32, copy=False)
             if not np.isfinite(a).all():
-                raise SchemaError("non_finite_after_cast", f"{name}: values beyond float32's range "
-                                  f"(max |x| {np.abs(msg.rep(name)).max():.3g}) in the model's dtype float32")
+                raise SchemaError(
+                    "non_finite_after_cast",
+                    f"{name}: values beyond float32's range "
+                    f"(max |x| {np.abs(msg.rep(name)).max():.3g}) in the model's dtype float32",
+                )
             feats[name] = a
         if not feats:
-            raise SchemaError("no_known_representation",
-                              f"message has {[r.name for r in msg.reps]}, model needs any of {self.names}")
+            raise SchemaError(
+                "no_known_representation", f"message has {[r.name for r in msg.reps]}, model needs any of {self.names}"
+            )
         self.rollout.observe(msg)
         return feats
 
     def _dead_letter(self, rec: Record, err: SchemaError, exc: BaseException | None = None) -> None:
         self.stats.dead_letters += 1
         if err.reason not in self.stats.dead_letter_reasons:  # first of its kind: say why, once
-            log.warning("dead-lettering %s[%d]@%d: %s: %s (further messages with this reason are "
-                        "counted, not logged)", rec.topic, rec.partition, rec.offset, err.reason, err.detail,
-                        exc_info=exc)
+            log.warning(
+                "dead-lettering %s[%d]@%d: %s: %s (further messages with this reason are counted, not logged)",
+                rec.topic,
+                rec.partition,
+                rec.offset,
+                err.reason,
+                err.detail,
+                exc_info=exc,
+            )
         self.stats.dead_letter_reasons[err.reason] = self.stats.dead_letter_reasons.get(err.reason, 0) + 1
         self.metrics.dead_letters.labels(err.reason).inc()
-        self.t.produce(self.cfg.topics.dead_letter, rec.key,
-                       dead_letter_payload(rec.value, err.reason, err.detail, rec.topic, rec.partition,
-                                           rec.offset, rec.key),
-                       headers=[("reason", err.reason.encode())])
+        self.t.produce(
+            self.cfg.topics.dead_letter,
+            rec.key,
+            dead_letter_payload(rec.value, err.reason, err.detail, rec.topic, rec.partition, rec.offset, rec.key),
+            headers=[("reason", err.reason.encode())],
+        )
 
     def _partitions(self, topic: str) -> int:
         n = self._nparts.get(topic)
@@ -84,24 +98,37 @@ class RecordProcessing:
         ``("score", rec, msg, cam, tracker, snapshot, late)`` (and ``("close", cam, tracker)`` for
         trackers ended on the way) to ``items``. Raises SchemaError for a rejected record."""
         msg = decode_features(rec.value, self.cfg.max_message_bytes)
-        feats = self._validate_dims(msg)        # what the message says first, then where it came from
+        feats = self._validate_dims(msg)  # what the message says first, then where it came from
         try:
             key = None if rec.key is None else bytes(rec.key).decode("utf-8")
         except UnicodeDecodeError:
             key = None
         if key != msg.camera:
-            raise SchemaError("key_mismatch", f"record key {rec.key!r} != camera {msg.camera!r} (the key is the camera)")
+            raise SchemaError(
+                "key_mismatch", f"record key {rec.key!r} != camera {msg.camera!r} (the key is the camera)"
+            )
         if self.cfg.engine.check_partition:
             n = self._partitions(rec.topic)
             want = self.t.partition_of(rec.key, n) if n else None
             if want is not None and want != rec.partition:
-                if live and msg.camera not in self._wrong_partition_logged and len(self._wrong_partition_logged) < 10000:
+                if (
+                    live
+                    and msg.camera not in self._wrong_partition_logged
+                    and len(self._wrong_partition_logged) < 10000
+                ):
                     self._wrong_partition_logged.add(msg.camera)
-                    log.warning("camera %r: record on partition %d, its key hashes to %d of %d (a producer with "
-                                "another partitioner, e.g. kcat's default); use murmur2 (Java / kafka-python)",
-                                msg.camera, rec.partition, want, n)
-                raise SchemaError("wrong_partition", f"camera {msg.camera!r} on partition {rec.partition}, "
-                                                     f"murmur2 gives {want} of {n}")
+                    log.warning(
+                        "camera %r: record on partition %d, its key hashes to %d of %d (a producer with "
+                        "another partitioner, e.g. kcat's default); use murmur2 (Java / kafka-python)",
+                        msg.camera,
+                        rec.partition,
+                        want,
+                        n,
+                    )
+                raise SchemaError(
+                    "wrong_partition",
+                    f"camera {msg.camera!r} on partition {rec.partition}, murmur2 gives {want} of {n}",
+                )
         cam, cold = self.store.get(msg.camera)
         cam.tp = rec.tp
         action, why = admit(cam, msg, self.cfg.engine)
@@ -114,7 +141,7 @@ class RecordProcessing:
             self._closing.append((msg.camera, cam.tracker))
             cam.graphs, cam.tracker, cam.seen = self.model.new_state(), self._tracker(msg.camera), 0
             cam.model, cam.shadow, cam.shadow_model = self.model, None, None
-            cam.exact = True      # a new stream: an uninterrupted engine restarts it the same way
+            cam.exact = True  # a new stream: an uninterrupted engine restarts it the same way
         items.extend(("close",) + c for c in self._closing)
         self._closing.clear()
         if cam.seen == 0 and action != RESTART:
@@ -131,7 +158,7 @@ class RecordProcessing:
         cam.seen += 1
         if not cam.exact and cam.graphs.count >= cam.model.window:
             cam.exact = True
-        self.rollout.advance(msg.camera, cam, feats, items)   # live model rollout: switch at this boundary?
+        self.rollout.advance(msg.camera, cam, feats, items)  # live model rollout: switch at this boundary?
         late = live and self.cfg.engine.late_after_s > 0 and time.time() - msg.wall_end > self.cfg.engine.late_after_s
         items.append(("score", rec, msg, cam, cam.tracker, cam.graphs.window(), late, cam.model))
 
@@ -153,12 +180,12 @@ class RecordProcessing:
         bs = self.cfg.engine.max_batch
         for i in range(0, len(snaps), bs):
             try:
-                out[i:i + bs] = model.score(snaps[i:i + bs])
+                out[i : i + bs] = model.score(snaps[i : i + bs])
             except Exception as e:  # noqa: BLE001 - score one by one; failures become internal_error
                 log.debug("batch scoring failed (%s), scoring one by one", e)
                 for k in range(i, min(i + bs, len(snaps))):
                     try:
-                        out[k] = model.score(snaps[k:k + 1])[0]
+                        out[k] = model.score(snaps[k : k + 1])[0]
                     except Exception:  # noqa: BLE001
                         out[k] = np.inf
         return out
@@ -203,21 +230,37 @@ class RecordProcessing:
             _, rec, msg, cam, tracker, _, late = it[:7]
             if id(it) not in score_of:
                 if live:
-                    self.stats.warmup += 1   # absorbed into a cold camera's window, not yet scored
+                    self.stats.warmup += 1  # absorbed into a cold camera's window, not yet scored
                 continue
             s = score_of[id(it)]
             if not math.isfinite(s):
                 if live:
-                    self._dead_letter(rec, SchemaError("non_finite_score" if math.isnan(s) else "internal_error",
-                                                       f"camera {msg.camera!r} clip {msg.clip}: model gave {s}"))
+                    self._dead_letter(
+                        rec,
+                        SchemaError(
+                            "non_finite_score" if math.isnan(s) else "internal_error",
+                            f"camera {msg.camera!r} clip {msg.clip}: model gave {s}",
+                        ),
+                    )
                 continue
-            cs = ClipScore(msg.clip, s, msg.pts_start, msg.pts_end, msg.wall_start, msg.wall_end,
-                           Evidence(rec.topic, rec.partition, rec.offset), epoch=msg.epoch, late=late)
+            cs = ClipScore(
+                msg.clip,
+                s,
+                msg.pts_start,
+                msg.pts_end,
+                msg.wall_start,
+                msg.wall_end,
+                Evidence(rec.topic, rec.partition, rec.offset),
+                epoch=msg.epoch,
+                late=late,
+            )
             try:
                 alerts = tracker.step(cs)
             except Exception as e:  # noqa: BLE001
                 if live:
-                    self._dead_letter(rec, SchemaError("internal_error", f"alert tracker: {type(e).__name__}: {e}"[:300]), exc=e)
+                    self._dead_letter(
+                        rec, SchemaError("internal_error", f"alert tracker: {type(e).__name__}: {e}"[:300]), exc=e
+                    )
                 continue
             if not live:
                 continue
@@ -227,9 +270,13 @@ class RecordProcessing:
                 self.stats.late_clips += 1
                 self.metrics.late.inc()
             if self.cfg.engine.publish_scores:  # compact per-clip record for dashboards (stream/live.py)
-                self.t.produce(self.cfg.topics.scores, msg.camera,
-                               encode_score(msg.camera, msg.clip, msg.wall_end, s, it[7].meta.model_version,
-                                            msg.frame_start, msg.frame_end))
+                self.t.produce(
+                    self.cfg.topics.scores,
+                    msg.camera,
+                    encode_score(
+                        msg.camera, msg.clip, msg.wall_end, s, it[7].meta.model_version, msg.frame_start, msg.frame_end
+                    ),
+                )
             self._emit(msg.camera, alerts)
             if self.sink:
                 self.sink.on_score(msg.camera, msg, s)

@@ -13,6 +13,7 @@ the read range continue exactly as an uninterrupted engine; the others start col
 the ``max_cameras`` cameras most recently active in the range are replayed (the store holds no
 more); the others are counted as ``rebuild_not_held`` and start cold when they return.
 """
+
 from __future__ import annotations
 
 import logging
@@ -102,6 +103,17 @@ def rebuild_partition(svc, tp: TopicPartition) -> None:
     svc.metrics.rebuild_records.inc(nread)
     svc.metrics.rebuild_seconds.observe(dt)
     t.seek(tp, committed)
-    log.info("rebuilt %s[%d] from %d records before offset %d (%d replayed) in %.2f s (%d cameras, %d held, "
-             "%d without full history%s)", tp[0], tp[1], nread, committed, len(recs), dt, len(cams), len(keep), partial,
-             ", time budget spent" if truncated else "")
+    log.info(
+        "rebuilt %s[%d] from %d records before offset %d (%d replayed) in %.2f s (%d cameras, %d held, "
+        "%d without full history%s)",
+        tp[0],
+        tp[1],
+        nread,
+        committed,
+        len(recs),
+        dt,
+        len(cams),
+        len(keep),
+        partial,
+        ", time budget spent" if truncated else "",
+    )

@@ -17,6 +17,7 @@ goes unscored (the old model scores while the shadow fills). The camera's open a
 ended at its last clip under the *old* model version (alert ids include the version); alert state
 restarts under the new one. Rolling back is the same operation towards the previous model.
 """
+
 from __future__ import annotations
 
 import logging
@@ -55,8 +56,13 @@ class Rollout:
         s = self.svc
         s.stats.model_load_failures[reason] = s.stats.model_load_failures.get(reason, 0) + 1
         s.metrics.model_load_failures.labels(reason).inc()
-        log.error("model rollout: %s%s: %s; still serving %s", reason, f" ({version})" if version else "",
-                  detail, _version(s.model))
+        log.error(
+            "model rollout: %s%s: %s; still serving %s",
+            reason,
+            f" ({version})" if version else "",
+            detail,
+            _version(s.model),
+        )
 
     def compatible(self, model) -> str:
         """Why ``model`` cannot score the features on the topic ("" when it can)."""
@@ -88,8 +94,9 @@ class Rollout:
                 if k not in dims:
                     names.append(k)
                     dims[k] = int(m.meta.dims[k])
-            versions.update({k: str(v) for k, v in (m.meta.extractor_versions or {}).items()
-                             if v and k not in versions})
+            versions.update(
+                {k: str(v) for k, v in (m.meta.extractor_versions or {}).items() if v and k not in versions}
+            )
         s.names, s.dims, s.versions = names, dims, versions
         s.window = max(m.window for m in models.values())
 
@@ -127,10 +134,15 @@ class Rollout:
         s.metrics.model_loads.inc()
         self.rolling = True
         self._check_at = 0.0
-        log.info("model rollout: %s%s staged beside %s (loaded and warmed in %.2f s); cameras switch at a clip "
-                 "boundary once its window (%d clips) is warm", _version(model),
-                 " (rollback)" if manifest is not None and manifest.rollback else "", _version(old), load_s,
-                 model.window)
+        log.info(
+            "model rollout: %s%s staged beside %s (loaded and warmed in %.2f s); cameras switch at a clip "
+            "boundary once its window (%d clips) is warm",
+            _version(model),
+            " (rollback)" if manifest is not None and manifest.rollback else "",
+            _version(old),
+            load_s,
+            model.window,
+        )
         self.check()
         return True
 
@@ -143,19 +155,19 @@ class Rollout:
         target = s.model
         if cam.model is target:
             return
-        if cam.model is None or _version(cam.model) == _version(target):   # same weights: nothing to warm
+        if cam.model is None or _version(cam.model) == _version(target):  # same weights: nothing to warm
             cam.model, cam.shadow = target, None
             return
         if cam.shadow is None or cam.shadow_model is not target:
             cam.shadow, cam.shadow_model = target.new_state(), target
         try:
             cam.shadow.push(feats)
-        except ValueError:      # the new model's projection overflows on this clip: warm up again later
+        except ValueError:  # the new model's projection overflows on this clip: warm up again later
             cam.shadow = cam.shadow_model = None
             return
         if cam.shadow.count < target.window and cam.shadow.count < cam.graphs.count:
             return
-        items.append(("close", cam_id, cam.tracker))   # an open alert ends under the old version
+        items.append(("close", cam_id, cam.tracker))  # an open alert ends under the old version
         cam.graphs, cam.model, cam.shadow, cam.shadow_model = cam.shadow, target, None, None
         cam.tracker = s._tracker(cam_id)
         cam.exact = cam.exact or cam.graphs.count >= target.window
@@ -172,7 +184,7 @@ class Rollout:
             return
         self._check_at = now
         s = self.svc
-        held = s.t.assignment()    # cameras of partitions revoked from this engine are not waited for
+        held = s.t.assignment()  # cameras of partitions revoked from this engine are not waited for
         pending = sum(1 for c in s.store.cams.values() if c.model is not s.model and (c.tp is None or c.tp in held))
         s.metrics.model_pending.set(pending)
         if pending == 0:

@@ -13,6 +13,7 @@ so torch, ONNX Runtime and TensorRT, graphs-in and features-in, all see the inpu
 trained on, identical to :func:`fusewatch.engines.evaluation.scoring.score_video`. The ONNX exports do
 not contain the normalisation (the engine, the caller, applies it from the ``feature_norm`` metadata).
 """
+
 from __future__ import annotations
 
 from collections import deque
@@ -22,14 +23,13 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from fusewatch.errors import CheckpointError, one_line
-from fusewatch.stream.config import CACHE_DIR, Config
-
 from fusewatch.engines.fusion.meta import ModelMeta
 from fusewatch.engines.fusion.normalize import normalize_feats
 from fusewatch.engines.fusion.presence import present_flags
 from fusewatch.engines.serving.backends import Scorer, select_backend
 from fusewatch.engines.serving.state import CameraGraphState
+from fusewatch.errors import CheckpointError, one_line
+from fusewatch.stream.config import CACHE_DIR, Config
 
 
 class FeatureWindow:
@@ -44,8 +44,9 @@ class FeatureWindow:
         self.count = 0
 
     def push(self, feats: Mapping[str, np.ndarray | None]) -> None:
-        self.buf.append({k: (None if feats.get(k) is None else np.asarray(feats[k], np.float32).reshape(-1))
-                         for k in self.names})
+        self.buf.append(
+            {k: (None if feats.get(k) is None else np.asarray(feats[k], np.float32).reshape(-1)) for k in self.names}
+        )
         self.count += 1
 
     def window(self):
@@ -53,13 +54,13 @@ class FeatureWindow:
         out = {k: np.zeros((n, self.dims[k]), np.float32) for k in self.names}
         present = np.zeros(len(self.names), np.float32)
         for j, clip in enumerate(self.buf):
-            flags = present_flags(clip, self.names)   # absent clip row: stays zero
+            flags = present_flags(clip, self.names)  # absent clip row: stays zero
             present = np.maximum(present, flags)
             for i, k in enumerate(self.names):
                 if flags[i]:
                     out[k][n - c + j] = clip[k]
         mask = np.zeros(n, np.float32)
-        mask[n - c:] = 1
+        mask[n - c :] = 1
         return out, mask, present
 
 
@@ -72,8 +73,11 @@ class NormalizedState:
         self.inner, self.norm = inner, dict(norm)
 
     def push(self, feats: Mapping[str, np.ndarray | None]) -> None:
-        self.inner.push(normalize_feats(
-            {k: (None if v is None else np.asarray(v).reshape(-1)) for k, v in feats.items()}, self.norm))
+        self.inner.push(
+            normalize_feats(
+                {k: (None if v is None else np.asarray(v).reshape(-1)) for k, v in feats.items()}, self.norm
+            )
+        )
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -133,36 +137,49 @@ def load_serving_model(cfg: Config, model: str | Path | None = None, backend: st
     if path.is_dir():
         raise CheckpointError(f"model {path}: is a directory (expected a .pt checkpoint or an .onnx file)")
     if not path.is_file():
-        hint = " (run `fusewatch demo` once to train the default model, or `fusewatch train`)" \
-            if not (model or cfg.engine.model) else ""
+        hint = (
+            " (run `fusewatch demo` once to train the default model, or `fusewatch train`)"
+            if not (model or cfg.engine.model)
+            else ""
+        )
         raise CheckpointError(f"model {path}: not found{hint}")
     name = backend or cfg.engine.backend
     if path.suffix == ".onnx":
         from fusewatch.engines.export.onnx_meta import onnx_node_encoders, onnx_projectors, read_onnx_meta
+
         try:
             meta = read_onnx_meta(str(path))
         except CheckpointError:
             raise
         except Exception as e:  # noqa: BLE001 - protobuf's DecodeError & co: the file is not an ONNX model
             raise CheckpointError(f"model {path}: not a readable ONNX file ({one_line(e)})") from None
-        scorer = select_backend(name, model=str(path), max_batch=cfg.engine.max_batch,
-                                threads=cfg.engine.threads)
+        scorer = select_backend(name, model=str(path), max_batch=cfg.engine.max_batch, threads=cfg.engine.threads)
         projectors = onnx_projectors(meta)
         encoders = onnx_node_encoders(meta)
         torch_model = None
     else:
         from fusewatch.extras import require
-        require("torch", f"model {path}: a torch checkpoint",
-                f", or export it where torch is installed (`fusewatch export-models --model {path.name} "
-                "--out DIR`) and serve the .onnx file")
+
+        require(
+            "torch",
+            f"model {path}: a torch checkpoint",
+            f", or export it where torch is installed (`fusewatch export-models --model {path.name} "
+            "--out DIR`) and serve the .onnx file",
+        )
         from fusewatch.engines.training.checkpoint import load_model
+
         torch_model, ckpt_meta = load_model(path)
         # TODO(ModelMeta): backends take the flat dict until they are switched to ModelMeta
-        scorer = select_backend(name, model=torch_model, meta=ckpt_meta.to_dict(), max_batch=cfg.engine.max_batch,
-                                threads=cfg.engine.threads)
+        scorer = select_backend(
+            name,
+            model=torch_model,
+            meta=ckpt_meta.to_dict(),
+            max_batch=cfg.engine.max_batch,
+            threads=cfg.engine.threads,
+        )
         projectors = torch_model.projectors() if hasattr(torch_model, "projectors") else {}
         encoders = torch_model.node_encoders() if hasattr(torch_model, "node_encoders") else {}
-    flat = dict(scorer.meta)   # TODO(ModelMeta): Scorer.meta is still the flat dict
+    flat = dict(scorer.meta)  # TODO(ModelMeta): Scorer.meta is still the flat dict
     if torch_model is not None:
         # ONNX Runtime / TensorRT read their metadata from an export cached by model_version (the
         # weights): metadata added to the checkpoint later (thresholds calibrated after training)
@@ -181,6 +198,10 @@ def load_serving_model(cfg: Config, model: str | Path | None = None, backend: st
     if "graphs" in scorer.forms:
         if meta.node_dim and not encoders:
             raise CheckpointError(f"model {path}: node_dim = {meta.node_dim} but no node encoders found")
-        return ServingModel(scorer, meta, _normalized(lambda: CameraGraphState(
-            names, window, dims, projectors, node_encoders=encoders), norm), "graphs")
+        return ServingModel(
+            scorer,
+            meta,
+            _normalized(lambda: CameraGraphState(names, window, dims, projectors, node_encoders=encoders), norm),
+            "graphs",
+        )
     return ServingModel(scorer, meta, _normalized(lambda: FeatureWindow(names, window, dims), norm), "features")

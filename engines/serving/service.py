@@ -25,6 +25,7 @@ sequence checks of :mod:`~fusewatch.engines.serving.cameras`, ``non_finite_score
 ``internal_error`` for any other exception while processing it). Transport errors still propagate
 (never commit what was not delivered).
 """
+
 from __future__ import annotations
 
 import copy
@@ -34,18 +35,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from fusewatch.stream.config import Config
-from fusewatch.stream.schema import FeatureMessage
-from fusewatch.stream.transport import Record, TopicPartition, Transport, TransportError
-
 from fusewatch.engines.fusion.meta import ModelMeta
 from fusewatch.engines.serving.alerts import AlertTracker
 from fusewatch.engines.serving.cameras import Camera, CameraStore
-from fusewatch.engines.serving.processing import RecordProcessing
 from fusewatch.engines.serving.health import EngineMetrics, HealthServer, healthy_since
+from fusewatch.engines.serving.processing import RecordProcessing
 from fusewatch.engines.serving.rebuild import read_range, rebuild_partition
 from fusewatch.engines.serving.rollout import Rollout
 from fusewatch.engines.serving.runtime import ServingModel
+from fusewatch.stream.config import Config
+from fusewatch.stream.schema import FeatureMessage
+from fusewatch.stream.transport import Record, TopicPartition, Transport, TransportError
 
 log = logging.getLogger("fusewatch.engine")
 
@@ -120,8 +120,15 @@ class EngineService(RecordProcessing):
     :class:`~fusewatch.engines.serving.manifest.ModelWatcher` (live model rollout; started and
     stopped by :meth:`run`); :meth:`stage_model` stages a model directly."""
 
-    def __init__(self, cfg: Config, model: ServingModel, transport: Transport,
-                 sink: ScoreSink | None = None, delay_s: float = 0.0, watcher=None):
+    def __init__(
+        self,
+        cfg: Config,
+        model: ServingModel,
+        transport: Transport,
+        sink: ScoreSink | None = None,
+        delay_s: float = 0.0,
+        watcher=None,
+    ):
         self.cfg = cfg
         self.model = model
         self.meta = meta = model.meta
@@ -232,7 +239,7 @@ class EngineService(RecordProcessing):
     # -- main loop ------------------------------------------------------------------------------
     def step(self, timeout: float | None = None) -> int:
         """One poll → score → produce → flush → commit cycle. Returns records consumed."""
-        self.rollout.poll()   # a model loaded in the background is staged between two steps
+        self.rollout.poll()  # a model loaded in the background is staged between two steps
         for tp in sorted(self._pending_rebuild):
             if tp in self.t.assignment():
                 self._rebuild(tp)
@@ -285,8 +292,13 @@ class EngineService(RecordProcessing):
         any free port); returns the bound port."""
         if self.http is None:
             limit = self.cfg.engine.stall_timeout or 60.0
-            self.http = HealthServer(self.metrics, lambda: healthy_since(self.last_progress, limit),
-                                     lambda: self.ready, self.cfg.engine.metrics_port if port is None else port, addr)
+            self.http = HealthServer(
+                self.metrics,
+                lambda: healthy_since(self.last_progress, limit),
+                lambda: self.ready,
+                self.cfg.engine.metrics_port if port is None else port,
+                addr,
+            )
         return self.http.port
 
     def start(self) -> None:
@@ -295,9 +307,14 @@ class EngineService(RecordProcessing):
         w = self.rollout.watcher
         if w is not None and w._thread is None:
             w.start()
-        self.t.subscribe([self.cfg.topics.features], self.cfg.engine.group_id,
-                         on_assign=self.on_assign, on_revoke=self.on_revoke, from_beginning=True,
-                         callbacks_use_transport=False)
+        self.t.subscribe(
+            [self.cfg.topics.features],
+            self.cfg.engine.group_id,
+            on_assign=self.on_assign,
+            on_revoke=self.on_revoke,
+            from_beginning=True,
+            callbacks_use_transport=False,
+        )
 
     def run(self, idle_exit_s: float | None = None, max_records: int | None = None) -> EngineStats:
         """Run until :meth:`stop` (or ``idle_exit_s`` without records / ``max_records`` consumed)."""

@@ -9,6 +9,7 @@
   fusewatch trains today: one score per clip, no map) gives no location, so zones are a no-op for
   it — the score passes unchanged.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,7 +32,7 @@ def load_thresholds_file(path: str | Path) -> dict[str, dict]:
         raise ConfigError(f"alerts.camera_thresholds_file {p}: invalid JSON ({e})") from None
     cams = d.get("cameras", d) if isinstance(d, dict) else None
     if not isinstance(cams, dict):
-        raise ConfigError(f"alerts.camera_thresholds_file {p}: expected {{\"cameras\": {{camera: {{on, off}}}}}}")
+        raise ConfigError(f'alerts.camera_thresholds_file {p}: expected {{"cameras": {{camera: {{on, off}}}}}}')
     return cams
 
 

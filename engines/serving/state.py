@@ -19,6 +19,7 @@ Missing data: a representation absent for a clip (key missing / ``None`` / all-z
 zero row/col for that clip; ``present[m]`` is 1 iff at least one real clip of the window has it.
 This matches the batch path of :class:`fusewatch.engines.fusion.lego.LegoModel` fed with zero feature rows.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -55,9 +56,17 @@ class IncrementalGraph:
             (default: read from the callable).
     """
 
-    def __init__(self, window: int, dim: int | None = None, project: Projector | None = None,
-                 dtype=np.float32, hadamard_order: int = 0, name: str = "",
-                 node_encoder: Projector | None = None, node_dim: int | None = None):
+    def __init__(
+        self,
+        window: int,
+        dim: int | None = None,
+        project: Projector | None = None,
+        dtype=np.float32,
+        hadamard_order: int = 0,
+        name: str = "",
+        node_encoder: Projector | None = None,
+        node_dim: int | None = None,
+    ):
         if window < 1:
             raise ValueError("window must be >= 1")
         self.n = int(window)
@@ -66,14 +75,17 @@ class IncrementalGraph:
         self.dtype = np.dtype(dtype)
         self.order = int(hadamard_order)
         self.name = name
-        self.z: np.ndarray | None = None                       # N×k normalised features, ring order
-        self.r = np.zeros((self.n, self.n), self.dtype)          # cosine graph, ring order
-        self.filled = np.zeros(self.n, bool)                     # slot holds a clip
-        self.has = np.zeros(self.n, bool)                        # slot holds this representation
+        self.z: np.ndarray | None = None  # N×k normalised features, ring order
+        self.r = np.zeros((self.n, self.n), self.dtype)  # cosine graph, ring order
+        self.filled = np.zeros(self.n, bool)  # slot holds a clip
+        self.has = np.zeros(self.n, bool)  # slot holds this representation
         self.h = np.zeros((self.order, self.n, self.n), self.dtype) if self.order else None
         self.encode = node_encoder
-        self.node_dim = (int(node_dim) if node_dim is not None else encoder_dim(node_encoder, name)) \
-            if node_encoder is not None else 0
+        self.node_dim = (
+            (int(node_dim) if node_dim is not None else encoder_dim(node_encoder, name))
+            if node_encoder is not None
+            else 0
+        )
         self.u = np.zeros((self.n, self.node_dim), self.dtype) if self.node_dim else None  # ring order
         self.count = 0
 
@@ -102,23 +114,25 @@ class IncrementalGraph:
         if self.dim is not None and x.shape[0] != self.dim:
             raise ValueError(f"{self.name or 'feature'}: expected dim {self.dim}, got {x.shape[0]}")
         with np.errstate(over="ignore", invalid="ignore"):
-            x = x.astype(self.dtype, copy=False)                   # float64 beyond float32's range → inf
+            x = x.astype(self.dtype, copy=False)  # float64 beyond float32's range → inf
             if not np.all(np.isfinite(x)):
                 raise ValueError(f"{self.name or 'feature'}: non-finite values (after the cast to {self.dtype})")
             if not np.any(x):
-                return None, None                                  # all-zero = missing (as in the model)
+                return None, None  # all-zero = missing (as in the model)
             z = np.asarray(self.project(x), dtype=self.dtype) if self.project is not None else x
-            z64 = z.astype(np.float64)                             # |z|² of float32 values cannot overflow
+            z64 = z.astype(np.float64)  # |z|² of float32 values cannot overflow
             ss = float(np.dot(z64, z64))
             u = None
             if self.encode is not None:
                 u = np.asarray(self.encode(x), dtype=self.dtype).reshape(-1)
                 if u.shape[0] != self.node_dim:
-                    raise ValueError(f"{self.name or 'feature'}: node encoder gave {u.shape[0]} values, "
-                                     f"expected {self.node_dim}")
+                    raise ValueError(
+                        f"{self.name or 'feature'}: node encoder gave {u.shape[0]} values, expected {self.node_dim}"
+                    )
             if not (np.isfinite(ss) and (u is None or np.all(np.isfinite(u)))):
-                raise ValueError(f"{self.name or 'feature'}: values too large (projection or node signal "
-                                 f"not finite in {self.dtype})")
+                raise ValueError(
+                    f"{self.name or 'feature'}: values too large (projection or node signal not finite in {self.dtype})"
+                )
             return (z64 / np.sqrt(max(ss, EPS_NORM))).astype(self.dtype), u
 
     def push(self, x: np.ndarray | None) -> None:
@@ -135,8 +149,7 @@ class IncrementalGraph:
             self.z = np.zeros((self.n, z.shape[0]), self.dtype)
         if self.z is not None:
             if z is not None and z.shape[0] != self.z.shape[1]:
-                raise ValueError(f"{self.name or 'feature'}: embedded dim changed "
-                                 f"({self.z.shape[1]} → {z.shape[0]})")
+                raise ValueError(f"{self.name or 'feature'}: embedded dim changed ({self.z.shape[1]} → {z.shape[0]})")
             self.z[s] = 0 if z is None else z
             row = self.z @ self.z[s] if z is not None else np.zeros(self.n, self.dtype)
         else:
@@ -168,7 +181,7 @@ class IncrementalGraph:
         if c < n:
             out[...] = 0
             if c:
-                out[..., n - c:, n - c:] = src[..., :c, :c]
+                out[..., n - c :, n - c :] = src[..., :c, :c]
             return out
         s = self.count % n
         if s == 0:
@@ -190,11 +203,11 @@ class IncrementalGraph:
         if c < n:
             out[...] = 0
             if c:
-                out[n - c:] = self.u[:c]
+                out[n - c :] = self.u[:c]
             return out
         s = self.count % n
         out[: n - s] = self.u[s:]
-        out[n - s:] = self.u[:s]
+        out[n - s :] = self.u[:s]
         return out
 
     def graph(self, out: np.ndarray | None = None) -> np.ndarray:
@@ -235,10 +248,17 @@ class CameraGraphState:
     Attributes: ``node_dim`` (0 without node branch).
     """
 
-    def __init__(self, names: Sequence[str], window: int, dims: Mapping[str, int] | None = None,
-                 projectors: Mapping[str, Projector] | None = None, dtype=np.float32,
-                 hadamard_order: int = 0, node_encoders: Mapping[str, Projector] | None = None,
-                 node_dim: int | None = None):
+    def __init__(
+        self,
+        names: Sequence[str],
+        window: int,
+        dims: Mapping[str, int] | None = None,
+        projectors: Mapping[str, Projector] | None = None,
+        dtype=np.float32,
+        hadamard_order: int = 0,
+        node_encoders: Mapping[str, Projector] | None = None,
+        node_dim: int | None = None,
+    ):
         self.names = list(names)
         self.n = int(window)
         projectors = projectors or {}
@@ -247,25 +267,33 @@ class CameraGraphState:
             missing = [nm for nm in self.names if nm not in node_encoders]
             if missing:
                 raise ValueError(f"node_encoders: no encoder for representation(s) {missing}")
-            dims_k = {encoder_dim(node_encoders[nm], nm) if node_dim is None else int(node_dim)
-                      for nm in self.names}
+            dims_k = {encoder_dim(node_encoders[nm], nm) if node_dim is None else int(node_dim) for nm in self.names}
             if len(dims_k) != 1:
                 raise ValueError(f"node_encoders: output sizes differ ({sorted(dims_k)})")
             node_dim = dims_k.pop()
         else:
             node_dim = None
         self.node_dim = int(node_dim or 0)
-        self.graphs = [IncrementalGraph(self.n, (dims or {}).get(nm), projectors.get(nm), dtype,
-                                        hadamard_order, nm, node_encoders.get(nm), node_dim)
-                       for nm in self.names]
+        self.graphs = [
+            IncrementalGraph(
+                self.n,
+                (dims or {}).get(nm),
+                projectors.get(nm),
+                dtype,
+                hadamard_order,
+                nm,
+                node_encoders.get(nm),
+                node_dim,
+            )
+            for nm in self.names
+        ]
 
     @classmethod
-    def from_model(cls, model, dtype=np.float32, hadamard_order: int = 0) -> "CameraGraphState":
+    def from_model(cls, model, dtype=np.float32, hadamard_order: int = 0) -> CameraGraphState:
         """State matching a :class:`fusewatch.engines.fusion.lego.LegoModel` (names, window, dims, projections,
         node encoders)."""
         enc = model.node_encoders() if hasattr(model, "node_encoders") else {}
-        return cls(model.names, model.window, model.dims, model.projectors(), dtype, hadamard_order,
-                   node_encoders=enc)
+        return cls(model.names, model.window, model.dims, model.projectors(), dtype, hadamard_order, node_encoders=enc)
 
     @property
     def count(self) -> int:
@@ -317,7 +345,7 @@ class CameraGraphState:
                     out[3][i] = g.node_signals()
             present[i] = 1.0 if g.present() else 0.0
         mask[:] = 0
-        mask[n - c:] = 1
+        mask[n - c :] = 1
         return out
 
     def hadamard_window(self) -> np.ndarray:
@@ -332,9 +360,16 @@ class GraphStateStore:
     pushed cameras are evicted).
     """
 
-    def __init__(self, names: Sequence[str], window: int, dims: Mapping[str, int] | None = None,
-                 projectors: Mapping[str, Projector] | None = None, dtype=np.float32,
-                 max_cameras: int | None = None, node_encoders: Mapping[str, Projector] | None = None):
+    def __init__(
+        self,
+        names: Sequence[str],
+        window: int,
+        dims: Mapping[str, int] | None = None,
+        projectors: Mapping[str, Projector] | None = None,
+        dtype=np.float32,
+        max_cameras: int | None = None,
+        node_encoders: Mapping[str, Projector] | None = None,
+    ):
         self.names = list(names)
         self.n = int(window)
         self._kw = dict(dims=dims, projectors=projectors, dtype=dtype, node_encoders=node_encoders)
@@ -343,10 +378,9 @@ class GraphStateStore:
         self._states: OrderedDict[str, CameraGraphState] = OrderedDict()
 
     @classmethod
-    def from_model(cls, model, dtype=np.float32, max_cameras: int | None = None) -> "GraphStateStore":
+    def from_model(cls, model, dtype=np.float32, max_cameras: int | None = None) -> GraphStateStore:
         enc = model.node_encoders() if hasattr(model, "node_encoders") else {}
-        return cls(model.names, model.window, model.dims, model.projectors(), dtype, max_cameras,
-                   node_encoders=enc)
+        return cls(model.names, model.window, model.dims, model.projectors(), dtype, max_cameras, node_encoders=enc)
 
     def __contains__(self, camera: str) -> bool:
         return camera in self._states
@@ -382,8 +416,11 @@ class GraphStateStore:
         ``U B×M×N×k`` with node encoders."""
         cams = list(cameras)
         m, n = len(self.names), self.n
-        out = (np.zeros((len(cams), m, n, n), np.float32), np.zeros((len(cams), n), np.float32),
-               np.zeros((len(cams), m), np.float32))
+        out = (
+            np.zeros((len(cams), m, n, n), np.float32),
+            np.zeros((len(cams), n), np.float32),
+            np.zeros((len(cams), m), np.float32),
+        )
         if self.node_dim:
             out += (np.zeros((len(cams), m, n, self.node_dim), np.float32),)
         for b, cam in enumerate(cams):

@@ -1,4 +1,5 @@
 """Alert thresholds calibrated on the normal training videos, stored in the checkpoint."""
+
 from __future__ import annotations
 
 from pathlib import Path

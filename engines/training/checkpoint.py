@@ -21,6 +21,7 @@ versions load such a checkpoint and keep the key as unknown metadata) and covere
 is the flat dict described at :func:`model_meta`; what :func:`fusewatch.engines.export.onnx.export_onnx`
 and the backends take).
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -34,7 +35,6 @@ from typing import Any, Mapping
 import torch
 
 from fusewatch.engines.fusion.base import FusionModel
-
 from fusewatch.engines.fusion.factory import build_model
 from fusewatch.engines.fusion.meta import ModelMeta
 from fusewatch.engines.fusion.normalize import decode_feature_norm, encode_feature_norm
@@ -50,8 +50,11 @@ def weights_hash(model: FusionModel) -> str:
     """``model_version``: first 16 hex digits of sha256 over the config JSON, the feature
     normalisation (when the model has one) and every weight (names, dtypes, shapes, bytes, sorted by name)."""
     h = hashlib.sha256()
-    h.update(json.dumps({"config": model.config, "dims": model.dims, "build_kwargs": model.build_kwargs},
-                        sort_keys=True).encode())
+    h.update(
+        json.dumps(
+            {"config": model.config, "dims": model.dims, "build_kwargs": model.build_kwargs}, sort_keys=True
+        ).encode()
+    )
     norm = encode_feature_norm(getattr(model, "feature_norm", None))
     if norm:
         h.update(json.dumps({"feature_norm": norm}, sort_keys=True).encode())
@@ -81,8 +84,11 @@ def model_meta(model: FusionModel, extra: Mapping[str, Any] | None = None) -> Mo
         "representations": list(model.names),
         "fusion": c.get("fusion", model.fusion),
         "window": model.window,
-        "order_p": c.get("order_p"), "order_q": c.get("order_q"), "expansion": c.get("expansion"),
-        "softplus": c.get("softplus"), "proj_dim": c.get("proj_dim"),
+        "order_p": c.get("order_p"),
+        "order_q": c.get("order_q"),
+        "expansion": c.get("expansion"),
+        "softplus": c.get("softplus"),
+        "proj_dim": c.get("proj_dim"),
         "node_dim": int(getattr(model, "node_dim", 0) or 0),
     }
     norm = encode_feature_norm(getattr(model, "feature_norm", None))
@@ -97,7 +103,7 @@ def _plain(x: Any, where: str) -> Any:
     """Check that ``x`` is weights_only-loadable plain data."""
     if x is None:
         return x
-    for t in (bool, str, int, float):     # coerce subclasses (np.float64, TorchVersion …) to builtins
+    for t in (bool, str, int, float):  # coerce subclasses (np.float64, TorchVersion …) to builtins
         if isinstance(x, t):
             return t(x)
     if type(x).__module__ == "numpy" and hasattr(x, "item") and getattr(x, "ndim", 1) == 0:
@@ -111,29 +117,34 @@ def _plain(x: Any, where: str) -> Any:
                 raise TypeError(f"{where}: metadata keys must be str (got {k!r})")
             out[k] = _plain(v, f"{where}.{k}")
         return out
-    raise TypeError(f"{where}: unsupported metadata value of type {type(x).__name__} "
-                    "(use str/int/float/bool/None/list/dict)")
+    raise TypeError(
+        f"{where}: unsupported metadata value of type {type(x).__name__} (use str/int/float/bool/None/list/dict)"
+    )
 
 
-def save_checkpoint(model: FusionModel, path: str | os.PathLike,
-                    metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def save_checkpoint(
+    model: FusionModel, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Save ``model`` (built by :func:`fusewatch.engines.fusion.factory.build_model`) to ``path`` atomically.
 
     ``metadata``: optional plain-data dict stored under ``meta`` (e.g. epoch, AUC, dataset).
     Returns the metadata written (with ``model_version``)."""
     if not model.config:
         raise ValueError("model has no .config: build it with fusewatch.engines.fusion.factory.build_model")
-    meta = {"model_version": weights_hash(model),
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "torch_version": str(torch.__version__)}
+    meta = {
+        "model_version": weights_hash(model),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "torch_version": str(torch.__version__),
+    }
     meta.update(_plain(dict(metadata or {}), "metadata"))
     meta.pop("feature_norm", None)
     norm = encode_feature_norm(getattr(model, "feature_norm", None))
     if norm:
-        meta["feature_norm"] = norm           # the model's own statistics, never stale metadata
+        meta["feature_norm"] = norm  # the model's own statistics, never stale metadata
     meta["model_version"] = weights_hash(model)
     ckpt = {
-        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
         "config": _plain(dict(model.config), "config"),
         "build_kwargs": _plain(dict(model.build_kwargs), "build_kwargs"),
         "dims": {k: int(v) for k, v in model.dims.items()},
@@ -178,26 +189,36 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {p}: not found")
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, AttributeError, EOFError, ValueError, TypeError,
-            ImportError, KeyError) as e:
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        AttributeError,
+        EOFError,
+        ValueError,
+        TypeError,
+        ImportError,
+        KeyError,
+    ) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"checkpoint {p}: cannot be loaded with torch.load(weights_only=True) — "
-                              f"it is not a fusewatch checkpoint or contains pickled objects/code "
-                              f"({first})") from None
+        raise CheckpointError(
+            f"checkpoint {p}: cannot be loaded with torch.load(weights_only=True) — "
+            f"it is not a fusewatch checkpoint or contains pickled objects/code "
+            f"({first})"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {p}: not a fusewatch checkpoint (missing format={FORMAT!r})")
     if ckpt.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {p}: unsupported format_version {ckpt.get('format_version')!r}")
-    for key, typ in (("config", dict), ("dims", dict), ("representations", list), ("state_dict", dict),
-                     ("meta", dict)):
+    for key, typ in (("config", dict), ("dims", dict), ("representations", list), ("state_dict", dict), ("meta", dict)):
         if not isinstance(ckpt.get(key), typ):
             raise CheckpointError(f"checkpoint {p}: field {key!r} missing or not a {typ.__name__}")
     ckpt.setdefault("build_kwargs", {})
     return ckpt
 
 
-def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu",
-               verify: bool = True) -> tuple[FusionModel, ModelMeta]:
+def load_model(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", verify: bool = True
+) -> tuple[FusionModel, ModelMeta]:
     """Load a checkpoint → ``(model in eval mode, meta)``.
 
     ``meta`` is :func:`model_meta` of the model plus the stored metadata (``created``, user keys)
@@ -219,12 +240,13 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         model = build_model(cfg, ckpt["dims"], **kwargs)
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"checkpoint {path}: invalid model config ({e})") from None
-    if legacy:   # keep the stored dicts: same weights hash, and a re-save stays a legacy checkpoint
+    if legacy:  # keep the stored dicts: same weights hash, and a re-save stays a legacy checkpoint
         model.config.pop("node_dim", None)
         model.build_kwargs = dict(ckpt["build_kwargs"])
     if list(ckpt["representations"]) != model.names:
-        raise CheckpointError(f"checkpoint {path}: representations {ckpt['representations']} do not match "
-                              f"config {model.names}")
+        raise CheckpointError(
+            f"checkpoint {path}: representations {ckpt['representations']} do not match config {model.names}"
+        )
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError as e:
@@ -237,6 +259,8 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         raise CheckpointError(f"checkpoint {path}: {e}") from None
     meta = model_meta(model, stored)
     if verify and stored.get("model_version") and stored["model_version"] != meta.model_version:
-        raise CheckpointError(f"checkpoint {path}: model_version {stored['model_version']} does not match "
-                              f"the weights ({meta.model_version})")
+        raise CheckpointError(
+            f"checkpoint {path}: model_version {stored['model_version']} does not match "
+            f"the weights ({meta.model_version})"
+        )
     return model, meta.replace(path=str(path))

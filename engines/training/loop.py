@@ -14,6 +14,7 @@ causal per-clip protocol of :mod:`fusewatch.engines.evaluation.scoring`. Seeding
 ``cfg.train.random_pair`` sets ``LegoModel.random_pair`` (with more than two representations, one
 random pair is fused per training forward). Optimiser: Adam (``cfg.train.lr``, ``weight_decay``).
 """
+
 from __future__ import annotations
 
 import copy
@@ -29,7 +30,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from fusewatch.errors import ConfigError, DatasetError
 from fusewatch.engines.data import FeatureDataset, VideoFeatures, as_dataset
 from fusewatch.engines.evaluation import metrics as M
 from fusewatch.engines.evaluation.scoring import score_dataset
@@ -41,6 +41,7 @@ from fusewatch.engines.training.calibration import calibrate_thresholds
 from fusewatch.engines.training.losses import degree_variance_reg, topk_bag_scores
 from fusewatch.engines.training.split import set_seed, stratified_split
 from fusewatch.engines.training.windows import DEFAULT_MAX_WINDOWS, Window, video_windows, window_batch
+from fusewatch.errors import ConfigError, DatasetError
 from fusewatch.stream.config import Config, ModelConfig
 
 log = logging.getLogger("fusewatch.train")
@@ -95,13 +96,11 @@ def validation_auc(scores: Mapping[str, np.ndarray], videos: Sequence[VideoFeatu
     if all(v.frame_gt is not None for v in videos):
         r = M.pooled_frame_metrics((scores[v.name], v.clip_ranges(), v.frame_gt) for v in videos)
         return r["auc"], "frame"
-    r = M.video_level_metrics([float(np.max(scores[v.name])) for v in videos],
-                              [v.video_label for v in videos])
+    r = M.video_level_metrics([float(np.max(scores[v.name])) for v in videos], [v.video_label for v in videos])
     return r["auc"], "video"
 
 
-def _resolve_representations(ds: FeatureDataset, cfg: Config, representations: Sequence[str] | None
-                             ) -> list[str]:
+def _resolve_representations(ds: FeatureDataset, cfg: Config, representations: Sequence[str] | None) -> list[str]:
     if isinstance(representations, str):
         representations = [r for r in representations.split(",") if r.strip()]
     if representations:
@@ -110,13 +109,13 @@ def _resolve_representations(ds: FeatureDataset, cfg: Config, representations: S
         reps = list(cfg.model.representations)
         if reps == ModelConfig().representations and not all(r in ds.dims for r in reps):
             # the config default does not fit this dataset: use what the dataset has
-            log.info("model.representations left at the default %s; using the dataset's %s",
-                     reps, ds.representations)
+            log.info("model.representations left at the default %s; using the dataset's %s", reps, ds.representations)
             reps = ds.representations
     unknown = [r for r in reps if r not in ds.dims]
     if unknown:
-        raise DatasetError(f"unknown representation {', '.join(unknown)} "
-                         f"(the data has: {', '.join(ds.representations) or 'none'})")
+        raise DatasetError(
+            f"unknown representation {', '.join(unknown)} (the data has: {', '.join(ds.representations) or 'none'})"
+        )
     return reps
 
 
@@ -128,10 +127,17 @@ def extractor_versions(ds, names) -> dict[str, str]:
     return {r: str(vers[r]) for r in names if vers.get(r)}
 
 
-def train(data: str | Path | FeatureDataset | Sequence[VideoFeatures], cfg: Config | None,
-          out_path: str | Path, fusion: str | None = None, representations: Sequence[str] | str | None = None,
-          progress: bool = True, val_data: str | Path | FeatureDataset | Sequence[VideoFeatures] | None = None,
-          max_windows: int = DEFAULT_MAX_WINDOWS, device: str | torch.device | None = None) -> TrainSummary:
+def train(
+    data: str | Path | FeatureDataset | Sequence[VideoFeatures],
+    cfg: Config | None,
+    out_path: str | Path,
+    fusion: str | None = None,
+    representations: Sequence[str] | str | None = None,
+    progress: bool = True,
+    val_data: str | Path | FeatureDataset | Sequence[VideoFeatures] | None = None,
+    max_windows: int = DEFAULT_MAX_WINDOWS,
+    device: str | torch.device | None = None,
+) -> TrainSummary:
     """Train a model on ``data`` and save the best checkpoint (by validation AUC) to ``out_path``.
 
     ``cfg``: :class:`fusewatch.stream.config.Config` (``model`` and ``train`` sections are used; not modified).
@@ -163,8 +169,10 @@ def train(data: str | Path | FeatureDataset | Sequence[VideoFeatures], cfg: Conf
 
     unknown = [v.name for v in ds.videos if v.video_label not in (0, 1)]
     if unknown:
-        raise DatasetError(f"{len(unknown)} video(s) without a label (e.g. {unknown[0]}): provide labels.json, "
-                         "a label column in the list file or annotation files")
+        raise DatasetError(
+            f"{len(unknown)} video(s) without a label (e.g. {unknown[0]}): provide labels.json, "
+            "a label column in the list file or annotation files"
+        )
     if val_data is not None:
         train_v = list(ds.videos)
         vds = as_dataset(val_data).select(reps)
@@ -177,16 +185,20 @@ def train(data: str | Path | FeatureDataset | Sequence[VideoFeatures], cfg: Conf
     labels = {v.video_label for v in train_v}
     if labels != {0, 1}:
         only = "normal" if labels == {0} else "abnormal"
-        raise DatasetError(f"training videos are all {only} ({len(train_v)}): weak supervision needs both "
-                         "normal and abnormal videos")
+        raise DatasetError(
+            f"training videos are all {only} ({len(train_v)}): weak supervision needs both normal and abnormal videos"
+        )
 
     dev = torch.device(device or "cpu")
     model = build_model(mc, ds.dims).to(dev)
     # feature normalisation is part of the model: fitted on the training clips only, applied to the
     # training windows here and by every scorer (score_video, the engine state) to raw features
     model.feature_norm = fit_feature_norm([v.feats for v in train_v], list(model.names), tc.normalize)
-    fit_v = [dataclasses.replace(v, feats=normalize_feats(v.feats, model.feature_norm)) for v in train_v] \
-        if model.feature_norm else train_v
+    fit_v = (
+        [dataclasses.replace(v, feats=normalize_feats(v.feats, model.feature_norm)) for v in train_v]
+        if model.feature_norm
+        else train_v
+    )
     if hasattr(model, "random_pair"):
         model.random_pair = bool(tc.random_pair)
     use_reg = bool(tc.reg) and tc.reg_lambda > 0 and hasattr(model, "forward_with_graph")
@@ -202,6 +214,7 @@ def train(data: str | Path | FeatureDataset | Sequence[VideoFeatures], cfg: Conf
     bar = None
     if progress:
         from tqdm.auto import tqdm
+
         bar = tqdm(total=tc.epochs, desc=f"train {mc.fusion}", unit="epoch", leave=True)
     try:
         for epoch in range(1, tc.epochs + 1):
@@ -211,7 +224,7 @@ def train(data: str | Path | FeatureDataset | Sequence[VideoFeatures], cfg: Conf
             tot = {"loss": 0.0, "bce": 0.0, "reg": 0.0}
             nb = 0
             for bs in range(0, len(order), tc.batch_size):
-                batch = [fit_v[i] for i in order[bs:bs + tc.batch_size]]
+                batch = [fit_v[i] for i in order[bs : bs + tc.batch_size]]
                 items: list[Window] = []
                 owner: list[int] = []
                 for j, v in enumerate(batch):
@@ -242,8 +255,14 @@ def train(data: str | Path | FeatureDataset | Sequence[VideoFeatures], cfg: Conf
             auc = math.nan
             if val_v:
                 auc, val_kind = validation_auc(score_dataset(model, val_v), val_v)
-            rec = EpochStats(epoch=epoch, loss=mean["loss"], bce=mean["bce"], reg=mean["reg"],
-                             val_auc=M.nan_to_none(auc), seconds=round(time.monotonic() - t0, 3))
+            rec = EpochStats(
+                epoch=epoch,
+                loss=mean["loss"],
+                bce=mean["bce"],
+                reg=mean["reg"],
+                val_auc=M.nan_to_none(auc),
+                seconds=round(time.monotonic() - t0, 3),
+            )
             history.append(rec)
             # best by validation AUC; while no AUC is defined (no/one-class validation) keep the latest
             improved = (math.isfinite(auc) and auc > best_auc) or (best_auc == -math.inf and not math.isfinite(auc))
@@ -251,27 +270,55 @@ def train(data: str | Path | FeatureDataset | Sequence[VideoFeatures], cfg: Conf
                 if math.isfinite(auc):
                     best_auc = auc
                 best_epoch = epoch
-                meta = {"epoch": epoch, "val_auc": M.nan_to_none(auc), "val_kind": val_kind,
-                        "train_loss": rec.loss, "seed": int(tc.seed), "data": str(ds.root), "layout": ds.layout,
-                        "train_videos": len(train_v), "val_videos": len(val_v),
-                        "clip_len": ds.info.get("clip_len"), "clip_stride": ds.info.get("clip_stride"),
-                        "extractor_versions": extractor_versions(ds, names),
-                        "train": dataclasses.asdict(tc)}
+                meta = {
+                    "epoch": epoch,
+                    "val_auc": M.nan_to_none(auc),
+                    "val_kind": val_kind,
+                    "train_loss": rec.loss,
+                    "seed": int(tc.seed),
+                    "data": str(ds.root),
+                    "layout": ds.layout,
+                    "train_videos": len(train_v),
+                    "val_videos": len(val_v),
+                    "clip_len": ds.info.get("clip_len"),
+                    "clip_stride": ds.info.get("clip_stride"),
+                    "extractor_versions": extractor_versions(ds, names),
+                    "train": dataclasses.asdict(tc),
+                }
                 ckpt.save_checkpoint(model, out_path, meta)
-            log.log(logging.DEBUG if bar is not None else logging.INFO,
-                    "epoch %d/%d loss %.4f (bce %.4f reg %.4f) val %s AUC %s%s", epoch, tc.epochs, rec.loss,
-                    rec.bce, rec.reg, val_kind, "n/a" if not math.isfinite(auc) else f"{auc:.4f}",
-                    " *" if improved else "")
+            log.log(
+                logging.DEBUG if bar is not None else logging.INFO,
+                "epoch %d/%d loss %.4f (bce %.4f reg %.4f) val %s AUC %s%s",
+                epoch,
+                tc.epochs,
+                rec.loss,
+                rec.bce,
+                rec.reg,
+                val_kind,
+                "n/a" if not math.isfinite(auc) else f"{auc:.4f}",
+                " *" if improved else "",
+            )
             if bar is not None:
-                bar.set_postfix(loss=f"{rec.loss:.4f}",
-                                val_auc="n/a" if not math.isfinite(auc) else f"{auc:.4f}")
+                bar.set_postfix(loss=f"{rec.loss:.4f}", val_auc="n/a" if not math.isfinite(auc) else f"{auc:.4f}")
                 bar.update(1)
     finally:
         if bar is not None:
             bar.close()
     thresholds = calibrate_thresholds(out_path, train_v + val_v)
-    return TrainSummary(out=str(out_path), fusion=mc.fusion, alert_thresholds=thresholds, representations=names,
-                        dims=dims, window=N, epochs=tc.epochs, best_epoch=best_epoch,
-                        best_val_auc=best_auc if math.isfinite(best_auc) else None, val_kind=val_kind,
-                        train_videos=len(train_v), val_videos=len(val_v), reg=use_reg, history=history,
-                        seconds=round(time.monotonic() - t_start, 3))
+    return TrainSummary(
+        out=str(out_path),
+        fusion=mc.fusion,
+        alert_thresholds=thresholds,
+        representations=names,
+        dims=dims,
+        window=N,
+        epochs=tc.epochs,
+        best_epoch=best_epoch,
+        best_val_auc=best_auc if math.isfinite(best_auc) else None,
+        val_kind=val_kind,
+        train_videos=len(train_v),
+        val_videos=len(val_v),
+        reg=use_reg,
+        history=history,
+        seconds=round(time.monotonic() - t_start, 3),
+    )

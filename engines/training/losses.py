@@ -24,6 +24,7 @@ relations, i.e. a smooth, consistent fused graph with no hub or isolated nodes d
 representation — in the spirit of LEGO's degree-variance regularisation. ``cfg.train.reg = False``
 (or ``λ = 0``) switches it off.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -51,9 +52,9 @@ def topk_bag_scores(scores: Tensor, mask: Tensor, owner: Sequence[int], n_bags: 
 def degree_variance_reg(g: Tensor, mask: Tensor, alpha: float, tau: float = REG_TEMPERATURE) -> Tensor:
     """Degree-variance regulariser of fused graphs ``g`` ``B×N×N`` (formula: module docstring)."""
     m = (mask > 0.5).to(g.dtype)
-    n = m.sum(dim=-1)                                                      # B
+    n = m.sum(dim=-1)  # B
     eye = torch.eye(g.shape[-1], dtype=g.dtype, device=g.device)
-    pair = m.unsqueeze(-1) * m.unsqueeze(-2) * (1.0 - eye)                 # B×N×N real off-diagonal
+    pair = m.unsqueeze(-1) * m.unsqueeze(-2) * (1.0 - eye)  # B×N×N real off-diagonal
     big = torch.finfo(g.dtype).max
     gmin = torch.where(pair > 0, g, torch.full_like(g, big)).amin(dim=(-1, -2), keepdim=True)
     gmax = torch.where(pair > 0, g, torch.full_like(g, -big)).amax(dim=(-1, -2), keepdim=True)
@@ -62,10 +63,10 @@ def degree_variance_reg(g: Tensor, mask: Tensor, alpha: float, tau: float = REG_
     gmax = torch.where(valid.view(-1, 1, 1), gmax, torch.ones_like(gmax))
     gh = (g - gmin) / (gmax - gmin + 1e-8)
     s = torch.sigmoid((gh - alpha) / tau) * pair
-    deg = s.sum(dim=-1) / torch.clamp(n - 1.0, min=1.0).unsqueeze(-1)     # B×N
+    deg = s.sum(dim=-1) / torch.clamp(n - 1.0, min=1.0).unsqueeze(-1)  # B×N
     cnt = torch.clamp(n, min=1.0)
     mean = (deg * m).sum(dim=-1) / cnt
-    var = (((deg - mean.unsqueeze(-1)) ** 2) * m).sum(dim=-1) / cnt        # B
+    var = (((deg - mean.unsqueeze(-1)) ** 2) * m).sum(dim=-1) / cnt  # B
     if not bool(valid.any()):
         return g.sum() * 0.0
     return var[valid].mean()

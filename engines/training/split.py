@@ -4,6 +4,7 @@ Reproducibility: ``cfg.train.seed`` seeds ``random``, ``numpy`` and ``torch`` (a
 offsets and batch order through one ``numpy.random.Generator``); same data + config + seed → same
 weights on the same machine/torch build.
 """
+
 from __future__ import annotations
 
 import random
@@ -18,13 +19,14 @@ from fusewatch.engines.data.records import VideoFeatures
 def set_seed(seed: int) -> np.random.Generator:
     """Seed ``random``, ``numpy`` and ``torch``; return a fresh numpy Generator for the run."""
     random.seed(seed)
-    np.random.seed(seed % (2 ** 32))
+    np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
     return np.random.default_rng(seed)
 
 
-def stratified_split(videos: Sequence[VideoFeatures], val_fraction: float, rng: np.random.Generator
-                     ) -> tuple[list[VideoFeatures], list[VideoFeatures]]:
+def stratified_split(
+    videos: Sequence[VideoFeatures], val_fraction: float, rng: np.random.Generator
+) -> tuple[list[VideoFeatures], list[VideoFeatures]]:
     """Split by video label: ``round(val_fraction · n_c)`` videos of each class ``c`` go to validation
     (at least one when ``val_fraction > 0`` and the class has >= 2 videos; never the last one)."""
     if val_fraction <= 0:

@@ -8,6 +8,7 @@ window of the video is then a front-padded partial one (``N − offset`` real cl
 the others are full. When that needs more than ``max_windows`` windows, a random contiguous crop of
 ``max_windows·N`` clips is tiled instead. The windows of one video form its bag.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,8 +41,9 @@ class Window:
         return self.end - self.start
 
 
-def training_windows(T: int, N: int, rng: np.random.Generator, max_windows: int = DEFAULT_MAX_WINDOWS
-                     ) -> list[tuple[int, int]]:
+def training_windows(
+    T: int, N: int, rng: np.random.Generator, max_windows: int = DEFAULT_MAX_WINDOWS
+) -> list[tuple[int, int]]:
     """Clip spans ``[start, end)`` of one video's bag (module docstring); at most ``N`` clips each."""
     if T <= N:
         return [(0, T)]
@@ -54,7 +56,7 @@ def training_windows(T: int, N: int, rng: np.random.Generator, max_windows: int 
     spans = set()
     s = lo - off
     while s < hi:
-        if s < 0:                       # start of the video: a front-padded partial window, as streamed
+        if s < 0:  # start of the video: a front-padded partial window, as streamed
             spans.add((0, s + N))
         else:
             st = min(max(s, lo), hi - N)
@@ -63,14 +65,16 @@ def training_windows(T: int, N: int, rng: np.random.Generator, max_windows: int 
     return sorted(spans)
 
 
-def video_windows(video: VideoFeatures, N: int, rng: np.random.Generator,
-                  max_windows: int = DEFAULT_MAX_WINDOWS) -> list[Window]:
+def video_windows(
+    video: VideoFeatures, N: int, rng: np.random.Generator, max_windows: int = DEFAULT_MAX_WINDOWS
+) -> list[Window]:
     """The bag of ``video``: :func:`training_windows` of its clip count as :class:`Window` objects."""
     return [Window(video, s, e) for s, e in training_windows(video.num_clips, N, rng, max_windows)]
 
 
-def window_batch(items: Sequence[Window], names: Sequence[str], dims: Mapping[str, int], N: int
-                 ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+def window_batch(
+    items: Sequence[Window], names: Sequence[str], dims: Mapping[str, int], N: int
+) -> tuple[dict[str, Tensor], Tensor, Tensor]:
     """Windows → ``(feats {name: B×N×d_name} float32, mask B×N, present B×M)``; real clips right-aligned
     (front padding); a representation the video lacks is zeros with ``present = 0``
     (:func:`fusewatch.engines.fusion.presence.present_flags`)."""
@@ -80,10 +84,9 @@ def window_batch(items: Sequence[Window], names: Sequence[str], dims: Mapping[st
     present = np.zeros((B, len(names)), dtype=np.float32)
     for b, w in enumerate(items):
         L = w.length
-        mask[b, N - L:] = 1.0
+        mask[b, N - L :] = 1.0
         present[b] = present_flags(w.video.feats, names)
         for m, n in enumerate(names):
             if present[b, m]:
-                feats[n][b, N - L:] = w.video.feats[n][w.start:w.end]
-    return ({n: torch.from_numpy(a) for n, a in feats.items()}, torch.from_numpy(mask),
-            torch.from_numpy(present))
+                feats[n][b, N - L :] = w.video.feats[n][w.start : w.end]
+    return ({n: torch.from_numpy(a) for n, a in feats.items()}, torch.from_numpy(mask), torch.from_numpy(present))

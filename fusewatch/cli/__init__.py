@@ -12,6 +12,7 @@ Any other exception is a bug and keeps its traceback. Ctrl-C exits with 130.
 Every command logs through the one ``fusewatch`` logger (:func:`fusewatch.stream.logs.setup_from_config`:
 level ``log_level``, format ``log_format``, configured secrets redacted from every line).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,17 +25,17 @@ from fusewatch.stream.config import load_config, parse_set
 
 # Modules that contribute subcommands through ``add_commands(subparsers)``.
 COMMAND_MODULES = (
-    "fusewatch.cli.kafka",     # kafka up|down|status|restart, topics create
-    "fusewatch.cli.worker",    # worker, replay, extract
-    "fusewatch.cli.engine",    # engine, export, alerts
-    "fusewatch.cli.models",    # models publish|rollback|show (live model rollout)
+    "fusewatch.cli.kafka",  # kafka up|down|status|restart, topics create
+    "fusewatch.cli.worker",  # worker, replay, extract
+    "fusewatch.cli.engine",  # engine, export, alerts
+    "fusewatch.cli.models",  # models publish|rollback|show (live model rollout)
     "fusewatch.cli.export_models",  # export-models (backbone ONNX files + trained models for runtime hosts)
-    "fusewatch.cli.notify",    # notify (MQTT, webhooks)
-    "fusewatch.cli.train",     # train
+    "fusewatch.cli.notify",  # notify (MQTT, webhooks)
+    "fusewatch.cli.train",  # train
     "fusewatch.cli.evaluate",  # eval
-    "fusewatch.cli.demo",      # demo
-    "fusewatch.cli.bench",     # bench ped2
-    "fusewatch.cli.ui",        # ui, labels export
+    "fusewatch.cli.demo",  # demo
+    "fusewatch.cli.bench",  # bench ped2
+    "fusewatch.cli.ui",  # ui, labels export
     "fusewatch.cli.calibrate",  # calibrate (per-camera thresholds from normal footage)
 )
 
@@ -44,22 +45,29 @@ def _global_options(p: argparse.ArgumentParser, suppress: bool) -> None:
     p.add_argument("--config", metavar="FILE", default=d, help="TOML configuration file")
     # after the subcommand --set has its own dest: argparse would otherwise replace the list
     # given before the subcommand by the one given after it
-    p.add_argument("--set", metavar="SECTION.FIELD=VALUE", action="append", default=d,
-                   dest="set_after" if suppress else "set",
-                   help="override any configuration field (repeatable)")
-    p.add_argument("--transport", choices=("bus", "kafka"), default=d,
-                   help="message transport (default: bus, the in-process bus)")
+    p.add_argument(
+        "--set",
+        metavar="SECTION.FIELD=VALUE",
+        action="append",
+        default=d,
+        dest="set_after" if suppress else "set",
+        help="override any configuration field (repeatable)",
+    )
+    p.add_argument(
+        "--transport", choices=("bus", "kafka"), default=d, help="message transport (default: bus, the in-process bus)"
+    )
     p.add_argument("--bootstrap", metavar="HOST:PORT", default=d, help="Kafka bootstrap servers")
     p.add_argument("--log-level", default=d, help="DEBUG, INFO, WARNING or ERROR")
     p.add_argument("--log-format", choices=("text", "json"), default=d, help="log lines as text or JSON")
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS if suppress else False,
-                   help="show tracebacks")
+    p.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS if suppress else False, help="show tracebacks"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="fusewatch",
-        description="Streaming video anomaly detection with learnable graph-operator fusion.")
+        prog="fusewatch", description="Streaming video anomaly detection with learnable graph-operator fusion."
+    )
     _global_options(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -87,6 +95,7 @@ def config_from_args(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> int:
     from fusewatch.stream.logs import setup_from_config
     from fusewatch.stream.memory import tune_malloc
+
     tune_malloc()  # long-running workers/engines: keep RSS flat (see stream/memory.py)
     parser = build_parser()
     args = parser.parse_args(argv)

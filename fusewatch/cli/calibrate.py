@@ -5,6 +5,7 @@ Scores the footage through the same worker → bus → engine path as live camer
 ``--off-percentile`` (default 95th, never above ``on``), and merges them into the per-camera
 thresholds file the engine reads (``alerts.camera_thresholds_file``).
 """
+
 from __future__ import annotations
 
 import json
@@ -18,21 +19,28 @@ VIDEO_EXT = (".mp4", ".avi", ".mkv", ".mov", ".ts")
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("calibrate", help="per-camera thresholds from normal footage (burn-in) → alerts.camera_thresholds_file")
+    p = sub.add_parser(
+        "calibrate", help="per-camera thresholds from normal footage (burn-in) → alerts.camera_thresholds_file"
+    )
     p.add_argument("--camera", required=True, help="camera id the thresholds are for")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--source", help="a recording (or URI) of this camera's normal footage")
     src.add_argument("--videos", help="folder of normal recordings of this camera (all scored in turn)")
     p.add_argument("--model", help="model (default engine.model / the demo's model)")
-    p.add_argument("--minutes", type=float, default=0, help="burn-in length: score at most K minutes of stream time (0: all)")
+    p.add_argument(
+        "--minutes", type=float, default=0, help="burn-in length: score at most K minutes of stream time (0: all)"
+    )
     p.add_argument("--percentile", type=float, default=99.5, help="`on` threshold percentile (default 99.5)")
     p.add_argument("--off-percentile", type=float, default=95.0, help="`off` threshold percentile (default 95)")
-    p.add_argument("--out", help="thresholds file (default alerts.camera_thresholds_file, else <cache>/camera_thresholds.json)")
+    p.add_argument(
+        "--out", help="thresholds file (default alerts.camera_thresholds_file, else <cache>/camera_thresholds.json)"
+    )
     p.set_defaults(handler=cmd_calibrate)
 
 
 def thresholds(scores, pct_on: float, pct_off: float) -> tuple[float, float]:
     import numpy as np
+
     s = np.asarray(scores, np.float64)
     on = float(np.percentile(s, pct_on))
     return on, min(on, float(np.percentile(s, pct_off)))
@@ -91,13 +99,26 @@ def cmd_calibrate(args, cfg: Config) -> int:
         raise DataNotFoundError(f"calibrate: only {len(scores)} clips scored; need at least 10 (more footage)")
     on, off = thresholds(scores, args.percentile, args.off_percentile)
     out = Path(args.out or cfg.alerts.camera_thresholds_file or CACHE_DIR / "camera_thresholds.json").expanduser()
-    write_thresholds(out, args.camera, {"on": round(on, 6), "off": round(off, 6), "percentile": args.percentile,
-                                        "off_percentile": args.off_percentile, "clips": len(scores),
-                                        "minutes": round(seconds / 60, 3), "sources": sources,
-                                        "model": str(model_path), "model_version": model.meta.get("model_version", ""),
-                                        "calibrated_at": time.time()})
-    print(f"calibrate: camera {args.camera}: on={on:.4f} off={off:.4f} from {len(scores)} clips "
-          f"({seconds / 60:.1f} min of normal footage) → {out}")
+    write_thresholds(
+        out,
+        args.camera,
+        {
+            "on": round(on, 6),
+            "off": round(off, 6),
+            "percentile": args.percentile,
+            "off_percentile": args.off_percentile,
+            "clips": len(scores),
+            "minutes": round(seconds / 60, 3),
+            "sources": sources,
+            "model": str(model_path),
+            "model_version": model.meta.get("model_version", ""),
+            "calibrated_at": time.time(),
+        },
+    )
+    print(
+        f"calibrate: camera {args.camera}: on={on:.4f} off={off:.4f} from {len(scores)} clips "
+        f"({seconds / 60:.1f} min of normal footage) → {out}"
+    )
     if not cfg.alerts.camera_thresholds_file or Path(cfg.alerts.camera_thresholds_file).expanduser() != out:
-        print(f"calibrate: set alerts.camera_thresholds_file = \"{out}\" for the engine to use it")
+        print(f'calibrate: set alerts.camera_thresholds_file = "{out}" for the engine to use it')
     return 0

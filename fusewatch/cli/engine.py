@@ -1,4 +1,5 @@
 """CLI: ``fusewatch engine``, ``fusewatch export``, ``fusewatch alerts``."""
+
 from __future__ import annotations
 
 import json
@@ -8,13 +9,13 @@ import signal
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from fusewatch.errors import ExportError, UsageError
+from fusewatch.stream.alert_schema import decode_alert, encode_alert
 from fusewatch.stream.config import Config
 from fusewatch.stream.logs import get_logger
-from fusewatch.stream.alert_schema import decode_alert, encode_alert
 from fusewatch.stream.records import decode_record, record_kind
 from fusewatch.stream.schema import SchemaError
 from fusewatch.stream.transport import make_transport
@@ -49,6 +50,7 @@ def add_commands(sub) -> None:
 
 def argparsesuppress():
     import argparse
+
     return argparse.SUPPRESS
 
 
@@ -72,9 +74,12 @@ def start_watchdog(svc, stall_timeout: float) -> None:
         while not svc._stop.wait(min(5.0, stall_timeout / 4)):
             idle = time.monotonic() - svc.last_progress
             if idle > stall_timeout:
-                print(f"engine: no progress for {idle:.0f} s (engine.stall_timeout={stall_timeout:g}); "
-                      f"exiting with status {STALL_EXIT} so that the supervisor restarts it",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"engine: no progress for {idle:.0f} s (engine.stall_timeout={stall_timeout:g}); "
+                    f"exiting with status {STALL_EXIT} so that the supervisor restarts it",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 os._exit(STALL_EXIT)
 
     threading.Thread(target=watch, name="engine-watchdog", daemon=True).start()
@@ -88,8 +93,10 @@ def cmd_engine(args, cfg: Config) -> int:
         cfg.engine.group_id = args.group
     log = get_logger("fusewatch.engine")
     if cfg.transport == "bus":
-        log.warning("engine: transport=bus: the in-process bus only carries messages produced in this "
-                    "process; use --transport kafka to consume workers running elsewhere")
+        log.warning(
+            "engine: transport=bus: the in-process bus only carries messages produced in this "
+            "process; use --transport kafka to consume workers running elsewhere"
+        )
     if args.backend:
         cfg.engine.backend = args.backend
     watcher, model = _deployed_model(cfg, log)
@@ -100,22 +107,33 @@ def cmd_engine(args, cfg: Config) -> int:
     _install_stop(svc.stop)
     start_watchdog(svc, cfg.engine.stall_timeout)
     fallback = getattr(model.scorer, "fallback_reason", "")
-    log.info(f"engine: model {model.meta.fusion} {model.meta.model_version} "
-             f"backend={model.scorer.backend} window={model.window} reps={','.join(model.names)} "
-             f"transport={cfg.transport}"
-             + (f" (backend {model.scorer.requested_backend}: {fallback})" if fallback else ""),
-             extra={"fields": {"model_version": model.meta.model_version, "backend": model.scorer.backend}})
+    log.info(
+        f"engine: model {model.meta.fusion} {model.meta.model_version} "
+        f"backend={model.scorer.backend} window={model.window} reps={','.join(model.names)} "
+        f"transport={cfg.transport}" + (f" (backend {model.scorer.requested_backend}: {fallback})" if fallback else ""),
+        extra={"fields": {"model_version": model.meta.model_version, "backend": model.scorer.backend}},
+    )
     try:
         st = svc.run(idle_exit_s=args.idle_exit)
     finally:
         t.close()
-    extra_counts = "".join(f", {k} {v}" for k, v in (("dropped", st.dropped), ("restarts", st.restarts),
-                                                      ("cold starts", st.cold_starts), ("evictions", st.evictions))
-                           if v)
-    log.info(f"engine: {st.records} records, {st.scored} scored, {st.alerts} alerts, "
-             f"{st.dead_letters} dead letters {st.dead_letter_reasons or ''}{extra_counts}",
-             extra={"fields": {"records": st.records, "scored": st.scored, "alerts": st.alerts,
-                               "dead_letters": st.dead_letters}})
+    extra_counts = "".join(
+        f", {k} {v}"
+        for k, v in (
+            ("dropped", st.dropped),
+            ("restarts", st.restarts),
+            ("cold starts", st.cold_starts),
+            ("evictions", st.evictions),
+        )
+        if v
+    )
+    log.info(
+        f"engine: {st.records} records, {st.scored} scored, {st.alerts} alerts, "
+        f"{st.dead_letters} dead letters {st.dead_letter_reasons or ''}{extra_counts}",
+        extra={
+            "fields": {"records": st.records, "scored": st.scored, "alerts": st.alerts, "dead_letters": st.dead_letters}
+        },
+    )
     return 0
 
 
@@ -136,8 +154,10 @@ def _deployed_model(cfg: Config, log):
     w.handled = m.ident
     got = load_manifest(cfg, m)
     if got.model is None:
-        log.error(f"engine: deployment {w.name!r} manifest {m.version}: {got.reason}: {got.detail}; "
-                  "serving --model / engine.model instead")
+        log.error(
+            f"engine: deployment {w.name!r} manifest {m.version}: {got.reason}: {got.detail}; "
+            "serving --model / engine.model instead"
+        )
         return w, None
     log.info(f"engine: deployment {w.name!r}: model {m.version} from {m.model}")
     return w, got.model
@@ -147,6 +167,7 @@ def cmd_export(args, cfg: Config) -> int:
     from pathlib import Path
 
     from fusewatch.extras import require
+
     require("torch", "fusewatch export")
     from fusewatch.engines.export.onnx import export_onnx
     from fusewatch.engines.export.tensorrt_ops import check_onnx_for_tensorrt
@@ -174,12 +195,12 @@ def cmd_export(args, cfg: Config) -> int:
 def _fmt_t(ts: float) -> str:
     """``HH:MM:SS`` (UTC) of Unix seconds; ``?`` for values no calendar date can hold (NaN, ±huge)."""
     try:
-        return datetime.fromtimestamp(float(ts), tz=timezone.utc).strftime("%H:%M:%S")
+        return datetime.fromtimestamp(float(ts), tz=UTC).strftime("%H:%M:%S")
     except (OverflowError, OSError, ValueError, TypeError):
         return "?"
 
 
-_CONTROL = dict.fromkeys(range(0x20), "?") | {0x7f: "?"}
+_CONTROL = dict.fromkeys(range(0x20), "?") | {0x7F: "?"}
 
 
 def _plain(s: object, width: int | None = None) -> str:
@@ -200,8 +221,11 @@ def alert_line(a) -> Text:
     from rich.text import Text
 
     style = {"new": "bold red", "update": "yellow", "end": "green"}.get(a.type, "")
-    return Text(f"{_fmt_t(a.end_time):8}  {_plain(a.type, 6):6}  {_plain(a.camera, 16):16}  {a.score:5.2f}  "
-                f"{a.peak:5.2f}  {a.start_clip:>5}-{a.end_clip:<5}  {_plain(a.id)}", style=style)
+    return Text(
+        f"{_fmt_t(a.end_time):8}  {_plain(a.type, 6):6}  {_plain(a.camera, 16):16}  {a.score:5.2f}  "
+        f"{a.peak:5.2f}  {a.start_clip:>5}-{a.end_clip:<5}  {_plain(a.id)}",
+        style=style,
+    )
 
 
 def record_line(obj: dict) -> Text:
@@ -210,21 +234,30 @@ def record_line(obj: dict) -> Text:
 
     if obj["kind"] == "health":
         style = "green" if obj["state"] == "ok" else "bold magenta"
-        return Text(f"{_fmt_t(obj['since']):8}  {'health':6}  {_plain(obj['camera'], 16):16}  "
-                    f"{_plain(obj['state'], 12):12}  {_plain(obj['detail'], 120)}", style=style)
+        return Text(
+            f"{_fmt_t(obj['since']):8}  {'health':6}  {_plain(obj['camera'], 16):16}  "
+            f"{_plain(obj['state'], 12):12}  {_plain(obj['detail'], 120)}",
+            style=style,
+        )
     clip = obj["clip"] or {}
-    return Text(f"{_fmt_t(obj['produced']):8}  {'clip':6}  {_plain(obj['camera'], 16):16}  "
-                f"{float(clip.get('duration', 0)):5.1f}s  {_plain(clip.get('url', ''), 200)}  "
-                f"{_plain(obj['alert_id'])}", style="cyan")
+    return Text(
+        f"{_fmt_t(obj['produced']):8}  {'clip':6}  {_plain(obj['camera'], 16):16}  "
+        f"{float(clip.get('duration', 0)):5.1f}s  {_plain(clip.get('url', ''), 200)}  "
+        f"{_plain(obj['alert_id'])}",
+        style="cyan",
+    )
 
 
 def cmd_alerts(args, cfg: Config) -> int:
     """Tail the alert topic. A record that cannot be decoded or shown is skipped with a warning on
     stderr (counted; the count is printed at the end) — it never ends the tail."""
     if cfg.transport != "kafka":
-        raise UsageError("`fusewatch alerts` tails a Kafka topic: use --transport kafka "
-                         "(the in-process bus lives inside one process; `fusewatch demo` prints its alerts)")
+        raise UsageError(
+            "`fusewatch alerts` tails a Kafka topic: use --transport kafka "
+            "(the in-process bus lives inside one process; `fusewatch demo` prints its alerts)"
+        )
     from rich.console import Console
+
     console = Console(highlight=False)
     t = make_transport(cfg, group_id=None)
     group = f"fusewatch-alerts-{int(time.time() * 1000)}"  # private group: every tail sees all alerts
@@ -234,8 +267,11 @@ def cmd_alerts(args, cfg: Config) -> int:
     last = time.monotonic()
     shown = skipped = 0
     if not args.json:
-        console.print(f"{'time':8}  {'type':6}  {'camera':16}  {'score':>5}  {'peak':>5}  "
-                      f"{'clips':>11}  alert id", style="bold", markup=False)
+        console.print(
+            f"{'time':8}  {'type':6}  {'camera':16}  {'score':>5}  {'peak':>5}  {'clips':>11}  alert id",
+            style="bold",
+            markup=False,
+        )
     try:
         while not stop.is_set():
             recs = t.poll(200, 0.5)
@@ -266,9 +302,12 @@ def cmd_alerts(args, cfg: Config) -> int:
                     shown += 1
                 except (SchemaError, ValueError, TypeError, OverflowError, LookupError, AttributeError) as e:
                     skipped += 1
-                    print(f"skipping malformed alert at {_plain(r.topic)}[{r.partition}]@{r.offset}: "
-                          f"{_plain(f'{type(e).__name__}: {e}' if not isinstance(e, SchemaError) else e, 300)}",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"skipping malformed alert at {_plain(r.topic)}[{r.partition}]@{r.offset}: "
+                        f"{_plain(f'{type(e).__name__}: {e}' if not isinstance(e, SchemaError) else e, 300)}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     finally:
         t.close()
         if skipped:

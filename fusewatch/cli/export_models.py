@@ -1,5 +1,6 @@
 """``fusewatch export-models``: backbone ONNX files and trained models for runtime-only hosts
 (:mod:`fusewatch.engines.export.models`). Needs the ``train`` extra; its output needs only the runtime."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,15 +12,26 @@ BACKBONE_NAMES = ("mobilenetv2", "effnet_lite0")  # fusewatch.stream.extractors.
 
 def add_commands(sub) -> None:
     p = sub.add_parser(
-        "export-models", help="export the backbone ONNX files and trained models for runtime-only hosts",
+        "export-models",
+        help="export the backbone ONNX files and trained models for runtime-only hosts",
         description="Write the backbone ONNX files (the names the extractors look for) and each --model "
-                    "checkpoint as <stem>.onnx into --out. On a host with only `pip install fusewatch`, set "
-                    "features.model_dir=OUT and engine.model=OUT/<stem>.onnx. Needs `fusewatch[train]`.")
+        "checkpoint as <stem>.onnx into --out. On a host with only `pip install fusewatch`, set "
+        "features.model_dir=OUT and engine.model=OUT/<stem>.onnx. Needs `fusewatch[train]`.",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (e.g. a copy of features.model_dir)")
-    p.add_argument("--model", action="append", default=None, metavar="M.pt",
-                   help="checkpoint to export (repeatable; default: engine.model or the demo's model, if present)")
-    p.add_argument("--backbones", default="configured", metavar="A,B|configured|all|none",
-                   help="backbones to export (default: those in features.extractors)")
+    p.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        metavar="M.pt",
+        help="checkpoint to export (repeatable; default: engine.model or the demo's model, if present)",
+    )
+    p.add_argument(
+        "--backbones",
+        default="configured",
+        metavar="A,B|configured|all|none",
+        help="backbones to export (default: those in features.extractors)",
+    )
     p.add_argument("--opset", type=int, default=17, choices=range(17, 21), metavar="17..20")
     p.set_defaults(handler=cmd_export_models)
 
@@ -40,6 +52,7 @@ def _models(args, cfg: Config) -> list[Path]:
     if args.model:
         return [Path(m) for m in args.model]
     from fusewatch.engines.serving.runtime import default_model_path
+
     m = Path(cfg.engine.model or default_model_path()).expanduser()
     return [m] if m.suffix == ".pt" and m.is_file() else []
 
@@ -47,8 +60,15 @@ def _models(args, cfg: Config) -> list[Path]:
 def cmd_export_models(args, cfg: Config) -> int:
     from fusewatch.engines.export.models import export_models
 
-    paths = export_models(args.out, _models(args, cfg), _backbones(args.backbones, cfg),
-                          spatial=cfg.features.cnn_spatial, opset=args.opset)
-    print(f"export-models: {len(paths)} file(s) in {Path(args.out).expanduser()}; on a runtime-only host: "
-          f"--set features.model_dir=<copy of it> and --model <copy>/<stem>.onnx")
+    paths = export_models(
+        args.out,
+        _models(args, cfg),
+        _backbones(args.backbones, cfg),
+        spatial=cfg.features.cnn_spatial,
+        opset=args.opset,
+    )
+    print(
+        f"export-models: {len(paths)} file(s) in {Path(args.out).expanduser()}; on a runtime-only host: "
+        f"--set features.model_dir=<copy of it> and --model <copy>/<stem>.onnx"
+    )
     return 0

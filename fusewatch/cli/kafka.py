@@ -1,6 +1,7 @@
 """``fusewatch kafka up|down|status|restart|recover`` and ``fusewatch topics create``
 (:mod:`fusewatch.stream.broker`: single broker; :mod:`fusewatch.stream.cluster`: ``--brokers N`` /
 ``--cluster`` / ``--broker K``)."""
+
 from __future__ import annotations
 
 from fusewatch.stream.broker import (
@@ -26,8 +27,7 @@ def _local_port(cfg: Config) -> int | None:
 def _cluster(args, brokers: int | None = None):
     from fusewatch.stream.cluster import LocalCluster
 
-    return LocalCluster(brokers=brokers, base_port=getattr(args, "base_port", None),
-                        heap=getattr(args, "heap", None))
+    return LocalCluster(brokers=brokers, base_port=getattr(args, "base_port", None), heap=getattr(args, "heap", None))
 
 
 def _on_cluster(args) -> bool:
@@ -77,7 +77,7 @@ def _cmd_status(args, cfg: Config) -> int:
 def _cmd_restart(args, cfg: Config) -> int:
     if _on_cluster(args):
         c = _cluster(args)
-        for k in ([args.broker] if args.broker else list(c.nodes)):  # one at a time: a rolling restart
+        for k in [args.broker] if args.broker else list(c.nodes):  # one at a time: a rolling restart
             c.restart(k, kill=args.kill, downtime=args.downtime)
             print(f"broker {k}: restarted ({c.address(k)})")
         return 0
@@ -88,8 +88,10 @@ def _cmd_restart(args, cfg: Config) -> int:
 def _cmd_recover(args, cfg: Config) -> int:
     c = _cluster(args)
     c.recover(args.broker)
-    print(f"broker {args.broker}: data dir wiped, re-formatted (cluster {c.cluster_id}, node id "
-          f"{args.broker}) and rejoined ({c.address(args.broker)})")
+    print(
+        f"broker {args.broker}: data dir wiped, re-formatted (cluster {c.cluster_id}, node id "
+        f"{args.broker}) and rejoined ({c.address(args.broker)})"
+    )
     return 0
 
 
@@ -104,21 +106,29 @@ def _cmd_topics_create(args, cfg: Config) -> int:
 def add_commands(subparsers) -> None:
     """Register ``kafka up|down|status|restart`` and ``topics create`` on the ``fusewatch`` CLI."""
     k = subparsers.add_parser(
-        "kafka", help="run a local Kafka broker or N-node cluster (KRaft) for development and tests",
+        "kafka",
+        help="run a local Kafka broker or N-node cluster (KRaft) for development and tests",
         description="Local Apache Kafka 4.x (fetched once from Maven Central; needs Java 17+ and "
-                    "Maven). PLAINTEXT on 127.0.0.1:9092, SASL_PLAINTEXT/PLAIN on :9094 "
-                    f"(user {SASL_USER}), data in ~/.cache/fusewatch/kafka/run.")
+        "Maven). PLAINTEXT on 127.0.0.1:9092, SASL_PLAINTEXT/PLAIN on :9094 "
+        f"(user {SASL_USER}), data in ~/.cache/fusewatch/kafka/run.",
+    )
     ks = k.add_subparsers(dest="kafka_command", metavar="ACTION")
     ks.required = True
     up = ks.add_parser("up", help="start the broker (no-op if running); print its bootstrap address")
-    up.add_argument("--port", type=int, default=None,
-                    help="PLAINTEXT port (default: from --bootstrap when local, else 9092)")
+    up.add_argument(
+        "--port", type=int, default=None, help="PLAINTEXT port (default: from --bootstrap when local, else 9092)"
+    )
     up.add_argument("--sasl-port", type=int, default=None, help="SASL_PLAINTEXT port (default 9094)")
     up.add_argument("--controller-port", type=int, default=None, help="controller port (default 9093)")
     up.add_argument("--heap", default=None, help="JVM max heap (default 512m; cluster nodes 384m)")
-    up.add_argument("--brokers", type=int, default=1, metavar="N",
-                    help="N > 1: a local N-node KRaft cluster (combined broker+controller nodes, static "
-                         "quorum) on ports --base-port, +2, +4, ... (controllers on +1, +3, ...)")
+    up.add_argument(
+        "--brokers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N > 1: a local N-node KRaft cluster (combined broker+controller nodes, static "
+        "quorum) on ports --base-port, +2, +4, ... (controllers on +1, +3, ...)",
+    )
     up.add_argument("--base-port", type=int, default=None, help="first cluster port (default 19092)")
     up.set_defaults(handler=_cmd_up)
 
@@ -139,8 +149,11 @@ def add_commands(subparsers) -> None:
     rs.add_argument("--downtime", type=float, default=0.0, metavar="S", help="seconds to stay down")
     cluster_opts(rs, "restart (one after the other: rolling)")
     rs.set_defaults(handler=_cmd_restart)
-    rc = ks.add_parser("recover", help="cluster node lost its disk: wipe its data dir, re-format it with "
-                                       "its node id and the cluster id, start it; it rejoins and catches up")
+    rc = ks.add_parser(
+        "recover",
+        help="cluster node lost its disk: wipe its data dir, re-format it with "
+        "its node id and the cluster id, start it; it rejoins and catches up",
+    )
     rc.add_argument("--broker", type=int, required=True, metavar="K", help="cluster node to recover")
     rc.set_defaults(handler=_cmd_recover)
 
@@ -148,6 +161,5 @@ def add_commands(subparsers) -> None:
     ts = t.add_subparsers(dest="topics_command", metavar="ACTION")
     ts.required = True
     c = ts.add_parser("create", help="create the features, alerts and dead-letter topics (idempotent)")
-    c.add_argument("--partitions", type=int, default=None,
-                   help="partitions per topic (default: topics.partitions)")
+    c.add_argument("--partitions", type=int, default=None, help="partitions per topic (default: topics.partitions)")
     c.set_defaults(handler=_cmd_topics_create)

@@ -1,5 +1,6 @@
 """CLI: ``fusewatch models publish|rollback|show`` — live model rollout through the compacted
 ``topics.models`` topic (see :mod:`fusewatch.engines.serving.manifest`)."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,10 @@ def add_commands(sub) -> None:
 
 def _kafka(cfg: Config, what: str) -> None:
     if cfg.transport != "kafka":
-        raise UsageError(f"`fusewatch models {what}` uses the {cfg.topics.models} topic: use --transport kafka "
-                         "(engines on the in-process bus take a model with EngineService.stage_model)")
+        raise UsageError(
+            f"`fusewatch models {what}` uses the {cfg.topics.models} topic: use --transport kafka "
+            "(engines on the in-process bus take a model with EngineService.stage_model)"
+        )
 
 
 def current_manifest(cfg: Config, name: str, timeout: float = 30.0):
@@ -64,8 +67,10 @@ def cmd_publish(args, cfg: Config) -> int:
     cur = current_manifest(cfg, name)
     m = build_manifest(name, args.model, cur)
     publish(cfg, m)
-    print(f"published {name}: model {m.version} ({m.model}, sha256 {m.sha256[:16]}…)"
-          + (f"; previous {cur.version}" if cur is not None else ""))
+    print(
+        f"published {name}: model {m.version} ({m.model}, sha256 {m.sha256[:16]}…)"
+        + (f"; previous {cur.version}" if cur is not None else "")
+    )
     return 0
 
 

@@ -1,4 +1,5 @@
 """CLI: ``fusewatch notify`` — deliver the alerts topic to MQTT and HTTP webhooks (:mod:`fusewatch.sinks`)."""
+
 from __future__ import annotations
 
 import signal
@@ -13,8 +14,11 @@ def add_commands(sub) -> None:
     p.add_argument("--mqtt", metavar="HOST[:PORT]", help="MQTT broker (sets mqtt.host / mqtt.port)")
     p.add_argument("--webhook", metavar="URL", action="append", help="webhook URL (repeatable; sets webhook.urls)")
     p.add_argument("--group", help="consumer group id (default notify.group_id)")
-    p.add_argument("--from-beginning", action="store_true",
-                   help="a new consumer group starts at the topic's start (default: only new alerts)")
+    p.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="a new consumer group starts at the topic's start (default: only new alerts)",
+    )
     p.add_argument("--idle-exit", type=float, metavar="S", help="exit after S seconds without alerts")
     p.set_defaults(handler=cmd_notify)
 
@@ -41,8 +45,11 @@ def cmd_notify(args, cfg: Config) -> int:
     if threading.current_thread() is threading.main_thread():
         for s in (signal.SIGINT, signal.SIGTERM):
             signal.signal(s, lambda *_: stop.set())
-    print(f"notify: {cfg.topics.alerts} (group {cfg.notify.group_id}) → {', '.join(s.name for s in sinks)}",
-          file=sys.stderr, flush=True)
+    print(
+        f"notify: {cfg.topics.alerts} (group {cfg.notify.group_id}) → {', '.join(s.name for s in sinks)}",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         n.subscribe(from_beginning=args.from_beginning)
         st = n.run(idle_exit_s=args.idle_exit)
@@ -50,6 +57,10 @@ def cmd_notify(args, cfg: Config) -> int:
         n.close()
         t.close()
     dl = sum(getattr(s, "dead_lettered", 0) for s in sinks)
-    print(f"notify: {st.records} records, {st.delivered} alerts delivered, {st.malformed} malformed skipped, "
-          f"{dl} webhook dead letters, {st.retries} retries", file=sys.stderr, flush=True)
+    print(
+        f"notify: {st.records} records, {st.delivered} alerts delivered, {st.malformed} malformed skipped, "
+        f"{dl} webhook dead letters, {st.retries} retries",
+        file=sys.stderr,
+        flush=True,
+    )
     return 0

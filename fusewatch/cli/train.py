@@ -1,14 +1,14 @@
 """``fusewatch train``: weakly-supervised training (:mod:`fusewatch.engines.training.loop`)."""
+
 from __future__ import annotations
 
 import argparse
 import copy
 from pathlib import Path
 
+from fusewatch.engines.fusion.names import FUSIONS
 from fusewatch.errors import DataNotFoundError
 from fusewatch.stream.config import Config
-
-from fusewatch.engines.fusion.names import FUSIONS
 
 
 def _cmd_train(args: argparse.Namespace, cfg: Config) -> int:
@@ -31,27 +31,38 @@ def _cmd_train(args: argparse.Namespace, cfg: Config) -> int:
         cfg.model.window = int(args.window)
     cfg.validate()
     reps = [r.strip() for r in args.representations.split(",") if r.strip()] if args.representations else None
-    summary = train(data, cfg, args.out, fusion=args.fusion, representations=reps,
-                    progress=not args.no_progress)
+    summary = train(data, cfg, args.out, fusion=args.fusion, representations=reps, progress=not args.no_progress)
     best = summary.best_val_auc
-    print(f"saved {summary.out} ({summary.fusion}, representations {','.join(summary.representations)}, "
-          f"best epoch {summary.best_epoch}, val {summary.val_kind} AUC "
-          f"{'n/a' if best is None else f'{best:.4f}'}, {summary.seconds:.1f} s)")
+    print(
+        f"saved {summary.out} ({summary.fusion}, representations {','.join(summary.representations)}, "
+        f"best epoch {summary.best_epoch}, val {summary.val_kind} AUC "
+        f"{'n/a' if best is None else f'{best:.4f}'}, {summary.seconds:.1f} s)"
+    )
     return 0
 
 
 def add_commands(subparsers) -> None:
     """Register ``train`` on the ``fusewatch`` CLI."""
     p = subparsers.add_parser(
-        "train", help="train a fusion model on extracted clip features",
+        "train",
+        help="train a fusion model on extracted clip features",
         description="Weakly-supervised training (top-k MIL + LEGO degree-variance regulariser); keeps the "
-                    "checkpoint with the best validation AUC.")
-    p.add_argument("--data", required=True, metavar="DIR",
-                   help="feature data: fusewatch extract folder, UCF-Crime C3D .txt folder, .list files or .npy")
+        "checkpoint with the best validation AUC.",
+    )
+    p.add_argument(
+        "--data",
+        required=True,
+        metavar="DIR",
+        help="feature data: fusewatch extract folder, UCF-Crime C3D .txt folder, .list files or .npy",
+    )
     p.add_argument("--out", required=True, metavar="MODEL", help="checkpoint to write (.pt)")
     p.add_argument("--fusion", choices=FUSIONS, default=None, help="fusion model (default: model.fusion)")
-    p.add_argument("--representations", metavar="A,B", default=None,
-                   help="comma-separated representation names (default: model.representations)")
+    p.add_argument(
+        "--representations",
+        metavar="A,B",
+        default=None,
+        help="comma-separated representation names (default: model.representations)",
+    )
     p.add_argument("--seed", type=int, default=None, help="random seed (default: train.seed)")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: train.epochs)")
     p.add_argument("--window", type=int, default=None, help="clip nodes per graph N (default: model.window)")

@@ -6,6 +6,7 @@ it raises :class:`SinkUnavailable` when it cannot take it now — then the recor
 and :class:`~fusewatch.sinks.notifier.Notifier` offers it again later (at-least-once; receivers
 deduplicate by the alert id, ``type`` and ``end_clip``).
 """
+
 from __future__ import annotations
 
 import threading
@@ -21,9 +22,11 @@ def build_sinks(cfg, stop: threading.Event | None = None) -> list[Sink]:
     sinks: list[Sink] = []
     if cfg.mqtt.host:
         from fusewatch.sinks.mqtt import MqttSink
+
         sinks.append(MqttSink(cfg.mqtt, stop))
     if cfg.webhook.urls:
         from fusewatch.sinks.webhook import DeadLetterFile, WebhookSink
+
         dl = DeadLetterFile(cfg.webhook.dead_letter_file)
         sinks += [WebhookSink(u, cfg.webhook, dl, stop) for u in cfg.webhook.urls]
     return sinks

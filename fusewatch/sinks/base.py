@@ -1,4 +1,5 @@
 """Sink interface (see :mod:`fusewatch.sinks`)."""
+
 from __future__ import annotations
 
 from fusewatch.stream.alert_schema import AlertMessage

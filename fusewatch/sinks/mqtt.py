@@ -13,6 +13,7 @@ thread); while it is disconnected, or a PUBACK does not come within ``mqtt.publi
 :meth:`MqttSink.deliver` raises :class:`~fusewatch.sinks.SinkUnavailable` and the record is
 offered again later.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,9 +43,12 @@ def _acked(info) -> bool:
 
 def state_payload(alert: AlertMessage) -> bytes:
     state = "idle" if alert.type == "end" else "alert"
-    return json.dumps({"v": 2, "kind": "camera_state", "camera": alert.camera, "state": state,
-                       "alert": alert_record(alert)}, allow_nan=False, ensure_ascii=False,
-                      separators=(",", ":")).encode("utf-8")
+    return json.dumps(
+        {"v": 2, "kind": "camera_state", "camera": alert.camera, "state": state, "alert": alert_record(alert)},
+        allow_nan=False,
+        ensure_ascii=False,
+        separators=(",", ":"),
+    ).encode("utf-8")
 
 
 class MqttSink(Sink):
@@ -56,8 +60,9 @@ class MqttSink(Sink):
         self.prefix = mcfg.topic_prefix.rstrip("/")
         self._stop = stop or threading.Event()
         self._connected = threading.Event()
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=mcfg.client_id,
-                        protocol=mqtt.MQTTv311, clean_session=True)
+        c = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=mcfg.client_id, protocol=mqtt.MQTTv311, clean_session=True
+        )
         if mcfg.username:
             c.username_pw_set(mcfg.username, mcfg.password_value())
         if mcfg.tls_cafile:
@@ -91,8 +96,10 @@ class MqttSink(Sink):
             if self._stop.is_set() or time.monotonic() > deadline:
                 raise SinkUnavailable(f"{self.name}: not connected")
         event_topic, state_topic = self.topics(alert)
-        infos = [self.client.publish(event_topic, record, qos=1, retain=False),
-                 self.client.publish(state_topic, state_payload(alert), qos=1, retain=True)]
+        infos = [
+            self.client.publish(event_topic, record, qos=1, retain=False),
+            self.client.publish(state_topic, state_payload(alert), qos=1, retain=True),
+        ]
         for info in infos:  # in flight until PUBACK; paho re-sends them after a reconnect
             while not _acked(info):
                 if info.rc == MQTT_ERR_QUEUE_SIZE:

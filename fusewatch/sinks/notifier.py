@@ -9,6 +9,7 @@ are not offered it again in this process. A crash or restart re-delivers from th
 offsets: at-least-once, deduplicated by receivers with the alert's ``id:type:end_clip``.
 Malformed records (neither v2 JSON nor v1 msgpack alerts) are logged with their position and skipped.
 """
+
 from __future__ import annotations
 
 import logging
@@ -45,13 +46,18 @@ class Notifier:
         self.sinks = sinks
         self.stop_event = stop or threading.Event()
         self.stats = NotifyStats(by_sink={s.name: 0 for s in sinks})
-        self._done: dict[tuple[str, int], int] = {}       # tp -> next offset to commit
-        self._partial: dict[tuple, set[str]] = {}        # (tp, offset) -> sinks that took it
+        self._done: dict[tuple[str, int], int] = {}  # tp -> next offset to commit
+        self._partial: dict[tuple, set[str]] = {}  # (tp, offset) -> sinks that took it
         self._backoff = cfg.notify.retry_initial
 
     def subscribe(self, from_beginning: bool = False) -> None:
-        self.t.subscribe([self.cfg.topics.alerts], self.cfg.notify.group_id, on_revoke=self._on_revoke,
-                         from_beginning=from_beginning, callbacks_use_transport=False)
+        self.t.subscribe(
+            [self.cfg.topics.alerts],
+            self.cfg.notify.group_id,
+            on_revoke=self._on_revoke,
+            from_beginning=from_beginning,
+            callbacks_use_transport=False,
+        )
 
     def _on_revoke(self, tps) -> None:
         for tp in tps:  # the partition's next owner re-delivers what we did not commit

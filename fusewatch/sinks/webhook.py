@@ -17,6 +17,7 @@ timestamps older than a few minutes (replays). 2xx = delivered. Connection error
 ``backoff_max``); other 4xx are not retried. After the last attempt the record goes to the
 dead-letter file (JSON lines, fsynced) — only then does the alert count as handled.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -46,8 +47,14 @@ def sign(secret: str | bytes, timestamp: str, body: bytes) -> str:
     return "sha256=" + hmac.new(key, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
-def verify_signature(secret: str | bytes, timestamp: str, body: bytes, signature: str,
-                     max_age_s: float | None = 300.0, now: float | None = None) -> bool:
+def verify_signature(
+    secret: str | bytes,
+    timestamp: str,
+    body: bytes,
+    signature: str,
+    max_age_s: float | None = 300.0,
+    now: float | None = None,
+) -> bool:
     """Receiver side: is ``signature`` valid for ``body`` and ``timestamp`` (and fresh enough)?"""
     try:
         ts = float(timestamp)
@@ -95,10 +102,19 @@ class WebhookSink(Sink):
     def _post(self, alert: AlertMessage, body: bytes) -> tuple[int | None, str, float | None]:
         """One attempt: (HTTP status or None, error text, Retry-After seconds or None)."""
         ts = str(int(time.time()))
-        req = urllib.request.Request(self.url, data=body, method="POST", headers={
-            "Content-Type": "application/json", "User-Agent": "fusewatch-notify",
-            "X-Fusewatch-Alert-Id": alert.id, "X-Fusewatch-Event": alert.event_key,
-            TIMESTAMP_HEADER: ts, SIGNATURE_HEADER: sign(self.cfg.secret_value(), ts, body)})
+        req = urllib.request.Request(
+            self.url,
+            data=body,
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                "User-Agent": "fusewatch-notify",
+                "X-Fusewatch-Alert-Id": alert.id,
+                "X-Fusewatch-Event": alert.event_key,
+                TIMESTAMP_HEADER: ts,
+                SIGNATURE_HEADER: sign(self.cfg.secret_value(), ts, body),
+            },
+        )
         self.attempts += 1
         try:
             with urllib.request.urlopen(req, timeout=self.cfg.timeout) as resp:
@@ -130,14 +146,36 @@ class WebhookSink(Sink):
                 wait = min(self.cfg.backoff_max, delay * random.uniform(0.8, 1.2))
                 if retry_after is not None:
                     wait = min(self.cfg.backoff_max, max(wait, retry_after))
-                log.warning("webhook %s: %s for %s (attempt %d/%d); retrying in %.1f s",
-                            self.url, error, alert.event_key, attempt, tries, wait)
+                log.warning(
+                    "webhook %s: %s for %s (attempt %d/%d); retrying in %.1f s",
+                    self.url,
+                    error,
+                    alert.event_key,
+                    attempt,
+                    tries,
+                    wait,
+                )
                 if self._stop.wait(wait):
                     raise SinkUnavailable(f"{self.name}: stopping")
                 delay = min(self.cfg.backoff_max, delay * 2)
-        self.dead_letters.write({"url": self.url, "event": alert.event_key, "id": alert.id,
-                                 "camera": alert.camera, "error": error, "attempts": attempt,
-                                 "failed_at": time.time(), "record": json.loads(record)})
+        self.dead_letters.write(
+            {
+                "url": self.url,
+                "event": alert.event_key,
+                "id": alert.id,
+                "camera": alert.camera,
+                "error": error,
+                "attempts": attempt,
+                "failed_at": time.time(),
+                "record": json.loads(record),
+            }
+        )
         self.dead_lettered += 1
-        log.error("webhook %s: gave up on %s after %d attempt(s) (%s); written to %s",
-                  self.url, alert.event_key, attempt, error, self.dead_letters.path)
+        log.error(
+            "webhook %s: gave up on %s after %d attempt(s) (%s); written to %s",
+            self.url,
+            alert.event_key,
+            attempt,
+            error,
+            self.dead_letters.path,
+        )

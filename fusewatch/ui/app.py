@@ -4,6 +4,7 @@ Pages: ``/`` (camera tiles + alert list), ``/alerts/{id}`` (clip player, snapsho
 zones overlay, acknowledge / false-positive). API: see README "Web UI". Every request passes the
 token check (when ``ui.token`` is set) and the access log (``fusewatch.ui.access``).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -58,16 +59,24 @@ class Guard:
                 status["code"] = msg["status"]
                 if set_cookie:
                     msg.setdefault("headers", []).append(
-                        (b"set-cookie", f"{COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict; Secure".encode()))
+                        (b"set-cookie", f"{COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict; Secure".encode())
+                    )
                 if self.log_enabled:
                     client = (scope.get("client") or ("-", 0))[0]
-                    access_log.info("%s %s %s %d %.1fms", client, scope["method"], scope["path"], msg["status"],
-                                    (time.perf_counter() - t0) * 1000)
+                    access_log.info(
+                        "%s %s %s %d %.1fms",
+                        client,
+                        scope["method"],
+                        scope["path"],
+                        msg["status"],
+                        (time.perf_counter() - t0) * 1000,
+                    )
             await send(msg)
 
         if not ok:
-            return await JSONResponse({"error": "unauthorized: token required"}, 401,
-                                      headers={"WWW-Authenticate": "Bearer"})(scope, receive, send_wrapped)
+            return await JSONResponse(
+                {"error": "unauthorized: token required"}, 401, headers={"WWW-Authenticate": "Bearer"}
+            )(scope, receive, send_wrapped)
         await self.app(scope, receive, send_wrapped)
 
 
@@ -118,8 +127,11 @@ def build_app(cfg, state: LiveState, store: LabelStore) -> Guard:
             return JSONResponse({"error": "unknown alert"}, 404)
         cam, aid = a["camera"], a["id"]
         try:
-            files = {ext: f"/api/evidence/{cam}/{aid}.{ext}" for ext in ("mp4", "jpg")
-                     if evidence_path(evidence_dir, cam, aid, ext).is_file()}
+            files = {
+                ext: f"/api/evidence/{cam}/{aid}.{ext}"
+                for ext in ("mp4", "jpg")
+                if evidence_path(evidence_dir, cam, aid, ext).is_file()
+            }
         except ValueError:
             files = {}
         return JSONResponse(a | {"files": files, "zones": cfg.zones.get(cam, [])})
@@ -137,7 +149,7 @@ def build_app(cfg, state: LiveState, store: LabelStore) -> Guard:
             body = await req.json()
             label, note = body.get("label"), str(body.get("note", ""))
         except (ValueError, AttributeError):
-            return JSONResponse({"error": "expected a JSON object {\"label\": ...}"}, 400)
+            return JSONResponse({"error": 'expected a JSON object {"label": ...}'}, 400)
         if label not in LABELS:
             return JSONResponse({"error": f"label must be one of {', '.join(LABELS)}"}, 400)
         row = store.set(aid, a["camera"], label, note, a.get("record"))
@@ -167,21 +179,23 @@ def build_app(cfg, state: LiveState, store: LabelStore) -> Guard:
                 while True:
                     try:
                         kind, data, _t = await asyncio.wait_for(q.get(), 15.0)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         yield ": keep-alive\n\n"
                         continue
                     yield f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
             finally:
                 state.unsubscribe(q)
 
-        return StreamingResponse(gen(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            gen(), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        )
 
     async def api_status(_req):
         return JSONResponse({"cameras": len(state.scores), "alerts": len(state.alerts), "events": state.events})
 
     routes = [
-        Route("/", page_index), Route("/alerts/{id}", page_alert),
+        Route("/", page_index),
+        Route("/alerts/{id}", page_alert),
         Route("/api/status", api_status),
         Route("/api/cameras", api_cameras),
         Route("/api/cameras/{camera}/thumbnail.jpg", api_thumbnail),

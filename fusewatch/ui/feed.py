@@ -5,6 +5,7 @@ restarted UI shows what the topics still hold) and never commits. On the alerts 
 alert records (v1/v2), and — when workers publish them — ``kind: "evidence"`` and ``kind: "health"``
 JSON records; anything else is counted and skipped.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,8 +55,9 @@ class Feed:
                 log.warning("ui: skipped a record on %s: %s", topic, e)
 
     def start(self) -> None:
-        self.t.subscribe(list(self.topics.values()), f"{self.cfg.ui.group_id}-{uuid.uuid4().hex[:8]}",
-                         from_beginning=True)
+        self.t.subscribe(
+            list(self.topics.values()), f"{self.cfg.ui.group_id}-{uuid.uuid4().hex[:8]}", from_beginning=True
+        )
         self.thread = threading.Thread(target=self._run, name="ui-feed", daemon=True)
         self.thread.start()
 

@@ -7,6 +7,7 @@ features are extracted into ``<out>`` with the configured extractors (``meta.jso
 ``<rep>/<video>.npy`` — the layout ``fusewatch train --data`` reads) and ``<out>/labels.json``
 marks every frame of a false positive normal (0) and of an acknowledged alert abnormal (1).
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,10 @@ class LabelStore:
             raise ValueError(f"label must be one of {', '.join(LABELS)} (got {label!r})")
         row = {"alert_id": alert_id, "camera": camera, "label": label, "note": note[:2000], "created": time.time()}
         with self.lock:
-            self.db.execute("INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?, ?, ?)",
-                            (alert_id, camera, label, row["note"], row["created"], json.dumps(alert or {})))
+            self.db.execute(
+                "INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?, ?, ?)",
+                (alert_id, camera, label, row["note"], row["created"], json.dumps(alert or {})),
+            )
         return row
 
     def delete(self, alert_id: str) -> bool:
@@ -48,8 +51,17 @@ class LabelStore:
     def all(self) -> dict[str, dict]:
         with self.lock:
             rows = self.db.execute("SELECT alert_id, camera, label, note, created, alert FROM labels").fetchall()
-        return {r[0]: {"alert_id": r[0], "camera": r[1], "label": r[2], "note": r[3], "created": r[4],
-                       "alert": json.loads(r[5] or "{}")} for r in rows}
+        return {
+            r[0]: {
+                "alert_id": r[0],
+                "camera": r[1],
+                "label": r[2],
+                "note": r[3],
+                "created": r[4],
+                "alert": json.loads(r[5] or "{}"),
+            }
+            for r in rows
+        }
 
     def close(self) -> None:
         self.db.close()
@@ -88,8 +100,13 @@ def export_labels(store: LabelStore, evidence_dir: str | Path, out: str | Path, 
     for stem, lab in names.items():
         v = meta["videos"][stem]
         n = int(v["frames"])
-        labels[stem] = {"frames": n, "fps": v.get("fps"), "abnormal_frames": n if lab == "ack" else 0,
-                        "labels": ("1" if lab == "ack" else "0") * n, "source": "fusewatch ui labels"}
+        labels[stem] = {
+            "frames": n,
+            "fps": v.get("fps"),
+            "abnormal_frames": n if lab == "ack" else 0,
+            "labels": ("1" if lab == "ack" else "0") * n,
+            "source": "fusewatch ui labels",
+        }
     (out / "labels.json").write_text(json.dumps(labels, indent=1))
     ab = sum(1 for v in names.values() if v == "ack")
     return {"videos": len(names), "normal": len(names) - ab, "abnormal": ab, "missing": missing}

@@ -3,6 +3,7 @@
 Refuses to bind beyond loopback unless ``ui.token`` and TLS (``ui.tls_certfile``/``tls_keyfile``)
 are configured.
 """
+
 from __future__ import annotations
 
 import logging
@@ -19,6 +20,7 @@ class UiServer:
 
     def __init__(self, cfg, transport):
         from fusewatch.extras import require
+
         require("uvicorn", "fusewatch ui")
         require("starlette", "fusewatch ui")
         why = cfg.ui.needs_guard()
@@ -28,6 +30,7 @@ class UiServer:
         from fusewatch.ui.feed import Feed
         from fusewatch.ui.labels import LabelStore
         from fusewatch.ui.state import LiveState
+
         self.cfg = cfg
         self.state = LiveState(cfg.ui.score_history, cfg.ui.max_alerts)
         self.store = LabelStore(cfg.ui.data_dir)
@@ -45,15 +48,24 @@ class UiServer:
 
     def _uvicorn(self):
         import uvicorn
+
         ui = self.cfg.ui
-        conf = uvicorn.Config(self.app, host=ui.host, port=ui.port, ssl_certfile=ui.tls_certfile,
-                              ssl_keyfile=ui.tls_keyfile, log_level="warning", access_log=False,
-                              lifespan="off", timeout_graceful_shutdown=1)
+        conf = uvicorn.Config(
+            self.app,
+            host=ui.host,
+            port=ui.port,
+            ssl_certfile=ui.tls_certfile,
+            ssl_keyfile=ui.tls_keyfile,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=1,
+        )
         self.server = uvicorn.Server(conf)
         self.server.install_signal_handlers = lambda: None  # the CLI owns the signals
         return self.server
 
-    def start(self) -> "UiServer":
+    def start(self) -> UiServer:
         self.feed.start()
         srv = self._uvicorn()
         self.thread = threading.Thread(target=srv.run, name="ui-http", daemon=True)

@@ -3,6 +3,7 @@ alerts (latest record per id, open first), with a fan-out of change events to SS
 
 Thread-safe: the feed thread writes, the web server's event loop reads and subscribes.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -37,8 +38,15 @@ class LiveState:
 
     def add_score(self, d: dict) -> None:
         with self.lock:
-            self._camera(d["camera"]).append((int(d["clip"]), float(d["time"]), float(d["score"]),
-                                              int(d.get("frame_start", 0)), int(d.get("frame_end", 0))))
+            self._camera(d["camera"]).append(
+                (
+                    int(d["clip"]),
+                    float(d["time"]),
+                    float(d["score"]),
+                    int(d.get("frame_start", 0)),
+                    int(d.get("frame_end", 0)),
+                )
+            )
         self.publish("score", {k: d.get(k) for k in ("camera", "clip", "time", "score")})
 
     def add_thumbnail(self, t: Thumbnail) -> None:
@@ -70,12 +78,24 @@ class LiveState:
             self._camera(rec["camera"])
             a = self.alerts.get(aid)
             if a is None:
-                a = self.alerts[aid] = {"id": aid, "camera": rec["camera"], "start_time": rec["start_time"],
-                                        "start_clip": rec["start_clip"], "events": 0, "peak": 0.0}
+                a = self.alerts[aid] = {
+                    "id": aid,
+                    "camera": rec["camera"],
+                    "start_time": rec["start_time"],
+                    "start_clip": rec["start_clip"],
+                    "events": 0,
+                    "peak": 0.0,
+                }
             if rec["type"] == "end" or a.get("state") != "closed":
-                a.update(end_time=rec["end_time"], end_clip=rec["end_clip"], score=rec["score"],
-                         state="closed" if rec["type"] == "end" else "open",
-                         model=rec.get("model"), epoch=rec.get("epoch", 0), record=rec)
+                a.update(
+                    end_time=rec["end_time"],
+                    end_clip=rec["end_clip"],
+                    score=rec["score"],
+                    state="closed" if rec["type"] == "end" else "open",
+                    model=rec.get("model"),
+                    epoch=rec.get("epoch", 0),
+                    record=rec,
+                )
             a["peak"] = max(a["peak"], float(rec["peak"]))
             a["events"] += 1
             if rec.get("anomaly_map") is not None:
@@ -96,15 +116,28 @@ class LiveState:
         if len(self.alerts) <= self.max_alerts:
             return
         closed = sorted((a for a in self.alerts.values() if a["state"] == "closed"), key=lambda a: a["start_time"])
-        for a in closed[:len(self.alerts) - self.max_alerts]:
+        for a in closed[: len(self.alerts) - self.max_alerts]:
             del self.alerts[a["id"]]
 
     # -- readers ---------------------------------------------------------------------------------
     def _summary(self, a: dict) -> dict:
         lab = self.labels.get(a["id"])
-        return {k: a.get(k) for k in ("id", "camera", "state", "start_time", "end_time", "start_clip",
-                                      "end_clip", "score", "peak", "events", "epoch")} | {
-            "label": lab["label"] if lab else None, "has_evidence": a["id"] in self.evidence}
+        return {
+            k: a.get(k)
+            for k in (
+                "id",
+                "camera",
+                "state",
+                "start_time",
+                "end_time",
+                "start_clip",
+                "end_clip",
+                "score",
+                "peak",
+                "events",
+                "epoch",
+            )
+        } | {"label": lab["label"] if lab else None, "has_evidence": a["id"] in self.evidence}
 
     def cameras(self) -> list[dict]:
         with self.lock:
@@ -112,21 +145,38 @@ class LiveState:
             for cam in sorted(self.scores):
                 sc = list(self.scores[cam])
                 th = self.thumbs.get(cam)
-                out.append({"camera": cam, "last_score": sc[-1][2] if sc else None,
-                            "last_time": sc[-1][1] if sc else None,
-                            "scores": [[c, t, s] for c, t, s, _, _ in sc[-120:]],
-                            "thumbnail": {"time": th.time, "width": th.width, "height": th.height} if th else None,
-                            "open_alerts": sum(1 for a in self.alerts.values()
-                                               if a["camera"] == cam and a["state"] == "open"),
-                            "health": self.health.get(cam)})
+                out.append(
+                    {
+                        "camera": cam,
+                        "last_score": sc[-1][2] if sc else None,
+                        "last_time": sc[-1][1] if sc else None,
+                        "scores": [[c, t, s] for c, t, s, _, _ in sc[-120:]],
+                        "thumbnail": {"time": th.time, "width": th.width, "height": th.height} if th else None,
+                        "open_alerts": sum(
+                            1 for a in self.alerts.values() if a["camera"] == cam and a["state"] == "open"
+                        ),
+                        "health": self.health.get(cam),
+                    }
+                )
             return out
 
-    def alert_list(self, camera: str | None = None, since: float | None = None, until: float | None = None,
-                   state: str | None = None, limit: int = 500) -> list[dict]:
+    def alert_list(
+        self,
+        camera: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        state: str | None = None,
+        limit: int = 500,
+    ) -> list[dict]:
         with self.lock:
-            al = [a for a in self.alerts.values()
-                  if (not camera or a["camera"] == camera) and (since is None or a["end_time"] >= since)
-                  and (until is None or a["start_time"] <= until) and (not state or a["state"] == state)]
+            al = [
+                a
+                for a in self.alerts.values()
+                if (not camera or a["camera"] == camera)
+                and (since is None or a["end_time"] >= since)
+                and (until is None or a["start_time"] <= until)
+                and (not state or a["state"] == state)
+            ]
             al.sort(key=lambda a: (a["state"] != "open", -a["start_time"]))
             return [self._summary(a) for a in al[:limit]]
 
@@ -139,9 +189,12 @@ class LiveState:
             pad = max(2 * (a["end_time"] - a["start_time"]), 30.0)  # context around the alert
             lo, hi = a["start_time"] - pad, a["end_time"] + pad
             return self._summary(a) | {
-                "record": a.get("record"), "anomaly_map": a.get("anomaly_map"),
-                "evidence": self.evidence.get(aid), "label_detail": self.labels.get(aid),
-                "timeline": [[c, t, s, fs, fe] for c, t, s, fs, fe in sc if lo <= t <= hi]}
+                "record": a.get("record"),
+                "anomaly_map": a.get("anomaly_map"),
+                "evidence": self.evidence.get(aid),
+                "label_detail": self.labels.get(aid),
+                "timeline": [[c, t, s, fs, fe] for c, t, s, fs, fe in sc if lo <= t <= hi],
+            }
 
     def thumbnail(self, cam: str) -> Thumbnail | None:
         with self.lock:
@@ -164,10 +217,12 @@ class LiveState:
         with self.lock:
             subs = list(self._subs)
         for loop, q in subs:
+
             def put(q=q):
                 if q.full():  # a stalled client loses old events, never blocks the feed
                     q.get_nowait()
                 q.put_nowait(ev)
+
             try:
                 loop.call_soon_threadsafe(put)
             except RuntimeError:  # loop closed

@@ -10,6 +10,7 @@ per-command shortcuts).
 Invalid values raise :class:`ConfigError` with one line naming the field
 (``alerts.on: expected float (got 'high')``); the CLI prints it and exits with status 2.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,6 @@ from fusewatch.errors import ConfigError
 from fusewatch.stream.config.errors import config_error
 from fusewatch.stream.config.evidence import EvidenceConfig, HealthConfig
 from fusewatch.stream.config.notify import MqttConfig, NotifyConfig, WebhookConfig, secret_values
-from fusewatch.stream.config.ui import UiConfig, Zones
-from fusewatch.stream.config.serving import CORE_SECTIONS, AlertsConfig, EngineConfig
 from fusewatch.stream.config.sections import (
     CACHE_DIR,
     SCHEMA,
@@ -41,22 +40,49 @@ from fusewatch.stream.config.sections import (
     TrainConfig,
     WorkerConfig,
 )
+from fusewatch.stream.config.serving import CORE_SECTIONS, AlertsConfig, EngineConfig
+from fusewatch.stream.config.ui import UiConfig, Zones
 
-__all__ = ["CACHE_DIR", "SECTIONS", "AlertsConfig", "ClipsConfig", "Config", "ConfigError", "EngineConfig",
-           "FeaturesConfig", "KafkaConfig", "ModelConfig", "SourceConfig", "TopicsConfig", "TrainConfig",
-           "WorkerConfig", "NotifyConfig", "MqttConfig", "WebhookConfig", "EvidenceConfig", "HealthConfig", "UiConfig",
-           "load_config", "parse_set", "NON_CONFIG_ENV"]
+__all__ = [
+    "CACHE_DIR",
+    "SECTIONS",
+    "AlertsConfig",
+    "ClipsConfig",
+    "Config",
+    "ConfigError",
+    "EngineConfig",
+    "FeaturesConfig",
+    "KafkaConfig",
+    "ModelConfig",
+    "SourceConfig",
+    "TopicsConfig",
+    "TrainConfig",
+    "WorkerConfig",
+    "NotifyConfig",
+    "MqttConfig",
+    "WebhookConfig",
+    "EvidenceConfig",
+    "HealthConfig",
+    "UiConfig",
+    "load_config",
+    "parse_set",
+    "NON_CONFIG_ENV",
+]
 
-SECTIONS: dict[str, type] = {**CORE_SECTIONS, **{c.SECTION: c for c in (NotifyConfig, MqttConfig, WebhookConfig,
-                                                                   EvidenceConfig, HealthConfig, UiConfig)}}
+SECTIONS: dict[str, type] = {
+    **CORE_SECTIONS,
+    **{c.SECTION: c for c in (NotifyConfig, MqttConfig, WebhookConfig, EvidenceConfig, HealthConfig, UiConfig)},
+}
 """Section name → class, in ``fusewatch.toml`` order."""
 
 ENV_PREFIX = "FUSEWATCH_"
 NON_CONFIG_ENV = ("FUSEWATCH_CACHE", "FUSEWATCH_SHARED")
 """Environment variables of fusewatch that are not configuration fields (cache root, shared data)."""
 
-LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"],
-                     BeforeValidator(lambda v: v.strip().upper() if isinstance(v, str) else v)]
+LogLevel = Annotated[
+    Literal["DEBUG", "INFO", "WARNING", "ERROR"],
+    BeforeValidator(lambda v: v.strip().upper() if isinstance(v, str) else v),
+]
 
 
 class Config(BaseModel):
@@ -91,7 +117,7 @@ class Config(BaseModel):
     """``[zones]``: camera → allowed polygons (normalised ``[x, y]``); alerts outside them are dropped
     where the model gives an anomaly map (:mod:`fusewatch.engines.serving.zones`)."""
 
-    def validate(self) -> "Config":  # type: ignore[override]
+    def validate(self) -> Config:  # type: ignore[override]
         """Re-validate after attribute assignment (``cfg.train.epochs = 3``); raise :class:`ConfigError`."""
         try:
             type(self).model_validate(self.model_dump())
@@ -131,8 +157,14 @@ class _Env(EnvSettingsSource):
 
     def __init__(self, environ: Mapping[str, str]):
         self._environ = environ
-        super().__init__(Config, case_sensitive=False, env_prefix=ENV_PREFIX,  # type: ignore[arg-type]
-                         env_nested_delimiter="_", env_nested_max_split=1, env_ignore_empty=False)
+        super().__init__(
+            Config,  # type: ignore[arg-type]  # a BaseModel works: only its fields are read
+            case_sensitive=False,
+            env_prefix=ENV_PREFIX,
+            env_nested_delimiter="_",
+            env_nested_max_split=1,
+            env_ignore_empty=False,
+        )
 
     def _load_env_vars(self) -> Mapping[str, str | None]:
         return parse_env_vars(self._environ, False, False, None)
@@ -143,7 +175,7 @@ def _check_env_names(env: Mapping[str, str]) -> None:
     for k in env:
         if not k.upper().startswith(ENV_PREFIX) or k.upper() in NON_CONFIG_ENV:
             continue
-        rest = k[len(ENV_PREFIX):].lower()
+        rest = k[len(ENV_PREFIX) :].lower()
         sec, _, name = rest.partition("_")
         if rest in TOP_LEVEL or (sec in SECTIONS and name in _field_names(sec)):
             continue
@@ -196,9 +228,11 @@ def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_config(path: str | os.PathLike[str] | None = None,
-                overrides: Mapping[str, Any] | list[tuple[str, Any]] | None = None,
-                env: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | list[tuple[str, Any]] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Config:
     """Build a validated :class:`Config` from defaults, TOML file, environment and overrides.
 
     ``overrides`` maps dotted names (``"kafka.bootstrap_servers"``) to values (strings allowed);
@@ -231,5 +265,3 @@ def parse_set(values: list[str] | None) -> list[tuple[str, str]]:
         k, v = s.split("=", 1)
         out.append((k.strip(), v))
     return out
-
-

@@ -4,6 +4,7 @@
 ``features.flow_width: must be <= 1920 (got 100000)``, ``kafka.bogus: unknown configuration field``.
 Values of secret fields are never echoed.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -14,8 +15,17 @@ from fusewatch.errors import ConfigError
 
 SECRET_NAMES = ("sasl_plain_password",)
 
-_TYPES = {"float": "float", "int": "int", "bool": "bool", "string": "str", "list": "list",
-          "dict": "table", "model": "table", "dataclass": "table", "model_attributes": "table"}
+_TYPES = {
+    "float": "float",
+    "int": "int",
+    "bool": "bool",
+    "string": "str",
+    "list": "list",
+    "dict": "table",
+    "model": "table",
+    "dataclass": "table",
+    "model_attributes": "table",
+}
 _BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
 _BOUND_KEYS = {"greater_than": "gt", "greater_than_equal": "ge", "less_than": "lt", "less_than_equal": "le"}
 

@@ -3,6 +3,7 @@
 Part of the one schema (:mod:`fusewatch.stream.config`: same loading order, ``--set``, environment
 variables ``FUSEWATCH_EVIDENCE_DIR`` …). Times are seconds, sizes megabytes (10^6 bytes).
 """
+
 from __future__ import annotations
 
 from dataclasses import field
@@ -50,8 +51,9 @@ class EvidenceConfig(_Section):
     """Consumer group of the evidence writer on the alerts topic (``-<camera>`` added by ``worker``)."""
 
     @model_validator(mode="after")
-    def _check(self) -> "EvidenceConfig":
+    def _check(self) -> EvidenceConfig:
         from fusewatch.stream.evidence.cut import parse_mask
+
         for m in self.masks:
             parse_mask(m)  # ValueError → a one-line config error
         return self

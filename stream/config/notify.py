@@ -3,6 +3,7 @@
 Part of the one schema (:mod:`fusewatch.stream.config`: same loading order, ``--set``, environment
 variables ``FUSEWATCH_MQTT_HOST`` …); secrets are ``SecretStr`` like Kafka's password.
 """
+
 from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar
@@ -46,7 +47,7 @@ class MqttConfig(_Section):
     """Seconds to wait for the broker's PUBACK before the batch is retried."""
 
     @model_validator(mode="after")
-    def _check(self) -> "MqttConfig":
+    def _check(self) -> MqttConfig:
         if self.port < 1:
             raise ValueError(f"mqtt.port: must be 1..65535 (got {self.port})")
         if not self.topic_prefix or any(c in self.topic_prefix for c in "+#\0"):
@@ -76,7 +77,7 @@ class WebhookConfig(_Section):
     dead_letter_file: str = Field(default="~/.cache/fusewatch/notify/webhook-dead-letters.jsonl", min_length=1)
 
     @model_validator(mode="after")
-    def _check(self) -> "WebhookConfig":
+    def _check(self) -> WebhookConfig:
         for u in self.urls:
             if not u.startswith(("http://", "https://")):
                 raise ValueError(f"webhook.urls: {u!r} is not an http(s) URL")

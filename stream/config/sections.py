@@ -6,6 +6,7 @@ choice fields are ``Literal``; passwords are ``SecretStr`` (``.get_secret_value(
 client library needs the plain value). Sections stay dataclasses, so ``dataclasses.asdict`` /
 ``replace`` / ``fields`` keep working for callers.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,8 +23,7 @@ from fusewatch.errors import ConfigError
 
 CACHE_DIR = Path(os.environ.get("FUSEWATCH_CACHE", Path.home() / ".cache" / "fusewatch"))
 
-SCHEMA = ConfigDict(extra="forbid", allow_inf_nan=False, coerce_numbers_to_str=True,
-                    validate_default=False)
+SCHEMA = ConfigDict(extra="forbid", allow_inf_nan=False, coerce_numbers_to_str=True, validate_default=False)
 """Shared pydantic settings: unknown fields are errors, NaN/inf are errors, ``client_id = 5`` is ``"5"``."""
 
 NONE_WORDS = ("", "none", "null")
@@ -47,8 +47,9 @@ FloatList = Annotated[list[float], NoDecode, BeforeValidator(_split_list)]
 Port = Annotated[int, Field(ge=0, le=65535)]
 
 
-def _rng(default: Any, ge: float | None = None, le: float | None = None, gt: float | None = None,
-         lt: float | None = None) -> Any:
+def _rng(
+    default: Any, ge: float | None = None, le: float | None = None, gt: float | None = None, lt: float | None = None
+) -> Any:
     return Field(default, ge=ge, le=le, gt=gt, lt=lt)
 
 
@@ -57,7 +58,7 @@ class _Section:
 
     SECTION: ClassVar[str] = ""
 
-    def validate(self) -> "_Section":
+    def validate(self) -> _Section:
         """Re-validate the current values (after ``cfg.section.field = ...``); raise :class:`ConfigError`."""
         from fusewatch.stream.config.errors import config_error
 
@@ -78,8 +79,9 @@ class KafkaConfig(_Section):
     bootstrap_servers: str = "127.0.0.1:9092"
     """Comma-separated ``host:port`` list (port 1..65535)."""
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Annotated[Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"] | None,
-                              Opt] = None
+    sasl_mechanism: Annotated[
+        Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"] | None, Opt
+    ] = None
     sasl_plain_username: Annotated[str | None, Opt] = None
     sasl_plain_password: Annotated[SecretStr | None, Opt] = None
     ssl_cafile: Annotated[str | None, Opt] = None
@@ -98,7 +100,7 @@ class KafkaConfig(_Section):
     it counts as lost (s); must exceed ``request_timeout_ms``. kafka-python ``delivery_timeout_ms``."""
 
     @model_validator(mode="after")
-    def _check(self) -> "KafkaConfig":
+    def _check(self) -> KafkaConfig:
         servers = [s.strip() for s in self.bootstrap_servers.split(",") if s.strip()]
         if not servers:
             raise ValueError("kafka.bootstrap_servers: must not be empty")
@@ -109,15 +111,20 @@ class KafkaConfig(_Section):
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
             raise ValueError("kafka.heartbeat_interval_ms: must be > 0 and < kafka.session_timeout_ms")
         if not self.delivery_timeout_s * 1000 > self.request_timeout_ms:
-            raise ValueError(f"kafka.delivery_timeout_s: must be > kafka.request_timeout_ms/1000 = "
-                             f"{self.request_timeout_ms / 1000:g} (got {self.delivery_timeout_s!r})")
+            raise ValueError(
+                f"kafka.delivery_timeout_s: must be > kafka.request_timeout_ms/1000 = "
+                f"{self.request_timeout_ms / 1000:g} (got {self.delivery_timeout_s!r})"
+            )
         return self
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for KafkaProducer/KafkaConsumer/KafkaAdminClient (None values dropped;
         the password as plain text: this is the one place it leaves its :class:`SecretStr`)."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) 
-               if f.name not in ("connect_timeout_s", "delivery_timeout_s")}
+        out = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in ("connect_timeout_s", "delivery_timeout_s")
+        }
         out["bootstrap_servers"] = [s.strip() for s in self.bootstrap_servers.split(",") if s.strip()]
         out = {k: (v.get_secret_value() if isinstance(v, SecretStr) else v) for k, v in out.items()}
         return {k: v for k, v in out.items() if v is not None}
@@ -150,7 +157,7 @@ class TopicsConfig(_Section):
     record before it is acknowledged); 0 = auto: 2 when replication_factor >= 3, else 1."""
 
     @model_validator(mode="after")
-    def _check(self) -> "TopicsConfig":
+    def _check(self) -> TopicsConfig:
         if self.replication_factor and self.min_insync_replicas > self.replication_factor:
             raise ValueError("topics.min_insync_replicas: must be <= topics.replication_factor")
         return self
@@ -176,7 +183,7 @@ class SourceConfig(_Section):
     overflow: Literal["drop_oldest", "block"] = "drop_oldest"
 
     @model_validator(mode="after")
-    def _check(self) -> "SourceConfig":
+    def _check(self) -> SourceConfig:
         if self.reconnect_max < self.reconnect_initial:
             raise ValueError("source.reconnect_max: must be >= source.reconnect_initial")
         return self
@@ -247,13 +254,16 @@ class FeaturesConfig(_Section):
     (at 160 px wide) below which a clip counts as motionless."""
 
     @model_validator(mode="after")
-    def _check(self) -> "FeaturesConfig":
+    def _check(self) -> FeaturesConfig:
         try:
             _check_extractors(self.extractors)
         except ValueError as e:
             raise ValueError(f"features.extractors: {e}") from None
-        if len(self.onnx_mean) not in (1, 3) or len(self.onnx_std) not in (1, 3) \
-                or not all(s > 0 for s in self.onnx_std):
+        if (
+            len(self.onnx_mean) not in (1, 3)
+            or len(self.onnx_std) not in (1, 3)
+            or not all(s > 0 for s in self.onnx_std)
+        ):
             raise ConfigError("features.onnx_mean/onnx_std: need 1 or 3 values each, std > 0")
         return self
 
@@ -284,7 +294,7 @@ class WorkerConfig(_Section):
     """How long a pool thread waits for more clips to fill a batch once it has one."""
 
     @model_validator(mode="after")
-    def _check(self) -> "WorkerConfig":
+    def _check(self) -> WorkerConfig:
         for c in self.cameras:
             if "=" not in c or not c.split("=", 1)[0].strip() or not c.split("=", 1)[1].strip():
                 raise ValueError(f"worker.cameras: expected ID=URI entries (got {c!r})")

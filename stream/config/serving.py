@@ -1,5 +1,6 @@
 """The engine-side configuration sections: ``[engine]`` (scoring, robustness, rollout) and ``[alerts]``
 (hysteresis), plus :data:`CORE_SECTIONS` (every core section in ``fusewatch.toml`` order)."""
+
 from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
@@ -8,10 +9,20 @@ from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass
 
 from fusewatch.stream.config.sections import (
-    SCHEMA, ClipsConfig, FeaturesConfig, KafkaConfig, ModelConfig, Opt, Port, SourceConfig, TopicsConfig, TrainConfig,
-    WorkerConfig, _rng, _Section,
+    SCHEMA,
+    ClipsConfig,
+    FeaturesConfig,
+    KafkaConfig,
+    ModelConfig,
+    Opt,
+    Port,
+    SourceConfig,
+    TopicsConfig,
+    TrainConfig,
+    WorkerConfig,
+    _rng,
+    _Section,
 )
-
 
 
 @dataclass(config=SCHEMA)
@@ -89,12 +100,24 @@ class AlertsConfig(_Section):
     that win over ``on``/``off`` and the model's for the cameras listed."""
 
     @model_validator(mode="after")
-    def _check(self) -> "AlertsConfig":
+    def _check(self) -> AlertsConfig:
         if not self.off <= self.on:
             raise ValueError(f"alerts.off/on: need 0 <= off <= on <= 1 (got off={self.off}, on={self.on})")
         return self
 
 
-CORE_SECTIONS: dict[str, type] = {c.SECTION: c for c in (
-    KafkaConfig, TopicsConfig, SourceConfig, ClipsConfig, FeaturesConfig, WorkerConfig, ModelConfig,
-    TrainConfig, EngineConfig, AlertsConfig)}
+CORE_SECTIONS: dict[str, type] = {
+    c.SECTION: c
+    for c in (
+        KafkaConfig,
+        TopicsConfig,
+        SourceConfig,
+        ClipsConfig,
+        FeaturesConfig,
+        WorkerConfig,
+        ModelConfig,
+        TrainConfig,
+        EngineConfig,
+        AlertsConfig,
+    )
+}

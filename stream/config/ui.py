@@ -3,6 +3,7 @@
 Part of the one schema (:mod:`fusewatch.stream.config`): same loading order, ``--set ui.port=8080``,
 ``FUSEWATCH_UI_TOKEN`` …; the access token is a ``SecretStr`` like the other secrets.
 """
+
 from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar
@@ -45,7 +46,7 @@ class UiConfig(_Section):
     """One ``fusewatch.ui.access`` log line per request (method, path without query, status, ms)."""
 
     @model_validator(mode="after")
-    def _check(self) -> "UiConfig":
+    def _check(self) -> UiConfig:
         if bool(self.tls_certfile) != bool(self.tls_keyfile):
             raise ValueError("ui.tls_certfile/tls_keyfile: set both or neither")
         return self
@@ -58,8 +59,7 @@ class UiConfig(_Section):
         if self.host in LOOPBACK:
             return None
         missing = [n for n, v in (("ui.token", self.token_value()), ("ui.tls_certfile", self.tls_certfile)) if not v]
-        return (f"ui.host={self.host}: binding beyond loopback needs {' and '.join(missing)}"
-                if missing else None)
+        return f"ui.host={self.host}: binding beyond loopback needs {' and '.join(missing)}" if missing else None
 
 
 def _polygons(v: Any) -> Any:
@@ -68,8 +68,13 @@ def _polygons(v: Any) -> Any:
         return v
     out = {}
     for cam, polys in v.items():
-        if isinstance(polys, list) and polys and isinstance(polys[0], list) and polys[0] \
-                and not isinstance(polys[0][0], list):
+        if (
+            isinstance(polys, list)
+            and polys
+            and isinstance(polys[0], list)
+            and polys[0]
+            and not isinstance(polys[0][0], list)
+        ):
             polys = [polys]
         out[cam] = polys
     return out

@@ -10,6 +10,7 @@ before the download ends. Files are written to ``<name>.tmp`` and renamed (never
 Privacy masks are rectangles ``"x:y:w:h"`` in fractions of the frame (0..1), e.g.
 ``"0.7:0:0.3:0.2"`` = the top-right 30 % × 20 %.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,8 +40,7 @@ def parse_mask(text: str) -> Mask:
     if len(parts) != 4:
         raise ValueError(f"privacy mask {text!r}: expected x:y:w:h (fractions 0..1)")
     x, y, w, h = (float(p) for p in parts)
-    if not all(0.0 <= v <= 1.0 for v in (x, y, w, h)) or w <= 0 or h <= 0 or x + w > 1.0 + 1e-9 \
-            or y + h > 1.0 + 1e-9:
+    if not all(0.0 <= v <= 1.0 for v in (x, y, w, h)) or w <= 0 or h <= 0 or x + w > 1.0 + 1e-9 or y + h > 1.0 + 1e-9:
         raise ValueError(f"privacy mask {text!r}: needs 0 <= x, y; w, h > 0; x + w <= 1; y + h <= 1")
     return (x, y, w, h)
 
@@ -50,9 +50,11 @@ def mask_filter(masks: Sequence[Mask]) -> str:
     rounded down to even numbers (yuv420p)."""
     chain, cur = [], "0:v"
     for i, (x, y, w, h) in enumerate(masks):
-        chain.append(f"[{cur}]split=2[b{i}][t{i}];[t{i}]crop=iw*{w}:ih*{h}:iw*{x}:ih*{y},"
-                     f"boxblur=luma_radius='min(w,h)/4':luma_power=3:chroma_radius='min(cw,ch)/4':"
-                     f"chroma_power=3[m{i}];[b{i}][m{i}]overlay=W*{x}:H*{y}[o{i}]")
+        chain.append(
+            f"[{cur}]split=2[b{i}][t{i}];[t{i}]crop=iw*{w}:ih*{h}:iw*{x}:ih*{y},"
+            f"boxblur=luma_radius='min(w,h)/4':luma_power=3:chroma_radius='min(cw,ch)/4':"
+            f"chroma_power=3[m{i}];[b{i}][m{i}]overlay=W*{x}:H*{y}[o{i}]"
+        )
         cur = f"o{i}"
     chain.append(f"[{cur}]scale=trunc(iw/2)*2:trunc(ih/2)*2[v]")
     return ";".join(chain)
@@ -90,8 +92,16 @@ def video_duration(path: Path) -> tuple[float, str]:
         return d, v.codec_context.name
 
 
-def cut_clip(buffer_dir: Path, segments: Sequence[Segment], start: float, end: float, out: Path,
-             masks: Sequence[Mask] = (), segment_seconds: float = 2.0, crf: int = 23) -> ClipCut:
+def cut_clip(
+    buffer_dir: Path,
+    segments: Sequence[Segment],
+    start: float,
+    end: float,
+    out: Path,
+    masks: Sequence[Mask] = (),
+    segment_seconds: float = 2.0,
+    crf: int = 23,
+) -> ClipCut:
     """Write ``out`` (MP4) covering capture times ``start`` .. ``end`` (Unix s) from the buffered
     ``segments`` (oldest first). Raises :class:`EvidenceError` when none overlaps the window."""
     segs = [s for s in segments if s.end > start and s.start < end]
@@ -109,9 +119,24 @@ def cut_clip(buffer_dir: Path, segments: Sequence[Segment], start: float, end: f
         cmd += ["-map", "0:v:0", "-c", "copy"]
     else:
         c_start, c_end = max(start, segs[0].start), min(end, segs[-1].end)
-        cmd += ["-ss", f"{c_start - segs[0].start:.3f}", "-t", f"{c_end - c_start:.3f}",
-                "-filter_complex", mask_filter(masks), "-map", "[v]", "-c:v", "libx264",
-                "-preset", "veryfast", "-crf", str(crf), "-pix_fmt", "yuv420p"]
+        cmd += [
+            "-ss",
+            f"{c_start - segs[0].start:.3f}",
+            "-t",
+            f"{c_end - c_start:.3f}",
+            "-filter_complex",
+            mask_filter(masks),
+            "-map",
+            "[v]",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-crf",
+            str(crf),
+            "-pix_fmt",
+            "yuv420p",
+        ]
     cmd += ["-an", "-movflags", "+faststart", "-f", "mp4", str(tmp)]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -152,8 +177,14 @@ def overlay_map(img: np.ndarray, amap: Sequence[Sequence[float]]) -> np.ndarray:
     return (img.astype(np.float32) * (1 - m) + red * m).round().astype(np.uint8)
 
 
-def snapshot(clip: Path, offset_s: float, out: Path, masks: Sequence[Mask] = (),
-             anomaly_map: Sequence[Sequence[float]] | None = None, quality: int = 90) -> None:
+def snapshot(
+    clip: Path,
+    offset_s: float,
+    out: Path,
+    masks: Sequence[Mask] = (),
+    anomaly_map: Sequence[Sequence[float]] | None = None,
+    quality: int = 90,
+) -> None:
     """Write ``out`` (JPEG): the frame of ``clip`` nearest ``offset_s`` s from its start, masks
     blurred, the anomaly map (if any) drawn over it."""
     import av

@@ -19,6 +19,7 @@ before the newest capture time, then the oldest while the buffer exceeds ``buffe
 The evidence writer (:mod:`.writer`) reads the index, never the recorder's memory, so it can run
 in another process on the same host.
 """
+
 from __future__ import annotations
 
 import json
@@ -112,15 +113,17 @@ class SegmentRecorder:
     def _retain(self) -> None:
         newest = max(s.end for s in self.segments)
         limit = self.cfg.buffer_max_mb * 1e6
-        while len(self.segments) > 1 and (newest - self.segments[0].end > self.cfg.buffer_seconds
-                                          or sum(s.bytes for s in self.segments) > limit):
+        while len(self.segments) > 1 and (
+            newest - self.segments[0].end > self.cfg.buffer_seconds or sum(s.bytes for s in self.segments) > limit
+        ):
             old = self.segments.pop(0)
             (self.dir / old.file).unlink(missing_ok=True)
 
     def _write_index(self) -> None:
         tmp = self.dir / (INDEX + ".tmp")
-        tmp.write_text(json.dumps({"camera": self.camera, "done": self.done,
-                                   "segments": [asdict(s) for s in self.segments]}))
+        tmp.write_text(
+            json.dumps({"camera": self.camera, "done": self.done, "segments": [asdict(s) for s in self.segments]})
+        )
         os.replace(tmp, self.dir / INDEX)
 
 
@@ -162,8 +165,9 @@ class _Connection:
             self.out.mux(pkt)
         except Exception as e:  # never break decoding for the evidence buffer
             self.failed = True
-            self.rec.log.error("evidence: segment recording failed", extra={"fields": {
-                "error": f"{type(e).__name__}: {e}"}})
+            self.rec.log.error(
+                "evidence: segment recording failed", extra={"fields": {"error": f"{type(e).__name__}: {e}"}}
+            )
 
     def _finish(self) -> None:
         if self.out is None:
@@ -180,8 +184,7 @@ class _Connection:
             path.unlink(missing_ok=True)
             return
         cc = self.stream.codec_context
-        self.rec.add(Segment(path.name, start, end + self.frame_s, cc.name, cc.width, cc.height,
-                             path.stat().st_size))
+        self.rec.add(Segment(path.name, start, end + self.frame_s, cc.name, cc.width, cc.height, path.stat().st_size))
 
     def close(self) -> None:
         """End of the connection: the open segment is closed and indexed."""

@@ -15,6 +15,7 @@ that restarts cuts it then (at-least-once; an existing clip is not cut again, it
 published again). Runs inside ``fusewatch worker`` / ``replay`` / ``demo`` (a thread) or anywhere
 with the buffer directory at hand.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,9 +26,9 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import quote
 
+from ..alert_schema import decode_alert
 from ..logs import get_logger
 from ..records import RECORD_HEADERS, encode_evidence, record_kind
-from ..alert_schema import decode_alert
 from ..schema import SchemaError
 from .cut import EvidenceError, cut_clip, parse_mask, snapshot
 from .segments import camera_dir_name, read_index
@@ -55,8 +56,7 @@ def file_info(path: Path, root: Path, base_url: str) -> dict:
     data = path.read_bytes()
     rel = path.relative_to(root).as_posix()
     url = f"{base_url.rstrip('/')}/{quote(rel)}"  # a file named "cam%2F1" is the URL path "cam%252F1"
-    return {"path": rel, "url": url, "bytes": len(data),
-            "sha256": hashlib.sha256(data).hexdigest()}
+    return {"path": rel, "url": url, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 class EvidenceWriter:
@@ -64,9 +64,18 @@ class EvidenceWriter:
     ``producer`` is given; closed by :meth:`stop` when ``owns_transport``); ``cameras``: only these
     (None: all); ``on_evidence(record_dict)`` after each record is produced."""
 
-    def __init__(self, cfg, transport, *, cameras=None, producer=None, group_id: str | None = None,
-                 from_beginning: bool = False, on_evidence: Callable[[dict], None] | None = None,
-                 owns_transport: bool = False):
+    def __init__(
+        self,
+        cfg,
+        transport,
+        *,
+        cameras=None,
+        producer=None,
+        group_id: str | None = None,
+        from_beginning: bool = False,
+        on_evidence: Callable[[dict], None] | None = None,
+        owns_transport: bool = False,
+    ):
         self.cfg, self.ecfg = cfg, cfg.evidence
         self.t, self.producer = transport, producer or transport
         self.root = Path(self.ecfg.dir).expanduser()
@@ -100,8 +109,10 @@ class EvidenceWriter:
             try:
                 a = decode_alert(r.value, self.cfg.max_message_bytes)
             except SchemaError as e:
-                log.warning("evidence: skipping malformed alert", extra={"fields": {
-                    "at": f"{r.topic}[{r.partition}]@{r.offset}", "error": str(e)}})
+                log.warning(
+                    "evidence: skipping malformed alert",
+                    extra={"fields": {"at": f"{r.topic}[{r.partition}]@{r.offset}", "error": str(e)}},
+                )
                 continue
             self._on_alert(a, (r.topic, r.partition, r.offset))
         self.process()
@@ -114,8 +125,9 @@ class EvidenceWriter:
             return
         j = self.jobs.get(a.id)
         if j is None:
-            j = self.jobs[a.id] = _Job(a.id, a.camera, a.start_time, a.end_time, a.peak, a.score,
-                                       a.end_time, a.anomaly_map, False, pos)
+            j = self.jobs[a.id] = _Job(
+                a.id, a.camera, a.start_time, a.end_time, a.peak, a.score, a.end_time, a.anomaly_map, False, pos
+            )
         j.end_time, j.peak = max(j.end_time, a.end_time), max(j.peak, a.peak)
         if a.score > j.best_score or (a.anomaly_map is not None and j.anomaly_map is None):
             j.best_score, j.best_time = max(a.score, j.best_score), a.end_time
@@ -147,8 +159,10 @@ class EvidenceWriter:
                 self._write(j, bdir, segs, start, end)
             except (EvidenceError, OSError, ValueError) as e:
                 self.failures.append(f"{j.alert_id}: {e}")
-                log.error("evidence: clip not written", extra={"fields": {
-                    "alert": j.alert_id, "camera": j.camera, "error": str(e)}})
+                log.error(
+                    "evidence: clip not written",
+                    extra={"fields": {"alert": j.alert_id, "camera": j.camera, "error": str(e)}},
+                )
 
     def _write(self, j: _Job, bdir: Path, segs, start: float, end: float) -> None:
         cam_dir = self.root / camera_dir_name(j.camera)
@@ -156,6 +170,7 @@ class EvidenceWriter:
         reencoded = None
         if clip_p.is_file():  # written before a restart: publish it again, do not cut twice
             from .cut import video_duration
+
             dur, codec = video_duration(clip_p)
             c_start, c_end = start, end
         else:
@@ -166,22 +181,40 @@ class EvidenceWriter:
         try:
             if not snap_p.is_file():
                 snapshot(clip_p, peak_t - c_start, snap_p, self.masks, j.anomaly_map)
-            snap = {**file_info(snap_p, self.root, self.ecfg.base_url), "time": peak_t,
-                    "anomaly_map": j.anomaly_map is not None}
+            snap = {
+                **file_info(snap_p, self.root, self.ecfg.base_url),
+                "time": peak_t,
+                "anomaly_map": j.anomaly_map is not None,
+            }
         except (EvidenceError, OSError, ValueError) as e:
             log.error("evidence: snapshot not written", extra={"fields": {"alert": j.alert_id, "error": str(e)}})
-        clip = {**file_info(clip_p, self.root, self.ecfg.base_url), "duration": round(dur, 3),
-                "start_time": c_start, "end_time": c_end, "codec": codec, "reencoded": reencoded}
+        clip = {
+            **file_info(clip_p, self.root, self.ecfg.base_url),
+            "duration": round(dur, 3),
+            "start_time": c_start,
+            "end_time": c_end,
+            "codec": codec,
+            "reencoded": reencoded,
+        }
         rec_alert = {"start_time": j.start_time, "end_time": j.end_time, "peak": j.peak}
         data = encode_evidence(j.alert_id, j.camera, clip, snap, rec_alert)
-        self.producer.produce(self.cfg.topics.alerts, j.camera, data, RECORD_HEADERS["evidence"],
-                              on_delivery=lambda e, i=j.alert_id: e and log.error(
-                                  "evidence record lost", extra={"fields": {"alert": i, "error": str(e)}}))
+        self.producer.produce(
+            self.cfg.topics.alerts,
+            j.camera,
+            data,
+            RECORD_HEADERS["evidence"],
+            on_delivery=lambda e, i=j.alert_id: (
+                e and log.error("evidence record lost", extra={"fields": {"alert": i, "error": str(e)}})
+            ),
+        )
         import json
+
         rec = json.loads(data)
         self.records.append(rec)
-        log.info("evidence written", extra={"fields": {"alert": j.alert_id, "clip": clip["path"],
-                                                       "duration": clip["duration"]}})
+        log.info(
+            "evidence written",
+            extra={"fields": {"alert": j.alert_id, "clip": clip["path"], "duration": clip["duration"]}},
+        )
         if self.on_evidence:
             self.on_evidence(rec)
         self.deleted += apply_retention(self.root, self.ecfg.max_age_days, self.ecfg.max_total_mb)
@@ -200,7 +233,7 @@ class EvidenceWriter:
             log.warning("evidence: commit failed", extra={"fields": {"error": str(e)}})
 
     # -- thread -------------------------------------------------------------------------------
-    def start(self) -> "EvidenceWriter":
+    def start(self) -> EvidenceWriter:
         self._thread = threading.Thread(target=self._run, name="evidence", daemon=True)
         self._thread.start()
         return self
@@ -219,8 +252,13 @@ class EvidenceWriter:
         self.flush_open = self.flush_open or flush_open
         self._empty_polls = 0
         deadline = time.monotonic() + drain_s
-        while (self._thread is not None and (self.jobs or self._empty_polls < 2) and drain_s > 0
-               and time.monotonic() < deadline and self._thread.is_alive()):
+        while (
+            self._thread is not None
+            and (self.jobs or self._empty_polls < 2)
+            and drain_s > 0
+            and time.monotonic() < deadline
+            and self._thread.is_alive()
+        ):
             time.sleep(0.1)
         self._stop.set()
         if self._thread is not None:
@@ -228,8 +266,9 @@ class EvidenceWriter:
         if self.owns_transport:
             self.t.close()
         if self.jobs:
-            log.error("evidence: alerts left without evidence", extra={"fields": {
-                "alerts": ",".join(sorted(self.jobs))}})
+            log.error(
+                "evidence: alerts left without evidence", extra={"fields": {"alerts": ",".join(sorted(self.jobs))}}
+            )
 
 
 def apply_retention(root: Path, max_age_days: float, max_total_mb: float) -> int:
@@ -241,7 +280,7 @@ def apply_retention(root: Path, max_age_days: float, max_total_mb: float) -> int
             continue
         groups.setdefault(p.with_suffix(""), []).append(p)
     items = []
-    for stem, files in groups.items():
+    for _stem, files in groups.items():
         st = [f.stat() for f in files]
         items.append((max(s.st_mtime for s in st), sum(s.st_size for s in st), files))
     items.sort(key=lambda x: x[0])

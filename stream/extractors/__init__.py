@@ -18,6 +18,7 @@ Optional features-config fields read with ``getattr`` (defaults apply when absen
 ``cnn_resize`` (``squash`` | ``crop``), ``flow_width`` (160), ``flow_method`` (``farneback`` |
 ``dis``).
 """
+
 from __future__ import annotations
 
 from fusewatch.errors import ConfigError
@@ -56,9 +57,8 @@ def build_extractor(spec: str, cfg) -> Extractor:
     if spec.startswith("onnx:"):
         from .user_onnx import OnnxModelExtractor
 
-        return OnnxModelExtractor(spec[len("onnx:"):].strip(), cfg)
-    raise ConfigError(f"features.extractors: unknown extractor {spec!r} "
-                     f"(known: {', '.join(KNOWN)}, onnx:<path>)")
+        return OnnxModelExtractor(spec[len("onnx:") :].strip(), cfg)
+    raise ConfigError(f"features.extractors: unknown extractor {spec!r} (known: {', '.join(KNOWN)}, onnx:<path>)")
 
 
 def build_extractors(cfg) -> list[Extractor]:

@@ -9,6 +9,7 @@ followed by the per-band standard deviation (40:80).
 Audio shorter than one window is zero-padded to one window. ``audio is None`` (the source has
 no audio track) or an empty array yields None: the representation is absent for that clip.
 """
+
 from __future__ import annotations
 
 import threading
@@ -35,8 +36,7 @@ def mel_to_hz(m):
     return 700.0 * (10.0 ** (np.asarray(m, np.float64) / 2595.0) - 1.0)
 
 
-def mel_filterbank(rate: int, n_fft: int, n_mels: int = N_MELS, fmin: float = FMIN,
-                   fmax: float = FMAX) -> np.ndarray:
+def mel_filterbank(rate: int, n_fft: int, n_mels: int = N_MELS, fmin: float = FMIN, fmax: float = FMAX) -> np.ndarray:
     """(n_mels, n_fft//2 + 1) triangular mel filters (peak 1) for power spectra at ``rate`` Hz."""
     fmax = min(fmax, rate / 2.0)
     fmin = min(fmin, fmax / 2.0)
@@ -84,9 +84,10 @@ class AudioExtractor(Extractor):
             x = np.pad(x, (0, win - len(x)))
         n = 1 + (len(x) - win) // hop
         frames = np.lib.stride_tricks.as_strided(
-            x, shape=(n, win), strides=(x.strides[0] * hop, x.strides[0]), writeable=False)
+            x, shape=(n, win), strides=(x.strides[0] * hop, x.strides[0]), writeable=False
+        )
         spec = np.fft.rfft(frames * window, n=n_fft, axis=1)
-        power = (spec.real ** 2 + spec.imag ** 2).astype(np.float32)
+        power = (spec.real**2 + spec.imag**2).astype(np.float32)
         return np.log(np.maximum(power @ fb.T, LOG_FLOOR))
 
     def extract(self, frames, audio, audio_rate):

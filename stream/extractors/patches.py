@@ -30,6 +30,7 @@ slice      content
 Cost: one MobileNetV2 forward per sampled frame, like ``mobilenetv2`` with ``cnn_frames = 8``
 (~80 ms per clip on one core), plus < 1 ms for the summary.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -42,7 +43,7 @@ PROJ_DIM = 32
 PROJ_SEED = 12
 GRID = 7
 PATCH_DIM = PROJ_DIM + 3
-DIM = K_PATCHES * PATCH_DIM + 2 + GRID * GRID   # 191
+DIM = K_PATCHES * PATCH_DIM + 2 + GRID * GRID  # 191
 VERSION = "mnv2_patches-1"
 BACKBONE = "mobilenetv2"
 
@@ -71,12 +72,18 @@ def feature_map_onnx(model_dir, size: int = 224):
     """Cached ONNX of MobileNetV2's last feature map ``(N, 1280, 7, 7)``: ``(path, weights sha)``."""
     from .backbones import BACKBONES, EXPORT_RECIPE, load_torch_model, weights_sha256
     from .onnx_cache import OPSET, cached_onnx, export_torch
+
     sha = weights_sha256(BACKBONES[BACKBONE].weights())
 
     def export(tmp):
         import torch
-        export_torch(_feature_map_module(load_torch_model(BACKBONE, classifier=False)),
-                     torch.zeros(2, 3, size, size), tmp, output_name="feature_map")
+
+        export_torch(
+            _feature_map_module(load_torch_model(BACKBONE, classifier=False)),
+            torch.zeros(2, 3, size, size),
+            tmp,
+            output_name="feature_map",
+        )
 
     path, _ = cached_onnx(model_dir, f"{BACKBONE}-fmap-w{sha[:16]}-x{EXPORT_RECIPE}-op{OPSET}-{size}.onnx", export)
     return path, sha
@@ -104,9 +111,10 @@ class PatchAppearanceExtractor(Extractor):
     def feature_maps(self, frames: list[np.ndarray]) -> np.ndarray:
         """``(T, 49, 1280)`` feature maps of the clip's sampled frames (patches row-major)."""
         from .backbones import preprocess
+
         idx = subsample_indices(len(frames), PATCH_FRAMES)
         x = preprocess([frames[i] for i in idx], BACKBONE, self.resize)
-        f = self.session.run(None, {self.input_name: x})[0]            # T, C, 7, 7
+        f = self.session.run(None, {self.input_name: x})[0]  # T, C, 7, 7
         t, c, h, w = f.shape
         return f.reshape(t, c, h * w).transpose(0, 2, 1)
 
@@ -116,8 +124,8 @@ class PatchAppearanceExtractor(Extractor):
 
     @staticmethod
     def _summary(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mu = f.mean(0)                                                   # 49, C
-        dev = np.linalg.norm(f - mu[None], axis=2).mean(0)               # 49
+        mu = f.mean(0)  # 49, C
+        dev = np.linalg.norm(f - mu[None], axis=2).mean(0)  # 49
         return mu, dev / (np.linalg.norm(mu, axis=1) + 1.0)
 
     def extract(self, frames, audio=None, audio_rate=None):
@@ -128,9 +136,9 @@ class PatchAppearanceExtractor(Extractor):
         for j, p in enumerate(order):
             r, col = divmod(int(p), GRID)
             o = j * PATCH_DIM
-            out[o:o + PROJ_DIM] = mu[p] @ self.proj
-            out[o + PROJ_DIM:o + PATCH_DIM] = [c[p], (r + 0.5) / GRID, (col + 0.5) / GRID]
+            out[o : o + PROJ_DIM] = mu[p] @ self.proj
+            out[o + PROJ_DIM : o + PATCH_DIM] = [c[p], (r + 0.5) / GRID, (col + 0.5) / GRID]
         o = K_PATCHES * PATCH_DIM
-        out[o:o + 2] = [c.mean(), c.max()]
-        out[o + 2:] = c
+        out[o : o + 2] = [c.mean(), c.max()]
+        out[o + 2 :] = c
         return out

@@ -14,6 +14,7 @@ error comes from the high-resolution early blocks, and keeping those six convs i
 cached beside the fp32 file under a name that carries the fp32 file's name, the quantisation recipe
 and a hash of the calibration inputs, so it is computed once per model directory and never stale.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -45,15 +46,17 @@ def calibration_videos(entries) -> list[Path]:
     """Files of ``features.cnn_calibration`` (folders expanded), or the default set; ValueError
     (one line) when none exists."""
     out: list[Path] = []
-    for e in (list(entries) or default_calibration()):
+    for e in list(entries) or default_calibration():
         p = Path(os.path.expanduser(str(e)))
         if p.is_dir():
             out += sorted(q for q in p.iterdir() if q.suffix.lower() in VIDEO_EXTS)
         elif p.is_file():
             out.append(p)
     if not out:
-        raise ValueError("features.cnn_calibration: no calibration videos found for int8 backbones "
-                         f"(looked at {list(entries) or [str(p) for p in default_calibration()]})")
+        raise ValueError(
+            "features.cnn_calibration: no calibration videos found for int8 backbones "
+            f"(looked at {list(entries) or [str(p) for p in default_calibration()]})"
+        )
     return out
 
 
@@ -80,8 +83,13 @@ def quantize_backbone(fp32_path, out_path, batches: list[np.ndarray]) -> None:
     """Static QDQ int8 quantisation of ``fp32_path`` into ``out_path``, calibrated on ``batches``
     of preprocessed (N, 3, H, W) float32 inputs."""
     import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     graph = onnx.load(str(fp32_path)).graph
     name = graph.input[0].name
@@ -100,9 +108,17 @@ def quantize_backbone(fp32_path, out_path, batches: list[np.ndarray]) -> None:
         def get_next(self):
             return next(self._it, None)
 
-    quantize_static(str(fp32_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=keep_fp32)
+    quantize_static(
+        str(fp32_path),
+        str(out_path),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax,
+        nodes_to_exclude=keep_fp32,
+    )
 
 
 def int8_backbone_onnx(fp32_path, prepare, resize: str, calibration=()) -> tuple[Path, str, bool]:
@@ -117,7 +133,7 @@ def int8_backbone_onnx(fp32_path, prepare, resize: str, calibration=()) -> tuple
         frames = [f for v in videos for f in video_frames(v, per)]
         x = prepare(frames)
         log.info("quantising %s to int8 on %d calibration frames", fp32_path.name, len(frames))
-        quantize_backbone(fp32_path, tmp, [x[i:i + 16] for i in range(0, len(x), 16)])
+        quantize_backbone(fp32_path, tmp, [x[i : i + 16] for i in range(0, len(x), 16)])
 
     path, made = cached_onnx(fp32_path.parent, f"{fp32_path.stem}-int8q{QUANT_RECIPE}-c{tag}.onnx", make)
     return path, tag, made

@@ -15,6 +15,7 @@ fixed batch size of 1 are run frame by frame; others get the clip's frames as on
 The representation is named ``onnx:<file stem>`` (e.g. ``onnx:resnet18`` for
 ``onnx:/models/resnet18.onnx``), so a model keeps its name wherever the file lives.
 """
+
 from __future__ import annotations
 
 import os
@@ -48,15 +49,13 @@ class OnnxModelExtractor(Extractor):
 
             proto = onnx.load(str(p), load_external_data=False)
         except Exception as e:
-            raise ConfigError(f"features.extractors: {spec}: not an ONNX model "
-                             f"({_one_line(e, 100)})") from None
+            raise ConfigError(f"features.extractors: {spec}: not an ONNX model ({_one_line(e, 100)})") from None
         if not proto.ir_version or not proto.graph.node:  # protobuf parses many byte strings
             raise ConfigError(f"features.extractors: {spec}: not an ONNX model (no graph)")
         try:
             self.session = ort_session(p, int(cfg.threads))
         except Exception as e:
-            raise ConfigError(f"features.extractors: {spec}: ONNX Runtime cannot load it "
-                             f"({_one_line(e)})") from None
+            raise ConfigError(f"features.extractors: {spec}: ONNX Runtime cannot load it ({_one_line(e)})") from None
         self.path = p
         self.name = f"onnx:{p.stem}"
         self.size = int(cfg.onnx_input_size)
@@ -79,25 +78,34 @@ class OnnxModelExtractor(Extractor):
         self.input_uint8 = inp.type == "tensor(uint8)"
         self.input_dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
         if inp.type not in ("tensor(float)", "tensor(float16)", "tensor(uint8)"):
-            raise ConfigError(f"features.extractors: {spec}: unsupported input type {inp.type} "
-                             "(need float, float16 or uint8 images)")
+            raise ConfigError(
+                f"features.extractors: {spec}: unsupported input type {inp.type} (need float, float16 or uint8 images)"
+            )
         shape = list(inp.shape)
         if len(shape) != 4:
-            raise ConfigError(f"features.extractors: {spec}: input {inp.name!r} has shape {shape}, "
-                             f"need a rank-4 image batch ({self.layout})")
+            raise ConfigError(
+                f"features.extractors: {spec}: input {inp.name!r} has shape {shape}, "
+                f"need a rank-4 image batch ({self.layout})"
+            )
         c_ax, h_ax, w_ax = (1, 2, 3) if self.layout == "NCHW" else (3, 1, 2)
         if isinstance(shape[c_ax], int) and shape[c_ax] != 3:
-            raise ConfigError(f"features.extractors: {spec}: input shape {shape} has {shape[c_ax]} "
-                             f"channels on the {self.layout} channel axis, need 3 "
-                             "(check features.onnx_layout)")
+            raise ConfigError(
+                f"features.extractors: {spec}: input shape {shape} has {shape[c_ax]} "
+                f"channels on the {self.layout} channel axis, need 3 "
+                "(check features.onnx_layout)"
+            )
         for ax in (h_ax, w_ax):
             if isinstance(shape[ax], int) and shape[ax] != self.size:
-                raise ConfigError(f"features.onnx_input_size: {self.size} does not match the model's "
-                                 f"declared input shape {shape} ({spec})")
+                raise ConfigError(
+                    f"features.onnx_input_size: {self.size} does not match the model's "
+                    f"declared input shape {shape} ({spec})"
+                )
         self.fixed_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
         if self.fixed_batch not in (None, 1):
-            raise ConfigError(f"features.extractors: {spec}: fixed batch size {self.fixed_batch} "
-                             "is not supported (export with a dynamic or unit batch)")
+            raise ConfigError(
+                f"features.extractors: {spec}: fixed batch size {self.fixed_batch} "
+                "is not supported (export with a dynamic or unit batch)"
+            )
         try:
             probe = self._run(np.zeros((1, self.size, self.size, 3), np.uint8))
         except Exception as e:
@@ -129,16 +137,21 @@ class OnnxModelExtractor(Extractor):
     def _run(self, batch: np.ndarray) -> np.ndarray:
         """(N, size, size, 3) uint8 RGB → (N, frame_dim) float32."""
         if self.fixed_batch == 1 and len(batch) > 1:
-            return np.concatenate([self._run(batch[i:i + 1]) for i in range(len(batch))])
+            return np.concatenate([self._run(batch[i : i + 1]) for i in range(len(batch))])
         y = self.session.run(None, {self.input_name: self._prep(batch)})[0]
         return self._pool_output(y, len(batch))
 
     def extract(self, frames, audio=None, audio_rate=None):
         check_frames(frames, self.name)
         s = self.size
-        batch = np.stack([
-            f if f.shape[:2] == (s, s) else cv2.resize(
-                f, (s, s),
-                interpolation=cv2.INTER_AREA if f.shape[0] * f.shape[1] > s * s else cv2.INTER_LINEAR)
-            for f in frames])
+        batch = np.stack(
+            [
+                f
+                if f.shape[:2] == (s, s)
+                else cv2.resize(
+                    f, (s, s), interpolation=cv2.INTER_AREA if f.shape[0] * f.shape[1] > s * s else cv2.INTER_LINEAR
+                )
+                for f in frames
+            ]
+        )
         return pool_frames(self._run(batch), self.pool)

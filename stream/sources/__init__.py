@@ -14,6 +14,7 @@ One idea per module:
 * :mod:`.supervisor` — :class:`VideoSource`: decode thread, watchdog, reconnects, loops;
 * :mod:`.errors` — :class:`SourceError`, the one-line user-facing failure.
 """
+
 from __future__ import annotations
 
 from .backoff import backoff_delay
@@ -25,7 +26,22 @@ from .supervisor import VideoSource
 from .uri import NETWORK_SCHEMES, SUPPORTED_SCHEMES, SourceSpec, parse_source
 
 __all__ = [
-    "AudioEvent", "DecodeError", "Discontinuity", "EndOfStream", "FrameQueue", "NETWORK_SCHEMES",
-    "Reader", "ReaderEvent", "SUPPORTED_SCHEMES", "SourceError", "SourceSpec", "VideoEvent",
-    "VideoSource", "backoff_delay", "file_anchor", "open_reader", "parse_source", "probe",
+    "AudioEvent",
+    "DecodeError",
+    "Discontinuity",
+    "EndOfStream",
+    "FrameQueue",
+    "NETWORK_SCHEMES",
+    "Reader",
+    "ReaderEvent",
+    "SUPPORTED_SCHEMES",
+    "SourceError",
+    "SourceSpec",
+    "VideoEvent",
+    "VideoSource",
+    "backoff_delay",
+    "file_anchor",
+    "open_reader",
+    "parse_source",
+    "probe",
 ]

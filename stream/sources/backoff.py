@@ -1,4 +1,5 @@
 """Reconnect delays: jittered exponential backoff (seconds)."""
+
 from __future__ import annotations
 
 import random

@@ -7,6 +7,7 @@ sampled frame until the audio covering its sampling slot has been queued (at mos
 ``AUDIO_HOLD_S``), paces replays, and reports how the connection ended as a
 :class:`DecodeOutcome`. The supervisor owns the state it reads and writes (listed on the class).
 """
+
 from __future__ import annotations
 
 import math
@@ -87,12 +88,20 @@ class DecodeLoop:
         reader: Reader | None = None
         try:
             reader = open_reader(self.spec, self.cfg, self.want_audio)
-            self.info.update(fps=reader.fps, width=reader.width, height=reader.height,
-                             audio_rate=reader.audio_rate, backend=reader.backend)
+            self.info.update(
+                fps=reader.fps,
+                width=reader.width,
+                height=reader.height,
+                audio_rate=reader.audio_rate,
+                backend=reader.backend,
+            )
             if not self.info["header_frames"]:
                 self.info["header_frames"] = reader.header_frames
-            rec = self.recorder.connection(reader, self._wall_of_raw, lambda: self._alive(gen)) \
-                if self.recorder is not None else None
+            rec = (
+                self.recorder.connection(reader, self._wall_of_raw, lambda: self._alive(gen))
+                if self.recorder is not None
+                else None
+            )
             try:
                 result = self._decode_loop(reader, gen)
             finally:
@@ -122,8 +131,9 @@ class DecodeLoop:
         first_error: str | None = None
 
         def release(all_: bool = False) -> bool:
-            while held and (all_ or not has_audio or held[0].pts + slot <= audio_end
-                            or held[-1].pts - held[0].pts > AUDIO_HOLD_S):
+            while held and (
+                all_ or not has_audio or held[0].pts + slot <= audio_end or held[-1].pts - held[0].pts > AUDIO_HOLD_S
+            ):
                 f = held.popleft()
                 self._pace(f.pts, gen)
                 if not self._emit(f, gen):

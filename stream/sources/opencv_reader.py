@@ -1,4 +1,5 @@
 """The OpenCV ``VideoCapture`` fallback backend (video only), used when PyAV cannot open a source."""
+
 from __future__ import annotations
 
 import math

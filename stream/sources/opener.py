@@ -1,5 +1,6 @@
 """Opening a source: PyAV first, OpenCV as the fallback; one-shot probing of a file's properties
 and its fixed wall-clock anchor for replay."""
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,14 @@ def _capability_error(e: Exception) -> bool:
     """PyAV's FFmpeg lacks something (protocol, demuxer, decoder, option) that OpenCV may have."""
     import av
 
-    names = ("ProtocolNotFoundError", "DemuxerNotFoundError", "DecoderNotFoundError",
-             "PatchWelcomeError", "OptionNotFoundError", "FilterNotFoundError")
+    names = (
+        "ProtocolNotFoundError",
+        "DemuxerNotFoundError",
+        "DecoderNotFoundError",
+        "PatchWelcomeError",
+        "OptionNotFoundError",
+        "FilterNotFoundError",
+    )
     return any(isinstance(e, getattr(av.error, n)) for n in names if hasattr(av.error, n))
 
 
@@ -42,12 +49,20 @@ def probe(uri: str, cfg=None) -> dict:
     creation_time, backend."""
     if cfg is None:
         from ..config import SourceConfig
+
         cfg = SourceConfig()
     spec = parse_source(uri, cfg)
     r = open_reader(spec, cfg, want_audio=True)
     try:
-        return {"fps": r.fps, "width": r.width, "height": r.height, "frames": r.header_frames,
-                "audio_rate": r.audio_rate, "creation_time": r.creation_time, "backend": r.backend}
+        return {
+            "fps": r.fps,
+            "width": r.width,
+            "height": r.height,
+            "frames": r.header_frames,
+            "audio_rate": r.audio_rate,
+            "creation_time": r.creation_time,
+            "backend": r.backend,
+        }
     finally:
         r.close()
 

@@ -1,5 +1,6 @@
 """The PyAV (FFmpeg) demux/decode backend: video frames (converted to RGB on demand) and audio
 resampled to mono float32 at its native rate."""
+
 from __future__ import annotations
 
 from typing import Any, Iterator
@@ -40,8 +41,9 @@ class PyAVReader(Reader):
             self.width = self.v.codec_context.width
             self.height = self.v.codec_context.height
             self.header_frames = int(self.v.frames or 0)
-            self.creation_time = parse_iso_time((self.c.metadata or {}).get("creation_time")
-                                                 or (self.v.metadata or {}).get("creation_time"))
+            self.creation_time = parse_iso_time(
+                (self.c.metadata or {}).get("creation_time") or (self.v.metadata or {}).get("creation_time")
+            )
             self.resampler = None
             if self.a is not None:
                 self.audio_rate = int(self.a.rate or self.a.codec_context.sample_rate or 0) or None
@@ -87,4 +89,3 @@ class PyAVReader(Reader):
             self.c.close()
         except Exception:
             pass
-

@@ -2,6 +2,7 @@
 source puts on it besides :class:`~fusewatch.stream.clips.Frame` and
 :class:`~fusewatch.stream.clips.AudioChunk` items: :class:`Discontinuity` and, last,
 :class:`EndOfStream`."""
+
 from __future__ import annotations
 
 import threading
@@ -37,8 +38,7 @@ class FrameQueue:
     and counts it; ``block``: the producer waits for space (it never loses a frame).
     """
 
-    def __init__(self, maxsize: int, policy: str = "drop_oldest",
-                 on_drop: Callable[[int], None] | None = None):
+    def __init__(self, maxsize: int, policy: str = "drop_oldest", on_drop: Callable[[int], None] | None = None):
         if policy not in ("drop_oldest", "block"):
             raise ValueError(f"overflow policy must be drop_oldest or block (got {policy!r})")
         self.maxsize = max(1, int(maxsize))
@@ -58,8 +58,13 @@ class FrameQueue:
     def frames(self) -> int:
         return self._frames
 
-    def put(self, item: Any, alive: Callable[[], bool] = lambda: True,
-            on_wait: Callable[[], None] | None = None, force: bool = False) -> bool:
+    def put(
+        self,
+        item: Any,
+        alive: Callable[[], bool] = lambda: True,
+        on_wait: Callable[[], None] | None = None,
+        force: bool = False,
+    ) -> bool:
         """Enqueue ``item``; returns False when ``alive()`` turned false while blocked."""
         is_frame = isinstance(item, Frame)
         dropped = 0
@@ -103,4 +108,3 @@ class FrameQueue:
                 self._frames -= 1
             self._cv.notify_all()
             return item
-

@@ -7,10 +7,12 @@ A :class:`Reader` is opened on one connection to a source and iterates, in demux
 * :class:`AudioEvent` — decoded audio, mono float32 at the stream's own rate;
 * :class:`DecodeError` — a packet that did not decode (the reader carries on).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Union
+from datetime import UTC
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -44,7 +46,7 @@ class DecodeError:
     message: str
 
 
-ReaderEvent = Union[VideoEvent, AudioEvent, DecodeError]
+ReaderEvent = VideoEvent | AudioEvent | DecodeError
 
 
 class Reader:
@@ -74,12 +76,13 @@ def parse_iso_time(s: str | None) -> float | None:
     given); ``None`` when absent, unparsable or not after the epoch."""
     if not s:
         return None
-    from datetime import datetime, timezone
+    from datetime import datetime
+
     try:
         dt = datetime.fromisoformat(s.strip().replace("Z", "+00:00"))
     except ValueError:
         return None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     t = dt.timestamp()
     return t if t > 0 else None

@@ -20,6 +20,7 @@ Audio (when the container has an audio stream and audio is wanted) is decoded al
 float32 at its native rate and delivered as :class:`~fusewatch.stream.clips.AudioChunk` items ahead of the
 video frames it covers.
 """
+
 from __future__ import annotations
 
 import random
@@ -48,11 +49,24 @@ class VideoSource(DecodeLoop):
     :class:`~fusewatch.stream.metrics.WorkerMetrics` to count into.
     """
 
-    def __init__(self, uri: str, cfg=None, *, wall_anchor: float | None = None, realtime: bool = False,
-                 speed: float = 1.0, loop: int = 1, overflow: str | None = None, want_audio: bool = True,
-                 metrics=None, log=None, rng: random.Random | None = None):
+    def __init__(
+        self,
+        uri: str,
+        cfg=None,
+        *,
+        wall_anchor: float | None = None,
+        realtime: bool = False,
+        speed: float = 1.0,
+        loop: int = 1,
+        overflow: str | None = None,
+        want_audio: bool = True,
+        metrics=None,
+        log=None,
+        rng: random.Random | None = None,
+    ):
         if cfg is None:
             from ..config import SourceConfig
+
             cfg = SourceConfig()
         self.cfg = cfg
         self.spec = parse_source(uri, cfg)
@@ -70,8 +84,14 @@ class VideoSource(DecodeLoop):
             # a file read as fast as possible would only drop frames: it blocks unless it is paced
             overflow = cfg.overflow if (self.live or self.realtime) else "block"
         self.queue = FrameQueue(cfg.queue_size, overflow, on_drop=self._count_drop)
-        self.info: dict[str, Any] = {"fps": None, "width": 0, "height": 0, "audio_rate": None,
-                                     "backend": None, "header_frames": 0}
+        self.info: dict[str, Any] = {
+            "fps": None,
+            "width": 0,
+            "height": 0,
+            "audio_rate": None,
+            "backend": None,
+            "header_frames": 0,
+        }
         self.counts = {"decoded": 0, "sampled": 0, "dropped": 0, "reconnects": 0, "decode_errors": 0}
         self._sampler = FrameSampler(cfg.sample_fps)
         self._stop = threading.Event()
@@ -99,10 +119,11 @@ class VideoSource(DecodeLoop):
         self._count("dropped", "frames_dropped", n)
 
     # -- public -------------------------------------------------------------------------------
-    def start(self) -> "VideoSource":
+    def start(self) -> VideoSource:
         if self._supervisor is None:
-            self._supervisor = threading.Thread(target=self._supervise, daemon=True,
-                                                name=f"source-{Path(self.spec.target).name}")
+            self._supervisor = threading.Thread(
+                target=self._supervise, daemon=True, name=f"source-{Path(self.spec.target).name}"
+            )
             self._supervisor.start()
         return self
 
@@ -148,8 +169,7 @@ class VideoSource(DecodeLoop):
                 self._gen = gen
                 self._conn_frames = 0
                 self._progress = time.monotonic()
-                t = threading.Thread(target=self._decode_once, args=(gen,), daemon=True,
-                                     name=f"decode-{gen}")
+                t = threading.Thread(target=self._decode_once, args=(gen,), daemon=True, name=f"decode-{gen}")
                 t.start()
                 stalled = False
                 limit = self.cfg.stall_timeout
@@ -167,8 +187,10 @@ class VideoSource(DecodeLoop):
                 if self._stop.is_set():
                     break
                 if stalled:
-                    outcome, msg = "stall", (f"no frame for {limit:g} s" if self._conn_frames
-                                             else f"no first frame within {limit:g} s")
+                    outcome, msg = (
+                        "stall",
+                        (f"no frame for {limit:g} s" if self._conn_frames else f"no first frame within {limit:g} s"),
+                    )
                 else:
                     res = self._results.pop(gen, DecodeOutcome("error", "decoder thread died"))
                     outcome, msg = res.kind, res.detail
@@ -207,9 +229,12 @@ class VideoSource(DecodeLoop):
                 delay = backoff_delay(failures, self.cfg.reconnect_initial, self.cfg.reconnect_max, self._rng)
                 failures += 1
                 self._count("reconnects", "reconnects")
-                self.log.warning("source lost, reconnecting",
-                                 extra={"fields": {"reason": outcome, "detail": msg, "attempt": failures,
-                                                   "delay_s": round(delay, 3)}})
+                self.log.warning(
+                    "source lost, reconnecting",
+                    extra={
+                        "fields": {"reason": outcome, "detail": msg, "attempt": failures, "delay_s": round(delay, 3)}
+                    },
+                )
                 if self._stop.wait(delay):
                     break
                 if self._last_pts is not None and self.wall_anchor is not None:

@@ -1,5 +1,6 @@
 """Source URIs: classify a URI (file, RTSP, HTTP(S), other FFmpeg network protocols, V4L2) and
 build the FFmpeg options (timeouts in microseconds) that open it."""
+
 from __future__ import annotations
 
 import os
@@ -39,6 +40,7 @@ def parse_source(uri: str, cfg=None) -> SourceSpec:
     schemes and missing files/devices. ``cfg`` is a :class:`~fusewatch.stream.config.SourceConfig`."""
     if cfg is None:
         from ..config import SourceConfig
+
         cfg = SourceConfig()
     uri = str(uri).strip()
     if not uri:
@@ -76,15 +78,16 @@ def parse_source(uri: str, cfg=None) -> SourceSpec:
     if scheme not in NETWORK_SCHEMES:
         if Path(uri).exists():  # a file name that merely contains a colon
             return parse_source("file://" + str(Path(uri).resolve()), cfg)
-        raise SourceError(f"source {uri}: unsupported URI scheme {scheme + '://'!r} "
-                          f"(supported: file paths, {', '.join(s + '://' for s in SUPPORTED_SCHEMES)}, "
-                          "/dev/videoN)")
+        raise SourceError(
+            f"source {uri}: unsupported URI scheme {scheme + '://'!r} "
+            f"(supported: file paths, {', '.join(s + '://' for s in SUPPORTED_SCHEMES)}, "
+            "/dev/videoN)"
+        )
     if not parts.netloc:
         raise SourceError(f"source {uri}: missing host")
     if scheme in ("rtsp", "rtsps"):
         # FFmpeg >= 5: rtsp ``timeout`` is the socket I/O timeout in microseconds (was ``stimeout``)
-        opts = {"rtsp_transport": cfg.rtsp_transport, "timeout": sock_us, "rw_timeout": sock_us,
-                **LIVE_PROBE_OPTIONS}
+        opts = {"rtsp_transport": cfg.rtsp_transport, "timeout": sock_us, "rw_timeout": sock_us, **LIVE_PROBE_OPTIONS}
         return SourceSpec(uri, "rtsp", uri, live=True, options=opts)
     if scheme in ("http", "https"):
         opts = {"timeout": sock_us, "rw_timeout": sock_us, "reconnect": "0", **LIVE_PROBE_OPTIONS}

@@ -6,17 +6,17 @@ Two implementations share it: :mod:`fusewatch.stream.transport.bus` (in-process,
 Offsets follow Kafka's convention: ``commit({tp: n})`` stores *n* = the offset of the next record to
 read, i.e. last processed offset + 1.
 """
+
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from fusewatch.errors import DeliveryError, TransportError  # noqa: F401 - re-exported
+
 TopicPartition = tuple[str, int]
 """(topic, partition) pair."""
-
-
-from fusewatch.errors import DeliveryError, TransportError  # noqa: F401 - re-exported
 
 
 class RecordTooLargeError(DeliveryError):
@@ -63,9 +63,15 @@ class Transport(abc.ABC):
 
     # -- producer -----------------------------------------------------------------------------
     @abc.abstractmethod
-    def produce(self, topic: str, key: str | bytes | None, value: bytes,
-                headers: Iterable[tuple[str, bytes]] | None = None, *,
-                on_delivery: DeliveryCallback | None = None) -> None:
+    def produce(
+        self,
+        topic: str,
+        key: str | bytes | None,
+        value: bytes,
+        headers: Iterable[tuple[str, bytes]] | None = None,
+        *,
+        on_delivery: DeliveryCallback | None = None,
+    ) -> None:
         """Queue one record; ``on_delivery`` learns its outcome (acknowledged / finally lost).
 
         A record that can never be delivered (e.g. :class:`RecordTooLargeError`) raises here and
@@ -79,10 +85,15 @@ class Transport(abc.ABC):
 
     # -- consumer -----------------------------------------------------------------------------
     @abc.abstractmethod
-    def subscribe(self, topics: list[str], group_id: str,
-                  on_assign: RebalanceCallback | None = None,
-                  on_revoke: RebalanceCallback | None = None,
-                  from_beginning: bool = True, callbacks_use_transport: bool = True) -> None:
+    def subscribe(
+        self,
+        topics: list[str],
+        group_id: str,
+        on_assign: RebalanceCallback | None = None,
+        on_revoke: RebalanceCallback | None = None,
+        from_beginning: bool = True,
+        callbacks_use_transport: bool = True,
+    ) -> None:
         """Join ``group_id`` on ``topics``. Callbacks get the set of (topic, partition) changed.
 
         ``callbacks_use_transport=False`` promises that the callbacks only record state (no
@@ -134,7 +145,7 @@ class Transport(abc.ABC):
     def close(self) -> None:
         """Flush producer, leave the group, release resources. Idempotent."""
 
-    def __enter__(self) -> "Transport":
+    def __enter__(self) -> Transport:
         return self
 
     def __exit__(self, *exc: object) -> None:

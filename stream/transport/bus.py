@@ -6,6 +6,7 @@ append-only logs with offsets, consumer groups with committed offsets and partit
 split among a group's members (rebalance on join/leave). Thread-safe; one :class:`InProcessBus`
 is shared by all :class:`BusTransport` handles of a process.
 """
+
 from __future__ import annotations
 
 import threading
@@ -14,7 +15,7 @@ import zlib
 from collections import defaultdict
 from typing import Iterable
 
-from .base import DeliveryCallback, Record, RebalanceCallback, TopicPartition, Transport, TransportError, key_bytes
+from .base import DeliveryCallback, RebalanceCallback, Record, TopicPartition, Transport, TransportError, key_bytes
 
 
 class InProcessBus:
@@ -26,7 +27,7 @@ class InProcessBus:
         self._logs: dict[TopicPartition, list[Record]] = {}
         self._base: dict[TopicPartition, int] = defaultdict(int)  # offset of first retained record
         self._committed: dict[tuple[str, TopicPartition], int] = {}
-        self._groups: dict[tuple[str, tuple[str, ...]], list["BusTransport"]] = defaultdict(list)
+        self._groups: dict[tuple[str, tuple[str, ...]], list[BusTransport]] = defaultdict(list)
         self._lock = threading.Condition()
 
     # -- topics -------------------------------------------------------------------------------
@@ -67,7 +68,7 @@ class InProcessBus:
         with self._lock:
             log = self._logs.get(tp, [])
             i = max(0, offset - self._base[tp])
-            return log[i:i + n]
+            return log[i : i + n]
 
     def bounds(self, tp: TopicPartition) -> tuple[int, int]:
         with self._lock:
@@ -75,12 +76,12 @@ class InProcessBus:
             return b, b + len(self._logs.get(tp, []))
 
     # -- groups -------------------------------------------------------------------------------
-    def join(self, member: "BusTransport") -> None:
+    def join(self, member: BusTransport) -> None:
         with self._lock:
             self._groups[member._gkey].append(member)
             self._rebalance(member._gkey)
 
-    def leave(self, member: "BusTransport") -> None:
+    def leave(self, member: BusTransport) -> None:
         with self._lock:
             members = self._groups.get(member._gkey, [])
             if member in members:
@@ -134,9 +135,15 @@ class BusTransport(Transport):
         self._closed = False
         self._rr = 0
 
-    def produce(self, topic: str, key: str | bytes | None, value: bytes,
-                headers: Iterable[tuple[str, bytes]] | None = None, *,
-                on_delivery: DeliveryCallback | None = None) -> None:
+    def produce(
+        self,
+        topic: str,
+        key: str | bytes | None,
+        value: bytes,
+        headers: Iterable[tuple[str, bytes]] | None = None,
+        *,
+        on_delivery: DeliveryCallback | None = None,
+    ) -> None:
         if self._closed:
             raise TransportError("transport is closed")
         self.bus.append(topic, key_bytes(key), value, tuple(headers or ()))
@@ -146,9 +153,15 @@ class BusTransport(Transport):
     def flush(self, timeout: float | None = None) -> None:
         return None  # appends are synchronous
 
-    def subscribe(self, topics: list[str], group_id: str, on_assign: RebalanceCallback | None = None,
-                  on_revoke: RebalanceCallback | None = None, from_beginning: bool = True,
-                  callbacks_use_transport: bool = True) -> None:
+    def subscribe(
+        self,
+        topics: list[str],
+        group_id: str,
+        on_assign: RebalanceCallback | None = None,
+        on_revoke: RebalanceCallback | None = None,
+        from_beginning: bool = True,
+        callbacks_use_transport: bool = True,
+    ) -> None:
         self._group = group_id
         self._gkey = (group_id, tuple(sorted(topics)))
         self._on_assign, self._on_revoke = on_assign, on_revoke

@@ -1,4 +1,5 @@
 """Helpers of the 3-node cluster tests (:mod:`tests.integration.test_cluster`)."""
+
 from __future__ import annotations
 
 import time
@@ -47,8 +48,11 @@ def wait_fully_replicated(c: LocalCluster, topics: list[str], timeout: float = 6
     lagging: list = []
     while time.monotonic() - t0 < timeout:
         try:
-            lagging = [(p["topic"], p["partition_index"], p["isr_nodes"])
-                       for p in partitions(c, [*topics, "__consumer_offsets"]) if len(p["isr_nodes"]) < 3]
+            lagging = [
+                (p["topic"], p["partition_index"], p["isr_nodes"])
+                for p in partitions(c, [*topics, "__consumer_offsets"])
+                if len(p["isr_nodes"]) < 3
+            ]
         except TransportError as e:
             lagging = [str(e)]
         if not lagging:
@@ -62,7 +66,6 @@ def _segment_sizes(c: LocalCluster, k: int, topic: str) -> dict[str, int]:
     for d in c.data_dir(k).glob(f"{topic}-*"):
         out[d.name] = sum(f.stat().st_size for f in d.glob("*.log"))
     return out
-
 
 
 def group_members(c: LocalCluster, group: str) -> tuple[str, dict[str, set[int]]]:

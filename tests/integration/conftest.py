@@ -12,6 +12,7 @@
 * ``private_kafka`` (module): a second broker on free ports with its own data dir, for tests that
   kill or restart the broker without disturbing the shared one.
 """
+
 from __future__ import annotations
 
 import socket
@@ -177,8 +178,14 @@ class PrivateKafka:
         kafka_down(kill=kill, quiet=True, **self._kw())
 
     def restart(self, kill: bool = False, downtime: float = 0.0) -> str:
-        return kafka_restart(kill=kill, downtime=downtime, port=self.port, sasl_port=self.sasl_port,
-                             controller_port=self.controller_port, **self._kw())
+        return kafka_restart(
+            kill=kill,
+            downtime=downtime,
+            port=self.port,
+            sasl_port=self.sasl_port,
+            controller_port=self.controller_port,
+            **self._kw(),
+        )
 
     def status(self):
         return kafka_status(self.port, self.sasl_port, **self._kw())

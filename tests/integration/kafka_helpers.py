@@ -1,4 +1,5 @@
 """Helpers shared by the Kafka integration tests (fault and load suites)."""
+
 from __future__ import annotations
 
 import time
@@ -46,11 +47,12 @@ def save_plain_lego(path, window: int, dims: dict) -> None:
     """A seeded, untrained LEGO checkpoint (plain rows-of-G head, ``node_dim`` 0) over ``dims``."""
     import torch
 
-    from fusewatch.engines.training.checkpoint import save_checkpoint
     from fusewatch.engines.fusion.factory import build_model
+    from fusewatch.engines.training.checkpoint import save_checkpoint
     from fusewatch.stream.config import load_config
 
     torch.manual_seed(0)
-    mcfg = load_config(overrides={"model.window": window, "model.representations": ",".join(dims),
-                                  "model.node_dim": 0}, env={})
+    mcfg = load_config(
+        overrides={"model.window": window, "model.representations": ",".join(dims), "model.node_dim": 0}, env={}
+    )
     save_checkpoint(build_model(mcfg.model, dims), path)

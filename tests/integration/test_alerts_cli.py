@@ -1,20 +1,33 @@
 """`fusewatch alerts` tails the real alert topic: JSON lines, camera filter, malformed records skipped."""
+
 import json
 import subprocess
 import sys
 
 import pytest
 
-from fusewatch.stream.schema import Evidence
 from fusewatch.stream.alert_schema import AlertMessage
+from fusewatch.stream.schema import Evidence
 
 pytestmark = pytest.mark.kafka
 
 
 def alert(cam, typ, end):
-    return AlertMessage(id=f"id-{cam}", type=typ, camera=cam, score=0.9, peak=0.95, start_clip=3,
-                        end_clip=end, start_time=1.7e9, end_time=1.7e9 + 5, model_name="lego",
-                        model_version="v1", backend="onnxruntime", evidence=[Evidence("f", 0, end)])
+    return AlertMessage(
+        id=f"id-{cam}",
+        type=typ,
+        camera=cam,
+        score=0.9,
+        peak=0.95,
+        start_clip=3,
+        end_clip=end,
+        start_time=1.7e9,
+        end_time=1.7e9 + 5,
+        model_name="lego",
+        model_version="v1",
+        backend="onnxruntime",
+        evidence=[Evidence("f", 0, end)],
+    )
 
 
 def test_alerts_command_json_and_camera_filter(kafka_bootstrap, make_topic, make_transport, kafka_cfg):
@@ -24,9 +37,29 @@ def test_alerts_command_json_and_camera_filter(kafka_bootstrap, make_topic, make
         p.produce(topic, a.camera, a.encode())
     p.produce(topic, "cam-a", b"\x00not an alert")
     p.flush(timeout=30)
-    r = subprocess.run([sys.executable, "-m", "fusewatch", "--transport", "kafka", "--bootstrap", kafka_bootstrap,
-                        "--set", f"topics.alerts={topic}", "alerts", "--from-beginning", "--json",
-                        "--camera", "cam-a", "--timeout", "4"], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fusewatch",
+            "--transport",
+            "kafka",
+            "--bootstrap",
+            kafka_bootstrap,
+            "--set",
+            f"topics.alerts={topic}",
+            "alerts",
+            "--from-beginning",
+            "--json",
+            "--camera",
+            "cam-a",
+            "--timeout",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
     assert [(x["camera"], x["type"], x["end_clip"]) for x in rows] == [("cam-a", "new", 4), ("cam-a", "end", 9)]
@@ -39,8 +72,9 @@ def test_alerts_command_needs_kafka():
     assert r.returncode == 2 and "--transport kafka" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_alerts_table_survives_markup_camera_ids_and_bad_timestamps(kafka_bootstrap, make_topic, make_transport,
-                                                                      kafka_cfg):
+def test_alerts_table_survives_markup_camera_ids_and_bad_timestamps(
+    kafka_bootstrap, make_topic, make_transport, kafka_cfg
+):
     """Camera ids the terminal renderer would read as markup and timestamps no date can hold are
     printed (or skipped, counted) without ending the tail: the normal alert after them is shown."""
     import msgpack
@@ -50,20 +84,38 @@ def test_alerts_table_survives_markup_camera_ids_and_bad_timestamps(kafka_bootst
     topic = make_topic("alertsmarkup")
     p = make_transport(kafka_cfg, consume=False)
     odd = [alert("[bold red]cam[/]", "new", 4), alert("[/]", "update", 5), alert("x[link=file:///etc]y", "end", 6)]
-    for a, t in zip(odd, (1e300, -1e15, 2.0 ** 63)):
+    for a, t in zip(odd, (1e300, -1e15, 2.0**63)):
         a.start_time = a.end_time = t
         p.produce(topic, "k", a.encode())
     nan = alert("cam-nan", "new", 7)
     nan.end_time = float("nan")
     raw = msgpack.unpackb(encode_alert_v1(nan), raw=False)  # a v1 (msgpack) record can carry NaN
     p.produce(topic, "k", msgpack.packb(raw, use_bin_type=True))
-    raw["end_time"] = 10 ** 30 // 10 ** 12  # int too large for any calendar, still a number
+    raw["end_time"] = 10**30 // 10**12  # int too large for any calendar, still a number
     p.produce(topic, "k", msgpack.packb(raw, use_bin_type=True))
     p.produce(topic, "k", alert("cam-ok", "new", 8).encode())
     p.flush(timeout=30)
-    r = subprocess.run([sys.executable, "-m", "fusewatch", "--transport", "kafka", "--bootstrap", kafka_bootstrap,
-                        "--set", f"topics.alerts={topic}", "alerts", "--from-beginning", "--timeout", "4"],
-                       capture_output=True, text=True, timeout=120, env={**__import__("os").environ, "COLUMNS": "200"})
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fusewatch",
+            "--transport",
+            "kafka",
+            "--bootstrap",
+            kafka_bootstrap,
+            "--set",
+            f"topics.alerts={topic}",
+            "alerts",
+            "--from-beginning",
+            "--timeout",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**__import__("os").environ, "COLUMNS": "200"},
+    )
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
     lines = r.stdout.splitlines()
     assert any("[bold red]cam[/]" in x and " new " in x for x in lines), r.stdout

@@ -11,6 +11,7 @@ The replay tests reuse the recorded stream, model and clean-run reference of
 engine consumes it, a broker is SIGKILLed / all brokers are restarted one by one / one broker loses
 its disk. Every feature message must reach the engine and the alerts must equal the clean run's.
 """
+
 from __future__ import annotations
 
 import re
@@ -26,8 +27,14 @@ from fusewatch.engines.serving.service import EngineService
 from fusewatch.stream.cluster import LocalCluster
 from fusewatch.stream.schema import decode_alert
 from fusewatch.stream.transport.base import DeliveryError
-from tests.integration.cluster_helpers import _segment_sizes, group_members, partitions, wait_fully_replicated
-from tests.integration.cluster_helpers import cluster, healthy  # noqa: F401 - fixtures
+from tests.integration.cluster_helpers import (  # noqa: F401 - fixtures
+    _segment_sizes,
+    cluster,
+    group_members,
+    healthy,
+    partitions,
+    wait_fully_replicated,
+)
 from tests.integration.conftest import make_cfg
 from tests.integration.kafka_helpers import committed_total, drain_topic
 from tests.integration.test_faults import (  # noqa: F401 - model_path/reference are fixtures
@@ -47,16 +54,21 @@ from tests.integration.test_faults import (  # noqa: F401 - model_path/reference
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
-CLIENT = {"kafka.connect_timeout_s": 30, "kafka.request_timeout_ms": 8000,
-          "kafka.session_timeout_ms": 6000, "kafka.heartbeat_interval_ms": 1000}
+CLIENT = {
+    "kafka.connect_timeout_s": 30,
+    "kafka.request_timeout_ms": 8000,
+    "kafka.session_timeout_ms": 6000,
+    "kafka.heartbeat_interval_ms": 1000,
+}
 
 
 # ---------------------------------------------------------------------------------------------
 def cluster_cfg(c: LocalCluster, reference, tag: str, **over):
     from fusewatch.stream.topics import create_topics
 
-    cfg = make_cfg(c.bootstrap, **{**reference["overrides"], **topic_overrides(tag), **CLIENT,
-                                   "engine.max_batch": 8, **over})
+    cfg = make_cfg(
+        c.bootstrap, **{**reference["overrides"], **topic_overrides(tag), **CLIENT, "engine.max_batch": 8, **over}
+    )
     res = create_topics(cfg, partitions=cfg.topics.partitions)
     assert all(r.replication_factor == 3 for r in res), [str(r) for r in res]
     wait_fully_replicated(c, [cfg.topics.features])
@@ -70,8 +82,9 @@ def replay_with_fault(c: LocalCluster, reference, make_transport, tag: str, faul
     cfg = cluster_cfg(c, reference, tag)
     msgs = reference["msgs"]
     sink = _Scores()
-    svc = EngineService(cfg, load_serving_model(cfg), make_transport(cfg, group_id=cfg.engine.group_id),
-                        sink=sink, delay_s=0.3)
+    svc = EngineService(
+        cfg, load_serving_model(cfg), make_transport(cfg, group_id=cfg.engine.group_id), sink=sink, delay_s=0.3
+    )
     svc.start()
     stop, errors, produced = threading.Event(), [], [0]
     producer = make_transport(cfg, consume=False)
@@ -95,16 +108,22 @@ def replay_with_fault(c: LocalCluster, reference, make_transport, tag: str, faul
         except BaseException as e:  # noqa: BLE001
             errors.append(f"producer failed: {type(e).__name__}: {e}")
 
-    threads = [threading.Thread(target=engine_loop, name="engine-A", daemon=True),
-               threading.Thread(target=producer_loop, name="producer", daemon=True)]
+    threads = [
+        threading.Thread(target=engine_loop, name="engine-A", daemon=True),
+        threading.Thread(target=producer_loop, name="producer", daemon=True),
+    ]
     for th in threads:
         th.start()
     try:
         deadline = time.monotonic() + 40
         while (produced[0] < len(msgs) // 4 or not svc.stats.scored) and time.monotonic() < deadline and not errors:
             time.sleep(0.05)
-        assert produced[0] >= len(msgs) // 4 and svc.stats.scored and not errors, \
-            (produced[0], svc.stats.scored, errors, thread_stacks("engine-"))
+        assert produced[0] >= len(msgs) // 4 and svc.stats.scored and not errors, (
+            produced[0],
+            svc.stats.scored,
+            errors,
+            thread_stacks("engine-"),
+        )
         t0 = time.monotonic()
         fault(cfg)
         fault_s = time.monotonic() - t0
@@ -124,10 +143,19 @@ def replay_with_fault(c: LocalCluster, reference, make_transport, tag: str, faul
     assert set(sink.s) == {(m.camera, m.clip) for m in msgs}, "feature messages lost"
     assert svc.stats.dead_letters == 0
     got = {(a.id, a.type, a.end_clip) for a in (decode_alert(r.value) for r in drain_topic(cfg, cfg.topics.alerts))}
-    assert got == reference["alerts"], (f"missing {sorted(reference['alerts'] - got)[:5]}, "
-                                        f"unexpected {sorted(got - reference['alerts'])[:5]}")
-    return fault_s, cfg, {"scored": svc.stats.scored, "rebuilt": svc.stats.rebuilt_records,
-                          "commit_failures": svc.stats.commit_failures, "alerts": len(got)}
+    assert got == reference["alerts"], (
+        f"missing {sorted(reference['alerts'] - got)[:5]}, unexpected {sorted(got - reference['alerts'])[:5]}"
+    )
+    return (
+        fault_s,
+        cfg,
+        {
+            "scored": svc.stats.scored,
+            "rebuilt": svc.stats.rebuilt_records,
+            "commit_failures": svc.stats.commit_failures,
+            "alerts": len(got),
+        },
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,8 +176,10 @@ def test_leader_sigkill_mid_replay(healthy, reference, make_transport):
     t0 = time.monotonic()
     c.start(state["victim"])
     resync = wait_fully_replicated(c, [cfg.topics.features, cfg.topics.alerts])
-    print(f"SIGKILLed broker {state['victim']} (leader of {state['led']}/3 features partitions); "
-          f"{stats}; restarted + back in sync in {time.monotonic() - t0:.1f}s (ISR wait {resync:.1f}s)")
+    print(
+        f"SIGKILLed broker {state['victim']} (leader of {state['led']}/3 features partitions); "
+        f"{stats}; restarted + back in sync in {time.monotonic() - t0:.1f}s (ISR wait {resync:.1f}s)"
+    )
 
 
 @pytest.mark.timeout(240)
@@ -198,8 +228,10 @@ def test_broker_disk_loss_recover_mid_replay(healthy, reference, make_transport)
     assert sizes[1] == sizes[2] == sizes[3] and len(sizes[victim]) == cfg.topics.partitions, sizes
     n = len(drain_topic(cfg, cfg.topics.features))
     assert n == len(reference["msgs"]), f"features topic holds {n} records, {len(reference['msgs'])} sent"
-    print(f"broker {victim} wiped + re-formatted + rejoined in {t['rejoin']:.1f}s, all partitions in sync "
-          f"{resync:.1f}s later; features bytes per replica {sum(sizes[victim].values())}; {stats}")
+    print(
+        f"broker {victim} wiped + re-formatted + rejoined in {t['rejoin']:.1f}s, all partitions in sync "
+        f"{resync:.1f}s later; features bytes per replica {sum(sizes[victim].values())}; {stats}"
+    )
 
 
 @pytest.mark.timeout(240)
@@ -211,8 +243,10 @@ def test_minority_left_producer_fails_clearly_then_recovers(healthy, make_transp
     from fusewatch.stream.topics import create_topics
 
     c = healthy
-    cfg = make_cfg(c.bootstrap, **{**topic_overrides("minority"), **CLIENT, "kafka.connect_timeout_s": 8,
-                                   "kafka.request_timeout_ms": 5000})
+    cfg = make_cfg(
+        c.bootstrap,
+        **{**topic_overrides("minority"), **CLIENT, "kafka.connect_timeout_s": 8, "kafka.request_timeout_ms": 5000},
+    )
     create_topics(cfg, partitions=3, names=[cfg.topics.features])
     wait_fully_replicated(c, [cfg.topics.features])
     topic = cfg.topics.features
@@ -255,10 +289,12 @@ def test_minority_left_producer_fails_clearly_then_recovers(healthy, make_transp
     missing = (set(sent["A"]) | set(sent["C"])) - set(got)
     assert not missing, f"acknowledged records lost: {sorted(missing)[:5]}"
     landed_b = len(set(sent["B"]) & set(got))
-    print(f"2/3 brokers down: {len(sent['B'])} sends failed after {fail_s:.1f}s with: {msg[:160]}; brokers back in "
-          f"{back_s:.1f}s, producer delivering again {recover_s:.1f}s after restart; sent A/B/C "
-          f"{len(sent['A'])}/{len(sent['B'])}/{len(sent['C'])}, received {len(got)} "
-          f"({landed_b} of the failed B records landed anyway: reported failed, not lost silently)")
+    print(
+        f"2/3 brokers down: {len(sent['B'])} sends failed after {fail_s:.1f}s with: {msg[:160]}; brokers back in "
+        f"{back_s:.1f}s, producer delivering again {recover_s:.1f}s after restart; sent A/B/C "
+        f"{len(sent['A'])}/{len(sent['B'])}/{len(sent['C'])}, received {len(got)} "
+        f"({landed_b} of the failed B records landed anyway: reported failed, not lost silently)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,9 +327,13 @@ def test_engine_group_sigkill_partitions_move(healthy, reference, model_path, ma
     tps = [(cfg.topics.features, p) for p in range(GROUP_PARTITIONS)]
     committed = lambda: {tp[1]: monitor.committed(tp) or 0 for tp in tps}  # noqa: E731
 
-    over = {**reference["overrides"], "engine.max_batch": 8, "engine.stall_timeout": 60,
-            **{f"topics.{n}": getattr(cfg.topics, n) for n in ("features", "alerts", "dead_letter")},
-            **{k: v for k, v in CLIENT.items() if k != "kafka.connect_timeout_s"}}
+    over = {
+        **reference["overrides"],
+        "engine.max_batch": 8,
+        "engine.stall_timeout": 60,
+        **{f"topics.{n}": getattr(cfg.topics, n) for n in ("features", "alerts", "dead_letter")},
+        **{k: v for k, v in CLIENT.items() if k != "kafka.connect_timeout_s"},
+    }
     env = clean_env()
     logs = {i: tmp_path / f"engine{i}.log" for i in (1, 2, 3)}
     procs: dict[int, subprocess.Popen] = {}
@@ -332,8 +372,10 @@ def test_engine_group_sigkill_partitions_move(healthy, reference, model_path, ma
                 break
             time.sleep(0.5)
         else:
-            pytest.fail(f"group not stable with 3 members within 90 s: {state} {members}; "
-                        + stacks_and_log(procs[1], logs[1])[-1500:])
+            pytest.fail(
+                f"group not stable with 3 members within 90 s: {state} {members}; "
+                + stacks_and_log(procs[1], logs[1])[-1500:]
+            )
         producer.start()
         deadline = time.monotonic() + 60  # a third replayed, every engine committing
         while time.monotonic() < deadline and not errors:
@@ -365,8 +407,10 @@ def test_engine_group_sigkill_partitions_move(healthy, reference, model_path, ma
             time.sleep(0.25)
         assert not errors, errors
         if not done:
-            pytest.fail(f"not all committed within 150 s of the kill ({sum(com.values())}/{len(msgs)}): "
-                        + stacks_and_log(procs[2], logs[2])[-1500:])
+            pytest.fail(
+                f"not all committed within 150 s of the kill ({sum(com.values())}/{len(msgs)}): "
+                + stacks_and_log(procs[2], logs[2])[-1500:]
+            )
         _, after = group_members(c, cfg.engine.group_id)
         for i in (2, 3):
             procs[i].send_signal(signal.SIGTERM)
@@ -386,10 +430,12 @@ def test_engine_group_sigkill_partitions_move(healthy, reference, model_path, ma
     assert "rebuilt" in survivors, "the survivors did not rebuild camera state from the log"
     assert survivors.count("0 dead letters") == 2, survivors[-1500:]
     got = {(a.id, a.type, a.end_clip) for a in (decode_alert(r.value) for r in drain_topic(cfg, cfg.topics.alerts))}
-    print(f"engine group: 3 engines over {GROUP_PARTITIONS} partitions, {len(GROUP_CAMS)} cameras, {len(msgs)} "
-          f"messages at {GROUP_RATE:g}/s; engine-1 ({sorted(moved)}) SIGKILLed at {killed_at}/{len(msgs)} "
-          f"produced; after: { {k: sorted(v) for k, v in after.items()} }; moved partitions scoring again "
-          f"{min(resumed.values()):.1f}-{worst:.1f}s after the kill (session timeout 6 s); "
-          f"{len(got)} alert records, {len({i for i, _, _ in ref})} alert ids in the clean run")
+    print(
+        f"engine group: 3 engines over {GROUP_PARTITIONS} partitions, {len(GROUP_CAMS)} cameras, {len(msgs)} "
+        f"messages at {GROUP_RATE:g}/s; engine-1 ({sorted(moved)}) SIGKILLed at {killed_at}/{len(msgs)} "
+        f"produced; after: { {k: sorted(v) for k, v in after.items()} }; moved partitions scoring again "
+        f"{min(resumed.values()):.1f}-{worst:.1f}s after the kill (session timeout 6 s); "
+        f"{len(got)} alert records, {len({i for i, _, _ in ref})} alert ids in the clean run"
+    )
     assert got == ref, f"missing {sorted(ref - got)[:5]}, unexpected {sorted(got - ref)[:5]}"
     assert worst <= 30.0, f"moved partitions took {worst:.1f}s to score again (> 30 s)"

@@ -9,6 +9,7 @@ engine code, alert ids depend only on camera, start clip and model version). Aft
 alerts read back from the alert topic, deduplicated as the set of ``(id, type, end_clip)``
 (at-least-once: re-processing re-emits the same ids), must equal the reference set.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,13 +24,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fusewatch.cli.engine import STALL_EXIT  # noqa: E402
 from fusewatch.engines.serving.runtime import load_serving_model
 from fusewatch.engines.serving.service import EngineService, ScoreSink
+from fusewatch.stream.alert_schema import decode_alert
 from fusewatch.stream.config import load_config
 from fusewatch.stream.schema import FeatureMessage, Representation
-from fusewatch.stream.alert_schema import decode_alert
 from fusewatch.stream.transport import BusTransport, InProcessBus
-from fusewatch.cli.engine import STALL_EXIT  # noqa: E402
 from tests.integration.kafka_helpers import committed_total, drain_topic, save_plain_lego
 
 pytestmark = [pytest.mark.kafka]
@@ -39,9 +40,15 @@ DIMS = {"a": 12, "b": 5}
 WINDOW = 8
 CAMS = tuple(f"cam-{i}" for i in range(4))
 CLIPS = 80
-ENGINE_OVERRIDES = {"engine.backend": "torch", "engine.max_batch": 16, "engine.rebuild_history": 64,
-                    "alerts.thresholds": "config", "alerts.min_duration": 0, "alerts.cooldown": 0,
-                    "alerts.update_interval": 3}
+ENGINE_OVERRIDES = {
+    "engine.backend": "torch",
+    "engine.max_batch": 16,
+    "engine.rebuild_history": 64,
+    "alerts.thresholds": "config",
+    "alerts.min_duration": 0,
+    "alerts.cooldown": 0,
+    "alerts.update_interval": 3,
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -53,18 +60,25 @@ def stream_messages(cams=CAMS, clips=CLIPS, seed=7) -> list[FeatureMessage]:
     for i in range(clips):
         for k, c in enumerate(cams):
             phase = np.sin(i / 5.0 + 1.3 * k)
-            reps = [Representation("a", (rng.normal(size=DIMS["a"]) + 3 * phase).astype(np.float32), "a", "1"),
-                    Representation("b", (rng.normal(size=DIMS["b"]) * (1 + phase)).astype(np.float32), "b", "1")]
+            reps = [
+                Representation("a", (rng.normal(size=DIMS["a"]) + 3 * phase).astype(np.float32), "a", "1"),
+                Representation("b", (rng.normal(size=DIMS["b"]) * (1 + phase)).astype(np.float32), "b", "1"),
+            ]
             t = 1.7e9 + i * 1.6
-            out.append(FeatureMessage(c, i, i * 1.6, i * 1.6 + 1.5, t, t + 1.5, i * 16, i * 16 + 15, reps,
-                                      produced=t + 1.5))
+            out.append(
+                FeatureMessage(c, i, i * 1.6, i * 1.6 + 1.5, t, t + 1.5, i * 16, i * 16 + 15, reps, produced=t + 1.5)
+            )
     return out
 
 
 def topic_overrides(tag: str) -> dict:
     run = uuid.uuid4().hex[:10]
-    return {"topics.features": f"fwtest.{tag}.features.{run}", "topics.alerts": f"fwtest.{tag}.alerts.{run}",
-            "topics.dead_letter": f"fwtest.{tag}.dlq.{run}", "engine.group_id": f"fwtest.{tag}.engine.{run}"}
+    return {
+        "topics.features": f"fwtest.{tag}.features.{run}",
+        "topics.alerts": f"fwtest.{tag}.alerts.{run}",
+        "topics.dead_letter": f"fwtest.{tag}.dlq.{run}",
+        "engine.group_id": f"fwtest.{tag}.engine.{run}",
+    }
 
 
 class _Scores(ScoreSink):
@@ -96,8 +110,11 @@ def thread_stacks(prefix: str) -> str:
     import traceback
 
     names = {t.ident: t.name for t in threading.enumerate()}
-    return "\n".join(f"--- {names[i]}\n" + "".join(traceback.format_stack(f))
-                     for i, f in sys._current_frames().items() if names.get(i, "").startswith(prefix))
+    return "\n".join(
+        f"--- {names[i]}\n" + "".join(traceback.format_stack(f))
+        for i, f in sys._current_frames().items()
+        if names.get(i, "").startswith(prefix)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +162,9 @@ def test_broker_crash_restart_mid_replay(private_kafka, reference, make_transpor
 
     from fusewatch.stream.topics import create_topics
 
-    cfg = private_kafka.cfg(**{**reference["overrides"], **topic_overrides("restart"),
-                               "kafka.connect_timeout_s": 30, "engine.max_batch": 8})
+    cfg = private_kafka.cfg(
+        **{**reference["overrides"], **topic_overrides("restart"), "kafka.connect_timeout_s": 30, "engine.max_batch": 8}
+    )
     create_topics(cfg, partitions=3)
     cfg_b = copy.deepcopy(cfg)
     cfg_b.engine.group_id += ".noalerts"
@@ -161,8 +179,9 @@ def test_broker_crash_restart_mid_replay(private_kafka, reference, make_transpor
     threads = []
     for name, c, delay in (("A", cfg, 0.4), ("B", cfg_b, 1.0)):
         sink = _Scores()
-        svc = EngineService(c, load_serving_model(c), make_transport(c, group_id=c.engine.group_id),
-                            sink=sink, delay_s=delay)
+        svc = EngineService(
+            c, load_serving_model(c), make_transport(c, group_id=c.engine.group_id), sink=sink, delay_s=delay
+        )
         svc.start()
         engines[name] = (svc, sink)
 
@@ -205,13 +224,14 @@ def test_broker_crash_restart_mid_replay(private_kafka, reference, make_transpor
         while not (svc_a.stats.scored and svc_b.stats.scored) and time.monotonic() < deadline + 15:
             time.sleep(0.05)
         if not (svc_a.stats.scored and svc_b.stats.scored):
-            pytest.fail("an engine scored nothing before the crash (stuck joining its group?): "
-                        + thread_stacks("engine-"))
+            pytest.fail(
+                "an engine scored nothing before the crash (stuck joining its group?): " + thread_stacks("engine-")
+            )
         before = {"produced": produced[0], "A": svc_a.stats.scored, "B": svc_b.stats.scored}
         t_crash = time.monotonic()
-        private_kafka.down(kill=True)                       # crash
+        private_kafka.down(kill=True)  # crash
         time.sleep(1.0)
-        private_kafka.up()                                  # same data dir: topics, offsets kept
+        private_kafka.up()  # same data dir: topics, offsets kept
         restart_s = time.monotonic() - t_crash
         produced_in_outage = produced[0] - before["produced"]
         assert private_kafka.status().ready
@@ -223,17 +243,18 @@ def test_broker_crash_restart_mid_replay(private_kafka, reference, make_transpor
         deadline = time.monotonic() + 90
         done = (len(msgs), len(msgs))
         while time.monotonic() < deadline and not errors:
-            if committed_total(monitor, cfg.topics.features) == done == \
-                    committed_total(monitor_b, cfg.topics.features):
+            if committed_total(monitor, cfg.topics.features) == done == committed_total(monitor_b, cfg.topics.features):
                 break
             time.sleep(0.2)
     finally:
         stop.set()
         for th in threads[:2]:
             th.join(timeout=20)
-    print(f"broker down+up {restart_s:.1f}s, {produced_in_outage} messages produced meanwhile; scored "
-          f"before the crash A {before['A']} B {before['B']}; in all A {svc_a.stats.scored} "
-          f"B {svc_b.stats.scored}; A produced {svc_a.stats.alerts} alerts")
+    print(
+        f"broker down+up {restart_s:.1f}s, {produced_in_outage} messages produced meanwhile; scored "
+        f"before the crash A {before['A']} B {before['B']}; in all A {svc_a.stats.scored} "
+        f"B {svc_b.stats.scored}; A produced {svc_a.stats.alerts} alerts"
+    )
     assert not errors, f"did not survive the broker restart: {errors}"
     assert 0 < before["A"] < len(msgs) and 0 < before["B"] < before["A"], before
     assert produced_in_outage > 0, "nothing was produced while the broker was down"
@@ -244,8 +265,9 @@ def test_broker_crash_restart_mid_replay(private_kafka, reference, make_transpor
 
     recs = drain_topic(cfg, cfg.topics.alerts)
     got = {(a.id, a.type, a.end_clip) for a in (decode_alert(r.value) for r in recs)}
-    assert got == reference["alerts"], (f"missing {sorted(reference['alerts'] - got)[:5]}, "
-                                        f"unexpected {sorted(got - reference['alerts'])[:5]}")
+    assert got == reference["alerts"], (
+        f"missing {sorted(reference['alerts'] - got)[:5]}, unexpected {sorted(got - reference['alerts'])[:5]}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,12 +280,30 @@ sys.exit(main(sys.argv[1:]))
 
 
 def engine_cmd(cfg, model_path, overrides: dict, delay: float = 0.0) -> list[str]:
-    cmd = [sys.executable, "-c", ENGINE_WRAPPER, "engine", "--transport", "kafka",
-           "--bootstrap", cfg.kafka.bootstrap_servers, "--model", str(model_path), "--backend", "torch",
-           "--group", cfg.engine.group_id, "--delay", str(delay),
-           # the default session timeout (30 s) would make the surviving engine wait 30 s for the
-           # dead member's partitions; lower it for these tests
-           "--set", "kafka.session_timeout_ms=6000", "--set", "kafka.heartbeat_interval_ms=1000"]
+    cmd = [
+        sys.executable,
+        "-c",
+        ENGINE_WRAPPER,
+        "engine",
+        "--transport",
+        "kafka",
+        "--bootstrap",
+        cfg.kafka.bootstrap_servers,
+        "--model",
+        str(model_path),
+        "--backend",
+        "torch",
+        "--group",
+        cfg.engine.group_id,
+        "--delay",
+        str(delay),
+        # the default session timeout (30 s) would make the surviving engine wait 30 s for the
+        # dead member's partitions; lower it for these tests
+        "--set",
+        "kafka.session_timeout_ms=6000",
+        "--set",
+        "kafka.heartbeat_interval_ms=1000",
+    ]
     for k, v in overrides.items():
         if k not in ("engine.model", "engine.group_id"):
             cmd += ["--set", f"{k}={v}"]
@@ -298,8 +338,9 @@ def wait_exit(p: subprocess.Popen, timeout: float) -> int:
 
 
 @pytest.mark.timeout(330)
-def test_engine_sigkill_second_engine_takes_over(kafka_cfg, reference, model_path, make_transport,
-                                                 _created_topics, tmp_path):
+def test_engine_sigkill_second_engine_takes_over(
+    kafka_cfg, reference, model_path, make_transport, _created_topics, tmp_path
+):
     """A slowed-down ``fusewatch engine`` process (``--delay``) is SIGKILLed once it has committed
     ~1/4 of the stream; a second engine process in the same consumer group takes the partitions
     over, rebuilds the cameras' windows from the log and finishes the stream. The deduplicated
@@ -323,8 +364,13 @@ def test_engine_sigkill_second_engine_takes_over(kafka_cfg, reference, model_pat
     # The test plays the engines' supervisor: an engine whose liveness watchdog fires
     # (exit STALL_EXIT, e.g. a Kafka client wedged in poll) is restarted, as systemd/k8s would.
     over = {**over, "engine.stall_timeout": 20}
-    start1 = lambda: subprocess.Popen(engine_cmd(cfg, model_path, over, delay=0.25), env=env,  # noqa: E731
-                                      cwd=ROOT, stdout=logs[0], stderr=subprocess.STDOUT)
+    start1 = lambda: subprocess.Popen(
+        engine_cmd(cfg, model_path, over, delay=0.25),
+        env=env,  # noqa: E731
+        cwd=ROOT,
+        stdout=logs[0],
+        stderr=subprocess.STDOUT,
+    )
     e1 = start1()
     e2 = None
     restarts = 0
@@ -344,8 +390,9 @@ def test_engine_sigkill_second_engine_takes_over(kafka_cfg, reference, model_pat
             time.sleep(0.1)
         assert e1.poll() is None, f"engine 1 exited early: {(tmp_path / 'engine1.log').read_text()[-2000:]}"
         if com < len(msgs) // 4:
-            pytest.fail(f"engine 1 committed {com} of {len(msgs)} within 150 s: "
-                        f"{stacks_and_log(e1, tmp_path / 'engine1.log')}")
+            pytest.fail(
+                f"engine 1 committed {com} of {len(msgs)} within 150 s: {stacks_and_log(e1, tmp_path / 'engine1.log')}"
+            )
         assert com < len(msgs), "engine 1 finished the stream before it could be killed"
         e1.send_signal(signal.SIGKILL)
         assert wait_exit(e1, 10) == -signal.SIGKILL
@@ -353,8 +400,13 @@ def test_engine_sigkill_second_engine_takes_over(kafka_cfg, reference, model_pat
         assert com_at_kill < len(msgs), "engine 1 finished the stream before it was killed"
 
         t_take = time.monotonic()
-        start2 = lambda: subprocess.Popen(engine_cmd(cfg, model_path, over), env=env, cwd=ROOT,  # noqa: E731
-                                          stdout=logs[1], stderr=subprocess.STDOUT)
+        start2 = lambda: subprocess.Popen(
+            engine_cmd(cfg, model_path, over),
+            env=env,
+            cwd=ROOT,  # noqa: E731
+            stdout=logs[1],
+            stderr=subprocess.STDOUT,
+        )
         e2 = start2()
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -371,9 +423,10 @@ def test_engine_sigkill_second_engine_takes_over(kafka_cfg, reference, model_pat
         takeover_s = time.monotonic() - t_take
         assert e2.poll() is None, f"engine 2 exited: {(tmp_path / 'engine2.log').read_text()[-2000:]}"
         if com != len(msgs):
-            pytest.fail(f"engine 2: {com} of {len(msgs)} committed within 120 s: "
-                        f"{stacks_and_log(e2, tmp_path / 'engine2.log')}")
-        e2.send_signal(signal.SIGTERM)   # graceful: flush, leave the group
+            pytest.fail(
+                f"engine 2: {com} of {len(msgs)} committed within 120 s: {stacks_and_log(e2, tmp_path / 'engine2.log')}"
+            )
+        e2.send_signal(signal.SIGTERM)  # graceful: flush, leave the group
         assert wait_exit(e2, 60) == 0
     finally:
         for p in (e1, e2):
@@ -383,15 +436,18 @@ def test_engine_sigkill_second_engine_takes_over(kafka_cfg, reference, model_pat
         for f in logs:
             f.close()
     log2 = (tmp_path / "engine2.log").read_text()
-    summary = [ln[ln.index("engine: "):] for ln in log2.splitlines() if "engine: " in ln and " records, " in ln]
+    summary = [ln[ln.index("engine: ") :] for ln in log2.splitlines() if "engine: " in ln and " records, " in ln]
     assert summary, log2[-2000:]
-    print(f"engine 1 killed at {com_at_kill}/{len(msgs)} committed; engine 2 done in {takeover_s:.1f}s "
-          f"({restarts} watchdog restarts): "
-          f"{summary[-1]}")
+    print(
+        f"engine 1 killed at {com_at_kill}/{len(msgs)} committed; engine 2 done in {takeover_s:.1f}s "
+        f"({restarts} watchdog restarts): "
+        f"{summary[-1]}"
+    )
     assert "0 dead letters" in summary[-1]
     assert "rebuilt" in log2, "engine 2 did not rebuild camera state from the log"
 
     recs = drain_topic(cfg, cfg.topics.alerts)
     got = {(a.id, a.type, a.end_clip) for a in (decode_alert(r.value) for r in recs)}
-    assert got == reference["alerts"], (f"missing {sorted(reference['alerts'] - got)[:5]}, "
-                                        f"unexpected {sorted(got - reference['alerts'])[:5]}")
+    assert got == reference["alerts"], (
+        f"missing {sorted(reference['alerts'] - got)[:5]}, unexpected {sorted(got - reference['alerts'])[:5]}"
+    )

@@ -1,6 +1,7 @@
 """Issue 10 regressions against the real broker: records produced with a raw kafka-python producer
 (as a foreign or hostile producer would) onto the features topic; the engine stays alive and
 dead-letters them with their reason; the state rebuild is bounded."""
+
 from __future__ import annotations
 
 import time
@@ -29,9 +30,15 @@ def model_path(tmp_path_factory):
 
 def setup(kafka_bootstrap, kafka_make_cfg, model_path, partitions=3, **over):
     run = uuid.uuid4().hex[:10]
-    o = {"topics.features": f"fwtest.hostile.f.{run}", "topics.alerts": f"fwtest.hostile.a.{run}",
-         "topics.dead_letter": f"fwtest.hostile.d.{run}", "engine.group_id": f"fwtest.hostile.g.{run}",
-         "engine.model": str(model_path), "engine.backend": "onnxruntime", "engine.rebuild_history": 16}
+    o = {
+        "topics.features": f"fwtest.hostile.f.{run}",
+        "topics.alerts": f"fwtest.hostile.a.{run}",
+        "topics.dead_letter": f"fwtest.hostile.d.{run}",
+        "engine.group_id": f"fwtest.hostile.g.{run}",
+        "engine.model": str(model_path),
+        "engine.backend": "onnxruntime",
+        "engine.rebuild_history": 16,
+    }
     o.update(over)
     cfg = kafka_make_cfg(kafka_bootstrap, **o)
     create_topics(cfg, partitions=partitions)
@@ -42,13 +49,23 @@ def feature(cam, clip, a=None, dtype=np.float32):
     rng = np.random.default_rng(clip)
     a = rng.normal(size=12) if a is None else a
     t = clip * 1.6
-    return FeatureMessage(cam, clip, t, t + 1.5, 1.7e9 + t, 1.7e9 + t + 1.5, 16 * clip, 16 * clip + 15,
-                          [Representation("a", np.asarray(a, dtype)),
-                           Representation("b", rng.normal(size=5).astype(np.float32))], produced=0.0)
+    return FeatureMessage(
+        cam,
+        clip,
+        t,
+        t + 1.5,
+        1.7e9 + t,
+        1.7e9 + t + 1.5,
+        16 * clip,
+        16 * clip + 15,
+        [Representation("a", np.asarray(a, dtype)), Representation("b", rng.normal(size=5).astype(np.float32))],
+        produced=0.0,
+    )
 
 
 def raw_producer(cfg):
     from kafka import KafkaProducer
+
     return KafkaProducer(bootstrap_servers=cfg.kafka.bootstrap_servers, acks="all")
 
 
@@ -67,8 +84,9 @@ def reasons(cfg):
 
 
 @pytest.mark.timeout(180)
-def test_hostile_records_from_a_raw_producer_are_dead_lettered_and_the_engine_lives(kafka_bootstrap, kafka_make_cfg,
-                                                                                    model_path):
+def test_hostile_records_from_a_raw_producer_are_dead_lettered_and_the_engine_lives(
+    kafka_bootstrap, kafka_make_cfg, model_path
+):
     """The adversarial run's records: an ``<f8`` feature at 1e300 (schema-valid, Inf as float32;
     it used to end ``fusewatch engine`` and crash-loop the group), a record keyed ``attacker``
     carrying camera ``victim``, and a camera's record on a partition other than murmur2's."""
@@ -76,6 +94,7 @@ def test_hostile_records_from_a_raw_producer_are_dead_lettered_and_the_engine_li
     model = load_serving_model(cfg)
     p = raw_producer(cfg)
     from kafka.partitioner.default import murmur2
+
     topic = cfg.topics.features
     p.send(topic, key=b"cam-f8", value=feature("cam-f8", 0, np.full(12, 1e300), np.float64).encode())
     p.send(topic, key=b"attacker", value=feature("victim", 0).encode())
@@ -93,8 +112,7 @@ def test_hostile_records_from_a_raw_producer_are_dead_lettered_and_the_engine_li
 
 
 @pytest.mark.timeout(240)
-def test_rebuild_reads_a_bounded_number_of_records_whatever_the_camera_mix(kafka_bootstrap, kafka_make_cfg,
-                                                                           model_path):
+def test_rebuild_reads_a_bounded_number_of_records_whatever_the_camera_mix(kafka_bootstrap, kafka_make_cfg, model_path):
     """Finding 3: one new camera beside a long one made the rebuild re-read the whole partition.
     Now it reads at most (window + rebuild_history) records per camera (+ one chunk); the long
     camera continues exactly, its alert state included."""
@@ -114,7 +132,7 @@ def test_rebuild_reads_a_bounded_number_of_records_whatever_the_camera_mix(kafka
     t0 = time.monotonic()
     second = run_engine(cfg, model, idle=1.0)
     need = WINDOW + cfg.engine.rebuild_history
-    st = second.stats                     # (the group may assign the partition twice: one rebuild each)
+    st = second.stats  # (the group may assign the partition twice: one rebuild each)
     assert st.rebuilds >= 1 and 0 < st.rebuild_max_records <= need * 2, (st.rebuilds, st.rebuilt_records)
     assert st.rebuild_seconds / st.rebuilds < 10 and time.monotonic() - t0 < 30
     assert second.stats.scored == 1 and second.cams["long"].exact and second.cams["new"].exact

@@ -1,5 +1,6 @@
 """KafkaTransport against a real broker: round trip, per-camera order, rebalance, dead letters,
 broker down, broker crash/restart."""
+
 from __future__ import annotations
 
 import threading
@@ -10,8 +11,16 @@ import msgpack
 import numpy as np
 import pytest
 
-from fusewatch.stream.schema import Evidence, FeatureMessage, Representation, SchemaError, dead_letter_payload, decode_dead_letter, decode_features
 from fusewatch.stream.alert_schema import AlertMessage, decode_alert
+from fusewatch.stream.schema import (
+    Evidence,
+    FeatureMessage,
+    Representation,
+    SchemaError,
+    dead_letter_payload,
+    decode_dead_letter,
+    decode_features,
+)
 from fusewatch.stream.transport.base import DeliveryError, Record, TransportError
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
@@ -20,11 +29,19 @@ pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
 def feature(camera: str, clip: int, dim: int = 8) -> FeatureMessage:
     rng = np.random.default_rng(hash((camera, clip)) & 0xFFFF)
     return FeatureMessage(
-        camera=camera, clip=clip, pts_start=clip * 1.6, pts_end=clip * 1.6 + 1.5,
-        wall_start=1.7e9 + clip * 1.6, wall_end=1.7e9 + clip * 1.6 + 1.5,
-        frame_start=clip * 16, frame_end=clip * 16 + 15,
-        reps=[Representation("mobilenetv2", rng.standard_normal(dim).astype(np.float32), "mnv2", "1"),
-              Representation("flow", rng.standard_normal((2, 3)).astype(np.float16), "flow", "1")])
+        camera=camera,
+        clip=clip,
+        pts_start=clip * 1.6,
+        pts_end=clip * 1.6 + 1.5,
+        wall_start=1.7e9 + clip * 1.6,
+        wall_end=1.7e9 + clip * 1.6 + 1.5,
+        frame_start=clip * 16,
+        frame_end=clip * 16 + 15,
+        reps=[
+            Representation("mobilenetv2", rng.standard_normal(dim).astype(np.float32), "mnv2", "1"),
+            Representation("flow", rng.standard_normal((2, 3)).astype(np.float16), "flow", "1"),
+        ],
+    )
 
 
 def drain(t, want: int, timeout: float = 30.0, commit: bool = True) -> list[Record]:
@@ -45,10 +62,21 @@ def test_roundtrip_features_and_alerts(kafka_cfg, make_topic, make_transport):
     sent = [feature(f"cam{i % 3}", i // 3) for i in range(12)]
     for m in sent:
         prod.produce(feats, m.camera, m.encode(), headers=[("schema", b"1")])
-    alert = AlertMessage(id="a-1", type="new", camera="cam1", score=0.9, peak=0.95, start_clip=3,
-                         end_clip=5, start_time=1.7e9, end_time=1.7e9 + 4.8, model_name="lego",
-                         model_version="1", backend="torch",
-                         evidence=[Evidence(feats, 0, 4)])
+    alert = AlertMessage(
+        id="a-1",
+        type="new",
+        camera="cam1",
+        score=0.9,
+        peak=0.95,
+        start_clip=3,
+        end_clip=5,
+        start_time=1.7e9,
+        end_time=1.7e9 + 4.8,
+        model_name="lego",
+        model_version="1",
+        backend="torch",
+        evidence=[Evidence(feats, 0, 4)],
+    )
     prod.produce(alerts, alert.camera, alert.encode())
     prod.flush(timeout=20)
 
@@ -173,13 +201,15 @@ def test_rebalance_two_consumers(kafka_cfg, make_topic, make_transport):
     assert len(processed) >= 20, f"consumer A got {len(processed)} records"
     tb = threading.Thread(target=run, args=("B", b, True), daemon=True)
     tb.start()
-    while (not assigned["B"] or not assigned["A"] or assigned["A"] & assigned["B"]) \
-            and time.monotonic() < deadline and not errors:
+    while (
+        (not assigned["B"] or not assigned["A"] or assigned["A"] & assigned["B"])
+        and time.monotonic() < deadline
+        and not errors
+    ):
         time.sleep(0.05)
     produce_batch(10, 5)  # more data after the split
     total[0] += len(cams) * 5
-    while len(set((p, o) for _, p, o in processed)) < total[0] and time.monotonic() < deadline \
-            and not errors:
+    while len(set((p, o) for _, p, o in processed)) < total[0] and time.monotonic() < deadline and not errors:
         time.sleep(0.1)
     stop.set()
     ta.join(15)
@@ -203,8 +233,7 @@ def test_rebalance_two_consumers(kafka_cfg, make_topic, make_transport):
 
 
 @pytest.mark.parametrize("join_bound_ms", [None, 1], ids=["awaited-join", "lost-join-repaired"])
-def test_rejoin_after_partitions_added_with_millisecond_polls(kafka_cfg, make_topic, make_transport,
-                                                             join_bound_ms):
+def test_rejoin_after_partitions_added_with_millisecond_polls(kafka_cfg, make_topic, make_transport, join_bound_ms):
     """Regression for kafka-python 3.0.12's lost join completion: partitions added to a subscribed
     topic trigger a metadata-driven rebalance; an engine polling with 1 ms timeouts used to be left
     REBALANCING with heartbeats off, fetching nothing, until evicted. ``awaited-join``: the transport
@@ -240,8 +269,8 @@ def test_rejoin_after_partitions_added_with_millisecond_polls(kafka_cfg, make_to
         got += cons.poll(100, 0.001)
     coord = cons._consumer._coordinator
     assert cons.assignment() == {(topic, p) for p in range(3)}, (
-        f"stuck after the rebalance: rejoining={coord.rejoining} state={coord.state} "
-        f"lost_joins={cons.lost_joins}")
+        f"stuck after the rebalance: rejoining={coord.rejoining} state={coord.state} lost_joins={cons.lost_joins}"
+    )
     assert sorted(r.key.decode() for r in got) == sorted(cams)
     assert {r.partition for r in got} == {0, 1, 2}
 
@@ -274,8 +303,9 @@ def test_malformed_message_goes_to_dead_letter(kafka_cfg, make_topic, make_trans
             try:
                 decoded.append(decode_features(r.value))
             except SchemaError as e:
-                eng.produce(dlq, r.key, dead_letter_payload(r.value, e.reason, str(e), r.topic,
-                                                            r.partition, r.offset, r.key))
+                eng.produce(
+                    dlq, r.key, dead_letter_payload(r.value, e.reason, str(e), r.topic, r.partition, r.offset, r.key)
+                )
                 routed += 1
         if batch:
             eng.flush(timeout=20)  # dead letters durable before the offsets move past them
@@ -318,8 +348,7 @@ def test_wrong_protocol_fails_fast(kafka_sasl_bootstrap, kafka_make_cfg):
     assert time.monotonic() - t0 < 5
 
 
-def test_produce_without_broker_raises_on_flush_and_recovers_after_restart(private_kafka,
-                                                                           make_transport):
+def test_produce_without_broker_raises_on_flush_and_recovers_after_restart(private_kafka, make_transport):
     """Crash the (private) broker: flush reports unacknowledged records as DeliveryError within
     its timeout; after a restart on the same data the same producer delivers them and a consumer
     resumes from the committed offset."""

@@ -1,5 +1,6 @@
 """Load tests against the real broker: a flood of malformed messages, a slow engine (lag grows,
 memory does not), a slow worker (drop_oldest drops and counts, clips keep flowing)."""
+
 from __future__ import annotations
 
 import os
@@ -38,23 +39,32 @@ def model_path(tmp_path_factory):
 
 
 def feature(cam: str, clip: int, rng, pad: int = 0) -> FeatureMessage:
-    reps = [Representation("a", rng.normal(size=DIMS["a"]).astype(np.float32), "a", "1"),
-            Representation("b", rng.normal(size=DIMS["b"]).astype(np.float32), "b", "1")]
+    reps = [
+        Representation("a", rng.normal(size=DIMS["a"]).astype(np.float32), "a", "1"),
+        Representation("b", rng.normal(size=DIMS["b"]).astype(np.float32), "b", "1"),
+    ]
     if pad:  # a representation the model does not use: realistic message size (CNN embeddings)
         reps.append(Representation("pad", rng.normal(size=pad).astype(np.float32), "pad", "1"))
     t = 1.7e9 + clip * 1.6
-    return FeatureMessage(cam, clip, clip * 1.6, clip * 1.6 + 1.5, t, t + 1.5, clip * 16, clip * 16 + 15,
-                          reps, produced=t + 1.5)
+    return FeatureMessage(
+        cam, clip, clip * 1.6, clip * 1.6 + 1.5, t, t + 1.5, clip * 16, clip * 16 + 15, reps, produced=t + 1.5
+    )
 
 
 def fresh_cfg(bootstrap: str, model_path, _created_topics, tag: str, partitions: int = 3, **over):
     from fusewatch.stream.topics import create_topics
 
     run = uuid.uuid4().hex[:10]
-    o = {"kafka.bootstrap_servers": bootstrap, "kafka.connect_timeout_s": 15,
-         "topics.features": f"fwtest.{tag}.features.{run}", "topics.alerts": f"fwtest.{tag}.alerts.{run}",
-         "topics.dead_letter": f"fwtest.{tag}.dlq.{run}", "engine.group_id": f"fwtest.{tag}.engine.{run}",
-         "engine.model": str(model_path), "engine.backend": "torch"}
+    o = {
+        "kafka.bootstrap_servers": bootstrap,
+        "kafka.connect_timeout_s": 15,
+        "topics.features": f"fwtest.{tag}.features.{run}",
+        "topics.alerts": f"fwtest.{tag}.alerts.{run}",
+        "topics.dead_letter": f"fwtest.{tag}.dlq.{run}",
+        "engine.group_id": f"fwtest.{tag}.engine.{run}",
+        "engine.model": str(model_path),
+        "engine.backend": "torch",
+    }
     o.update(over)
     cfg = load_config(env={}, overrides=o)
     create_topics(cfg, partitions=partitions)
@@ -90,23 +100,35 @@ def malformed(n: int, cams: list[str], seed: int = 3) -> list[tuple[bytes | None
         return m.encode()
 
     kinds = {
-        "truncated": ("undecodable", lambda c, i: (lambda b: b[:int(rng.integers(1, len(b)))])(
-            feature(c, i, rng).encode())),
+        "truncated": (
+            "undecodable",
+            lambda c, i: (lambda b: b[: int(rng.integers(1, len(b)))])(feature(c, i, rng).encode()),
+        ),
         "garbage": ("undecodable", lambda c, i: b"\xc1" + rng.bytes(int(rng.integers(0, 300)))),
         "empty": ("empty", lambda c, i: b""),
         "not_a_map": ("not_a_map", lambda c, i: msgpack.packb([1, "features", c, i])),
-        "new_version": ("unsupported_version",
-                        lambda c, i: msgpack.packb({**good_map(c, i), "v": 2}, use_bin_type=True)),
-        "no_version": ("missing_version", lambda c, i: msgpack.packb(
-            {k: v for k, v in good_map(c, i).items() if k != "v"}, use_bin_type=True)),
-        "wrong_kind": ("wrong_kind",
-                       lambda c, i: msgpack.packb({**good_map(c, i), "kind": "alert"}, use_bin_type=True)),
+        "new_version": (
+            "unsupported_version",
+            lambda c, i: msgpack.packb({**good_map(c, i), "v": 2}, use_bin_type=True),
+        ),
+        "no_version": (
+            "missing_version",
+            lambda c, i: msgpack.packb({k: v for k, v in good_map(c, i).items() if k != "v"}, use_bin_type=True),
+        ),
+        "wrong_kind": (
+            "wrong_kind",
+            lambda c, i: msgpack.packb({**good_map(c, i), "kind": "alert"}, use_bin_type=True),
+        ),
         "int_dtype": ("bad_dtype", lambda c, i: with_rep(c, i, dtype="<i4")),
         "short_data": ("size_mismatch", lambda c, i: with_rep(c, i, data=b"\0" * 40)),
         "nan": ("non_finite", lambda c, i: with_rep(c, i, data=np.full(DIMS["a"], np.nan, "<f4").tobytes())),
         "wrong_dim": ("dim_mismatch", lambda c, i: with_rep(c, i, shape=[7], data=np.ones(7, "<f4").tobytes())),
-        "unknown_rep": ("no_known_representation", lambda c, i: msgpack.packb(
-            {**good_map(c, i), "reps": [good_map(c, i)["reps"][1] | {"name": "zzz"}]}, use_bin_type=True)),
+        "unknown_rep": (
+            "no_known_representation",
+            lambda c, i: msgpack.packb(
+                {**good_map(c, i), "reps": [good_map(c, i)["reps"][1] | {"name": "zzz"}]}, use_bin_type=True
+            ),
+        ),
     }
     names = list(kinds)
     n_big = 8
@@ -123,8 +145,9 @@ def malformed(n: int, cams: list[str], seed: int = 3) -> list[tuple[bytes | None
 
 
 @pytest.mark.timeout(180)
-def test_malformed_flood_dead_lettered_while_valid_traffic_is_scored(kafka_bootstrap, model_path,
-                                                                      _created_topics, make_transport):
+def test_malformed_flood_dead_lettered_while_valid_traffic_is_scored(
+    kafka_bootstrap, model_path, _created_topics, make_transport
+):
     """10,000 malformed messages (truncated, garbage, empty, not a map, wrong/missing version, wrong
     kind, bad dtype, short data, NaN, wrong dimension, unknown representation, 8 oversized > 1 MiB)
     interleaved with 1,000 valid clips of 4 cameras, produced with batching (linger 50 ms). The
@@ -150,7 +173,7 @@ def test_malformed_flood_dead_lettered_while_valid_traffic_is_scored(kafka_boots
     prod = make_transport(cfg, consume=False, producer_kwargs={"linger_ms": 50, "batch_size": 256 * 1024})
     for j, m in enumerate(valid):
         prod.produce(cfg.topics.features, m.camera, m.encode())
-        for key, raw, _ in bad[j * per_valid:(j + 1) * per_valid]:
+        for key, raw, _ in bad[j * per_valid : (j + 1) * per_valid]:
             prod.produce(cfg.topics.features, key, raw)
     prod.flush(timeout=60)
     produce_s = time.monotonic() - t0
@@ -174,8 +197,10 @@ def test_malformed_flood_dead_lettered_while_valid_traffic_is_scored(kafka_boots
     t.flush(timeout=30)
     engine_s = time.monotonic() - t0
     st = svc.stats
-    print(f"produced {total} records in {produce_s:.1f}s; engine: {st.records} records in {engine_s:.1f}s, "
-          f"{st.scored} scored, {st.dead_letters} dead letters {dict(st.dead_letter_reasons)}")
+    print(
+        f"produced {total} records in {produce_s:.1f}s; engine: {st.records} records in {engine_s:.1f}s, "
+        f"{st.scored} scored, {st.dead_letters} dead letters {dict(st.dead_letter_reasons)}"
+    )
     assert st.records == total
     assert st.scored == len(valid), "valid traffic was not all scored"
     assert sorted(sink.keys) == sorted((m.camera, m.clip) for m in valid)
@@ -200,8 +225,7 @@ def test_malformed_flood_dead_lettered_while_valid_traffic_is_scored(kafka_boots
 # ---------------------------------------------------------------------------------------------
 # slow engine: lag grows, memory does not
 @pytest.mark.timeout(180)
-def test_slow_engine_lag_grows_memory_bounded(kafka_bootstrap, model_path, _created_topics,
-                                              make_transport, tmp_path):
+def test_slow_engine_lag_grows_memory_bounded(kafka_bootstrap, model_path, _created_topics, make_transport, tmp_path):
     """A ``fusewatch engine`` process slowed with ``--delay 0.5`` (16 records per batch: at most 32
     records/s) faces 8 cameras producing 300 msg/s of ~16 KiB messages for 15 s. The group's lag
     (end offsets − committed) must grow to thousands of records (> 50 MiB unread) while the
@@ -210,9 +234,26 @@ def test_slow_engine_lag_grows_memory_bounded(kafka_bootstrap, model_path, _crea
     cfg = fresh_cfg(kafka_bootstrap, model_path, _created_topics, "slow", **{"engine.max_batch": 16})
     env = {k: v for k, v in os.environ.items() if not k.startswith("FUSEWATCH_") or k == "FUSEWATCH_CACHE"}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [sys.executable, "-X", "faulthandler", "-m", "fusewatch", "engine", "--transport", "kafka",
-           "--bootstrap", kafka_bootstrap, "--model", str(model_path), "--backend", "torch",
-           "--group", cfg.engine.group_id, "--delay", "0.5"]
+    cmd = [
+        sys.executable,
+        "-X",
+        "faulthandler",
+        "-m",
+        "fusewatch",
+        "engine",
+        "--transport",
+        "kafka",
+        "--bootstrap",
+        kafka_bootstrap,
+        "--model",
+        str(model_path),
+        "--backend",
+        "torch",
+        "--group",
+        cfg.engine.group_id,
+        "--delay",
+        "0.5",
+    ]
     for k in ("topics.features", "topics.alerts", "topics.dead_letter", "engine.max_batch"):
         sec, f = k.split(".")
         cmd += ["--set", f"{k}={getattr(getattr(cfg, sec), f)}"]
@@ -286,9 +327,11 @@ def test_slow_engine_lag_grows_memory_bounded(kafka_bootstrap, model_path, _crea
     half = len(samples) // 2
     growth = max(rss) - base_rss
     backlog_mib = lags[-1] * msg_bytes / 2**20
-    print(f"{len(samples)} samples over {samples[-1][0]:.0f}s: lag {lags[0]} -> {lags[-1]} records "
-          f"({backlog_mib:.0f} MiB unread), RSS {base_rss:.0f} -> max {max(rss):.0f} MiB "
-          f"(+{growth:.1f} MiB); lag/RSS per sample: {[(l, round(r)) for _, l, r in samples]}")
+    print(
+        f"{len(samples)} samples over {samples[-1][0]:.0f}s: lag {lags[0]} -> {lags[-1]} records "
+        f"({backlog_mib:.0f} MiB unread), RSS {base_rss:.0f} -> max {max(rss):.0f} MiB "
+        f"(+{growth:.1f} MiB); lag/RSS per sample: {[(lag, round(r)) for _, lag, r in samples]}"
+    )
     assert lags[-1] >= 3000, "lag did not build up: engine not slow enough or producer too slow"
     assert np.mean(lags[half:]) > np.mean(lags[:half]) + 1000, "lag not growing"
     assert backlog_mib > 50
@@ -322,9 +365,15 @@ def test_worker_drop_oldest_under_overload(kafka_cfg, make_topic, make_transport
             return np.stack(frames)[:, ::8, ::8].reshape(-1, 3).mean(0).astype(np.float32)
 
     topic = make_topic("drop", partitions=1)
-    cfg = load_config(env={}, overrides={"kafka.bootstrap_servers": kafka_cfg.kafka.bootstrap_servers,
-                                         "topics.features": topic, "source.queue_size": 4,
-                                         "source.overflow": "drop_oldest"})
+    cfg = load_config(
+        env={},
+        overrides={
+            "kafka.bootstrap_servers": kafka_cfg.kafka.bootstrap_servers,
+            "topics.features": topic,
+            "source.queue_size": 4,
+            "source.overflow": "drop_oldest",
+        },
+    )
     t = make_transport(cfg, consume=False)
     stamps: list[float] = []
 
@@ -336,8 +385,16 @@ def test_worker_drop_oldest_under_overload(kafka_cfg, make_topic, make_transport
             stamps.append(time.monotonic())
             return t.produce(*a, **kw)
 
-    w = Worker(cfg, "overloaded", str(video), transport=Stamped(), extractors=[SlowMeanRGB()],
-               realtime=True, speed=4.0, serve_metrics=False)
+    w = Worker(
+        cfg,
+        "overloaded",
+        str(video),
+        transport=Stamped(),
+        extractors=[SlowMeanRGB()],
+        realtime=True,
+        speed=4.0,
+        serve_metrics=False,
+    )
     res: dict = {}
     th = threading.Thread(target=lambda: res.update(w.run().as_dict()), daemon=True)
     t0 = time.monotonic()
@@ -347,8 +404,10 @@ def test_worker_drop_oldest_under_overload(kafka_cfg, make_topic, make_transport
     th.join(30)
     assert not th.is_alive()
     run_s = time.monotonic() - t0
-    print(f"{run_s:.1f}s: {res['frames_sampled']} sampled, {res['frames_processed']} processed, "
-          f"{res['frames_dropped']} dropped, {res['clips_published']} clips published")
+    print(
+        f"{run_s:.1f}s: {res['frames_sampled']} sampled, {res['frames_processed']} processed, "
+        f"{res['frames_dropped']} dropped, {res['clips_published']} clips published"
+    )
     assert res["frames_dropped"] > 0
     # every sampled frame was processed or dropped, except those still queued when stopped
     left = res["frames_sampled"] - res["frames_processed"] - res["frames_dropped"]

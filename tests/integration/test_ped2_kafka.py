@@ -9,6 +9,7 @@ Kafka (fresh topics) → engine → alerts.
   from the log: the deduplicated alert set ``(id, type, end_clip)`` read back from a fresh alert
   topic equals the clean run's.
 """
+
 from __future__ import annotations
 
 import copy
@@ -26,13 +27,14 @@ from fusewatch.engines.data import load_dataset
 from fusewatch.engines.serving.pipeline import stream_videos
 from fusewatch.engines.serving.runtime import load_serving_model
 from fusewatch.engines.serving.service import EngineService
+from fusewatch.stream.alert_schema import decode_alert
 from fusewatch.stream.config import load_config
 from fusewatch.stream.extract import extract_videos
-from fusewatch.stream.alert_schema import decode_alert
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(420)]
 
 from fusewatch.stream.paths import shared_data  # noqa: E402
+
 PED2 = shared_data("ped2")
 ANOMALOUS, NORMAL = "test_02", "train_01"
 CAMS = (ANOMALOUS, NORMAL)
@@ -40,8 +42,12 @@ CAMS = (ANOMALOUS, NORMAL)
 
 def _topics(tag: str) -> dict:
     run = uuid.uuid4().hex[:10]
-    return {"topics.features": f"fwtest.{tag}.features.{run}", "topics.alerts": f"fwtest.{tag}.alerts.{run}",
-            "topics.dead_letter": f"fwtest.{tag}.dlq.{run}", "engine.group_id": f"fwtest.{tag}.engine.{run}"}
+    return {
+        "topics.features": f"fwtest.{tag}.features.{run}",
+        "topics.alerts": f"fwtest.{tag}.alerts.{run}",
+        "topics.dead_letter": f"fwtest.{tag}.dlq.{run}",
+        "engine.group_id": f"fwtest.{tag}.engine.{run}",
+    }
 
 
 def read_alerts(cfg, topic: str, want_min: int = 0, timeout: float = 20.0) -> list:
@@ -79,36 +85,60 @@ def ped2_model(tmp_path_factory):
     for c in CAMS:
         (vdir / f"{c}.mp4").symlink_to(PED2 / f"{c}.mp4")
     (vdir / "labels.json").write_text(json.dumps({c: labels[c] for c in CAMS}))
-    cfg = load_config(env={}, overrides={"features.extractors": "mobilenetv2,flow", "model.window": 8,
-                                         "model.order_p": 2, "model.order_q": 1, "train.epochs": 20,
-                                         "train.seed": 0, "train.val_fraction": 0.0})
+    cfg = load_config(
+        env={},
+        overrides={
+            "features.extractors": "mobilenetv2,flow",
+            "model.window": 8,
+            "model.order_p": 2,
+            "model.order_q": 1,
+            "train.epochs": 20,
+            "train.seed": 0,
+            "train.val_fraction": 0.0,
+        },
+    )
     feats = extract_videos([vdir], root / "feats", cfg, progress=False)
     ds = load_dataset(feats)
     path = root / "lego.pt"
     SEL.train_one(ds, ds.videos, SEL.model_cfg(cfg, "lego", "matrix", (2, 1)), path)
     offline = SEL.offline_scores(path, ds.videos)
-    return {"cfg": cfg, "videos": vdir, "model": path, "offline": offline,
-            "ranges": {v.name: v.clip_ranges() for v in ds.videos}}
+    return {
+        "cfg": cfg,
+        "videos": vdir,
+        "model": path,
+        "offline": offline,
+        "ranges": {v.name: v.clip_ranges() for v in ds.videos},
+    }
 
 
 @pytest.fixture(scope="module")
 def kafka_run(ped2_model, kafka_bootstrap, _created_topics):
     """Replay both videos over Kafka (fresh topics) into one engine; thresholds from offline scores."""
     off = ped2_model["offline"]
-    on = float(np.max(off[NORMAL])) + 1e-3           # the normal camera can never alert
+    on = float(np.max(off[NORMAL])) + 1e-3  # the normal camera can never alert
     assert np.max(off[ANOMALOUS]) > on + 1e-3, (
         f"model does not separate the videos (max {ANOMALOUS} {np.max(off[ANOMALOUS]):.4f} vs "
-        f"{NORMAL} {np.max(off[NORMAL]):.4f}): no sensible threshold")
-    over = {**_topics("ped2"), "transport": "kafka", "kafka.bootstrap_servers": kafka_bootstrap,
-            "alerts.on": min(on, 1.0), "alerts.off": max(0.0, on - 1e-3), "alerts.min_duration": 0,
-            "alerts.cooldown": 0, "alerts.update_interval": 1.0, "engine.max_batch": 4,
-            "alerts.thresholds": "config",   # our thresholds, not the ones calibrated into the model
-            "features.extractors": "mobilenetv2,flow"}
+        f"{NORMAL} {np.max(off[NORMAL]):.4f}): no sensible threshold"
+    )
+    over = {
+        **_topics("ped2"),
+        "transport": "kafka",
+        "kafka.bootstrap_servers": kafka_bootstrap,
+        "alerts.on": min(on, 1.0),
+        "alerts.off": max(0.0, on - 1e-3),
+        "alerts.min_duration": 0,
+        "alerts.cooldown": 0,
+        "alerts.update_interval": 1.0,
+        "engine.max_batch": 4,
+        "alerts.thresholds": "config",  # our thresholds, not the ones calibrated into the model
+        "features.extractors": "mobilenetv2,flow",
+    }
     cfg = load_config(env={}, overrides=over)
     _created_topics.extend([cfg.topics.features, cfg.topics.alerts, cfg.topics.dead_letter])
     serving = load_serving_model(cfg, ped2_model["model"])
-    res = stream_videos([ped2_model["videos"] / f"{c}.mp4" for c in CAMS], cfg, serving,
-                        camera_ids=list(CAMS), fresh_topics=False)
+    res = stream_videos(
+        [ped2_model["videos"] / f"{c}.mp4" for c in CAMS], cfg, serving, camera_ids=list(CAMS), fresh_topics=False
+    )
     return {"cfg": cfg, "res": res, "serving": serving, "over": over}
 
 
@@ -168,7 +198,7 @@ def test_ped2_engine_dies_mid_stream_second_engine_same_alert_set(ped2_model, ka
     e1._process(recs, live=True)
     t1.flush()
     committed_by_1 = e1.stats.records
-    t1.close()   # leaves the group without committing the last batch
+    t1.close()  # leaves the group without committing the last batch
 
     t2 = KafkaTransport(cfg, group_id=cfg.engine.group_id)
     e2 = EngineService(cfg, kafka_run["serving"], t2)
@@ -180,9 +210,11 @@ def test_ped2_engine_dies_mid_stream_second_engine_same_alert_set(ped2_model, ka
         t2.flush()
     finally:
         t2.close()
-    print(f"engine 1: {committed_by_1}/{total} committed, {len(recs)} more scored but not committed, "
-          f"{e1.stats.alerts} alert messages; engine 2: rebuilt from {e2.stats.rebuilt_records} records, "
-          f"{e2.stats.records} live, {e2.stats.alerts} alert messages; reference {sorted(reference)}")
+    print(
+        f"engine 1: {committed_by_1}/{total} committed, {len(recs)} more scored but not committed, "
+        f"{e1.stats.alerts} alert messages; engine 2: rebuilt from {e2.stats.rebuilt_records} records, "
+        f"{e2.stats.records} live, {e2.stats.alerts} alert messages; reference {sorted(reference)}"
+    )
     assert e2.stats.records == total - committed_by_1, (e2.stats, committed_by_1, total)
     assert e2.stats.rebuilt_records > 0, "engine 2 did not rebuild camera state from the log"
     got = {(a.id, a.type, a.end_clip) for a in read_alerts(cfg, cfg.topics.alerts, want_min=len(reference))}
@@ -201,13 +233,29 @@ def test_bench_ped2_over_kafka(tmp_path, kafka_bootstrap, _created_topics):
     for s in stems:
         (vdir / f"{s}.mp4").symlink_to(PED2 / f"{s}.mp4")
     (vdir / "labels.json").write_text(json.dumps({s: labels[s] for s in stems}))
-    cfg = load_config(env={}, overrides={"kafka.bootstrap_servers": kafka_bootstrap,
-                                         "features.extractors": "flow", "model.representations": "flow",
-                                         "model.window": 8, "train.epochs": 3,
-                                         **{k: v for k, v in _topics("ped2bench").items()
-                                            if k.startswith("topics.")}})
-    rep = B.run_ped2(vdir, tmp_path / "lego.pt", cfg, work_dir=tmp_path / "work", expansions=("hadamard",), fusions=("lego", "concat", "add"),
-                     pq_grid=((1, 1),), folds=2, transport="kafka", progress=False)
+    cfg = load_config(
+        env={},
+        overrides={
+            "kafka.bootstrap_servers": kafka_bootstrap,
+            "features.extractors": "flow",
+            "model.representations": "flow",
+            "model.window": 8,
+            "train.epochs": 3,
+            **{k: v for k, v in _topics("ped2bench").items() if k.startswith("topics.")},
+        },
+    )
+    rep = B.run_ped2(
+        vdir,
+        tmp_path / "lego.pt",
+        cfg,
+        work_dir=tmp_path / "work",
+        expansions=("hadamard",),
+        fusions=("lego", "concat", "add"),
+        pq_grid=((1, 1),),
+        folds=2,
+        transport="kafka",
+        progress=False,
+    )
     assert rep["stream"]["transport"] == "kafka" and rep["stream"]["videos"] == len(stems)
     assert rep["agreement_ok"] is True, rep["agreement"]
     assert set(rep["results"]) == {"lego-hadamard", "concat", "add"}

@@ -12,6 +12,7 @@ only tolerated where a commit failed during a rebalance — at-least-once); per 
 that scored its clips run v1 → v2 → v1; every alert record carries the version that scored its
 ``end_clip``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -60,9 +61,13 @@ def wait(cond, timeout: float, what: str) -> None:
 @pytest.mark.timeout(420)
 def test_rollout_rolling_upgrade_and_rollback_on_the_broker(kafka_bootstrap, make_transport, _created_topics, tmp_path):
     run = uuid.uuid4().hex[:10]
-    topics = {"topics.features": f"fwtest.ro.features.{run}", "topics.alerts": f"fwtest.ro.alerts.{run}",
-              "topics.dead_letter": f"fwtest.ro.dlq.{run}", "topics.models": f"fwtest.ro.models.{run}",
-              "engine.group_id": f"fwtest.ro.engine.{run}"}
+    topics = {
+        "topics.features": f"fwtest.ro.features.{run}",
+        "topics.alerts": f"fwtest.ro.alerts.{run}",
+        "topics.dead_letter": f"fwtest.ro.dlq.{run}",
+        "topics.models": f"fwtest.ro.models.{run}",
+        "engine.group_id": f"fwtest.ro.engine.{run}",
+    }
     v1p, v2p = save_model(tmp_path / "v1.pt", 0, 0), save_model(tmp_path / "v2.pt", 1, 16)
     cfg = make_cfg(kafka_bootstrap, **{**OVR, **topics, "engine.model": v1p, "engine.model_poll_s": 0.2})
     cfg.transport = "kafka"
@@ -70,12 +75,11 @@ def test_rollout_rolling_upgrade_and_rollback_on_the_broker(kafka_bootstrap, mak
     _created_topics.extend([cfg.topics.features, cfg.topics.alerts, cfg.topics.dead_letter, cfg.topics.models])
     prod = make_transport(cfg, consume=False)
     cams: list[str] = []
-    for p in range(3):   # two cameras per partition: each engine owns some
+    for p in range(3):  # two cameras per partition: each engine owns some
         cams += [c for c in (f"cam-{k}" for k in range(200)) if prod.partition_of(c.encode(), 3) == p][:2]
     msgs = messages(0, ROWS, cams=tuple(cams))
     monitor = make_transport(cfg, group_id=cfg.engine.group_id, produce=False)
-    cli = ["--transport", "kafka", "--bootstrap", kafka_bootstrap,
-           "--set", f"topics.models={cfg.topics.models}"]
+    cli = ["--transport", "kafka", "--bootstrap", kafka_bootstrap, "--set", f"topics.models={cfg.topics.models}"]
     assert cli_main(cli + ["models", "publish", "--model", v1p]) == 0
     v1 = current_manifest(cfg, "default").version
 
@@ -108,7 +112,7 @@ def test_rollout_rolling_upgrade_and_rollback_on_the_broker(kafka_bootstrap, mak
         for i in range(ROWS):
             while i >= gate[0]:
                 time.sleep(0.05)
-            for m in msgs[i * len(cams):(i + 1) * len(cams)]:
+            for m in msgs[i * len(cams) : (i + 1) * len(cams)]:
                 prod.produce(cfg.topics.features, m.camera, m.encode())
             prod.flush(timeout=30)
             time.sleep(0.05)
@@ -128,8 +132,11 @@ def test_rollout_rolling_upgrade_and_rollback_on_the_broker(kafka_bootstrap, mak
         v2 = current_manifest(cfg, "default").version
         assert v2 != v1
         for s in (a, b):
-            wait(lambda s=s: s.stats.model_version == v2 and s.stats.model_switches > 0 and not s.rollout.rolling,
-                 60, "both engines on v2")
+            wait(
+                lambda s=s: s.stats.model_version == v2 and s.stats.model_switches > 0 and not s.rollout.rolling,
+                60,
+                "both engines on v2",
+            )
 
         # 2. rolling upgrade: restart A, then B; the other keeps scoring; new processes start on v2
         gate[0] = 150
@@ -145,8 +152,11 @@ def test_rollout_rolling_upgrade_and_rollback_on_the_broker(kafka_bootstrap, mak
         gate[0] = 185
         assert cli_main(cli + ["models", "rollback"]) == 0
         for s in (a2, b2):
-            wait(lambda s=s: s.stats.model_version == v1 and s.stats.model_switches > 0 and not s.rollout.rolling,
-                 60, "both engines back on v1")
+            wait(
+                lambda s=s: s.stats.model_version == v1 and s.stats.model_switches > 0 and not s.rollout.rolling,
+                60,
+                "both engines back on v1",
+            )
 
         # 4. a bad model (sha256 mismatch): refused and counted, v1 keeps serving
         cur = current_manifest(cfg, "default")
@@ -155,8 +165,11 @@ def test_rollout_rolling_upgrade_and_rollback_on_the_broker(kafka_bootstrap, mak
             wait(lambda s=s: s.stats.model_load_failures.get("sha256_mismatch") == 1, 60, "bad model refused")
         gate[0] = ROWS
         feeder.join(120)
-        wait(lambda: committed_total(monitor, cfg.topics.features) == (len(msgs), len(msgs)), 120,
-             "committed offsets == end offsets")
+        wait(
+            lambda: committed_total(monitor, cfg.topics.features) == (len(msgs), len(msgs)),
+            120,
+            "committed offsets == end offsets",
+        )
         time.sleep(1.0)
         finals = [stop(n) for n in list(engines)]
         assert all(s.stats.model_version == v1 for s in finals)
@@ -179,5 +192,4 @@ def test_rollout_rolling_upgrade_and_rollback_on_the_broker(kafka_bootstrap, mak
     assert {x.model_version for x in alerts} == {v1, v2}
     for x in alerts:
         assert x.model_version in scored[(x.camera, x.end_clip)], (x.camera, x.type, x.end_clip, x.model_version)
-    print(f"switches {[s.stats.model_switches for s in (a, b, a2, b2)]}, duplicates {len(dups)}, "
-          f"alerts {len(alerts)}")
+    print(f"switches {[s.stats.model_switches for s in (a, b, a2, b2)]}, duplicates {len(dups)}, alerts {len(alerts)}")

@@ -13,6 +13,7 @@ loop (18 s) for the next one. Publishing itself uses ``-c copy``.
 Skipped, with the reason, only when MediaMTX cannot be found or built (no Go toolchain / module
 proxy refused) or ffmpeg is missing.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,20 +27,21 @@ from pathlib import Path
 import pytest
 
 from fusewatch.stream.config import load_config
+from fusewatch.stream.paths import shared_data  # noqa: E402
 from fusewatch.stream.schema import decode_features
 from fusewatch.stream.transport import BusTransport, InProcessBus
 from fusewatch.stream.worker import Worker
 from fusewatch.testing import MeanRGB
-from tests.media_servers import (FFmpegHTTPServer, FFmpegPublisher, MediaMTX, MediaServerUnavailable,
-                                 ensure_mediamtx)
+from tests.media_servers import FFmpegHTTPServer, FFmpegPublisher, MediaMTX, MediaServerUnavailable, ensure_mediamtx
 
-from fusewatch.stream.paths import shared_data  # noqa: E402
 PED2 = shared_data("ped2")
 FFMPEG = shutil.which("ffmpeg")
 
-pytestmark = [pytest.mark.network,
-              pytest.mark.skipif(not FFMPEG, reason="ffmpeg not installed"),
-              pytest.mark.skipif(not PED2.is_dir(), reason=f"shared data not found at {PED2}")]
+pytestmark = [
+    pytest.mark.network,
+    pytest.mark.skipif(not FFMPEG, reason="ffmpeg not installed"),
+    pytest.mark.skipif(not PED2.is_dir(), reason=f"shared data not found at {PED2}"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -53,15 +55,42 @@ def mediamtx() -> Path:
 @pytest.fixture(scope="module")
 def camera_file(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cam") / "cam.mp4"
-    subprocess.run([FFMPEG, "-v", "error", "-y", "-i", str(PED2 / "test_02.mp4"), "-c:v", "libx264",
-                    "-preset", "veryfast", "-g", "10", "-bf", "0", "-pix_fmt", "yuv420p", str(out)],
-                   check=True, timeout=60)
+    subprocess.run(
+        [
+            FFMPEG,
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            str(PED2 / "test_02.mp4"),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-g",
+            "10",
+            "-bf",
+            "0",
+            "-pix_fmt",
+            "yuv420p",
+            str(out),
+        ],
+        check=True,
+        timeout=60,
+    )
     return out
 
 
 def live_cfg(socket_timeout: float = 1.0):
-    return load_config(env={}, overrides={"source.stall_timeout": "2", "source.socket_timeout": str(socket_timeout),
-                                          "source.reconnect_initial": "0.2", "source.reconnect_max": "1"})
+    return load_config(
+        env={},
+        overrides={
+            "source.stall_timeout": "2",
+            "source.socket_timeout": str(socket_timeout),
+            "source.reconnect_initial": "0.2",
+            "source.reconnect_max": "1",
+        },
+    )
 
 
 class Running:
@@ -69,7 +98,9 @@ class Running:
 
     def __init__(self, camera: str, uri: str, socket_timeout: float = 1.0):
         self.bus = InProcessBus()
-        self.worker = Worker(live_cfg(socket_timeout), camera, uri, transport=BusTransport(self.bus), extractors=[MeanRGB()])
+        self.worker = Worker(
+            live_cfg(socket_timeout), camera, uri, transport=BusTransport(self.bus), extractors=[MeanRGB()]
+        )
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -135,7 +166,7 @@ def test_rtsp_worker_reconnects_after_server_restart(mediamtx, camera_file, tmp_
         run = Running("rtsp-cam", srv.url("cam"))
         assert run.wait_clips(2, 20), f"no clips from RTSP: {run.worker.counters}"
         before = run.clips
-        srv.stop(kill=True)                       # the server dies mid-stream
+        srv.stop(kill=True)  # the server dies mid-stream
         pub.stop(kill=True)
         time.sleep(2.5)
         assert run.worker.counters["reconnects"] >= 1
@@ -167,7 +198,7 @@ def test_rtsp_stall_watchdog_reconnects_when_the_server_freezes(mediamtx, camera
         wait_publishing(srv)
         run = Running("frozen-cam", srv.url("cam"), socket_timeout=10)
         assert run.wait_clips(1, 20), f"no clips from RTSP: {run.worker.counters}"
-        os.kill(srv.proc.pid, signal.SIGSTOP)     # connection stays open, no data: a stall
+        os.kill(srv.proc.pid, signal.SIGSTOP)  # connection stays open, no data: a stall
         time.sleep(3.5)
         os.kill(srv.proc.pid, signal.SIGCONT)
         assert run.worker.counters["reconnects"] >= 1, "watchdog did not fire"

@@ -1,4 +1,5 @@
 """SASL/PLAIN on the local broker's second listener (127.0.0.1:9094, user fusewatch)."""
+
 from __future__ import annotations
 
 import logging
@@ -17,17 +18,31 @@ USER, PASSWORD = "fusewatch", "fusewatch-secret"
 
 
 def sasl(addr: str, user: str = USER, password: str = PASSWORD, **extra) -> dict:
-    return {"kafka.bootstrap_servers": addr, "kafka.security_protocol": "SASL_PLAINTEXT",
-            "kafka.sasl_mechanism": "PLAIN", "kafka.sasl_plain_username": user,
-            "kafka.sasl_plain_password": password, "kafka.connect_timeout_s": 10, **extra}
+    return {
+        "kafka.bootstrap_servers": addr,
+        "kafka.security_protocol": "SASL_PLAINTEXT",
+        "kafka.sasl_mechanism": "PLAIN",
+        "kafka.sasl_plain_username": user,
+        "kafka.sasl_plain_password": password,
+        "kafka.connect_timeout_s": 10,
+        **extra,
+    }
 
 
 def roundtrip(cfg, topic: str, make_transport) -> None:
     from fusewatch.stream.transport.kafka import KafkaTransport  # noqa: F401 - import errors surface here
 
-    msg = FeatureMessage(camera="cam-sasl", clip=7, pts_start=0.0, pts_end=1.5, wall_start=1.7e9,
-                         wall_end=1.7e9 + 1.5, frame_start=0, frame_end=15,
-                         reps=[Representation("flow", np.arange(4, dtype=np.float32))])
+    msg = FeatureMessage(
+        camera="cam-sasl",
+        clip=7,
+        pts_start=0.0,
+        pts_end=1.5,
+        wall_start=1.7e9,
+        wall_end=1.7e9 + 1.5,
+        frame_start=0,
+        frame_end=15,
+        reps=[Representation("flow", np.arange(4, dtype=np.float32))],
+    )
     t = make_transport(cfg)
     t.produce(topic, msg.camera, msg.encode())
     t.flush(timeout=20)
@@ -47,8 +62,7 @@ def test_sasl_plain_credentials_from_config(kafka_sasl_bootstrap, make_topic, ma
     roundtrip(cfg, make_topic("sasl"), make_transport)
 
 
-def test_sasl_plain_credentials_from_env(kafka_sasl_bootstrap, make_topic, make_transport,
-                                         monkeypatch):
+def test_sasl_plain_credentials_from_env(kafka_sasl_bootstrap, make_topic, make_transport, monkeypatch):
     for k, v in sasl(kafka_sasl_bootstrap).items():
         monkeypatch.setenv("FUSEWATCH_" + k.upper().replace(".", "_"), str(v))
     cfg = load_config()  # reads os.environ
@@ -62,8 +76,7 @@ def test_sasl_wrong_credentials_fail_fast(kafka_sasl_bootstrap, user, password, 
     from fusewatch.stream.transport.kafka import AuthenticationError, KafkaTransport
 
     caplog.set_level(logging.DEBUG)
-    cfg = load_config(env={}, overrides=sasl(kafka_sasl_bootstrap, user, password,
-                                             **{"kafka.connect_timeout_s": 15}))
+    cfg = load_config(env={}, overrides=sasl(kafka_sasl_bootstrap, user, password, **{"kafka.connect_timeout_s": 15}))
     t0 = time.monotonic()
     with pytest.raises(TransportError) as ei:
         KafkaTransport(cfg)
@@ -80,7 +93,7 @@ def test_sasl_secret_not_logged_on_success(kafka_sasl_bootstrap, make_topic, mak
     cfg = load_config(env={}, overrides=sasl(kafka_sasl_bootstrap))
     roundtrip(cfg, make_topic("sasl-log"), make_transport)
     assert "SaslAuthenticate" in caplog.text  # the request was logged ...
-    assert PASSWORD not in caplog.text        # ... without the password
+    assert PASSWORD not in caplog.text  # ... without the password
 
 
 def test_cli_wrong_password_debug_logs_never_show_it(kafka_sasl_bootstrap, tmp_path):
@@ -93,10 +106,27 @@ def test_cli_wrong_password_debug_logs_never_show_it(kafka_sasl_bootstrap, tmp_p
     secret = "wrong-pw-7f3a9c"
     for fmt, how in (("text", "set"), ("json", "env")):
         env = dict(os.environ)
-        args = [sys.executable, "-m", "fusewatch", "--transport", "kafka", "--bootstrap", kafka_sasl_bootstrap,
-                "--log-level", "DEBUG", "--log-format", fmt,
-                "--set", "kafka.security_protocol=SASL_PLAINTEXT", "--set", "kafka.sasl_mechanism=PLAIN",
-                "--set", f"kafka.sasl_plain_username={USER}", "--set", "kafka.connect_timeout_s=10"]
+        args = [
+            sys.executable,
+            "-m",
+            "fusewatch",
+            "--transport",
+            "kafka",
+            "--bootstrap",
+            kafka_sasl_bootstrap,
+            "--log-level",
+            "DEBUG",
+            "--log-format",
+            fmt,
+            "--set",
+            "kafka.security_protocol=SASL_PLAINTEXT",
+            "--set",
+            "kafka.sasl_mechanism=PLAIN",
+            "--set",
+            f"kafka.sasl_plain_username={USER}",
+            "--set",
+            "kafka.connect_timeout_s=10",
+        ]
         if how == "set":
             args += ["--set", f"kafka.sasl_plain_password={secret}"]
         else:
@@ -106,6 +136,6 @@ def test_cli_wrong_password_debug_logs_never_show_it(kafka_sasl_bootstrap, tmp_p
         out = r.stdout + r.stderr
         assert r.returncode == 2, out[-3000:]
         assert "DEBUG" in out and "sasl_plain_password" in out  # DEBUG lines, redacted config among them
-        err = [l for l in r.stderr.splitlines() if l.startswith("fusewatch: error:")]
+        err = [ln for ln in r.stderr.splitlines() if ln.startswith("fusewatch: error:")]
         assert len(err) == 1 and "authentication failed" in err[0].lower() and "Traceback" not in out
         assert secret not in out

@@ -1,5 +1,6 @@
 """`fusewatch ui` as its own process over the real broker: alert, score and thumbnail records on
 fresh topics show up in the REST API; a record produced later arrives on the SSE stream."""
+
 from __future__ import annotations
 
 import json
@@ -24,17 +25,53 @@ pytest.importorskip("uvicorn")
 def test_ui_process_over_kafka(kafka_bootstrap, make_topic, make_transport, kafka_cfg, tmp_path):
     alerts, scores, thumbs = make_topic("uialerts"), make_topic("uiscores"), make_topic("uithumbs")
     p = make_transport(kafka_cfg, consume=False)
-    p.produce(alerts, "cam-k", AlertMessage(id="k1", type="new", camera="cam-k", score=0.9, peak=0.9, start_clip=1,
-                                           end_clip=2, start_time=1.7e9, end_time=1.7e9 + 3, model_name="lego",
-                                           model_version="v1", backend="onnxruntime").encode())
+    p.produce(
+        alerts,
+        "cam-k",
+        AlertMessage(
+            id="k1",
+            type="new",
+            camera="cam-k",
+            score=0.9,
+            peak=0.9,
+            start_clip=1,
+            end_clip=2,
+            start_time=1.7e9,
+            end_time=1.7e9 + 3,
+            model_name="lego",
+            model_version="v1",
+            backend="onnxruntime",
+        ).encode(),
+    )
     for i in range(5):
         p.produce(scores, "cam-k", encode_score("cam-k", i, 1.7e9 + i, 0.2 * i, "v1"))
     p.produce(thumbs, "cam-k", encode_thumbnail("cam-k", np.zeros((120, 160, 3), np.uint8), 1.7e9, 0))
     p.flush(timeout=30)
-    proc = subprocess.Popen([sys.executable, "-m", "fusewatch", "--transport", "kafka", "--bootstrap", kafka_bootstrap,
-                             "--set", f"topics.alerts={alerts}", "--set", f"topics.scores={scores}",
-                             "--set", f"topics.thumbnails={thumbs}", "--set", f"ui.data_dir={tmp_path}",
-                             "ui", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fusewatch",
+            "--transport",
+            "kafka",
+            "--bootstrap",
+            kafka_bootstrap,
+            "--set",
+            f"topics.alerts={alerts}",
+            "--set",
+            f"topics.scores={scores}",
+            "--set",
+            f"topics.thumbnails={thumbs}",
+            "--set",
+            f"ui.data_dir={tmp_path}",
+            "ui",
+            "--port",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines: list[str] = []
     threading.Thread(target=lambda: [lines.append(x) for x in proc.stdout], daemon=True).start()
     try:
@@ -48,6 +85,7 @@ def test_ui_process_over_kafka(kafka_bootstrap, make_topic, make_transport, kafk
         def get(path):
             with urllib.request.urlopen(url + path, timeout=10) as r:
                 return json.loads(r.read())
+
         t0 = time.monotonic()
         while time.monotonic() - t0 < 60:
             cams = get("api/cameras")["cameras"]
@@ -62,9 +100,24 @@ def test_ui_process_over_kafka(kafka_bootstrap, make_topic, make_transport, kafk
         buf = b""
         while b": connected" not in buf:
             buf += s.recv(4096)
-        p.produce(alerts, "cam-k", AlertMessage(id="k1", type="end", camera="cam-k", score=0.3, peak=0.9, start_clip=1,
-                                               end_clip=4, start_time=1.7e9, end_time=1.7e9 + 6, model_name="lego",
-                                               model_version="v1", backend="onnxruntime").encode())
+        p.produce(
+            alerts,
+            "cam-k",
+            AlertMessage(
+                id="k1",
+                type="end",
+                camera="cam-k",
+                score=0.3,
+                peak=0.9,
+                start_clip=1,
+                end_clip=4,
+                start_time=1.7e9,
+                end_time=1.7e9 + 6,
+                model_name="lego",
+                model_version="v1",
+                backend="onnxruntime",
+            ).encode(),
+        )
         p.flush(timeout=30)
         while b'"state":"closed"' not in buf:
             buf += s.recv(4096)

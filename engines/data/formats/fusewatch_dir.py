@@ -1,6 +1,7 @@
 """Layout (a), written by ``fusewatch extract``: ``DIR/meta.json``, ``DIR/<rep>/<video>.npy``
 (T×D float32), ``DIR/labels.json`` (per video ``frames``, ``fps``, ``labels`` = string of 0/1 per
 frame). Clip frame ranges come from ``meta.json`` ``videos[stem].clip_frames`` (inclusive)."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,9 @@ from fusewatch.errors import DataNotFoundError, DatasetError
 log = logging.getLogger("fusewatch.datasets")
 
 
-def load_fusewatch_dir(path: str | Path, representations: Sequence[str] | None = None,
-                       labels: str | Path | None = None) -> FeatureDataset:
+def load_fusewatch_dir(
+    path: str | Path, representations: Sequence[str] | None = None, labels: str | Path | None = None
+) -> FeatureDataset:
     """Layout written by ``fusewatch extract`` (``meta.json``, ``<rep>/<video>.npy``, ``labels.json``)."""
     root = Path(path)
     meta_p = root / "meta.json"
@@ -35,8 +37,9 @@ def load_fusewatch_dir(path: str | Path, representations: Sequence[str] | None =
     if representations:
         unknown = [r for r in representations if r not in reps]
         if unknown:
-            raise DatasetError(f"unknown representation {', '.join(unknown)} in {root} "
-                             f"(available: {', '.join(reps) or 'none'})")
+            raise DatasetError(
+                f"unknown representation {', '.join(unknown)} in {root} (available: {', '.join(reps) or 'none'})"
+            )
         reps = list(representations)
     if not reps:
         raise DatasetError(f"{root}: no representations (meta.json lists none and no <rep>/*.npy folders)")
@@ -53,7 +56,7 @@ def load_fusewatch_dir(path: str | Path, representations: Sequence[str] | None =
             if f.exists():
                 per_rep[r][n] = load_feature_array(f)
     for r in list(reps):
-        if not per_rep[r]:     # e.g. audio when no video had an audio track
+        if not per_rep[r]:  # e.g. audio when no video had an audio track
             if representations:
                 raise DatasetError(f"representation {r}: no feature files in {root / r}")
             log.warning("%s: representation %s has no feature files: ignored", root, r)
@@ -86,17 +89,32 @@ def load_fusewatch_dir(path: str | Path, representations: Sequence[str] | None =
                 if len(cf) > T:
                     cf = cf[:T]
                 else:
-                    log.warning("video %s: meta.json has %d clip ranges for %d clips: using clip_len rule",
-                                n, len(cf), T)
+                    log.warning(
+                        "video %s: meta.json has %d clip ranges for %d clips: using clip_len rule", n, len(cf), T
+                    )
                     cf = None
         if vm.get("clips") is not None and int(vm["clips"]) != T:
             log.warning("video %s: meta.json says %s clips, features have %d", n, vm["clips"], T)
-        v = VideoFeatures(name=n, feats=feats, clip_to_frames=cf if cf is not None else ClipRule(clip_len, clip_stride),
-                          n_frames=vm.get("frames"), fps=vm.get("fps"), source=str(root))
+        v = VideoFeatures(
+            name=n,
+            feats=feats,
+            clip_to_frames=cf if cf is not None else ClipRule(clip_len, clip_stride),
+            n_frames=vm.get("frames"),
+            fps=vm.get("fps"),
+            source=str(root),
+        )
         videos.append(apply_gt(v, gt.get(n)))
     if not videos:
         raise DatasetError(f"{root}: no videos with features")
-    return FeatureDataset(videos, dims, "fusewatch", str(root),
-                          {"clip_len": clip_len, "clip_stride": clip_stride,
-                           "sample_fps": meta.get("sample_fps"),
-                           "versions": {r: (rep_meta.get(r) or {}).get("version") for r in dims}})
+    return FeatureDataset(
+        videos,
+        dims,
+        "fusewatch",
+        str(root),
+        {
+            "clip_len": clip_len,
+            "clip_stride": clip_stride,
+            "sample_fps": meta.get("sample_fps"),
+            "versions": {r: (rep_meta.get(r) or {}).get("version") for r in dims},
+        },
+    )

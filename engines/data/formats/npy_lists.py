@@ -6,6 +6,7 @@ T×10×2048); files ``<name>__<k>.npy`` (XD-Violence per-crop files) are average
 works (CLIP T×512, VGGish T×128, ...). A directory of ``<rep>/`` sub-folders of ``.npy`` files (or
 of ``.npy`` files directly) is read without a list.
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,7 +39,7 @@ def read_list_file(path: str | Path, root: str | Path | None = None) -> list[tup
         raise DataNotFoundError(f"list file {p}: not found") from None
     base = Path(root) if root else p.parent
     out = []
-    for i, line in enumerate(text.splitlines(), 1):
+    for _i, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -59,8 +60,9 @@ def read_list_file(path: str | Path, root: str | Path | None = None) -> list[tup
     return out
 
 
-def _read_list_features(entries: Sequence[tuple[Path, int | None]], crop_axis: int | None
-                        ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+def _read_list_features(
+    entries: Sequence[tuple[Path, int | None]], crop_axis: int | None
+) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     groups: dict[str, list[Path]] = {}
     labels: dict[str, int] = {}
     for f, lab in entries:
@@ -71,7 +73,7 @@ def _read_list_features(entries: Sequence[tuple[Path, int | None]], crop_axis: i
     feats = {}
     for n, files in groups.items():
         arrs = [load_feature_array(f, crop_axis) for f in sorted(files, key=lambda x: crop_index(x) or 0)]
-        if len(arrs) > 1:       # per-crop files (XD-Violence name__0.npy .. name__4.npy): average
+        if len(arrs) > 1:  # per-crop files (XD-Violence name__0.npy .. name__4.npy): average
             T = min(a.shape[0] for a in arrs)
             if any(a.shape[0] != T for a in arrs):
                 log.warning("video %s: crop files differ in clip count: truncated to %d", n, T)
@@ -83,10 +85,14 @@ def _read_list_features(entries: Sequence[tuple[Path, int | None]], crop_axis: i
     return feats, labels
 
 
-
-def load_lists(lists: Mapping[str, str | Path], gt: str | Path | Mapping | None = None,
-               clip_len: int = 16, root: str | Path | None = None, crop_axis: int | None = None,
-               labels: Mapping[str, int] | None = None) -> FeatureDataset:
+def load_lists(
+    lists: Mapping[str, str | Path],
+    gt: str | Path | Mapping | None = None,
+    clip_len: int = 16,
+    root: str | Path | None = None,
+    crop_axis: int | None = None,
+    labels: Mapping[str, int] | None = None,
+) -> FeatureDataset:
     """Per-video feature files named in one list file per representation (``{rep: list_path}``).
 
     ``gt``: frame ground truth (:func:`fusewatch.engines.data.ground_truth.gt_lookup`); ``clip_len``: frames per clip (clip ``t`` =
@@ -103,13 +109,24 @@ def load_lists(lists: Mapping[str, str | Path], gt: str | Path | Mapping | None 
         for n in feats:
             if n not in order:
                 order.append(n)
-    return _finish_npy(per_rep, order, gt, clip_len, {**list_labels, **(labels or {})}, "list",
-                       ", ".join(str(p) for p in lists.values()))
+    return _finish_npy(
+        per_rep,
+        order,
+        gt,
+        clip_len,
+        {**list_labels, **(labels or {})},
+        "list",
+        ", ".join(str(p) for p in lists.values()),
+    )
 
 
-def load_npy_dir(path: str | Path, representations: Sequence[str] | None = None,
-                 gt: str | Path | Mapping | None = None, clip_len: int = 16,
-                 crop_axis: int | None = None) -> FeatureDataset:
+def load_npy_dir(
+    path: str | Path,
+    representations: Sequence[str] | None = None,
+    gt: str | Path | Mapping | None = None,
+    clip_len: int = 16,
+    crop_axis: int | None = None,
+) -> FeatureDataset:
     """A folder of ``<rep>/<video>.npy`` sub-folders, or of ``<video>.npy`` files (one representation
     named after the folder). Ground truth: ``gt``, else ``labels.json`` in the folder if present."""
     root = Path(path)
@@ -123,8 +140,7 @@ def load_npy_dir(path: str | Path, representations: Sequence[str] | None = None,
     if representations:
         unknown = [r for r in representations if r not in reps]
         if unknown:
-            raise DatasetError(f"unknown representation {', '.join(unknown)} in {root} "
-                             f"(available: {', '.join(reps)})")
+            raise DatasetError(f"unknown representation {', '.join(unknown)} in {root} (available: {', '.join(reps)})")
         reps = {r: reps[r] for r in representations}
     per_rep, order = {}, []
     for rep, d in reps.items():

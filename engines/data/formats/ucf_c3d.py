@@ -2,6 +2,7 @@
 line (32×4096), ``Temporal_Anomaly_Annotation.txt`` (name, class, start1, end1, start2, end2; -1 =
 none; 1-based frame numbers) and ``UCF_Annotation.txt`` (frame count in column 2); segment frame
 ranges: :func:`fusewatch.engines.data.ground_truth.ucf_segment_ranges`."""
+
 from __future__ import annotations
 
 import logging
@@ -33,8 +34,9 @@ def is_feature_txt(p: Path) -> bool:
     return True
 
 
-def load_ucf_c3d(path: str | Path, annotation: str | Path | None = None,
-                 frame_counts: str | Path | None = None, rep: str = "c3d") -> FeatureDataset:
+def load_ucf_c3d(
+    path: str | Path, annotation: str | Path | None = None, frame_counts: str | Path | None = None, rep: str = "c3d"
+) -> FeatureDataset:
     """UCF-Crime C3D text features (``<video>.txt``, one segment per line) with the official
     annotations (defaults: ``Temporal_Anomaly_Annotation.txt`` / ``UCF_Annotation.txt`` in the folder).
     """

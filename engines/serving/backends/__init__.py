@@ -19,6 +19,7 @@ Use :func:`select_backend` to construct one. Inputs are numpy arrays (float32 is
   ``dict[name → B×N×d_m]`` (missing key = representation absent) or a list in
   ``representations`` order.
 """
+
 from __future__ import annotations
 
 import logging
@@ -61,8 +62,11 @@ def _log_fallback_once(reason: str, unavailable: bool) -> None:
     if reason in _LOGGED_FALLBACKS:
         return
     _LOGGED_FALLBACKS.add(reason)
-    log.log(logging.INFO if unavailable else logging.WARNING,
-            "backend auto: using onnxruntime, TensorRT not used: %s", reason)
+    log.log(
+        logging.INFO if unavailable else logging.WARNING,
+        "backend auto: using onnxruntime, TensorRT not used: %s",
+        reason,
+    )
 
 
 def _one_line(e: BaseException) -> str:
@@ -83,11 +87,21 @@ def _cuda_ordinal(device: str | int | None) -> int:
         raise BackendError(f"backend 'tensorrt': device must be a CUDA ordinal or 'cuda:N', got {device!r}") from None
 
 
-def select_backend(name: str = "auto", model=None, meta: Mapping[str, Any] | None = None, *,
-                   max_batch: int = 64, threads: int = 0, cache_dir: str | os.PathLike | None = None,
-                   forms: Sequence[str] | None = None, device: str | int | None = None,
-                   fp16: bool = False, tf32: bool = False, trt_module: str = "tensorrt",
-                   cuda=None) -> Scorer:
+def select_backend(
+    name: str = "auto",
+    model=None,
+    meta: Mapping[str, Any] | None = None,
+    *,
+    max_batch: int = 64,
+    threads: int = 0,
+    cache_dir: str | os.PathLike | None = None,
+    forms: Sequence[str] | None = None,
+    device: str | int | None = None,
+    fp16: bool = False,
+    tf32: bool = False,
+    trt_module: str = "tensorrt",
+    cuda=None,
+) -> Scorer:
     """Build a :class:`Scorer`.
 
     Args:
@@ -128,8 +142,16 @@ def select_backend(name: str = "auto", model=None, meta: Mapping[str, Any] | Non
         try:
             from fusewatch.engines.serving.backends.tensorrt import TrtScorer
 
-            scorer = TrtScorer(paths, max_batch=max_batch, cache_dir=cache / "trt", fp16=fp16, tf32=tf32,
-                               device=_cuda_ordinal(device), module=trt_module, cuda=cuda)
+            scorer = TrtScorer(
+                paths,
+                max_batch=max_batch,
+                cache_dir=cache / "trt",
+                fp16=fp16,
+                tf32=tf32,
+                device=_cuda_ordinal(device),
+                module=trt_module,
+                cuda=cuda,
+            )
             scorer.requested_backend = name
             return scorer
         except Exception as e:  # noqa: BLE001 - auto: any TensorRT failure means ONNX Runtime
@@ -146,5 +168,16 @@ def select_backend(name: str = "auto", model=None, meta: Mapping[str, Any] | Non
     return scorer
 
 
-__all__ = ["BACKENDS", "BackendError", "BackendUnavailable", "MIN_VERSIONS", "Scorer", "gpu_available", "nvidia_smi_gpus",
-           "read_export_metas", "tensorrt_importable", "tensorrt_status", "select_backend"]
+__all__ = [
+    "BACKENDS",
+    "BackendError",
+    "BackendUnavailable",
+    "MIN_VERSIONS",
+    "Scorer",
+    "gpu_available",
+    "nvidia_smi_gpus",
+    "read_export_metas",
+    "tensorrt_importable",
+    "tensorrt_status",
+    "select_backend",
+]

@@ -1,5 +1,6 @@
 """Model artifacts for the backends: resolve a model argument (checkpoint, ONNX files, module) and
 export/cache the ONNX forms a backend runs (``<cache>/onnx``)."""
+
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
 """Backend-independent part: the :class:`Scorer` interface, :class:`BackendError` and the backend
 names. Input/output shapes: see :mod:`fusewatch.engines.serving.backends`."""
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,9 @@ class BackendUnavailable(BackendError):
     opposed to a failure while building/loading it."""
 
 
-def read_export_metas(paths: Mapping[str, str | os.PathLike] | str | os.PathLike
-                      ) -> tuple[dict[str, Path], dict[str, dict[str, Any]]]:
+def read_export_metas(
+    paths: Mapping[str, str | os.PathLike] | str | os.PathLike,
+) -> tuple[dict[str, Path], dict[str, dict[str, Any]]]:
     """``{form: onnx path}`` (or one path, form from its metadata) → ``(paths, {form: metadata})``.
     Raises :class:`BackendError` when a file's form differs from its key or the files come from
     different models."""
@@ -62,26 +64,32 @@ class Scorer(ABC):
         self.max_batch = max_batch
 
     # -- public API -------------------------------------------------------------------------------
-    def score_graphs(self, r: np.ndarray, mask: np.ndarray, present: np.ndarray | None = None,
-                     u: np.ndarray | None = None) -> np.ndarray:
+    def score_graphs(
+        self, r: np.ndarray, mask: np.ndarray, present: np.ndarray | None = None, u: np.ndarray | None = None
+    ) -> np.ndarray:
         """Scores ``B×N`` float32 from base graphs ``r`` ``B×M×N×N`` and, for models with a node
         branch, node signals ``u`` ``B×M×N×k`` (graphs-in form, LEGO only)."""
         if "graphs" not in self.forms:
-            raise BackendError(f"{self.backend}: this model/export has no graphs-in form "
-                               f"(fusion={self.meta.get('fusion')!r}, forms={list(self.forms)})")
+            raise BackendError(
+                f"{self.backend}: this model/export has no graphs-in form "
+                f"(fusion={self.meta.get('fusion')!r}, forms={list(self.forms)})"
+            )
         arrays = self._graph_inputs(r, mask, present, u)
         return self._chunked(self._run_graphs, arrays)
 
-    def score_features(self, feats: Mapping[str, np.ndarray | None] | Sequence[np.ndarray],
-                       mask: np.ndarray, present: np.ndarray | None = None) -> np.ndarray:
+    def score_features(
+        self,
+        feats: Mapping[str, np.ndarray | None] | Sequence[np.ndarray],
+        mask: np.ndarray,
+        present: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Scores ``B×N`` float32 from raw features (see module doc)."""
         if "features" not in self.forms:
-            raise BackendError(f"{self.backend}: this model/export has no features-in form "
-                               f"(forms={list(self.forms)})")
+            raise BackendError(f"{self.backend}: this model/export has no features-in form (forms={list(self.forms)})")
         arrs, mask, present = self._feature_inputs(feats, mask, present)
         return self._chunked(self._run_features, arrs + [mask, present])
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Release resources (idempotent)."""
 
     def __enter__(self):
@@ -91,13 +99,16 @@ class Scorer(ABC):
         self.close()
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(model_version={self.meta.get('model_version')!r}, "
-                f"forms={list(self.forms)}, N={self.window}, reps={self.names})")
+        return (
+            f"{type(self).__name__}(model_version={self.meta.get('model_version')!r}, "
+            f"forms={list(self.forms)}, N={self.window}, reps={self.names})"
+        )
 
     # -- to implement -----------------------------------------------------------------------------
     @abstractmethod
-    def _run_graphs(self, r: np.ndarray, mask: np.ndarray, present: np.ndarray,
-                    u: np.ndarray | None = None) -> np.ndarray:
+    def _run_graphs(
+        self, r: np.ndarray, mask: np.ndarray, present: np.ndarray, u: np.ndarray | None = None
+    ) -> np.ndarray:
         """``u`` is given iff ``self.node_dim > 0``."""
 
     @abstractmethod
@@ -110,7 +121,7 @@ class Scorer(ABC):
             return np.zeros((0, self.window), np.float32)
         if self.max_batch is None or b <= self.max_batch:
             return np.asarray(fn(*arrays), dtype=np.float32)
-        outs = [fn(*[a[i:i + self.max_batch] for a in arrays]) for i in range(0, b, self.max_batch)]
+        outs = [fn(*[a[i : i + self.max_batch] for a in arrays]) for i in range(0, b, self.max_batch)]
         return np.concatenate(outs).astype(np.float32, copy=False)
 
     def _mask_present(self, b: int, mask, present) -> tuple[np.ndarray, np.ndarray]:
@@ -136,8 +147,10 @@ class Scorer(ABC):
                 raise BackendError("U given but this model has no node branch (node_dim = 0)")
             return [r, mask, present]
         if u is None:
-            raise BackendError(f"U (node signals, shape (B, {m}, {n}, {k})) is required: this model has a "
-                               f"node branch (node_dim = {k}); CameraGraphState.window() returns it")
+            raise BackendError(
+                f"U (node signals, shape (B, {m}, {n}, {k})) is required: this model has a "
+                f"node branch (node_dim = {k}); CameraGraphState.window() returns it"
+            )
         u = np.ascontiguousarray(u, dtype=np.float32)
         if u.shape != (r.shape[0], m, n, k):
             raise BackendError(f"U: expected shape ({r.shape[0]}, {m}, {n}, {k}), got {u.shape}")

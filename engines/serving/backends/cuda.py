@@ -7,6 +7,7 @@ float32 torch tensors, copies are asynchronous on the scorer's own stream.
 Shapes: buffers are allocated at their largest size ``(max_batch, *rest)``; copies move the first
 ``b`` rows (batch entries).
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod

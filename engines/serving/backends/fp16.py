@@ -14,6 +14,7 @@ in both precisions. Every float32 initializer / ``Constant`` / ``Cast(to=FLOAT)`
 
 :func:`to_float16` applies :func:`fp16_safe_clip_floors` first.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 CONVERTER_VERSION = "2"
 """Part of the TensorRT engine cache key of FP16 engines: bump when the preparation changes."""
-FP16_SAFE_EPS = 2.0 ** -24
+FP16_SAFE_EPS = 2.0**-24
 """Smallest positive float16 (5.96e-8, a subnormal): the floor of ``Clip`` guards in FP16 networks.
 Not the smallest *normal* float16 (2^-14 = 6.1e-5): real guarded sums are that small (the variance
 of a fused graph's diagonal, ~4e-5), and a 2^-14 floor moved scores by 1.1e-2 on the test model,
@@ -40,8 +41,11 @@ def fp16_safe_clip_floors(model: bytes | onnx.ModelProto) -> onnx.ModelProto:
     m = onnx.ModelProto()
     m.CopyFrom(src)
     g = m.graph
-    consts = {n.output[0]: n.attribute[0].t for n in g.node
-              if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"}
+    consts = {
+        n.output[0]: n.attribute[0].t
+        for n in g.node
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"
+    }
     consts.update({t.name: t for t in g.initializer})
     for node in g.node:
         if node.op_type != "Clip" or len(node.input) < 2 or node.input[1] not in consts:
@@ -85,8 +89,11 @@ def to_float16(model: bytes | onnx.ModelProto, safe_floors: bool = True) -> onnx
     for vi in g.input:
         if vi.type.tensor_type.elem_type == TensorProto.FLOAT:
             renamed[vi.name] = vi.name + _SUFFIX
-            casts_in.append(helper.make_node("Cast", [vi.name], [vi.name + _SUFFIX], to=TensorProto.FLOAT16,
-                                             name=f"{vi.name}_to_fp16"))
+            casts_in.append(
+                helper.make_node(
+                    "Cast", [vi.name], [vi.name + _SUFFIX], to=TensorProto.FLOAT16, name=f"{vi.name}_to_fp16"
+                )
+            )
     for node in g.node:
         for j, x in enumerate(node.input):
             if x in renamed:
@@ -100,11 +107,10 @@ def to_float16(model: bytes | onnx.ModelProto, safe_floors: bool = True) -> onnx
             for j, x in enumerate(node.output):
                 if x == vo.name:
                     node.output[j] = inner
-            for j, x in enumerate(node.input):   # (an output also consumed inside the graph)
+            for j, x in enumerate(node.input):  # (an output also consumed inside the graph)
                 if x == vo.name:
                     node.input[j] = inner
-        casts_out.append(helper.make_node("Cast", [inner], [vo.name], to=TensorProto.FLOAT,
-                                          name=f"{vo.name}_to_fp32"))
+        casts_out.append(helper.make_node("Cast", [inner], [vo.name], to=TensorProto.FLOAT, name=f"{vo.name}_to_fp32"))
     nodes = casts_in + list(g.node) + casts_out
     del g.node[:]
     g.node.extend(nodes)

@@ -1,4 +1,5 @@
 """ONNX Runtime backend (CPU execution provider)."""
+
 from __future__ import annotations
 
 import os
@@ -6,6 +7,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
 from fusewatch.engines.serving.backends.base import Scorer, read_export_metas
 
 
@@ -21,8 +23,12 @@ class OrtScorer(Scorer):
 
     backend = "onnxruntime"
 
-    def __init__(self, paths: Mapping[str, str | os.PathLike] | str | os.PathLike, threads: int = 0,
-                 providers: Sequence[str] | None = None):
+    def __init__(
+        self,
+        paths: Mapping[str, str | os.PathLike] | str | os.PathLike,
+        threads: int = 0,
+        providers: Sequence[str] | None = None,
+    ):
         import onnxruntime as ort
 
         paths, metas = read_export_metas(paths)
@@ -36,22 +42,31 @@ class OrtScorer(Scorer):
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.threads = threads
         self.paths = {f: Path(p) for f, p in paths.items()}
-        self.sessions = {f: ort.InferenceSession(str(p), so, providers=list(providers or ["CPUExecutionProvider"]))
-                         for f, p in self.paths.items()}
+        self.sessions = {
+            f: ort.InferenceSession(str(p), so, providers=list(providers or ["CPUExecutionProvider"]))
+            for f, p in self.paths.items()
+        }
         self._inputs = {f: [i.name for i in s.get_inputs()] for f, s in self.sessions.items()}
 
     @classmethod
-    def from_model(cls, model, meta: Mapping[str, Any] | None = None,
-                   cache_dir: str | os.PathLike | None = None, threads: int = 0,
-                   forms: Sequence[str] | None = None) -> "OrtScorer":
+    def from_model(
+        cls,
+        model,
+        meta: Mapping[str, Any] | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        threads: int = 0,
+        forms: Sequence[str] | None = None,
+    ) -> OrtScorer:
         """Export ``model`` (cached by model version under ``cache_dir``) and open it."""
         from fusewatch.engines.serving.backends.artifacts import (
             _default_cache,
             _export_paths,
         )
 
-        return cls(_export_paths(model, meta, Path(cache_dir) if cache_dir else _default_cache() / "onnx",
-                                 forms), threads=threads)
+        return cls(
+            _export_paths(model, meta, Path(cache_dir) if cache_dir else _default_cache() / "onnx", forms),
+            threads=threads,
+        )
 
     def _run(self, form: str, arrays) -> np.ndarray:
         sess = self.sessions[form]

@@ -1,5 +1,6 @@
 """Probing for a CUDA GPU and an importable TensorRT, without importing TensorRT in this process
 (a TensorRT runtime without a GPU can crash the interpreter)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -46,7 +47,7 @@ def parse_version(v: str) -> tuple[int, ...]:
         if m is None:
             break
         out.append(int(m.group()))
-        if m.end() < len(part):   # "0b1": a pre-release suffix ends the numeric part
+        if m.end() < len(part):  # "0b1": a pre-release suffix ends the numeric part
             break
     return tuple(out)
 
@@ -58,13 +59,13 @@ def version_problem(module: str, version: str) -> str:
     if not have:
         return f"{module} reports an unreadable version {version!r}"
     if have < need:
-        return (f"{module} {version} is older than the minimum supported "
-                f"{'.'.join(map(str, need))}")
+        return f"{module} {version} is older than the minimum supported {'.'.join(map(str, need))}"
     return ""
 
 
-def tensorrt_importable(module: str = "tensorrt", timeout: float = 120.0,
-                        create_builder: bool = False) -> tuple[bool, str]:
+def tensorrt_importable(
+    module: str = "tensorrt", timeout: float = 120.0, create_builder: bool = False
+) -> tuple[bool, str]:
     """Probe ``import <module>`` in a child interpreter (a crash there cannot kill this process); with
     ``create_builder`` also construct a ``Builder`` (importing does not initialise CUDA, creating a
     builder does: after a CUDA initialisation failure it raises a TypeError from a null factory).
@@ -92,7 +93,9 @@ def tensorrt_status(module: str = "tensorrt") -> tuple[bool, str]:
     if not gpu_available():
         smi = nvidia_smi_gpus()
         if smi:
-            return False, (f"nvidia-smi lists {len(smi)} GPU(s) but torch.cuda is unavailable "
-                           "(a CUDA build of torch is needed for device buffers)")
+            return False, (
+                f"nvidia-smi lists {len(smi)} GPU(s) but torch.cuda is unavailable "
+                "(a CUDA build of torch is needed for device buffers)"
+            )
         return False, "no CUDA GPU available"
     return tensorrt_importable(module, create_builder=True)

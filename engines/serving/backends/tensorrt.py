@@ -24,6 +24,7 @@ version, GPU name, compute capability, batch profile, precision mode, TF32), wri
 an entry that does not deserialize is rebuilt once. Timing cache (``tensorrt`` only):
 ``<cache_dir>/timing-<trt version>-<gpu>-sm<cc>.cache``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+
 from fusewatch.engines.serving.backends.base import (
     BackendError,
     BackendUnavailable,
@@ -122,10 +124,11 @@ class _Engine:
             for name in self.outputs:
                 shape = tuple(int(d) for d in ctx.get_tensor_shape(name))
                 cap = (self.max_batch,) + self.rest[name]
-                if (any(d < 0 for d in shape) or len(shape) != len(cap)
-                        or any(s > c for s, c in zip(shape, cap))):
-                    raise BackendError(f"output {name!r}: TensorRT reports shape {shape} for batch {b}, "
-                                       f"which does not fit its buffer {cap}")
+                if any(d < 0 for d in shape) or len(shape) != len(cap) or any(s > c for s, c in zip(shape, cap)):
+                    raise BackendError(
+                        f"output {name!r}: TensorRT reports shape {shape} for batch {b}, "
+                        f"which does not fit its buffer {cap}"
+                    )
                 if not ctx.set_tensor_address(name, cuda.address(self.dev[name])):
                     raise BackendError(f"TensorRT rejected the device address of output {name!r}")
                 if name == self.out:
@@ -154,10 +157,19 @@ class TrtScorer(Scorer):
 
     backend = "tensorrt"
 
-    def __init__(self, paths, max_batch: int = 64, opt_batch: int | None = None,
-                 cache_dir: str | os.PathLike | None = None, fp16: bool = False, tf32: bool = False,
-                 device: int = 0, module: str = "tensorrt", workspace_mb: int = 1024,
-                 cuda: CudaOps | None = None):
+    def __init__(
+        self,
+        paths,
+        max_batch: int = 64,
+        opt_batch: int | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        fp16: bool = False,
+        tf32: bool = False,
+        device: int = 0,
+        module: str = "tensorrt",
+        workspace_mb: int = 1024,
+        cuda: CudaOps | None = None,
+    ):
         if cuda is None:
             from fusewatch.engines.serving.backends.cuda import TorchCuda
 
@@ -186,25 +198,42 @@ class TrtScorer(Scorer):
         self.precision = precision_mode(trt, fp16)
         self.tf32 = bool(tf32)
         self.logger = trt_logger(trt)
-        timing = self.cache_dir / (f"timing-{_slug(self.trt_version)}-{_slug(self.gpu_name)}"
-                                   f"-sm{cc.replace('.', '')}.cache")
+        timing = self.cache_dir / (
+            f"timing-{_slug(self.trt_version)}-{_slug(self.gpu_name)}-sm{cc.replace('.', '')}.cache"
+        )
         self.engine_paths: dict[str, Path] = {}
         self.engines: dict[str, _Engine] = {}
         self.built: list[str] = []
         opt = int(opt_batch or max_batch)
 
         def build(onnx_bytes: bytes) -> bytes:
-            return build_serialized_engine(trt, onnx_bytes, max_batch=int(max_batch), opt_batch=opt,
-                                           timing_cache=timing, fp16=fp16, tf32=tf32,
-                                           workspace_mb=workspace_mb, logger=self.logger)
+            return build_serialized_engine(
+                trt,
+                onnx_bytes,
+                max_batch=int(max_batch),
+                opt_batch=opt,
+                timing_cache=timing,
+                fp16=fp16,
+                tf32=tf32,
+                workspace_mb=workspace_mb,
+                logger=self.logger,
+            )
 
         with cuda.device_scope(self.device):
             for form, p in paths.items():
                 onnx_bytes = p.read_bytes()
-                key = engine_cache_key(onnx_bytes, module=trt.__name__, trt_version=self.trt_version,
-                                       gpu_name=self.gpu_name, compute_capability=cc, min_batch=1,
-                                       opt_batch=opt, max_batch=int(max_batch), precision=self.precision,
-                                       tf32=self.tf32)
+                key = engine_cache_key(
+                    onnx_bytes,
+                    module=trt.__name__,
+                    trt_version=self.trt_version,
+                    gpu_name=self.gpu_name,
+                    compute_capability=cc,
+                    min_batch=1,
+                    opt_batch=opt,
+                    max_batch=int(max_batch),
+                    precision=self.precision,
+                    tf32=self.tf32,
+                )
                 ep = self.cache_dir / f"{key[:32]}.engine"
                 eng = None
                 if ep.is_file():
@@ -213,11 +242,17 @@ class TrtScorer(Scorer):
                     except BackendError as e:
                         log.warning("cached TensorRT engine %s unusable (%s): rebuilding", ep, e)
                 if eng is None:
-                    log.info("building TensorRT engine for %s (%s form, %s, TF32 %s), max batch %d",
-                             p, form, self.precision, "on" if tf32 else "off", max_batch)
+                    log.info(
+                        "building TensorRT engine for %s (%s form, %s, TF32 %s), max batch %d",
+                        p,
+                        form,
+                        self.precision,
+                        "on" if tf32 else "off",
+                        max_batch,
+                    )
                     data = build(onnx_bytes)
                     eng = _Engine(trt, cuda, data, int(max_batch), self.device, self.logger)
-                    atomic_write(ep, data)      # cached only once it deserialized
+                    atomic_write(ep, data)  # cached only once it deserialized
                     self.built.append(form)
                 self.engine_paths[form] = ep
                 self.engines[form] = eng
@@ -261,15 +296,24 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     try:
         trt = import_tensorrt(a.module)
-        data = build_serialized_engine(trt, Path(a.onnx).read_bytes(), max_batch=a.max_batch,
-                                       opt_batch=a.opt_batch, timing_cache=a.timing_cache, fp16=a.fp16,
-                                       tf32=a.tf32, compute_capability=a.compute_capability)
+        data = build_serialized_engine(
+            trt,
+            Path(a.onnx).read_bytes(),
+            max_batch=a.max_batch,
+            opt_batch=a.opt_batch,
+            timing_cache=a.timing_cache,
+            fp16=a.fp16,
+            tf32=a.tf32,
+            compute_capability=a.compute_capability,
+        )
     except BackendError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3 if "parser" in str(e) else 2
     atomic_write(Path(a.out), data)
-    print(f"{a.out}: {len(data)} bytes ({trt.__name__} {trt.__version__}, "
-          f"{precision_mode(trt, a.fp16)}, TF32 {'on' if a.tf32 else 'off'})")
+    print(
+        f"{a.out}: {len(data)} bytes ({trt.__name__} {trt.__version__}, "
+        f"{precision_mode(trt, a.fp16)}, TF32 {'on' if a.tf32 else 'off'})"
+    )
     return 0
 
 

@@ -1,6 +1,7 @@
 """TensorRT engine building: one logger per process, import + version check, the engine cache key
 (ONNX hash, TensorRT version, GPU, precision, TF32), atomic cache writes, and the builder itself
 (optimisation profile over the batch axis, TF32 cleared unless asked for, FP16 per TensorRT version)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -12,7 +13,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
 from fusewatch.engines.serving.backends.base import (
     BackendError,
     BackendUnavailable,
@@ -23,6 +23,8 @@ from fusewatch.engines.serving.backends.fp16 import (
     to_float16,
 )
 from fusewatch.engines.serving.backends.probe import version_problem
+
+log = logging.getLogger(__name__)
 
 ENGINE_KEY_VERSION = "2"
 
@@ -67,15 +69,33 @@ def _slug(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "_", s).strip("_") or "gpu"
 
 
-def engine_cache_key(onnx_bytes: bytes, *, module: str, trt_version: str, gpu_name: str,
-                     compute_capability: str, min_batch: int, opt_batch: int, max_batch: int,
-                     precision: str, tf32: bool) -> str:
+def engine_cache_key(
+    onnx_bytes: bytes,
+    *,
+    module: str,
+    trt_version: str,
+    gpu_name: str,
+    compute_capability: str,
+    min_batch: int,
+    opt_batch: int,
+    max_batch: int,
+    precision: str,
+    tf32: bool,
+) -> str:
     """sha256 hex over everything that changes the built engine."""
     h = hashlib.sha256()
     h.update(hashlib.sha256(onnx_bytes).digest())
-    parts = (ENGINE_KEY_VERSION, module, trt_version, gpu_name, compute_capability,
-             f"{min_batch}/{opt_batch}/{max_batch}", f"precision={precision}",
-             f"fp16prep={CONVERTER_VERSION}" if precision != "fp32" else "", f"tf32={bool(tf32)}")
+    parts = (
+        ENGINE_KEY_VERSION,
+        module,
+        trt_version,
+        gpu_name,
+        compute_capability,
+        f"{min_batch}/{opt_batch}/{max_batch}",
+        f"precision={precision}",
+        f"fp16prep={CONVERTER_VERSION}" if precision != "fp32" else "",
+        f"tf32={bool(tf32)}",
+    )
     for part in parts:
         h.update(b"\0" + part.encode())
     return h.hexdigest()
@@ -93,10 +113,20 @@ def atomic_write(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def build_serialized_engine(trt, onnx_bytes: bytes, *, max_batch: int, opt_batch: int | None = None,
-                            min_batch: int = 1, timing_cache: str | os.PathLike | None = None,
-                            fp16: bool = False, tf32: bool = False, workspace_mb: int = 1024,
-                            compute_capability: str | None = None, logger=None) -> bytes:
+def build_serialized_engine(
+    trt,
+    onnx_bytes: bytes,
+    *,
+    max_batch: int,
+    opt_batch: int | None = None,
+    min_batch: int = 1,
+    timing_cache: str | os.PathLike | None = None,
+    fp16: bool = False,
+    tf32: bool = False,
+    workspace_mb: int = 1024,
+    compute_capability: str | None = None,
+    logger=None,
+) -> bytes:
     """Parse ``onnx_bytes`` and build a serialized engine with ONE optimisation profile that makes
     the batch axis (axis 0 of every input) range over ``min_batch..max_batch`` (opt ``opt_batch``,
     default ``max_batch``); other axes fixed as exported. TF32 is cleared unless ``tf32``; ``fp16``
@@ -110,8 +140,9 @@ def build_serialized_engine(trt, onnx_bytes: bytes, *, max_batch: int, opt_batch
     try:
         builder = trt.Builder(logger)
     except Exception as e:  # noqa: BLE001 - e.g. TypeError from a null factory after a CUDA init failure
-        raise BackendError(f"{trt.__name__}.Builder() failed ({type(e).__name__}: {e}); "
-                           "is the CUDA driver usable?") from None
+        raise BackendError(
+            f"{trt.__name__}.Builder() failed ({type(e).__name__}: {e}); is the CUDA driver usable?"
+        ) from None
     if builder is None:
         raise BackendError(f"{trt.__name__}.Builder() returned None (CUDA initialisation failed?)")
     mode = precision_mode(trt, fp16)
@@ -151,7 +182,9 @@ def build_serialized_engine(trt, onnx_bytes: bytes, *, max_batch: int, opt_batch
         config.set_compute_capability(cc, 0)
     opt_batch = opt_batch or max_batch
     if not 1 <= min_batch <= opt_batch <= max_batch:
-        raise BackendError(f"batch profile must satisfy 1 <= min <= opt <= max (got {min_batch}/{opt_batch}/{max_batch})")
+        raise BackendError(
+            f"batch profile must satisfy 1 <= min <= opt <= max (got {min_batch}/{opt_batch}/{max_batch})"
+        )
     profile = builder.create_optimization_profile()
     for i in range(network.num_inputs):
         t = network.get_input(i)

@@ -1,10 +1,12 @@
 """Reference backend: the eager PyTorch model."""
+
 from __future__ import annotations
 
 from typing import Any, Mapping
 
 import numpy as np
 import torch
+
 from fusewatch.engines.fusion.base import FusionModel
 from fusewatch.engines.fusion.lego import LegoModel
 from fusewatch.engines.serving.backends.base import Scorer
@@ -22,8 +24,9 @@ class TorchScorer(Scorer):
 
     backend = "torch"
 
-    def __init__(self, model: FusionModel, meta: Mapping[str, Any] | None = None, device: str = "cpu",
-                 threads: int = 0):
+    def __init__(
+        self, model: FusionModel, meta: Mapping[str, Any] | None = None, device: str = "cpu", threads: int = 0
+    ):
         from fusewatch.engines.training.checkpoint import model_meta
 
         if threads and threads > 0:
@@ -39,8 +42,13 @@ class TorchScorer(Scorer):
 
     def _run_graphs(self, r, mask, present, u=None):
         with torch.inference_mode():
-            return self.model.forward_graphs(self._t(r), self._t(mask), self._t(present),
-                                             None if u is None else self._t(u)).cpu().numpy()
+            return (
+                self.model.forward_graphs(
+                    self._t(r), self._t(mask), self._t(present), None if u is None else self._t(u)
+                )
+                .cpu()
+                .numpy()
+            )
 
     def _run_features(self, *arrays):
         feats = [self._t(a) for a in arrays[:-2]]

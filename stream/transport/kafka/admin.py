@@ -1,4 +1,5 @@
 """Kafka admin client construction (bounded by the pre-flight check)."""
+
 from __future__ import annotations
 
 import kafka.errors as kerr
@@ -15,7 +16,8 @@ def admin_client(cfg: Config) -> KafkaAdminClient:
     _redact_secrets(cfg)
     check_broker(cfg)
     try:
-        return KafkaAdminClient(**client_config(
-            cfg, KafkaAdminClient, bootstrap_timeout_ms=int(cfg.kafka.connect_timeout_s * 1000)))
+        return KafkaAdminClient(
+            **client_config(cfg, KafkaAdminClient, bootstrap_timeout_ms=int(cfg.kafka.connect_timeout_s * 1000))
+        )
     except kerr.KafkaError as e:
         raise _wrap(e, f"admin client for {_describe(cfg)}") from None

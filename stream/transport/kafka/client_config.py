@@ -4,6 +4,7 @@ Every ``cfg.kafka.client_kwargs()`` setting (security protocol, SASL, TLS, clien
 request timeout) is passed straight through, filtered to what each client class accepts. Secrets
 never reach log records: :func:`_redact_secrets` installs a filter on kafka-python's loggers.
 """
+
 from __future__ import annotations
 
 import logging
@@ -68,9 +69,19 @@ class _RedactFilter(logging.Filter):
 
 
 _REDACT = _RedactFilter()
-_REDACT_LOGGERS = ("kafka", "kafka.protocol.parser", "kafka.net.connection", "kafka.net.transport",
-                   "kafka.net.manager", "kafka.net.sasl.plain", "kafka.conn", "kafka.client_async",
-                   "kafka.producer.kafka", "kafka.consumer.group", "kafka.admin.client")
+_REDACT_LOGGERS = (
+    "kafka",
+    "kafka.protocol.parser",
+    "kafka.net.connection",
+    "kafka.net.transport",
+    "kafka.net.manager",
+    "kafka.net.sasl.plain",
+    "kafka.conn",
+    "kafka.client_async",
+    "kafka.producer.kafka",
+    "kafka.consumer.group",
+    "kafka.admin.client",
+)
 
 
 def _redact_secrets(cfg: Config) -> None:
@@ -79,8 +90,9 @@ def _redact_secrets(cfg: Config) -> None:
         _REDACT.secrets.add(val)
         _REDACT.secrets.add(repr(val.encode())[2:-1])  # as it appears inside a bytes repr
     if _REDACT.secrets:
-        names = set(_REDACT_LOGGERS) | {n for n in logging.root.manager.loggerDict
-                                        if n == "kafka" or n.startswith("kafka.")}
+        names = set(_REDACT_LOGGERS) | {
+            n for n in logging.root.manager.loggerDict if n == "kafka" or n.startswith("kafka.")
+        }
         for name in sorted(names):
             lg = logging.getLogger(name)
             if _REDACT not in lg.filters:
@@ -97,4 +109,3 @@ def _wrap(e: BaseException, what: str) -> TransportError:
     if isinstance(e, kerr.CommitFailedError):
         return CommitFailedError(f"{what}: {name} {text}".strip())
     return TransportError(f"{what}: {name} {text}".strip())
-

@@ -16,6 +16,7 @@ kafka-python retries a produced batch itself (idempotent producer, unlimited ``r
 A re-sent record may land after newer records of the same key (only records whose first attempt
 failed are re-sent).
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,8 +32,10 @@ from fusewatch.stream.transport.base import DeliveryCallback, DeliveryError, Rec
 log = logging.getLogger("fusewatch.stream.transport.kafka")
 
 _TOO_LARGE: tuple[type[BaseException], ...] = tuple(
-    c for c in (getattr(kerr, "MessageSizeTooLargeError", None), getattr(kerr, "RecordTooLargeError", None))
-    if c is not None)
+    c
+    for c in (getattr(kerr, "MessageSizeTooLargeError", None), getattr(kerr, "RecordTooLargeError", None))
+    if c is not None
+)
 """kafka-python's size-limit errors (client ``max_request_size`` check, broker MESSAGE_TOO_LARGE)."""
 
 
@@ -59,8 +62,12 @@ class DeliveryTracker:
     ``too_large(rec, err) -> str`` words a size-limit error (naming the limit).
     """
 
-    def __init__(self, send: Callable[[PendingRecord], Any], timeout_s: float,
-                 too_large: Callable[[PendingRecord, BaseException], str]):
+    def __init__(
+        self,
+        send: Callable[[PendingRecord], Any],
+        timeout_s: float,
+        too_large: Callable[[PendingRecord, BaseException], str],
+    ):
         self._send_fn = send
         self.timeout_s = float(timeout_s)
         self._too_large = too_large
@@ -152,8 +159,12 @@ class DeliveryTracker:
         try:
             self._classify(rec, e)
         except Exception as bug:  # noqa: BLE001 - never leave a record without an outcome
-            self._finalize(rec, DeliveryError(f"record to {rec.topic!r} lost: {type(e).__name__}: {e} "
-                                              f"(and {type(bug).__name__}: {bug})"))
+            self._finalize(
+                rec,
+                DeliveryError(
+                    f"record to {rec.topic!r} lost: {type(e).__name__}: {e} (and {type(bug).__name__}: {bug})"
+                ),
+            )
 
     def _classify(self, rec: PendingRecord, e: BaseException) -> None:
         rec.last_error = e
@@ -174,8 +185,10 @@ class DeliveryTracker:
     def _finalize(self, rec: PendingRecord, err: BaseException | None) -> None:
         if err is not None and not isinstance(err, DeliveryError):
             text = str(err) if str(err) and str(err) != type(err).__name__ else ""
-            err = DeliveryError(f"record to {rec.topic!r} lost after {rec.attempts} attempt(s) within "
-                                f"kafka.delivery_timeout_s={self.timeout_s:g}: {type(err).__name__} {text}".strip())
+            err = DeliveryError(
+                f"record to {rec.topic!r} lost after {rec.attempts} attempt(s) within "
+                f"kafka.delivery_timeout_s={self.timeout_s:g}: {type(err).__name__} {text}".strip()
+            )
         with self._lock:
             if rec.done:
                 return

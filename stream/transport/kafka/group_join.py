@@ -5,6 +5,7 @@
 * :func:`settle_group` finishes a pending group (re)join before fetching and repairs a join whose
   completion kafka-python lost (the "engine consumed nothing" race).
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,8 +29,13 @@ class _Listener(AsyncConsumerRebalanceListener):
     deadlocking it.
     """
 
-    def __init__(self, consumer: KafkaConsumer, on_assign: RebalanceCallback | None,
-                 on_revoke: RebalanceCallback | None, inline: bool = False):
+    def __init__(
+        self,
+        consumer: KafkaConsumer,
+        on_assign: RebalanceCallback | None,
+        on_revoke: RebalanceCallback | None,
+        inline: bool = False,
+    ):
         self._consumer = consumer
         self._on_assign = on_assign
         self._on_revoke = on_revoke
@@ -64,14 +70,14 @@ class _Listener(AsyncConsumerRebalanceListener):
                     fut.success(None)
                 else:
                     fut.failure(err if isinstance(err, Exception) else RuntimeError(repr(err)))
+
             net.call_soon_threadsafe(done)
 
         threading.Thread(target=work, name="fusewatch-rebalance", daemon=True).start()
         await fut
 
 
-def settle_group(c: KafkaConsumer, group_id: str | None, join_ms: int | None,
-                 call: Callable[..., Any]) -> bool:
+def settle_group(c: KafkaConsumer, group_id: str | None, join_ms: int | None, call: Callable[..., Any]) -> bool:
     """Finish a pending group (re)join before fetching, and repair a lost one.
 
     kafka-python 3.0.12 completes a join in two halves: the JoinGroup/SyncGroup round trip runs
@@ -97,8 +103,9 @@ def settle_group(c: KafkaConsumer, group_id: str | None, join_ms: int | None,
         task = getattr(coord, "_join_task", None)
         if task is None or task.is_done:
             lost = True
-            log.warning("group %s: a rebalance finished without being applied (kafka-python "
-                        "join race); rejoining", group_id)
+            log.warning(
+                "group %s: a rebalance finished without being applied (kafka-python join race); rejoining", group_id
+            )
             coord.request_rejoin()
     if coord.need_rejoin():
         bound = join_ms if join_ms is not None else c.config["session_timeout_ms"]

@@ -5,6 +5,7 @@ TLS handshake / SASL PLAIN authentication and a metadata request itself, so an u
 wrong credentials surface as a one-line :class:`TransportError` instead of kafka-python's silent
 retry loop.
 """
+
 from __future__ import annotations
 
 import socket
@@ -49,7 +50,7 @@ def _kstr(b: bytes, pos: int) -> tuple[str | None, int]:
     (n,) = struct.unpack_from(">h", b, pos)
     if n < 0:
         return None, pos + 2
-    return b[pos + 2:pos + 2 + n].decode("utf-8", "replace"), pos + 2 + n
+    return b[pos + 2 : pos + 2 + n].decode("utf-8", "replace"), pos + 2 + n
 
 
 def _split_server(s: str) -> tuple[str, int]:
@@ -87,12 +88,14 @@ def _preflight_one(cfg: Config, host: str, port: int, timeout: float) -> None:
             except _Closed:
                 raise AuthenticationError(
                     f"Kafka broker {host}:{port} closed the connection at the SASL handshake: "
-                    f"is this a SASL listener? (security_protocol={k.security_protocol})") from None
+                    f"is this a SASL listener? (security_protocol={k.security_protocol})"
+                ) from None
             err = struct.unpack_from(">h", r)[0]
             if err and err != 33:  # 33: UNSUPPORTED_SASL_MECHANISM, handled below
                 raise AuthenticationError(
                     f"Kafka SASL handshake rejected by {host}:{port} (error code {err}): is this a "
-                    f"SASL listener? (security_protocol={k.security_protocol})")
+                    f"SASL listener? (security_protocol={k.security_protocol})"
+                )
             if err:
                 (n,) = struct.unpack_from(">i", r, 2)
                 pos, enabled = 6, []
@@ -101,22 +104,29 @@ def _preflight_one(cfg: Config, host: str, port: int, timeout: float) -> None:
                     enabled.append(s)
                 raise AuthenticationError(
                     f"Kafka authentication failed: SASL mechanism {mech.decode()} is not enabled on "
-                    f"{host}:{port} (enabled: {', '.join(map(str, enabled)) or 'none'})")
+                    f"{host}:{port} (enabled: {', '.join(map(str, enabled)) or 'none'})"
+                )
             if mech == b"PLAIN":
-                tok = b"\0" + (k.sasl_plain_username or "").encode() + b"\0" + \
-                    (k.sasl_plain_password.get_secret_value() if k.sasl_plain_password else "").encode()
+                tok = (
+                    b"\0"
+                    + (k.sasl_plain_username or "").encode()
+                    + b"\0"
+                    + (k.sasl_plain_password.get_secret_value() if k.sasl_plain_password else "").encode()
+                )
                 try:
                     r = _kreq(sock, _API_SASL_AUTH, 1, 2, struct.pack(">i", len(tok)) + tok)
                 except _Closed:
                     raise AuthenticationError(
                         f"Kafka authentication failed for user {k.sasl_plain_username!r} at "
-                        f"{host}:{port} (connection closed during SASL/PLAIN)") from None
+                        f"{host}:{port} (connection closed during SASL/PLAIN)"
+                    ) from None
                 err = struct.unpack_from(">h", r)[0]
                 if err:
                     msg, _ = _kstr(r, 2)
                     raise AuthenticationError(
                         f"Kafka authentication failed for user {k.sasl_plain_username!r} at "
-                        f"{host}:{port}: {msg or 'SASL/PLAIN rejected'}")
+                        f"{host}:{port}: {msg or 'SASL/PLAIN rejected'}"
+                    )
             else:
                 return  # SCRAM/OAUTHBEARER/GSSAPI: kafka-python completes the exchange itself
         # Metadata v4 with no topics: proves the listener speaks our protocol and a broker is up.
@@ -125,7 +135,8 @@ def _preflight_one(cfg: Config, host: str, port: int, timeout: float) -> None:
         except _Closed:
             raise AuthenticationError(
                 f"Kafka broker {host}:{port} closed the connection on a metadata request: does the "
-                f"listener expect another security protocol? (client uses {k.security_protocol})") from None
+                f"listener expect another security protocol? (client uses {k.security_protocol})"
+            ) from None
         if struct.unpack_from(">i", r, 4)[0] <= 0:
             raise OSError("no broker registered yet")
     finally:
@@ -155,7 +166,6 @@ def check_broker(cfg: Config, timeout: float | None = None) -> None:
                 why = f"{s}: {e.strerror or e}" if isinstance(e, OSError) and e.strerror else f"{s}: {e}"
         left = deadline - time.monotonic()
         if left <= 0:
-            raise TransportError(f"Kafka broker unreachable at {_describe(cfg)} after {timeout:g}s "
-                                 f"(last error: {why})")
+            raise TransportError(f"Kafka broker unreachable at {_describe(cfg)} after {timeout:g}s (last error: {why})")
         time.sleep(min(delay, left))
         delay = min(delay * 2, 1.0)

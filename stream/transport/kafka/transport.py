@@ -12,6 +12,7 @@
 * Client settings: :mod:`.client_config`; start-up bounded by the raw-protocol pre-flight check
   :func:`~.preflight.check_broker` (``cfg.kafka.connect_timeout_s``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,8 +25,16 @@ from kafka.structs import OffsetAndMetadata
 from kafka.structs import TopicPartition as _KTP
 
 from fusewatch.stream.config import Config
-from fusewatch.stream.transport.base import (DeliveryCallback, DeliveryError, Record, RebalanceCallback,
-                                             TopicPartition, Transport, TransportError, key_bytes)
+from fusewatch.stream.transport.base import (
+    DeliveryCallback,
+    DeliveryError,
+    RebalanceCallback,
+    Record,
+    TopicPartition,
+    Transport,
+    TransportError,
+    key_bytes,
+)
 
 from .client_config import _RECONNECT, _RECORD_OVERHEAD, _describe, _redact_secrets, _wrap, client_config
 from .delivery import DeliveryTracker, PendingRecord
@@ -43,9 +52,16 @@ class KafkaTransport(Transport):
     settings may be given in ``producer_kwargs``/``consumer_kwargs`` (they override ours).
     """
 
-    def __init__(self, cfg: Config, group_id: str | None = None, consume: bool = True,
-                 produce: bool = True, *, producer_kwargs: dict[str, Any] | None = None,
-                 consumer_kwargs: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        cfg: Config,
+        group_id: str | None = None,
+        consume: bool = True,
+        produce: bool = True,
+        *,
+        producer_kwargs: dict[str, Any] | None = None,
+        consumer_kwargs: dict[str, Any] | None = None,
+    ):
         self.cfg = cfg
         k = cfg.kafka
         self._timeout_ms = int(k.connect_timeout_s * 1000)
@@ -82,10 +98,16 @@ class KafkaTransport(Transport):
     # -- helpers --------------------------------------------------------------------------------
     def _new_producer(self) -> KafkaProducer:
         linger = int(self._producer_kwargs.get("linger_ms", 5))
-        pkw = dict(enable_idempotence=True, acks="all", linger_ms=linger,
-                   max_block_ms=self._timeout_ms, bootstrap_timeout_ms=self._timeout_ms,
-                   delivery_timeout_ms=max(int(self._delivery_s * 1000), self._req_ms + linger),
-                   max_request_size=self.cfg.max_message_bytes + _RECORD_OVERHEAD, **_RECONNECT)
+        pkw = dict(
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=linger,
+            max_block_ms=self._timeout_ms,
+            bootstrap_timeout_ms=self._timeout_ms,
+            delivery_timeout_ms=max(int(self._delivery_s * 1000), self._req_ms + linger),
+            max_request_size=self.cfg.max_message_bytes + _RECORD_OVERHEAD,
+            **_RECONNECT,
+        )
         pkw.update(self._producer_kwargs)
         return KafkaProducer(**client_config(self.cfg, KafkaProducer, **pkw))
 
@@ -109,10 +131,14 @@ class KafkaTransport(Transport):
         log.warning("Kafka producer restarted after expired records (new producer id)")
 
     def _new_consumer(self, group_id: str | None, reset: str) -> KafkaConsumer:
-        ckw = dict(group_id=group_id, enable_auto_commit=False, auto_offset_reset=reset,
-                   bootstrap_timeout_ms=self._timeout_ms,
-                   max_partition_fetch_bytes=max(1_048_576, self.cfg.max_message_bytes + _RECORD_OVERHEAD),
-                   **_RECONNECT)
+        ckw = dict(
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=reset,
+            bootstrap_timeout_ms=self._timeout_ms,
+            max_partition_fetch_bytes=max(1_048_576, self.cfg.max_message_bytes + _RECORD_OVERHEAD),
+            **_RECONNECT,
+        )
         ckw.update(self._consumer_kwargs)
         return KafkaConsumer(**client_config(self.cfg, KafkaConsumer, **ckw))
 
@@ -132,9 +158,15 @@ class KafkaTransport(Transport):
             raise TransportError(f"{what}: {e}") from None
 
     # -- producer -------------------------------------------------------------------------------
-    def produce(self, topic: str, key: str | bytes | None, value: bytes,
-                headers: Iterable[tuple[str, bytes]] | None = None, *,
-                on_delivery: DeliveryCallback | None = None) -> None:
+    def produce(
+        self,
+        topic: str,
+        key: str | bytes | None,
+        value: bytes,
+        headers: Iterable[tuple[str, bytes]] | None = None,
+        *,
+        on_delivery: DeliveryCallback | None = None,
+    ) -> None:
         if self._closed:
             raise TransportError("KafkaTransport is closed")
         if self._producer is None:
@@ -148,12 +180,16 @@ class KafkaTransport(Transport):
 
     def _too_large(self, rec: PendingRecord, err: BaseException) -> str:
         if isinstance(err, kerr.BrokerResponseError):
-            return (f"the broker rejected a record to {rec.topic!r} as too large (MESSAGE_TOO_LARGE: over the "
-                    f"topic config max.message.bytes / broker message.max.bytes; fusewatch creates topics with "
-                    f"max_message_bytes + {_RECORD_OVERHEAD}); this record: {len(rec.value)} bytes")
+            return (
+                f"the broker rejected a record to {rec.topic!r} as too large (MESSAGE_TOO_LARGE: over the "
+                f"topic config max.message.bytes / broker message.max.bytes; fusewatch creates topics with "
+                f"max_message_bytes + {_RECORD_OVERHEAD}); this record: {len(rec.value)} bytes"
+            )
         else:
-            where = (f"the producer limit max_request_size={self.cfg.max_message_bytes + _RECORD_OVERHEAD} "
-                     f"(max_message_bytes={self.cfg.max_message_bytes} + {_RECORD_OVERHEAD} overhead)")
+            where = (
+                f"the producer limit max_request_size={self.cfg.max_message_bytes + _RECORD_OVERHEAD} "
+                f"(max_message_bytes={self.cfg.max_message_bytes} + {_RECORD_OVERHEAD} overhead)"
+            )
         return f"record of {len(rec.value)} bytes to {rec.topic!r} exceeds {where}"
 
     def flush(self, timeout: float | None = None) -> None:
@@ -175,8 +211,10 @@ class KafkaTransport(Transport):
             limit = end if end is not None else tr.latest_deadline() + self._req_ms / 1000 + 5.0
             if now >= limit:
                 if end is None:
-                    tr.give_up(f"not acknowledged within kafka.delivery_timeout_s={self._delivery_s:g} "
-                               f"by {self.cfg.kafka.bootstrap_servers}")
+                    tr.give_up(
+                        f"not acknowledged within kafka.delivery_timeout_s={self._delivery_s:g} "
+                        f"by {self.cfg.kafka.bootstrap_servers}"
+                    )
                 break
             step = min(limit - now, 0.25 if tr.retry_waiting() else 1.0)
             try:
@@ -193,15 +231,21 @@ class KafkaTransport(Transport):
             err = DeliveryError(
                 f"{len(lost)} record(s) lost and {waiting} not acknowledged"
                 f"{'' if timeout is None else f' within {timeout:g}s'} by {self.cfg.kafka.bootstrap_servers}"
-                f"{detail}")
+                f"{detail}"
+            )
             err.lost, err.pending = len(lost), waiting
             raise err
 
     # -- consumer -------------------------------------------------------------------------------
-    def subscribe(self, topics: list[str], group_id: str,
-                  on_assign: RebalanceCallback | None = None,
-                  on_revoke: RebalanceCallback | None = None,
-                  from_beginning: bool = True, callbacks_use_transport: bool = True) -> None:
+    def subscribe(
+        self,
+        topics: list[str],
+        group_id: str,
+        on_assign: RebalanceCallback | None = None,
+        on_revoke: RebalanceCallback | None = None,
+        from_beginning: bool = True,
+        callbacks_use_transport: bool = True,
+    ) -> None:
         if not self._consume:
             raise TransportError("KafkaTransport was created with consume=False")
         reset = "earliest" if from_beginning else "latest"
@@ -209,8 +253,9 @@ class KafkaTransport(Transport):
             old, self._consumer = self._consumer, None
             if old is not None:
                 old.close(autocommit=False, timeout_ms=self._req_ms)
-            self._consumer = self._call(f"cannot start Kafka consumer for {_describe(self.cfg)}",
-                                        self._new_consumer, group_id, reset)
+            self._consumer = self._call(
+                f"cannot start Kafka consumer for {_describe(self.cfg)}", self._new_consumer, group_id, reset
+            )
             self._group_id, self._reset = group_id, reset
         c = self._consumer
         # Know the topics' partitions before joining: a first assignment made while the topic
@@ -218,11 +263,14 @@ class KafkaTransport(Transport):
         # kafka-python 3.0 waiting for the coordinator forever (seen with just-created topics).
         deadline = time.monotonic() + self.cfg.kafka.connect_timeout_s
         for t in topics:
-            while not self._call(f"partitions of {t!r}", c.partitions_for_topic, t) \
-                    and time.monotonic() < deadline:
+            while not self._call(f"partitions of {t!r}", c.partitions_for_topic, t) and time.monotonic() < deadline:
                 time.sleep(0.1)
-        self._call(f"subscribe {topics}", c.subscribe, topics=list(topics),
-                   listener=_Listener(c, on_assign, on_revoke, inline=not callbacks_use_transport))
+        self._call(
+            f"subscribe {topics}",
+            c.subscribe,
+            topics=list(topics),
+            listener=_Listener(c, on_assign, on_revoke, inline=not callbacks_use_transport),
+        )
 
     def _settle_group(self, c: KafkaConsumer) -> None:
         """See :func:`.group_join.settle_group` (the kafka-python join-race workaround)."""
@@ -235,16 +283,21 @@ class KafkaTransport(Transport):
             time.sleep(max(0.0, timeout))
             return []
         self._settle_group(c)
-        batches = self._call("poll", c.poll, timeout_ms=int(max(0.0, timeout) * 1000),
-                             max_records=max_records)
+        batches = self._call("poll", c.poll, timeout_ms=int(max(0.0, timeout) * 1000), max_records=max_records)
         out: list[Record] = []
         for recs in batches.values():
             for r in recs:
-                out.append(Record(topic=r.topic, partition=r.partition, offset=r.offset, key=r.key,
-                                  value=r.value if r.value is not None else b"",
-                                  timestamp_ms=int(r.timestamp or 0),
-                                  headers=tuple((h[0], h[1] if h[1] is not None else b"")
-                                                for h in (r.headers or ()))))
+                out.append(
+                    Record(
+                        topic=r.topic,
+                        partition=r.partition,
+                        offset=r.offset,
+                        key=r.key,
+                        value=r.value if r.value is not None else b"",
+                        timestamp_ms=int(r.timestamp or 0),
+                        headers=tuple((h[0], h[1] if h[1] is not None else b"") for h in (r.headers or ())),
+                    )
+                )
         return out
 
     def commit(self, offsets: dict[TopicPartition, int]) -> None:
@@ -252,8 +305,9 @@ class KafkaTransport(Transport):
             return
         c = self._need_consumer()
         om = {_KTP(t, p): OffsetAndMetadata(int(n), "", -1) for (t, p), n in offsets.items()}
-        self._call(f"commit {len(om)} offset(s) for group {self._group_id!r}", c.commit,
-                   offsets=om, timeout_ms=self._req_ms)
+        self._call(
+            f"commit {len(om)} offset(s) for group {self._group_id!r}", c.commit, offsets=om, timeout_ms=self._req_ms
+        )
 
     def committed(self, tp: TopicPartition) -> int | None:
         c = self._need_consumer()
@@ -263,18 +317,17 @@ class KafkaTransport(Transport):
         self._call(f"seek {tp} to {offset}", self._need_consumer().seek, _KTP(*tp), int(offset))
 
     def position(self, tp: TopicPartition) -> int:
-        return self._call(f"position {tp}", self._need_consumer().position, _KTP(*tp),
-                          timeout_ms=self._req_ms)
+        return self._call(f"position {tp}", self._need_consumer().position, _KTP(*tp), timeout_ms=self._req_ms)
 
     def beginning_offset(self, tp: TopicPartition) -> int:
         ktp = _KTP(*tp)
-        return self._call(f"beginning offset {tp}", self._need_consumer().beginning_offsets, [ktp],
-                          timeout_ms=self._req_ms)[ktp]
+        return self._call(
+            f"beginning offset {tp}", self._need_consumer().beginning_offsets, [ktp], timeout_ms=self._req_ms
+        )[ktp]
 
     def end_offset(self, tp: TopicPartition) -> int:
         ktp = _KTP(*tp)
-        return self._call(f"end offset {tp}", self._need_consumer().end_offsets, [ktp],
-                          timeout_ms=self._req_ms)[ktp]
+        return self._call(f"end offset {tp}", self._need_consumer().end_offsets, [ktp], timeout_ms=self._req_ms)[ktp]
 
     def assignment(self) -> set[TopicPartition]:
         if self._consumer is None or self._closed:
@@ -284,8 +337,7 @@ class KafkaTransport(Transport):
     def partitions_for(self, topic: str) -> set[int]:
         """Partition ids of ``topic`` (empty if unknown)."""
         if self._consumer is not None:
-            return set(self._call(f"partitions of {topic!r}", self._consumer.partitions_for_topic, topic)
-                       or ())
+            return set(self._call(f"partitions of {topic!r}", self._consumer.partitions_for_topic, topic) or ())
         if self._producer is not None:
             return set(self._call(f"partitions of {topic!r}", self._producer.partitions_for, topic) or ())
         return set()
