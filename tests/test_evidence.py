@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fusewatch.stream.alert_schema import AlertMessage
 from fusewatch.stream.config import load_config
 from fusewatch.stream.evidence.segments import read_index
 from fusewatch.stream.evidence.writer import EvidenceWriter, apply_retention
 from fusewatch.stream.paths import shared_data
 from fusewatch.stream.records import decode_record, record_kind
-from fusewatch.stream.schema import AlertMessage
 from fusewatch.stream.transport import BusTransport, InProcessBus
 from fusewatch.stream.worker import Worker
 from fusewatch.testing import MeanRGB, scene_video

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from fusewatch.errors import ConfigError
+from fusewatch.stream.alert_schema import AlertMessage
 from fusewatch.stream.config import load_config
 from fusewatch.stream.live import decode_score, decode_thumbnail, encode_score, encode_thumbnail
-from fusewatch.stream.schema import AlertMessage
 from fusewatch.stream.transport import BusTransport, InProcessBus
 
 pytest.importorskip("uvicorn")

@@ -13,8 +13,9 @@ import logging
 import threading
 import uuid
 
+from fusewatch.stream.alert_schema import alert_record, decode_alert
 from fusewatch.stream.live import decode_score, decode_thumbnail
-from fusewatch.stream.schema import SchemaError, alert_record, decode_alert
+from fusewatch.stream.schema import SchemaError
 
 log = logging.getLogger("fusewatch.ui")
 

@@ -24,8 +24,8 @@ import pytest
 
 from fusewatch.engines.serving.runtime import load_serving_model
 from fusewatch.engines.serving.service import EngineService
+from fusewatch.stream.alert_schema import decode_alert
 from fusewatch.stream.cluster import LocalCluster
-from fusewatch.stream.schema import decode_alert
 from fusewatch.stream.transport.base import DeliveryError
 from tests.integration.cluster_helpers import (  # noqa: F401 - fixtures
     _segment_sizes,

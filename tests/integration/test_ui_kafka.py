@@ -15,8 +15,8 @@ import urllib.request
 import numpy as np
 import pytest
 
+from fusewatch.stream.alert_schema import AlertMessage
 from fusewatch.stream.live import encode_score, encode_thumbnail
-from fusewatch.stream.schema import AlertMessage
 
 pytestmark = pytest.mark.kafka
 pytest.importorskip("uvicorn")
