@@ -51,7 +51,8 @@ class ModelMeta(Mapping[str, Any]):
     ``meta.get(...)``, ``dict(meta)``) for callers that still take the dict.
     """
 
-    # TODO(ModelMeta): drop the Mapping view once engines/serving/backends/ take ModelMeta.
+    # The Mapping view is read-only compatibility for code that handles on-disk metadata dicts and
+    # ModelMeta alike (``meta.get("model_version")``); typed code uses the attributes.
 
     model_version: str
     fusion: str

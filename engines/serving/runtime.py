@@ -169,17 +169,16 @@ def load_serving_model(cfg: Config, model: str | Path | None = None, backend: st
         from fusewatch.engines.training.checkpoint import load_model
 
         torch_model, ckpt_meta = load_model(path)
-        # TODO(ModelMeta): backends take the flat dict until they are switched to ModelMeta
         scorer = select_backend(
             name,
             model=torch_model,
-            meta=ckpt_meta.to_dict(),
+            meta=ckpt_meta,
             max_batch=cfg.engine.max_batch,
             threads=cfg.engine.threads,
         )
         projectors = torch_model.projectors() if hasattr(torch_model, "projectors") else {}
         encoders = torch_model.node_encoders() if hasattr(torch_model, "node_encoders") else {}
-    flat = dict(scorer.meta)  # TODO(ModelMeta): Scorer.meta is still the flat dict
+    flat = scorer.meta.to_dict()
     if torch_model is not None:
         # ONNX Runtime / TensorRT read their metadata from an export cached by model_version (the
         # weights): metadata added to the checkpoint later (thresholds calibrated after training)

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Mapping
 
+from fusewatch.engines.fusion.meta import ModelMeta
 from fusewatch.engines.serving.backends.base import (
     BackendError,
 )
@@ -26,7 +27,7 @@ def _resolve_model(model, meta):
     from fusewatch.engines.training.checkpoint import load_model, model_meta
 
     if isinstance(model, FusionModel):
-        return model, (dict(meta) if meta and meta.get("model_version") else model_meta(model)), None
+        return model, (ModelMeta.from_dict(meta) if meta and meta.get("model_version") else model_meta(model)), None
     m, mt = load_model(Path(model))
     return m, mt, None
 

@@ -10,10 +10,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from fusewatch.engines.fusion.meta import ModelMeta
+from fusewatch.errors import BackendError  # the common error root; re-exported here
+
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
-
-
-from fusewatch.errors import BackendError  # noqa: E402 - the common error root; re-exported here
 
 
 class BackendUnavailable(BackendError):
@@ -54,12 +54,12 @@ class Scorer(ABC):
     requested_backend = ""
     fallback_reason = ""
 
-    def __init__(self, meta: Mapping[str, Any], forms: Sequence[str], max_batch: int | None = None):
-        self.meta = dict(meta)
-        self.names: list[str] = list(self.meta["representations"])
-        self.dims: dict[str, int] = {k: int(v) for k, v in self.meta["dims"].items()}
-        self.window = int(self.meta.get("window") or self.meta.get("N"))
-        self.node_dim = int(self.meta.get("node_dim") or 0)
+    def __init__(self, meta: ModelMeta | Mapping[str, Any], forms: Sequence[str], max_batch: int | None = None):
+        self.meta: ModelMeta = ModelMeta.from_dict(meta)
+        self.names: list[str] = list(self.meta.representations)
+        self.dims: dict[str, int] = {k: int(v) for k, v in self.meta.dims.items()}
+        self.window = self.meta.window
+        self.node_dim = self.meta.node_dim
         self.forms = tuple(forms)
         self.max_batch = max_batch
 
@@ -72,7 +72,7 @@ class Scorer(ABC):
         if "graphs" not in self.forms:
             raise BackendError(
                 f"{self.backend}: this model/export has no graphs-in form "
-                f"(fusion={self.meta.get('fusion')!r}, forms={list(self.forms)})"
+                f"(fusion={self.meta.fusion!r}, forms={list(self.forms)})"
             )
         arrays = self._graph_inputs(r, mask, present, u)
         return self._chunked(self._run_graphs, arrays)
@@ -100,7 +100,7 @@ class Scorer(ABC):
 
     def __repr__(self) -> str:
         return (
-            f"{type(self).__name__}(model_version={self.meta.get('model_version')!r}, "
+            f"{type(self).__name__}(model_version={self.meta.model_version!r}, "
             f"forms={list(self.forms)}, N={self.window}, reps={self.names})"
         )
 

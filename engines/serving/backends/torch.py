@@ -9,6 +9,7 @@ import torch
 
 from fusewatch.engines.fusion.base import FusionModel
 from fusewatch.engines.fusion.lego import LegoModel
+from fusewatch.engines.fusion.meta import ModelMeta
 from fusewatch.engines.serving.backends.base import Scorer
 
 
@@ -31,7 +32,7 @@ class TorchScorer(Scorer):
 
         if threads and threads > 0:
             torch.set_num_threads(int(threads))
-        meta = dict(meta) if meta and meta.get("model_version") else model_meta(model)
+        meta = ModelMeta.from_dict(meta) if meta and meta.get("model_version") else model_meta(model)
         forms = ("graphs", "features") if isinstance(model, LegoModel) else ("features",)
         super().__init__(meta, forms, max_batch=None)
         self.device = torch.device(device)
