@@ -379,3 +379,19 @@ def test_fake_api_exists_in_the_installed_tensorrt_rtx_bindings():
     assert missing == [], f"fake tensorrt names missing from tensorrt_rtx: {missing}"
     assert not any(found[n] for n in fake_tensorrt.TENSORRT10_ONLY), "TensorRT-RTX gained BuilderFlag.FP16?"
     assert len(found) > 60
+
+
+def test_exports_fed_to_tensorrt_pass_its_op_lint_or_fall_back(monkeypatch, exports, tmp_path):
+    """Every ONNX file TensorRT builds from is checked against its parser's operator list first: a
+    graph with an operator the parser rejects is a BackendError (``auto`` falls back to ONNX Runtime)."""
+    trt, cuda, state = install(monkeypatch)
+    proto = onnx.load(str(exports[1]["graphs"]))
+    out = proto.graph.output[0].name
+    proto.graph.node.append(onnx.helper.make_node("Unique", [out], ["unique_values"]))  # not in TensorRT's list
+    bad = tmp_path / "bad-graphs.onnx"
+    onnx.save(proto, str(bad))
+    with pytest.raises(BackendError, match="Unique"):
+        TrtScorer({"graphs": bad}, max_batch=4, cache_dir=tmp_path, cuda=cuda)
+    assert not [c for c, _ in state.calls if "build" in c.lower()]  # rejected before any engine build
+    s = select_backend("auto", model={"graphs": bad}, cache_dir=tmp_path, cuda=cuda)
+    assert s.backend == "onnxruntime" and "Unique" in s.fallback_reason

@@ -180,6 +180,15 @@ class TrtScorer(Scorer):
             raise BackendUnavailable(f"backend 'tensorrt' unavailable: {why}")
         trt = import_tensorrt(module)
         paths, metas = read_export_metas(paths)
+        from fusewatch.engines.export.tensorrt_ops import check_onnx_for_tensorrt
+
+        for p in paths.values():  # every export TensorRT builds from meets its ONNX parser's op list
+            problems = check_onnx_for_tensorrt(str(p))
+            if problems:
+                raise BackendError(
+                    f"tensorrt: {Path(p).name} has what TensorRT's ONNX parser rejects: {problems[0]}"
+                    + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "")
+                )
         self.input_names = {f: list(m["inputs"]) for f, m in metas.items()}
         super().__init__(next(iter(metas.values())), tuple(paths), max_batch=int(max_batch))
         if cache_dir is None:
