@@ -35,6 +35,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from fusewatch.stream.alert_schema import AlertMessage
 from fusewatch.stream.extractors.base import Extractor
 from fusewatch.stream.schema import FeatureMessage
 
@@ -237,3 +238,28 @@ def collect_features(
     topic = cfg.topics.features
     records = [r for p in bus.partitions_for(topic) for r in bus.read((topic, p), 0, 1 << 30)]
     return sorted((decode_features(r.value) for r in records), key=lambda m: m.clip)
+
+
+def sample_alert(camera: str = "cam-1", type: str = "new", end_clip: int = 5, **fields: Any) -> AlertMessage:
+    """A well-formed alert record for tests of consumers and sinks (``fields`` override any field):
+    id ``id-<camera>``, clips 3..``end_clip``, scores 0.9 / 0.95, model ``lego`` ``v1``."""
+    from fusewatch.stream.schema import Evidence
+
+    base: dict[str, Any] = dict(
+        id=f"id-{camera}",
+        type=type,
+        camera=camera,
+        score=0.9,
+        peak=0.95,
+        start_clip=3,
+        end_clip=end_clip,
+        start_time=1.7e9,
+        end_time=1.7e9 + 5,
+        model_name="lego",
+        model_version="v1",
+        backend="onnxruntime",
+        evidence=[Evidence("f", 0, end_clip)],
+        produced=1.7e9 + 6,
+    )
+    base.update(fields)
+    return AlertMessage(**base)

@@ -10,32 +10,16 @@ import pytest
 from fusewatch.sinks import SinkUnavailable, build_sinks
 from fusewatch.sinks.mqtt import MqttSink, topic_level
 from fusewatch.sinks.webhook import DeadLetterFile, WebhookSink, sign, verify_signature
-from fusewatch.stream.alert_schema import AlertMessage, decode_alert, encode_alert
+from fusewatch.stream.alert_schema import decode_alert, encode_alert
 from fusewatch.stream.config import load_config
-from fusewatch.stream.schema import Evidence
+from fusewatch.testing import sample_alert
 from tests.sink_receivers import Mosquitto, WebhookReceiver
 
 SECRET = "s3cr3t-key"
 
 
 def alert(cam="cam-1", typ="new", end=5, **kw):
-    return AlertMessage(
-        id=f"id-{cam}",
-        type=typ,
-        camera=cam,
-        score=0.9,
-        peak=0.95,
-        start_clip=3,
-        end_clip=end,
-        start_time=1.7e9,
-        end_time=1.7e9 + 5,
-        model_name="lego",
-        model_version="v1",
-        backend="onnxruntime",
-        evidence=[Evidence("f", 0, end)],
-        produced=1.7e9 + 6,
-        **kw,
-    )
+    return sample_alert(cam, typ, end, **kw)
 
 
 def wcfg(tmp_path, **over):

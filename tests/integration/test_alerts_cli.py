@@ -6,28 +6,13 @@ import sys
 
 import pytest
 
-from fusewatch.stream.alert_schema import AlertMessage
-from fusewatch.stream.schema import Evidence
+from fusewatch.testing import sample_alert
 
 pytestmark = pytest.mark.kafka
 
 
 def alert(cam, typ, end):
-    return AlertMessage(
-        id=f"id-{cam}",
-        type=typ,
-        camera=cam,
-        score=0.9,
-        peak=0.95,
-        start_clip=3,
-        end_clip=end,
-        start_time=1.7e9,
-        end_time=1.7e9 + 5,
-        model_name="lego",
-        model_version="v1",
-        backend="onnxruntime",
-        evidence=[Evidence("f", 0, end)],
-    )
+    return sample_alert(cam, typ, end, produced=0.0)
 
 
 def test_alerts_command_json_and_camera_filter(kafka_bootstrap, make_topic, make_transport, kafka_cfg):
