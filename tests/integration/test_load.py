@@ -294,11 +294,13 @@ def test_slow_engine_lag_grows_memory_bounded(kafka_bootstrap, model_path, _crea
         stop = threading.Event()
         rate, seconds = 300.0, 15.0
 
+        total = int(rate * seconds)  # a fixed count, paced at `rate` (a loaded machine only paces it slower)
+
         def producer():
             t0 = time.monotonic()
             i = 0
-            while not stop.is_set() and time.monotonic() - t0 < seconds:
-                due = int((time.monotonic() - t0) * rate)
+            while not stop.is_set() and i < total and time.monotonic() - t0 < 4 * seconds:
+                due = min(total, int((time.monotonic() - t0) * rate))
                 if due > i:
                     produce(due - i)
                     i = due
