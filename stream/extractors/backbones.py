@@ -103,7 +103,7 @@ class BackboneExtractor(Extractor):
             discard(self.onnx_path)
             self.onnx_path, self.exported, sha = backbone_onnx(name, model_dir, spatial=self.spatial)
             self.session = ort_session(self.onnx_path, threads)
-        self.precision = getattr(cfg, "cnn_precision", "fp32")
+        self.precision = cfg.cnn_precision
         qtag = ""
         if self.precision == "int8":  # static int8 QDQ form of the fp32 export, cached beside it
             from .quantize import QUANT_RECIPE, int8_backbone_onnx
@@ -112,7 +112,7 @@ class BackboneExtractor(Extractor):
                 self.onnx_path,
                 lambda f: preprocess(f, self.spec, self.resize),
                 self.resize,
-                getattr(cfg, "cnn_calibration", ()) or (),
+                cfg.cnn_calibration,
             )
             self.session = ort_session(self.onnx_path, threads)
             qtag = f"-int8q{QUANT_RECIPE}c{tag}"
