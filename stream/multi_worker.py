@@ -178,8 +178,8 @@ class MultiWorker:
             threads=getattr(w, "pool_threads", 2),
             batch_clips=getattr(w, "batch_clips", 8),
             batch_wait_ms=getattr(w, "batch_wait_ms", 5.0),
-            motion_gate=getattr(f, "motion_gate", False),
-            gate_threshold=getattr(f, "motion_gate_threshold", 0.002),
+            motion_gate=f.motion_gate,
+            gate_threshold=f.motion_gate_threshold,
         )
         self.start_delays = list(start_delays or [])
         self.workers: dict[str, _PooledCamera] = {}
