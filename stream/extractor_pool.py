@@ -162,9 +162,14 @@ class ExtractorPool:
         n = len(jobs)
         gated = [False] * n
         if self.motion_gate:
+            seen: set[str] = set()  # cameras with an earlier clip in this batch (its embedding comes first)
             for j, job in enumerate(jobs):
-                if all((job.key, e.name) in self._last for e in self.extractors if is_batchable(e)):
+                have_last = job.key in seen or all(
+                    (job.key, e.name) in self._last for e in self.extractors if is_batchable(e)
+                )
+                if have_last:
                     gated[j] = motion_fraction(job.clip.frames) < self.gate_threshold
+                seen.add(job.key)
         per: list[dict[str, Outcome]] = [{} for _ in range(n)]
         for e in self.extractors:
             if is_batchable(e):
@@ -194,8 +199,7 @@ class ExtractorPool:
 
         frames, spans = [], []
         for j, job in enumerate(jobs):
-            if gated[j]:
-                per[j][e.name] = (e.name, self._last[(job.key, e.name)], None, 0.0)
+            if gated[j]:  # filled below, in clip order: the camera's previous clip may be in this batch
                 continue
             try:
                 check_frames(job.clip.frames, e.name)
@@ -206,6 +210,7 @@ class ExtractorPool:
             spans.append((j, len(frames), len(frames) + len(idx)))
             frames.extend(job.clip.frames[i] for i in idx)
         if not frames:
+            self._fill_gated(e, jobs, gated, per)
             return
         t0 = time.perf_counter()
         try:  # chunks of MAX_FRAMES: larger batches gain nothing on CPU and grow ORT's arena
@@ -221,7 +226,18 @@ class ExtractorPool:
             return
         dt = time.perf_counter() - t0
         for j, a, b in spans:
-            v = pool_frames(feats[a:b], e.pool)
-            per[j][e.name] = (e.name, v, None, dt * (b - a) / len(frames))
-            if self.motion_gate:
-                self._last[(jobs[j].key, e.name)] = v
+            per[j][e.name] = (e.name, pool_frames(feats[a:b], e.pool), None, dt * (b - a) / len(frames))
+        self._fill_gated(e, jobs, gated, per)
+
+    def _fill_gated(self, e, jobs, gated, per) -> None:
+        """In clip order: a gated clip reuses its camera's last embedding; a computed one becomes it."""
+        if not self.motion_gate:
+            return
+        for j, job in enumerate(jobs):
+            key = (job.key, e.name)
+            if gated[j]:
+                last = self._last.get(key)  # None: the camera's previous clip failed in this batch
+                err = None if last is not None else RuntimeError(f"{e.name}: no previous embedding to reuse")
+                per[j][e.name] = (e.name, last, err, 0.0)
+            elif per[j].get(e.name) is not None and per[j][e.name][1] is not None:
+                self._last[key] = per[j][e.name][1]
