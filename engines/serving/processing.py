@@ -279,5 +279,6 @@ class RecordProcessing:
                 )
             self._emit(msg.camera, alerts)
             if self.sink:
+                self.scored_by = it[7].meta.model_version  # what a sink may read during on_score
                 self.sink.on_score(msg.camera, msg, s)
         self._live = True

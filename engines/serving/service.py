@@ -107,6 +107,8 @@ class ScoreSink:
     """Optional observer of every clip score (the demo's HTML report, streamed evaluation)."""
 
     def on_score(self, camera: str, msg: FeatureMessage, score: float) -> None:  # pragma: no cover
+        """One clip score; during the call ``EngineService.scored_by`` is the version of the model
+        that produced it (during a rollout a camera's model can change within one batch)."""
         pass
 
     def on_alert(self, alert) -> None:  # pragma: no cover
@@ -132,6 +134,8 @@ class EngineService(RecordProcessing):
         self.cfg = cfg
         self.model = model
         self.meta = meta = model.meta
+        self.scored_by = meta.model_version
+        """Model version of the score being reported to the sink (see :meth:`ScoreSink.on_score`)."""
         self.t = transport
         self.sink = sink
         self.delay_s = delay_s
