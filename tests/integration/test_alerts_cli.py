@@ -11,6 +11,12 @@ from fusewatch.testing import sample_alert
 pytestmark = pytest.mark.kafka
 
 
+def alerts_cli(bootstrap, topic, *args, **kw):
+    """``fusewatch alerts ARGS`` over the real broker, reading ``topic``."""
+    cmd = [sys.executable, "-m", "fusewatch", "--transport", "kafka", "--bootstrap", bootstrap]
+    return subprocess.run([*cmd, "--set", f"topics.alerts={topic}", "alerts", *args], **kw)
+
+
 def alert(cam, typ, end):
     return sample_alert(cam, typ, end, produced=0.0)
 
@@ -22,25 +28,15 @@ def test_alerts_command_json_and_camera_filter(kafka_bootstrap, make_topic, make
         p.produce(topic, a.camera, a.encode())
     p.produce(topic, "cam-a", b"\x00not an alert")
     p.flush(timeout=30)
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fusewatch",
-            "--transport",
-            "kafka",
-            "--bootstrap",
-            kafka_bootstrap,
-            "--set",
-            f"topics.alerts={topic}",
-            "alerts",
-            "--from-beginning",
-            "--json",
-            "--camera",
-            "cam-a",
-            "--timeout",
-            "4",
-        ],
+    r = alerts_cli(
+        kafka_bootstrap,
+        topic,
+        "--from-beginning",
+        "--json",
+        "--camera",
+        "cam-a",
+        "--timeout",
+        "4",
         capture_output=True,
         text=True,
         timeout=120,
@@ -80,22 +76,12 @@ def test_alerts_table_survives_markup_camera_ids_and_bad_timestamps(
     p.produce(topic, "k", msgpack.packb(raw, use_bin_type=True))
     p.produce(topic, "k", alert("cam-ok", "new", 8).encode())
     p.flush(timeout=30)
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fusewatch",
-            "--transport",
-            "kafka",
-            "--bootstrap",
-            kafka_bootstrap,
-            "--set",
-            f"topics.alerts={topic}",
-            "alerts",
-            "--from-beginning",
-            "--timeout",
-            "4",
-        ],
+    r = alerts_cli(
+        kafka_bootstrap,
+        topic,
+        "--from-beginning",
+        "--timeout",
+        "4",
         capture_output=True,
         text=True,
         timeout=120,
