@@ -98,6 +98,10 @@ class AlertsConfig(_Section):
     camera_thresholds_file: Annotated[str | None, Opt] = None
     """JSON file ``{camera: {"on": x, "off": y}}`` (``fusewatch calibrate``): per-camera thresholds
     that win over ``on``/``off`` and the model's for the cameras listed."""
+    zones_file: Annotated[str | None, Opt] = None
+    """JSON file ``{"v": 1, "cameras": {camera: [polygon, ...]}}`` of allowed alert regions
+    (normalised ``[x, y]`` points), written by the web UI's zone editor; per camera it wins over the
+    ``[zones]`` table. The engine re-reads it when it changes (no restart)."""
 
     @model_validator(mode="after")
     def _check(self) -> AlertsConfig:
