@@ -1,5 +1,6 @@
 """Self-contained HTML report of a streamed run: score timeline per camera (inline SVG) with alerts
-and ground truth marked, and a thumbnail of the frame at each alert's start (base64 JPEG)."""
+and ground truth marked, and per alert a thumbnail (base64 JPEG) of its peak clip's middle frame with
+the alert's anomaly map drawn over it in red where the model gives one (:mod:`fusewatch.engines.serving.anomaly_map`)."""
 
 from __future__ import annotations
 
@@ -13,18 +14,24 @@ import numpy as np
 from fusewatch.engines.serving.pipeline import StreamResult
 
 
-def _frame_jpeg(video: str | Path, frame_index: int, width: int = 240) -> str | None:
-    """Decode ``frame_index`` (0-based decoded-frame index) of ``video`` → base64 JPEG, or None."""
+def _frame_jpeg(video: str | Path, frame_index: int, width: int = 240, anomaly_map=None) -> str | None:
+    """Decode ``frame_index`` (0-based decoded-frame index) of ``video`` → base64 JPEG (with the
+    anomaly map, rows × cols in [0, 1], drawn over it when given), or None."""
     try:
         import av
         import cv2
 
+        from fusewatch.stream.evidence.cut import overlay_map
+
         with av.open(str(video)) as c:
             for i, f in enumerate(c.decode(video=0)):
                 if i == frame_index:
-                    img = f.to_ndarray(format="bgr24")
+                    img = f.to_ndarray(format="rgb24")
                     h, w = img.shape[:2]
                     img = cv2.resize(img, (width, max(1, int(h * width / w))))
+                    if anomaly_map:
+                        img = overlay_map(img, anomaly_map)
+                    img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
                     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 80])
                     return base64.b64encode(buf.tobytes()).decode() if ok else None
     except Exception:  # a thumbnail is decoration: never fail the report for it
@@ -91,6 +98,7 @@ def write_report(
             "end_clip": a.end_clip,
             "peak": a.peak,
             "start_time": a.start_time,
+            "anomaly_map": a.anomaly_map,
         }
     out = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
@@ -109,10 +117,15 @@ def write_report(
             gt = np.frombuffer(labels[cam]["labels"].encode(), np.uint8) - ord("0")
         out.append(f"<div class='cam'><h2>{html.escape(cam)}</h2>{_svg(clips, cam_alerts, gt, on, off)}")
         if cam_alerts:
-            out.append("<table><tr><th>alert</th><th>clips</th><th>peak</th><th>frame at start</th></tr>")
+            out.append("<table><tr><th>alert</th><th>clips</th><th>peak</th><th>peak clip (anomaly map)</th></tr>")
             for a in cam_alerts:
-                c0 = next((c for c in clips if c.clip == a["start_clip"]), None)
-                thumb = _frame_jpeg(videos[cam], c0.frame_start) if c0 and cam in videos else None
+                span = [c for c in clips if a["start_clip"] <= c.clip <= a["end_clip"]]
+                c0 = max(span, key=lambda c: c.score) if span else None
+                thumb = (
+                    _frame_jpeg(videos[cam], (c0.frame_start + c0.frame_end) // 2, anomaly_map=a.get("anomaly_map"))
+                    if c0 and cam in videos
+                    else None
+                )
                 img = f"<img src='data:image/jpeg;base64,{thumb}'>" if thumb else "(no thumbnail)"
                 out.append(
                     f"<tr><td><code>{a['id']}</code></td><td>{a['start_clip']}–{a['end_clip']}</td>"

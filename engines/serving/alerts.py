@@ -43,6 +43,8 @@ class ClipScore:
     """Run epoch of the camera stream (part of the alert id when non-zero; carried into the record)."""
     late: bool = False
     """Scored after ``engine.late_after_s``: alerts it causes are flagged ``late``."""
+    anomaly_map: list | None = None
+    """Rows × columns of region scores in [0, 1] (:mod:`.anomaly_map`), or None (no location)."""
 
 
 @dataclass
@@ -52,6 +54,8 @@ class _Open:
     peak: float
     last_emit_pts: float
     first_evidence: Evidence
+    peak_map: list | None = None
+    """The anomaly map of the peak clip (what the alert record carries)."""
 
 
 @dataclass
@@ -98,6 +102,7 @@ class AlertTracker:
             produced=cur.wall_end,
             epoch=o.start.epoch,
             late=cur.late,
+            anomaly_map=o.peak_map,
         )
 
     def close(self) -> list[AlertMessage]:
@@ -121,7 +126,8 @@ class AlertTracker:
         self.last = c
         cfg = self.cfg
         if self.open is not None:
-            self.open.peak = max(self.open.peak, c.score)
+            if c.score > self.open.peak:
+                self.open.peak, self.open.peak_map = c.score, c.anomaly_map
             if c.score < cfg.off:
                 msg = self._msg("end", c)
                 self.open = None
@@ -145,6 +151,7 @@ class AlertTracker:
                 peak=c.score,
                 last_emit_pts=c.pts_end,
                 first_evidence=start.evidence,
+                peak_map=c.anomaly_map,
             )
             return [self._msg("new", c)]
         return []

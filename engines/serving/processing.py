@@ -15,7 +15,9 @@ import time
 import numpy as np
 
 from fusewatch.engines.serving.alerts import ClipScore
+from fusewatch.engines.serving.anomaly_map import scaled_map
 from fusewatch.engines.serving.cameras import DROP, RESTART, admit
+from fusewatch.engines.serving.site import zone_score
 from fusewatch.stream.alert_schema import ALERT_HEADERS
 from fusewatch.stream.live import encode_score
 from fusewatch.stream.schema import Evidence, FeatureMessage, SchemaError, dead_letter_payload, decode_features
@@ -160,7 +162,8 @@ class RecordProcessing:
             cam.exact = True
         self.rollout.advance(msg.camera, cam, feats, items)  # live model rollout: switch at this boundary?
         late = live and self.cfg.engine.late_after_s > 0 and time.time() - msg.wall_end > self.cfg.engine.late_after_s
-        items.append(("score", rec, msg, cam, cam.tracker, cam.graphs.window(), late, cam.model))
+        where = cam.model.mapper.relative(feats) if cam.model.mapper is not None else None
+        items.append(("score", rec, msg, cam, cam.tracker, cam.graphs.window(), late, cam.model, where))
 
     def _score(self, snaps: list, models: list | None = None) -> np.ndarray:
         """Scores of window snapshots (B,), float32, each with its camera's model (``models``;
@@ -243,6 +246,10 @@ class RecordProcessing:
                         ),
                     )
                 continue
+            amap = scaled_map(it[8], s)
+            polys = self.zones.for_camera(msg.camera)
+            if polys:
+                s = zone_score(s, amap, polys)  # only what happens inside the camera's zones alerts
             cs = ClipScore(
                 msg.clip,
                 s,
@@ -253,6 +260,7 @@ class RecordProcessing:
                 Evidence(rec.topic, rec.partition, rec.offset),
                 epoch=msg.epoch,
                 late=late,
+                anomaly_map=amap,
             )
             try:
                 alerts = tracker.step(cs)
@@ -274,7 +282,14 @@ class RecordProcessing:
                     self.cfg.topics.scores,
                     msg.camera,
                     encode_score(
-                        msg.camera, msg.clip, msg.wall_end, s, it[7].meta.model_version, msg.frame_start, msg.frame_end
+                        msg.camera,
+                        msg.clip,
+                        msg.wall_end,
+                        s,
+                        it[7].meta.model_version,
+                        msg.frame_start,
+                        msg.frame_end,
+                        amap,
                     ),
                 )
             self._emit(msg.camera, alerts)

@@ -26,6 +26,7 @@ import numpy as np
 from fusewatch.engines.fusion.meta import ModelMeta
 from fusewatch.engines.fusion.normalize import normalize_feats
 from fusewatch.engines.fusion.presence import present_flags
+from fusewatch.engines.serving.anomaly_map import AnomalyMapper
 from fusewatch.engines.serving.backends import Scorer, select_backend
 from fusewatch.engines.serving.state import CameraGraphState
 from fusewatch.errors import CheckpointError, one_line
@@ -98,6 +99,8 @@ class ServingModel:
     meta: ModelMeta
     new_state: Callable[[], Any]
     form: str  # "graphs" | "features"
+    mapper: AnomalyMapper | None = None
+    """Where in the frame (:mod:`.anomaly_map`): set when the model has a motion representation."""
 
     @property
     def names(self) -> list[str]:
@@ -194,6 +197,7 @@ def load_serving_model(cfg: Config, model: str | Path | None = None, backend: st
         norm = meta.norm_stats()
     except ValueError as e:
         raise CheckpointError(f"model {path}: {e}") from None
+    mapper = AnomalyMapper.for_model(names, norm)
     if "graphs" in scorer.forms:
         if meta.node_dim and not encoders:
             raise CheckpointError(f"model {path}: node_dim = {meta.node_dim} but no node encoders found")
@@ -202,5 +206,6 @@ def load_serving_model(cfg: Config, model: str | Path | None = None, backend: st
             meta,
             _normalized(lambda: CameraGraphState(names, window, dims, projectors, node_encoders=encoders), norm),
             "graphs",
+            mapper,
         )
-    return ServingModel(scorer, meta, _normalized(lambda: FeatureWindow(names, window, dims), norm), "features")
+    return ServingModel(scorer, meta, _normalized(lambda: FeatureWindow(names, window, dims), norm), "features", mapper)

@@ -171,10 +171,12 @@ class EngineService(RecordProcessing):
         self.rollout = Rollout(self, watcher)
         self.stats.model_version = meta.model_version
         self.metrics.set_model(meta.model_version)
-        from fusewatch.engines.serving.site import camera_thresholds
+        from fusewatch.engines.serving.site import SiteZones, camera_thresholds
 
         self.camera_thresholds = camera_thresholds(cfg)
         """Per-camera on/off from ``alerts.camera_thresholds_file`` (``fusewatch calibrate``)."""
+        self.zones = SiteZones(cfg)
+        """Allowed alert regions per camera (``[zones]`` + ``alerts.zones_file``), applied to anomaly maps."""
 
     # -- state ----------------------------------------------------------------------------------
     @property
