@@ -51,6 +51,7 @@ def replay(
     handle_signals: bool = False,
     raise_errors: bool = True,
     anchors: Sequence[float] | None = None,
+    max_clips: int | None = None,
 ) -> ReplayResult:
     """Replay ``files`` concurrently; returns a :class:`ReplayResult` (per-camera
     :class:`~fusewatch.stream.stats.WorkerStats`, wall time, per-camera errors).
@@ -58,7 +59,10 @@ def replay(
     ``transport``: shared by all workers (default ``make_transport(cfg)``, closed at the end);
     ``extractors``: None (each worker builds ``build_extractors(cfg.features)``), a callable
     returning a fresh list per worker, or one list shared (calls serialised by a lock);
-    ``anchors``: explicit wall-clock anchors per file. Raises :class:`SourceError` (after all
+    ``anchors``: explicit wall-clock anchors per file; ``max_clips``: stop each worker once it has
+    produced that many clips (checked every 0.2 s: a few more may follow) — with it a live source
+    (RTSP, HTTP, a device) is accepted too, read from now on like a live camera (wall-clock anchor
+    at its first frame, ``source.overflow`` policy). Raises :class:`SourceError` (after all
     workers finished) when a file failed, unless ``raise_errors`` is False, and
     :class:`RecordTooLargeError` when a message exceeds a size limit (all workers are stopped).
     Lost clips do not raise: they are in the result (``clips_lost``, ``lost_summary()``).
@@ -69,10 +73,12 @@ def replay(
     files = [str(f) for f in files]
     if not files:
         raise SourceError("replay: no files given")
+    live = []
     for f in files:
         spec = parse_source(f, cfg.source)
-        if spec.kind != "file":
+        if spec.live and not max_clips:
             raise SourceError(f"replay {f}: only video files can be replayed (got a {spec.kind} source)")
+        live.append(spec.live)
     if camera_ids:
         camera_ids = [str(c) for c in camera_ids]
         if len(camera_ids) != len(files):
@@ -83,7 +89,7 @@ def replay(
     if dup:
         raise SourceError(f"replay: duplicate camera ids {dup} (pass one --camera per file)")
     if anchors is None:
-        anchors = [file_anchor(f) for f in files]
+        anchors = [None if lv else file_anchor(f) for f, lv in zip(files, live)]
     log = get_logger("fusewatch.stream.replay")
 
     own_transport = transport is None
@@ -104,7 +110,7 @@ def replay(
     metric_set = MetricSet()
     workers: list[Worker] = []
     try:
-        for f, cam, anchor in zip(files, camera_ids, anchors):
+        for f, cam, anchor, lv in zip(files, camera_ids, anchors, live):
             workers.append(
                 Worker(
                     cfg,
@@ -112,11 +118,11 @@ def replay(
                     f,
                     transport=transport,
                     extractors=extractors_for_worker(),
-                    wall_anchor=float(anchor),
-                    realtime=speed is not None,
+                    wall_anchor=None if lv else float(anchor),
+                    realtime=speed is not None and not lv,
                     speed=speed or 1.0,
                     loop=loop,
-                    overflow="block",
+                    overflow=None if lv else "block",
                     metric_set=metric_set,
                     serve_metrics=False,
                 )
@@ -152,6 +158,9 @@ def replay(
             for t in threads:
                 while t.is_alive():
                     t.join(0.2)
+                    for w in workers if max_clips else ():
+                        if w.counters["clips_produced"] >= max_clips:
+                            w.stop()
         finally:
             restore()
         wall = time.monotonic() - t0

@@ -96,6 +96,7 @@ def stream_videos(
     drain_timeout: float = 120.0,
     on_evidence: Callable[[dict], None] | None = None,
     bus: InProcessBus | None = None,
+    max_clips: int | None = None,
 ) -> StreamResult:
     """Replay ``videos`` as cameras through the configured transport into an engine; collect scores.
 
@@ -105,6 +106,8 @@ def stream_videos(
     been consumed by the engine (or ``drain_timeout`` s after the replay finished). With
     ``cfg.evidence.enabled`` an evidence writer cuts a clip per alert (``on_evidence(record)``). ``bus``: the
     in-process bus to use (``fusewatch demo --ui`` shares it with the web UI; default: a new one).
+    ``max_clips``: stop each camera after that many clips (a few more may follow); with it
+    ``videos`` may be live sources (RTSP, HTTP, devices), which never end otherwise.
     """
     cb = (lambda _name, a: on_alert(a)) if on_alert else None
     return stream_videos_multi(
@@ -119,6 +122,7 @@ def stream_videos(
         drain_timeout=drain_timeout,
         on_evidence=on_evidence,
         bus=bus,
+        max_clips=max_clips,
     )[""]
 
 
@@ -136,6 +140,7 @@ def stream_videos_multi(
     drain_timeout: float = 120.0,
     on_evidence: Callable[[dict], None] | None = None,
     bus: InProcessBus | None = None,
+    max_clips: int | None = None,
 ) -> dict[str, StreamResult]:
     """:func:`stream_videos` for several models at once: one replay, one
     :class:`~fusewatch.engines.serving.service.EngineService` per model (``{name: ServingModel}``), each in its own
@@ -203,6 +208,7 @@ def stream_videos_multi(
             camera_ids=camera_ids,
             extractors=extractors,
             anchors=anchors,
+            max_clips=max_clips,
         )
         producer_t.flush()
         if rep.clips_lost:  # scores of a partial stream would be a false result

@@ -4,6 +4,9 @@ Scores the footage through the same worker → bus → engine path as live camer
 ``on`` = the ``--percentile`` (default 99.5th) of the clip scores and ``off`` = the
 ``--off-percentile`` (default 95th, never above ``on``), and merges them into the per-camera
 thresholds file the engine reads (``alerts.camera_thresholds_file``).
+
+A live ``--source`` (RTSP, HTTP(S), a device) never ends: it needs ``--minutes K > 0`` and is read
+from now on until the clips covering K minutes of stream time are scored.
 """
 
 from __future__ import annotations
@@ -24,11 +27,16 @@ def add_commands(sub) -> None:
     )
     p.add_argument("--camera", required=True, help="camera id the thresholds are for")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--source", help="a recording (or URI) of this camera's normal footage")
+    src.add_argument(
+        "--source", help="a recording or a live URI (rtsp://, http(s)://, a device: needs --minutes) of normal footage"
+    )
     src.add_argument("--videos", help="folder of normal recordings of this camera (all scored in turn)")
     p.add_argument("--model", help="model (default engine.model / the demo's model)")
     p.add_argument(
-        "--minutes", type=float, default=0, help="burn-in length: score at most K minutes of stream time (0: all)"
+        "--minutes",
+        type=float,
+        default=0,
+        help="burn-in length: score at most K minutes of stream time (0: all of the files; a live source needs K > 0)",
     )
     p.add_argument("--percentile", type=float, default=99.5, help="`on` threshold percentile (default 99.5)")
     p.add_argument("--off-percentile", type=float, default=95.0, help="`off` threshold percentile (default 95)")
@@ -62,6 +70,16 @@ def write_thresholds(path: Path, camera: str, entry: dict) -> None:
     tmp.replace(path)
 
 
+def _public_uri(uri: str) -> str:
+    """``uri`` without a ``user:password@`` part (it is written to the thresholds file)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
 def cmd_calibrate(args, cfg: Config) -> int:
     from fusewatch.engines.serving.pipeline import stream_videos
     from fusewatch.engines.serving.runtime import default_model_path, load_serving_model
@@ -77,6 +95,15 @@ def cmd_calibrate(args, cfg: Config) -> int:
             raise DataNotFoundError(f"--videos {d}: no video files ({', '.join(VIDEO_EXT)})")
     else:
         sources = [args.source]
+    from fusewatch.stream.sources import parse_source
+
+    live = bool(args.source) and parse_source(args.source, cfg.source).live
+    if args.minutes < 0 or (live and not args.minutes > 0):
+        raise ConfigError(
+            "--minutes: need K > 0 for a live source (it never ends): the burn-in length in minutes"
+            if live
+            else "--minutes: must be >= 0 (0: all of the footage)"
+        )
     model_path = Path(args.model or cfg.engine.model or default_model_path())
     if not model_path.is_file():
         raise DataNotFoundError(f"model {model_path}: not found (pass --model)")
@@ -86,12 +113,14 @@ def cmd_calibrate(args, cfg: Config) -> int:
     scores, seconds = [], 0.0
     limit = args.minutes * 60 if args.minutes > 0 else float("inf")
     step = cfg.clips.clip_stride / cfg.source.sample_fps  # new stream time each clip covers (s)
+    # a live source is stopped once the clips covering the K minutes are in (files: read to the end)
+    max_clips = max(1, int(limit / step + 1e-9)) if live else None
     for i, src in enumerate(sources):  # one recording after another: the first K minutes in order
         if seconds >= limit:
             break
-        res = stream_videos([src], cfg, model, camera_ids=[f"{args.camera}#{i}"])
+        res = stream_videos([src], cfg, model, camera_ids=[f"{args.camera}#{i}"], max_clips=max_clips)
         for c in sorted(next(iter(res.clips.values()), []), key=lambda c: c.clip):
-            if seconds + step > limit:
+            if seconds + step > limit + 1e-9:  # (float sums: 15 × 0.8 s fit 12 s)
                 break
             scores.append(c.score)
             seconds += step
@@ -109,7 +138,7 @@ def cmd_calibrate(args, cfg: Config) -> int:
             "off_percentile": args.off_percentile,
             "clips": len(scores),
             "minutes": round(seconds / 60, 3),
-            "sources": sources,
+            "sources": [_public_uri(s) for s in sources],
             "model": str(model_path),
             "model_version": model.meta.get("model_version", ""),
             "calibrated_at": time.time(),

@@ -1,7 +1,7 @@
 """The UI's web application (Starlette): pages, JSON REST API, server-sent events, evidence files.
 
 Pages: ``/`` (camera tiles + alert list), ``/alerts/{id}`` (clip player, snapshot, score timeline,
-zones overlay, acknowledge / false-positive). API: see README "Web UI". Every request passes the
+zones overlay and editor, acknowledge / false-positive). API: see README "Web UI". Every request passes the
 token check (when ``ui.token`` is set) and the access log (``fusewatch.ui.access``).
 """
 
@@ -20,8 +20,10 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from fusewatch.errors import ConfigError
 from fusewatch.ui.labels import LABELS, LabelStore, evidence_path
 from fusewatch.ui.state import LiveState
+from fusewatch.ui.zones import ZoneEditor
 
 STATIC = Path(__file__).with_name("static")
 access_log = logging.getLogger("fusewatch.ui.access")
@@ -91,6 +93,7 @@ def _float(v: str | None) -> float | None:
 
 def build_app(cfg, state: LiveState, store: LabelStore) -> Guard:
     evidence_dir = Path(cfg.ui.evidence_dir).expanduser()
+    zones = ZoneEditor(cfg)
     for aid, lab in store.all().items():
         state.labels[aid] = {k: lab[k] for k in ("label", "note", "created")}
 
@@ -101,7 +104,11 @@ def build_app(cfg, state: LiveState, store: LabelStore) -> Guard:
         return FileResponse(STATIC / "alert.html")
 
     async def api_cameras(_req):
-        return JSONResponse({"cameras": state.cameras(), "zones": cfg.zones})
+        try:
+            z = zones.all()
+        except ConfigError:
+            z = cfg.zones
+        return JSONResponse({"cameras": state.cameras(), "zones": z})
 
     async def api_thumbnail(req):
         th = state.thumbnail(req.path_params["camera"])
@@ -134,7 +141,7 @@ def build_app(cfg, state: LiveState, store: LabelStore) -> Guard:
             }
         except ValueError:
             files = {}
-        return JSONResponse(a | {"files": files, "zones": cfg.zones.get(cam, [])})
+        return JSONResponse(a | {"files": files, "zones": zones.for_camera(cam)})
 
     async def api_label(req):
         aid = req.path_params["id"]
@@ -155,6 +162,26 @@ def build_app(cfg, state: LiveState, store: LabelStore) -> Guard:
         row = store.set(aid, a["camera"], label, note, a.get("record"))
         state.set_label(aid, {"label": label, "note": row["note"], "created": row["created"]})
         return JSONResponse({"id": aid, "label": label, "note": row["note"], "created": row["created"]})
+
+    async def api_zones(_req):
+        try:
+            return JSONResponse({"zones": zones.all()} | zones.info())
+        except ConfigError as e:
+            return JSONResponse({"error": str(e)}, 500)
+
+    async def api_zones_put(req):
+        cam = req.path_params["camera"]
+        try:
+            body = await req.json()
+        except ValueError:
+            return JSONResponse({"error": 'expected a JSON object {"polygons": [[[x, y], ...], ...]}'}, 400)
+        try:
+            polys = zones.save(cam, body)
+        except ValueError as e:
+            return JSONResponse({"error": str(e)}, 400)
+        except ConfigError as e:
+            return JSONResponse({"error": str(e)}, 500)
+        return JSONResponse({"camera": cam, "zones": polys} | zones.info())
 
     async def api_evidence(req):
         cam, name = req.path_params["camera"], req.path_params["name"]
@@ -202,6 +229,8 @@ def build_app(cfg, state: LiveState, store: LabelStore) -> Guard:
         Route("/api/alerts", api_alerts),
         Route("/api/alerts/{id}", api_alert),
         Route("/api/alerts/{id}/label", api_label, methods=["POST", "DELETE"]),
+        Route("/api/zones", api_zones),
+        Route("/api/zones/{camera}", api_zones_put, methods=["PUT"]),
         Route("/api/evidence/{camera}/{name}", api_evidence),
         Route("/api/events", api_events),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),

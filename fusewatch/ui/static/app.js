@@ -94,12 +94,26 @@ async function initIndex() {
 }
 
 // ---------------------------------------------------------------- alert page
-let current = null, drawing = null;
+let current = null, drawing = null, pending = null;
 function renderZones(polys) {
   const svg = $("#zones");
-  let html = (polys || []).map((p) => `<polygon points="${p.map((q) => q.join(",")).join(" ")}"/>`).join("");
-  if (drawing && drawing.length) html += `<polygon class="draft" points="${drawing.map((q) => q.join(",")).join(" ")}"/>`;
+  let html = (polys || []).map((p) => `<polygon class="zone" points="${p.map((q) => q.join(",")).join(" ")}"/>`).join("");
+  const draft = drawing || pending;
+  if (draft && draft.length) html += `<polygon class="draft" points="${draft.map((q) => q.join(",")).join(" ")}"/>`;
   svg.innerHTML = html;
+  $("#save-zone").disabled = !pending;
+}
+
+// PUT the camera's polygons; the overlay shows what the server answers (the zones now in force)
+async function saveZones(polygons) {
+  const r = await fetch(`/api/zones/${encodeURIComponent(current.camera)}`, {method: "PUT", credentials: "same-origin",
+    headers: {"Content-Type": "application/json"}, body: JSON.stringify({polygons})});
+  const d = await r.json().catch(() => ({}));
+  if (!r.ok) { $("#zone-status").textContent = "not saved: " + (d.error || r.status); return; }
+  pending = null; current.zones = d.zones;
+  $("#zone-status").textContent = `saved to ${d.file}` + (d.hint ? ` (${d.hint})` : "");
+  $("#zone-toml").value = d.zones.length ? `[zones]\n"${current.camera}" = ${JSON.stringify(d.zones)}` : "";
+  renderZones(current.zones);
 }
 
 function renderAlert(a) {
@@ -140,7 +154,7 @@ async function initAlert() {
   $("#ack").onclick = () => label("ack");
   $("#fp").onclick = () => label("false_positive");
   $("#unlabel").onclick = () => label(null);
-  $("#draw").onclick = () => { drawing = []; renderZones(current.zones); };
+  $("#draw").onclick = () => { drawing = []; pending = null; renderZones(current.zones); };
   $("#zones").onclick = (e) => {
     if (!drawing) return;
     const r = e.currentTarget.getBoundingClientRect();
@@ -148,9 +162,14 @@ async function initAlert() {
     renderZones(current.zones);
   };
   $("#finish").onclick = () => {
-    if (drawing && drawing.length >= 3) $("#zone-toml").value = `[zones]\n"${current.camera}" = ${JSON.stringify(drawing)}`;
+    if (drawing && drawing.length >= 3) {
+      pending = drawing;
+      $("#zone-toml").value = `[zones]\n"${current.camera}" = ${JSON.stringify([...(current.zones || []), pending])}`;
+    }
     drawing = null; renderZones(current.zones);
   };
+  $("#save-zone").onclick = () => pending && saveZones([...(current.zones || []), pending]).catch((e) => { $("#zone-status").textContent = String(e); });
+  $("#clear-zones").onclick = () => { drawing = pending = null; saveZones([]).catch((e) => { $("#zone-status").textContent = String(e); }); };
   let t = null;
   const soon = () => { clearTimeout(t); t = setTimeout(load, 200); };
   connectEvents({alert: (a) => { if (a.id === id) soon(); }, label: (l) => { if (l.id === id) soon(); },
