@@ -4,10 +4,10 @@
   bare ``{cam: {...}}`` mapping) — those cameras' hysteresis thresholds, winning over ``alerts.on``/
   ``off`` and the model's calibrated ones.
 * ``[zones]``: camera → polygons of normalised ``[x, y]`` points where alerts may come from. Zones act
-  on an *anomaly map* (rows × columns of per-region scores): :func:`zone_score` keeps the map's
-  cells whose centre lies inside a zone and returns their maximum. A clip-level model (every model
-  fusewatch trains today: one score per clip, no map) gives no location, so zones are a no-op for
-  it — the score passes unchanged.
+  on the clip's *anomaly map* (rows × columns of per-region scores, :mod:`.anomaly_map`):
+  :func:`zone_score` keeps the map's cells whose centre lies inside a zone and returns their
+  maximum. A model without a motion representation gives no map, and then zones are a no-op (the
+  score passes unchanged).
 * ``alerts.zones_file``: the same polygons as JSON, written by the web UI's zone editor
   (:func:`write_zones_file`); per camera it wins over ``[zones]``. :class:`SiteZones` re-reads it
   when its modification time changes (checked at most once a second), so drawn zones apply to a
