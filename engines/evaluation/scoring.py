@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from fusewatch.engines.data.records import VideoFeatures
+from fusewatch.engines.fusion.motion_prior import factor as motion_factor
 from fusewatch.engines.fusion.normalize import normalize_rows
 from fusewatch.engines.fusion.presence import fill_absent, present_flags
 
@@ -35,7 +36,8 @@ def score_video(
     (representations the model does not know are ignored; a missing one is absent, ``present = 0``).
     ``present``: optional per-representation flags in ``model.names`` order.
 
-    Raw features in: the model's feature normalisation (``model.feature_norm``, set by
+    Scores are multiplied by the model's local-motion prior when it has one
+    (:mod:`fusewatch.engines.fusion.motion_prior`). Raw features in: the model's feature normalisation (``model.feature_norm``, set by
     :func:`fusewatch.engines.training.checkpoint.load_model` and by training; see
     :mod:`fusewatch.engines.fusion.normalize`) is applied here, before padding, exactly as the
     engine's state applies it to each streamed clip.
@@ -94,6 +96,12 @@ def score_video(
             out[s:e] = y[:, -1].float().cpu().numpy()
     finally:
         model.train(was_training)
+    prior = getattr(model, "motion_prior", None)
+    if prior:  # the model's local-motion prior, from the raw features (as the engine applies it per clip)
+        raw = {
+            k: (v.detach().cpu().numpy() if isinstance(v, Tensor) else np.asarray(v)) for k, v in feats_by_rep.items()
+        }
+        out = (out * motion_factor(prior, raw)).astype(np.float32)
     return out
 
 

@@ -287,6 +287,9 @@ def _finalize(proto: onnx.ModelProto, model: FusionModel, meta: ModelMeta, form:
     norm = meta.feature_norm or encode_feature_norm(getattr(model, "feature_norm", None))
     if norm:  # applied by the caller (the engine state), not inside the graph
         props["feature_norm"] = json.dumps(dict(norm), sort_keys=True)
+    prior = meta.motion_prior or getattr(model, "motion_prior", None)
+    if prior:  # applied by the caller (the engine), not inside the graph
+        props["motion_prior"] = json.dumps(dict(prior), sort_keys=True)
     if isinstance(meta.alert_thresholds, Mapping):
         props["alert_thresholds"] = json.dumps(dict(meta.alert_thresholds), sort_keys=True)
     blob = _projection_blob(model)

@@ -44,6 +44,7 @@ def read_onnx_meta(model: str | os.PathLike | onnx.ModelProto) -> ModelMeta:
         "extractor_versions",
         "alert_thresholds",
         "feature_norm",
+        "motion_prior",
     ):
         if k in raw:
             out[k] = json.loads(raw[k])

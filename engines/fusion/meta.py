@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Iterator
 
-_OPTIONAL = ("alert_thresholds", "extractor_versions", "feature_norm", "form", "inputs", "path")
+_OPTIONAL = ("alert_thresholds", "extractor_versions", "feature_norm", "motion_prior", "form", "inputs", "path")
 """Fields written by :meth:`ModelMeta.to_dict` only when set (the on-disk forms omit them otherwise)."""
 
 
@@ -42,6 +42,8 @@ class ModelMeta(Mapping[str, Any]):
             model, on-disk form ``{rep: {"mean": base64 float32, "std": base64 float32}}``
             (:mod:`fusewatch.engines.fusion.normalize`; decoded by :meth:`norm_stats`), or None
             (no normalisation: models trained with ``train.normalize = "none"`` or before it existed).
+        motion_prior: ``{"mode": "product", "source", "ref"}`` (:mod:`fusewatch.engines.fusion.motion_prior`)
+            or None (scores are the model's alone).
         form: ONNX export form (``graphs | features``), None for checkpoints.
         inputs: ONNX input names, None for checkpoints.
         path: the checkpoint file it was loaded from, or None.
@@ -70,6 +72,7 @@ class ModelMeta(Mapping[str, Any]):
     alert_thresholds: Mapping[str, float] | None = None
     extractor_versions: Mapping[str, str] | None = None
     feature_norm: Mapping[str, Mapping[str, str]] | None = None
+    motion_prior: Mapping[str, Any] | None = None
     form: str | None = None
     inputs: tuple[str, ...] | None = None
     path: str | None = None
@@ -112,6 +115,7 @@ class ModelMeta(Mapping[str, Any]):
             alert_thresholds=d.get("alert_thresholds"),
             extractor_versions=d.get("extractor_versions"),
             feature_norm=d.get("feature_norm") or None,
+            motion_prior=d.get("motion_prior") or None,
             form=d.get("form"),
             inputs=tuple(inputs) if inputs is not None else None,
             path=d.get("path"),
@@ -150,6 +154,12 @@ class ModelMeta(Mapping[str, Any]):
         from fusewatch.engines.fusion.normalize import decode_feature_norm
 
         return decode_feature_norm(self.feature_norm, self.dims)
+
+    def prior(self) -> dict[str, Any] | None:
+        """Validated :attr:`motion_prior` (raises ValueError on a malformed entry)."""
+        from fusewatch.engines.fusion.motion_prior import check_prior
+
+        return check_prior(self.motion_prior, self.dims)
 
     def replace(self, **changes: Any) -> ModelMeta:
         """Copy with on-disk keys changed or added (``meta.replace(path="m.pt", name="lego")``)."""

@@ -163,7 +163,8 @@ class RecordProcessing:
         self.rollout.advance(msg.camera, cam, feats, items)  # live model rollout: switch at this boundary?
         late = live and self.cfg.engine.late_after_s > 0 and time.time() - msg.wall_end > self.cfg.engine.late_after_s
         where = cam.model.mapper.relative(feats) if cam.model.mapper is not None else None
-        items.append(("score", rec, msg, cam, cam.tracker, cam.graphs.window(), late, cam.model, where))
+        gate = cam.model.motion_factor(feats)  # the model's local-motion prior (1 without one)
+        items.append(("score", rec, msg, cam, cam.tracker, cam.graphs.window(), late, cam.model, where, gate))
 
     def _score(self, snaps: list, models: list | None = None) -> np.ndarray:
         """Scores of window snapshots (B,), float32, each with its camera's model (``models``;
@@ -246,6 +247,7 @@ class RecordProcessing:
                         ),
                     )
                 continue
+            s *= it[9]
             amap = scaled_map(it[8], s)
             polys = self.zones.for_camera(msg.camera)
             if polys:

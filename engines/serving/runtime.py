@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from fusewatch.engines.fusion.meta import ModelMeta
+from fusewatch.engines.fusion.motion_prior import factor as motion_factor
 from fusewatch.engines.fusion.normalize import normalize_feats
 from fusewatch.engines.fusion.presence import present_flags
 from fusewatch.engines.serving.anomaly_map import AnomalyMapper
@@ -101,6 +102,12 @@ class ServingModel:
     form: str  # "graphs" | "features"
     mapper: AnomalyMapper | None = None
     """Where in the frame (:mod:`.anomaly_map`): set when the model has a motion representation."""
+    prior: Mapping[str, Any] | None = None
+    """The model's local-motion prior (:mod:`fusewatch.engines.fusion.motion_prior`), or None."""
+
+    def motion_factor(self, feats: Mapping[str, np.ndarray]) -> float:
+        """The prior's multiplier in [0, 1] for one clip's raw features (1 without a prior)."""
+        return float(motion_factor(self.prior, feats)) if self.prior else 1.0
 
     @property
     def names(self) -> list[str]:
@@ -130,7 +137,7 @@ def default_model_path() -> Path:
     return CACHE_DIR / "demo" / "model.pt"
 
 
-CHECKPOINT_META = ("alert_thresholds", "extractor_versions", "feature_norm")
+CHECKPOINT_META = ("alert_thresholds", "extractor_versions", "feature_norm", "motion_prior")
 """Metadata the engine acts on that a checkpoint may hold beyond its cached ONNX export."""
 
 
@@ -195,6 +202,7 @@ def load_serving_model(cfg: Config, model: str | Path | None = None, backend: st
     names, window, dims = list(meta.representations), meta.window, dict(meta.dims)
     try:
         norm = meta.norm_stats()
+        prior = meta.prior()
     except ValueError as e:
         raise CheckpointError(f"model {path}: {e}") from None
     mapper = AnomalyMapper.for_model(names, norm)
@@ -207,5 +215,8 @@ def load_serving_model(cfg: Config, model: str | Path | None = None, backend: st
             _normalized(lambda: CameraGraphState(names, window, dims, projectors, node_encoders=encoders), norm),
             "graphs",
             mapper,
+            prior,
         )
-    return ServingModel(scorer, meta, _normalized(lambda: FeatureWindow(names, window, dims), norm), "features", mapper)
+    return ServingModel(
+        scorer, meta, _normalized(lambda: FeatureWindow(names, window, dims), norm), "features", mapper, prior
+    )

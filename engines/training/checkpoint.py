@@ -37,6 +37,7 @@ import torch
 from fusewatch.engines.fusion.base import FusionModel
 from fusewatch.engines.fusion.factory import build_model
 from fusewatch.engines.fusion.meta import ModelMeta
+from fusewatch.engines.fusion.motion_prior import check_prior
 from fusewatch.engines.fusion.normalize import decode_feature_norm, encode_feature_norm
 
 FORMAT = "fusewatch-checkpoint"
@@ -58,6 +59,9 @@ def weights_hash(model: FusionModel) -> str:
     norm = encode_feature_norm(getattr(model, "feature_norm", None))
     if norm:
         h.update(json.dumps({"feature_norm": norm}, sort_keys=True).encode())
+    prior = getattr(model, "motion_prior", None)
+    if prior:
+        h.update(json.dumps({"motion_prior": prior}, sort_keys=True).encode())
     for k, v in sorted(model.state_dict().items()):
         t = v.detach().cpu().contiguous()
         h.update(k.encode())
@@ -94,6 +98,8 @@ def model_meta(model: FusionModel, extra: Mapping[str, Any] | None = None) -> Mo
     norm = encode_feature_norm(getattr(model, "feature_norm", None))
     if norm:
         meta["feature_norm"] = norm
+    if getattr(model, "motion_prior", None):
+        meta["motion_prior"] = dict(model.motion_prior)
     if extra:
         meta.update({k: v for k, v in extra.items() if k not in meta})
     return ModelMeta.from_dict(meta)
@@ -141,6 +147,9 @@ def save_checkpoint(
     norm = encode_feature_norm(getattr(model, "feature_norm", None))
     if norm:
         meta["feature_norm"] = norm  # the model's own statistics, never stale metadata
+    meta.pop("motion_prior", None)
+    if getattr(model, "motion_prior", None):
+        meta["motion_prior"] = _plain(dict(model.motion_prior), "motion_prior")
     meta["model_version"] = weights_hash(model)
     ckpt = {
         "format": FORMAT,
@@ -255,6 +264,7 @@ def load_model(
     stored = dict(ckpt["meta"])
     try:
         model.feature_norm = decode_feature_norm(stored.get("feature_norm"), model.dims)
+        model.motion_prior = check_prior(stored.get("motion_prior"), model.dims)
     except ValueError as e:
         raise CheckpointError(f"checkpoint {path}: {e}") from None
     meta = model_meta(model, stored)

@@ -34,6 +34,7 @@ from fusewatch.engines.data import FeatureDataset, VideoFeatures, as_dataset
 from fusewatch.engines.evaluation import metrics as M
 from fusewatch.engines.evaluation.scoring import score_dataset
 from fusewatch.engines.fusion.factory import build_model
+from fusewatch.engines.fusion.motion_prior import fit_motion_prior
 from fusewatch.engines.fusion.names import FUSIONS
 from fusewatch.engines.fusion.normalize import fit_feature_norm, normalize_feats
 from fusewatch.engines.training import checkpoint as ckpt
@@ -194,6 +195,7 @@ def train(
     # feature normalisation is part of the model: fitted on the training clips only, applied to the
     # training windows here and by every scorer (score_video, the engine state) to raw features
     model.feature_norm = fit_feature_norm([v.feats for v in train_v], list(model.names), tc.normalize)
+    model.motion_prior = fit_motion_prior([v.feats for v in train_v], list(model.names), tc.motion_prior)
     fit_v = (
         [dataclasses.replace(v, feats=normalize_feats(v.feats, model.feature_norm)) for v in train_v]
         if model.feature_norm

@@ -338,6 +338,10 @@ class TrainConfig(_Section):
     seed: int = _rng(0, ge=0, le=2**32 - 1)
     random_pair: bool = False
     normalize: Literal["zscore", "none"] = "zscore"
+    motion_prior: Literal["product", "none"] = "product"
+    """``product``: scores are gated by the clip's local motion relative to the training clips'
+    largest (:mod:`fusewatch.engines.fusion.motion_prior`); needs a ``flow``/``flow_grid``
+    representation (otherwise none). ``none``: the model's score alone."""
 
 
 """Section name → class, in ``fusewatch.toml`` order (the notify sections follow, see
