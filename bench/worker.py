@@ -233,24 +233,31 @@ def multi_worker(video: str, cfg, extractors, n: int) -> dict:
     }
 
 
+def serving_setup(cfg, precision: str = "int8", *, gate: bool = False, warm=None):
+    """``(cfg copy, extractors)`` for camera serving: backbones at ``precision`` (``fp32`` | ``int8``:
+    static int8 QDQ, quantised and cached on first use), the motion gate ``gate`` (off by default),
+    extractors built once for sharing (a :class:`MultiWorker`'s pool) and warmed up on the clip
+    ``warm`` when given (ONNX sessions, OpenCV, allocations). Shared with bench/latency.py."""
+    import copy
+
+    out = copy.deepcopy(cfg)
+    out.features.cnn_precision = precision
+    out.features.motion_gate = bool(gate)
+    extractors = default_extractors(out)
+    if warm is not None:
+        for e in extractors:
+            e.extract(warm.frames, warm.audio, warm.audio_rate)
+    return out, extractors
+
+
 def multi_mode(args, cfg, path: str) -> dict:
     """One-process-per-camera (fp32 Worker) vs MultiWorker (``--precision``), same run."""
     import copy
     import gc
 
-    fps_cfg = copy.deepcopy(cfg)
-    fps_cfg.features.cnn_precision = "fp32"
-    fps_cfg.features.motion_gate = False
-    single_ex = default_extractors(fps_cfg)
     first = next(iter_clips(path, cfg))
-    for e in single_ex:
-        e.extract(first.frames, first.audio, first.audio_rate)
-    mcfg = copy.deepcopy(cfg)
-    mcfg.features.cnn_precision = args.precision
-    mcfg.features.motion_gate = False
-    multi_ex = default_extractors(mcfg)
-    for e in multi_ex:
-        e.extract(first.frames, first.audio, first.audio_rate)
+    fps_cfg, single_ex = serving_setup(cfg, "fp32", warm=first)
+    mcfg, multi_ex = serving_setup(cfg, args.precision, warm=first)
     gcfg = copy.deepcopy(mcfg)
     gcfg.features.motion_gate = True
     sing, mult, gate = [], [], []
