@@ -128,15 +128,19 @@ class ExtractorPool:
 
     # -- pool threads -------------------------------------------------------------------------
     def _take(self) -> list[_Job] | None:
+        """The next batch (never empty), or None once closed and drained."""
         with self._cv:
-            while not self._q:
-                if self._closed:
-                    return None
-                self._cv.wait(0.5)
-            if len(self._q) < self.batch_clips and self.batch_wait > 0 and not self._closed:
-                deadline = time.monotonic() + self.batch_wait
-                while len(self._q) < self.batch_clips and (left := deadline - time.monotonic()) > 0:
-                    self._cv.wait(left)
+            while True:
+                while not self._q:
+                    if self._closed:
+                        return None
+                    self._cv.wait(0.5)
+                if len(self._q) < self.batch_clips and self.batch_wait > 0 and not self._closed:
+                    deadline = time.monotonic() + self.batch_wait
+                    while len(self._q) < self.batch_clips and (left := deadline - time.monotonic()) > 0:
+                        self._cv.wait(left)
+                if self._q:  # another pool thread may have emptied the queue while this one waited
+                    break
             jobs = [self._q.popleft() for _ in range(min(self.batch_clips, len(self._q)))]
             self._cv.notify_all()
             return jobs

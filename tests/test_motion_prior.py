@@ -66,7 +66,7 @@ def _cfg(prior: str):
 def models(data, tmp_path_factory):
     d = tmp_path_factory.mktemp("prior")
     out = {}
-    for prior in ("product", "none"):
+    for prior in ("context", "product", "none"):
         torch.manual_seed(0)
         p = d / f"{prior}.pt"
         train(data, _cfg(prior), p, progress=False)
@@ -87,7 +87,7 @@ def test_local_motion_and_factor():
     assert MP.source_for(["mobilenetv2", "flow", "flow_grid"]) == "flow_grid"
     assert MP.fit_motion_prior([{"mobilenetv2": x}], ["mobilenetv2"]) is None  # no motion representation
     fit = MP.fit_motion_prior([{"flow": x}], ["flow"])
-    assert fit == {"mode": "product", "source": "flow", "ref": pytest.approx(15.0, rel=1e-5)}
+    assert fit == {"mode": "context", "source": "flow", "ref": pytest.approx(15.0, rel=1e-5)}
     for bad in ({"mode": "sum", "source": "flow", "ref": 1.0}, {"mode": "product", "source": "flow", "ref": -1}):
         with pytest.raises(ValueError):
             MP.check_prior(bad, {"flow": 80})
@@ -95,13 +95,22 @@ def test_local_motion_and_factor():
         MP.check_prior({"mode": "product", "source": "flow", "ref": 1.0}, {"flow": 12})
 
 
-def test_prior_stored_applied_offline_and_streamed(models, data, tmp_path):
+def test_window_score():
+    y = np.array([[0.9, 0.2, 0.5], [0.1, 0.7, 0.3]], np.float32)
+    mask = np.array([[0, 1, 1], [1, 1, 1]], np.float32)  # the first window's oldest node is padding
+    np.testing.assert_allclose(MP.window_score(y, mask, None), [0.5, 0.3])
+    np.testing.assert_allclose(MP.window_score(y, mask, {"mode": "product"}), [0.5, 0.3])
+    np.testing.assert_allclose(MP.window_score(y, mask, {"mode": "context"}), [0.5, 0.7])
+
+
+@pytest.mark.parametrize("mode", ["context", "product"])
+def test_prior_stored_applied_offline_and_streamed(models, data, tmp_path, mode):
     from fusewatch.stream.config import Config
 
-    ck = read_checkpoint(models["product"])
-    assert ck["meta"]["motion_prior"]["source"] == "flow"
+    ck = read_checkpoint(models[mode])
+    assert ck["meta"]["motion_prior"]["source"] == "flow" and ck["meta"]["motion_prior"]["mode"] == mode
     assert "motion_prior" not in read_checkpoint(models["none"])["meta"]
-    model, meta = load_model(models["product"])
+    model, meta = load_model(models[mode])
     want = max(float(np.nanmax(MP.local_motion(v.feats["flow"], "flow"))) for v in data.videos)
     assert meta.prior()["ref"] == pytest.approx(want, rel=1e-6)
 
@@ -111,11 +120,15 @@ def test_prior_stored_applied_offline_and_streamed(models, data, tmp_path):
     model.motion_prior = None
     bare = score_video(model, v.feats)
     model.motion_prior = prior
-    np.testing.assert_allclose(s, bare * MP.factor(prior, v.feats), atol=1e-6)
+    if mode == "product":
+        np.testing.assert_allclose(s, bare * MP.factor(prior, v.feats), atol=1e-6)
+    else:  # context: at least the clip's own score, gated by its motion
+        assert np.all(s >= bare * MP.factor(prior, v.feats) - 1e-6)
+        assert np.any(s > bare * MP.factor(prior, v.feats) + 1e-3)
     assert np.max(np.abs(s - bare)) > 1e-3  # the prior changes scores (the test can fail)
 
     for backend in ("torch", "onnxruntime"):  # streamed == offline, prior included
-        serving = load_serving_model(Config(), models["product"], backend=backend)
+        serving = load_serving_model(Config(), models[mode], backend=backend)
         assert serving.prior and serving.prior["ref"] == pytest.approx(want, rel=1e-6)
         st = _stream(serving, v.feats) * np.asarray([serving.motion_factor({"flow": r}) for r in v.feats["flow"]])
         np.testing.assert_allclose(st, s, atol=TOL)
@@ -126,17 +139,18 @@ def test_prior_stored_applied_offline_and_streamed(models, data, tmp_path):
     assert served.prior == meta.prior()
 
 
-def test_prior_is_part_of_model_version_and_sharpens_localisation(models, data):
+@pytest.mark.parametrize("mode", ["context", "product"])
+def test_prior_is_part_of_model_version_and_sharpens_localisation(models, data, mode):
     from fusewatch.engines.evaluation.metrics import roc_auc
 
-    m1, meta1 = load_model(models["product"])
+    m1, meta1 = load_model(models[mode])
     m1.motion_prior = None
     from fusewatch.engines.training.checkpoint import weights_hash
 
     assert weights_hash(m1) != meta1.model_version  # the prior is part of the version
     ab = [v for v in data.videos if v.video_label == 1]
     y = np.concatenate([np.asarray(v.frame_gt).reshape(v.feats["a"].shape[0], -1).max(1) for v in ab])
-    mp, _ = load_model(models["product"])
+    mp, _ = load_model(models[mode])
     s_prior = np.concatenate([score_video(mp, v.feats) for v in ab])
     s_bare = np.concatenate([score_video(m1, v.feats) for v in ab])
     assert roc_auc(y, s_prior) > roc_auc(y, s_bare)  # within anomalous videos: the fast clips rise

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from fusewatch.engines.data.records import VideoFeatures
 from fusewatch.engines.fusion.motion_prior import factor as motion_factor
+from fusewatch.engines.fusion.motion_prior import window_score
 from fusewatch.engines.fusion.normalize import normalize_rows
 from fusewatch.engines.fusion.presence import fill_absent, present_flags
 
@@ -78,6 +79,7 @@ def score_video(
     win_mask = m.unfold(0, N, 1)  # T×N
     views = {n: a.unfold(0, N, 1).transpose(1, 2) for n, a in arrs.items()}  # T×N×d (strided)
     dims = getattr(model, "dims", {n: a.shape[1] for n, a in arrs.items()})
+    prior = getattr(model, "motion_prior", None)
     was_training = model.training
     model.eval()
     out = np.empty(T, dtype=np.float32)
@@ -93,10 +95,9 @@ def score_video(
             feats = dict(zip(names, lst))
             pr = pres.unsqueeze(0).expand(b, -1).contiguous().to(device)
             y = model(feats, win_mask[s:e].contiguous().to(device), pr)
-            out[s:e] = y[:, -1].float().cpu().numpy()
+            out[s:e] = window_score(y.float().cpu().numpy(), win_mask[s:e].numpy(), prior)
     finally:
         model.train(was_training)
-    prior = getattr(model, "motion_prior", None)
     if prior:  # the model's local-motion prior, from the raw features (as the engine applies it per clip)
         raw = {
             k: (v.detach().cpu().numpy() if isinstance(v, Tensor) else np.asarray(v)) for k, v in feats_by_rep.items()

@@ -1,29 +1,35 @@
-"""Local-motion prior: the fused score gated by how fast the fastest part of the clip moves.
+"""Local-motion prior: *which* footage from the fused model, *when* from the clip's local motion.
 
 A model trained on weak (video-level) labels learns *which* footage is abnormal well but is poor at
-*when*: inside an anomalous video its scores stay high before and after the event, because the
-window's graph carries context. The training-free local-motion baseline of issue 12 is the
-opposite (good at when, blind to what). ``train.motion_prior = "product"`` (default) fuses the two
-at the score level, with nothing learnt and nothing tuned::
+*when*: inside an anomalous video its scores stay high (or even peak) before and after the event,
+because the window's graph carries context. The training-free local-motion baseline of issue 12 is
+the opposite (good at when, blind to what). ``train.motion_prior`` fuses the two at the score level,
+with nothing learnt and nothing tuned:
 
-    score = model_score · min(1, m / m_ref)
+* ``context`` (default): ``score_t = max_{valid nodes i of clip t's window} y_i · min(1, m_t / m_ref)``
+  — the fused model's verdict on the window of clips it scores together (its largest node score:
+  "is this stretch of footage abnormal?") times the newest clip's local motion ("is something moving
+  unusually fast right now?");
+* ``product``: ``score_t = y_t · min(1, m_t / m_ref)`` (the clip's own node score);
+* ``none``: ``score_t = y_t``.
 
-* ``m``: the clip's local motion, ``expm1`` of the largest cell of the motion grid the model's own
-  features carry (px per sampled-frame step): ``flow_grid`` slice ``74:128`` (6 × 9 cells of clip-mean
-  magnitude, ~20×20 px at 180 px wide) when the model has it, else ``flow`` slice ``28:44`` (4 × 4
-  cells of clip-mean magnitude at 160 px wide, the default model);
-* ``m_ref``: the largest ``m`` over the model's training clips (stored in the model), so scores stay
-  in [0, 1] and alert thresholds keep their meaning; on the training clips the product keeps the
-  order of ``model_score · m`` exactly;
-* a clip whose motion representation is absent (all-zero row) keeps its model score (factor 1).
+``y``: the model's per-node scores of clip ``t``'s window (``N`` = ``model.window`` nodes; padded
+nodes of a short history excluded); the window is what the engine holds per camera, so the context
+is exact after a restart or a rebuild, like the graphs. ``m_t``: the clip's local motion, ``expm1``
+of the largest cell of the motion grid the model's own features carry (px per sampled-frame step):
+``flow_grid`` slice ``74:128`` (6 × 9 cells of clip-mean magnitude, ~20×20 px at 180 px wide) when
+the model has it, else ``flow`` slice ``28:44`` (4 × 4 cells of clip-mean magnitude at 160 px wide,
+the default model). ``m_ref``: the largest ``m`` over the model's training clips (stored in the
+model), so scores stay in [0, 1] and alert thresholds keep their meaning. A clip whose motion
+representation is absent (all-zero row) keeps factor 1.
 
 Applied on every scoring path from raw (un-normalised) features: offline
 (:func:`fusewatch.engines.evaluation.scoring.score_video`) and streaming (the engine, per clip), so
-streamed == offline still holds. Stored as ``meta["motion_prior"] = {"mode": "product", "source":
-name, "ref": m_ref}`` in checkpoints and ONNX metadata; part of ``model_version``.
+streamed == offline still holds. Stored as ``meta["motion_prior"] = {"mode", "source", "ref"}`` in
+checkpoints and ONNX metadata; part of ``model_version``.
 
-Measured (leave-one-anomalous-video-out Ped2, 3 seeds, ``bench/results/inductive.md``): LEGO on
-mobilenetv2 + flow 0.962 → 0.967 pooled frame AUC, 0.875 → 0.906 on the anomalous videos alone.
+It favours motion anomalies: a still anomaly (an object left behind) scores low under it
+(``train.motion_prior = "none"`` for such sites). Measured: ``bench/results/inductive.md``.
 numpy only.
 """
 
@@ -33,7 +39,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-MOTION_PRIORS = ("product", "none")
+MOTION_PRIORS = ("context", "product", "none")
+APPLIED = ("context", "product")
 SOURCES: dict[str, tuple[int, slice]] = {
     # representation → (feature dim, slice of per-cell log1p clip-mean magnitudes); preference order
     "flow_grid": (128, slice(74, 128)),
@@ -61,7 +68,7 @@ def local_motion(x: np.ndarray, source: str) -> np.ndarray:
 
 
 def fit_motion_prior(
-    feats: Iterable[Mapping[str, np.ndarray]], names: Sequence[str], mode: str = "product"
+    feats: Iterable[Mapping[str, np.ndarray]], names: Sequence[str], mode: str = "context"
 ) -> dict[str, Any] | None:
     """The prior for a model over ``names`` from its training clips (one ``{name: T×d}`` per
     video); None for ``mode = "none"`` or a model without a motion representation."""
@@ -75,7 +82,7 @@ def fit_motion_prior(
     m = m[np.isfinite(m)]
     if m.size == 0 or float(m.max()) <= 0:
         raise ValueError(f"motion prior: no moving training clip in {src!r}")
-    return {"mode": "product", "source": src, "ref": float(m.max())}
+    return {"mode": mode, "source": src, "ref": float(m.max())}
 
 
 def check_prior(prior: Any, dims: Mapping[str, int]) -> dict[str, Any] | None:
@@ -86,13 +93,13 @@ def check_prior(prior: Any, dims: Mapping[str, int]) -> dict[str, Any] | None:
     if not isinstance(prior, Mapping):
         raise ValueError("motion_prior: expected a mapping")
     src, ref = prior.get("source"), prior.get("ref")
-    if prior.get("mode") != "product" or src not in SOURCES or src not in dims:
+    if prior.get("mode") not in APPLIED or src not in SOURCES or src not in dims:
         raise ValueError(f"motion_prior: unsupported {dict(prior)!r}")
     if int(dims[src]) != SOURCES[src][0]:
         raise ValueError(f"motion_prior: {src} has {dims[src]} values, expected {SOURCES[src][0]}")
     if not isinstance(ref, (int, float)) or not np.isfinite(ref) or ref <= 0:
         raise ValueError(f"motion_prior: ref must be a positive number (got {ref!r})")
-    return {"mode": "product", "source": str(src), "ref": float(ref)}
+    return {"mode": str(prior["mode"]), "source": str(src), "ref": float(ref)}
 
 
 def factor(prior: Mapping[str, Any] | None, feats: Mapping[str, Any]) -> np.ndarray | float:
@@ -107,3 +114,15 @@ def factor(prior: Mapping[str, Any] | None, feats: Mapping[str, Any]) -> np.ndar
     f = np.clip(np.asarray(m, np.float64) / float(prior["ref"]), 0.0, 1.0)
     f = np.where(np.isfinite(f), f, 1.0)
     return float(f) if f.ndim == 0 else f
+
+
+def window_score(y: np.ndarray, mask: np.ndarray, prior: Mapping[str, Any] | None) -> np.ndarray:
+    """Per-window score before the motion factor: ``y`` ``(B, N)`` node scores, ``mask`` ``(B, N)``
+    (1 = a real clip) → ``(B,)``: the newest node's score, or for a ``context`` prior the largest
+    score over the window's real nodes."""
+    y = np.asarray(y, np.float32)
+    if not prior or prior.get("mode") != "context":
+        return y[:, -1]
+    valid = np.asarray(mask) > 0
+    valid[:, -1] = True  # the newest node is always a real clip
+    return np.where(valid, y, -np.inf).max(axis=1).astype(np.float32)

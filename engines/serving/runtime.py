@@ -25,6 +25,7 @@ import numpy as np
 
 from fusewatch.engines.fusion.meta import ModelMeta
 from fusewatch.engines.fusion.motion_prior import factor as motion_factor
+from fusewatch.engines.fusion.motion_prior import window_score
 from fusewatch.engines.fusion.normalize import normalize_feats
 from fusewatch.engines.fusion.presence import present_flags
 from fusewatch.engines.serving.anomaly_map import AnomalyMapper
@@ -119,17 +120,19 @@ class ServingModel:
 
     def score(self, snaps: list[tuple]) -> np.ndarray:
         """Score window snapshots (as returned by ``state.window()``: ``(R, mask, present)`` or, for
-        LEGO models with a node branch, ``(R, mask, present, U)``) → newest-node scores (B,)."""
-        if self.form == "graphs":
-            r = np.stack([s[0] for s in snaps])
-            mask = np.stack([s[1] for s in snaps])
-            present = np.stack([s[2] for s in snaps])
-            u = np.stack([s[3] for s in snaps]) if len(snaps[0]) > 3 else None
-            return self.scorer.score_graphs(r, mask, present, u)[:, -1]
-        feats = {k: np.stack([s[0][k] for s in snaps]) for k in self.names}
+        LEGO models with a node branch, ``(R, mask, present, U)``) → newest-node scores (B,), or
+        with a ``context`` motion prior the largest node score of each window (the caller
+        multiplies by the newest clip's motion factor)."""
         mask = np.stack([s[1] for s in snaps])
         present = np.stack([s[2] for s in snaps])
-        return self.scorer.score_features(feats, mask, present)[:, -1]
+        if self.form == "graphs":
+            r = np.stack([s[0] for s in snaps])
+            u = np.stack([s[3] for s in snaps]) if len(snaps[0]) > 3 else None
+            y = self.scorer.score_graphs(r, mask, present, u)
+        else:
+            feats = {k: np.stack([s[0][k] for s in snaps]) for k in self.names}
+            y = self.scorer.score_features(feats, mask, present)
+        return window_score(y, mask, self.prior)
 
 
 def default_model_path() -> Path:

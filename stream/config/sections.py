@@ -338,10 +338,11 @@ class TrainConfig(_Section):
     seed: int = _rng(0, ge=0, le=2**32 - 1)
     random_pair: bool = False
     normalize: Literal["zscore", "none"] = "zscore"
-    motion_prior: Literal["product", "none"] = "product"
-    """``product``: scores are gated by the clip's local motion relative to the training clips'
-    largest (:mod:`fusewatch.engines.fusion.motion_prior`); needs a ``flow``/``flow_grid``
-    representation (otherwise none). ``none``: the model's score alone."""
+    motion_prior: Literal["context", "product", "none"] = "product"
+    """Local-motion prior (:mod:`fusewatch.engines.fusion.motion_prior`; needs a ``flow`` /
+    ``flow_grid`` representation, otherwise none): ``context`` = the largest model score over the
+    clip's window × the clip's local motion relative to the training clips' largest; ``product`` =
+    the clip's own model score × that motion factor; ``none``: the model's score alone."""
 
 
 """Section name → class, in ``fusewatch.toml`` order (the notify sections follow, see
