@@ -16,18 +16,10 @@ from fusewatch.engines.fusion import motion_prior as MP
 from fusewatch.engines.serving.runtime import load_serving_model
 from fusewatch.engines.training.checkpoint import load_model, read_checkpoint
 from fusewatch.engines.training.loop import train
-from tests.test_feature_norm import _stream
+from tests.test_feature_norm import _one_thread, _stream  # noqa: F401 - _one_thread: autouse fixture
 from tests.test_train_eval import small_cfg, synthetic
 
 TOL = 1e-4
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _flow_rows(rng, T: int, fast: np.ndarray) -> np.ndarray:
