@@ -21,7 +21,9 @@ What runs (all on this machine, the broker included):
    was "captured"), queue policy ``drop_oldest``; starts are staggered over one clip period
    (1.6 s). They are spread over ``--procs`` worker processes; with ``--multi`` (default) each
    process runs one :class:`fusewatch.stream.multi_worker.MultiWorker` serving its share of the
-   cameras with the shared extractor pool (CNN inference batched across cameras; motion gate OFF;
+   cameras with per-frame extraction (``worker.per_frame``, the default: each frame's CNN
+   embedding and flow field computed as it arrives; ``--set worker.per_frame=false``: whole clips
+   at clip end through the shared extractor pool, CNNs batched across cameras; motion gate OFF;
    backbones and gate set up by ``bench/worker.py``'s :func:`serving_setup`, as its multi-camera
    mode does), with ``--no-multi`` one :class:`fusewatch.stream.worker.Worker` thread per camera.
    Every process builds and warms its extractors first; the cameras start together once all are

@@ -137,6 +137,12 @@ class ClipBuilder:
     def add_audio(self, chunk: AudioChunk) -> None:
         self.audio.add(chunk)
 
+    def next_position(self) -> int | None:
+        """Position the next pushed frame takes in the oldest window it enters (0-based; later
+        overlapping windows hold it ``clip_stride`` positions earlier each), or None when
+        :meth:`push` will skip it (``clip_stride > clip_len``)."""
+        return None if self._skip else len(self._buf)
+
     def push(self, frame: Frame) -> list[Clip]:
         """Add one sampled frame; returns the clips it completes (zero or one)."""
         if self._skip:

@@ -33,9 +33,9 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from .frame_parts import Outcome
 from .logs import get_logger
 
-Outcome = tuple[str, "np.ndarray | None", "BaseException | None", float]
 Done = Callable[[list[Outcome], bool], None]
 
 MAX_FRAMES = 32
@@ -67,10 +67,11 @@ def motion_fraction(frames: list[np.ndarray]) -> float:
 
 
 class _Job:
-    __slots__ = ("key", "clip", "done")
+    __slots__ = ("key", "clip", "done", "ready")
 
-    def __init__(self, key, clip, done):
+    def __init__(self, key, clip, done, ready=None):
         self.key, self.clip, self.done = key, clip, done
+        self.ready: dict[str, Outcome] = dict(ready or {})
 
 
 class ExtractorPool:
@@ -108,14 +109,15 @@ class ExtractorPool:
             t.start()
 
     # -- producer side ------------------------------------------------------------------------
-    def submit(self, key: str, clip, done: Done) -> None:
-        """Queue ``clip`` of camera ``key``; ``done(outcomes, gated)`` is called once on a pool thread."""
+    def submit(self, key: str, clip, done: Done, ready: dict[str, Outcome] | None = None) -> None:
+        """Queue ``clip`` of camera ``key``; ``done(outcomes, gated)`` is called once on a pool thread.
+        ``ready``: outcomes already known (per-frame extraction), not run again."""
         with self._cv:
             while len(self._q) >= self.max_queued and not self._closed:
                 self._cv.wait(0.5)
             if self._closed:
                 raise RuntimeError("extractor pool is closed")
-            self._q.append(_Job(key, clip, done))
+            self._q.append(_Job(key, clip, done, ready))
             self._cv.notify_all()
 
     def close(self, timeout: float | None = 30.0) -> None:
@@ -180,6 +182,9 @@ class ExtractorPool:
                 self._backbone(e, jobs, gated, per)
                 continue
             for j, job in enumerate(jobs):
+                if e.name in job.ready:
+                    per[j][e.name] = job.ready[e.name]
+                    continue
                 c = job.clip
                 t0 = time.perf_counter()
                 try:
@@ -203,6 +208,9 @@ class ExtractorPool:
 
         frames, spans = [], []
         for j, job in enumerate(jobs):
+            if e.name in job.ready:
+                per[j][e.name] = job.ready[e.name]
+                continue
             if gated[j]:  # filled below, in clip order: the camera's previous clip may be in this batch
                 continue
             try:

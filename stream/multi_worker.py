@@ -21,9 +21,7 @@ import threading
 import time
 from typing import Sequence
 
-import numpy as np
-
-from .extractor_pool import ExtractorPool
+from .extractor_pool import ExtractorPool, is_batchable
 from .logs import get_logger
 from .metrics import MetricSet
 from .schema import Representation
@@ -67,11 +65,19 @@ class _PooledCamera(Worker):
         self._order = threading.Lock()
         self._idle = threading.Condition(self._order)
         self.clips_gated = 0
+        if pool.motion_gate:  # the gate decides per clip whether the CNNs run: not per frame
+            self.frame_parts = self._frame_parts(exclude=tuple(e.name for e in self.extractors if is_batchable(e)))
 
     def process_clip(self, clip):
         seq = self._seq
         self._seq += 1
-        self.pool.submit(self.camera, clip, lambda outcomes, gated: self._pool_done(seq, clip, outcomes, gated))
+        ready = self.frame_parts.outcomes(clip) if self.frame_parts is not None else {}
+        if all(e.name in ready for e in self.extractors):  # every feature is done: publish from here
+            self._pool_done(seq, clip, [ready[e.name] for e in self.extractors], False)
+            return None
+        self.pool.submit(
+            self.camera, clip, lambda outcomes, gated: self._pool_done(seq, clip, outcomes, gated), ready=ready
+        )
         return None
 
     def _pool_done(self, seq, clip, outcomes, gated) -> None:
@@ -93,31 +99,7 @@ class _PooledCamera(Worker):
     def _reps(self, outcomes) -> list[Representation]:
         """The same checks as :meth:`Worker.extract` on the pool's outcomes."""
         by_name = {e.name: e for e in self.extractors}
-        reps = []
-        for name, arr, err, seconds in outcomes:
-            e = by_name[name]
-            self.metrics.observe_extract(name, seconds)
-            if err is not None or arr is None:
-                if err is not None and name not in self._extract_failed:
-                    self._extract_failed.add(name)
-                    self.log.error(
-                        "extractor failed",
-                        extra={"fields": {"extractor": name, "error": f"{type(err).__name__}: {err}"}},
-                    )
-                continue
-            a = np.asarray(arr)
-            if a.dtype != np.float32:
-                a = a.astype(np.float32)
-            if a.shape != (e.dim,) or not np.isfinite(a).all():
-                if name not in self._extract_failed:
-                    self._extract_failed.add(name)
-                    self.log.error(
-                        "extractor returned an invalid vector",
-                        extra={"fields": {"extractor": name, "shape": str(a.shape), "dim": e.dim}},
-                    )
-                continue
-            reps.append(Representation(name=name, array=a, extractor=name, version=str(e.version)))
-        return reps
+        return [r for name, arr, err, sec in outcomes if (r := self.accept(by_name[name], arr, err, sec)) is not None]
 
     def _flush(self) -> None:
         with self._order:  # every clip handed to the pool is published (or lost) first

@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 
 from .clips import AudioChunk, Clip, ClipBuilder, Frame
+from .frame_parts import FrameParts
 from .logs import get_logger
 from .metrics import MetricSet, WorkerMetrics
 from .schema import FeatureMessage, Representation
@@ -99,6 +100,7 @@ class Worker:
         names = [e.name for e in self.extractors]
         if len(set(names)) != len(names):
             raise SourceError(f"worker: duplicate representation names {names}")
+        self.frame_parts = self._frame_parts()
         self.want_audio = any(getattr(e, "needs_audio", False) for e in self.extractors)
         # parse the URI now: unsupported schemes / missing files fail before run()
         self.source = VideoSource(
@@ -193,12 +195,16 @@ class Worker:
                     if self.health is not None:
                         self.health.frame(item.pts, item.wall, item.image)
                     self.thumbnails(item)
+                    if self.frame_parts is not None:
+                        self.frame_parts.add(item.image, builder.next_position())
                     for clip in builder.push(item):
                         self.process_clip(clip)
                 elif isinstance(item, AudioChunk):
                     builder.add_audio(item)
                 elif isinstance(item, Discontinuity):
                     builder.reset()
+                    if self.frame_parts is not None:
+                        self.frame_parts.reset()
                 elif isinstance(item, EndOfStream):
                     if item.error:
                         if self.health is not None:
@@ -255,6 +261,14 @@ class Worker:
         except Exception as e:
             self.log.error("flush failed", extra={"fields": {"error": f"{type(e).__name__}: {e}"}})
 
+    def _frame_parts(self, exclude: tuple[str, ...] = ()) -> FrameParts | None:
+        """Per-frame extraction (``worker.per_frame``) for the extractors that support it."""
+        if not getattr(self.cfg.worker, "per_frame", True):
+            return None
+        c = self.cfg.clips
+        fp = FrameParts([e for e in self.extractors if e.name not in exclude], c.clip_len, c.clip_stride)
+        return fp if fp.extractors else None
+
     # -- evidence buffer and camera health (hooks) ----------------------------------------------
     def _attach_monitors(self) -> None:
         """The evidence packet buffer (``evidence.enabled``: the source's packets remuxed into
@@ -293,36 +307,47 @@ class Worker:
 
     # -- per clip -----------------------------------------------------------------------------
     def extract(self, clip: Clip) -> list[Representation]:
-        """Run every extractor on ``clip``; absent (None) or failed representations are omitted."""
+        """Run every extractor on ``clip`` (the per-frame ones finish from their frames' parts);
+        absent (None) or failed representations are omitted."""
+        ready = self.frame_parts.outcomes(clip) if self.frame_parts is not None else {}
         reps: list[Representation] = []
         for e in self.extractors:
-            t0 = time.perf_counter()
-            try:
-                arr = e.extract(clip.frames, clip.audio, clip.audio_rate)
-            except Exception as ex:
-                arr = None
-                if e.name not in self._extract_failed:
-                    self._extract_failed.add(e.name)
-                    self.log.error(
-                        "extractor failed",
-                        extra={"fields": {"extractor": e.name, "error": f"{type(ex).__name__}: {ex}"}},
-                    )
-            self.metrics.observe_extract(e.name, time.perf_counter() - t0)
-            if arr is None:
-                continue
-            a = np.asarray(arr)
-            if a.dtype != np.float32:
-                a = a.astype(np.float32)
-            if a.shape != (e.dim,) or not np.isfinite(a).all():
-                if e.name not in self._extract_failed:
-                    self._extract_failed.add(e.name)
-                    self.log.error(
-                        "extractor returned an invalid vector",
-                        extra={"fields": {"extractor": e.name, "shape": str(a.shape), "dim": e.dim}},
-                    )
-                continue
-            reps.append(Representation(name=e.name, array=a, extractor=e.name, version=str(e.version)))
+            if e.name in ready:
+                _, arr, err, seconds = ready[e.name]
+            else:
+                t0, err = time.perf_counter(), None
+                try:
+                    arr = e.extract(clip.frames, clip.audio, clip.audio_rate)
+                except Exception as ex:
+                    arr, err = None, ex
+                seconds = time.perf_counter() - t0
+            if (rep := self.accept(e, arr, err, seconds)) is not None:
+                reps.append(rep)
         return reps
+
+    def accept(self, e, arr, err: BaseException | None, seconds: float) -> Representation | None:
+        """One extractor's outcome for a clip → its Representation, or None (absent, failed or
+        invalid: logged once per extractor)."""
+        self.metrics.observe_extract(e.name, seconds)
+        if err is not None and e.name not in self._extract_failed:
+            self._extract_failed.add(e.name)
+            self.log.error(
+                "extractor failed", extra={"fields": {"extractor": e.name, "error": f"{type(err).__name__}: {err}"}}
+            )
+        if err is not None or arr is None:
+            return None
+        a = np.asarray(arr)
+        if a.dtype != np.float32:
+            a = a.astype(np.float32)
+        if a.shape != (e.dim,) or not np.isfinite(a).all():
+            if e.name not in self._extract_failed:
+                self._extract_failed.add(e.name)
+                self.log.error(
+                    "extractor returned an invalid vector",
+                    extra={"fields": {"extractor": e.name, "shape": str(a.shape), "dim": e.dim}},
+                )
+            return None
+        return Representation(name=e.name, array=a, extractor=e.name, version=str(e.version))
 
     def process_clip(self, clip: Clip) -> FeatureMessage | None:
         return self.publish(clip, self.extract(clip))

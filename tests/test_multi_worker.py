@@ -39,6 +39,7 @@ def cnn_cfg():
             ("features.extractors", "mobilenetv2,flow"),
             ("features.cnn_frames", "0"),
             ("worker.batch_clips", "4"),
+            ("worker.per_frame", "false"),  # whole clips through the shared pool (per frame: test_frame_parts)
         ],
     )
 

@@ -132,6 +132,21 @@ class BackboneExtractor(Extractor):
         x = preprocess(frames, self.spec, self.resize)
         return self.session.run(None, {self.input_name: x})[0]
 
+    # -- per-frame protocol (fusewatch.stream.frame_parts) ----------------------------------------
+    def frame_positions(self, clip_len: int) -> set[int] | None:
+        """Positions of a ``clip_len``-frame clip whose embedding the clip feature pools."""
+        idx = subsample_indices(clip_len, self.frames_per_clip)
+        return None if len(idx) == clip_len else set(idx)
+
+    def frame_part(self, image: np.ndarray) -> np.ndarray:
+        """One frame's pooled embedding ``(1280,)`` float32."""
+        return self.per_frame([image])[0]
+
+    def combine(self, parts: list, pairs: list | None = None) -> np.ndarray:
+        """The clip feature from its frames' embeddings (``None`` at positions not pooled)."""
+        idx = subsample_indices(len(parts), self.frames_per_clip)
+        return pool_frames(np.stack([parts[i] for i in idx]), self.pool)
+
     def extract(self, frames, audio=None, audio_rate=None):
         check_frames(frames, self.name)
         idx = subsample_indices(len(frames), self.frames_per_clip)

@@ -97,12 +97,32 @@ class FlowExtractor(Extractor):
             else cv2.resize(g, size, interpolation=cv2.INTER_AREA if w > size[0] else cv2.INTER_LINEAR)
         )
 
+    def _size(self, frame: np.ndarray) -> tuple[int, int]:
+        h, w = frame.shape[:2]
+        return (self.width, max(8, int(round(h * self.width / w))))
+
     def flows(self, frames: list[np.ndarray]) -> list[np.ndarray]:
         """The clip's flow fields (each h×w×2 float32, pixels at the downscaled size)."""
-        h, w = frames[0].shape[:2]
-        size = (self.width, max(8, int(round(h * self.width / w))))
+        size = self._size(frames[0])
         greys = [self._grey(f, size) for f in frames]
         return [self._flow(a, b) for a, b in zip(greys, greys[1:])]
+
+    # -- per-frame protocol (fusewatch.stream.frame_parts) ----------------------------------------
+    def frame_positions(self, clip_len: int) -> None:
+        return None
+
+    def frame_part(self, image: np.ndarray) -> np.ndarray:
+        """One frame, grey and downscaled to ``width`` px (uint8)."""
+        check_frames([image], self.name)
+        return self._grey(image, self._size(image))
+
+    def pair_part(self, prev: np.ndarray, cur: np.ndarray) -> np.ndarray | None:
+        """The flow field between two consecutive frames' grey parts (None across a size change)."""
+        return self._flow(prev, cur) if prev.shape == cur.shape else None
+
+    def combine(self, parts: list, pairs: list) -> np.ndarray:
+        """The clip feature from its ``len − 1`` flow fields (same as :meth:`extract`)."""
+        return self.features(pairs)
 
     def extract(self, frames, audio=None, audio_rate=None):
         check_frames(frames, self.name)
