@@ -292,6 +292,10 @@ class WorkerConfig(_Section):
     """Most clips (of any cameras) one pool batch takes, i.e. one ONNX Runtime call per backbone."""
     batch_wait_ms: float = _rng(5.0, ge=0, le=60_000)
     """How long a pool thread waits for more clips to fill a batch once it has one."""
+    per_frame: bool = True
+    """Extract per frame as frames arrive (CNN embeddings, flow fields: :mod:`fusewatch.stream.frame_parts`),
+    so a clip's features are ready right after its last frame; false: the whole clip at clip end
+    (the CNNs then batch across cameras' clips in the shared pool). Same features either way."""
 
     @model_validator(mode="after")
     def _check(self) -> WorkerConfig:
@@ -338,7 +342,7 @@ class TrainConfig(_Section):
     seed: int = _rng(0, ge=0, le=2**32 - 1)
     random_pair: bool = False
     normalize: Literal["zscore", "none"] = "zscore"
-    motion_prior: Literal["context", "product", "none"] = "product"
+    motion_prior: Literal["context", "product", "none"] = "context"
     """Local-motion prior (:mod:`fusewatch.engines.fusion.motion_prior`; needs a ``flow`` /
     ``flow_grid`` representation, otherwise none): ``context`` = the largest model score over the
     clip's window × the clip's local motion relative to the training clips' largest; ``product`` =
