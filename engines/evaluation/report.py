@@ -39,6 +39,15 @@ def _frame_jpeg(video: str | Path, frame_index: int, width: int = 240, anomaly_m
     return None
 
 
+def frame_scores(clips, n_frames: int) -> np.ndarray:
+    """Per-frame scores ``(n_frames,)`` of a camera's scored clips: the mean of the clips covering
+    each frame (overlapping clips), the nearest clip's score where none does
+    (:func:`fusewatch.engines.evaluation.metrics.expand_to_frames`, as ``fusewatch eval`` scores frames)."""
+    from .metrics import expand_to_frames
+
+    return expand_to_frames([c.score for c in clips], [(c.frame_start, c.frame_end) for c in clips], n_frames)
+
+
 def _svg(clips, alerts, gt: np.ndarray | None, on: float, off: float, w: int = 900, h: int = 160) -> str:
     if not clips:
         return "<p>no scored clips</p>"
@@ -66,7 +75,9 @@ def _svg(clips, alerts, gt: np.ndarray | None, on: float, off: float, w: int = 9
         parts.append(
             f'<line x1="40" x2="{w - 10}" y1="{y(thr):.1f}" y2="{y(thr):.1f}" stroke="{col}" stroke-dasharray="4 3"/>'
         )
-    pts = " ".join(f"{x((c.frame_start + c.frame_end) / 2):.1f},{y(c.score):.1f}" for c in clips)
+    fs = frame_scores(clips, n_frames)
+    step = max(1, n_frames // 1000)  # at most ~1000 points: the largest score of each run of frames
+    pts = " ".join(f"{x(i + step / 2):.1f},{y(float(fs[i : i + step].max())):.1f}" for i in range(0, n_frames, step))
     parts.append(f'<polyline points="{pts}" fill="none" stroke="#1565c0" stroke-width="2"/>')
     parts.append(
         f'<text x="2" y="{y(1) + 4:.0f}">1.0</text><text x="2" y="{y(0) + 4:.0f}">0.0</text>'
@@ -106,7 +117,7 @@ def write_report(
         "td,th{border:1px solid #ccc;padding:4px 8px}.cam{margin-bottom:2em}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         f"<p>{sum(len(v) for v in res.clips.values())} clips scored on {len(res.clips)} cameras in "
-        f"{res.wall_s:.1f} s; {len(final)} alerts. Blue: clip score; red bars: alerts; shaded: "
+        f"{res.wall_s:.1f} s; {len(final)} alerts. Blue: per-frame score (mean of the clips covering each frame); red bars: alerts; shaded: "
         f"ground-truth anomalous frames; dashed: on/off thresholds ({on:.2f}/{off:.2f}).</p>",
     ]
     for cam in sorted(res.clips):
