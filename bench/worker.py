@@ -24,7 +24,8 @@ Multi-camera mode (``--cameras N``): in the same run, (a) today's one-process-pe
 one :class:`Worker` with fp32 backbones (its ``cameras_per_core`` as above; memory per camera = that
 process's RSS) — and (b) one :class:`fusewatch.stream.multi_worker.MultiWorker` serving N cameras
 of the same video (distinct ids, as fast as it decodes, queue policy ``block``) with
-``--precision`` backbones and the shared batched extractor pool: ``cameras_per_core = N × video
+``--precision`` backbones and per-frame extraction (``worker.per_frame``, the default; ``--set
+worker.per_frame=false``: whole clips through the shared batched extractor pool): ``cameras_per_core = N × video
 seconds / CPU seconds``; memory per camera = (peak RSS during the run − RSS before) / N, and the
 whole process's peak RSS / N. The figure is the ratio (b) / (a). ``--gate`` adds a third run with
 the motion gate on (reported separately; not part of the ratio).
