@@ -263,7 +263,7 @@ class Worker:
 
     def _frame_parts(self, exclude: tuple[str, ...] = ()) -> FrameParts | None:
         """Per-frame extraction (``worker.per_frame``) for the extractors that support it."""
-        if not getattr(self.cfg.worker, "per_frame", True):
+        if not self.cfg.worker.per_frame:
             return None
         c = self.cfg.clips
         fp = FrameParts([e for e in self.extractors if e.name not in exclude], c.clip_len, c.clip_stride)
