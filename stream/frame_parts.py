@@ -6,7 +6,7 @@ once. With it (``worker.per_frame = true``, the default) each sampled frame is w
 arrives — the CNN embedding of the frame, the grey downscale and the optical-flow field between it
 and the previous frame — and at clip end only the clip-level pooling and statistics remain.
 The features are the same (the extractors' ``extract`` pools the same per-frame results; tested
-to ≤ 1e-4), and the CPU per clip is the same; what changes is *when* it is spent: spread over the
+to ≤ 1e-4), and the CPU per clip about the same; what changes is *when* it is spent: spread over the
 clip's 1.6 s instead of after it (latency), and each frame once when clips overlap
 (``clip_stride < clip_len``: 4× fewer CNN frames at stride 4 of 16).
 
@@ -23,8 +23,9 @@ An extractor takes part by implementing (duck-typed; the built-in CNN backbones 
     positions inside a clip whose frame part ``combine`` reads (None: every frame).
 
 Extractors without these (audio, ``onnx:``, ``flow_grid``, ``objects``, patches) keep running on
-the whole clip. A part that failed or is missing (a frame seen before a reconnect, a pair across a
-skipped frame) makes that extractor fall back to its whole-clip ``extract`` — never a silent gap.
+the whole clip. A part that is missing (a frame the parts never saw, a pair across a size change)
+makes that extractor fall back to its whole-clip ``extract``; a part that failed is reported as that
+extractor's failure for the clip — never a silent gap.
 Parts are held for the frames of the current window only (``clip_len`` + 1 entries).
 """
 
@@ -67,14 +68,11 @@ class FrameParts:
         self.extractors = [e for e in extractors if is_incremental(e)]
         self.clip_len, self.stride = int(clip_len), int(clip_stride)
         self.need = {e.name: e.frame_positions(self.clip_len) for e in self.extractors}
+        self.paired = {e.name for e in self.extractors if callable(getattr(e, "pair_part", None))}
         self._cache: OrderedDict[int, _Entry] = OrderedDict()
         self._prev: _Entry | None = None
         self.fallbacks = 0
         """Clips × extractors that fell back to whole-clip extraction."""
-
-    @property
-    def names(self) -> list[str]:
-        return [e.name for e in self.extractors]
 
     def reset(self) -> None:
         """A discontinuity: no pair links the next frame to the previous one."""
@@ -97,7 +95,7 @@ class FrameParts:
         entry = _Entry(image)
         prev = self._prev if position >= 1 else None
         for e in self.extractors:
-            pair = callable(getattr(e, "pair_part", None))
+            pair = e.name in self.paired
             if not (pair or self._needed(e.name, position)):
                 continue
             t0 = time.perf_counter()
@@ -140,7 +138,7 @@ class FrameParts:
                 self.fallbacks += 1
                 continue
             pairs: list[Any] = []
-            if callable(getattr(e, "pair_part", None)):
+            if name in self.paired:
                 pairs = [en.pairs.get(name) for en in entries[1:]]
                 if any(p is None for p in pairs):
                     self.fallbacks += 1
