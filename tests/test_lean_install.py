@@ -266,6 +266,7 @@ def test_runtime_commands_run_without_torch(exported):
     assert p.returncode == 0 and "backend=onnxruntime" in p.stderr, p.stderr[-2000:]
 
 
+@pytest.mark.skipif(not CLIP.is_file(), reason=f"shared Ped2 data missing ({CLIP})")
 def test_runtime_errors_name_the_extra(exported, tmp_path):
     d = exported
     err = one_line_error(cli("engine", "--model", str(d / "m.pt"), "--idle-exit", "0.2", cwd=d))

@@ -23,7 +23,10 @@ from fusewatch.stream.paths import shared_data
 from fusewatch.stream.topics import create_topics
 from fusewatch.stream.transport.base import DeliveryError, RecordTooLargeError
 
-pytestmark = pytest.mark.kafka
+pytestmark = [
+    pytest.mark.kafka,
+    pytest.mark.skipif(not shared_data("ped2").is_dir(), reason="shared Ped2 data not found (../shared)"),
+]
 
 PED2 = shared_data("ped2")
 VIDEO = PED2 / "test_02.mp4"  # 180 frames at 10 fps: 11 clips of 16 frames per loop
