@@ -28,7 +28,9 @@ def features_key(cfg: Config, video_dir: Path | None = None) -> str:
             "dir": str(video_dir.resolve()) if video_dir else "",
             "f": f.extractors,
             "pool": f.pool,
-            "cnn": [f.cnn_frames, f.cnn_resize] + ([f.cnn_spatial] if f.cnn_spatial != "avg" else []),
+            "cnn": [f.cnn_frames, f.cnn_resize]
+            + ([f.cnn_spatial] if f.cnn_spatial != "avg" else [])
+            + ([f.cnn_input_size] if f.cnn_input_size != 224 else []),
             "flow": [f.flow_width, f.flow_method],
             "clips": [cfg.clips.clip_len, cfg.clips.clip_stride],
             "fps": cfg.source.sample_fps,

@@ -203,7 +203,6 @@ class ExtractorPool:
         return [([per[j][e.name] for e in self.extractors], gated[j]) for j in range(n)]
 
     def _backbone(self, e, jobs, gated, per) -> None:
-        from .extractors.backbones import preprocess
         from .extractors.base import check_frames, pool_frames, subsample_indices
 
         frames, spans = [], []
@@ -228,7 +227,7 @@ class ExtractorPool:
         try:  # chunks of MAX_FRAMES: larger batches gain nothing on CPU and grow ORT's arena
             feats = np.concatenate(
                 [
-                    e.session.run(None, {e.input_name: preprocess(frames[i : i + MAX_FRAMES], e.spec, e.resize)})[0]
+                    e.session.run(None, {e.input_name: e.prepare(frames[i : i + MAX_FRAMES])})[0]
                     for i in range(0, len(frames), MAX_FRAMES)
                 ]
             )

@@ -288,3 +288,22 @@ def test_spatial_max_pooling_matches_torch_and_caches_separately(sessions, model
     np.testing.assert_allclose(got, fmap.max((2, 3)), atol=1e-3)
     avg = avg_ex.per_frame(frames)
     assert (got >= avg - 1e-4).all() and float((got - avg).mean()) > 0.1
+
+
+def test_smaller_input_size_is_its_own_export_and_version(sessions, model_dir):
+    """``features.cnn_input_size = 160``: the backbone is exported at that size into its own file,
+    sees 160×160 inputs (equal to torch on the same input), and the size is in the extractor
+    version so features of two input sizes are never mixed."""
+    frames = _video_frames(SHARED / "ped2" / "test_02.mp4", 2, step=60)
+    (ex224,) = build_extractors(FeaturesConfig(extractors=["mobilenetv2"], model_dir=str(model_dir)))
+    (ex160,) = build_extractors(
+        FeaturesConfig(extractors=["mobilenetv2"], model_dir=str(model_dir), cnn_input_size=160)
+    )
+    assert ex160.onnx_path != ex224.onnx_path and "-160" in ex160.onnx_path.name
+    assert ex160.version == ex224.version + "-i160" and ex160.dim == 1280
+    x = ex160.prepare(frames)
+    assert x.shape == (2, 3, 160, 160)
+    with torch.no_grad():
+        ref = load_torch_model("mobilenetv2", classifier=False)(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(ex160.per_frame(frames), ref, atol=1e-3)
+    assert not np.allclose(ex160.per_frame(frames), ex224.per_frame(frames), atol=1e-2)

@@ -188,8 +188,37 @@ def test_vtest_avi_decodes_all_frames():
     items, end = drain(s, 60)
     assert end.error is None and s.counts["decoded"] == 795
     fr = frames_of(items)
-    assert len(fr) == 159 and fr[0].image.shape == (576, 768, 3)
+    assert len(fr) == 159 and fr[0].image.shape == (288, 384, 3)  # source.max_width = 384
     assert fr[-1].index == 790 and abs(fr[-1].pts - 79.0) < 1e-6
+
+
+def test_max_width_downscales_at_decode_with_area_interpolation():
+    """``source.max_width``: frames wider than it come out downscaled (aspect kept) and close to an
+    area resize of the full frame; 0 keeps the full resolution; narrower sources are untouched."""
+    if not VTEST.exists():
+        pytest.skip(f"{VTEST} missing")
+
+    def first(path, **kw):
+        s = VideoSource(str(path), SourceConfig(sample_fps=2, overflow="block", **kw), wall_anchor=0).start()
+        items, end = drain(s, 60)
+        assert end.error is None
+        return frames_of(items)[0].image
+
+    full = first(VTEST, max_width=0)
+    small = first(VTEST, max_width=384)
+    assert full.shape == (576, 768, 3) and small.shape == (288, 384, 3)
+    ref = cv2.resize(full, (384, 288), interpolation=cv2.INTER_AREA).astype(np.int16)
+    assert float(np.abs(small - ref).mean()) < 3.0
+    assert first(VTEST, max_width=500).shape == (376, 500, 3)  # 375 rounded to even
+    assert first(PED2 / "test_02.mp4", max_width=384).shape == (240, 360, 3)
+
+
+def test_scaled_size():
+    from fusewatch.stream.sources.reader import scaled_size
+
+    assert scaled_size(1920, 1080, 384) == (384, 216)
+    assert scaled_size(384, 288, 384) is None and scaled_size(1920, 1080, 0) is None
+    assert scaled_size(4000, 2, 100) == (100, 2)
 
 
 def test_loop_continues_indices_and_timestamps():

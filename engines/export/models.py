@@ -25,14 +25,19 @@ def serving_form(meta) -> str:
 
 
 def export_backbones(
-    out: str | Path, names: Iterable[str], spatial: str = "avg", log: Callable[[str], None] = print
+    out: str | Path,
+    names: Iterable[str],
+    spatial: str = "avg",
+    log: Callable[[str], None] = print,
+    size: int = 224,
 ) -> list[Path]:
-    """Backbone ONNX files into ``out`` (kept when already there: the names are content keys)."""
+    """Backbone ONNX files (``size``×``size`` inputs) into ``out`` (kept when already there: the
+    names are content keys)."""
     from fusewatch.stream.extractors.backbones import backbone_onnx
 
     paths = []
     for name in names:
-        path, exported, _sha = backbone_onnx(name, out, spatial=spatial)
+        path, exported, _sha = backbone_onnx(name, out, size, spatial)
         log(f"{path}  (backbone {name}, {'exported' if exported else 'already exported'})")
         paths.append(path)
     return paths
@@ -71,8 +76,10 @@ def export_models(
     spatial: str = "avg",
     opset: int = 17,
     log: Callable[[str], None] = print,
+    size: int = 224,
 ) -> list[Path]:
-    """:func:`export_backbones` then :func:`export_checkpoints` into ``out`` → written paths."""
+    """:func:`export_backbones` (``size``: ``features.cnn_input_size``) then
+    :func:`export_checkpoints` into ``out`` → written paths."""
     Path(out).expanduser().mkdir(parents=True, exist_ok=True)
     out = Path(out).expanduser()
-    return export_backbones(out, backbones, spatial, log) + export_checkpoints(out, models, opset, log)
+    return export_backbones(out, backbones, spatial, log, size) + export_checkpoints(out, models, opset, log)

@@ -18,7 +18,7 @@ nodes of a short history excluded); the window is what the engine holds per came
 is exact after a restart or a rebuild, like the graphs. ``m_t``: the clip's local motion, ``expm1``
 of the largest cell of the motion grid the model's own features carry (px per sampled-frame step):
 ``flow_grid`` slice ``74:128`` (6 × 9 cells of clip-mean magnitude, ~20×20 px at 180 px wide) when
-the model has it, else ``flow`` slice ``28:44`` (4 × 4 cells of clip-mean magnitude at 160 px wide,
+the model has it, else ``flow`` slice ``28:44`` (4 × 4 cells of clip-mean magnitude at ``features.flow_width``,
 the default model). ``m_ref``: the largest ``m`` over the model's training clips (stored in the
 model), so scores stay in [0, 1] and alert thresholds keep their meaning. A clip whose motion
 representation is absent (all-zero row) keeps factor 1.

@@ -66,6 +66,7 @@ def cmd_export_models(args, cfg: Config) -> int:
         _backbones(args.backbones, cfg),
         spatial=cfg.features.cnn_spatial,
         opset=args.opset,
+        size=cfg.features.cnn_input_size,
     )
     print(
         f"export-models: {len(paths)} file(s) in {Path(args.out).expanduser()}; on a runtime-only host: "

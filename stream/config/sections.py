@@ -179,6 +179,12 @@ class SourceConfig(_Section):
     """FFmpeg socket/read timeout (s), passed as ``timeout``/``rw_timeout``/``stimeout`` options."""
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
     sample_fps: float = _rng(10.0, gt=0, le=1000)
+    max_width: int = _rng(384, ge=0, le=16384)
+    """Working resolution: decoded frames wider than this many px are downscaled (aspect kept, area
+    interpolation, during the decoder's RGB conversion) before any extractor, health check or
+    thumbnail sees them; 0 keeps full resolution. The extractors work at ≤ 224 px, so 384 loses
+    nothing they use and makes a 1080p camera ~14× cheaper to convert and resize. Evidence clips
+    are remuxed from the source's packets and keep full resolution."""
     queue_size: int = _rng(64, ge=1, le=100_000)
     overflow: Literal["drop_oldest", "block"] = "drop_oldest"
 
@@ -224,13 +230,16 @@ class FeaturesConfig(_Section):
     per worker process, more cameras rather than more threads)."""
     cnn_frames: int = _rng(8, ge=0, le=1024)
     """CNN backbones see this many frames spread evenly over each clip (0 = every frame)."""
+    cnn_input_size: int = _rng(224, ge=32, le=1024)
+    """Side of the square image the CNN backbones see (px). 224 is the ImageNet recipe; smaller
+    inputs cost about (size / 224)² as much (160: ~0.4× the int8 MobileNetV2 time here)."""
     cnn_resize: Literal["squash", "crop"] = "squash"
     """``squash`` (whole frame to 224×224) or ``crop`` (shorter side 256, centre crop 224)."""
     cnn_spatial: Literal["avg", "max"] = "avg"
     """Spatial pooling of the backbones' last 7×7 feature map: ``avg`` (ImageNet recipe) or ``max``
     (strongest response per channel: small objects — a bicycle in a wide shot — are not averaged
     away; UCSD Ped2 weak-label probe 0.93 vs 0.89 frame AUC, see bench/results/ped2.md)."""
-    flow_width: int = _rng(160, ge=16, le=1920)
+    flow_width: int = _rng(120, ge=16, le=1920)
     """Optical flow runs on grey frames downscaled to this width (px, 16..1920)."""
     flow_method: Literal["farneback", "dis"] = "farneback"
     """``farneback`` or ``dis`` (OpenCV DIS ultrafast: faster, noisier)."""

@@ -13,10 +13,10 @@
 ``onnx:<path>``      ``onnx:<file stem>``     the model's output channels (×2 for meanmax)
 ==================  ======================  =====================================================
 
-Optional features-config fields read with ``getattr`` (defaults apply when absent):
-``cnn_frames`` (0: CNNs see every frame of the clip; k > 0: k frames spread over the clip),
-``cnn_resize`` (``squash`` | ``crop``), ``flow_width`` (160), ``flow_method`` (``farneback`` |
-``dis``).
+Features-config fields the extractors read (:class:`~fusewatch.stream.config.FeaturesConfig`
+holds their defaults): ``cnn_frames`` (0: CNNs see every frame of the clip; k > 0: k frames spread
+over the clip), ``cnn_input_size`` (CNN input side, px), ``cnn_resize`` (``squash`` | ``crop``),
+``flow_width`` (px), ``flow_method`` (``farneback`` | ``dis``).
 """
 
 from __future__ import annotations

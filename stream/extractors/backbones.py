@@ -90,18 +90,19 @@ class BackboneExtractor(Extractor):
         self.spatial = cfg.cnn_spatial
         if self.spatial not in SPATIAL_POOLS:
             raise ConfigError(f"features.cnn_spatial: must be one of {', '.join(SPATIAL_POOLS)} (got {self.spatial!r})")
+        self.size = int(cfg.cnn_input_size)
         self.frames_per_clip = int(cfg.cnn_frames)
         if self.frames_per_clip < 0:
             raise ConfigError(f"features.cnn_frames: must be >= 0 (got {self.frames_per_clip})")
         model_dir = cfg.model_dir
         threads = int(cfg.threads)
-        self.onnx_path, self.exported, sha = backbone_onnx(name, model_dir, spatial=self.spatial)
+        self.onnx_path, self.exported, sha = backbone_onnx(name, model_dir, self.size, self.spatial)
         try:
             self.session = ort_session(self.onnx_path, threads)
         except Exception as e:  # a damaged cache file: export again, once
             log.warning("cached %s does not load (%s); re-exporting", self.onnx_path, e)
             discard(self.onnx_path)
-            self.onnx_path, self.exported, sha = backbone_onnx(name, model_dir, spatial=self.spatial)
+            self.onnx_path, self.exported, sha = backbone_onnx(name, model_dir, self.size, self.spatial)
             self.session = ort_session(self.onnx_path, threads)
         self.precision = cfg.cnn_precision
         qtag = ""
@@ -110,7 +111,7 @@ class BackboneExtractor(Extractor):
 
             self.onnx_path, tag, _ = int8_backbone_onnx(
                 self.onnx_path,
-                lambda f: preprocess(f, self.spec, self.resize),
+                self.prepare,
                 self.resize,
                 cfg.cnn_calibration,
             )
@@ -124,12 +125,17 @@ class BackboneExtractor(Extractor):
             f"{name}-x{EXPORT_RECIPE}-w{sha[:12]}-{self.resize}"
             + (f"-f{self.frames_per_clip}" if self.frames_per_clip else "")
             + (f"-s{self.spatial}" if self.spatial != "avg" else "")
+            + (f"-i{self.size}" if self.size != INPUT_SIZE else "")
             + qtag
         )
 
+    def prepare(self, frames: list[np.ndarray]) -> np.ndarray:
+        """RGB uint8 frames → the backbone's input batch ``(T, 3, size, size)`` float32."""
+        return preprocess(frames, self.spec, self.resize, self.size)
+
     def per_frame(self, frames: list[np.ndarray]) -> np.ndarray:
         """(T, 1280) pooled features of each given frame (no frame sub-sampling)."""
-        x = preprocess(frames, self.spec, self.resize)
+        x = self.prepare(frames)
         return self.session.run(None, {self.input_name: x})[0]
 
     # -- per-frame protocol (fusewatch.stream.frame_parts) ----------------------------------------

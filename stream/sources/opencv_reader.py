@@ -7,7 +7,7 @@ import os
 from typing import Iterator
 
 from .errors import SourceError
-from .reader import Reader, VideoEvent
+from .reader import Reader, VideoEvent, scaled_size
 from .uri import SourceSpec
 
 
@@ -39,6 +39,7 @@ class OpenCVReader(Reader):
         n = self.cap.get(cv2.CAP_PROP_FRAME_COUNT)
         self.header_frames = int(n) if n and n > 0 and math.isfinite(n) else 0
         self._cv2 = cv2
+        self.max_width = int(cfg.max_width)
 
     def __iter__(self) -> Iterator[VideoEvent]:
         cv2 = self._cv2
@@ -51,6 +52,9 @@ class OpenCVReader(Reader):
                 ok, bgr = cap.retrieve()
                 if not ok or bgr is None:
                     raise RuntimeError("OpenCV retrieve() failed")
+                size = scaled_size(bgr.shape[1], bgr.shape[0], self.max_width)
+                if size is not None:
+                    bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
                 return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
             n += 1

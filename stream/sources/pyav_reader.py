@@ -1,5 +1,5 @@
-"""The PyAV (FFmpeg) demux/decode backend: video frames (converted to RGB on demand) and audio
-resampled to mono float32 at its native rate."""
+"""The PyAV (FFmpeg) demux/decode backend: video frames (converted to RGB on demand, downscaled to
+``source.max_width`` in the same swscale pass) and audio resampled to mono float32 at its native rate."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from .errors import SourceError
-from .reader import AudioEvent, DecodeError, Reader, ReaderEvent, VideoEvent, parse_iso_time
+from .reader import AudioEvent, DecodeError, Reader, ReaderEvent, VideoEvent, parse_iso_time, scaled_size
 from .uri import SourceSpec
 
 
@@ -28,6 +28,7 @@ class PyAVReader(Reader):
             kwargs["format"] = spec.format
         if spec.live:
             kwargs["timeout"] = (2.0 * max(cfg.socket_timeout, 1.0), cfg.socket_timeout)
+        self.max_width = int(cfg.max_width)
         self.c = av.open(spec.target, **kwargs)
         try:
             if not self.c.streams.video:
@@ -73,7 +74,7 @@ class PyAVReader(Reader):
                 for fr in frames:
                     tb = fr.time_base or self.v.time_base
                     raw = float(fr.pts * tb) if (fr.pts is not None and tb is not None) else None
-                    yield VideoEvent(raw, (lambda f=fr: f.to_ndarray(format="rgb24")))
+                    yield VideoEvent(raw, (lambda f=fr: self._rgb(f)))
             else:
                 for fr in frames:
                     tb = fr.time_base or self.a.time_base
@@ -83,6 +84,14 @@ class PyAVReader(Reader):
                         continue
                     samples = np.concatenate([o.to_ndarray().reshape(-1) for o in outs]).astype(np.float32)
                     yield AudioEvent(raw, samples, self.audio_rate)
+
+    def _rgb(self, fr) -> np.ndarray:
+        """H×W×3 uint8 RGB; wider than ``max_width``: area-downscaled by swscale while converting
+        (one pass, ~0.9 ms for 768×576 → 384×288 here, against ~3 ms for a later ``cv2.INTER_AREA``)."""
+        size = scaled_size(fr.width, fr.height, self.max_width)
+        if size is None:
+            return fr.to_ndarray(format="rgb24")
+        return fr.to_ndarray(format="rgb24", width=size[0], height=size[1], interpolation="AREA")
 
     def close(self) -> None:
         try:

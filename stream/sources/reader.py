@@ -71,6 +71,15 @@ class Reader:
         pass
 
 
+def scaled_size(width: int, height: int, max_width: int) -> tuple[int, int] | None:
+    """``(w, h)`` a ``width × height`` frame is downscaled to under ``source.max_width`` (aspect
+    kept, height rounded to an even number ≥ 2), or None when it is kept as decoded (``max_width``
+    0 or not exceeded)."""
+    if max_width <= 0 or width <= max_width:
+        return None
+    return int(max_width), max(2, 2 * round(height * max_width / width / 2))
+
+
 def parse_iso_time(s: str | None) -> float | None:
     """ISO-8601 container metadata (``creation_time``) → Unix seconds (UTC when no zone is
     given); ``None`` when absent, unparsable or not after the epoch."""
