@@ -133,8 +133,9 @@ def load_bench_dataset(features: Path, max_features: Path | None = None, reps=()
 
 
 def ensure_features(videos: Path, out: Path) -> Path:
-    if (out / ".complete").is_file():
-        return out
+    """Extract ``videos`` into ``out`` unless ``out`` already holds an extraction with the same
+    feature settings (``out/.complete`` holds their hash; another hash: a clear error)."""
+    from fusewatch.engines.demo import features_key
     from fusewatch.stream.config import Config
     from fusewatch.stream.extract import extract_videos
 
@@ -143,8 +144,16 @@ def ensure_features(videos: Path, out: Path) -> Path:
     cfg.features.threads = 1
     cfg.clips.clip_stride = 4
     cfg.validate()
+    key = features_key(cfg, videos)
+    done = out / ".complete"
+    if done.is_file():
+        if done.read_text().strip() == key:
+            return out
+        raise SystemExit(
+            f"{out}: extracted with other feature settings (or before they were recorded); use another --features"
+        )
     extract_videos([videos], out, cfg)
-    (out / ".complete").touch()
+    done.write_text(key + "\n")
     return out
 
 

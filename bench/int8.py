@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fusewatch.stream.config import load_config  # noqa: E402
-from fusewatch.stream.extractors.backbones import BackboneExtractor, preprocess  # noqa: E402
+from fusewatch.stream.extractors.backbones import BackboneExtractor  # noqa: E402
 from fusewatch.stream.extractors.quantize import video_frames  # noqa: E402
 from fusewatch.stream.paths import shared_data  # noqa: E402
 
@@ -68,7 +68,7 @@ def compare(name: str, frames) -> dict:
         int8_version=exs["int8"].version,
         int8_file=str(exs["int8"].onnx_path),
     )
-    x = preprocess(frames[:64], exs["fp32"].spec)
+    x = exs["fp32"].prepare(frames[:64])
     for b in (16, 64):
         t32, t8 = (cpu_ms_per_frame(exs[p], x[:b]) for p in ("fp32", "int8"))
         out[f"batch{b}"] = {"fp32_ms_per_frame": t32, "int8_ms_per_frame": t8, "speedup": t32 / t8}

@@ -34,6 +34,7 @@ def features_key(cfg: Config, video_dir: Path | None = None) -> str:
             "flow": [f.flow_width, f.flow_method],
             "clips": [cfg.clips.clip_len, cfg.clips.clip_stride],
             "fps": cfg.source.sample_fps,
+            "max_width": cfg.source.max_width,
         },
         sort_keys=True,
     )

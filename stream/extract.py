@@ -4,7 +4,7 @@ collecting sink instead of a topic, written as training data.
 Layout of ``FEAT_DIR``::
 
     <representation>/<video_stem>.npy   T × D float32 (T = clips of the video)
-    meta.json                           {"clip_len", "clip_stride", "sample_fps",
+    meta.json                           {"clip_len", "clip_stride", "sample_fps", "max_width",
                                          "representations": {name: {"dim", "version"}},
                                          "videos": {stem: {"clips", "frames", "fps", "clip_frames"}}}
     labels.json                         copied from VIDEO_DIR/labels.json when present
@@ -181,6 +181,7 @@ def extract_videos(
         "clip_len": cfg.clips.clip_len,
         "clip_stride": cfg.clips.clip_stride,
         "sample_fps": cfg.source.sample_fps,
+        "max_width": cfg.source.max_width,
         "representations": {e.name: {"dim": int(e.dim), "version": str(e.version)} for e in extractors},
         "videos": {},
     }
@@ -190,15 +191,19 @@ def extract_videos(
             old = json.loads(meta_path.read_text())
         except ValueError:
             raise ConfigError(f"--out {out}: meta.json is not valid JSON") from None
-        same = all(old.get(k) == meta[k] for k in ("clip_len", "clip_stride")) and float(
-            old.get("sample_fps", -1)
-        ) == float(meta["sample_fps"])
+        same = (
+            all(old.get(k) == meta[k] for k in ("clip_len", "clip_stride"))
+            and float(old.get("sample_fps", -1)) == float(meta["sample_fps"])
+            # folders written before source.max_width existed hold full-resolution features
+            and int(old.get("max_width", 0)) == int(meta["max_width"])
+        )
         for name, r in (old.get("representations") or {}).items():
             if name in meta["representations"] and meta["representations"][name] != r:
                 same = False
         if not same:
             raise ConfigError(
-                f"--out {out}: holds features with other clip settings or extractor versions; use an empty directory"
+                f"--out {out}: holds features with other clip settings, working resolution "
+                "(source.max_width) or extractor versions; use an empty directory"
             )
         reps = dict(old.get("representations") or {})
         reps.update(meta["representations"])

@@ -47,7 +47,7 @@ GATE_LEVEL = 25
 
 def is_batchable(e) -> bool:
     """A backbone extractor whose per-frame features can be batched across clips."""
-    return all(hasattr(e, a) for a in ("per_frame", "frames_per_clip", "pool", "spec", "resize", "session"))
+    return all(hasattr(e, a) for a in ("per_frame", "prepare", "frames_per_clip", "pool", "spec", "resize", "session"))
 
 
 def motion_fraction(frames: list[np.ndarray]) -> float:

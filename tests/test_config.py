@@ -82,6 +82,7 @@ def test_kafka_settings_pass_through_and_secrets_redacted():
         ({"worker.metrics_port": "99999"}, "worker.metrics_port: must be <= 65535"),
         ({"kafka.bootstrap_servers": "127.0.0.1:99999"}, "kafka.bootstrap_servers"),
         ({"source.queue_size": "0"}, "source.queue_size: must be >= 1"),
+        ({"source.max_width": "8"}, "source.max_width: must be 0 (full resolution) or >= 32"),
         ({"max_message_bytes": "-5"}, "max_message_bytes: must be >= "),
         ({"log_level": "loud"}, "log_level: must be one of DEBUG, INFO, WARNING, ERROR"),
         ({"log_format": "xml"}, "log_format: must be one of text, json"),

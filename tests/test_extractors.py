@@ -139,7 +139,8 @@ def test_flow_is_fast(vtest):
 
 
 def test_flow_direction(ped2):
-    """A frame shifted right by 4 px (at 160-px scale) shows up in the +x orientation bins."""
+    """A frame shifted right by 4 px at 160 px (3 px at the default 120-px flow scale) shows up in
+    the +x orientation bins."""
     import cv2
 
     f = cv2.resize(ped2[0], (160, 107), interpolation=cv2.INTER_AREA)

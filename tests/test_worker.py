@@ -360,8 +360,13 @@ def test_extract_refuses_a_dir_with_other_settings_and_reports_missing_inputs(tm
         extract_videos(
             [PED2 / "train_02.mp4"], out, cfg_(**{"clips.clip_len": "8"}), extractors=[MeanRGB()], progress=False
         )
+    with pytest.raises(ConfigError, match=r"working resolution \(source.max_width\)"):
+        extract_videos(
+            [PED2 / "train_02.mp4"], out, cfg_(**{"source.max_width": "0"}), extractors=[MeanRGB()], progress=False
+        )
     extract_videos([PED2 / "train_02.mp4"], out, cfg_(), extractors=[MeanRGB()], progress=False)
-    assert set(json.loads((out / "meta.json").read_text())["videos"]) == {"train_01", "train_02"}
+    meta = json.loads((out / "meta.json").read_text())
+    assert set(meta["videos"]) == {"train_01", "train_02"} and meta["max_width"] == 384
     with pytest.raises(SourceError):
         extract_videos([tmp_path / "nothing"], out, cfg_(), extractors=[MeanRGB()], progress=False)
 

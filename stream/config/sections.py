@@ -192,6 +192,8 @@ class SourceConfig(_Section):
     def _check(self) -> SourceConfig:
         if self.reconnect_max < self.reconnect_initial:
             raise ValueError("source.reconnect_max: must be >= source.reconnect_initial")
+        if 0 < self.max_width < 32:
+            raise ValueError(f"source.max_width: must be 0 (full resolution) or >= 32 (got {self.max_width})")
         return self
 
 
@@ -231,8 +233,9 @@ class FeaturesConfig(_Section):
     cnn_frames: int = _rng(8, ge=0, le=1024)
     """CNN backbones see this many frames spread evenly over each clip (0 = every frame)."""
     cnn_input_size: int = _rng(224, ge=32, le=1024)
-    """Side of the square image the CNN backbones see (px). 224 is the ImageNet recipe; smaller
-    inputs cost about (size / 224)² as much (160: ~0.4× the int8 MobileNetV2 time here)."""
+    """Side of the square image the pooled CNN backbones (``mobilenetv2``, ``effnet_lite0``) see
+    (px; ``mnv2_patches`` stays at 224). 224 is the ImageNet recipe; smaller inputs cost about
+    (size / 224)² as much (160: ~0.4× the int8 MobileNetV2 time here) and, on Ped2, detect worse."""
     cnn_resize: Literal["squash", "crop"] = "squash"
     """``squash`` (whole frame to 224×224) or ``crop`` (shorter side 256, centre crop 224)."""
     cnn_spatial: Literal["avg", "max"] = "avg"
