@@ -92,7 +92,7 @@ def ensure_model(cfg: Config, video_dir: Path, path: Path, retrain: bool = False
     path.parent.mkdir(parents=True, exist_ok=True)
     s = train(feats, cfg, path, fusion=cfg.model.fusion, representations=cfg.model.representations)
     key_file.write_text(key + "\n")
-    log(f"model: saved {path} (best epoch {s.best_epoch}, validation AUC {s.best_val_auc})")
+    log(f"model: saved {path} ({s.describe()})")
     return path
 
 

@@ -37,9 +37,12 @@ def test_recipes_carry_the_configured_recipe():
     assert [r.name for r in rows] == ["default", "concat", "single:a", "single:b"]
     d = rows[0]
     assert d.fusion == "lego" and d.normalize == "zscore" and d.set["train.epochs"] == 5
-    assert d.set["model.window"] == 8 and "train.val_fraction" not in d.set
+    assert d.set["model.window"] == 8 and d.set["train.val_fraction"] == 0
     c = d.config(seed=1)
     assert c.train.val_fraction == 0 and c.train.seed == 1 and c.train.normalize == "zscore"
+    # a configured validation share reaches every row alike (same selection budget for all rows)
+    cfg.train.val_fraction = 0.2
+    assert {r.config(seed=0).train.val_fraction for r in PI.recipes(cfg, epochs=5)} == {0.2}
 
 
 def test_run_inductive_on_synthetic_videos():

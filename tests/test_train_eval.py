@@ -427,6 +427,40 @@ def test_train_and_eval_from_fusewatch_layout(data, tmp_path):
     assert rep["abnormal_frames"] == sum(int(v.frame_gt.sum()) for v in data)
 
 
+def test_alert_thresholds_come_from_normal_videos_the_model_never_trained_on(data, tmp_path):
+    """``train.calibration``: with a validation split its normal videos set the thresholds; without
+    one, cross-fitted calibration models (each without one group of the normal videos) score every
+    normal video out of sample (not the shipped model's own training clips, which it scores too low)."""
+    import numpy as np
+
+    from fusewatch.engines.evaluation.scoring import score_dataset
+    from fusewatch.engines.training.checkpoint import load_model
+
+    cfg = small_cfg(epochs=6)
+    cfg.train.val_fraction = 0.0
+    s = train(data, cfg, tmp_path / "h.pt", progress=False)
+    th = s.alert_thresholds
+    n_normal = sum(v.video_label == 0 for v in data.videos)
+    assert th["source"] == "heldout" and th["videos"] == n_normal
+    assert th["normal_clips"] == sum(len(v.feats["a"]) for v in data.videos if v.video_label == 0)
+    cfg.train.calibration = "insample"
+    s2 = train(data, cfg, tmp_path / "i.pt", progress=False)
+    assert s2.alert_thresholds["source"] == "insample" and s2.alert_thresholds["videos"] == n_normal
+    # same shipped model (same seed, same videos): only the calibration differs
+    m, _ = load_model(tmp_path / "h.pt")
+    normal = [v for v in data.videos if v.video_label == 0]
+    own = np.concatenate(list(score_dataset(m, normal).values()))
+    assert s2.alert_thresholds["on"] == round(float(np.quantile(own, 0.99)), 6)
+    assert th["on"] != s2.alert_thresholds["on"]
+    cfg.train.calibration = "none"
+    assert train(data, cfg, tmp_path / "n.pt", progress=False).alert_thresholds is None
+    cfg.train.calibration = "heldout"
+    cfg.train.val_fraction = 0.25
+    s3 = train(data, cfg, tmp_path / "v.pt", progress=False)
+    assert s3.alert_thresholds["source"] == "validation"
+    assert s3.alert_thresholds["videos"] == round(0.25 * n_normal)  # the validation split's normal videos
+
+
 def test_training_stores_calibrated_alert_thresholds(trained, data):
     """Thresholds come from the normal training videos' clip scores and the engine adopts them."""
     from fusewatch.engines.serving.service import effective_alerts

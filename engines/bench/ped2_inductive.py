@@ -1,7 +1,8 @@
 """``fusewatch bench ped2`` headline: the inductive protocol (:mod:`fusewatch.engines.evaluation.inductive`).
 
-Leave-one-anomalous-video-out folds, weak labels, no selection inside a fold (``train.val_fraction =
-0``, last epoch kept; feature normalisation fitted by ``train`` on the fold's training clips and
+Leave-one-anomalous-video-out folds, weak labels, no selection inside a fold with the default
+``train.val_fraction = 0`` (last epoch kept; a configured share > 0 selects the epoch on that share of
+each fold's *training* videos, video-level AUC, for every row alike; feature normalisation fitted by ``train`` on the fold's training clips and
 stored in the model, as ``fusewatch train`` does), held-out clips scored by the causal offline scorer,
 per-frame score = mean of the covering clips. Rows:
 
@@ -36,7 +37,7 @@ from fusewatch.stream.config import Config
 
 DEFAULT_SEEDS = (0, 1, 2)
 TARGET_AUC = 0.97
-_FIXED = ("representations", "fusion", "seed", "val_fraction", "normalize")
+_FIXED = ("representations", "fusion", "seed", "normalize")
 
 
 def recipes(cfg: Config, singles: bool = True, epochs: int | None = None) -> list[I.Recipe]:
@@ -155,8 +156,14 @@ def run_inductive(
         "minus_motion_baseline": _gap(base["all"]) if base else None,
     }
     return {
-        "protocol": "inductive: leave-one-anomalous-video-out, weak labels, no selection inside folds "
-        "(last epoch, train.val_fraction = 0), z-score statistics per fold from training clips "
+        "protocol": "inductive: leave-one-anomalous-video-out, weak labels, "
+        + (
+            f"epoch selection on {rows[0].set['train.val_fraction']:g} of each fold's training videos "
+            "(video-level validation AUC; held-out videos never seen), "
+            if rows[0].set.get("train.val_fraction")
+            else "no selection inside folds (last epoch, train.val_fraction = 0), "
+        )
+        + "z-score statistics per fold from training clips "
         "(train.normalize), causal clip scores, per-frame = mean of covering clips",
         "clip_stride": int(ds.info.get("clip_stride") or 0),
         "clip_len": int(ds.info.get("clip_len") or 0),

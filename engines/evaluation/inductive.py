@@ -13,8 +13,8 @@ exactly once, so pooled figures cover all 18 videos' frames, each scored by a mo
 Per fold (:func:`run_fold`): the training videos are weak copies (video label only, no frame
 labels); normalisation statistics (``Recipe.normalize`` → ``train.normalize``) are fitted by
 :func:`fusewatch.engines.training.loop.train` on the training videos' clips only and stored in the
-model, which applies them when scoring the held-out videos (the shipped path); the model is trained with ``train.val_fraction = 0`` (no early stopping: the last epoch is
-kept, so nothing is selected); held-out clip scores come from the causal offline scorer
+model, which applies them when scoring the held-out videos (the shipped path); the model is trained with ``train.val_fraction = 0`` unless ``Recipe.set``
+says otherwise (no early stopping: the last epoch is kept, so nothing is selected); held-out clip scores come from the causal offline scorer
 :func:`fusewatch.engines.training.train.score_video` (clip ``t`` = newest node of the window ``[t−N+1 .. t]``, what the
 streaming engine computes).
 
@@ -76,6 +76,7 @@ class Recipe:
         cfg.model.representations = list(self.representations)
         cfg.train.seed = int(seed)
         cfg.train.val_fraction = 0.0
+        cfg.train.calibration = "none"  # AUCs only: alert thresholds (extra training runs) are not measured here
         cfg.train.normalize = self.normalize
         for k, v in self.set.items():
             _set(cfg, k, v)

@@ -36,7 +36,7 @@ class ModelMeta(Mapping[str, Any]):
         expansion: ``matrix | hadamard`` (:data:`fusewatch.engines.fusion.names.EXPANSIONS`) or None.
         softplus, proj_dim, node_dim: the remaining LEGO hyper-parameters (``node_dim = k``, 0: no node branch).
         config: the ``ModelConfig`` as a plain dict. build_kwargs: extra constructor kwargs.
-        alert_thresholds: calibrated ``{"on", "off", "normal_clips"}`` or None.
+        alert_thresholds: calibrated ``{"on", "off", "normal_clips", "source", "videos"}`` or None.
         extractor_versions: ``{representation: extractor version}`` of the training features, or None.
         feature_norm: per-representation z-score statistics applied to raw features before the
             model, on-disk form ``{rep: {"mean": base64 float32, "std": base64 float32}}``
@@ -69,7 +69,7 @@ class ModelMeta(Mapping[str, Any]):
     node_dim: int = 0
     config: Mapping[str, Any] = field(default_factory=dict)
     build_kwargs: Mapping[str, Any] = field(default_factory=dict)
-    alert_thresholds: Mapping[str, float] | None = None
+    alert_thresholds: Mapping[str, Any] | None = None
     extractor_versions: Mapping[str, str] | None = None
     feature_norm: Mapping[str, Mapping[str, str]] | None = None
     motion_prior: Mapping[str, Any] | None = None

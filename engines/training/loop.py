@@ -38,7 +38,7 @@ from fusewatch.engines.fusion.motion_prior import fit_motion_prior
 from fusewatch.engines.fusion.names import FUSIONS
 from fusewatch.engines.fusion.normalize import fit_feature_norm, normalize_feats
 from fusewatch.engines.training import checkpoint as ckpt
-from fusewatch.engines.training.calibration import calibrate_thresholds
+from fusewatch.engines.training.calibration import fit_alert_thresholds
 from fusewatch.engines.training.losses import degree_variance_reg, topk_bag_scores
 from fusewatch.engines.training.split import set_seed, stratified_split
 from fusewatch.engines.training.windows import DEFAULT_MAX_WINDOWS, Window, video_windows, window_batch
@@ -65,12 +65,12 @@ class EpochStats:
 class TrainSummary:
     """What :func:`train` did: the checkpoint written (``out``), the model (``fusion``, ``representations``,
     ``dims`` ``{name: d}``, ``window`` ``N``), the kept epoch and its validation AUC (``val_kind``
-    ``frame`` | ``video`` | ``none``), the calibrated ``alert_thresholds`` (``{on, off, normal_clips}`` or
+    ``frame`` | ``video`` | ``none``), the calibrated ``alert_thresholds`` (``{on, off, normal_clips, source, videos}`` or
     None), video counts, whether the regulariser was on, per-epoch ``history`` and wall ``seconds``."""
 
     out: str
     fusion: str
-    alert_thresholds: dict[str, float] | None
+    alert_thresholds: dict[str, Any] | None
     representations: list[str]
     dims: dict[str, int]
     window: int
@@ -83,6 +83,19 @@ class TrainSummary:
     reg: bool
     history: list[EpochStats]
     seconds: float
+
+    def describe(self) -> str:
+        """One line: model, kept epoch and how it was chosen, alert thresholds, time."""
+        if self.best_val_auc is None:
+            kept = f"last epoch {self.best_epoch} kept (no validation AUC)"
+        else:
+            kept = f"best epoch {self.best_epoch}, val {self.val_kind} AUC {self.best_val_auc:.4f}"
+        th = self.alert_thresholds
+        alerts = "none" if not th else f"on {th['on']:.3f} / off {th['off']:.3f} ({th.get('source', '?')})"
+        return (
+            f"{self.fusion}, representations {','.join(self.representations)}, {kept}, "
+            f"alert thresholds {alerts}, {self.seconds:.1f} s"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (JSON reports)."""
@@ -306,7 +319,7 @@ def train(
     finally:
         if bar is not None:
             bar.close()
-    thresholds = calibrate_thresholds(out_path, train_v + val_v)
+    thresholds = fit_alert_thresholds(out_path, ds, train_v, val_v, cfg, train)
     return TrainSummary(
         out=str(out_path),
         fusion=mc.fusion,

@@ -32,12 +32,7 @@ def _cmd_train(args: argparse.Namespace, cfg: Config) -> int:
     cfg.validate()
     reps = [r.strip() for r in args.representations.split(",") if r.strip()] if args.representations else None
     summary = train(data, cfg, args.out, fusion=args.fusion, representations=reps, progress=not args.no_progress)
-    best = summary.best_val_auc
-    print(
-        f"saved {summary.out} ({summary.fusion}, representations {','.join(summary.representations)}, "
-        f"best epoch {summary.best_epoch}, val {summary.val_kind} AUC "
-        f"{'n/a' if best is None else f'{best:.4f}'}, {summary.seconds:.1f} s)"
-    )
+    print(f"saved {summary.out} ({summary.describe()})")
     return 0
 
 
@@ -46,8 +41,9 @@ def add_commands(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
         help="train a fusion model on extracted clip features",
-        description="Weakly-supervised training (top-k MIL + LEGO degree-variance regulariser); keeps the "
-        "checkpoint with the best validation AUC.",
+        description="Weakly-supervised training (top-k MIL + LEGO degree-variance regulariser) on every "
+        "video, keeping the last epoch (train.val_fraction > 0: a validation split picks the best epoch); "
+        "alert thresholds are calibrated on normal videos the model never trained on (train.calibration).",
     )
     p.add_argument(
         "--data",

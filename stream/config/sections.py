@@ -350,7 +350,19 @@ class TrainConfig(_Section):
     reg: bool = True
     reg_alpha: float = _rng(0.5, ge=0, le=1000)
     reg_lambda: float = _rng(0.1, ge=0, le=1000)
-    val_fraction: float = _rng(0.2, ge=0, lt=1)
+    val_fraction: float = _rng(0.0, ge=0, lt=1)
+    """Share of each class's videos held out to validate every epoch; the epoch with the best
+    validation AUC is kept. 0 (default): train on every video and keep the last epoch — the recipe
+    the inductive Ped2 benchmark measures (0.979 ± 0.003 there, against 0.964 ± 0.013 with 0.2 and
+    best-epoch selection on the fold's own training videos)."""
+    calibration: Literal["heldout", "insample", "none"] = "heldout"
+    """Alert thresholds (99th / 95th percentile of normal clip scores) from normal videos the model
+    never trained on: the validation split's, else cross-fitted ones (``calibration_folds``
+    calibration models, each trained without one group of the normal videos); ``insample``: the
+    training videos' own scores (too low for a model trained to its last epoch); ``none``."""
+    calibration_folds: int = _rng(3, ge=2, le=100)
+    """Cross-fitting groups of normal training videos for ``calibration = "heldout"`` (that many
+    extra training runs)."""
     seed: int = _rng(0, ge=0, le=2**32 - 1)
     random_pair: bool = False
     normalize: Literal["zscore", "none"] = "zscore"
