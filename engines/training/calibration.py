@@ -59,15 +59,15 @@ def _scores(model_path: str | Path, videos: Sequence[VideoFeatures]) -> np.ndarr
 
 
 def calibrate_thresholds(
-    model_path: str | Path, videos: Sequence[VideoFeatures], source: str = "insample", score_with=None
+    model_path: str | Path, videos: Sequence[VideoFeatures], source: str = "insample"
 ) -> dict[str, Any] | None:
-    """Thresholds from the clip scores of the *normal* ``videos`` under ``score_with`` (default: the
-    model at ``model_path``), stored in ``model_path``'s metadata as ``alert_thresholds``; the
-    engine uses them when ``alerts.thresholds = "model"``."""
+    """Thresholds from the clip scores of the *normal* ``videos`` under the model at ``model_path``,
+    stored in its metadata as ``alert_thresholds`` (``source`` names where the videos came from);
+    the engine uses them when ``alerts.thresholds = "model"``."""
     normal = [v for v in videos if v.video_label == 0]
     if not normal or not Path(model_path).is_file():
         return None
-    return _store(model_path, thresholds_from_scores(_scores(score_with or model_path, normal), source, len(normal)))
+    return _store(model_path, thresholds_from_scores(_scores(model_path, normal), source, len(normal)))
 
 
 def _store(model_path: str | Path, th: dict[str, Any]) -> dict[str, Any]:
@@ -96,7 +96,7 @@ def fit_alert_thresholds(
     normal = [v for v in train_v if v.video_label == 0]
     k = min(int(tc.calibration_folds), len(normal))
     if k < 2:
-        log.warning("alert thresholds: one normal training video, calibrated in sample (set alerts.on/off)")
+        log.warning("alert thresholds: a single normal training video, calibrated in sample (set alerts.on/off)")
         return calibrate_thresholds(out_path, train_v, "insample")
     order = np.random.default_rng([int(tc.seed), 7]).permutation(len(normal))
     inner = copy.deepcopy(cfg)
