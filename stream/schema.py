@@ -276,6 +276,19 @@ def decode_features(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> FeatureM
     return m
 
 
+DEAD_LETTER_KEY_BYTES = 1024
+"""Most bytes of a rejected record's key a dead letter keeps (in its payload and as its own key)."""
+
+
+def short_repr(b: bytes | str | None, limit: int = 80) -> str:
+    """``repr`` of a possibly hostile key / id, cut to about ``limit`` characters (with its length)."""
+    if b is None:
+        return "None"
+    if len(b) <= limit:
+        return repr(b)
+    return f"{b[:limit]!r}… ({len(b)} {'bytes' if isinstance(b, bytes) else 'chars'})"
+
+
 def dead_letter_payload(
     raw: bytes | None,
     reason: str,
@@ -285,9 +298,13 @@ def dead_letter_payload(
     offset: int,
     key: bytes | None,
     keep_bytes: int = 65536,
+    keep_key_bytes: int = DEAD_LETTER_KEY_BYTES,
 ) -> bytes:
-    """Dead-letter record: msgpack map with the reason, origin and (a prefix of) the raw payload."""
+    """Dead-letter record: msgpack map with the reason, origin and (a prefix of) the raw payload and
+    of the record key (``key_size`` / ``key_truncated`` say how much of a hostile key was kept), so a
+    dead letter stays far below any record size limit whatever the rejected record carried."""
     raw = bytes(raw or b"")
+    kb = None if key is None else bytes(key)
     return _pack(
         {
             "v": SCHEMA_VERSION,
@@ -297,7 +314,9 @@ def dead_letter_payload(
             "topic": topic,
             "partition": int(partition),
             "offset": int(offset),
-            "key": key,
+            "key": None if kb is None else kb[:keep_key_bytes],
+            "key_size": 0 if kb is None else len(kb),
+            "key_truncated": kb is not None and len(kb) > keep_key_bytes,
             "size": len(raw),
             "payload": raw[:keep_bytes],
             "truncated": len(raw) > keep_bytes,

@@ -69,6 +69,8 @@ REASONS = {
     "clip_regression",
     "clip_jump",
     "time_jump",
+    "time_regression",
+    "epoch_regression",
     "non_finite_score",
 }
 

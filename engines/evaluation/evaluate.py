@@ -379,13 +379,18 @@ def evaluate_stream(
     model = load_serving_model(cfg, model_path)
     res = stream_videos(videos, cfg, model, speed=speed, fresh_topics=True)
     scored = []
+    published = res.replay.cameras if res.replay is not None else {}
     for v in videos:
         clips = res.clips.get(v.stem, [])
-        if not clips:
+        want = published[v.stem].clips_published if v.stem in published else None
+        if not clips or (want is not None and len(clips) < want):
             why = res.engine.get("dead_letter_reasons") or {}
+            dropped = res.engine.get("dropped") or {}
             raise DatasetError(
-                f"video {v.name}: no clip was scored by the engine"
+                f"video {v.name}: the engine scored {len(clips)} of its {want if want is not None else '?'} clips"
                 + (f" (dead letters: {', '.join(f'{k} ×{n}' for k, n in sorted(why.items()))})" if why else "")
+                + (f" (dropped: {', '.join(f'{k} ×{n}' for k, n in sorted(dropped.items()))})" if dropped else "")
+                + "; an evaluation of part of a video is not reported"
             )
         rec = labels[v.stem]
         scored.append(

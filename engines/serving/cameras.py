@@ -8,8 +8,8 @@ first) and evicts cameras idle for ``engine.camera_idle_s``; a camera that comes
 stream, restarts it, is a duplicate to drop, or is rejected (:class:`SchemaError` with a stable
 reason, dead-lettered by the caller). A camera's stream is identified by ``(camera, epoch)``: a new
 epoch (worker restart) restarts the camera's graphs and alert state; inside one epoch clip indices
-must increase by 1..``max_clip_step`` and capture times may not jump by more than
-``max_time_jump`` s. ``resync_after`` consecutive rejected clips that are in order among
+must increase by 1..``max_clip_step``, capture times may not jump by more than
+``max_time_jump`` s nor go backwards (a clip's end may not precede its predecessor's end). ``resync_after`` consecutive rejected clips that are in order among
 themselves restart the camera from them, so one absurd clip never blinds a camera for good.
 """
 
@@ -58,6 +58,11 @@ class Camera:
         self.alt, self.alt_run = None, 0
 
 
+TIME_SLACK_S = 1.0
+"""How far a clip's capture (wall) end may fall behind the previous clip's (clock adjustments on the
+worker); its stream (pts) end may not fall behind at all: a later clip ends later."""
+
+
 def _continues(cfg: EngineConfig, clip: int, pts: float, wall: float, msg: FeatureMessage) -> str | None:
     """None when ``msg`` continues a stream whose last clip was (clip, pts end, wall end), else the reason."""
     if msg.clip == clip:
@@ -68,13 +73,18 @@ def _continues(cfg: EngineConfig, clip: int, pts: float, wall: float, msg: Featu
         return "clip_jump"
     if abs(msg.pts_start - pts) > cfg.max_time_jump or abs(msg.wall_start - wall) > cfg.max_time_jump:
         return "time_jump"
+    if msg.pts_end < pts or msg.wall_end < wall - TIME_SLACK_S:
+        return "time_regression"
     return None
 
 
 def admit(cam: Camera, msg: FeatureMessage, cfg: EngineConfig) -> tuple[str, str]:
     """→ ``(ACCEPT, "")``, ``(RESTART, reason)`` (``new_epoch`` | ``legacy_restart`` | ``resync``:
     the caller resets the camera, then accepts), ``(DROP, "duplicate_clip")``; raises
-    :class:`SchemaError` (``clip_regression`` | ``clip_jump`` | ``time_jump``) for a rejected clip."""
+    :class:`SchemaError` (``clip_regression`` | ``clip_jump`` | ``time_jump`` | ``time_regression``
+    | ``epoch_regression``) for a rejected clip. Epochs are the workers' start times, so only a
+    later epoch restarts the camera at once; a clip of an earlier epoch is rejected (one stray clip
+    cannot restart a camera twice) until ``resync_after`` of them in order resync it."""
     if msg.pts_end - msg.pts_start > cfg.max_time_jump or msg.wall_end - msg.wall_start > cfg.max_time_jump:
         raise SchemaError(
             "time_jump",
@@ -82,9 +92,13 @@ def admit(cam: Camera, msg: FeatureMessage, cfg: EngineConfig) -> tuple[str, str
         )
     if cam.seen == 0:
         return ACCEPT, ""
-    if msg.epoch != cam.epoch:
+    if msg.epoch > cam.epoch:
         return RESTART, "new_epoch"
-    why = _continues(cfg, cam.last_clip, cam.last_pts, cam.last_wall, msg)
+    why = (
+        "epoch_regression"
+        if msg.epoch < cam.epoch
+        else _continues(cfg, cam.last_clip, cam.last_pts, cam.last_wall, msg)
+    )
     if why is None:
         return ACCEPT, ""
     if why == "duplicate_clip":

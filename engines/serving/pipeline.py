@@ -103,7 +103,9 @@ def stream_videos(
     ``speed``: None = as fast as possible, 1.0 = real time. On Kafka (``cfg.transport == "kafka"``)
     the topics are created if missing; ``fresh_topics`` suffixes them with a random id (tests,
     benchmarks) and a private consumer group is always used. Returns when every published clip has
-    been consumed by the engine (or ``drain_timeout`` s after the replay finished). With
+    been consumed by the engine; raises :class:`DeliveryError` when a clip was lost on the way or
+    the engine had not consumed every published clip ``drain_timeout`` s after the replay finished
+    (scores of part of a stream are never returned as a complete result). With
     ``cfg.evidence.enabled`` an evidence writer cuts a clip per alert (``on_evidence(record)``). ``bus``: the
     in-process bus to use (``fusewatch demo --ui`` shares it with the web UI; default: a new one).
     ``max_clips``: stop each camera after that many clips (a few more may follow); with it
@@ -228,6 +230,13 @@ def stream_videos_multi(
             _delete_topics(cfg, list(topics.values()))
     if err:
         raise err[0]
+    assert rep is not None
+    short = {n: s.stats.records for n, s in services.items() if s.stats.records < rep.clips_published}
+    if short:  # results from part of the stream would read as a complete run
+        raise DeliveryError(
+            f"stream: the engine consumed {min(short.values())} of {rep.clips_published} published clips "
+            f"within drain_timeout = {drain_timeout:g} s; no partial result is returned"
+        )
     wall = time.monotonic() - t0
     for name, res in results.items():
         res.replay, res.wall_s, res.topics = rep, wall, topics

@@ -20,8 +20,17 @@ from fusewatch.engines.serving.cameras import DROP, RESTART, admit
 from fusewatch.engines.serving.site import zone_score
 from fusewatch.stream.alert_schema import ALERT_HEADERS
 from fusewatch.stream.live import encode_score
-from fusewatch.stream.schema import Evidence, FeatureMessage, SchemaError, dead_letter_payload, decode_features
+from fusewatch.stream.schema import (
+    DEAD_LETTER_KEY_BYTES,
+    Evidence,
+    FeatureMessage,
+    SchemaError,
+    dead_letter_payload,
+    decode_features,
+    short_repr,
+)
 from fusewatch.stream.transport import Record, TransportError
+from fusewatch.stream.transport.base import RecordTooLargeError
 
 log = logging.getLogger("fusewatch.engine")
 
@@ -69,6 +78,10 @@ class RecordProcessing:
         return feats
 
     def _dead_letter(self, rec: Record, err: SchemaError, exc: BaseException | None = None) -> None:
+        """Publish ``rec`` with its reason to the dead-letter topic. The dead letter keeps at most
+        :data:`DEAD_LETTER_KEY_BYTES` of the key (also as its record key) and 64 KiB of the payload;
+        should a size limit still refuse it, it goes again without the payload, so a hostile record
+        can never make its own dead-lettering fail (and with it the engine, on every retry)."""
         self.stats.dead_letters += 1
         if err.reason not in self.stats.dead_letter_reasons:  # first of its kind: say why, once
             log.warning(
@@ -77,17 +90,21 @@ class RecordProcessing:
                 rec.partition,
                 rec.offset,
                 err.reason,
-                err.detail,
+                err.detail[:500],
                 exc_info=exc,
             )
         self.stats.dead_letter_reasons[err.reason] = self.stats.dead_letter_reasons.get(err.reason, 0) + 1
         self.metrics.dead_letters.labels(err.reason).inc()
-        self.t.produce(
-            self.cfg.topics.dead_letter,
-            rec.key,
-            dead_letter_payload(rec.value, err.reason, err.detail, rec.topic, rec.partition, rec.offset, rec.key),
-            headers=[("reason", err.reason.encode())],
-        )
+        key = None if rec.key is None else bytes(rec.key)[:DEAD_LETTER_KEY_BYTES]
+        headers = [("reason", err.reason.encode())]
+        args = (err.reason, err.detail, rec.topic, rec.partition, rec.offset, rec.key)
+        try:
+            self.t.produce(self.cfg.topics.dead_letter, key, dead_letter_payload(rec.value, *args), headers=headers)
+        except RecordTooLargeError as e:
+            log.warning("dead letter of %s[%d]@%d too large (%s): sent without its payload", *rec.tp, rec.offset, e)
+            self.t.produce(
+                self.cfg.topics.dead_letter, key, dead_letter_payload(rec.value, *args, keep_bytes=0), headers=headers
+            )
 
     def _partitions(self, topic: str) -> int:
         n = self._nparts.get(topic)
@@ -107,7 +124,7 @@ class RecordProcessing:
             key = None
         if key != msg.camera:
             raise SchemaError(
-                "key_mismatch", f"record key {rec.key!r} != camera {msg.camera!r} (the key is the camera)"
+                "key_mismatch", f"record key {short_repr(rec.key)} != camera {msg.camera!r} (the key is the camera)"
             )
         if self.cfg.engine.check_partition:
             n = self._partitions(rec.topic)

@@ -11,7 +11,8 @@ all but the last one. Cameras whose whole history (from clip 0 of their epoch, o
 the read range continue exactly as an uninterrupted engine; the others start cold (counted as
 ``cold_starts{reason="rebuild_partial"}``): their alerts resume once their window is full. Only
 the ``max_cameras`` cameras most recently active in the range are replayed (the store holds no
-more); the others are counted as ``rebuild_not_held`` and start cold when they return.
+more); the others are counted as ``rebuild_not_held`` and start cold when they return. Records that
+were dead-lettered live (:func:`camera_of` is None) are neither cameras nor replayed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 
+from fusewatch.stream.schema import SchemaError, decode_features
 from fusewatch.stream.transport import Record, TopicPartition, Transport
 
 log = logging.getLogger("fusewatch.engine")
@@ -47,6 +49,21 @@ def read_range(t: Transport, tp: TopicPartition, start: int, stop: int, deadline
     return out, done
 
 
+def camera_of(rec: Record, max_bytes: int) -> str | None:
+    """The camera of a record that the engine would have admitted as one (it decodes as a feature
+    message whose camera is its key), else None: records dead-lettered live (hostile keys,
+    undecodable payloads) neither count as cameras nor take the place of real ones in a rebuild."""
+    try:
+        msg = decode_features(rec.value, max_bytes)
+    except SchemaError:
+        return None
+    try:
+        key = None if rec.key is None else bytes(rec.key).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return msg.camera if key == msg.camera else None
+
+
 def rebuild_partition(svc, tp: TopicPartition) -> None:
     """Restore the state of ``tp``'s cameras in ``svc`` (an EngineService) from the log, bounded in
     records and time; leaves ``tp`` positioned at its committed offset."""
@@ -72,11 +89,12 @@ def rebuild_partition(svc, tp: TopicPartition) -> None:
         if not complete:
             truncated = True
             break
+        recs = [r for r in recs if camera_of(r, svc.cfg.max_message_bytes) is not None]
         chunks.append(recs)
         cams.update(r.key for r in recs)
         start = lo
     recs = [r for chunk in reversed(chunks) for r in chunk]
-    nread = len(recs)
+    nread = committed - start
     for k in cams:  # this partition's cameras: their state is rebuilt from the log
         svc.store.drop((k or b"").decode("utf-8", errors="replace"))
     keep: dict[bytes | None, None] = {}  # the max_cameras most recently active cameras: the store holds no more

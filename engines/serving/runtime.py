@@ -34,6 +34,10 @@ from fusewatch.engines.serving.state import CameraGraphState
 from fusewatch.errors import CheckpointError, one_line
 from fusewatch.stream.config import CACHE_DIR, Config
 
+MAX_MODEL_INPUT = 1e12
+"""Largest magnitude of a (normalised) feature value a features-in model accepts: z-scored features
+are O(1)–O(10³); products and sums of squares of values this size stay far inside float32."""
+
 
 class FeatureWindow:
     """Ring of the last N raw clip features per representation (for features-in scoring).
@@ -47,9 +51,18 @@ class FeatureWindow:
         self.count = 0
 
     def push(self, feats: Mapping[str, np.ndarray | None]) -> None:
-        self.buf.append(
-            {k: (None if feats.get(k) is None else np.asarray(feats[k], np.float32).reshape(-1)) for k in self.names}
-        )
+        """Append one clip (``{name: (d_m,)}``, after the model's normalisation). Raises ValueError,
+        leaving the window as it was, for a value that is not finite or beyond
+        :data:`MAX_MODEL_INPUT` in magnitude: such a clip would overflow inside a model that mixes
+        the window's clips (mtn) and turn the score of every later window holding it into NaN."""
+        row = {k: (None if feats.get(k) is None else np.asarray(feats[k], np.float32).reshape(-1)) for k in self.names}
+        for k, v in row.items():
+            if v is not None and v.size and not float(np.abs(v).max()) <= MAX_MODEL_INPUT:  # NaN fails too
+                raise ValueError(
+                    f"{k}: model input beyond ±{MAX_MODEL_INPUT:g} after normalisation "
+                    f"(max |x| {float(np.abs(v).max()):.3g}); the clip is not kept"
+                )
+        self.buf.append(row)
         self.count += 1
 
     def window(self):

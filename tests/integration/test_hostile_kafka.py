@@ -87,9 +87,10 @@ def reasons(cfg):
 def test_hostile_records_from_a_raw_producer_are_dead_lettered_and_the_engine_lives(
     kafka_bootstrap, kafka_make_cfg, model_path
 ):
-    """The adversarial run's records: an ``<f8`` feature at 1e300 (schema-valid, Inf as float32;
+    """The adversarial runs' records: an ``<f8`` feature at 1e300 (schema-valid, Inf as float32;
     it used to end ``fusewatch engine`` and crash-loop the group), a record keyed ``attacker``
-    carrying camera ``victim``, and a camera's record on a partition other than murmur2's."""
+    carrying camera ``victim``, a camera's record on a partition other than murmur2's, and a valid
+    clip under a 600 KB key."""
     cfg = setup(kafka_bootstrap, kafka_make_cfg, model_path)
     model = load_serving_model(cfg)
     p = raw_producer(cfg)
@@ -103,12 +104,18 @@ def test_hostile_records_from_a_raw_producer_are_dead_lettered_and_the_engine_li
     for i in range(1, 4):
         for cam in ("cam-f8", "victim", "cam-wp"):
             p.send(topic, key=cam.encode(), value=feature(cam, i).encode())
+    # a valid clip under a 600 KB key (the broker takes it): its dead letter used to carry the key
+    # twice, exceed the producer's limit and end the engine on every restart
+    p.send(topic, key=b"k" * 600_000, value=feature("victim", 4).encode())
+    p.send(topic, key=b"victim", value=feature("victim", 4).encode())
     p.flush()
     p.close()
     svc = run_engine(cfg, model)
-    assert svc.stats.records == 12 and svc.stats.scored == 9
-    assert reasons(cfg) == ["key_mismatch", "non_finite_after_cast", "wrong_partition"]
+    assert svc.stats.records == 14 and svc.stats.scored == 10
+    assert reasons(cfg) == ["key_mismatch", "key_mismatch", "non_finite_after_cast", "wrong_partition"]
     assert "attacker" not in svc.cams
+    big = [decode_dead_letter(r.value) for r in drain_topic(cfg, cfg.topics.dead_letter)]
+    assert sorted(d["key_size"] for d in big if d["reason"] == "key_mismatch") == [8, 600_000]
 
 
 @pytest.mark.timeout(240)
