@@ -211,3 +211,21 @@ def test_stream_videos_refuses_to_return_part_of_a_stream(model_path, serving, m
         pipeline.stream_videos(
             ["fake.mp4"], make_cfg(model_path, **{"engine.max_batch": "4"}), serving, drain_timeout=1.0
         )
+
+
+def test_a_flood_of_new_camera_ids_evicts_its_own_ids_not_established_cameras(model_path, serving):
+    """max_cameras distinct valid ids used to evict a real camera (its alert ended, its window lost,
+    blind again at every flood). Cameras with fewer than ESTABLISHED_CLIPS clips go first."""
+    bus = InProcessBus(partitions=1)
+    for i in range(10):
+        put(bus, msg("real", i))
+    for j in range(12):
+        put(bus, msg(f"flood{j}", 0))
+    for i in range(10, 20):
+        put(bus, msg("real", i))
+    sink = Sink()
+    svc = drain(
+        engine(make_cfg(model_path, **{"engine.max_cameras": "5", "engine.max_batch": "1"}), bus, serving, sink)
+    )
+    assert svc.stats.evictions == {"lru": 8} and svc.stats.cold_starts == {} and "real" in svc.cams
+    assert sorted(c for cam, c, _ in sink.scores if cam == "real") == list(range(20))

@@ -1,7 +1,7 @@
 """Per-camera engine state held in a bounded store, and the per-camera admission of a clip.
 
-:class:`CameraStore` keeps at most ``engine.max_cameras`` cameras (least recently used evicted
-first) and evicts cameras idle for ``engine.camera_idle_s``; a camera that comes back starts cold
+:class:`CameraStore` keeps at most ``engine.max_cameras`` cameras (cameras on probation, with fewer
+than :data:`ESTABLISHED_CLIPS` clips, evicted first, then the least recently used) and evicts cameras idle for ``engine.camera_idle_s``; a camera that comes back starts cold
 (its window refills before alerts resume; counted by reason).
 
 :func:`admit` decides, for one decoded clip of a held camera, whether it continues the camera's
@@ -120,6 +120,10 @@ def admit(cam: Camera, msg: FeatureMessage, cfg: EngineConfig) -> tuple[str, str
     )
 
 
+ESTABLISHED_CLIPS = 8
+"""Clips a camera must have had accepted before eviction prefers other cameras (:meth:`CameraStore._victim`)."""
+
+
 class CameraStore:
     """Cameras by id, least recently used first; bounded by ``max_cameras``, idle ones evicted.
 
@@ -139,6 +143,8 @@ class CameraStore:
         self.evicted: OrderedDict[str, str] = OrderedDict()
         """Recently evicted ids → reason (bounded by ``remember``), to count their cold start."""
         self.remember = remember
+        self.probation: OrderedDict[str, None] = OrderedDict()
+        """Cameras that may still be on probation (see :meth:`_victim`), oldest admitted first."""
 
     def __len__(self) -> int:
         return len(self.cams)
@@ -158,14 +164,33 @@ class CameraStore:
         c = self.factory(cam)
         c.touched = now
         self.cams[cam] = c
+        self.probation[cam] = None
         why = self.evicted.pop(cam, None)
         while len(self.cams) > self.cfg.max_cameras:
-            old, oc = next(iter(self.cams.items()))
-            self._evict(old, oc, "lru")
+            old = self._victim()
+            self._evict(old, self.cams[old], "lru")
         return c, (f"evicted_{why}" if why else None)
+
+    def _victim(self) -> str:
+        """The camera to evict when full: the earliest admitted of those still on probation (fewer
+        than :data:`ESTABLISHED_CLIPS` clips accepted), else the least recently used one. A flood
+        of new camera ids then evicts its own ids, not the established cameras. Amortised O(1):
+        cameras that were promoted or have gone leave ``probation`` when met here."""
+        newest = next(reversed(self.cams))
+        while self.probation:
+            cam = next(iter(self.probation))
+            c = self.cams.get(cam)
+            if c is None or c.seen >= ESTABLISHED_CLIPS:
+                del self.probation[cam]
+                continue
+            if cam != newest:
+                return cam
+            break  # the camera being admitted is the only one on probation
+        return next(iter(self.cams))
 
     def _evict(self, cam: str, c: Camera, reason: str) -> None:
         del self.cams[cam]
+        self.probation.pop(cam, None)
         self.evicted[cam] = reason
         self.evicted.move_to_end(cam)
         while len(self.evicted) > self.remember:
@@ -176,6 +201,7 @@ class CameraStore:
     def drop(self, cam: str) -> None:
         """Forget a camera without counting an eviction (its state is rebuilt from the log)."""
         self.cams.pop(cam, None)
+        self.probation.pop(cam, None)
         self.evicted.pop(cam, None)
 
     def sweep(self) -> None:

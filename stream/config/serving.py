@@ -47,7 +47,8 @@ class EngineConfig(_Section):
     """Wall-time bound of one partition's state rebuild (s); cameras whose history was not reached
     start cold (counted)."""
     max_cameras: int = _rng(512, ge=1, le=10_000_000)
-    """Cameras held in memory (least recently used evicted first; a returning camera starts cold)."""
+    """Cameras held in memory (cameras with fewer than 8 clips evicted first, then the least recently
+    used; a returning camera starts cold)."""
     camera_idle_s: float = _rng(3600.0, ge=0, le=31_536_000)
     """Evict a camera without records for this long (engine wall clock, s; 0 = never)."""
     max_clip_step: int = _rng(10000, ge=1, le=2**62)
