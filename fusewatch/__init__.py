@@ -52,7 +52,7 @@ _API: dict[str, str] = {
     "load_model": "fusewatch.engines.training.checkpoint:load_model",
     "train": "fusewatch.engines.training.loop:train",
     "evaluate": "fusewatch.engines.evaluation.evaluate:evaluate",
-    "evaluate_stream": "fusewatch.engines.evaluation.evaluate:evaluate_stream",
+    "evaluate_stream": "fusewatch.engines.evaluation.stream_eval:evaluate_stream",
     "export_onnx": "fusewatch.engines.export.onnx:export_onnx",
     "export_models": "fusewatch.engines.export.models:export_models",
     # optional dependencies

@@ -11,7 +11,9 @@ Layout of ``FEAT_DIR``::
 
 A representation that is absent for a video (e.g. audio of a silent video) is not written for it.
 Extracting into an existing FEAT_DIR adds/replaces videos when the clip settings and extractor
-versions match, and fails with a clear error otherwise.
+versions match, and fails with a clear error otherwise; re-extracting a video with fewer extractors
+keeps its other representations (when their clip count still matches). One extraction at a time
+writes to a FEAT_DIR (``.extract.lock``); a second one fails at once with a clear error.
 """
 
 from __future__ import annotations
@@ -46,7 +48,14 @@ VIDEO_EXTS = (
     ".h264",
     ".h265",
     ".hevc",
+    ".y4m",
+    ".m2ts",
+    ".mts",
+    ".ogv",
+    ".vob",
 )
+NOT_VIDEO_EXTS = (".json", ".txt", ".md", ".csv", ".jpg", ".jpeg", ".png", ".npy", ".log", ".lock", ".tmp")
+"""Files a video folder commonly holds beside its videos: skipped without a warning."""
 
 
 def find_videos(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], list[Path]]:
@@ -58,9 +67,22 @@ def find_videos(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], list[P
         p = Path(x)
         if p.is_dir():
             dirs.append(p)
-            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in VIDEO_EXTS)
+            entries = sorted(p.iterdir())
+            found = [q for q in entries if q.is_file() and q.suffix.lower() in VIDEO_EXTS]
             if not found:
                 raise SourceError(f"extract {p}: directory contains no video files ({', '.join(VIDEO_EXTS[:5])}, ...)")
+            skipped = [
+                q.name + ("/" if q.is_dir() else "")
+                for q in entries
+                if q not in found and not q.name.startswith(".") and q.suffix.lower() not in NOT_VIDEO_EXTS
+            ]
+            if skipped:  # never a silent omission: name what the scan leaves out
+                get_logger("fusewatch.stream.extract").warning(
+                    f"{p}: {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} not extracted (folders are not "
+                    f"searched; files without a video extension are skipped; pass them by name): "
+                    + ", ".join(skipped[:8])
+                    + (" ..." if len(skipped) > 8 else "")
+                )
             videos.extend(found)
         elif p.exists():
             videos.append(p)
@@ -86,28 +108,85 @@ def _write_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def _copy_labels(dirs: list[Path], videos: list[Path], out: Path) -> None:
-    label_files = [d / "labels.json" for d in dirs if (d / "labels.json").is_file()]
-    # loose files: take their entries from a labels.json beside them
-    loose = [v for v in videos if v.parent not in dirs and (v.parent / "labels.json").is_file()]
-    if len(label_files) == 1 and not loose and not (out / "labels.json").exists():
-        shutil.copyfile(label_files[0], out / "labels.json")
+def _read_labels(path: Path) -> dict:
+    """A labels.json as a mapping; :class:`ConfigError` (one line) when it is not one."""
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ConfigError(f"{path}: not a readable JSON labels file ({e})") from None
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{path}: expected a JSON object {{video: labels}}, got {type(obj).__name__}")
+    return obj
+
+
+def _labels_plan(dirs: list[Path], videos: list[Path]) -> tuple[list[tuple[Path, dict]], list[tuple[Path, dict]]]:
+    """The labels files an extraction copies, read (and so checked) before any video is extracted:
+    ``([(folder labels.json, labels)], [(loose video, labels beside it)])``."""
+    folder = [(d / "labels.json", _read_labels(d / "labels.json")) for d in dirs if (d / "labels.json").is_file()]
+    loose = [
+        (v, _read_labels(v.parent / "labels.json"))
+        for v in videos
+        if v.parent not in dirs and (v.parent / "labels.json").is_file()
+    ]
+    return folder, loose
+
+
+def _copy_labels(plan: tuple[list[tuple[Path, dict]], list[tuple[Path, dict]]], out: Path) -> None:
+    folder, loose = plan
+    if len(folder) == 1 and not loose and not (out / "labels.json").exists():
+        shutil.copyfile(folder[0][0], out / "labels.json")
         return
-    if not label_files and not loose:
+    if not folder and not loose:
         return
     merged: dict = {}
     if (out / "labels.json").exists():
         try:
-            merged.update(json.loads((out / "labels.json").read_text()))
-        except ValueError:
-            pass
-    for lf in label_files:
-        merged.update(json.loads(lf.read_text()))
-    for v in loose:
-        labels = json.loads((v.parent / "labels.json").read_text())
+            merged.update(_read_labels(out / "labels.json"))
+        except ConfigError as e:
+            get_logger("fusewatch.stream.extract").warning(f"{e}: replaced by the labels of this extraction")
+    for _, labels in folder:
+        merged.update(labels)
+    for v, labels in loose:
         if v.stem in labels:
             merged[v.stem] = labels[v.stem]
     _write_json(out / "labels.json", merged)
+
+
+def _lock(out: Path):
+    """An exclusive lock on ``out`` (``out/.extract.lock``) for one extraction: a second extraction
+    into the same folder at the same time would overwrite meta.json without the first one's videos."""
+    import fcntl
+
+    f = open(out / ".extract.lock", "w")  # noqa: SIM115 - held until the extraction ends
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise ConfigError(f"--out {out}: another fusewatch extract is writing there; wait for it to finish") from None
+    return f
+
+
+def _stale_files(out: Path, stem: str, written: dict, clips: int, extractors, known) -> list[Path]:
+    """Feature files of ``stem`` that no longer match it: a representation of this run's extractors
+    that this run did not write (absent for this video, e.g. no audio), or one of another run whose
+    clip count differs from the new extraction's (another video under the same name). Files of other
+    extractors with the same clip count stay: extracting with fewer extractors adds, never removes."""
+    mine = {e.name for e in extractors}
+    out_files = []
+    for name in known:
+        f = out / name / f"{stem}.npy"
+        if name in written or not f.exists():
+            continue
+        if name in mine:
+            out_files.append(f)
+            continue
+        try:
+            rows = int(np.load(f, mmap_mode="r", allow_pickle=False).shape[0])
+        except (OSError, ValueError, IndexError):
+            rows = -1
+        if rows != clips:
+            out_files.append(f)
+    return out_files
 
 
 def extract_video(path: str | os.PathLike, cfg, extractors) -> dict:
@@ -176,7 +255,20 @@ def extract_videos(
 
         extractors = default_extractors(cfg)
     extractors = list(extractors)
-    out.mkdir(parents=True, exist_ok=True)
+    labels_plan = _labels_plan(dirs, videos)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out {out}: cannot create the directory ({e.strerror or e})") from None
+    lock = _lock(out)
+    try:
+        return _extract_into(out, videos, labels_plan, cfg, extractors, progress, log)
+    finally:
+        lock.close()
+
+
+def _extract_into(out: Path, videos: list[Path], labels_plan, cfg, extractors: list, progress: bool, log) -> Path:
+    """:func:`extract_videos` once ``out`` exists and is locked."""
     meta = {
         "clip_len": cfg.clips.clip_len,
         "clip_stride": cfg.clips.clip_stride,
@@ -189,8 +281,10 @@ def extract_videos(
     if meta_path.exists():
         try:
             old = json.loads(meta_path.read_text())
-        except ValueError:
+        except (ValueError, UnicodeDecodeError):
             raise ConfigError(f"--out {out}: meta.json is not valid JSON") from None
+        if not isinstance(old, dict) or not isinstance(old.get("representations") or {}, dict):
+            raise ConfigError(f"--out {out}: meta.json is not a fusewatch feature index; use an empty directory")
         same = (
             all(old.get(k) == meta[k] for k in ("clip_len", "clip_stride"))
             and float(old.get("sample_fps", -1)) == float(meta["sample_fps"])
@@ -220,19 +314,24 @@ def extract_videos(
             if bar is not None:
                 bar.set_postfix_str(v.name)
             res = extract_video(v, cfg, extractors)
-            for name in meta["representations"]:
-                stale = out / name / f"{v.stem}.npy"
-                if name not in res["reps"] and stale.exists():
-                    stale.unlink()
+            stale = _stale_files(out, v.stem, res["reps"], res["clips"], extractors, meta["representations"])
+            for f in stale:
+                f.unlink()
+            if stale and any(f.parent.name not in {e.name for e in extractors} for f in stale):
+                log.warning(
+                    f"{v.stem}: removed {', '.join(f.parent.name for f in stale)} features of an earlier extraction "
+                    f"(their clip count differs from the new {res['clips']} clips)"
+                )
             for name, arr in res["reps"].items():
                 (out / name).mkdir(exist_ok=True)
                 np.save(out / name / f"{v.stem}.npy", arr)
+            kept = [n for n in meta["representations"] if n not in res["reps"] and (out / n / f"{v.stem}.npy").exists()]
             meta["videos"][v.stem] = {
                 "clips": res["clips"],
                 "frames": res["frames"],
                 "fps": res["fps"],
                 "clip_frames": res["clip_frames"],
-                "representations": sorted(res["reps"]),
+                "representations": sorted([*res["reps"], *kept]),
             }
             if res["warning"]:
                 meta["videos"][v.stem]["warning"] = res["warning"]
@@ -246,6 +345,6 @@ def extract_videos(
     finally:
         if bar is not None:
             bar.close()
-    _copy_labels(dirs, videos, out)
+    _copy_labels(labels_plan, out)
     _write_json(meta_path, meta)
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,8 @@ def load_feature_array(path: str | Path, crop_axis: int | None = None) -> np.nda
     2-D arrays are returned as they are. 3-D arrays are averaged over the crop axis: ``crop_axis``
     if given, else T×crops×D (RTFM I3D ``T×10×2048``: axis 1) unless the middle axis is longer than
     ``MAX_CROPS`` while the first is not (crops×T×D: axis 0). 1-D arrays are one clip (1×D).
+    A missing file raises :class:`DataNotFoundError`; an empty, truncated, non-numeric or otherwise
+    unreadable one :class:`DatasetError` (naming the file).
     """
     p = Path(path)
     try:
@@ -25,15 +28,27 @@ def load_feature_array(path: str | Path, crop_axis: int | None = None) -> np.nda
             a = np.loadtxt(p, dtype=np.float32, ndmin=2)
         elif p.suffix == ".npz":
             with np.load(p) as z:
+                if not z.files:
+                    raise DatasetError(f"feature file {p}: empty .npz (no arrays)")
                 key = "feats" if "feats" in z else sorted(z.files)[0]
                 a = np.asarray(z[key])
         else:
             a = np.load(p, allow_pickle=False)
+        if a.dtype.kind not in "biuf":  # strings, objects, records, complex: not features
+            raise DatasetError(f"feature file {p}: expected numbers, got dtype {a.dtype}")
+        a = np.asarray(a, dtype=np.float32)
+    except DatasetError:
+        raise
     except FileNotFoundError:
         raise DataNotFoundError(f"feature file {p}: not found") from None
-    except ValueError as e:
+    except EOFError:
+        raise DatasetError(f"feature file {p}: empty or truncated") from None
+    except IsADirectoryError:
+        raise DatasetError(f"feature file {p}: is a directory, not a file") from None
+    except (OSError, zipfile.BadZipFile) as e:
         raise DatasetError(f"feature file {p}: unreadable ({e})") from None
-    a = np.asarray(a, dtype=np.float32)
+    except (TypeError, ValueError) as e:  # not a .npy/.npz, pickled objects, non-numeric text
+        raise DatasetError(f"feature file {p}: unreadable ({e})") from None
     if a.ndim == 1:
         a = a[None, :]
     elif a.ndim == 3:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
@@ -27,8 +28,41 @@ from fusewatch.errors import DataNotFoundError, DatasetError
 log = logging.getLogger("fusewatch.datasets")
 
 
+def _labels_field(p: Path, name: str, field: str, value: object, want: str) -> DatasetError:
+    """The error for a ``labels.json`` field of the wrong type (names file, video and field)."""
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    return DatasetError(f"labels file {p}: video {name!r}: field {field!r} must be {want}, got {shown}")
+
+
+def _is_number(x: object) -> bool:
+    """A finite JSON number (``true``/``false`` are not numbers here)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _frame_gt(p: Path, name: str, lab: object) -> np.ndarray | None:
+    """A ``labels`` field (string of 0/1 or list of numbers, one per frame) → uint8 0/1 array."""
+    if lab is None:
+        return None
+    want = "a string of 0/1 or a list of numbers (one per frame)"
+    if isinstance(lab, str):
+        if set(lab) - {"0", "1"}:
+            raise _labels_field(p, name, "labels", lab, want)
+        return np.frombuffer(lab.encode("ascii"), dtype=np.uint8) - ord("0")
+    if isinstance(lab, list):
+        bad = next((i for i, x in enumerate(lab) if not isinstance(x, (int, float))), None)
+        if bad is not None:
+            raise _labels_field(p, name, f"labels[{bad}]", lab[bad], "a number (0/1, one per frame)")
+        return (np.asarray(lab, dtype=np.float64) > 0).astype(np.uint8)
+    raise _labels_field(p, name, "labels", lab, want)
+
+
 def read_labels_json(path: str | Path) -> dict[str, dict]:
-    """Ped2 / fusewatch ``labels.json`` → ``{name: {"frame_gt": uint8 array, "fps", "frames"}}``."""
+    """Ped2 / fusewatch ``labels.json`` → ``{name: {"frame_gt": uint8 array, "fps", "frames", "label"}}``.
+
+    Per video: ``labels`` (string of 0/1 or list of numbers, one per frame), ``frames`` (count,
+    integer ≥ 0), ``fps`` (number > 0), ``label`` (0 normal, 1 abnormal, -1 unknown), all optional.
+    A field of the wrong type raises :class:`DatasetError` naming the file, the video and the field.
+    """
     p = Path(path)
     try:
         data = json.loads(p.read_text())
@@ -36,30 +70,31 @@ def read_labels_json(path: str | Path) -> dict[str, dict]:
         raise DataNotFoundError(f"labels file {p}: not found") from None
     except json.JSONDecodeError as e:
         raise DatasetError(f"labels file {p}: invalid JSON ({e})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(f"labels file {p}: unreadable ({e})") from None
     if not isinstance(data, dict):
         raise DatasetError(f"labels file {p}: expected an object mapping video names to labels")
     out = {}
     for name, rec in data.items():
         if not isinstance(rec, dict):
             raise DatasetError(f"labels file {p}: entry {name!r} is not an object")
-        lab = rec.get("labels")
-        gt = None
-        if isinstance(lab, str):
-            if set(lab) - {"0", "1"}:
-                raise DatasetError(f"labels file {p}: {name}.labels must be a string of 0/1")
-            gt = np.frombuffer(lab.encode("ascii"), dtype=np.uint8) - ord("0")
-        elif isinstance(lab, list):
-            gt = (np.asarray(lab) > 0).astype(np.uint8)
-        frames = rec.get("frames")
+        gt = _frame_gt(p, name, rec.get("labels"))
+        frames, fps, label = rec.get("frames"), rec.get("fps"), rec.get("label")
+        if frames is not None and not (_is_number(frames) and frames >= 0 and frames == int(frames)):
+            raise _labels_field(p, name, "frames", frames, "an integer ≥ 0")
+        if fps is not None and not (_is_number(fps) and fps > 0):
+            raise _labels_field(p, name, "fps", fps, "a number > 0")
+        if label is not None and label not in (-1, 0, 1):
+            raise _labels_field(p, name, "label", label, "0 (normal), 1 (abnormal) or -1 (unknown)")
         if gt is not None and frames is not None and int(frames) != gt.size:
             log.warning(
                 "labels file %s: %s has frames=%s but %d labels; using the labels' length", p, name, frames, gt.size
             )
         out[Path(name).stem if name.endswith((".mp4", ".avi")) else name] = {
             "frame_gt": gt,
-            "fps": rec.get("fps"),
+            "fps": fps,
             "frames": int(gt.size) if gt is not None else (int(frames) if frames is not None else None),
-            "label": rec.get("label"),
+            "label": label,
         }
     return out
 

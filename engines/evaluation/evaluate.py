@@ -35,10 +35,9 @@ from fusewatch.engines.data import (
     VideoFeatures,
     as_dataset,
     load_dataset,
-    read_labels_json,
 )
 from fusewatch.engines.evaluation import metrics as M
-from fusewatch.errors import DataNotFoundError, DatasetError
+from fusewatch.errors import DataNotFoundError, DatasetError, UsageError
 
 log = logging.getLogger("fusewatch.evaluate")
 
@@ -81,6 +80,16 @@ class ScoredVideo:
             self.frame_gt = (np.asarray(self.frame_gt).ravel() > 0).astype(np.uint8)
         if self.video_label not in (0, 1) and self.frame_gt is not None:
             self.video_label = int(self.frame_gt.any())
+        if self.frame_gt is not None and self.clip_ranges:
+            span = max(e - s + 1 for s, e in self.clip_ranges)
+            covered = max(e for _, e in self.clip_ranges) + 1
+            if self.frame_gt.size - covered > span:
+                raise DatasetError(
+                    f"video {self.name}: its clips cover frames 0..{covered - 1} of its {self.frame_gt.size} "
+                    f"labelled frames ({self.frame_gt.size - covered} frames without features: a truncated or "
+                    "partly unreadable video?); an evaluation of part of a video is not reported — re-extract it "
+                    "or remove it from the labels"
+                )
 
     def frames(self) -> int:
         if self.frame_gt is not None:
@@ -290,6 +299,32 @@ def evaluate_scores(
     return report
 
 
+def check_outputs(out_json: str | Path | None, plots_dir: str | Path | None) -> None:
+    """Create the folders of ``--json`` / ``--plots`` before any scoring, so a path that cannot be
+    written fails at once with one line instead of after the work."""
+    for what, d in (("--json", Path(out_json).parent if out_json else None), ("--plots", plots_dir)):
+        if d is None:
+            continue
+        try:
+            Path(d).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"{what}: cannot create the folder {d} ({e.strerror or e})") from None
+    if out_json and Path(out_json).is_dir():
+        raise UsageError(f"--json {out_json}: is a folder")
+
+
+def check_versions(model_versions: Mapping[str, str] | None, data_versions: Mapping[str, Any], names) -> None:
+    """The data's extractor versions must be the model's training features' (as the engine checks
+    every message): features of another extractor setting score without error but mean nothing."""
+    for n in names:
+        want, have = (model_versions or {}).get(n), data_versions.get(n)
+        if want and have and str(want) != str(have):
+            raise DatasetError(
+                f"representation {n}: the data comes from extractor {have}, the model was trained on {want} "
+                "(extract with the model's settings, or retrain)"
+            )
+
+
 def evaluate(
     model_path: str | Path,
     data_dir: str | Path | FeatureDataset | Sequence[VideoFeatures],
@@ -314,6 +349,7 @@ def evaluate(
         raise DataNotFoundError(f"model {mp}: not found")
     if isinstance(data_dir, (str, Path)) and not Path(data_dir).exists():
         raise DataNotFoundError(f"data {data_dir}: not found")
+    check_outputs(out_json, plots_dir)
     model, meta = load_model(mp)
     names = list(model.names)
     ds = load_dataset(data_dir, split="test") if isinstance(data_dir, (str, Path)) else as_dataset(data_dir)
@@ -326,6 +362,7 @@ def evaluate(
     for n in names:
         if int(ds.dims[n]) != int(model.dims[n]):
             raise DatasetError(f"representation {n}: the model expects dim {model.dims[n]}, the data has {ds.dims[n]}")
+    check_versions(meta.extractor_versions, ds.info.get("versions") or {}, names)
     ds = ds.select(names)
     scores = {v.name: score_video(model, v.feats, batch_size=batch_size) for v in ds.videos}
     md = meta.to_dict()
@@ -343,72 +380,3 @@ def evaluate(
         console=console,
         max_timelines=max_timelines,
     )
-
-
-# --------------------------------------------------------------------------------------------------
-# CLI
-# --------------------------------------------------------------------------------------------------
-
-
-def evaluate_stream(
-    model_path: str | Path,
-    video_dir: str | Path,
-    cfg,
-    out_json=None,
-    plots_dir=None,
-    speed: float | None = None,
-    print_table: bool = True,
-) -> dict[str, Any]:
-    """Scores produced by the streaming path (replay → worker → transport → engine) for every video
-    in ``video_dir`` with frame labels in ``video_dir/labels.json``, evaluated like :func:`evaluate`."""
-    from fusewatch.engines.serving.pipeline import stream_videos
-    from fusewatch.engines.serving.runtime import load_serving_model
-    from fusewatch.stream.extract import find_videos
-
-    video_dir = Path(video_dir)
-    if not video_dir.is_dir():
-        raise DataNotFoundError(f"--videos {video_dir}: not a directory")
-    labels_path = video_dir / "labels.json"
-    if not labels_path.is_file():
-        raise DataNotFoundError(f"--videos {video_dir}: no labels.json with frame labels")
-    labels = read_labels_json(labels_path)
-    videos, _ = find_videos([video_dir])
-    videos = [v for v in videos if v.stem in labels]
-    if not videos:
-        raise DatasetError(f"--videos {video_dir}: no video has an entry in labels.json")
-    model = load_serving_model(cfg, model_path)
-    res = stream_videos(videos, cfg, model, speed=speed, fresh_topics=True)
-    scored = []
-    published = res.replay.cameras if res.replay is not None else {}
-    for v in videos:
-        clips = res.clips.get(v.stem, [])
-        want = published[v.stem].clips_published if v.stem in published else None
-        if not clips or (want is not None and len(clips) < want):
-            why = res.engine.get("dead_letter_reasons") or {}
-            dropped = res.engine.get("dropped") or {}
-            raise DatasetError(
-                f"video {v.name}: the engine scored {len(clips)} of its {want if want is not None else '?'} clips"
-                + (f" (dead letters: {', '.join(f'{k} ×{n}' for k, n in sorted(why.items()))})" if why else "")
-                + (f" (dropped: {', '.join(f'{k} ×{n}' for k, n in sorted(dropped.items()))})" if dropped else "")
-                + "; an evaluation of part of a video is not reported"
-            )
-        rec = labels[v.stem]
-        scored.append(
-            ScoredVideo(
-                name=v.stem,
-                scores=np.array([c.score for c in clips]),
-                clip_ranges=[(c.frame_start, c.frame_end) for c in clips],
-                frame_gt=rec.get("frame_gt"),
-                fps=rec.get("fps"),
-            )
-        )
-    info = {
-        "model": str(model_path),
-        "videos": str(video_dir),
-        "scores": "streamed",
-        "transport": cfg.transport,
-        "backend": model.scorer.backend,
-        "stream_wall_s": round(res.wall_s, 2),
-        "clips": sum(len(c) for c in res.clips.values()),
-    }
-    return evaluate_scores(scored, out_json=out_json, plots_dir=plots_dir, info=info, print_table=print_table)

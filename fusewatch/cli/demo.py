@@ -54,6 +54,24 @@ def human_console():
     return Console(stderr=False, soft_wrap=True)
 
 
+def read_demo_labels(video_dir: Path) -> dict[str, dict]:
+    """``video_dir/labels.json`` (if there is one) → ``{camera: {"labels": "0101…", "frames", "fps"}}``
+    for the videos with frame labels (one 0/1 character per frame), the form the report and the
+    streamed AUC read. Checked before the replay: a broken file raises :class:`DatasetError`
+    (one line naming the file and the field) instead of failing after it."""
+    from fusewatch.engines.data.ground_truth import read_labels_json
+
+    lp = video_dir / "labels.json"
+    if not lp.exists():
+        return {}
+    out = {}
+    for name, rec in read_labels_json(lp).items():
+        gt = rec["frame_gt"]
+        if gt is not None:
+            out[name] = {"labels": "".join("1" if x else "0" for x in gt), "frames": rec["frames"], "fps": rec["fps"]}
+    return out
+
+
 def cmd_demo(args, cfg: Config) -> int:
     from fusewatch.engines.evaluation.report import write_report
     from fusewatch.engines.serving.pipeline import stream_videos
@@ -67,6 +85,7 @@ def cmd_demo(args, cfg: Config) -> int:
     video_dir = Path(args.videos) if args.videos else shared_dir() / "data" / "ped2"
     if not video_dir.is_dir():
         raise DataNotFoundError(f"video directory {video_dir}: not found (pass --videos DIR)")
+    labels = read_demo_labels(video_dir)  # before training and replaying: a broken file fails fast
     model_path = Path(args.model) if args.model else Path(cfg.engine.model or default_model_path())
     if not args.model:
         ensure_model(cfg, video_dir, model_path, retrain=args.retrain, log=log)
@@ -136,10 +155,6 @@ def cmd_demo(args, cfg: Config) -> int:
         if srv:
             srv.stop()
         raise
-    labels = {}
-    lp = video_dir / "labels.json"
-    if lp.is_file():
-        labels = json.loads(lp.read_text())
     out = Path(args.out)
     from fusewatch.engines.serving.service import effective_alerts
 

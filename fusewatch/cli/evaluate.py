@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from fusewatch.engines.evaluation.evaluate import evaluate, evaluate_stream
+from fusewatch.engines.evaluation.evaluate import evaluate
+from fusewatch.engines.evaluation.stream_eval import evaluate_stream
 from fusewatch.errors import UsageError
 
 

@@ -129,6 +129,7 @@ class DecodeLoop:
         consecutive_errors = 0
         n_conn = 0
         first_error: str | None = None
+        errors_since_frame = False
 
         def release(all_: bool = False) -> bool:
             while held and (
@@ -153,6 +154,7 @@ class DecodeLoop:
                     return STOPPED
                 if isinstance(ev, DecodeError):
                     consecutive_errors += 1
+                    errors_since_frame = True
                     first_error = first_error or ev.message
                     self._count("decode_errors", "decode_errors")
                     if consecutive_errors > MAX_CONSECUTIVE_DECODE_ERRORS:
@@ -200,8 +202,15 @@ class DecodeLoop:
                     fix = self._last_pts + dur - pts
                     self._pts_offset += fix
                     pts += fix
+                elif errors_since_frame and raw is not None and not self.live and self._last_pts is not None:
+                    # frames lost to decode errors: their numbers are skipped, so that later frames
+                    # keep their numbers in the file (frame labels, evidence) instead of shifting
+                    gap = int(round((pts - self._last_pts) / dur)) - 1
+                    if gap > 0:
+                        self._count("missing", "frames_missing", gap)
+                errors_since_frame = False
                 self._last_pts = pts
-                index = self.counts["decoded"]
+                index = self.counts["decoded"] + self.counts["missing"]
                 self._count("decoded", "frames_decoded")
                 n_conn += 1
                 self._conn_frames += 1

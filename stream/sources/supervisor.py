@@ -92,7 +92,7 @@ class VideoSource(DecodeLoop):
             "backend": None,
             "header_frames": 0,
         }
-        self.counts = {"decoded": 0, "sampled": 0, "dropped": 0, "reconnects": 0, "decode_errors": 0}
+        self.counts = {"decoded": 0, "sampled": 0, "dropped": 0, "reconnects": 0, "decode_errors": 0, "missing": 0}
         self._sampler = FrameSampler(cfg.sample_fps)
         self._stop = threading.Event()
         self._gen = 0
