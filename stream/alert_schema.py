@@ -5,6 +5,7 @@ msgpack records are still read. Feature messages and dead letters: :mod:`fusewat
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +17,11 @@ from fusewatch.stream.schema import (
     ALERT_TYPES,
     DEFAULT_MAX_BYTES,
     MAX_EPOCH,
+    MAX_INDEX,
     SCHEMA_VERSION,
+    WALL_RANGE,
     Evidence,
+    _float_range,
     _get,
     _int_range,
     _pack,
@@ -180,6 +184,18 @@ def _anomaly_map(raw: Any) -> list[list[float]] | None:
     return [[float(x) for x in r] for r in raw]
 
 
+ALERT_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+"""What an alert id may be (the engine's are 16 hex digits): ids name files and HTTP headers downstream."""
+MAX_TEXT = 256
+"""Longest model name / version / backend / evidence topic kept from an alert record."""
+
+
+def _in_range(v: int, lo: int, hi: int, what: str) -> int:
+    if not lo <= v < hi:
+        raise SchemaError("out_of_range", f"{what} = {v} outside [{lo}, {hi})")
+    return v
+
+
 def decode_alert(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> AlertMessage:
     """Decode and validate an alert record, version 2 (JSON) or 1 (msgpack); raises :class:`SchemaError`."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -199,22 +215,38 @@ def decode_alert(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> AlertMessag
     for i, e in enumerate(_get(obj, "evidence", (list,)) if "evidence" in obj or obj["v"] == 1 else []):
         if not isinstance(e, dict):
             raise SchemaError("bad_field", f"evidence[{i}] is not a map")
-        ev.append(Evidence(_get(e, "topic", (str,)), _get(e, "partition", (int,)), _get(e, "offset", (int,))))
+        ctx = f"evidence[{i}]."
+        ev.append(
+            Evidence(
+                _get(e, "topic", (str,), ctx)[:MAX_TEXT],
+                _in_range(_get(e, "partition", (int,), ctx), 0, 2**31, ctx + "partition"),
+                _in_range(_get(e, "offset", (int,), ctx), 0, MAX_INDEX, ctx + "offset"),
+            )
+        )
+    aid = _get(obj, "id", (str,))
+    if not ALERT_ID.fullmatch(aid) or aid in (".", ".."):
+        raise SchemaError("bad_field", f"id must match {ALERT_ID.pattern} (got {aid[:40]!r})")
+    start_clip = _int_range(obj, "start_clip", 0, MAX_INDEX)
+    end_clip = _int_range(obj, "end_clip", 0, MAX_INDEX)
+    start_time = _float_range(obj, "start_time", *WALL_RANGE)
+    end_time = _float_range(obj, "end_time", *WALL_RANGE)
+    if end_clip < start_clip or end_time < start_time:
+        raise SchemaError("bad_field", "alert ends before it starts")
     return AlertMessage(
-        id=_get(obj, "id", (str,)),
+        id=aid,
         type=typ,
         camera=camera,
-        score=float(_get(obj, "score", _NUM)),
-        peak=float(_get(obj, "peak", _NUM)),
-        start_clip=_get(obj, "start_clip", (int,)),
-        end_clip=_get(obj, "end_clip", (int,)),
-        start_time=float(_get(obj, "start_time", _NUM)),
-        end_time=float(_get(obj, "end_time", _NUM)),
-        model_name=str(_get(model, "name", (str,), "model.")),
-        model_version=str(_get(model, "version", (str,), "model.")),
-        backend=str(_get(model, "backend", (str,), "model.")),
+        score=_float_range(obj, "score", 0.0, 1.0),
+        peak=_float_range(obj, "peak", 0.0, 1.0),
+        start_clip=start_clip,
+        end_clip=end_clip,
+        start_time=start_time,
+        end_time=end_time,
+        model_name=str(_get(model, "name", (str,), "model."))[:MAX_TEXT],
+        model_version=str(_get(model, "version", (str,), "model."))[:MAX_TEXT],
+        backend=str(_get(model, "backend", (str,), "model."))[:MAX_TEXT],
         evidence=ev,
-        produced=float(_get(obj, "produced", _NUM)),
+        produced=_float_range(obj, "produced", *WALL_RANGE),
         epoch=_int_range(obj, "epoch", 0, MAX_EPOCH, default=0),
         late=obj.get("late") is True,
         anomaly_map=_anomaly_map(obj.get("anomaly_map")),

@@ -108,7 +108,9 @@ def decode_record(data: bytes, kind: str, max_bytes: int = 1_048_576) -> dict[st
     if len(data) > max_bytes:
         raise SchemaError("too_large", f"{len(data)} bytes > limit {max_bytes}")
     try:
-        obj = json.loads(bytes(data).decode("utf-8"))
+        obj = json.loads(bytes(data).decode("utf-8"), parse_constant=_no_constant)
+    except SchemaError:
+        raise
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise SchemaError("undecodable", f"{type(e).__name__}: {e}"[:200]) from None
     if not isinstance(obj, dict) or obj.get("v") != 2 or obj.get("kind") != kind:
@@ -124,4 +126,31 @@ def decode_record(data: bytes, kind: str, max_bytes: int = 1_048_576) -> dict[st
         raise SchemaError("bad_field", "camera must be 1..256 characters")
     if kind == "health" and obj["state"] not in HEALTH_STATES:
         raise SchemaError("bad_field", f"state {obj['state']!r}")
+    _check_values(obj)
     return obj
+
+
+def _no_constant(name: str):
+    raise SchemaError("non_finite", f"JSON constant {name}")
+
+
+def _check_values(x: Any, depth: int = 0) -> None:
+    """Every number of a record fits float64 sanely (|x| < 2**63) and every string is valid Unicode:
+    consumers format, store and re-encode these records."""
+    if depth > 8:
+        raise SchemaError("bad_field", "record nested deeper than 8 levels")
+    if isinstance(x, dict):
+        for k, v in x.items():
+            _check_values(k, depth + 1)
+            _check_values(v, depth + 1)
+    elif isinstance(x, list):
+        for v in x:
+            _check_values(v, depth + 1)
+    elif isinstance(x, int) and not isinstance(x, bool):
+        if not -(2**63) <= x < 2**63:
+            raise SchemaError("out_of_range", f"an integer of {x.bit_length()} bits")
+    elif isinstance(x, str):
+        try:
+            x.encode("utf-8")
+        except UnicodeEncodeError:
+            raise SchemaError("bad_field", "text that is not valid Unicode (lone surrogate)") from None

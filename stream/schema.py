@@ -184,7 +184,19 @@ def _get(obj: dict[str, Any], key: str, types: tuple[type, ...], ctx: str = "") 
         raise SchemaError("bad_field", f"{ctx}{key} has type {type(val).__name__}")
     if isinstance(val, float) and not math.isfinite(val):
         raise SchemaError("non_finite", f"{ctx}{key} is {val}")
+    if isinstance(val, int) and not isinstance(val, bool) and not -MAX_EPOCH <= val < MAX_EPOCH:
+        raise SchemaError("out_of_range", f"{ctx}{key}: an integer of {val.bit_length()} bits")
+    if isinstance(val, str) and not _utf8(val):
+        raise SchemaError("bad_field", f"{ctx}{key} is not valid Unicode text (lone surrogate)")
     return val
+
+
+def _utf8(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 _NUM = (int, float)

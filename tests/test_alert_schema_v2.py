@@ -164,3 +164,50 @@ def test_demo_hides_info_lines_unless_a_level_is_asked_for(monkeypatch):
         assert not logging.getLogger("fusewatch.stream.worker").isEnabledFor(logging.INFO)
     finally:
         lg.setLevel(old)
+
+
+def _with(**fields) -> bytes:
+    d = json.loads(encode_alert(alert()))
+    d.update(fields)
+    return json.dumps(d).encode()
+
+
+@pytest.mark.parametrize(
+    "fields, reason",
+    [
+        ({"score": 10**400}, "out_of_range"),
+        ({"start_time": 10**30}, "out_of_range"),
+        ({"score": 1.5}, "out_of_range"),
+        ({"camera": "\ud800"}, "bad_field"),
+        ({"id": "../../escaped"}, "bad_field"),
+        ({"id": "/abs"}, "bad_field"),
+        ({"id": ".."}, "bad_field"),
+        ({"id": ""}, "bad_field"),
+        ({"id": "x" * 129}, "bad_field"),
+        ({"id": "a\r\nX-Injected: 1"}, "bad_field"),
+        ({"start_clip": -1}, "out_of_range"),
+        ({"end_clip": 2}, "bad_field"),
+        ({"end_time": 1.7e9}, "bad_field"),
+        ({"evidence": [{"topic": "t", "partition": -1, "offset": 0}]}, "out_of_range"),
+        ({"model": {"name": "lego", "version": "\udfff", "backend": "x"}}, "bad_field"),
+    ],
+)
+def test_hostile_alert_fields_are_rejected_with_a_reason(fields, reason):
+    """Second adversarial review: these decoded before and then broke consumers (OverflowError in
+    float(), UnicodeEncodeError when re-encoding, ids naming files outside the evidence folder)."""
+    raw = _with(**fields)
+    with pytest.raises(SchemaError) as e:
+        decode_alert(raw)
+    assert e.value.reason == reason
+    cross_field = "end_clip" in fields or "end_time" in fields  # beyond what a JSON Schema can say
+    assert not VALIDATOR.is_valid(json.loads(raw)) or "\\ud" in raw.decode() or cross_field
+
+
+def test_hostile_evidence_and_health_records_are_rejected():
+    from fusewatch.stream.records import decode_record, encode_health
+
+    good = json.loads(encode_health("c1", "frozen", "ok", 1.7e9))
+    assert decode_record(json.dumps(good).encode(), "health")["state"] == "frozen"
+    for bad in ({"since": float("nan")}, {"since": 10**400}, {"detail": "\ud800"}):
+        with pytest.raises(SchemaError):
+            decode_record(json.dumps({**good, **bad}).encode(), "health")
