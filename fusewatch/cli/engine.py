@@ -204,15 +204,47 @@ _CONTROL = dict.fromkeys(range(0x20), "?") | {0x7F: "?"}
 
 
 def _plain(s: object, width: int | None = None) -> str:
-    """A field as one line of plain text (control characters replaced), cut to ``width``."""
-    out = str(s).translate(_CONTROL)
+    """A field as one line of plain text, cut to ``width``: control characters and characters that
+    cannot be encoded (lone surrogates) replaced by ``?`` — such text must never reach the rich
+    console, whose buffer would keep it and fail every later print."""
+    out = str(s).translate(_CONTROL).encode("utf-8", "replace").decode("utf-8")
     return out if width is None else out[:width]
 
 
 def _json_safe(v):
+    """``v`` with every non-finite float (NaN, ±Infinity; not JSON) replaced by None, recursively."""
     if isinstance(v, float) and not math.isfinite(v):
         return None
+    if isinstance(v, dict):
+        return {k: _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
     return v
+
+
+def _json_line(obj) -> str:
+    """One JSON line for ``--json``: valid JSON (NaN/Infinity → null), UTF-8 encodable (text that
+    is not, e.g. a lone surrogate, escaped as ``\\uXXXX``)."""
+    line = json.dumps(_json_safe(obj), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(_json_safe(obj), separators=(",", ":"), allow_nan=False)
+    return line
+
+
+def _print_json(line: str) -> None:
+    """Print a JSON line; where stdout cannot encode its text (an ASCII locale), print it with
+    ``\\uXXXX`` escapes instead — the same JSON value."""
+    try:
+        print(line, flush=True)
+    except UnicodeEncodeError:
+        print(json.dumps(json.loads(line), separators=(",", ":")), flush=True)
+
+
+def _skip_reason(e: BaseException) -> str:
+    """The reason a record was skipped: the schema reason code, else the exception type."""
+    return e.reason if isinstance(e, SchemaError) and isinstance(e.reason, str) else type(e).__name__
 
 
 def alert_line(a) -> Text:
@@ -248,9 +280,39 @@ def record_line(obj: dict) -> Text:
     )
 
 
+def _encodable(text: Text, encoding: str) -> Text:
+    """``text`` if the console can write it in ``encoding``, else a copy with unencodable
+    characters replaced (rich keeps unwritable text in its buffer and fails every later print)."""
+    try:
+        text.plain.encode(encoding or "utf-8")
+        return text
+    except (UnicodeEncodeError, LookupError):
+        safe = text.copy()
+        safe.plain = text.plain.encode(encoding or "utf-8", "replace").decode(encoding or "utf-8")
+        return safe
+
+
+def _render(r, args, cfg: Config):
+    """What ``fusewatch alerts`` shows for record ``r``: a JSON line (``--json``), a table row, or
+    None (another camera). Raises whatever decoding or formatting the record raises."""
+    kind = record_kind(r.value)
+    if kind in ("evidence", "health"):
+        obj = decode_record(r.value, kind, cfg.max_message_bytes)
+        if args.camera and obj["camera"] != args.camera:
+            return None
+        return _json_line(obj) if args.json else record_line(obj)
+    a = decode_alert(r.value, cfg.max_message_bytes)
+    if args.camera and a.camera != args.camera:
+        return None
+    if args.json:  # the version-2 record (v1 records are shown converted)
+        return encode_alert(a).decode("utf-8")
+    return alert_line(a)
+
+
 def cmd_alerts(args, cfg: Config) -> int:
-    """Tail the alert topic. A record that cannot be decoded or shown is skipped with a warning on
-    stderr (counted; the count is printed at the end) — it never ends the tail."""
+    """Tail the alert topic. A record that cannot be decoded or shown (whatever the exception) is
+    skipped — counted by reason, the first of each reason reported on stderr with its position, the
+    counts printed at the end — it never ends the tail."""
     if cfg.transport != "kafka":
         raise UsageError(
             "`fusewatch alerts` tails a Kafka topic: use --transport kafka "
@@ -265,7 +327,8 @@ def cmd_alerts(args, cfg: Config) -> int:
     stop = threading.Event()
     _install_stop(stop.set)
     last = time.monotonic()
-    shown = skipped = 0
+    shown = 0
+    skipped: dict[str, int] = {}  # reason -> records
     if not args.json:
         console.print(
             f"{'time':8}  {'type':6}  {'camera':16}  {'score':>5}  {'peak':>5}  {'clips':>11}  alert id",
@@ -281,35 +344,28 @@ def cmd_alerts(args, cfg: Config) -> int:
                 break
             for r in recs:
                 try:
-                    kind = record_kind(r.value)
-                    if kind in ("evidence", "health"):
-                        obj = decode_record(r.value, kind, cfg.max_message_bytes)
-                        if args.camera and obj["camera"] != args.camera:
-                            continue
-                        if args.json:
-                            print(json.dumps(obj, ensure_ascii=False, separators=(",", ":")), flush=True)
-                        else:
-                            console.print(record_line(obj))
-                        shown += 1
+                    out = _render(r, args, cfg)
+                    if out is None:
                         continue
-                    a = decode_alert(r.value, cfg.max_message_bytes)
-                    if args.camera and a.camera != args.camera:
-                        continue
-                    if args.json:  # the version-2 record (v1 records are shown converted)
-                        print(encode_alert(a).decode("utf-8"), flush=True)
+                    if args.json:
+                        _print_json(out)
                     else:
-                        console.print(alert_line(a))
+                        console.print(_encodable(out, console.encoding))
                     shown += 1
-                except (SchemaError, ValueError, TypeError, OverflowError, LookupError, AttributeError) as e:
-                    skipped += 1
-                    print(
-                        f"skipping malformed alert at {_plain(r.topic)}[{r.partition}]@{r.offset}: "
-                        f"{_plain(f'{type(e).__name__}: {e}' if not isinstance(e, SchemaError) else e, 300)}",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+                except Exception as e:  # noqa: BLE001 - one record never ends the tail
+                    reason = _skip_reason(e)
+                    skipped[reason] = skipped.get(reason, 0) + 1
+                    if skipped[reason] == 1:
+                        detail = e if isinstance(e, SchemaError) else f"{type(e).__name__}: {e}"
+                        print(
+                            f"skipping malformed alert at {_plain(r.topic)}[{r.partition}]@{r.offset}: "
+                            f"{_plain(detail, 300)}" + " (later records with this reason: counted only)",
+                            file=sys.stderr,
+                            flush=True,
+                        )
     finally:
         t.close()
         if skipped:
-            print(f"alerts: {shown} shown, {skipped} malformed record(s) skipped", file=sys.stderr)
+            by = ", ".join(f"{_plain(k, 40)} {n}" for k, n in sorted(skipped.items()))
+            print(f"alerts: {shown} shown, {sum(skipped.values())} malformed record(s) skipped ({by})", file=sys.stderr)
     return 0

@@ -7,7 +7,12 @@ done, seeks each partition back to its first undelivered record, waits (``notify
 doubling up to ``retry_max``) and reads them again — sinks that already took the failing record
 are not offered it again in this process. A crash or restart re-delivers from the committed
 offsets: at-least-once, deduplicated by receivers with the alert's ``id:type:end_clip``.
-Malformed records (neither v2 JSON nor v1 msgpack alerts) are logged with their position and skipped.
+Malformed records — anything that fails to decode or re-encode, whatever the exception — are counted
+by reason (``stats.malformed_reasons``), logged once per reason with their position, and skipped: one
+bad record never stops the group, and it is committed only once counted. A sink that raises anything
+other than :class:`~fusewatch.sinks.SinkUnavailable` for one alert (a bug, an alert it cannot format)
+is counted in ``stats.failed`` / ``failed_reasons``, logged once per reason, and the alert skipped
+for that sink only.
 """
 
 from __future__ import annotations
@@ -17,10 +22,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from fusewatch.sinks.base import Sink, SinkUnavailable
+from fusewatch.sinks.base import ReasonLog, Sink, SinkUnavailable
 from fusewatch.stream.alert_schema import decode_alert, encode_alert
 from fusewatch.stream.records import record_kind
-from fusewatch.stream.schema import SchemaError
 
 log = logging.getLogger("fusewatch.sinks.notifier")
 
@@ -30,6 +34,12 @@ class NotifyStats:
     records: int = 0
     delivered: int = 0
     malformed: int = 0
+    """Records skipped because they could not be decoded or re-encoded (any exception)."""
+    malformed_reasons: dict = field(default_factory=dict)
+    """Reason (schema reason code or exception type) → records."""
+    failed: int = 0
+    """(Alert, sink) deliveries abandoned because the sink raised something other than SinkUnavailable."""
+    failed_reasons: dict = field(default_factory=dict)
     other: int = 0
     """Evidence and health records on the alerts topic (not delivered to the sinks)."""
     retries: int = 0
@@ -37,7 +47,14 @@ class NotifyStats:
     by_sink: dict = field(default_factory=dict)
 
 
+def _where(rec) -> str:
+    """``topic[partition]@offset`` of a record, for logs."""
+    return f"{rec.topic}[{rec.partition}]@{rec.offset}"
+
+
 class Notifier:
+    """Delivers the alerts topic to ``sinks`` (see the module doc)."""
+
     def __init__(self, cfg, transport, sinks: list[Sink], stop: threading.Event | None = None):
         if not sinks:
             raise ValueError("notify: no sink configured: set mqtt.host and/or webhook.urls (+ webhook.secret)")
@@ -49,6 +66,10 @@ class Notifier:
         self._done: dict[tuple[str, int], int] = {}  # tp -> next offset to commit
         self._partial: dict[tuple, set[str]] = {}  # (tp, offset) -> sinks that took it
         self._backoff = cfg.notify.retry_initial
+        self._malformed = ReasonLog(log)
+        self._failed = ReasonLog(log, logging.ERROR)
+        self.stats.malformed_reasons = self._malformed.counts
+        self.stats.failed_reasons = self._failed.counts
 
     def subscribe(self, from_beginning: bool = False) -> None:
         self.t.subscribe(
@@ -77,26 +98,36 @@ class Notifier:
             log.warning("commit failed (%s); offsets kept for the next attempt", e)
 
     def _deliver(self, rec) -> None:
-        if record_kind(rec.value) in ("evidence", "health"):  # not alerts: the sinks take alerts only
-            self.stats.other += 1
-            return
         try:
+            if record_kind(rec.value) in ("evidence", "health"):  # not alerts: the sinks take alerts only
+                self.stats.other += 1
+                return
             alert = decode_alert(rec.value, self.cfg.max_message_bytes)
-        except SchemaError as e:
+            body = encode_alert(alert)
+        except Exception as e:  # noqa: BLE001 - one bad record must never stop the group
             self.stats.malformed += 1
-            log.warning("skipping malformed alert at %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, e)
+            self._malformed.note(e, f"skipping malformed alert at {_where(rec)}")
             return
-        body = encode_alert(alert)
         key = (rec.tp, rec.offset)
         took = self._partial.setdefault(key, set())
+        ok = True
         for s in self.sinks:
             if s.name in took:
                 continue
-            s.deliver(alert, body)  # SinkUnavailable propagates: not delivered to s
+            try:
+                s.deliver(alert, body)  # SinkUnavailable propagates: not delivered to s
+            except SinkUnavailable:
+                raise
+            except Exception as e:  # noqa: BLE001 - this alert cannot go to s; the others still can
+                ok = False
+                self.stats.failed += 1
+                self._failed.note(e, f"{s.name}: dropping the alert at {_where(rec)}")
+            else:
+                self.stats.by_sink[s.name] += 1
             took.add(s.name)
-            self.stats.by_sink[s.name] += 1
         self._partial.pop(key, None)
-        self.stats.delivered += 1
+        if ok:
+            self.stats.delivered += 1
 
     def step(self, timeout: float = 0.5) -> int:
         """Poll once, deliver the records, commit. Returns the number of records polled."""
