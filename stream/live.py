@@ -7,19 +7,34 @@
 * **Thumbnail** (``topics.thumbnails``, key = camera, published by workers every
   ``worker.thumbnail_interval_s`` of stream time): ``b"FWT1"`` + 4-byte big-endian header length +
   a JSON header ``{"camera","time","frame","width","height"}`` + the JPEG bytes.
+
+The decoders raise :class:`SchemaError` on anything else: NaN/Infinity, numbers out of range
+(``time`` in Unix seconds 0 .. 1e11, ``score`` and map cells in [0, 1], indices 0 .. 2**53), camera
+ids of 1..256 characters that encode as UTF-8.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass
 
 import numpy as np
 
-from .schema import SchemaError
+from .schema import MAX_INDEX, WALL_RANGE, SchemaError
 
 THUMB_MAGIC = b"FWT1"
+MAX_CAMERA = 256
+"""Longest camera id (characters), as in alert records."""
+MAX_TEXT = 256
+"""Longest ``model_version`` kept (longer ones are cut)."""
+MAX_MAP_CELLS = 65536
+"""Most cells of a score record's ``anomaly_map``."""
+MAX_THUMB_HEADER = 4096
+"""Longest thumbnail JSON header (bytes)."""
+MAX_THUMB_SIDE = 65535
+"""Largest thumbnail width / height (px; JPEG's limit)."""
 
 
 def encode_score(
@@ -48,17 +63,72 @@ def encode_score(
     return json.dumps(d, separators=(",", ":"), allow_nan=False).encode()
 
 
-def decode_score(data: bytes) -> dict:
-    """Parse a score record; raises :class:`SchemaError` on anything else."""
+def _no_constant(name: str):
+    raise SchemaError("non_finite", f"JSON constant {name}")
+
+
+def _loads(data: bytes, what: str):
+    """JSON without NaN/Infinity; every decoding failure (deep nesting included) is a SchemaError."""
     try:
-        d = json.loads(bytes(data).decode())
-    except (UnicodeDecodeError, ValueError) as e:
-        raise SchemaError("undecodable", str(e)[:200]) from None
+        return json.loads(bytes(data).decode(), parse_constant=_no_constant)
+    except SchemaError:
+        raise
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise SchemaError("undecodable", f"{what}: {type(e).__name__}: {e}"[:200]) from None
+
+
+def _text(d: dict, k: str, what: str, max_len: int, min_len: int = 0, default: str | None = None) -> str:
+    """``d[k]``: text of ``min_len`` .. ``max_len`` characters that encodes as UTF-8."""
+    v = d.get(k, default)
+    if not isinstance(v, str) or not min_len <= len(v) <= max_len:
+        raise SchemaError("bad_field", f"{what} field {k!r} must be text of {min_len}..{max_len} characters")
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SchemaError("bad_field", f"{what} field {k!r} is not valid Unicode text") from None
+    return v
+
+
+def _value(v, what: str, lo: float, hi: float, integer: bool = False):
+    """``v`` as a finite number in ``[lo, hi]`` (an int when ``integer``); big ints never reach float()."""
+    if isinstance(v, bool) or not isinstance(v, int if integer else (int, float)):
+        raise SchemaError("bad_field", f"{what} has type {type(v).__name__}")
+    if isinstance(v, int) and not -(2**63) <= v < 2**63:
+        raise SchemaError("out_of_range", f"{what}: an integer of {v.bit_length()} bits")
+    if not (math.isfinite(v) and lo <= v <= hi):
+        raise SchemaError(
+            "non_finite" if not math.isfinite(v) else "out_of_range", f"{what} = {v!r} not in [{lo}, {hi}]"
+        )
+    return v
+
+
+def _number(d: dict, k: str, what: str, lo: float, hi: float, integer: bool = False, default=None):
+    return _value(d.get(k, default), f"{what} field {k!r}", lo, hi, integer)
+
+
+def decode_score(data: bytes) -> dict:
+    """Parse and check a score record; raises :class:`SchemaError` on anything else (NaN/Infinity,
+    numbers out of range, a malformed ``anomaly_map`` included)."""
+    d = _loads(data, "score record")
     if not isinstance(d, dict) or d.get("kind") != "score" or d.get("v") != 1:
         raise SchemaError("wrong_kind", "not a version-1 score record")
-    for k, t in (("camera", str), ("clip", int), ("time", (int, float)), ("score", (int, float))):
-        if not isinstance(d.get(k), t) or isinstance(d.get(k), bool):
-            raise SchemaError("bad_field", f"score record field {k!r}")
+    w = "score record"
+    _text(d, "camera", w, MAX_CAMERA, 1)
+    d["model_version"] = _text(d, "model_version", w, 1 << 16, default="")[:MAX_TEXT]
+    _number(d, "clip", w, 0, MAX_INDEX - 1, integer=True)
+    _number(d, "time", w, *WALL_RANGE)
+    _number(d, "score", w, 0.0, 1.0)
+    for k in ("frame_start", "frame_end"):
+        _number(d, k, w, 0, MAX_INDEX - 1, integer=True, default=0)
+    amap = d.get("anomaly_map")
+    if amap is not None:
+        if not isinstance(amap, list) or not amap or not all(isinstance(r, list) and r for r in amap):
+            raise SchemaError("bad_field", "score record anomaly_map must be a non-empty list of non-empty rows")
+        if len({len(r) for r in amap}) != 1 or len(amap) * len(amap[0]) > MAX_MAP_CELLS:
+            raise SchemaError("bad_shape", "score record anomaly_map rows differ in length or are too many")
+        for r in amap:
+            for x in r:
+                _value(x, "score record anomaly_map value", 0.0, 1.0)
     return d
 
 
@@ -97,17 +167,26 @@ def encode_thumbnail(
 
 
 def decode_thumbnail(data: bytes) -> Thumbnail:
+    """Parse and check a thumbnail record; raises :class:`SchemaError` (NaN/Infinity, numbers out of
+    range, a header longer than the record or than :data:`MAX_THUMB_HEADER` included)."""
     data = bytes(data)
     if data[:4] != THUMB_MAGIC or len(data) < 8:
         raise SchemaError("wrong_kind", "not a thumbnail record")
     n = struct.unpack(">I", data[4:8])[0]
-    try:
-        h = json.loads(data[8 : 8 + n].decode())
-        return Thumbnail(
-            str(h["camera"]), float(h["time"]), int(h.get("frame", 0)), int(h["width"]), int(h["height"]), data[8 + n :]
-        )
-    except (ValueError, KeyError, TypeError) as e:
-        raise SchemaError("bad_field", f"thumbnail header: {e}") from None
+    if n > MAX_THUMB_HEADER or 8 + n > len(data):
+        raise SchemaError("bad_field", f"thumbnail header of {n} bytes (record {len(data)} bytes)")
+    h = _loads(data[8 : 8 + n], "thumbnail header")
+    if not isinstance(h, dict):
+        raise SchemaError("bad_field", "thumbnail header is not a JSON object")
+    w = "thumbnail header"
+    return Thumbnail(
+        _text(h, "camera", w, MAX_CAMERA, 1),
+        float(_number(h, "time", w, *WALL_RANGE)),
+        _number(h, "frame", w, 0, MAX_INDEX - 1, integer=True, default=0),
+        _number(h, "width", w, 1, MAX_THUMB_SIDE, integer=True),
+        _number(h, "height", w, 1, MAX_THUMB_SIDE, integer=True),
+        data[8 + n :],
+    )
 
 
 class ThumbnailPublisher:

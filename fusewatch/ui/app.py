@@ -20,14 +20,18 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from fusewatch.errors import ConfigError
-from fusewatch.ui.labels import LABELS, LabelStore, evidence_path
-from fusewatch.ui.state import LiveState
+from fusewatch.errors import ConfigError, SchemaError
+from fusewatch.ui.labels import LABELS, LabelStore, clean_note, evidence_file, evidence_url, find_evidence
+from fusewatch.ui.state import LiveState, check_json
 from fusewatch.ui.zones import ZoneEditor
 
 STATIC = Path(__file__).with_name("static")
 access_log = logging.getLogger("fusewatch.ui.access")
 COOKIE = "fusewatch_token"
+MAX_BODY = 8 << 20
+"""Largest JSON request body (bytes)."""
+LABEL_BODY = 'expected a JSON object {"label": ...}'
+ZONES_BODY = 'expected a JSON object {"polygons": [[[x, y], ...], ...]}'
 
 
 class Guard:
@@ -91,6 +95,36 @@ def _float(v: str | None) -> float | None:
         raise ValueError(f"not a number: {v!r}") from None
 
 
+class BadBody(ValueError):
+    """A request body that is not the JSON object expected (``status``: 400, or 413 when too large)."""
+
+    def __init__(self, msg: str, status: int = 400):
+        super().__init__(msg)
+        self.status = status
+
+
+async def json_object(req: Request, expected: str, max_bytes: int = MAX_BODY) -> dict:
+    """The request body as a JSON object of plain, finite, shallow data (:func:`check_json`: at most
+    16 levels deep); :class:`BadBody` otherwise (invalid JSON, deep nesting, lone surrogates, NaN)."""
+    chunks, n = [], 0
+    async for chunk in req.stream():
+        n += len(chunk)
+        if n > max_bytes:
+            raise BadBody(f"request body over {max_bytes} bytes", 413)
+        chunks.append(chunk)
+    try:
+        body = json.loads(b"".join(chunks))
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+        raise BadBody(f"{expected} (invalid JSON: {type(e).__name__})") from None
+    if not isinstance(body, dict):
+        raise BadBody(expected)
+    try:
+        check_json(body, max_depth=16, max_nodes=2_000_000, max_text=100_000)
+    except SchemaError as e:
+        raise BadBody(f"{expected} ({e})"[:300]) from None
+    return body
+
+
 def build_app(cfg, state: LiveState, store: LabelStore) -> Guard:
     evidence_dir = Path(cfg.ui.evidence_dir).expanduser()
     zones = ZoneEditor(cfg)
@@ -122,7 +156,9 @@ def build_app(cfg, state: LiveState, store: LabelStore) -> Guard:
             since, until = _float(q.get("since")), _float(q.get("until"))
             limit = int(q.get("limit", 500))
         except ValueError as e:
-            return JSONResponse({"error": str(e)}, 400)
+            return JSONResponse({"error": str(e)[:200]}, 400)
+        if limit < 0:
+            return JSONResponse({"error": "limit must be >= 0"}, 400)
         state_f = q.get("state") or None
         if state_f not in (None, "open", "closed"):
             return JSONResponse({"error": "state must be open or closed"}, 400)
@@ -132,15 +168,12 @@ def build_app(cfg, state: LiveState, store: LabelStore) -> Guard:
         a = state.alert(req.path_params["id"])
         if a is None:
             return JSONResponse({"error": "unknown alert"}, 404)
-        cam, aid = a["camera"], a["id"]
-        try:
-            files = {
-                ext: f"/api/evidence/{cam}/{aid}.{ext}"
-                for ext in ("mp4", "jpg")
-                if evidence_path(evidence_dir, cam, aid, ext).is_file()
-            }
-        except ValueError:
-            files = {}
+        cam = a["camera"]
+        files = {}
+        for ext in ("mp4", "jpg"):
+            p = find_evidence(evidence_dir, cam, a["id"], ext)
+            if p is not None:
+                files[ext] = evidence_url(p, evidence_dir)
         return JSONResponse(a | {"files": files, "zones": zones.for_camera(cam)})
 
     async def api_label(req):
@@ -153,13 +186,15 @@ def build_app(cfg, state: LiveState, store: LabelStore) -> Guard:
             state.set_label(aid, None)
             return JSONResponse({"id": aid, "label": None})
         try:
-            body = await req.json()
-            label, note = body.get("label"), str(body.get("note", ""))
-        except (ValueError, AttributeError):
-            return JSONResponse({"error": 'expected a JSON object {"label": ...}'}, 400)
+            body = await json_object(req, LABEL_BODY)
+        except BadBody as e:
+            return JSONResponse({"error": str(e)}, e.status)
+        label, note = body.get("label"), body.get("note")
         if label not in LABELS:
             return JSONResponse({"error": f"label must be one of {', '.join(LABELS)}"}, 400)
-        row = store.set(aid, a["camera"], label, note, a.get("record"))
+        if not isinstance(note, (str, type(None))):
+            return JSONResponse({"error": "note must be text"}, 400)
+        row = store.set(aid, a["camera"], label, clean_note(note or ""), a.get("record"))
         state.set_label(aid, {"label": label, "note": row["note"], "created": row["created"]})
         return JSONResponse({"id": aid, "label": label, "note": row["note"], "created": row["created"]})
 
@@ -172,12 +207,12 @@ def build_app(cfg, state: LiveState, store: LabelStore) -> Guard:
     async def api_zones_put(req):
         cam = req.path_params["camera"]
         try:
-            body = await req.json()
-        except ValueError:
-            return JSONResponse({"error": 'expected a JSON object {"polygons": [[[x, y], ...], ...]}'}, 400)
+            body = await json_object(req, ZONES_BODY)
+        except BadBody as e:
+            return JSONResponse({"error": str(e)}, e.status)
         try:
             polys = zones.save(cam, body)
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             return JSONResponse({"error": str(e)}, 400)
         except ConfigError as e:
             return JSONResponse({"error": str(e)}, 500)
@@ -186,13 +221,17 @@ def build_app(cfg, state: LiveState, store: LabelStore) -> Guard:
     async def api_evidence(req):
         cam, name = req.path_params["camera"], req.path_params["name"]
         stem, _, ext = name.rpartition(".")
-        if ext not in ("mp4", "jpg"):
+        if ext not in ("mp4", "jpg") or not stem:
             return JSONResponse({"error": "evidence files are <alert id>.mp4 or .jpg"}, 404)
         try:
-            p = evidence_path(evidence_dir, cam, stem, ext)
+            p = evidence_file(evidence_dir, cam, name)
         except ValueError:
             return JSONResponse({"error": "bad path"}, 400)
-        if not p.is_file():
+        try:
+            found = p.is_file()
+        except OSError:  # e.g. a name too long for the file system
+            found = False
+        if not found:
             return JSONResponse({"error": "no such evidence file"}, 404)
         return FileResponse(p, media_type="video/mp4" if ext == "mp4" else "image/jpeg")
 
@@ -225,12 +264,12 @@ def build_app(cfg, state: LiveState, store: LabelStore) -> Guard:
         Route("/alerts/{id}", page_alert),
         Route("/api/status", api_status),
         Route("/api/cameras", api_cameras),
-        Route("/api/cameras/{camera}/thumbnail.jpg", api_thumbnail),
+        Route("/api/cameras/{camera:path}/thumbnail.jpg", api_thumbnail),  # camera ids may hold "/"
         Route("/api/alerts", api_alerts),
         Route("/api/alerts/{id}", api_alert),
         Route("/api/alerts/{id}/label", api_label, methods=["POST", "DELETE"]),
         Route("/api/zones", api_zones),
-        Route("/api/zones/{camera}", api_zones_put, methods=["PUT"]),
+        Route("/api/zones/{camera:path}", api_zones_put, methods=["PUT"]),
         Route("/api/evidence/{camera}/{name}", api_evidence),
         Route("/api/events", api_events),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),

@@ -4,10 +4,15 @@ The UI reads the topics from their start under a fresh consumer group each time 
 restarted UI shows what the topics still hold) and never commits. On the alerts topic it takes
 alert records (v1/v2), and — when workers publish them — ``kind: "evidence"`` and ``kind: "health"``
 JSON records; anything else is counted and skipped.
+
+One record never stops the feed: whatever a record raises (a schema error, an overflow, a
+recursion error from deeply nested JSON, …) is caught, counted per reason in :attr:`Feed.reasons`
+and logged the first time that reason occurs; the feed goes on with the next record.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import threading
@@ -21,39 +26,58 @@ log = logging.getLogger("fusewatch.ui")
 
 
 class Feed:
+    """Reads the three topics in a thread and applies each record to ``state``."""
+
     def __init__(self, cfg, state, transport):
         self.cfg, self.state, self.t = cfg, state, transport
         self.topics = {"alerts": cfg.topics.alerts, "scores": cfg.topics.scores, "thumbnails": cfg.topics.thumbnails}
         self.skipped = 0
         self.records = 0
+        self.reasons: collections.Counter[str] = collections.Counter()
         self._stop = threading.Event()
         self.thread: threading.Thread | None = None
 
     def handle(self, topic: str, value: bytes) -> None:
+        """Apply one record; never raises (a bad record is counted in :attr:`skipped` / :attr:`reasons`)."""
         self.records += 1
         try:
-            if topic == self.topics["scores"]:
-                self.state.add_score(decode_score(value))
-            elif topic == self.topics["thumbnails"]:
-                self.state.add_thumbnail(decode_thumbnail(value))
-            elif topic == self.topics["alerts"]:
-                kind = None
-                if bytes(value[:1]) == b"{":
-                    try:
-                        kind = json.loads(bytes(value)).get("kind")
-                    except ValueError:
-                        kind = None
-                if kind == "evidence":
-                    self.state.add_evidence(json.loads(bytes(value)))
-                elif kind == "health":
-                    self.state.add_health(json.loads(bytes(value)))
-                else:
-                    a = decode_alert(value, self.cfg.max_message_bytes)
-                    self.state.add_alert(alert_record(a))
-        except (SchemaError, ValueError, KeyError, AttributeError) as e:
+            self._apply(topic, value)
+        except Exception as e:  # noqa: BLE001 - one hostile record must never end the feed
             self.skipped += 1
-            if self.skipped <= 3:
-                log.warning("ui: skipped a record on %s: %s", topic, e)
+            reason = e.reason if isinstance(e, SchemaError) else type(e).__name__
+            self.reasons[reason] += 1
+            if self.reasons[reason] == 1:
+                log.warning(
+                    "ui: skipped a record on %s (%s): %s; further records skipped for this reason are only counted",
+                    topic,
+                    reason,
+                    str(e)[:200],
+                )
+
+    def _apply(self, topic: str, value: bytes) -> None:
+        if value is None or len(value) > self.cfg.max_message_bytes:
+            raise SchemaError("too_large", f"{0 if value is None else len(value)} bytes (or no value)")
+        if topic == self.topics["scores"]:
+            self.state.add_score(decode_score(value))
+        elif topic == self.topics["thumbnails"]:
+            self.state.add_thumbnail(decode_thumbnail(value))
+        elif topic == self.topics["alerts"]:
+            obj = None
+            if bytes(value[:64]).lstrip()[:1] == b"{":
+                try:
+                    obj = json.loads(bytes(value))
+                except (ValueError, RecursionError):
+                    obj = None
+            kind = obj.get("kind") if isinstance(obj, dict) else None
+            if kind == "evidence":
+                self.state.add_evidence(obj)
+            elif kind == "health":
+                self.state.add_health(obj)
+            else:
+                a = decode_alert(value, self.cfg.max_message_bytes)
+                self.state.add_alert(alert_record(a))
+        else:
+            raise SchemaError("wrong_topic", str(topic)[:100])
 
     def start(self) -> None:
         self.t.subscribe(
@@ -70,7 +94,7 @@ class Feed:
                 log.warning("ui: poll failed: %s", e)
                 self._stop.wait(1.0)
                 continue
-            for r in recs:
+            for r in recs or ():
                 self.handle(r.topic, r.value)
 
     def stop(self) -> None:

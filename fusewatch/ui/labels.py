@@ -1,8 +1,12 @@
 """Operator labels on alerts — ``ack`` (a real anomaly, acknowledged) or ``false_positive`` — kept
 in SQLite (``<ui.data_dir>/labels.sqlite``) and exported as a training folder.
 
-Export (:func:`export_labels`): each labelled alert whose evidence clip exists
-(``<evidence_dir>/<camera>/<alert id>.mp4``) is copied to ``<out>/videos/<camera>__<id>.mp4``, its
+Evidence files are where the evidence writer puts them: ``<evidence_dir>/<camera folder>/<alert id>.mp4``
+and ``.jpg``, the camera folder being :func:`~fusewatch.stream.evidence.segments.camera_dir_name`
+(percent-encoded: camera ``"cam 1"`` → ``cam%201/``).
+
+Export (:func:`export_labels`): each labelled alert whose evidence clip exists is copied to
+``<out>/videos/<camera folder>__<id>.mp4``, its
 features are extracted into ``<out>`` with the configured extractors (``meta.json``,
 ``<rep>/<video>.npy`` — the layout ``fusewatch train --data`` reads) and ``<out>/labels.json``
 marks every frame of a false positive normal (0) and of an acknowledged alert abnormal (1).
@@ -16,8 +20,21 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from urllib.parse import quote, unquote
+
+from fusewatch.stream.evidence.segments import camera_dir_name
 
 LABELS = ("ack", "false_positive")
+MAX_NOTE = 2000
+"""Longest note kept (characters)."""
+MAX_NAME = 255
+"""Longest file or folder name (bytes; the usual NAME_MAX)."""
+
+
+def clean_note(note: str) -> str:
+    """``note`` cut to :data:`MAX_NOTE` characters, text that is not valid Unicode (lone surrogates)
+    replaced by ``?``, so that SQLite and JSON always take it."""
+    return str(note)[:MAX_NOTE].encode("utf-8", "replace").decode("utf-8")
 
 
 class LabelStore:
@@ -36,7 +53,7 @@ class LabelStore:
     def set(self, alert_id: str, camera: str, label: str, note: str = "", alert: dict | None = None) -> dict:
         if label not in LABELS:
             raise ValueError(f"label must be one of {', '.join(LABELS)} (got {label!r})")
-        row = {"alert_id": alert_id, "camera": camera, "label": label, "note": note[:2000], "created": time.time()}
+        row = {"alert_id": alert_id, "camera": camera, "label": label, "note": clean_note(note), "created": time.time()}
         with self.lock:
             self.db.execute(
                 "INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?, ?, ?)",
@@ -67,12 +84,56 @@ class LabelStore:
         self.db.close()
 
 
+def _safe_name(part: str) -> str:
+    """``part`` as one file-name component; ValueError when it would leave its folder or is too long."""
+    if (
+        not isinstance(part, str)
+        or not part
+        or part in (".", "..")
+        or any(c in part for c in "/\\\0")
+        or len(part.encode("utf-8", "surrogatepass")) > MAX_NAME
+    ):
+        raise ValueError(f"unsafe evidence path component {str(part)[:60]!r}")
+    return part
+
+
 def evidence_path(evidence_dir: str | Path, camera: str, alert_id: str, ext: str) -> Path:
-    """``<dir>/<camera>/<alert id>.<ext>``; ids and camera names that would leave the folder are refused."""
-    for part in (camera, alert_id):
-        if not part or "/" in part or "\\" in part or part in (".", "..") or "\0" in part:
-            raise ValueError(f"unsafe evidence path component {part!r}")
-    return Path(evidence_dir).expanduser() / camera / f"{alert_id}.{ext}"
+    """``<dir>/<camera_dir_name(camera)>/<alert id>.<ext>`` (the evidence writer's layout); ids that
+    would leave the folder, and names too long for the file system, raise ValueError."""
+    _safe_name(f"{alert_id}.{ext}")
+    return Path(evidence_dir).expanduser() / _safe_name(camera_dir_name(camera)) / f"{alert_id}.{ext}"
+
+
+def find_evidence(evidence_dir: str | Path, camera: str, alert_id: str, ext: str) -> Path | None:
+    """The stored evidence file of an alert, or None (also for unsafe names and file-system errors).
+    Looks for the file name as the writer stores it: the id itself, or the id encoded like a camera
+    folder (writers that percent-encode ids)."""
+    try:
+        stems = dict.fromkeys((alert_id, camera_dir_name(alert_id)))
+    except (ValueError, TypeError):
+        return None
+    for stem in stems:
+        try:
+            p = evidence_path(evidence_dir, camera, stem, ext)
+            if p.is_file():
+                return p
+        except (ValueError, OSError):
+            continue
+    return None
+
+
+def evidence_url(path: Path, evidence_dir: str | Path) -> str:
+    """The UI URL (``/api/evidence/<folder>/<file>``, percent-encoded) of a stored evidence file."""
+    rel = path.relative_to(Path(evidence_dir).expanduser())
+    return "/api/evidence/" + "/".join(quote(part, safe="") for part in rel.parts)
+
+
+def evidence_file(evidence_dir: str | Path, folder: str, name: str) -> Path:
+    """The file ``<dir>/<folder>/<name>`` that an evidence URL names; ValueError unless ``folder`` is
+    a camera folder as the writer names them (so never ``.buffer``) and ``name`` a plain file name."""
+    if _safe_name(folder) != camera_dir_name(unquote(folder, errors="strict")):
+        raise ValueError(f"not a camera folder: {folder[:60]!r}")
+    return Path(evidence_dir).expanduser() / folder / _safe_name(name)
 
 
 def export_labels(store: LabelStore, evidence_dir: str | Path, out: str | Path, cfg, progress: bool = False) -> dict:
@@ -85,11 +146,11 @@ def export_labels(store: LabelStore, evidence_dir: str | Path, out: str | Path, 
     vids.mkdir(parents=True, exist_ok=True)
     names, missing = {}, []
     for aid, lab in sorted(store.all().items()):
-        src = evidence_path(evidence_dir, lab["camera"], aid, "mp4")
-        if not src.is_file():
+        src = find_evidence(evidence_dir, lab["camera"], aid, "mp4")
+        if src is None:
             missing.append(aid)
             continue
-        stem = f"{lab['camera']}__{aid}"
+        stem = f"{camera_dir_name(lab['camera'])}__{aid}"
         shutil.copyfile(src, vids / f"{stem}.mp4")
         names[stem] = lab["label"]
     if not names:
