@@ -14,30 +14,51 @@ Offsets are committed only up to the first alert whose evidence is not written y
 that restarts cuts it then (at-least-once; an existing clip is not cut again, its record is
 published again). Runs inside ``fusewatch worker`` / ``replay`` / ``demo`` (a thread) or anywhere
 with the buffer directory at hand.
+
+Hostile records (every decoded field is untrusted; :mod:`.store`): file names are the
+percent-encoded camera and id, checked to resolve inside ``evidence.dir`` (else refused). An
+exception fails its record or job only (counted by reason in :attr:`EvidenceWriter.counts`, the
+1st/10th/100th … logged); the position advances past it. Bounded state: an open alert with no event
+for :attr:`~EvidenceWriter.expire_s` is cut at its last known end, beyond ``max_jobs`` the least
+recently updated is dropped (logged), ``finished``/``records`` keep the newest. Jobs are keyed by
+(camera, id, start time), so a forged event cannot take over a real alert's job, and a failure for
+lack of footage does not mark the (camera, id) finished.
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
+import logging
+import math
 import threading
 import time
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
-from urllib.parse import quote
+
+import numpy as np
 
 from ..alert_schema import decode_alert
 from ..logs import get_logger
 from ..records import RECORD_HEADERS, encode_evidence, record_kind
 from ..schema import SchemaError
-from .cut import EvidenceError, cut_clip, parse_mask, snapshot
-from .segments import camera_dir_name, read_index
+from .cut import EvidenceError, cut_clip, parse_mask, snapshot, video_duration
+from .segments import read_index
+from .store import EvidencePaths, Tally, UnsafeName, apply_retention, ensure_inside, evidence_paths, file_info, short
 
 log = get_logger("fusewatch.stream.evidence")
+
+__all__ = ["EvidenceWriter", "apply_retention", "file_info"]
+
+MAX_MAP_CELLS = 65536
+"""Largest anomaly map (cells) kept for a snapshot; kept as float32 (256 KiB at most a job)."""
 
 
 @dataclass
 class _Job:
+    """One alert being collected: times are Unix s (capture clock), ``last_mono`` monotonic s."""
+
     alert_id: str
     camera: str
     start_time: float
@@ -45,24 +66,20 @@ class _Job:
     peak: float
     best_score: float
     best_time: float
-    anomaly_map: list | None
+    anomaly_map: np.ndarray | None
     ended: bool
     first: tuple  # (topic, partition, offset) of its first event: commits stop before it
+    paths: EvidencePaths
+    last_mono: float
     ready_mono: float | None = None
-
-
-def file_info(path: Path, root: Path, base_url: str) -> dict:
-    """``path``/``url``/``bytes``/``sha256`` of a stored evidence file."""
-    data = path.read_bytes()
-    rel = path.relative_to(root).as_posix()
-    url = f"{base_url.rstrip('/')}/{quote(rel)}"  # a file named "cam%2F1" is the URL path "cam%252F1"
-    return {"path": rel, "url": url, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 class EvidenceWriter:
     """``transport``: subscribed here to the alerts topic (and used to publish the records unless
     ``producer`` is given; closed by :meth:`stop` when ``owns_transport``); ``cameras``: only these
-    (None: all); ``on_evidence(record_dict)`` after each record is produced."""
+    (None: all); ``on_evidence(record_dict)`` after each record is produced. Bounds: ``max_jobs``
+    alerts open at once, ``max_finished`` (camera, id) keys remembered as done, ``max_records``
+    records and ``max_failures`` failure lines kept; ``expire_s`` (None: derived from the config)."""
 
     def __init__(
         self,
@@ -75,6 +92,11 @@ class EvidenceWriter:
         from_beginning: bool = False,
         on_evidence: Callable[[dict], None] | None = None,
         owns_transport: bool = False,
+        max_jobs: int = 512,
+        max_finished: int = 20_000,
+        max_records: int = 1_000,
+        max_failures: int = 1_000,
+        expire_s: float | None = None,
     ):
         self.cfg, self.ecfg = cfg, cfg.evidence
         self.t, self.producer = transport, producer or transport
@@ -84,10 +106,22 @@ class EvidenceWriter:
         self.on_evidence = on_evidence
         self.owns_transport = owns_transport
         self.clip_s = cfg.clips.clip_len / cfg.source.sample_fps
-        self.jobs: dict[str, _Job] = {}
-        self.finished: set[str] = set()
-        self.records: list[dict] = []
+        upd = float(getattr(getattr(cfg, "alerts", None), "update_interval", 0.0) or 0.0)
+        self.expire_s = float(expire_s) if expire_s is not None else self.ecfg.wait_s + self.ecfg.max_seconds + upd
+        """An open alert with no event for this long (s, wall clock) is cut at its last known end."""
+        self.max_jobs, self.max_finished, self.max_failures = (
+            max(1, max_jobs),
+            max(1, max_finished),
+            max(0, max_failures),
+        )
+        self.jobs: OrderedDict[tuple, _Job] = OrderedDict()
+        """Open and pending alerts by (camera, id, start time), least recently updated first."""
+        self.finished: OrderedDict[tuple, tuple[float, bool]] = OrderedDict()
+        """(camera, id) → (start time, written): events of a written alert are ignored, and of a
+        failed one those with the same start time (a no-footage failure is not recorded)."""
+        self.records: deque[dict] = deque(maxlen=max(1, max_records))
         self.failures: list[str] = []
+        self.tally = Tally(log)
         self.deleted = 0
         self._pos: dict = {}
         self._empty_polls = 0
@@ -97,42 +131,101 @@ class EvidenceWriter:
         self._thread: threading.Thread | None = None
         self.t.subscribe([cfg.topics.alerts], group_id or self.ecfg.group_id, from_beginning=from_beginning)
 
+    @property
+    def counts(self):
+        """Records, events and jobs skipped or failed, by reason (a ``Counter``)."""
+        return self.tally.counts
+
     # -- consuming ----------------------------------------------------------------------------
     def step(self, timeout: float = 0.2) -> int:
         """Poll once, update jobs, write what is ready, commit. Returns records polled."""
         recs = self.t.poll(500, timeout)
         for r in recs:
-            self._pos[r.tp] = r.offset + 1
-            kind = record_kind(r.value)
-            if kind not in ("alert", None):
-                continue
             try:
-                a = decode_alert(r.value, self.cfg.max_message_bytes)
-            except SchemaError as e:
-                log.warning(
-                    "evidence: skipping malformed alert",
-                    extra={"fields": {"at": f"{r.topic}[{r.partition}]@{r.offset}", "error": str(e)}},
-                )
-                continue
-            self._on_alert(a, (r.topic, r.partition, r.offset))
+                self._on_record(r)
+            except Exception as e:  # noqa: BLE001 - one hostile record never stops the writer
+                self.tally.note(f"record failed ({type(e).__name__})", exc=e, at=f"{r.topic}[{r.partition}]@{r.offset}")
+            self._pos[r.tp] = r.offset + 1  # handled (written into a job, skipped or failed: counted)
         self.process()
         self._commit()
         self._empty_polls = 0 if recs else self._empty_polls + 1
         return len(recs)
 
-    def _on_alert(self, a, pos) -> None:
-        if (self.cameras is not None and a.camera not in self.cameras) or a.id in self.finished:
+    def _on_record(self, r) -> None:
+        if record_kind(r.value) not in ("alert", None):
+            return  # evidence / health records on the same topic
+        try:
+            a = decode_alert(r.value, self.cfg.max_message_bytes)
+        except SchemaError as e:
+            self.tally.note("malformed alert skipped", at=f"{r.topic}[{r.partition}]@{r.offset}", error=short(e, 200))
             return
-        j = self.jobs.get(a.id)
+        self._on_alert(a, (r.topic, r.partition, r.offset))
+
+    def _ignore(self, reason: str, a, level: int = logging.WARNING, **fields) -> None:
+        self.tally.note(reason, level=level, alert=short(a.id), camera=short(a.camera), type=short(a.type), **fields)
+
+    def _on_alert(self, a, pos) -> None:
+        """Fold one decoded alert event into its job; events with unusable fields are counted."""
+        if not (isinstance(a.camera, str) and isinstance(a.id, str)):
+            return self._ignore("alert with a camera or id that is not text ignored", a)
+        if self.cameras is not None and a.camera not in self.cameras:
+            return self.tally.note("alert of another camera ignored", level=logging.DEBUG)
+        if a.type not in ("new", "update", "end"):
+            return self._ignore("alert event of unknown type ignored", a)
+        try:
+            t0, t1, score, peak = float(a.start_time), float(a.end_time), float(a.score), float(a.peak)
+        except (TypeError, ValueError, OverflowError):
+            return self._ignore("alert with non-numeric times or scores ignored", a)
+        if not all(math.isfinite(x) for x in (t0, t1, score, peak)) or t1 < t0:
+            return self._ignore("alert with non-finite or reversed times or scores ignored", a)
+        done = self.finished.get((a.camera, a.id))
+        if done is not None and (done[1] or done[0] == t0):
+            return self._ignore("event of an alert already handled ignored", a, logging.INFO)
+        key = (a.camera, a.id, t0)
+        j = self.jobs.get(key)
+        now = time.monotonic()
         if j is None:
-            j = self.jobs[a.id] = _Job(
-                a.id, a.camera, a.start_time, a.end_time, a.peak, a.score, a.end_time, a.anomaly_map, False, pos
-            )
-        j.end_time, j.peak = max(j.end_time, a.end_time), max(j.peak, a.peak)
-        if a.score > j.best_score or (a.anomaly_map is not None and j.anomaly_map is None):
-            j.best_score, j.best_time = max(a.score, j.best_score), a.end_time
-            j.anomaly_map = a.anomaly_map if a.anomaly_map is not None else j.anomaly_map
+            try:
+                paths = evidence_paths(self.root, a.camera, a.id)
+            except UnsafeName as e:
+                return self._ignore("alert with an unsafe camera or id refused", a, error=short(e, 300))
+            j = _Job(a.id, a.camera, t0, t1, peak, score, t1, None, False, pos, paths, now)
+            self.jobs[key] = j
+        else:
+            self.jobs.move_to_end(key)
+        j.last_mono = now
+        j.end_time, j.peak = max(j.end_time, t1), max(j.peak, peak)
+        if score > j.best_score or (a.anomaly_map is not None and j.anomaly_map is None):
+            amap = self._map(a)
+            j.best_score, j.best_time = max(score, j.best_score), t1
+            j.anomaly_map = amap if amap is not None else j.anomaly_map
         j.ended = j.ended or a.type == "end"
+
+    def _map(self, a) -> np.ndarray | None:
+        if a.anomaly_map is None:
+            return None
+        try:
+            m = np.asarray(a.anomaly_map, dtype=np.float32)
+        except (TypeError, ValueError, OverflowError):
+            m = None
+        if m is None or m.ndim != 2 or not 0 < m.size <= MAX_MAP_CELLS or not np.isfinite(m).all():
+            self._ignore("unusable anomaly map ignored", a)
+            return None
+        return np.clip(m, 0.0, 1.0)
+
+    def _cap_jobs(self) -> None:
+        """Beyond ``max_jobs``: drop open alerts first, least recently updated first (counted)."""
+        excess = len(self.jobs) - self.max_jobs
+        for key in sorted(self.jobs, key=lambda k: self.jobs[k].ended)[: max(0, excess)]:
+            self._fail(self.jobs.pop(key), "too many open alerts: the least recently updated dropped")
+
+    def _expire(self, now: float) -> None:
+        for j in self.jobs.values():  # least recently updated first
+            if (idle := now - j.last_mono) <= self.expire_s:
+                break
+            if not j.ended:
+                j.ended = True
+                self.tally.note("open alert expired: cut at its last known end", alert=j.alert_id, idle_s=round(idle))
 
     def window(self, j: _Job) -> tuple[float, float]:
         """Capture span (Unix s) of ``j``'s clip: pre-roll before it opened .. its end, capped."""
@@ -140,54 +233,86 @@ class EvidenceWriter:
         return start, min(j.end_time, start + self.ecfg.max_seconds)
 
     def process(self) -> None:
-        """Write every job that is ready (ended or at the cap, and the buffer covers it)."""
+        """Write every job that is ready (ended, expired or at the cap, and the buffer covers it or
+        ``wait_s`` passed). A job that raises fails alone (counted); the others go on."""
         now = time.monotonic()
-        for j in list(self.jobs.values()):
-            start, end = self.window(j)
-            if not (j.ended or self.flush_open or end - start >= self.ecfg.max_seconds):
-                continue
-            if j.ready_mono is None:
-                j.ready_mono = now
-            bdir = self.root / ".buffer" / camera_dir_name(j.camera)
-            segs, done = read_index(bdir)
-            covered = done or (segs and segs[-1].end >= end - 1e-3)
-            if not covered and now - j.ready_mono < self.ecfg.wait_s:
-                continue
-            del self.jobs[j.alert_id]
-            self.finished.add(j.alert_id)
+        self._expire(now)
+        indexes: dict[Path, tuple] = {}
+        for key, j in list(self.jobs.items()):
             try:
-                self._write(j, bdir, segs, start, end)
-            except (EvidenceError, OSError, ValueError) as e:
-                self.failures.append(f"{j.alert_id}: {e}")
-                log.error(
-                    "evidence: clip not written",
-                    extra={"fields": {"alert": j.alert_id, "camera": j.camera, "error": str(e)}},
-                )
+                self._process_job(key, j, now, indexes)
+            except Exception as e:  # noqa: BLE001 - one bad job never stalls the others
+                self.jobs.pop(key, None)
+                self._fail(j, f"job failed ({type(e).__name__})", e, final=True, trace=True)
+        self._cap_jobs()  # after the ready ones left: memory ≤ max_jobs + one poll's records
 
-    def _write(self, j: _Job, bdir: Path, segs, start: float, end: float) -> None:
-        cam_dir = self.root / camera_dir_name(j.camera)
-        clip_p, snap_p = cam_dir / f"{j.alert_id}.mp4", cam_dir / f"{j.alert_id}.jpg"
+    def _process_job(self, key: tuple, j: _Job, now: float, indexes: dict) -> None:
+        start, end = self.window(j)
+        if not (j.ended or self.flush_open or end - start >= self.ecfg.max_seconds):
+            return
+        if j.ready_mono is None:
+            j.ready_mono = now
+        bdir = j.paths.buffer
+        if bdir not in indexes:
+            indexes[bdir] = read_index(bdir)
+        segs, done = indexes[bdir]
+        covered = done or (segs and segs[-1].end >= end - 1e-3)
+        if not covered and now - j.ready_mono < self.ecfg.wait_s:
+            return
+        del self.jobs[key]
+        fk = (j.camera, j.alert_id)
+        if self.finished.get(fk, (None, False))[1]:
+            self.tally.note("alert id already written for another start time: job dropped", alert=j.alert_id)
+            return
+        if not j.paths.clip.is_file() and not any(s.end > start and s.start < end for s in segs):
+            self._fail(j, "no buffered footage for the alert", EvidenceError(f"none in {start:.3f} .. {end:.3f}"))
+            return
+        try:
+            self._write(j, segs, start, end)
+        except (EvidenceError, OSError, ValueError) as e:
+            self._fail(j, "clip not written", e, final=True)
+            return
+        self._finish(fk, j.start_time, True)
+
+    def _fail(self, j: _Job, reason: str, e: Exception | None = None, final: bool = False, trace=False) -> None:
+        """Count a job that got no evidence; ``final``: events with its start time are ignored from now on."""
+        self.failures.append(f"{j.alert_id}: {reason}" + (f": {e}" if e is not None else ""))
+        del self.failures[: max(0, len(self.failures) - self.max_failures)]
+        f = {"alert": j.alert_id, "camera": j.camera, "error": short(e, 300) if e is not None else ""}
+        self.tally.note(reason, level=logging.ERROR, exc=e if trace else None, **f)
+        if final:
+            self._finish((j.camera, j.alert_id), j.start_time, False)
+
+    def _finish(self, fk: tuple, start_time: float, written: bool) -> None:
+        self.finished[fk] = (start_time, written)
+        self.finished.move_to_end(fk)
+        while len(self.finished) > self.max_finished:
+            self.finished.popitem(last=False)
+
+    def _write(self, j: _Job, segs, start: float, end: float) -> None:
+        clip_p, snap_p = ensure_inside(self.root, j.paths.clip), ensure_inside(self.root, j.paths.snapshot)
         reencoded = None
         if clip_p.is_file():  # written before a restart: publish it again, do not cut twice
-            from .cut import video_duration
-
             dur, codec = video_duration(clip_p)
             c_start, c_end = start, end
         else:
-            cut = cut_clip(bdir, segs, start, end, clip_p, self.masks, self.ecfg.segment_seconds, self.ecfg.crf)
+            cut = cut_clip(
+                j.paths.buffer, segs, start, end, clip_p, self.masks, self.ecfg.segment_seconds, self.ecfg.crf
+            )
             dur, codec, c_start, c_end, reencoded = cut.duration, cut.codec, cut.start, cut.end, cut.reencoded
         peak_t = min(max(j.best_time - self.clip_s / 2, c_start), c_end)
         snap = None
         try:
             if not snap_p.is_file():
-                snapshot(clip_p, peak_t - c_start, snap_p, self.masks, j.anomaly_map)
+                amap = j.anomaly_map.tolist() if j.anomaly_map is not None else None
+                snapshot(clip_p, peak_t - c_start, snap_p, self.masks, amap)
             snap = {
                 **file_info(snap_p, self.root, self.ecfg.base_url),
                 "time": peak_t,
                 "anomaly_map": j.anomaly_map is not None,
             }
-        except (EvidenceError, OSError, ValueError) as e:
-            log.error("evidence: snapshot not written", extra={"fields": {"alert": j.alert_id, "error": str(e)}})
+        except Exception as e:  # noqa: BLE001 - the clip is still published
+            self.tally.note("snapshot not written", level=logging.ERROR, alert=j.alert_id, error=short(e, 300))
         clip = {
             **file_info(clip_p, self.root, self.ecfg.base_url),
             "duration": round(dur, 3),
@@ -207,17 +332,18 @@ class EvidenceWriter:
                 e and log.error("evidence record lost", extra={"fields": {"alert": i, "error": str(e)}})
             ),
         )
-        import json
-
         rec = json.loads(data)
         self.records.append(rec)
         log.info(
             "evidence written",
             extra={"fields": {"alert": j.alert_id, "clip": clip["path"], "duration": clip["duration"]}},
         )
-        if self.on_evidence:
-            self.on_evidence(rec)
-        self.deleted += apply_retention(self.root, self.ecfg.max_age_days, self.ecfg.max_total_mb)
+        try:
+            if self.on_evidence:
+                self.on_evidence(rec)
+            self.deleted += apply_retention(self.root, self.ecfg.max_age_days, self.ecfg.max_total_mb)
+        except Exception as e:  # noqa: BLE001 - the evidence is written and published
+            self.tally.note(f"after-write step failed ({type(e).__name__})", exc=e, alert=j.alert_id)
 
     def _commit(self) -> None:
         if not self._pos:
@@ -242,8 +368,8 @@ class EvidenceWriter:
         while not self._stop.is_set():
             try:
                 self.step(0.2)
-            except Exception:  # noqa: BLE001 - keep the writer alive; logged
-                log.exception("evidence writer step failed")
+            except Exception as e:  # noqa: BLE001 - keep the writer alive (poll/commit trouble); counted
+                self.tally.note(f"evidence writer step failed ({type(e).__name__})", level=logging.ERROR, exc=e)
                 self._stop.wait(1.0)
 
     def stop(self, drain_s: float = 0.0, flush_open: bool = False) -> None:
@@ -266,32 +392,8 @@ class EvidenceWriter:
         if self.owns_transport:
             self.t.close()
         if self.jobs:
-            log.error(
-                "evidence: alerts left without evidence", extra={"fields": {"alerts": ",".join(sorted(self.jobs))}}
-            )
-
-
-def apply_retention(root: Path, max_age_days: float, max_total_mb: float) -> int:
-    """Delete stored evidence older than ``max_age_days`` (file time), then the oldest alerts'
-    files while the store exceeds ``max_total_mb``. Returns the number of files deleted."""
-    groups: dict[Path, list[Path]] = {}
-    for p in root.glob("*/*"):
-        if p.parent.name == ".buffer" or p.suffix not in (".mp4", ".jpg") or not p.is_file():
-            continue
-        groups.setdefault(p.with_suffix(""), []).append(p)
-    items = []
-    for _stem, files in groups.items():
-        st = [f.stat() for f in files]
-        items.append((max(s.st_mtime for s in st), sum(s.st_size for s in st), files))
-    items.sort(key=lambda x: x[0])
-    now, n, total = time.time(), 0, sum(i[1] for i in items)
-    for k, (mtime, size, files) in enumerate(items):
-        too_old = now - mtime > max_age_days * 86400
-        too_big = total > max_total_mb * 1e6 and k < len(items) - 1
-        if not (too_old or too_big):
-            continue
-        for f in files:
-            f.unlink(missing_ok=True)
-            n += 1
-        total -= size
-    return n
+            ids = sorted(j.alert_id for j in self.jobs.values())
+            fields = {"count": len(ids), "alerts": ",".join(ids[:20]) + (",…" if len(ids) > 20 else "")}
+            log.error("evidence: alerts left without evidence", extra={"fields": fields})
+        if self.counts:
+            log.warning("evidence: skipped or failed, by reason", extra={"fields": dict(self.counts)})
