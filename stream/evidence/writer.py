@@ -106,7 +106,7 @@ class EvidenceWriter:
         self.on_evidence = on_evidence
         self.owns_transport = owns_transport
         self.clip_s = cfg.clips.clip_len / cfg.source.sample_fps
-        upd = float(getattr(getattr(cfg, "alerts", None), "update_interval", 0.0) or 0.0)
+        upd = float(cfg.alerts.update_interval)
         self.expire_s = float(expire_s) if expire_s is not None else self.ecfg.wait_s + self.ecfg.max_seconds + upd
         """An open alert with no event for this long (s, wall clock) is cut at its last known end."""
         self.max_jobs, self.max_finished, self.max_failures = (
