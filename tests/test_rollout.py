@@ -11,6 +11,7 @@ new model over the whole stream gives it (|Δ| ≤ 1e-5) — the shadow window h
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 
 import numpy as np
@@ -241,6 +242,11 @@ def test_manifest_contract(models):
         (b"[]", "not a version-1"),
         (b'{"kind": "fusewatch.model", "v": 1}', "'name'"),
         (m.encode().replace(m.sha256.encode(), b"abc"), "sha256"),
+        # hostile records on the models topic (they used to raise RecursionError / OverflowError out
+        # of the engine's start-up read)
+        (b"[" * 60000, "not JSON"),
+        (json.dumps({**json.loads(m.encode()), "published": 10**400}).encode(), "'published'"),
+        (json.dumps({**json.loads(m.encode()), "name": "\ud800"}).encode(), "not valid Unicode"),
     ):
         with pytest.raises(ManifestError, match=why):
             decode_manifest(bad)

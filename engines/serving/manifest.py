@@ -101,6 +101,10 @@ def _str(d: dict, k: str, limit: int = 4096) -> str:
     v = d.get(k)
     if not isinstance(v, str) or not v or len(v) > limit:
         raise ManifestError(f"manifest: field {k!r} missing or not a non-empty string")
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ManifestError(f"manifest: field {k!r} is not valid Unicode text") from None
     return v
 
 
@@ -118,8 +122,8 @@ def decode_manifest(value: bytes | None) -> Manifest:
         raise ManifestError(f"manifest: {len(value)} bytes (> {MAX_MANIFEST_BYTES})")
     try:
         d = json.loads(bytes(value).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise ManifestError(f"manifest: not JSON ({one_line(e)})") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise ManifestError(f"manifest: not JSON ({one_line(e)[:200]})") from None
     if not isinstance(d, dict) or d.get("kind") != KIND or d.get("v") != 1:
         raise ManifestError(f"manifest: not a version-1 {KIND} record")
     prev = d.get("previous")
@@ -132,7 +136,7 @@ def decode_manifest(value: bytes | None) -> Manifest:
             "sha256": _sha(_str(prev, "sha256")),
         }
     pub = d.get("published", 0.0)
-    if isinstance(pub, bool) or not isinstance(pub, (int, float)) or not math.isfinite(pub):
+    if isinstance(pub, bool) or not isinstance(pub, (int, float)) or not -1e11 <= pub <= 1e11:  # NaN fails too
         raise ManifestError("manifest: field 'published' is not a finite number")
     if not isinstance(d.get("rollback", False), bool):
         raise ManifestError("manifest: field 'rollback' is not a boolean")
@@ -278,8 +282,10 @@ class ModelWatcher:
                     if m.name == self.name
                     else Loaded(None, reason="bad_manifest", detail=f"manifest name {m.name!r} under key {self.name!r}")
                 )
-            except ManifestError as e:
-                out = Loaded(None, reason="bad_manifest", detail=f"{r.topic}[{r.partition}]@{r.offset}: {e}")
+            except Exception as e:  # noqa: BLE001 - one record never stops the watcher or an engine start
+                out = Loaded(
+                    None, reason="bad_manifest", detail=f"{r.topic}[{r.partition}]@{r.offset}: {one_line(e)[:300]}"
+                )
         return out
 
     def read_current(self, timeout: float = 30.0) -> Manifest | None:
