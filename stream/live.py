@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .schema import MAX_INDEX, WALL_RANGE, SchemaError
+from .schema import MAX_INDEX, WALL_RANGE, SchemaError, checked_text
 
 THUMB_MAGIC = b"FWT1"
 MAX_CAMERA = 256
@@ -79,14 +79,7 @@ def _loads(data: bytes, what: str):
 
 def _text(d: dict, k: str, what: str, max_len: int, min_len: int = 0, default: str | None = None) -> str:
     """``d[k]``: text of ``min_len`` .. ``max_len`` characters that encodes as UTF-8."""
-    v = d.get(k, default)
-    if not isinstance(v, str) or not min_len <= len(v) <= max_len:
-        raise SchemaError("bad_field", f"{what} field {k!r} must be text of {min_len}..{max_len} characters")
-    try:
-        v.encode("utf-8")
-    except UnicodeEncodeError:
-        raise SchemaError("bad_field", f"{what} field {k!r} is not valid Unicode text") from None
-    return v
+    return checked_text(d.get(k, default), f"{what} field {k!r}", max_len, min_len)
 
 
 def _value(v, what: str, lo: float, hi: float, integer: bool = False):

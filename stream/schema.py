@@ -199,6 +199,16 @@ def _utf8(s: str) -> bool:
     return True
 
 
+def checked_text(v: Any, what: str, max_len: int, min_len: int = 0) -> str:
+    """``v`` as text of ``min_len`` .. ``max_len`` characters that encodes as UTF-8 (no lone
+    surrogates: consumers store, print and re-encode it); :class:`SchemaError` otherwise."""
+    if not isinstance(v, str) or not min_len <= len(v) <= max_len:
+        raise SchemaError("bad_field", f"{what} must be text of {min_len}..{max_len} characters")
+    if not _utf8(v):
+        raise SchemaError("bad_field", f"{what} is not valid Unicode text (lone surrogate)")
+    return v
+
+
 _NUM = (int, float)
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from fusewatch.errors import SchemaError
 from fusewatch.stream.live import Thumbnail
+from fusewatch.stream.schema import checked_text
 
 MAX_CAMERA = 256
 """Longest camera id (characters)."""
@@ -78,13 +79,7 @@ def check_json(obj: Any, max_depth: int = MAX_DEPTH, max_nodes: int = MAX_NODES,
 
 
 def _text(v: Any, what: str, max_len: int, min_len: int = 0) -> str:
-    if not isinstance(v, str) or not min_len <= len(v) <= max_len:
-        raise SchemaError("bad_field", f"{what} must be text of {min_len}..{max_len} characters")
-    try:
-        v.encode("utf-8")
-    except UnicodeEncodeError:
-        raise SchemaError("bad_field", f"{what} is not valid Unicode text (lone surrogate)") from None
-    return v
+    return checked_text(v, what, max_len, min_len)
 
 
 def _num(v: Any, what: str) -> float:
