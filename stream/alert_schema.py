@@ -9,7 +9,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from fusewatch.errors import SchemaError
 from fusewatch.stream.schema import (
@@ -26,6 +26,7 @@ from fusewatch.stream.schema import (
     _int_range,
     _pack,
     _unpack,
+    strict_json,
 )
 
 ALERT_SCHEMA_VERSION = 2
@@ -148,18 +149,7 @@ def encode_alert_v1(a: AlertMessage) -> bytes:
 
 
 def _unpack_json(data: bytes, max_bytes: int) -> dict[str, Any]:
-    if len(data) > max_bytes:
-        raise SchemaError("too_large", f"{len(data)} bytes > limit {max_bytes}")
-
-    def no_constants(name: str) -> NoReturn:
-        raise SchemaError("non_finite", f"JSON constant {name}")
-
-    try:
-        obj = json.loads(bytes(data).decode("utf-8"), parse_constant=no_constants)
-    except SchemaError:
-        raise
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise SchemaError("undecodable", f"{type(e).__name__}: {e}"[:200]) from None
+    obj = strict_json(data, max_bytes=max_bytes)
     if not isinstance(obj, dict):
         raise SchemaError("not_a_map", type(obj).__name__)
     v = obj.get("v")

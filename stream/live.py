@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .schema import MAX_INDEX, WALL_RANGE, SchemaError, checked_text
+from .schema import MAX_INDEX, WALL_RANGE, SchemaError, checked_text, strict_json
 
 THUMB_MAGIC = b"FWT1"
 MAX_CAMERA = 256
@@ -63,20 +63,6 @@ def encode_score(
     return json.dumps(d, separators=(",", ":"), allow_nan=False).encode()
 
 
-def _no_constant(name: str):
-    raise SchemaError("non_finite", f"JSON constant {name}")
-
-
-def _loads(data: bytes, what: str):
-    """JSON without NaN/Infinity; every decoding failure (deep nesting included) is a SchemaError."""
-    try:
-        return json.loads(bytes(data).decode(), parse_constant=_no_constant)
-    except SchemaError:
-        raise
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise SchemaError("undecodable", f"{what}: {type(e).__name__}: {e}"[:200]) from None
-
-
 def _text(d: dict, k: str, what: str, max_len: int, min_len: int = 0, default: str | None = None) -> str:
     """``d[k]``: text of ``min_len`` .. ``max_len`` characters that encodes as UTF-8."""
     return checked_text(d.get(k, default), f"{what} field {k!r}", max_len, min_len)
@@ -102,7 +88,7 @@ def _number(d: dict, k: str, what: str, lo: float, hi: float, integer: bool = Fa
 def decode_score(data: bytes) -> dict:
     """Parse and check a score record; raises :class:`SchemaError` on anything else (NaN/Infinity,
     numbers out of range, a malformed ``anomaly_map`` included)."""
-    d = _loads(data, "score record")
+    d = strict_json(data, "score record")
     if not isinstance(d, dict) or d.get("kind") != "score" or d.get("v") != 1:
         raise SchemaError("wrong_kind", "not a version-1 score record")
     w = "score record"
@@ -168,7 +154,7 @@ def decode_thumbnail(data: bytes) -> Thumbnail:
     n = struct.unpack(">I", data[4:8])[0]
     if n > MAX_THUMB_HEADER or 8 + n > len(data):
         raise SchemaError("bad_field", f"thumbnail header of {n} bytes (record {len(data)} bytes)")
-    h = _loads(data[8 : 8 + n], "thumbnail header")
+    h = strict_json(data[8 : 8 + n], "thumbnail header")
     if not isinstance(h, dict):
         raise SchemaError("bad_field", "thumbnail header is not a JSON object")
     w = "thumbnail header"

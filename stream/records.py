@@ -36,6 +36,7 @@ import time
 from typing import Any
 
 from fusewatch.errors import SchemaError
+from fusewatch.stream.schema import strict_json
 
 HEALTH_STATES = ("ok", "offline", "frozen", "black", "tamper")
 RECORD_HEADERS = {
@@ -105,14 +106,7 @@ def encode_evidence(
 
 def decode_record(data: bytes, kind: str, max_bytes: int = 1_048_576) -> dict[str, Any]:
     """Parse and check an evidence or health record; raises :class:`SchemaError`."""
-    if len(data) > max_bytes:
-        raise SchemaError("too_large", f"{len(data)} bytes > limit {max_bytes}")
-    try:
-        obj = json.loads(bytes(data).decode("utf-8"), parse_constant=_no_constant)
-    except SchemaError:
-        raise
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise SchemaError("undecodable", f"{type(e).__name__}: {e}"[:200]) from None
+    obj = strict_json(data, max_bytes=max_bytes)
     if not isinstance(obj, dict) or obj.get("v") != 2 or obj.get("kind") != kind:
         raise SchemaError("wrong_kind", f"expected a v2 {kind!r} record")
     need = {
@@ -128,10 +122,6 @@ def decode_record(data: bytes, kind: str, max_bytes: int = 1_048_576) -> dict[st
         raise SchemaError("bad_field", f"state {obj['state']!r}")
     _check_values(obj)
     return obj
-
-
-def _no_constant(name: str):
-    raise SchemaError("non_finite", f"JSON constant {name}")
 
 
 def _check_values(x: Any, depth: int = 0) -> None:

@@ -17,6 +17,7 @@ bytes plus that reason to the dead-letter topic (:func:`dead_letter_payload`).
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -197,6 +198,25 @@ def _utf8(s: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _no_json_constant(name: str):
+    raise SchemaError("non_finite", f"JSON constant {name}")
+
+
+def strict_json(data: bytes, what: str = "", max_bytes: int | None = None) -> Any:
+    """Parse a JSON record from an untrusted topic: UTF-8, no NaN/Infinity, at most ``max_bytes``.
+    Every decoding failure (deep nesting included) is a :class:`SchemaError` (``too_large``,
+    ``non_finite``, ``undecodable``), never another exception."""
+    if max_bytes is not None and len(data) > max_bytes:
+        raise SchemaError("too_large", f"{len(data)} bytes > limit {max_bytes}")
+    try:
+        return json.loads(bytes(data).decode("utf-8"), parse_constant=_no_json_constant)
+    except SchemaError:
+        raise
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        prefix = f"{what}: " if what else ""
+        raise SchemaError("undecodable", f"{prefix}{type(e).__name__}: {e}"[:200]) from None
 
 
 def checked_text(v: Any, what: str, max_len: int, min_len: int = 0) -> str:

@@ -67,7 +67,24 @@ def bus_with(cfg, values: list[bytes]) -> InProcessBus:
 # --- notify (item 7) ---------------------------------------------------------------------------
 
 
-def test_notifier_skips_and_counts_poison_records_between_valid_ones(tmp_path, monkeypatch, caplog):
+@pytest.fixture
+def rx():
+    """A live webhook receiver (real HTTP server) checking signatures with SECRET."""
+    r = WebhookReceiver(SECRET)
+    yield r
+    r.close()
+
+
+def webhook_notifier(cfg, values: list[bytes], url: str):
+    """A notifier with one webhook sink to ``url`` over an in-process bus holding ``values``."""
+    bus = bus_with(cfg, values)
+    sink = WebhookSink(url, cfg.webhook, DeadLetterFile(cfg.webhook.dead_letter_file))
+    n = Notifier(cfg, BusTransport(bus), [sink])
+    n.subscribe(from_beginning=True)
+    return bus, n
+
+
+def test_notifier_skips_and_counts_poison_records_between_valid_ones(rx, tmp_path, monkeypatch, caplog):
     real_decode, real_encode = notifier_mod.decode_alert, notifier_mod.encode_alert
 
     def decode(data, *a, **kw):
@@ -82,53 +99,39 @@ def test_notifier_skips_and_counts_poison_records_between_valid_ones(tmp_path, m
 
     monkeypatch.setattr(notifier_mod, "decode_alert", decode)
     monkeypatch.setattr(notifier_mod, "encode_alert", encode)
-    rx = WebhookReceiver(SECRET)
-    try:
-        cfg = notify_cfg(tmp_path, rx.url)
-        values = [
-            record("good1"),
-            record("decode-bomb"),
-            raw_alert(id="lone-\ud800"),
-            record("good2"),
-            raw_alert(id="big", score=10**400),
-            record("encode-bomb"),
-            b"\x00\x01garbage",
-            record("good3"),
-        ]
-        bus = bus_with(cfg, values)
-        sink = WebhookSink(rx.url, cfg.webhook, DeadLetterFile(cfg.webhook.dead_letter_file))
-        n = Notifier(cfg, BusTransport(bus), [sink])
-        n.subscribe(from_beginning=True)
-        with caplog.at_level(logging.WARNING, logger="fusewatch.sinks.notifier"):
-            st = n.run(idle_exit_s=0.3)  # must return, not raise
-        assert set(rx.delivered()) == {"good1:new:5", "good2:new:5", "good3:new:5"}
-        assert st.records == len(values) and st.delivered == 3 and st.malformed == 5
-        assert sum(st.malformed_reasons.values()) == 5
-        assert st.malformed_reasons["OverflowError"] >= 1 and st.malformed_reasons["RuntimeError"] == 1
-        assert bus.committed(cfg.notify.group_id, (cfg.topics.alerts, 0)) == len(values)
-        warned = [r for r in caplog.records if "skipping malformed" in r.getMessage()]
-        assert len(warned) == len(st.malformed_reasons)  # once per reason
-        assert not (tmp_path / "dl.jsonl").exists()
-    finally:
-        rx.close()
+    cfg = notify_cfg(tmp_path, rx.url)
+    values = [
+        record("good1"),
+        record("decode-bomb"),
+        raw_alert(id="lone-\ud800"),
+        record("good2"),
+        raw_alert(id="big", score=10**400),
+        record("encode-bomb"),
+        b"\x00\x01garbage",
+        record("good3"),
+    ]
+    bus, n = webhook_notifier(cfg, values, rx.url)
+    with caplog.at_level(logging.WARNING, logger="fusewatch.sinks.notifier"):
+        st = n.run(idle_exit_s=0.3)  # must return, not raise
+    assert set(rx.delivered()) == {"good1:new:5", "good2:new:5", "good3:new:5"}
+    assert st.records == len(values) and st.delivered == 3 and st.malformed == 5
+    assert sum(st.malformed_reasons.values()) == 5
+    assert st.malformed_reasons["OverflowError"] >= 1 and st.malformed_reasons["RuntimeError"] == 1
+    assert bus.committed(cfg.notify.group_id, (cfg.topics.alerts, 0)) == len(values)
+    warned = [r for r in caplog.records if "skipping malformed" in r.getMessage()]
+    assert len(warned) == len(st.malformed_reasons)  # once per reason
+    assert not (tmp_path / "dl.jsonl").exists()
 
 
-def test_notifier_logs_a_flood_of_bad_records_once_and_keeps_going(tmp_path, caplog):
-    rx = WebhookReceiver(SECRET)
-    try:
-        cfg = notify_cfg(tmp_path, rx.url)
-        values = [b"\x00garbage"] * 50 + [record("after")]
-        bus = bus_with(cfg, values)
-        sink = WebhookSink(rx.url, cfg.webhook, DeadLetterFile(cfg.webhook.dead_letter_file))
-        n = Notifier(cfg, BusTransport(bus), [sink])
-        n.subscribe(from_beginning=True)
-        with caplog.at_level(logging.WARNING, logger="fusewatch.sinks.notifier"):
-            st = n.run(idle_exit_s=0.3)
-        assert st.malformed == 50 and set(rx.delivered()) == {"after:new:5"}
-        assert sum("skipping malformed" in r.getMessage() for r in caplog.records) == 1
-        assert bus.committed(cfg.notify.group_id, (cfg.topics.alerts, 0)) == 51
-    finally:
-        rx.close()
+def test_notifier_logs_a_flood_of_bad_records_once_and_keeps_going(rx, tmp_path, caplog):
+    cfg = notify_cfg(tmp_path, rx.url)
+    values = [b"\x00garbage"] * 50 + [record("after")]
+    bus, n = webhook_notifier(cfg, values, rx.url)
+    with caplog.at_level(logging.WARNING, logger="fusewatch.sinks.notifier"):
+        st = n.run(idle_exit_s=0.3)
+    assert st.malformed == 50 and set(rx.delivered()) == {"after:new:5"}
+    assert sum("skipping malformed" in r.getMessage() for r in caplog.records) == 1
+    assert bus.committed(cfg.notify.group_id, (cfg.topics.alerts, 0)) == 51
 
 
 class _Recorder(Sink):
@@ -158,47 +161,39 @@ def test_a_sink_failing_on_one_alert_neither_stops_the_group_nor_the_other_sinks
 HOSTILE_IDS = ["a\r\nX-Injected: 1", "alert-\U0001f642", "alert\u00e9", "lone-\ud800", "50%off"]
 
 
-def test_webhook_header_unsafe_ids_are_encoded_and_delivered_at_once(tmp_path):
-    rx = WebhookReceiver(SECRET)
-    try:
-        cfg = notify_cfg(tmp_path, rx.url)  # backoff 1 s: any retry would show in the timing
-        sink = WebhookSink(rx.url, cfg.webhook, DeadLetterFile(cfg.webhook.dead_letter_file))
-        t0 = time.monotonic()
-        for aid in HOSTILE_IDS + ["plain"]:
-            a = sample_alert("cam1", id=aid)
-            sink.deliver(a, json.dumps({"id": aid}).encode())
-        assert time.monotonic() - t0 < 0.9, "an unsafe header value was retried with backoff"
-        assert sink.attempts == len(HOSTILE_IDS) + 1 and sink.dead_lettered == 0
-        events = [r["event"] for r in rx.requests]
-        assert all(not r["failed"] and r["signature_ok"] for r in rx.requests)
-        assert [unquote(e, errors="surrogatepass") for e in events] == [f"{i}:new:5" for i in HOSTILE_IDS + ["plain"]]
-        assert events[-1] == "plain:new:5" and all(e.isascii() and e.isprintable() for e in events)
-    finally:
-        rx.close()
+def test_webhook_header_unsafe_ids_are_encoded_and_delivered_at_once(rx, tmp_path):
+    cfg = notify_cfg(tmp_path, rx.url)  # backoff 1 s: any retry would show in the timing
+    sink = WebhookSink(rx.url, cfg.webhook, DeadLetterFile(cfg.webhook.dead_letter_file))
+    t0 = time.monotonic()
+    for aid in HOSTILE_IDS + ["plain"]:
+        a = sample_alert("cam1", id=aid)
+        sink.deliver(a, json.dumps({"id": aid}).encode())
+    assert time.monotonic() - t0 < 0.9, "an unsafe header value was retried with backoff"
+    assert sink.attempts == len(HOSTILE_IDS) + 1 and sink.dead_lettered == 0
+    events = [r["event"] for r in rx.requests]
+    assert all(not r["failed"] and r["signature_ok"] for r in rx.requests)
+    assert [unquote(e, errors="surrogatepass") for e in events] == [f"{i}:new:5" for i in HOSTILE_IDS + ["plain"]]
+    assert events[-1] == "plain:new:5" and all(e.isascii() and e.isprintable() for e in events)
 
 
-def test_webhook_request_errors_fail_fast_to_the_dead_letter_file(tmp_path, monkeypatch):
-    rx = WebhookReceiver(SECRET)
-    try:
-        cfg = notify_cfg(tmp_path, rx.url)
-        dl = DeadLetterFile(cfg.webhook.dead_letter_file)
-        bad_url = WebhookSink(rx.url.replace("/hook", "/ho ok\r\n"), cfg.webhook, dl)
-        good = WebhookSink(rx.url, cfg.webhook, dl)
-        t0 = time.monotonic()
-        bad_url.deliver(sample_alert("cam1", id="lone-\ud800"), b'{"v":2}')  # invalid URL: no retry
-        real_sign = webhook_mod.sign
-        monkeypatch.setattr(webhook_mod, "sign", lambda *a: (_ for _ in ()).throw(RuntimeError("no key")))
-        good.deliver(sample_alert("cam1", id="unsigned"), b'{"v":2}')  # cannot build: no retry
-        monkeypatch.setattr(webhook_mod, "sign", real_sign)
-        good.deliver(sample_alert("cam1", id="later"), b'{"v":2}')  # not held up
-        assert time.monotonic() - t0 < 0.9, "a request error was retried with backoff"
-        assert bad_url.attempts == 1 and good.attempts == 2 and rx.delivered().keys() == {"later:new:5"}
-        e1, e2 = dl.read()
-        assert e1["id"] == "lone-\ud800" and e1["attempts"] == 1 and "invalid request" in e1["error"]
-        assert e2["id"] == "unsigned" and e2["attempts"] == 1 and "cannot build the request" in e2["error"]
-        assert bad_url.dead_lettered == 1 and good.dead_lettered == 1
-    finally:
-        rx.close()
+def test_webhook_request_errors_fail_fast_to_the_dead_letter_file(rx, tmp_path, monkeypatch):
+    cfg = notify_cfg(tmp_path, rx.url)
+    dl = DeadLetterFile(cfg.webhook.dead_letter_file)
+    bad_url = WebhookSink(rx.url.replace("/hook", "/ho ok\r\n"), cfg.webhook, dl)
+    good = WebhookSink(rx.url, cfg.webhook, dl)
+    t0 = time.monotonic()
+    bad_url.deliver(sample_alert("cam1", id="lone-\ud800"), b'{"v":2}')  # invalid URL: no retry
+    real_sign = webhook_mod.sign
+    monkeypatch.setattr(webhook_mod, "sign", lambda *a: (_ for _ in ()).throw(RuntimeError("no key")))
+    good.deliver(sample_alert("cam1", id="unsigned"), b'{"v":2}')  # cannot build: no retry
+    monkeypatch.setattr(webhook_mod, "sign", real_sign)
+    good.deliver(sample_alert("cam1", id="later"), b'{"v":2}')  # not held up
+    assert time.monotonic() - t0 < 0.9, "a request error was retried with backoff"
+    assert bad_url.attempts == 1 and good.attempts == 2 and rx.delivered().keys() == {"later:new:5"}
+    e1, e2 = dl.read()
+    assert e1["id"] == "lone-\ud800" and e1["attempts"] == 1 and "invalid request" in e1["error"]
+    assert e2["id"] == "unsigned" and e2["attempts"] == 1 and "cannot build the request" in e2["error"]
+    assert bad_url.dead_lettered == 1 and good.dead_lettered == 1
 
 
 # --- fusewatch alerts (item 9) -----------------------------------------------------------------
