@@ -21,7 +21,7 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import msgpack
 import numpy as np
@@ -200,7 +200,7 @@ def _utf8(s: str) -> bool:
     return True
 
 
-def _no_json_constant(name: str):
+def _no_json_constant(name: str) -> NoReturn:
     raise SchemaError("non_finite", f"JSON constant {name}")
 
 
