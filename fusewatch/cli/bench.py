@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from fusewatch.engines.bench.ped2 import (
@@ -66,9 +67,9 @@ def add_arguments(p) -> None:
     )
     p.add_argument(
         "--fusions",
-        default=",".join(DEFAULT_FUSIONS),
+        default=None,
         metavar="A,B",
-        help=f"fusions to benchmark (default {','.join(DEFAULT_FUSIONS)})",
+        help=f"fusions to benchmark (default: inductive, every fusion; transductive, {','.join(DEFAULT_FUSIONS)})",
     )
     p.add_argument(
         "--expansions",
@@ -100,6 +101,19 @@ def parse_pq_grid(s: str) -> list[tuple[int, int]]:
     return out
 
 
+def _fusions(s: str | None) -> list[str] | None:
+    """``--fusions A,B`` as a checked list (None when not given)."""
+    if s is None:
+        return None
+    from fusewatch.engines.fusion.names import FUSIONS
+
+    out = [f.strip() for f in s.split(",") if f.strip()]
+    bad = [f for f in out if f not in FUSIONS]
+    if bad or not out:
+        raise UsageError(f"--fusions: expected some of {','.join(FUSIONS)} (got {s!r})")
+    return out
+
+
 def _write(path: str, text: str) -> None:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -114,6 +128,25 @@ def cmd_bench_ped2(args, cfg: Config) -> int:
     if args.protocol != "inductive" and not args.out_model:
         raise UsageError(f"--protocol {args.protocol}: --out-model PATH is required")
     ind = None
+    if args.protocol == "inductive":
+        unused = [
+            name
+            for name, given in (
+                ("--no-stream", args.no_stream),
+                ("--stream-set", args.stream_set != "all"),
+                ("--expansions", args.expansions != ",".join(DEFAULT_EXPANSIONS)),
+                ("--pq-grid", parse_pq_grid(args.pq_grid) != list(DEFAULT_PQ_GRID)),
+                ("--folds", args.folds != DEFAULT_FOLDS),
+                ("--out-model", bool(args.out_model)),
+                ("--markdown", args.markdown),
+            )
+            if given
+        ]
+        if unused:
+            print(
+                f"fusewatch bench ped2: {', '.join(unused)} only apply to --protocol transductive/both; ignored",
+                file=sys.stderr,
+            )
     if args.protocol in ("inductive", "both"):
         from fusewatch.engines.bench.ped2_inductive import format_markdown, run_bench_inductive
 
@@ -131,6 +164,7 @@ def cmd_bench_ped2(args, cfg: Config) -> int:
             singles=not args.no_singles,
             jobs=args.jobs,
             log=(lambda m: None) if args.quiet else print,
+            fusions=_fusions(args.fusions),
         )
         md = format_markdown(ind)
         print(md)
@@ -145,7 +179,7 @@ def cmd_bench_ped2(args, cfg: Config) -> int:
         args.out_model,
         cfg,
         work_dir=args.work,
-        fusions=[f.strip() for f in args.fusions.split(",") if f.strip()],
+        fusions=_fusions(args.fusions) or list(DEFAULT_FUSIONS),
         expansions=[e.strip() for e in args.expansions.split(",") if e.strip()],
         pq_grid=parse_pq_grid(args.pq_grid),
         stream=not args.no_stream,
