@@ -33,8 +33,11 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from .frame_batcher import is_batchable
 from .frame_parts import Outcome
 from .logs import get_logger
+
+__all__ = ["ExtractorPool", "is_batchable", "motion_fraction"]
 
 Done = Callable[[list[Outcome], bool], None]
 
@@ -43,11 +46,6 @@ MAX_FRAMES = 32
 ONNX Runtime's memory arena grows with the batch: ~0.5 GB per camera at 128-frame batches)."""
 GATE_WIDTH = 160
 GATE_LEVEL = 25
-
-
-def is_batchable(e) -> bool:
-    """A backbone extractor whose per-frame features can be batched across clips."""
-    return all(hasattr(e, a) for a in ("per_frame", "prepare", "frames_per_clip", "pool", "spec", "resize", "session"))
 
 
 def motion_fraction(frames: list[np.ndarray]) -> float:

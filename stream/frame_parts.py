@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from .frame_batcher import FrameBatcher, Pending, is_batchable
+
 Outcome = tuple[str, "np.ndarray | None", "BaseException | None", float]
 """``(name, array | None, error | None, seconds)`` as the extractor pool reports it."""
 
@@ -64,8 +66,11 @@ class FrameParts:
     (``position``: :meth:`fusewatch.stream.clips.ClipBuilder.next_position`); ``outcomes(clip)``
     for every clip; ``reset()`` on a stream discontinuity."""
 
-    def __init__(self, extractors, clip_len: int, clip_stride: int):
+    def __init__(self, extractors, clip_len: int, clip_stride: int, batcher: FrameBatcher | None = None):
         self.extractors = [e for e in extractors if is_incremental(e)]
+        self.batcher = batcher
+        """Shared cross-camera batcher: CNN frame parts are queued there (:class:`Pending`)."""
+        self.batched = {e.name for e in self.extractors if batcher is not None and is_batchable(e)}
         self.clip_len, self.stride = int(clip_len), int(clip_stride)
         self.need = {e.name: e.frame_positions(self.clip_len) for e in self.extractors}
         self.paired = {e.name for e in self.extractors if callable(getattr(e, "pair_part", None))}
@@ -100,6 +105,9 @@ class FrameParts:
                 continue
             t0 = time.perf_counter()
             try:
+                if e.name in self.batched:
+                    entry.parts[e.name] = self.batcher.submit(e, image)  # type: ignore[union-attr]
+                    continue
                 entry.parts[e.name] = part = e.frame_part(image)
                 if pair and prev is not None and e.name in prev.parts:
                     entry.pairs[e.name] = e.pair_part(prev.parts[e.name], part)
@@ -130,6 +138,13 @@ class FrameParts:
                 out[name] = (name, None, err, seconds)
                 continue
             parts = [en.parts.get(name) for en in entries]
+            if name in self.batched:
+                try:
+                    seconds = sum(p.seconds for p in parts if isinstance(p, Pending))
+                    parts = [p.get() if isinstance(p, Pending) else p for p in parts]
+                except Exception as ex:  # the frame's inference failed: the extractor failed for this clip
+                    out[name] = (name, None, ex, seconds)
+                    continue
             need = self.need[name]
             if need is not None and len(parts) != self.clip_len:  # positions are those of a full window
                 self.fallbacks += 1

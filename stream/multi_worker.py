@@ -9,7 +9,9 @@
 Each camera is a :class:`~fusewatch.stream.worker.Worker` (same source handling, watchdog,
 reconnects, clip windows, metrics labelled by camera, delivery accounting and FeatureMessage
 bytes) whose clips are extracted by a shared :class:`~fusewatch.stream.extractor_pool.ExtractorPool`
-instead of in its own thread: the CNN backbones run batched across the cameras' clips. A camera's
+instead of in its own thread: the CNN backbones run batched across the cameras' clips — with
+per-frame extraction (``worker.per_frame``, the default) as each frame arrives, through a shared
+:class:`~fusewatch.stream.frame_batcher.FrameBatcher` (``worker.batch_frames``). A camera's
 messages are published in clip order. A camera whose source cannot be opened, fails or gives up
 reconnecting is recorded in ``errors`` and the others keep running; a message over a size limit
 (:class:`RecordTooLargeError`) still stops everything, as in :func:`~fusewatch.stream.replay.replay`.
@@ -22,6 +24,7 @@ import time
 from typing import Sequence
 
 from .extractor_pool import ExtractorPool, is_batchable
+from .frame_batcher import FrameBatcher
 from .logs import get_logger
 from .metrics import MetricSet
 from .schema import Representation
@@ -56,7 +59,7 @@ def parse_cameras(entries: Sequence[str]) -> list[tuple[str, str]]:
 class _PooledCamera(Worker):
     """A Worker whose clips go to the shared pool; results are published in clip order."""
 
-    def __init__(self, *a, pool: ExtractorPool, **kw):
+    def __init__(self, *a, pool: ExtractorPool, batcher: FrameBatcher | None = None, **kw):
         super().__init__(*a, **kw)
         self.pool = pool
         self._seq = 0
@@ -67,6 +70,8 @@ class _PooledCamera(Worker):
         self.clips_gated = 0
         if pool.motion_gate:  # the gate decides per clip whether the CNNs run: not per frame
             self.frame_parts = self._frame_parts(exclude=tuple(e.name for e in self.extractors if is_batchable(e)))
+        elif batcher is not None:  # CNN frames of every camera share inference calls
+            self.frame_parts = self._frame_parts(batcher=batcher)
 
     def process_clip(self, clip):
         seq = self._seq
@@ -163,6 +168,11 @@ class MultiWorker:
             motion_gate=f.motion_gate,
             gate_threshold=f.motion_gate_threshold,
         )
+        self.batcher = (
+            FrameBatcher(threads=w.pool_threads, batch_wait_ms=w.batch_wait_ms)
+            if w.per_frame and w.batch_frames and not f.motion_gate and any(is_batchable(e) for e in self.extractors)
+            else None
+        )
         self.start_delays = list(start_delays or [])
         self.workers: dict[str, _PooledCamera] = {}
         self.errors: dict[str, str] = {}
@@ -185,6 +195,7 @@ class MultiWorker:
                     metric_set=self.metric_set,
                     serve_metrics=False,
                     pool=self.pool,
+                    batcher=self.batcher,
                 )
             except Exception as e:  # a camera that cannot even be opened: recorded, the others run
                 self.errors[cam] = f"{type(e).__name__}: {e}"
@@ -233,6 +244,8 @@ class MultiWorker:
                 while t.is_alive():
                     t.join(0.5)
         finally:
+            if self.batcher is not None:  # the cameras have stopped: nothing more is queued
+                self.batcher.close()
             self.pool.close()
             if self._own_transport and self.transport is not None:
                 try:

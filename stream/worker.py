@@ -261,12 +261,13 @@ class Worker:
         except Exception as e:
             self.log.error("flush failed", extra={"fields": {"error": f"{type(e).__name__}: {e}"}})
 
-    def _frame_parts(self, exclude: tuple[str, ...] = ()) -> FrameParts | None:
-        """Per-frame extraction (``worker.per_frame``) for the extractors that support it."""
+    def _frame_parts(self, exclude: tuple[str, ...] = (), batcher=None) -> FrameParts | None:
+        """Per-frame extraction (``worker.per_frame``) for the extractors that support it; ``batcher``:
+        a shared :class:`~fusewatch.stream.frame_batcher.FrameBatcher` for the CNN frames."""
         if not self.cfg.worker.per_frame:
             return None
         c = self.cfg.clips
-        fp = FrameParts([e for e in self.extractors if e.name not in exclude], c.clip_len, c.clip_stride)
+        fp = FrameParts([e for e in self.extractors if e.name not in exclude], c.clip_len, c.clip_stride, batcher)
         return fp if fp.extractors else None
 
     # -- evidence buffer and camera health (hooks) ----------------------------------------------

@@ -49,19 +49,30 @@ def cnn_extractors(cnn_cfg):
     return build_extractors(cnn_cfg.features)
 
 
-def test_pooled_cameras_publish_what_single_workers_publish(cnn_cfg, cnn_extractors):
-    """Backbones batched across three cameras → per camera the same messages (count, order,
-    timestamps, versions, flow bytes) as one Worker each; CNN vectors within batched-float tolerance."""
+@pytest.mark.parametrize("per_frame", [False, True], ids=["clips-in-pool", "frames-in-batcher"])
+def test_pooled_cameras_publish_what_single_workers_publish(cnn_cfg, cnn_extractors, per_frame):
+    """Backbones batched across three cameras (whole clips in the pool, or per frame in the frame
+    batcher) → per camera the same messages (count, order, timestamps, versions, flow bytes) as one
+    Worker each; CNN vectors within batched-float tolerance."""
+    import copy
+
+    cfg = copy.deepcopy(cnn_cfg)
+    cfg.worker.per_frame = per_frame
     vids = [PED2 / "test_02.mp4", PED2 / "train_01.mp4", PED2 / "test_02.mp4"]
     cams = [("a", str(vids[0])), ("b", str(vids[1])), ("c", str(vids[2]))]
     bus = InProcessBus()
     mw = MultiWorker(
-        cnn_cfg, cams, transport=BusTransport(bus), extractors=cnn_extractors, wall_anchor=0.0, serve_metrics=False
+        cfg, cams, transport=BusTransport(bus), extractors=cnn_extractors, wall_anchor=0.0, serve_metrics=False
     )
     res = mw.run()
     assert res.errors == {}
     got = _messages(bus, cnn_cfg)
-    assert mw.pool.batches < mw.pool.clips  # clips of several cameras really shared ONNX Runtime calls
+    if per_frame:  # frames of several cameras really shared ONNX Runtime calls; no clip went to the pool's CNNs
+        assert mw.batcher is not None and mw.batcher.batches < mw.batcher.frames and mw.pool.batches == 0
+        in_clips = sum(res.cameras[c].clips_published for c, _ in cams) * cfg.clips.clip_len
+        assert in_clips <= mw.batcher.frames < in_clips + len(cams) * cfg.clips.clip_len  # + each tail's frames
+    else:
+        assert mw.batcher is None and mw.pool.batches < mw.pool.clips
     for cam, uri in cams:
         ref = collect_features(uri, cnn_extractors, cnn_cfg, camera=cam, wall_anchor=0.0)
         mine = got[cam]

@@ -90,7 +90,7 @@ class KafkaConfig(_Section):
     client_id: str = Field(default="fusewatch", min_length=1)
     compression_type: Annotated[Literal["gzip", "snappy", "lz4", "zstd"] | None, Opt] = None
     request_timeout_ms: int = _rng(30000, ge=100, le=3_600_000)
-    session_timeout_ms: int = _rng(30000, ge=100, le=3_600_000)
+    session_timeout_ms: int = _rng(10000, ge=100, le=3_600_000)
     """Consumer group session timeout: how soon a crashed engine's partitions move to a survivor."""
     heartbeat_interval_ms: int = _rng(3000, ge=1, le=3_600_000)
     connect_timeout_s: float = _rng(15.0, gt=0, le=3600)
@@ -308,6 +308,10 @@ class WorkerConfig(_Section):
     """Extract per frame as frames arrive (CNN embeddings, flow fields: :mod:`fusewatch.stream.frame_parts`),
     so a clip's features are ready right after its last frame; false: the whole clip at clip end
     (the CNNs then batch across cameras' clips in the shared pool). Same features either way."""
+    batch_frames: bool = True
+    """Multi-camera worker with ``per_frame``: CNN embeddings of frames of all cameras are batched into
+    shared inference calls (:mod:`fusewatch.stream.frame_batcher`, ``pool_threads`` threads,
+    ``batch_wait_ms``); false: each camera thread runs its own frames one at a time."""
 
     @model_validator(mode="after")
     def _check(self) -> WorkerConfig:
