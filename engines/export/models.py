@@ -5,7 +5,8 @@ weights, so it cannot export anything: it serves ONNX files. On a machine with t
 :func:`export_models` writes into one folder
 
 * the backbone ONNX files under exactly the names the extractors look for
-  (``<backbone>[-s<spatial>]-w<weights sha256[:16]>-x<recipe>-op<opset>-<size>.onnx``), and
+  (``<backbone>[-s<spatial>]-w<weights sha256[:16]>-x<recipe>-op<opset>-<size>.onnx``; for the
+  ``mnv2_patches`` extractor MobileNetV2's feature map, ``mobilenetv2-fmap-w…-x…-op…-224.onnx``), and
 * each trained checkpoint in the form the engine serves (``<stem>.onnx``: graphs-in for LEGO,
   features-in for the baselines), with its metadata (thresholds, extractor versions) embedded.
 
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
+
+from fusewatch.errors import CheckpointError
 
 
 def serving_form(meta) -> str:
@@ -32,13 +35,21 @@ def export_backbones(
     size: int = 224,
 ) -> list[Path]:
     """Backbone ONNX files (``size``×``size`` inputs) into ``out`` (kept when already there: the
-    names are content keys)."""
+    names are content keys). ``names``: backbones, or ``mnv2_patches`` (its feature-map export,
+    always 224×224 inputs, whatever ``size`` and ``spatial``)."""
     from fusewatch.stream.extractors.backbones import backbone_onnx
 
     paths = []
     for name in names:
-        path, exported, _sha = backbone_onnx(name, out, size, spatial)
-        log(f"{path}  (backbone {name}, {'exported' if exported else 'already exported'})")
+        if name == "mnv2_patches":
+            from fusewatch.stream.extractors.patches import feature_map_onnx
+
+            path, exported, _sha = feature_map_onnx(out)
+            what = "mnv2_patches feature map"
+        else:
+            path, exported, _sha = backbone_onnx(name, out, size, spatial)
+            what = f"backbone {name}"
+        log(f"{path}  ({what}, {'exported' if exported else 'already exported'})")
         paths.append(path)
     return paths
 
@@ -56,8 +67,10 @@ def export_checkpoints(
     paths = []
     for m in models:
         m = Path(m).expanduser()
+        if m.is_dir():
+            raise CheckpointError(f"--model {m}: is a directory (expected a .pt checkpoint)")
         if not m.is_file():
-            raise FileNotFoundError(f"--model {m}: not found")
+            raise CheckpointError(f"--model {m}: not found")
         model, meta = load_model(m)
         form = serving_form(meta)
         p = export_onnx(model, meta, Path(out) / f"{m.stem}.onnx", form=form, opset=opset)

