@@ -205,8 +205,10 @@ class ClipsConfig(_Section):
     clip_stride: int = _rng(16, ge=1, le=1024)
 
 
-DEFAULT_EXTRACTORS = ("mobilenetv2", "effnet_lite0", "flow", "audio")
-KNOWN_EXTRACTORS = (*DEFAULT_EXTRACTORS, "flow_grid", "objects", "mnv2_patches")
+DEFAULT_EXTRACTORS = ("mobilenetv2", "flow")
+"""What the default model (``model.representations``) reads: a worker or ``extract`` without
+``--model`` computes nothing the default model would ignore."""
+KNOWN_EXTRACTORS = ("mobilenetv2", "effnet_lite0", "flow", "audio", "flow_grid", "objects", "mnv2_patches")
 
 
 def _check_extractors(v: list[str]) -> list[str]:
@@ -223,7 +225,8 @@ class FeaturesConfig(_Section):
     SECTION: ClassVar[str] = "features"
 
     extractors: StrList = field(default_factory=lambda: list(DEFAULT_EXTRACTORS))
-    """Names: mobilenetv2, effnet_lite0, flow, audio, or ``onnx:<path>``."""
+    """Names: mobilenetv2, effnet_lite0, flow, audio, flow_grid, objects, mnv2_patches, or
+    ``onnx:<path>`` (default: the default model's representations, mobilenetv2 + flow)."""
     pool: Literal["mean", "meanmax"] = "mean"
     """Clip pooling over frames for CNN backbones: ``mean`` or ``meanmax`` (concatenated, 2×D)."""
     model_dir: str = str(CACHE_DIR / "models")
