@@ -270,8 +270,8 @@ def write_report(out: Path, results: dict, base: dict, folds, features: Path, ds
 def extractor_costs(
     videos: Path, names=("flow", "flow_grid", "objects", "mobilenetv2", "mnv2_patches"), clips: int = 8, repeat: int = 2
 ) -> dict:
-    """Median ms per 16-frame clip of each extractor on ``test_02`` (one thread; the machine's other
-    load included, so ratios matter more than milliseconds)."""
+    """Median wall and CPU ms per 16-frame clip of each extractor on ``test_02`` (one thread; CPU time
+    is the figure to read on a busy machine, ratios more than milliseconds)."""
     import numpy as np
 
     from fusewatch.engines.evaluation.motion_baseline import decode_frames
@@ -285,15 +285,17 @@ def extractor_costs(
     for n in names:
         ex = build_extractor(n, cfg.features)
         ex.extract(frames[:16], None, None)  # warm-up (ONNX session, caches)
-        ts = []
+        ts, cpu = [], []
         for _ in range(repeat):
             for c in range(clips):
                 f = frames[c * 16 : (c + 1) * 16]
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 ex.extract(f, None, None)
                 ts.append((time.perf_counter() - t0) * 1e3)
+                cpu.append((time.process_time() - c0) * 1e3)
         out[n] = {
             "ms_per_clip_median": round(float(np.median(ts)), 1),
+            "cpu_ms_per_clip_median": round(float(np.median(cpu)), 1),
             "dim": int(ex.dim),
             "version": ex.version,
             "float32_bytes": 4 * int(ex.dim),

@@ -65,7 +65,11 @@ def test_run_inductive_on_synthetic_videos():
     assert c["default_all"] == rep["rows"]["default"]["summary"]["all"][0]
     assert math.isclose(c["minus_concat"], round(c["default_all"] - rep["rows"]["concat"]["summary"]["all"][0], 4))
     assert set(c["minus_fusions"]) == {"concat", "add"} and c["minus_fusions"]["concat"] == c["minus_concat"]
-    assert c["minus_motion_baseline"] is None and c["meets_target"] == (c["default_all"] >= 0.97)
+    assert (
+        c["minus_motion_baseline"] is None
+        and c["minus_motion_baseline_causal"] is None
+        and c["meets_target"] == (c["default_all"] >= 0.97)
+    )
     md = PI.format_markdown(rep)
     assert "| default | lego | a+b |" in md and "fold 2" in md and "best single" in md
 
@@ -113,5 +117,8 @@ def test_bench_ped2_inductive_command(tmp_path, capsys):
     assert "--no-stream only apply to --protocol transductive/both; ignored" in capsys.readouterr().err
     assert set(rep["rows"]) == {"default", "concat", "add", "mtn"} and rep["epochs"] == 2 and rep["seeds"] == [0]
     assert len(rep["folds"]) == 2 and rep["motion_baseline"]["all"] is not None
+    # the causal baseline sees no future frame: a different (like-for-like) reference, same folds
+    assert rep["motion_baseline_causal"]["all"] != rep["motion_baseline"]["all"]
+    assert len(rep["motion_baseline_causal"]["folds"]) == 2
     assert rep["config"]["normalize"] == "zscore"
-    assert "motion_baseline" in out_md.read_text()
+    assert "motion_baseline" in out_md.read_text() and "motion_baseline_causal" in out_md.read_text()

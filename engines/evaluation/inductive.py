@@ -280,13 +280,17 @@ def summarize(metrics: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def baseline_metrics(video_dir: str | Path, ds, folds, cache_dir=None, k: int | None = None) -> dict[str, Any]:
+def baseline_metrics(
+    video_dir: str | Path, ds, folds, cache_dir=None, k: int | None = None, causal: bool = False
+) -> dict[str, Any]:
     """The training-free local-motion baseline (:mod:`engines.motion_baseline`) on the same frames
-    and folds."""
+    and folds. Its smoothing is centred (as the issue defines it: each frame sees ``k // 2`` future
+    frames, which no streaming scorer has) or, with ``causal``, over the last ``k`` frames only —
+    the like-for-like reference for the causal models."""
     from fusewatch.engines.evaluation import motion_baseline as MB
 
     gts = {v.name: v.frame_gt for v in ds.videos}
-    s = MB.baseline_scores(video_dir, list(gts), k=k or MB.SMOOTH_FRAMES, cache_dir=cache_dir)
+    s = MB.baseline_scores(video_dir, list(gts), k=k or MB.SMOOTH_FRAMES, causal=causal, cache_dir=cache_dir)
     s = {n: s[n][: len(gts[n])] for n in gts}
     return fold_metrics(s, gts, folds)
 
