@@ -6,8 +6,9 @@ cached Maven jars as the single broker (:mod:`fusewatch.stream.broker`). The quo
 the same cluster id and nothing else, so a node whose disk was lost is recovered by formatting an
 empty data directory with its old node id and the cluster id (:meth:`LocalCluster.recover`): it
 rejoins the quorum as the same voter, re-fetches the metadata log from the leader and re-replicates
-its partitions from the other brokers. Safe while a majority of the *other* voters keeps the
-metadata log (never wipe two nodes at once).
+its partitions from the other brokers. Not risk-free: the wiped node votes with an empty log at
+once, so an election during its recovery can lose committed metadata if the other voter lags (what
+KIP-853's dynamic quorum fixes); recover one node at a time, only while the others run in sync.
 
 Layout under the run dir (default ``~/.cache/fusewatch/kafka/cluster``): ``cluster.json`` (cluster
 id, node count, ports), ``node-K/{data,logs,server.properties,kafka.pid}``. Node K (1..N) listens
@@ -18,33 +19,33 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import importlib.util
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from fusewatch.stream.broker import DEPLOY_DIR, BrokerError, kafka_fetch
+from fusewatch.stream.transport.base import TransportError
 
 DEFAULT_BASE_PORT = 19092
 DEFAULT_HEAP = "384m"
+_IO: dict = {"stdin": subprocess.DEVNULL, "stderr": subprocess.STDOUT}
+DEFAULT_SYNC_TIMEOUT = 180.0  # s: a restarted node's partitions back in sync (rolling restart)
 
 
 def _default_run_dir() -> Path:
-    home = (
-        os.environ.get("LOCALKAFKA_HOME")
-        or Path(os.environ.get("FUSEWATCH_CACHE") or Path.home() / ".cache" / "fusewatch") / "kafka"
-    )
+    cache = Path(os.environ.get("FUSEWATCH_CACHE") or Path.home() / ".cache" / "fusewatch")
+    home = os.environ.get("LOCALKAFKA_HOME") or cache / "kafka"
     return Path(os.environ.get("LOCALKAFKA_CLUSTER_DIR") or Path(home) / "cluster")
 
 
 def _probe_mod():
-    import importlib.util
-
     spec = importlib.util.spec_from_file_location("_fusewatch_kafka_probe", DEPLOY_DIR / "probe.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)  # type: ignore[union-attr]
@@ -60,11 +61,8 @@ class NodeStatus:
     ready: bool = False
 
     def __str__(self) -> str:
-        if not self.running:
-            return f"broker {self.node}: stopped ({self.bootstrap})"
-        return (
-            f"broker {self.node}: running pid {self.pid} {self.bootstrap} {'ready' if self.ready else 'NOT answering'}"
-        )
+        up = f"running pid {self.pid} {self.bootstrap} {'ready' if self.ready else 'NOT answering'}"
+        return f"broker {self.node}: {up if self.running else f'stopped ({self.bootstrap})'}"
 
 
 class LocalCluster:
@@ -81,6 +79,7 @@ class LocalCluster:
         session_timeout_ms: int = 4000,
         start_timeout: float = 180.0,
         stop_timeout: float = 30.0,
+        sync_timeout: float = DEFAULT_SYNC_TIMEOUT,
     ):
         self.run_dir = Path(run_dir) if run_dir else _default_run_dir()
         state = self._load()
@@ -97,7 +96,7 @@ class LocalCluster:
         self.host = state.get("host") or host
         self.heap = heap or os.environ.get("LOCALKAFKA_HEAP") or DEFAULT_HEAP
         self.session_timeout_ms = session_timeout_ms
-        self.start_timeout, self.stop_timeout = start_timeout, stop_timeout
+        self.start_timeout, self.stop_timeout, self.sync_timeout = start_timeout, stop_timeout, sync_timeout
         self._probe = _probe_mod()
         self._procs: dict[int, subprocess.Popen] = {}
 
@@ -137,11 +136,8 @@ class LocalCluster:
 
     def _save(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "cluster.json").write_text(
-            json.dumps(
-                {"cluster_id": self.cluster_id, "brokers": self.n, "base_port": self.base_port, "host": self.host}
-            )
-        )
+        state = {"cluster_id": self.cluster_id, "brokers": self.n, "base_port": self.base_port, "host": self.host}
+        (self.run_dir / "cluster.json").write_text(json.dumps(state))
 
     # -- processes ------------------------------------------------------------------------------
     def pid(self, k: int) -> int | None:
@@ -165,16 +161,8 @@ class LocalCluster:
         java = os.environ.get("JAVA") or (
             str(Path(os.environ["JAVA_HOME"]) / "bin" / "java") if os.environ.get("JAVA_HOME") else "java"
         )
-        extra = os.environ.get("LOCALKAFKA_JVM_OPTS", "").split()
-        return [
-            java,
-            *extra,
-            "-Xms64m",
-            f"-Xmx{self.heap}",
-            "-XX:+UseSerialGC",
-            "-XX:TieredStopAtLevel=1",
-            "-XX:+ExitOnOutOfMemoryError",
-            "-Djava.awt.headless=true",
+        opts = "-Xms64m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true"
+        return [java, *os.environ.get("LOCALKAFKA_JVM_OPTS", "").split(), f"-Xmx{self.heap}", *opts.split()] + [
             "-Djava.net.preferIPv4Stack=true",
             f"-Dkafka.logs.dir={self.node_dir(k) / 'logs'}",
             f"-Dlog4j2.configurationFile={DEPLOY_DIR / 'log4j2.xml'}",
@@ -185,20 +173,12 @@ class LocalCluster:
     def _render(self, k: int) -> Path:
         rf = min(3, self.n)
         voters = ",".join(f"{j}@{self.host}:{self.controller_port(j)}" for j in self.nodes)
-        subs = {
-            "NODE_ID": str(k),
-            "VOTERS": voters,
-            "HOST": self.host,
-            "PORT": str(self.port(k)),
-            "CONTROLLER_PORT": str(self.controller_port(k)),
-            "DATA_DIR": str(self.data_dir(k)),
-            "RF": str(rf),
-            "MIN_ISR": str(max(1, min(2, rf - 1))),
-            "SESSION_MS": str(self.session_timeout_ms),
-        }
+        subs = {"NODE_ID": k, "VOTERS": voters, "HOST": self.host, "PORT": self.port(k), "RF": rf}
+        subs |= {"CONTROLLER_PORT": self.controller_port(k), "DATA_DIR": self.data_dir(k)}
+        subs |= {"MIN_ISR": max(1, min(2, rf - 1)), "SESSION_MS": self.session_timeout_ms}
         text = (DEPLOY_DIR / "cluster.properties.template").read_text()
         for name, val in subs.items():
-            text = text.replace(f"@{name}@", val)
+            text = text.replace(f"@{name}@", str(val))
         props = self.node_dir(k) / "server.properties"
         props.parent.mkdir(parents=True, exist_ok=True)
         props.write_text(text)
@@ -211,13 +191,8 @@ class LocalCluster:
         for k in ks:
             props = self._render(k)
             (self.node_dir(k) / "logs").mkdir(parents=True, exist_ok=True)
-            procs[k] = subprocess.Popen(
-                [*self._jvm(k, libs), "kafka.tools.StorageTool", "format", "-t", self.cluster_id, "-c", str(props)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
+            cmd = [*self._jvm(k, libs), "kafka.tools.StorageTool", "format", "-t", self.cluster_id, "-c", str(props)]
+            procs[k] = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, **_IO)
         failed = []
         for k, p in procs.items():
             try:
@@ -250,11 +225,7 @@ class LocalCluster:
         logs.mkdir(parents=True, exist_ok=True)
         with open(logs / "stdout.log", "ab") as out:
             p = subprocess.Popen(
-                [*self._jvm(k, libs), "kafka.Kafka", str(props)],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+                [*self._jvm(k, libs), "kafka.Kafka", str(props)], stdout=out, start_new_session=True, **_IO
             )
         self._procs[k] = p  # reaped in stop()
         (self.node_dir(k) / "kafka.pid").write_text(str(p.pid))
@@ -321,16 +292,55 @@ class LocalCluster:
         (self.node_dir(k) / "kafka.pid").unlink(missing_ok=True)
 
     def restart(self, k: int, kill: bool = False, downtime: float = 0.0) -> None:
+        """Stop node K, start it, wait until it has registered (no ISR wait: :meth:`rolling_restart`)."""
         self.stop(k, kill=kill)
-        if downtime > 0:
-            time.sleep(downtime)
+        time.sleep(max(0.0, downtime))
         self.start(k)
 
+    def wait_in_sync(self, timeout: float | None = None) -> float:
+        """Wait until no partition of any topic (``__consumer_offsets`` included) is under-replicated:
+        each has a leader and its ISR equals its replicas (:func:`fusewatch.stream.topics.under_replicated`).
+        Returns the seconds waited; :class:`TransportError` after ``timeout`` (default ``sync_timeout``)."""
+        from fusewatch.stream.config import load_config
+        from fusewatch.stream.topics import wait_fully_replicated
+
+        cfg = load_config(env={}, overrides={"kafka.bootstrap_servers": self.bootstrap, "kafka.connect_timeout_s": 5})
+        return wait_fully_replicated(cfg, self.sync_timeout if timeout is None else timeout)
+
+    def rolling_restart(self, nodes=None, kill=False, downtime=0.0, sync=True, progress=None) -> list[tuple]:
+        """Restart ``nodes`` (default all) one at a time. With ``sync`` (a stopped node is refused unless
+        it is the one node restarted; all in sync first when all run), per node: stop (SIGTERM: controlled shutdown),
+        start, wait until it answers Metadata listing every running broker, then :meth:`wait_in_sync`
+        (every partition's ISR == its replicas, ``sync_timeout``) before the next node goes down.
+        Returns (and passes to ``progress``) ``(node, restart s, ISR wait s)`` per node; raises
+        :class:`BrokerError` at the first wait that times out."""
+        todo = list(self.nodes if nodes is None else nodes)
+        for k in todo:
+            self._check(k)
+        if sync and (stopped := [j for j in self.nodes if not self.pid(j) and todo != [j]]):
+            raise BrokerError(f"kafka cluster: start broker(s) {stopped} first (their replicas are out of sync)")
+        done, out = [], []
+        try:
+            if sync and len(self.running()) == self.n:
+                self.wait_in_sync()  # already under-replicated: taking a node down could block producers
+            for k in todo:
+                t0 = time.monotonic()
+                self.restart(k, kill=kill, downtime=downtime)
+                done.append(k)
+                out.append((k, time.monotonic() - t0, self.wait_in_sync() if sync else 0.0))
+                if progress is not None:
+                    progress(*out[-1])
+        except BrokerError:  # a node did not start: as it says
+            raise
+        except TransportError as e:  # an ISR wait timed out
+            rest = [j for j in todo if j not in done] or "none"
+            raise BrokerError(f"kafka cluster: {e} (restarted: {done or 'none'}, not restarted: {rest})") from None
+        return out
+
     def recover(self, k: int) -> None:
-        """Disk-loss recovery of node K (static quorum): stop it if it runs, wipe its data dir
-        (records *and* metadata log), format it again with the cluster id and its old node id,
-        start it; it rejoins and catches up from the other nodes. Needs a majority of the other
-        nodes running (they hold the metadata log and the replicas)."""
+        """Disk-loss recovery of node K (static quorum; see the module docstring for its risk): stop it,
+        wipe its data dir (records *and* metadata log), format it with the cluster id and its old node
+        id, start it; it rejoins and catches up. Needs a majority of the other nodes running."""
         self._check(k)
         if not self.cluster_id:
             raise BrokerError(f"kafka cluster: no cluster in {self.run_dir} (cluster.json missing)")
@@ -355,12 +365,9 @@ class LocalCluster:
             self.cluster_id = None
 
     def status(self) -> list[NodeStatus]:
-        out = []
-        for k in self.nodes:
-            pid = self.pid(k)
-            ready = bool(pid) and self._probe.probe(self.host, self.port(k), 2.0) is None
-            out.append(NodeStatus(k, bool(pid), self.address(k), pid, ready))
-        return out
+        pids = {k: self.pid(k) for k in self.nodes}
+        ready = {k: bool(p) and self._probe.probe(self.host, self.port(k), 2.0) is None for k, p in pids.items()}
+        return [NodeStatus(k, bool(p), self.address(k), p, ready[k]) for k, p in pids.items()]
 
     def exists(self) -> bool:
         return bool(self.cluster_id)
@@ -385,14 +392,8 @@ def _alive(pid: int) -> bool:
 
 
 def _port_open(host: str, port: int) -> bool:
-    import socket
-
     try:
         with socket.create_connection((host, port), timeout=0.5):
             return True
     except OSError:
         return False
-
-
-if __name__ == "__main__":  # pragma: no cover - debugging aid
-    print(LocalCluster().status(), file=sys.stderr)

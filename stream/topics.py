@@ -1,8 +1,10 @@
-"""Create fusewatch's Kafka topics (features, alerts, dead letter) — idempotently."""
+"""Create fusewatch's Kafka topics (features, alerts, dead letter, scores, thumbnails; the compacted
+models topic) — idempotently — and check that a cluster's partitions are fully replicated."""
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import kafka.errors as kerr
@@ -106,7 +108,13 @@ def create_topics(
                         f"{kerr.for_code(code).__name__}: {t.get('error_message') or ''}".rstrip(": ")
                     )
             admin.wait_for_topics(todo, timeout_ms=int(cfg.kafka.request_timeout_ms))
-        desc = {t["name"]: t.get("partitions") or [] for t in admin.describe_topics(names)}
+        # each describe may be answered by another broker, whose metadata may not list a new topic yet
+        deadline = time.monotonic() + cfg.kafka.request_timeout_ms / 1000
+        while True:
+            desc = {t["name"]: t.get("partitions") or [] for t in admin.describe_topics(names)}
+            if all(desc.get(t) for t in names) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
     except kerr.KafkaError as e:
         raise _wrap(e, f"create topics on {cfg.kafka.bootstrap_servers}") from None
     finally:
@@ -133,3 +141,50 @@ def create_models_topic(cfg: Config) -> TopicResult:
     order of publications), compacted (at least the newest manifest per deployment is kept
     forever; the uncompacted tail is the audit trail)."""
     return create_topics(cfg, partitions=1, names=[cfg.topics.models], configs={"cleanup.policy": "compact"})[0]
+
+
+def under_replicated(cfg: Config) -> list[str]:
+    """Partitions of every topic on the cluster (internal ones such as ``__consumer_offsets``
+    included) that are not fully replicated: no leader, an error, or an ISR (in-sync replicas)
+    different from the replica set — ``"topic-P (replicas [1, 2, 3], in sync [1, 3])"`` each; empty
+    when every partition's ISR equals its replicas. Read from the cluster metadata (kafka-python
+    ``KafkaAdminClient.describe_topics()``, all topics). Raises :class:`TransportError`."""
+    admin = admin_client(cfg)
+    try:
+        topics = admin.describe_topics()
+    except kerr.KafkaError as e:
+        raise _wrap(e, f"describe topics on {cfg.kafka.bootstrap_servers}") from None
+    finally:
+        admin.close()
+    out = []
+    for t in sorted(topics, key=lambda t: str(t.get("name"))):
+        if t.get("error_code"):
+            out.append(f"{t.get('name')} ({kerr.for_code(t['error_code']).__name__})")
+        for p in sorted(t.get("partitions") or [], key=lambda p: p.get("partition_index", -1)):
+            reps, isr = sorted(p.get("replica_nodes") or []), sorted(p.get("isr_nodes") or [])
+            if p.get("error_code") or p.get("leader_id", -1) < 0 or not reps or set(isr) != set(reps):
+                out.append(f"{t.get('name')}-{p.get('partition_index')} (replicas {reps}, in sync {isr})")
+    return out
+
+
+def wait_fully_replicated(cfg: Config, timeout: float, poll_s: float = 0.5) -> float:
+    """Wait until :func:`under_replicated` is empty; return the seconds waited. Raises
+    :class:`TransportError` naming the lagging partitions (or the last error) after ``timeout`` s."""
+    t0 = time.monotonic()
+    while True:
+        err = None
+        try:
+            lagging = under_replicated(cfg)
+        except TransportError as e:  # a broker that has just restarted may not answer yet: ask again
+            lagging, err = ["?"], e
+        if not lagging:
+            return time.monotonic() - t0
+        if time.monotonic() - t0 >= timeout:
+            if err is not None:
+                raise TransportError(f"replication state unknown after {timeout:g} s: {err}")
+            more = f" and {len(lagging) - 4} more" if len(lagging) > 4 else ""
+            raise TransportError(
+                f"{len(lagging)} partition(s) still under-replicated after {timeout:g} s: "
+                f"{', '.join(lagging[:4])}{more}"
+            )
+        time.sleep(poll_s)

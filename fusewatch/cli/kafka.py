@@ -76,10 +76,24 @@ def _cmd_status(args, cfg: Config) -> int:
 
 def _cmd_restart(args, cfg: Config) -> int:
     if _on_cluster(args):
+        from fusewatch.stream.broker import BrokerError
+
         c = _cluster(args)
-        for k in [args.broker] if args.broker else list(c.nodes):  # one at a time: a rolling restart
-            c.restart(k, kill=args.kill, downtime=args.downtime)
-            print(f"broker {k}: restarted ({c.address(k)})")
+        if not c.exists():
+            raise BrokerError(f"no kafka cluster in {c.run_dir} (start one: fusewatch kafka up --brokers 3)")
+        if args.sync_timeout is not None and args.sync_timeout < 0:
+            raise BrokerError(f"--sync-timeout must be >= 0 (got {args.sync_timeout:g})")
+        sync = args.sync_timeout != 0
+        if args.sync_timeout:
+            c.sync_timeout = args.sync_timeout
+
+        def report(k: int, restart_s: float, sync_s: float) -> None:
+            isr = f", every partition's ISR complete {sync_s:.1f}s later" if sync else " (ISR not waited for)"
+            print(f"broker {k}: restarted ({c.address(k)}) in {restart_s:.1f}s{isr}", flush=True)
+
+        # one node at a time (a rolling restart); the next goes down only once no partition is under-replicated
+        nodes = [args.broker] if args.broker else None
+        c.rolling_restart(nodes, kill=args.kill, downtime=args.downtime, sync=sync, progress=report)
         return 0
     print(kafka_restart(kill=args.kill, downtime=args.downtime, quiet=False))
     return 0
@@ -105,6 +119,8 @@ def _cmd_topics_create(args, cfg: Config) -> int:
 
 def add_commands(subparsers) -> None:
     """Register ``kafka up|down|status|restart`` and ``topics create`` on the ``fusewatch`` CLI."""
+    from fusewatch.stream.cluster import DEFAULT_SYNC_TIMEOUT
+
     k = subparsers.add_parser(
         "kafka",
         help="run a local Kafka broker or N-node cluster (KRaft) for development and tests",
@@ -148,6 +164,15 @@ def add_commands(subparsers) -> None:
     rs.add_argument("--kill", action="store_true", help="stop with SIGKILL (crash)")
     rs.add_argument("--downtime", type=float, default=0.0, metavar="S", help="seconds to stay down")
     cluster_opts(rs, "restart (one after the other: rolling)")
+    rs.add_argument(
+        "--sync-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="cluster: after each node is back, wait until no partition is under-replicated (every "
+        f"partition's ISR = its replicas) before the next, at most S seconds (default {DEFAULT_SYNC_TIMEOUT:g}; "
+        "0: do not wait)",
+    )
     rs.set_defaults(handler=_cmd_restart)
     rc = ks.add_parser(
         "recover",

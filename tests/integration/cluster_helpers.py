@@ -61,6 +61,31 @@ def wait_fully_replicated(c: LocalCluster, topics: list[str], timeout: float = 6
     raise AssertionError(f"not fully replicated within {timeout}s: {lagging[:5]}")
 
 
+def topic_settings(bootstrap: str, topics: list[str]) -> dict[str, dict]:
+    """Read back from the brokers, per topic: ``partitions``, ``rf`` (the set of replica counts over
+    its partitions, Metadata) and ``configs``: the topic's own configs (DescribeConfigs entries whose
+    source is ``DYNAMIC_TOPIC_CONFIG``: set on the topic, not inherited from a broker default)."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    from fusewatch.stream.transport.kafka import admin_client
+
+    a = admin_client(make_cfg(bootstrap, **{"kafka.connect_timeout_s": 30}))
+    try:
+        meta = {t["name"]: t["partitions"] for t in a.describe_topics(topics)}
+        res = [ConfigResource(ConfigResourceType.TOPIC, t) for t in topics]
+        got = a.describe_configs(res, config_filter="all")["topic"]
+    finally:
+        a.close()
+    return {
+        t: {
+            "partitions": len(meta[t]),
+            "rf": {len(p["replica_nodes"]) for p in meta[t]},
+            "configs": {k: v["value"] for k, v in got[t].items() if v["config_source"] == "DYNAMIC_TOPIC_CONFIG"},
+        }
+        for t in topics
+    }
+
+
 def _segment_sizes(c: LocalCluster, k: int, topic: str) -> dict[str, int]:
     out = {}
     for d in c.data_dir(k).glob(f"{topic}-*"):
@@ -90,13 +115,16 @@ def group_members(c: LocalCluster, group: str) -> tuple[str, dict[str, set[int]]
 
 @pytest.fixture
 def healthy(cluster):
-    """All nodes running and every partition fully replicated before and after a test."""
-    for k in cluster.nodes:
-        if not cluster.pid(k):
-            cluster.start(k)
-    cluster.wait_ready(min_brokers=3)
+    """All nodes running and registered, and no partition under-replicated (every partition's ISR ==
+    its replicas, :meth:`LocalCluster.wait_in_sync`), before and after a test."""
+
+    def all_up_in_sync() -> None:
+        for k in cluster.nodes:
+            if not cluster.pid(k):
+                cluster.start(k)
+        cluster.wait_ready(min_brokers=3)
+        cluster.wait_in_sync(timeout=90)
+
+    all_up_in_sync()
     yield cluster
-    for k in cluster.nodes:
-        if not cluster.pid(k):
-            cluster.start(k)
-    cluster.wait_ready(min_brokers=3)
+    all_up_in_sync()

@@ -3,7 +3,8 @@
 One local KRaft cluster (3 combined broker+controller nodes, static quorum, 384 MiB heaps, private
 ports and data dirs; :class:`fusewatch.stream.cluster.LocalCluster`) is started once for the module.
 Topics get replication factor 3 and ``min.insync.replicas`` 2 (``fusewatch topics create`` on a
-cluster); the producer keeps ``acks=all`` + idempotence.
+cluster; read back from the brokers with DescribeConfigs); the producer keeps ``acks=all`` +
+idempotence.
 
 The replay tests reuse the recorded stream, model and clean-run reference of
 :mod:`tests.integration.test_faults` (4 cameras × 80 clips; alerts compared as the set of
@@ -19,6 +20,7 @@ import signal
 import subprocess
 import threading
 import time
+import uuid
 
 import pytest
 
@@ -33,6 +35,7 @@ from tests.integration.cluster_helpers import (  # noqa: F401 - fixtures
     group_members,
     healthy,
     partitions,
+    topic_settings,
     wait_fully_replicated,
 )
 from tests.integration.conftest import make_cfg
@@ -184,20 +187,71 @@ def test_leader_sigkill_mid_replay(healthy, reference, make_transport):
 
 @pytest.mark.timeout(240)
 def test_rolling_restart_mid_replay(healthy, reference, make_transport):
-    """All three brokers are restarted one after another (SIGTERM = controlled shutdown, start,
-    wait until every partition is back in sync) while the stream is replayed."""
+    """All three brokers are restarted one after another while the stream is replayed, by
+    ``LocalCluster.rolling_restart`` (what ``fusewatch kafka restart --cluster`` runs): per broker
+    SIGTERM (controlled shutdown), start, wait until it answers Metadata listing all 3 brokers, then
+    wait until no partition of any topic (``__consumer_offsets`` included) is under-replicated, i.e.
+    every partition has a leader and its ISR equals its replica set in the cluster metadata, before
+    the next broker goes down (at most 60 s per broker here, else the test fails)."""
     c = healthy
-    per = []
+    per: list[tuple[int, float, float]] = []
 
     def fault(cfg):
-        for k in c.nodes:
-            t0 = time.monotonic()
-            c.restart(k)
-            c.wait_ready(min_brokers=3)
-            per.append(time.monotonic() - t0)
+        old, c.sync_timeout = c.sync_timeout, 60
+        try:
+            per.extend(c.rolling_restart())
+        finally:
+            c.sync_timeout = old
 
     fault_s, cfg, stats = replay_with_fault(c, reference, make_transport, "rolling", fault, rate=10.0)
-    print(f"rolling restart of 3 brokers in {fault_s:.1f}s (per broker {', '.join(f'{s:.1f}s' for s in per)}); {stats}")
+    assert [k for k, _, _ in per] == [1, 2, 3], per
+    print(
+        f"rolling restart of 3 brokers in {fault_s:.1f}s (per broker: stopped, started and registered + "
+        f"then ISR complete on every partition: {', '.join(f'{k}: {up:.1f}s + {isr:.1f}s' for k, up, isr in per)}); "
+        f"{stats}"
+    )
+
+
+@pytest.mark.timeout(60)
+def test_topic_settings_read_back_from_the_brokers(healthy):
+    """``fusewatch topics create`` on the cluster plus the models topic (created by the engine and
+    ``fusewatch models publish``): every fusewatch topic, read back from the brokers (Metadata +
+    DescribeConfigs), has replication factor 3 and its *own* ``min.insync.replicas=2`` (a topic
+    config, not the cluster's broker default, which is also 2)."""
+    got = _create_and_read_back(healthy.bootstrap, "settings3")
+    assert all(g["rf"] == {3} and g["configs"].get("min.insync.replicas") == "2" for g in got.values()), got
+
+
+@pytest.mark.timeout(60)
+def test_topic_settings_on_a_single_broker(kafka_bootstrap):
+    """The same on the single local broker: replication factor 1, ``min.insync.replicas=1``."""
+    from fusewatch.stream.transport.kafka import admin_client
+
+    got = _create_and_read_back(kafka_bootstrap, "settings1")
+    try:
+        assert all(g["rf"] == {1} and g["configs"].get("min.insync.replicas") == "1" for g in got.values()), got
+    finally:
+        a = admin_client(make_cfg(kafka_bootstrap))
+        try:
+            a.delete_topics(list(got), raise_errors=False)
+        finally:
+            a.close()
+
+
+def _create_and_read_back(bootstrap: str, tag: str) -> dict[str, dict]:
+    from fusewatch.stream.topics import create_models_topic, create_topics
+
+    run = uuid.uuid4().hex[:10]
+    names = {f"topics.{n}": f"fwtest.{tag}.{n}.{run}" for n in ("scores", "thumbnails", "models")}
+    cfg = make_cfg(bootstrap, **topic_overrides(tag), **names)
+    made = create_topics(cfg, partitions=2) + [create_models_topic(cfg)]
+    topics = [cfg.topics.features, cfg.topics.alerts, cfg.topics.dead_letter, *names.values()]
+    assert [r.name for r in made] == topics and all(r.action == "created" for r in made), [str(r) for r in made]
+    got = topic_settings(bootstrap, topics)
+    models = got[cfg.topics.models]
+    assert models["partitions"] == 1 and models["configs"].get("cleanup.policy") == "compact", models
+    print(f"{bootstrap}: " + "; ".join(f"{t}: rf {g['rf']}, {g['configs']}" for t, g in got.items()))
+    return got
 
 
 @pytest.mark.timeout(240)
@@ -319,8 +373,9 @@ def test_engine_group_sigkill_partitions_move(healthy, reference, model_path, ma
     suffice). A third into the replay, with the group stable and all three scoring, one engine is
     SIGKILLed: its partitions move to the survivors, which rebuild the cameras' windows from the log
     (every camera here is inside the bounded rebuild: 40 clips < window + engine.rebuild_history)
-    and go on. Measured: kill → each moved partition committing newly scored records again, ≤ 30 s
-    (6 s session timeout included). Alerts, deduplicated by id, equal a clean run's."""
+    and go on. The engines run with the shipped consumer-group defaults (``kafka.session_timeout_ms``
+    10 s, heartbeat 3 s). Measured: kill → each moved partition committing newly scored records
+    again, ≤ 30 s (the session timeout included). Alerts, deduplicated by id, equal a clean run's."""
     import copy
 
     c = healthy
@@ -338,8 +393,9 @@ def test_engine_group_sigkill_partitions_move(healthy, reference, model_path, ma
         "engine.max_batch": 8,
         "engine.stall_timeout": 60,
         **{f"topics.{n}": getattr(cfg.topics, n) for n in ("features", "alerts", "dead_letter")},
-        **{k: v for k, v in CLIENT.items() if k != "kafka.connect_timeout_s"},
+        "kafka.request_timeout_ms": CLIENT["kafka.request_timeout_ms"],  # session/heartbeat: the defaults
     }
+    session_s = make_cfg(c.bootstrap).kafka.session_timeout_ms / 1000
     env = clean_env()
     logs = {i: tmp_path / f"engine{i}.log" for i in (1, 2, 3)}
     procs: dict[int, subprocess.Popen] = {}
@@ -440,7 +496,7 @@ def test_engine_group_sigkill_partitions_move(healthy, reference, model_path, ma
         f"engine group: 3 engines over {GROUP_PARTITIONS} partitions, {len(GROUP_CAMS)} cameras, {len(msgs)} "
         f"messages at {GROUP_RATE:g}/s; engine-1 ({sorted(moved)}) SIGKILLed at {killed_at}/{len(msgs)} "
         f"produced; after: { {k: sorted(v) for k, v in after.items()} }; moved partitions scoring again "
-        f"{min(resumed.values()):.1f}-{worst:.1f}s after the kill (session timeout 6 s); "
+        f"{min(resumed.values()):.1f}-{worst:.1f}s after the kill (session timeout {session_s:g} s, the default); "
         f"{len(got)} alert records, {len({i for i, _, _ in ref})} alert ids in the clean run"
     )
     assert got == ref, f"missing {sorted(ref - got)[:5]}, unexpected {sorted(got - ref)[:5]}"
