@@ -4,7 +4,8 @@ Two engines in one consumer group score a paced replay (6 cameras spread over 3 
 While it streams: ``fusewatch models publish`` puts model v2 on the compacted models topic → both
 engines load it in the background and switch every camera; a rolling upgrade restarts engine A,
 then engine B (each new process comes up on the deployed v2 from the manifest and rebuilds its
-cameras from the log) while the other keeps scoring; ``fusewatch models rollback`` returns both
+cameras from the log) while the other keeps scoring (its scored count must grow, by more than one
+clip per camera, while its peer is down); ``fusewatch models rollback`` returns both
 to v1; a manifest with a wrong sha256 is refused by both (counted) and v1 keeps serving.
 
 Asserted: committed offsets == end offsets; every clip scored, once per group (a duplicate is
@@ -136,12 +137,17 @@ def test_rollout_rolling_upgrade_and_rollback_on_the_broker(kafka_bootstrap, mak
         assert a.stats.model_switches + b.stats.model_switches > 0, "no camera switched at a clip boundary"
 
         # 2. rolling upgrade: restart A, then B; the other keeps scoring; new processes start on v2
-        gate[0] = 150
         stop("a")
+        n_b = b.stats.scored  # while A is down, B takes its partitions over and keeps scoring
+        gate[0] = 130  # new clips arrive only now, while A is down
+        wait(lambda: b.stats.scored > n_b + len(cams), 60, "engine B scoring while A restarts")
         a2 = start("a2")
         assert a2.stats.model_version == v2
         wait(lambda: a2.t.assignment() and a2.ready, 90, "restarted engine A assigned and rebuilt")
         stop("b")
+        n_a = a2.stats.scored
+        gate[0] = 150
+        wait(lambda: a2.stats.scored > n_a + len(cams), 60, "engine A scoring while B restarts")
         b2 = start("b2")
         wait(lambda: b2.t.assignment() and b2.ready, 90, "restarted engine B assigned and rebuilt")
 
