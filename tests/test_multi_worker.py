@@ -111,10 +111,17 @@ def test_one_dead_camera_does_not_stop_the_others(tmp_path):
         ("weird", "gopher://camera/1"),
     ]
     bus = InProcessBus()
-    res = MultiWorker(
+    mw = MultiWorker(
         cfg, cams, transport=BusTransport(bus), extractors=[MeanRGB()], wall_anchor=0.0, serve_metrics=False
-    ).run()
+    )
+    res = mw.run()
     ref = collect_features(good, [MeanRGB()], cfg, camera="good")
+    # per-camera metrics on the one shared registry: the good camera's counters, nobody else's clips
+    reg = mw.metric_set.registry
+    assert reg.get_sample_value("fusewatch_clips_produced_total", {"camera": "good"}) == len(ref)
+    assert reg.get_sample_value("fusewatch_frames_decoded_total", {"camera": "good"}) > 0
+    for c in ("missing", "trunc", "weird"):
+        assert not reg.get_sample_value("fusewatch_clips_produced_total", {"camera": c})
     assert res.cameras["good"].clips_published == len(ref) > 5
     assert "good" not in res.errors
     assert set(res.errors) == {"missing", "trunc", "weird"}, res.errors
