@@ -28,7 +28,9 @@ of the same video (distinct ids, as fast as it decodes, queue policy ``block``) 
 worker.per_frame=false``: whole clips through the shared batched extractor pool): ``cameras_per_core = N × video
 seconds / CPU seconds``; memory per camera = (peak RSS during the run − RSS before) / N, and the
 whole process's peak RSS / N. The figure is the ratio (b) / (a). ``--gate`` adds a third run with
-the motion gate on (reported separately; not part of the ratio).
+the motion gate on (reported separately; not part of the ratio). ``--floor`` adds each irreducible
+part's CPU (decode, CNN inference, optical flow; bench/worker_floor.py) and the cameras-per-core
+bound they set.
 
 With ``--repeat R`` every figure is the median over R runs. Extractors are built once and warmed
 up on one clip before timing (CNN backbones are exported to ONNX on first use, see
@@ -227,6 +229,8 @@ def multi_worker(video: str, cfg, extractors, n: int) -> dict:
         "cpu_s": t.cpu,
         "clips": res.clips_published,
         "batches": mw.pool.batches,
+        "frame_batches": mw.batcher.batches if mw.batcher is not None else 0,
+        "frames_batched": mw.batcher.frames if mw.batcher is not None else 0,
         "clips_gated": mw.clips_gated,
         "rss_before_mb": base,
         "rss_peak_mb": peak[0],
@@ -290,6 +294,8 @@ def multi_mode(args, cfg, path: str) -> dict:
             "cameras_per_core": many,
             "clips": mult[0]["clips"],
             "batches": mult[0]["batches"],
+            "frame_batches": mult[0]["frame_batches"],
+            "frames_batched": mult[0]["frames_batched"],
             "frames_dropped": mult[0]["frames_dropped"],
             "rss_mb_per_camera_marginal": (_median(mult, "rss_peak_mb") - _median(mult, "rss_before_mb"))
             / args.cameras,
@@ -307,7 +313,8 @@ def multi_mode(args, cfg, path: str) -> dict:
     )
     print(
         f"MultiWorker x{args.cameras} ({args.precision}): {many:.2f} cameras/core ({res['multi']['cpu_s']:.2f} "
-        f"CPU s, {res['multi']['clips']} clips in {res['multi']['batches']} batches), RSS per camera "
+        f"CPU s, {res['multi']['clips']} clips in {res['multi']['batches']} pool batches, "
+        f"{res['multi']['frames_batched']} frames in {res['multi']['frame_batches']} frame batches), RSS per camera "
         f"{res['multi']['rss_mb_per_camera_marginal']:.1f} MB marginal / "
         f"{res['multi']['rss_mb_per_camera_total']:.1f} MB total"
     )
@@ -315,6 +322,11 @@ def multi_mode(args, cfg, path: str) -> dict:
         f"ratio multi / single = {res['ratio_multi_over_single']:.2f}; cameras per core {many:.2f} "
         f"(target >= 10) {'OK' if many >= 10 else 'BELOW TARGET'}"
     )
+    if args.floor:
+        from worker_floor import floor, report
+
+        res["floor"] = floor(path, mcfg, multi_ex, decode_only, iter_clips)
+        print(report(res["floor"], many, res["target_cameras_per_core"]))
     if gate:
         g = args.cameras * video_s / _median(gate, "cpu_s")
         res["gated"] = {
@@ -358,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cameras", type=int, default=0, help="multi-camera mode: N cameras in one MultiWorker")
     ap.add_argument("--precision", default="int8", choices=("fp32", "int8"), help="multi mode: backbone precision")
     ap.add_argument("--gate", action="store_true", help="multi mode: also a run with the motion gate")
+    ap.add_argument(
+        "--floor", action="store_true", help="multi mode: also the irreducible CPU per frame (bench/worker_floor.py)"
+    )
     args = ap.parse_args(argv)
 
     video = Path(args.video)

@@ -13,8 +13,11 @@ themselves: each prepares its frame (validation, resize, normalisation: ``extrac
 bad frame fails in its own camera) and queues the ``(1, 3, S, S)`` input here; batcher threads run
 the backbone's ONNX session on up to ``max_frames`` queued frames of any cameras at once (waiting at
 most ``batch_wait_ms`` for more once they hold one), so frames of many cameras share one inference
-call (int8 MobileNetV2 here: ~7.7 ms per frame alone, ~6.6 in batches of 8). A camera waits for its
-frames' embeddings only at clip end (:meth:`Pending.get`), by which time all but the newest are done.
+call. A camera waits for its frames' embeddings only at clip end (:meth:`Pending.get`), by which
+time all but the newest are done. Measured on this 2-core CPU (8 cameras, int8 MobileNetV2, ~7.7
+batches of 8 frames): the call itself is cheaper per frame in batches (~7.7 → ~6.6 ms), but the
+hand-off between threads eats the gain — 6.40 vs 6.44 cameras per core without it, +8 MB per
+camera; it is the default so that more cores and cameras can use the batch axis.
 
 Back-pressure: :meth:`FrameBatcher.submit` blocks while ``max_queued`` frames wait (the cameras'
 bounded frame queues then apply their overflow policy). A failed inference call is every frame of
@@ -32,8 +35,9 @@ import numpy as np
 
 from .logs import get_logger
 
-MAX_FRAMES = 32
-"""Most frames per ONNX Runtime call (as the clip pool: larger batches gain nothing on CPU)."""
+MAX_FRAMES = 8
+"""Most frames per ONNX Runtime call. 32 cost +73 MB per camera of peak memory (8 cameras: ORT's
+arena and the queued inputs) for no CPU gain; 8 costs +8 MB (bench/worker.py, 2026-12-03)."""
 
 
 def is_batchable(e) -> bool:
