@@ -137,3 +137,45 @@ def test_engine_alerts_carry_the_peak_map_and_zones_filter(flow_model, tmp_path)
     write_zones_file(zones_file, "c1", [[[0.0, 0.5], [0.5, 0.5], [0.5, 1.0], [0.0, 1.0]]])  # bottom left
     alerts_in, _ = _run(flow_model, tmp_path, **{"alerts.zones_file": str(zones_file)})
     assert [a.id for a in alerts_in] == [a.id for a in alerts]
+
+
+def test_the_map_is_drawn_over_the_cell_it_names(tmp_path):
+    """overlay_map tints red in proportion to each cell's score, at that cell's place; the HTML
+    report's thumbnail (``_frame_jpeg``) carries the same overlay through JPEG."""
+    import base64
+
+    import av
+    import cv2
+
+    from fusewatch.engines.evaluation.report import _frame_jpeg
+    from fusewatch.stream.evidence.cut import overlay_map
+
+    amap = [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 1.0]]  # bottom-right cell hot
+    img = np.full((90, 120, 3), 100, np.uint8)
+    out = overlay_map(img, amap).astype(int)
+    assert out.shape == img.shape
+    red_gain = out[..., 0] - out[..., 1]  # 0 where untouched
+    assert red_gain[75:, 100:].min() > 100  # the hot cell's centre: red at alpha 0.6
+    assert red_gain[:30, :40].max() == 0 and (out[:30, :40] == 100).all()  # far cells untouched
+    assert red_gain[60:, 80:].mean() > 5 * max(1e-6, red_gain[:60, :80].mean())
+
+    video = tmp_path / "grey.mp4"
+    with av.open(str(video), "w") as c:
+        s = c.add_stream("mpeg4", rate=10)
+        s.width, s.height, s.pix_fmt = 320, 240, "yuv420p"
+        for _ in range(5):
+            for p in s.encode(av.VideoFrame.from_ndarray(np.full((240, 320, 3), 100, np.uint8), format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    b64 = _frame_jpeg(video, 2, width=240, anomaly_map=amap)
+    assert b64 is not None
+    jpg = cv2.cvtColor(
+        cv2.imdecode(np.frombuffer(base64.b64decode(b64), np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB
+    )
+    assert jpg.shape == (180, 240, 3)
+    g = jpg.astype(int)[..., 0] - jpg.astype(int)[..., 1]
+    assert g[150:, 200:].mean() > 80 and abs(g[:50, :70].mean()) < 8
+    plain = _frame_jpeg(video, 2, width=240)
+    p = cv2.imdecode(np.frombuffer(base64.b64decode(plain), np.uint8), cv2.IMREAD_COLOR).astype(int)
+    assert abs(p[..., 2] - p[..., 1]).max() < 8  # no map: no tint
