@@ -24,23 +24,25 @@ from pathlib import Path
 from typing import Any
 
 from fusewatch.engines.fusion.meta import ModelMeta
-from fusewatch.errors import CheckpointError, ConfigError
+from fusewatch.engines.serving.model_checks import check_meta
+from fusewatch.errors import CheckpointError, ConfigError, one_line
+
+HYPER = ("fusion", "order_p", "order_q", "expansion", "proj_dim", "node_dim")
+"""Hyper-parameters a checkpoint keeps in its config (checked like an ONNX file's metadata)."""
 
 
 def read_model_meta(path: str | Path) -> ModelMeta:
-    """Metadata of a ``.pt`` checkpoint or an exported ``.onnx`` file, without building the model."""
+    """Metadata of a ``.pt`` checkpoint or an exported ``.onnx`` file, without building the model;
+    checked as every loader checks it (:func:`~fusewatch.engines.serving.model_checks.check_meta`)."""
     p = Path(path).expanduser()
+    if p.is_dir():
+        raise CheckpointError(f"model {p}: is a directory (expected a .pt checkpoint or an .onnx file)")
     if not p.is_file():
         raise CheckpointError(f"model {p}: not found")
     if p.suffix == ".onnx":
         from fusewatch.engines.export.onnx_meta import read_onnx_meta
 
-        try:
-            return read_onnx_meta(str(p))
-        except CheckpointError:
-            raise
-        except Exception as e:  # noqa: BLE001 - protobuf decode errors: not an ONNX file
-            raise CheckpointError(f"model {p}: not a readable ONNX file ({type(e).__name__})") from None
+        return read_onnx_meta(str(p))  # CheckpointError (one line) for anything unreadable
     from fusewatch.extras import require
 
     require(
@@ -51,15 +53,20 @@ def read_model_meta(path: str | Path) -> ModelMeta:
     from fusewatch.engines.training.checkpoint import read_checkpoint
 
     ck = read_checkpoint(p)
-    return ModelMeta.from_dict(
-        {
-            **ck["meta"],
-            "config": ck["config"],
-            "dims": ck["dims"],
-            "representations": ck["representations"],
-            "window": ck["config"].get("window"),
-        }
-    )
+    try:
+        meta = ModelMeta.from_dict(
+            {
+                **ck["meta"],
+                **{k: ck["config"][k] for k in HYPER if k in ck["config"]},
+                "config": ck["config"],
+                "dims": ck["dims"],
+                "representations": ck["representations"],
+                "window": ck["config"].get("window"),
+            }
+        )
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"checkpoint {p}: unreadable metadata ({one_line(e)[:200]})") from None
+    return check_meta(meta, f"checkpoint {p}")
 
 
 def features_for_model(cfg: Any, model: str | Path, build=None) -> Any:

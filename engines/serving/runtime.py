@@ -31,7 +31,7 @@ from fusewatch.engines.fusion.presence import present_flags
 from fusewatch.engines.serving.anomaly_map import AnomalyMapper
 from fusewatch.engines.serving.backends import Scorer, select_backend
 from fusewatch.engines.serving.state import CameraGraphState
-from fusewatch.errors import CheckpointError, one_line
+from fusewatch.errors import CheckpointError, FusewatchError, one_line
 from fusewatch.stream.config import CACHE_DIR, Config
 
 MAX_MODEL_INPUT = 1e12
@@ -173,15 +173,10 @@ def load_serving_model(cfg: Config, model: str | Path | None = None, backend: st
     if path.suffix == ".onnx":
         from fusewatch.engines.export.onnx_meta import onnx_node_encoders, onnx_projectors, read_onnx_meta
 
-        try:
-            meta = read_onnx_meta(str(path))
-        except CheckpointError:
-            raise
-        except Exception as e:  # noqa: BLE001 - protobuf's DecodeError & co: the file is not an ONNX model
-            raise CheckpointError(f"model {path}: not a readable ONNX file ({one_line(e)})") from None
-        scorer = select_backend(name, model=str(path), max_batch=cfg.engine.max_batch, threads=cfg.engine.threads)
+        meta = read_onnx_meta(str(path)).replace(path=str(path))  # CheckpointError: one line
         projectors = onnx_projectors(meta)
         encoders = onnx_node_encoders(meta)
+        scorer = select_backend(name, model=str(path), max_batch=cfg.engine.max_batch, threads=cfg.engine.threads)
         torch_model = None
     else:
         from fusewatch.extras import require
@@ -225,7 +220,9 @@ def load_serving_model(cfg: Config, model: str | Path | None = None, backend: st
     if "graphs" in scorer.forms:
         if meta.node_dim and not encoders:
             raise CheckpointError(f"model {path}: node_dim = {meta.node_dim} but no node encoders found")
-        return ServingModel(
+        if meta.proj_dim and not projectors:
+            raise CheckpointError(f"model {path}: proj_dim = {meta.proj_dim} but no projection found")
+        served = ServingModel(
             scorer,
             meta,
             _normalized(lambda: CameraGraphState(names, window, dims, projectors, node_encoders=encoders), norm),
@@ -233,6 +230,40 @@ def load_serving_model(cfg: Config, model: str | Path | None = None, backend: st
             mapper,
             prior,
         )
-    return ServingModel(
-        scorer, meta, _normalized(lambda: FeatureWindow(names, window, dims), norm), "features", mapper, prior
-    )
+    else:
+        served = ServingModel(
+            scorer, meta, _normalized(lambda: FeatureWindow(names, window, dims), norm), "features", mapper, prior
+        )
+    check_test_window(served, f"model {path}")
+    return served
+
+
+def check_test_window(model: ServingModel, where: str) -> None:
+    """Score two test windows (one clip of ones; then a second, different clip) through the real
+    backend and per-camera state: a model whose weights are not finite or overflow float32, or
+    whose graph does not take the inputs its metadata declares, fails here with one line instead
+    of dead-lettering every record later."""
+    st = model.new_state()
+    scores = []
+    try:
+        for clip in (1.0, 0.5):
+            st.push({k: np.linspace(clip, 1.0, int(model.meta.dims[k]), dtype=np.float32) for k in model.names})
+            scores.append(float(np.asarray(model.score([st.window()]), np.float64).reshape(-1)[0]))
+    except FusewatchError as e:
+        raise CheckpointError(f"{where}: cannot score a test window ({one_line(e)[:300]})") from None
+    except Exception as e:  # ONNX Runtime / TensorRT / numpy errors from the file's graph and weights
+        if not isinstance(e, (ValueError, RuntimeError, ArithmeticError, MemoryError)) and not _runtime_error(e):
+            raise
+        raise CheckpointError(
+            f"{where}: cannot score a test window ({type(e).__name__}: {one_line(e)[:300]})"
+        ) from None
+    if not all(np.isfinite(s) and 0.0 <= s <= 1.0 for s in scores):
+        raise CheckpointError(
+            f"{where}: scores a test window as {scores} (expected finite scores in [0, 1]: weights or "
+            "statistics that are not finite or overflow float32)"
+        )
+
+
+def _runtime_error(e: BaseException) -> bool:
+    """An exception raised by ONNX Runtime or TensorRT (their own classes derive from Exception)."""
+    return type(e).__module__.split(".")[0] in ("onnxruntime", "tensorrt", "tensorrt_rtx")

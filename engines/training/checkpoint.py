@@ -39,12 +39,13 @@ from fusewatch.engines.fusion.factory import build_model
 from fusewatch.engines.fusion.meta import ModelMeta
 from fusewatch.engines.fusion.motion_prior import check_prior
 from fusewatch.engines.fusion.normalize import decode_feature_norm, encode_feature_norm
+from fusewatch.engines.serving.model_checks import check_dims, check_meta, short
 
 FORMAT = "fusewatch-checkpoint"
 FORMAT_VERSION = 1
 
 
-from fusewatch.errors import CheckpointError  # noqa: E402,F401 - re-exported
+from fusewatch.errors import CheckpointError, one_line  # noqa: E402,F401 - CheckpointError re-exported
 
 
 def weights_hash(model: FusionModel) -> str:
@@ -190,7 +191,9 @@ def check_writable_file(path: str | os.PathLike, what: str = "output") -> Path:
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """``torch.load(path, weights_only=True)`` + structure validation → the raw checkpoint dict.
-    Raises :class:`CheckpointError` for missing files, pickles with code/classes, or wrong layout."""
+    Raises :class:`CheckpointError` for missing files, pickles with code/classes, or wrong layout:
+    field types, representation names, dims within the wire contract's bounds and weights that are
+    finite floating-point tensors (:func:`check_structure`)."""
     p = Path(path)
     if p.is_dir():
         raise CheckpointError(f"checkpoint {p}: is a directory (expected a .pt file)")
@@ -207,22 +210,66 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         TypeError,
         ImportError,
         KeyError,
+        OSError,
     ) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if p.suffix == ".onnx":
+            raise CheckpointError(f"checkpoint {p}: is an ONNX file; this needs a .pt checkpoint") from None
         raise CheckpointError(
-            f"checkpoint {p}: cannot be loaded with torch.load(weights_only=True) — "
-            f"it is not a fusewatch checkpoint or contains pickled objects/code "
-            f"({first})"
+            f"checkpoint {p}: not a fusewatch checkpoint: torch.load(weights_only=True) refused it ({_load_error(e)})"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {p}: not a fusewatch checkpoint (missing format={FORMAT!r})")
     if ckpt.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {p}: unsupported format_version {ckpt.get('format_version')!r}")
-    for key, typ in (("config", dict), ("dims", dict), ("representations", list), ("state_dict", dict), ("meta", dict)):
+        raise CheckpointError(f"checkpoint {p}: unsupported format_version {short(ckpt.get('format_version'))}")
+    ckpt.setdefault("build_kwargs", {})
+    for key, typ in (
+        ("config", dict),
+        ("dims", dict),
+        ("representations", list),
+        ("state_dict", dict),
+        ("meta", dict),
+        ("build_kwargs", dict),
+    ):
         if not isinstance(ckpt.get(key), typ):
             raise CheckpointError(f"checkpoint {p}: field {key!r} missing or not a {typ.__name__}")
-    ckpt.setdefault("build_kwargs", {})
+    check_structure(ckpt, f"checkpoint {p}")
     return ckpt
+
+
+def _load_error(e: BaseException) -> str:
+    """What torch.load refused, in a few words: the blocked global or opcode of a pickle, else the
+    first sentence of the error (never torch's advice to retry with ``weights_only=False``)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    for ln in lines:
+        if "GLOBAL" in ln:
+            return f"pickled code or classes: {ln[:200]}"
+        if ln.startswith("Unsupported"):
+            return f"not a torch.save file, or a pickle with content it does not accept: {ln[:100]}"
+    first = next((ln for ln in lines if "weights_only" not in ln and "pytorch.org" not in ln), "")
+    first = first.split(". ")[0][:200]
+    if isinstance(e, EOFError):
+        return "empty or truncated file"
+    if isinstance(e, KeyError) or len(first) < 12:  # pickle's bare "invalid load key" codes
+        return f"not a torch.save file ({type(e).__name__}: {first})" if first else type(e).__name__
+    return first
+
+
+def check_structure(ckpt: Mapping[str, Any], where: str) -> None:
+    """Representation names and dims (:func:`~fusewatch.engines.serving.model_checks.check_dims`),
+    string metadata keys, and a state dict of finite floating-point tensors with string keys."""
+    check_dims(ckpt["representations"], ckpt["dims"], where)
+    extra = [k for k in ckpt["dims"] if k not in ckpt["representations"]]
+    if extra:
+        raise CheckpointError(f"{where}: dims for unknown representation(s) {short(extra)}")
+    for k, v in ckpt["state_dict"].items():
+        if not isinstance(k, str) or not isinstance(v, torch.Tensor):
+            raise CheckpointError(f"{where}: weight {short(k)} is not a tensor (got {type(v).__name__})")
+        if not v.is_floating_point():
+            raise CheckpointError(f"{where}: weight {short(k)} has dtype {v.dtype} (expected floating point)")
+        if v.layout != torch.strided:
+            raise CheckpointError(f"{where}: weight {short(k)} is not a dense tensor ({v.layout})")
+        if v.numel() and not bool(torch.isfinite(v).all()):
+            raise CheckpointError(f"{where}: weight {short(k)} has NaN or infinite values")
 
 
 def load_model(
@@ -239,38 +286,88 @@ def load_model(
     (``graph_norm = "none"``); their ``config`` / ``build_kwargs`` are kept as stored (same
     ``model_version``)."""
     ckpt = read_checkpoint(path)
+    where = f"checkpoint {path}"
     cfg, kwargs = dict(ckpt["config"]), dict(ckpt["build_kwargs"])
     legacy = "node_dim" not in cfg
     if legacy:
         cfg["node_dim"] = 0
         if cfg.get("fusion", "lego") == "lego":
             kwargs.setdefault("graph_norm", "none")
-    try:
-        model = build_model(cfg, ckpt["dims"], **kwargs)
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"checkpoint {path}: invalid model config ({e})") from None
+    _check_weights(cfg, ckpt, kwargs, where)  # before anything is allocated from the config
+    model = _build(cfg, ckpt["dims"], kwargs, where)
     if legacy:  # keep the stored dicts: same weights hash, and a re-save stays a legacy checkpoint
         model.config.pop("node_dim", None)
         model.build_kwargs = dict(ckpt["build_kwargs"])
-    if list(ckpt["representations"]) != model.names:
-        raise CheckpointError(
-            f"checkpoint {path}: representations {ckpt['representations']} do not match config {model.names}"
-        )
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError as e:
-        raise CheckpointError(f"checkpoint {path}: weights do not match the config ({e})") from None
+        raise CheckpointError(f"{where}: weights do not match the config ({one_line(e)[:300]})") from None
     model.to(map_location).eval()
     stored = dict(ckpt["meta"])
+    version = stored.get("model_version")
+    if version is not None and (not isinstance(version, str) or len(version) > 64):
+        raise CheckpointError(f"{where}: meta.model_version must be a string of at most 64 characters")
     try:
         model.feature_norm = decode_feature_norm(stored.get("feature_norm"), model.dims)
         model.motion_prior = check_prior(stored.get("motion_prior"), model.dims)
-    except ValueError as e:
-        raise CheckpointError(f"checkpoint {path}: {e}") from None
-    meta = model_meta(model, stored)
-    if verify and stored.get("model_version") and stored["model_version"] != meta.model_version:
-        raise CheckpointError(
-            f"checkpoint {path}: model_version {stored['model_version']} does not match "
-            f"the weights ({meta.model_version})"
-        )
+        meta = model_meta(model, stored)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{where}: {one_line(e)[:300]}") from None
+    check_meta(meta, where)
+    if verify and version and version != meta.model_version:
+        raise CheckpointError(f"{where}: model_version {version} does not match the weights ({meta.model_version})")
+    _check_scores(model, where)
     return model, meta.replace(path=str(path))
+
+
+def _build(cfg: Mapping[str, Any], dims: Mapping[str, int], kwargs: Mapping[str, Any], where: str) -> FusionModel:
+    from pydantic import ValidationError
+
+    from fusewatch.stream.config.errors import config_error
+
+    try:
+        return build_model(cfg, dims, **kwargs)
+    except ValidationError as e:
+        raise CheckpointError(f"{where}: invalid model config ({config_error(e, ('model',))})") from None
+    except (ValueError, TypeError, RuntimeError) as e:
+        raise CheckpointError(f"{where}: invalid model config ({one_line(e)[:300]})") from None
+
+
+def _check_weights(cfg: Mapping[str, Any], ckpt: Mapping[str, Any], kwargs: Mapping[str, Any], where: str) -> None:
+    """Build the model described by the file on torch's ``meta`` device (no memory) and compare its
+    weight names and shapes with the file's: a config declaring huge dims or widths fails here
+    instead of allocating them."""
+    with torch.device("meta"):
+        skeleton = _build(cfg, ckpt["dims"], kwargs, where)
+    if list(ckpt["representations"]) != skeleton.names:
+        raise CheckpointError(
+            f"{where}: representations {short(ckpt['representations'])} do not match config {short(skeleton.names)}"
+        )
+    want = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items()}
+    problems = []
+    if missing := sorted(set(want) - set(got)):
+        problems.append(f"missing {short(missing)}")
+    if unexpected := sorted(set(got) - set(want)):
+        problems.append(f"unexpected {short(unexpected)}")
+    problems += [f"{short(k)} is {got[k]}, the config needs {want[k]}" for k in want if k in got and got[k] != want[k]]
+    if problems:
+        raise CheckpointError(f"{where}: weights do not match the config ({'; '.join(problems[:3])})")
+
+
+def _check_scores(model: FusionModel, where: str) -> None:
+    """Score one test window (two clips of ones): finite weights can still overflow float32."""
+    import numpy as np
+
+    from fusewatch.engines.evaluation.scoring import score_video
+
+    feats = {n: np.ones((2, int(d)), np.float32) for n, d in model.dims.items()}
+    try:
+        s = score_video(model, feats)
+    except (ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{where}: cannot score a test window ({one_line(e)[:200]})") from None
+    if not (np.all(np.isfinite(s)) and float(s.min()) >= 0.0 and float(s.max()) <= 1.0):
+        raise CheckpointError(
+            f"{where}: scores a test window as {s.tolist()} (expected finite scores in [0, 1]: "
+            "weights or statistics that overflow float32)"
+        )

@@ -19,11 +19,19 @@ from typing import Any
 from ..clips import AudioChunk, Frame
 from .errors import SourceError
 from .opener import open_reader
+from .queue import Discontinuity
 from .reader import AudioEvent, DecodeError, Reader
 
 MAX_CONSECUTIVE_DECODE_ERRORS = 100
 AUDIO_HOLD_S = 2.0
 """Longest a sampled frame waits in the decoder for its audio to be demuxed (interleaving slack)."""
+DAMAGE_WINDOW_S = 10.0
+"""After a sign of damage in a file (a decode error, a packet the demuxer flagged corrupt, a frame
+that came out of order), frame-number gaps are read from its timestamps for this many seconds of
+stream time: a decoder recovering from damage also loses frames without reporting an error."""
+JUMP_FRAMES = 100
+"""A forward timestamp step of more than this many frame intervals (and 10 s) is logged and
+counted as a timestamp jump (the timeline keeps it: a recording with a gap), never as lost frames."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +90,38 @@ class DecodeLoop:
             return None
         return anchor + self._pts_offset + (raw - ref)
 
+    def _timestamp_jump(self, step: float) -> None:
+        """Count (``counts["timestamp_jumps"]``) and log, the 1st, 10th, 100th … time, a timestamp
+        step of ``step`` s the timeline continued across (negative: backwards)."""
+        self._count("timestamp_jumps", "")
+        n = self.counts["timestamp_jumps"]
+        if n in (1, 10, 100, 1000) or n % 10000 == 0:
+            self.log.warning(
+                "timestamp jump",
+                extra={"fields": {"step_s": round(step, 3), "jumps": n, "note": "timeline continued"}},
+            )
+
+    def _resolution_change(self, old: tuple[int, ...], new: tuple[int, ...], index: int) -> None:
+        """Count (``counts["resolution_changes"]``) and log a mid-stream frame size change."""
+        self._count("resolution_changes", "")
+        n = self.counts["resolution_changes"]
+        if n in (1, 10, 100, 1000) or n % 10000 == 0:
+            self.log.warning(
+                "frame size changed: partial clip dropped",
+                extra={
+                    "fields": {"from": f"{old[1]}x{old[0]}", "to": f"{new[1]}x{new[0]}", "frame": index, "changes": n}
+                },
+            )
+
+    def _late_frame(self, raw: float, behind: float) -> None:
+        n = self.counts["decode_errors"]
+        if self._late_logged < 3:
+            self._late_logged += 1
+            self.log.warning(
+                "frame out of order after damage dropped",
+                extra={"fields": {"container_s": round(raw, 3), "behind_s": round(behind, 3), "decode_errors": n}},
+            )
+
     def _decode_once(self, gen: int) -> None:
         result = DecodeOutcome("eof")
         self._conn_ref = None
@@ -130,6 +170,10 @@ class DecodeLoop:
         n_conn = 0
         first_error: str | None = None
         errors_since_frame = False
+        last_raw: float | None = None  # newest container time of this connection
+        damage_raw: float | None = None  # container time of the newest frame when damage was last seen
+        skipped: deque[tuple[float, float]] = deque(maxlen=8)  # container times whose frame numbers were skipped
+        shape: tuple[int, ...] | None = None  # of the last sampled frame
 
         def release(all_: bool = False) -> bool:
             while held and (
@@ -197,18 +241,38 @@ class DecodeLoop:
                     pts = self._pts_offset + (now_mono - conn_t0)
                 else:
                     pts = self._pts_offset + n_conn * dur
-                if self._last_pts is not None and pts <= self._last_pts:
+                if errors_since_frame and raw is not None:
+                    damage_raw = last_raw if last_raw is not None else raw
+                damaged = errors_since_frame or (
+                    damage_raw is not None and raw is not None and raw - damage_raw <= DAMAGE_WINDOW_S
+                )
+                step = None if self._last_pts is None else pts - self._last_pts
+                if step is not None and step <= 0:
+                    if raw is not None and not self.live and any(lo < raw < hi for lo, hi in skipped):
+                        # a frame the damaged decoder gives out of order, from a stretch whose numbers
+                        # were skipped (counted missing): placing it would shift every later frame
+                        self._count("decode_errors", "decode_errors")
+                        first_error = first_error or "frames out of order after damage"
+                        damage_raw = last_raw
+                        self._late_frame(raw, -step)
+                        continue
                     # timestamp discontinuity (wrap, splice, bad PTS): continue the timeline
                     fix = self._last_pts + dur - pts
                     self._pts_offset += fix
                     pts += fix
-                elif errors_since_frame and raw is not None and not self.live and self._last_pts is not None:
-                    # frames lost to decode errors: their numbers are skipped, so that later frames
-                    # keep their numbers in the file (frame labels, evidence) instead of shifting
-                    gap = int(round((pts - self._last_pts) / dur)) - 1
+                    self._timestamp_jump(step)
+                elif step is not None and step > max(10.0, JUMP_FRAMES * dur):
+                    self._timestamp_jump(step)  # a gap in the recording (or a jump): kept, not frames lost
+                elif step is not None and damaged and raw is not None and not self.live:
+                    # frames lost to damage: their numbers are skipped, so that later frames keep
+                    # their numbers in the file (frame labels, evidence) instead of shifting
+                    gap = int(round(step / dur)) - 1
                     if gap > 0:
                         self._count("missing", "frames_missing", gap)
+                        skipped.append((raw - step, raw))
                 errors_since_frame = False
+                if raw is not None:
+                    last_raw = raw if last_raw is None else max(last_raw, raw)
                 self._last_pts = pts
                 index = self.counts["decoded"] + self.counts["missing"]
                 self._count("decoded", "frames_decoded")
@@ -218,6 +282,13 @@ class DecodeLoop:
                 if not self._sampler.keep(pts):
                     continue
                 image = ev.convert()
+                if shape is not None and image.shape != shape:
+                    # a clip never mixes frame sizes (extractors stack or difference its frames):
+                    # consumers drop their partial clip, as after a reconnect
+                    if not release(all_=True) or not self._emit(Discontinuity(reason="resolution_change"), gen):
+                        return STOPPED
+                    self._resolution_change(shape, image.shape, index)
+                shape = image.shape
                 self._count("sampled", "frames_sampled")
                 frame = Frame(index=index, pts=pts, wall=self.wall_anchor + pts, image=image, mono=now_mono)
                 held.append(frame)

@@ -25,8 +25,9 @@ class EndOfStream:
 
 @dataclass
 class Discontinuity:
-    """Queue item after a live source lost its stream: frames before and after it are not
-    contiguous (consumers drop their partial clip window)."""
+    """Queue item after a live source lost its stream, or before the first frame of a new size
+    (``reason = "resolution_change"``): frames before and after it do not belong in one clip
+    (consumers drop their partial clip window)."""
 
     reason: str = ""
 

@@ -92,7 +92,17 @@ class VideoSource(DecodeLoop):
             "backend": None,
             "header_frames": 0,
         }
-        self.counts = {"decoded": 0, "sampled": 0, "dropped": 0, "reconnects": 0, "decode_errors": 0, "missing": 0}
+        self.counts = {
+            "decoded": 0,
+            "sampled": 0,
+            "dropped": 0,
+            "reconnects": 0,
+            "decode_errors": 0,
+            "missing": 0,
+            "timestamp_jumps": 0,
+            "resolution_changes": 0,
+        }
+        self._late_logged = 0
         self._sampler = FrameSampler(cfg.sample_fps)
         self._stop = threading.Event()
         self._gen = 0
@@ -112,7 +122,7 @@ class VideoSource(DecodeLoop):
     def _count(self, key: str, metric: str, n: int = 1) -> None:
         with self._lock:
             self.counts[key] += n
-        if self.metrics is not None:
+        if self.metrics is not None and metric:  # "": counted here only (no worker metric)
             self.metrics.inc(metric, n)
 
     def _count_drop(self, n: int) -> None:

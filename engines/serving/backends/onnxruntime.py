@@ -9,6 +9,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from fusewatch.engines.serving.backends.base import Scorer, read_export_metas
+from fusewatch.errors import CheckpointError
 
 
 class OrtScorer(Scorer):
@@ -42,10 +43,7 @@ class OrtScorer(Scorer):
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.threads = threads
         self.paths = {f: Path(p) for f, p in paths.items()}
-        self.sessions = {
-            f: ort.InferenceSession(str(p), so, providers=list(providers or ["CPUExecutionProvider"]))
-            for f, p in self.paths.items()
-        }
+        self.sessions = {f: _session(ort, p, so, providers) for f, p in self.paths.items()}
         self._inputs = {f: [i.name for i in s.get_inputs()] for f, s in self.sessions.items()}
 
     @classmethod
@@ -80,3 +78,15 @@ class OrtScorer(Scorer):
 
     def close(self) -> None:
         self.sessions = {}
+
+
+def _session(ort, path: Path, so, providers: Sequence[str] | None):
+    """An ``InferenceSession`` on ``path``; ONNX Runtime refusing the file (invalid graph, unknown
+    operator, external data outside its folder …) is a one-line :class:`CheckpointError` naming it."""
+    try:
+        return ort.InferenceSession(str(path), so, providers=list(providers or ["CPUExecutionProvider"]))
+    except Exception as e:
+        if type(e).__module__.split(".")[0] != "onnxruntime":
+            raise
+        msg = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        raise CheckpointError(f"model {path}: ONNX Runtime cannot load it ({msg[:300]})") from None
