@@ -21,12 +21,12 @@ def _versions(cfg: Config) -> dict[str, str]:
     return {r: str(build_extractor(r, cfg.features).version) for r in REPS}
 
 
-def _model(path, reps=REPS, versions=None):
+def _model(path, reps=REPS, versions=None, **meta):
     torch.manual_seed(0)
     dims = {"flow": 80, "flow_grid": 128, "rgb": 8}
     m = build_model(ModelConfig(window=4, representations=list(reps)), {r: dims[r] for r in reps})
     m.feature_norm = {r: (np.zeros(dims[r], np.float32), np.ones(dims[r], np.float32)) for r in reps}
-    save_checkpoint(m, path, {"extractor_versions": versions or {}})
+    save_checkpoint(m, path, {"extractor_versions": versions or {}, **meta})
     return path
 
 
@@ -47,6 +47,24 @@ def test_extractor_version_mismatch_is_a_startup_error(tmp_path):
     with pytest.raises(ConfigError, match="'flow' was trained on extractor version 'flow-0-old-settings'") as e:
         features_for_model(cfg, p)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("fmt", ["pt", "onnx"])
+def test_clip_settings_mismatch_is_a_startup_error(tmp_path, fmt):
+    """A model trained on clips every 4 frames scores other windows at stride 16: refused at start."""
+    from fusewatch.engines.export.onnx import export_onnx
+    from fusewatch.engines.training.checkpoint import load_model
+
+    cfg = Config()
+    p = _model(tmp_path / "m.pt", versions=_versions(cfg), clip_len=16, clip_stride=4)
+    if fmt == "onnx":
+        m, meta = load_model(p)
+        p = export_onnx(m, meta, tmp_path / "m.onnx", form="graphs")
+    with pytest.raises(ConfigError, match=r"trained on clips.clip_stride = 4, this configuration makes 16") as e:
+        features_for_model(cfg, p)
+    assert "--set clips.clip_stride=4" in str(e.value) and "\n" not in str(e.value)
+    cfg.clips.clip_stride = 4
+    assert features_for_model(cfg, p).features.extractors == REPS
 
 
 def test_unknown_representation_is_a_startup_error(tmp_path):

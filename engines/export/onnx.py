@@ -284,6 +284,9 @@ def _finalize(proto: onnx.ModelProto, model: FusionModel, meta: ModelMeta, form:
         "build_kwargs": json.dumps(dict(meta.build_kwargs or model.build_kwargs), sort_keys=True),
         "extractor_versions": json.dumps(dict(meta.extractor_versions or {}), sort_keys=True),
     }
+    clips = {k: meta.extra.get(k) for k in ("clip_len", "clip_stride") if type(meta.extra.get(k)) is int}
+    if clips:  # the training features' clip settings: `worker/replay --model` checks the stream's
+        props["clips"] = json.dumps(clips, sort_keys=True)
     norm = meta.feature_norm or encode_feature_norm(getattr(model, "feature_norm", None))
     if norm:  # applied by the caller (the engine state), not inside the graph
         props["feature_norm"] = json.dumps(dict(norm), sort_keys=True)

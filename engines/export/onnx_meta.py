@@ -70,9 +70,12 @@ def _parse_props(raw: Mapping[str, str]) -> dict[str, Any]:
         "alert_thresholds",
         "feature_norm",
         "motion_prior",
+        "clips",
     ):
         if k in raw:
             out[k] = json.loads(raw[k])
+    if isinstance(out.get("clips"), dict):  # as a checkpoint's meta carries them
+        out.update({k: v for k, v in out.pop("clips").items() if k in ("clip_len", "clip_stride")})
     out["softplus"] = raw.get("softplus") == "true"
     out["window"] = out.get("N")
     out["order_p"], out["order_q"] = out.get("P"), out.get("Q")

@@ -97,6 +97,13 @@ def features_for_model(cfg: Any, model: str | Path, build=None) -> Any:
                 f"model {model}: needs representation {r!r}, which no extractor produces "
                 f"(built-in: {', '.join(KNOWN)}; or add onnx:<path> to features.extractors)"
             )
+    for k in ("clip_len", "clip_stride"):  # the window graphs were learnt over clips of this length / step
+        v = (meta.extra or {}).get(k)
+        if type(v) is int and 1 <= v <= 1 << 20 and v != getattr(cfg.clips, k):
+            raise ConfigError(
+                f"model {model}: trained on clips.{k} = {v}, this configuration makes {getattr(cfg.clips, k)} "
+                f"(use --set clips.{k}={v}, as the training extraction did)"
+            )
     cfg.features.extractors = specs
     cfg.features.validate()
     want = {k: str(v) for k, v in (meta.extractor_versions or {}).items() if v}
