@@ -96,11 +96,22 @@ def test_timestamps_restarting_mid_file_continue_the_timeline(tmp_path, opts):
 
 
 def test_a_forward_timestamp_jump_is_counted_and_never_read_as_lost_frames(tmp_path):
+    from fusewatch.stream.metrics import WorkerMetrics
+
     a = write(tmp_path / "a.ts", range(30), pts=list(range(30)), fmt="mpegts")
     b = write(tmp_path / "b.ts", range(30, 60), pts=[300_000 + i for i in range(30)], fmt="mpegts")
-    frames, src = read_all(ts_concat(tmp_path, "jump.ts", a, b))
+    m = WorkerMetrics("cam-j")
+    src = VideoSource(
+        str(ts_concat(tmp_path, "jump.ts", a, b)),
+        SourceConfig(sample_fps=FPS),
+        wall_anchor=0.0,
+        want_audio=False,
+        metrics=m,
+    )
+    frames = [f for f in src if isinstance(f, Frame)]
     assert [f.index for f in frames] == list(range(60)) and all(drawn(f.image) == f.index for f in frames)
     assert src.counts["timestamp_jumps"] == 1 and src.counts["missing"] == 0
+    assert m.registry.get_sample_value("fusewatch_timestamp_jumps_total", {"camera": "cam-j"}) == 1  # Prometheus
     assert frames[30].pts - frames[29].pts > 1000  # the recording's gap is kept in its times
 
 

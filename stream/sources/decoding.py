@@ -93,7 +93,7 @@ class DecodeLoop:
     def _timestamp_jump(self, step: float) -> None:
         """Count (``counts["timestamp_jumps"]``) and log, the 1st, 10th, 100th … time, a timestamp
         step of ``step`` s the timeline continued across (negative: backwards)."""
-        self._count("timestamp_jumps", "")
+        self._count("timestamp_jumps", "timestamp_jumps")
         n = self.counts["timestamp_jumps"]
         if n in (1, 10, 100, 1000) or n % 10000 == 0:
             self.log.warning(
@@ -103,7 +103,7 @@ class DecodeLoop:
 
     def _resolution_change(self, old: tuple[int, ...], new: tuple[int, ...], index: int) -> None:
         """Count (``counts["resolution_changes"]``) and log a mid-stream frame size change."""
-        self._count("resolution_changes", "")
+        self._count("resolution_changes", "resolution_changes")
         n = self.counts["resolution_changes"]
         if n in (1, 10, 100, 1000) or n % 10000 == 0:
             self.log.warning(
