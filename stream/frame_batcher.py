@@ -14,10 +14,13 @@ bad frame fails in its own camera) and queues the ``(1, 3, S, S)`` input here; b
 the backbone's ONNX session on up to ``max_frames`` queued frames of any cameras at once (waiting at
 most ``batch_wait_ms`` for more once they hold one), so frames of many cameras share one inference
 call. A camera waits for its frames' embeddings only at clip end (:meth:`Pending.get`), by which
-time all but the newest are done. Measured on this 2-core CPU (8 cameras, int8 MobileNetV2, ~7.7
-batches of 8 frames): the call itself is cheaper per frame in batches (~7.7 → ~6.6 ms), but the
-hand-off between threads eats the gain — 6.40 vs 6.44 cameras per core without it, +8 MB per
-camera; it is the default so that more cores and cameras can use the batch axis.
+time all but the newest are done. Opt-in (``worker.batch_frames``). Measured on the 2-core
+reference CPU (int8 MobileNetV2): the call itself is cheaper per frame in batches (~7.7 → ~6.6 ms),
+but the hand-off between threads eats the gain — files as fast as possible, 8 cameras: 6.40
+cameras per core with it, 6.44 without, +8 MB per camera; live cameras (bench/latency.py): 0.248
+vs 0.220 cores per camera and clip end → alert record p99 704 vs 227 ms (frames wait behind other
+cameras' batches on a saturated CPU). Machines with more cores and cameras may gain from the batch
+axis; measure with those two benchmarks before turning it on.
 
 Back-pressure: :meth:`FrameBatcher.submit` blocks while ``max_queued`` frames wait (the cameras'
 bounded frame queues then apply their overflow policy). A failed inference call is every frame of

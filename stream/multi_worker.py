@@ -10,8 +10,9 @@ Each camera is a :class:`~fusewatch.stream.worker.Worker` (same source handling,
 reconnects, clip windows, metrics labelled by camera, delivery accounting and FeatureMessage
 bytes) whose clips are extracted by a shared :class:`~fusewatch.stream.extractor_pool.ExtractorPool`
 instead of in its own thread: the CNN backbones run batched across the cameras' clips — with
-per-frame extraction (``worker.per_frame``, the default) as each frame arrives, through a shared
-:class:`~fusewatch.stream.frame_batcher.FrameBatcher` (``worker.batch_frames``). A camera's
+per-frame extraction (``worker.per_frame``, the default) each camera embeds its frames as they
+arrive, or, with ``worker.batch_frames``, through a shared
+:class:`~fusewatch.stream.frame_batcher.FrameBatcher`. A camera's
 messages are published in clip order. A camera whose source cannot be opened, fails or gives up
 reconnecting is recorded in ``errors`` and the others keep running; a message over a size limit
 (:class:`RecordTooLargeError`) still stops everything, as in :func:`~fusewatch.stream.replay.replay`.

@@ -57,7 +57,7 @@ def test_pooled_cameras_publish_what_single_workers_publish(cnn_cfg, cnn_extract
     import copy
 
     cfg = copy.deepcopy(cnn_cfg)
-    cfg.worker.per_frame = per_frame
+    cfg.worker.per_frame = cfg.worker.batch_frames = per_frame
     vids = [PED2 / "test_02.mp4", PED2 / "train_01.mp4", PED2 / "test_02.mp4"]
     cams = [("a", str(vids[0])), ("b", str(vids[1])), ("c", str(vids[2]))]
     bus = InProcessBus()

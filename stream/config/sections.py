@@ -311,10 +311,12 @@ class WorkerConfig(_Section):
     """Extract per frame as frames arrive (CNN embeddings, flow fields: :mod:`fusewatch.stream.frame_parts`),
     so a clip's features are ready right after its last frame; false: the whole clip at clip end
     (the CNNs then batch across cameras' clips in the shared pool). Same features either way."""
-    batch_frames: bool = True
-    """Multi-camera worker with ``per_frame``: CNN embeddings of frames of all cameras are batched into
+    batch_frames: bool = False
+    """Multi-camera worker with ``per_frame``: CNN embeddings of frames of all cameras batched into
     shared inference calls (:mod:`fusewatch.stream.frame_batcher`, ``pool_threads`` threads,
-    ``batch_wait_ms``); false: each camera thread runs its own frames one at a time."""
+    ``batch_wait_ms``). Off by default: on the 2-core reference machine it saved no CPU and raised
+    live clip end → alert p99 from 227 to 704 ms (bench/latency.py); false: each camera thread
+    embeds its own frames as they arrive."""
 
     @model_validator(mode="after")
     def _check(self) -> WorkerConfig:
