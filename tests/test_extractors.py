@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fusewatch.stream.config import FeaturesConfig
+from fusewatch.stream.config import FeaturesConfig, ModelConfig
 from fusewatch.stream.extractors import Extractor, build_extractor, build_extractors
 from fusewatch.stream.extractors.audio import AudioExtractor, hz_to_mel, mel_filterbank, mel_to_hz
 from fusewatch.stream.extractors.base import pool_frames, subsample_indices
@@ -295,7 +295,10 @@ def test_user_onnx_errors(tmp_path):
 
 
 def test_default_extractors_on_vtest_clip(tmp_path, vtest):
-    cfg = FeaturesConfig(model_dir=str(tmp_path))
+    """The default set is the default model's representations; every built-in clip-level extractor
+    (both backbones, flow, audio) runs on one real clip."""
+    assert FeaturesConfig().extractors == ["mobilenetv2", "flow"] == list(ModelConfig().representations)
+    cfg = FeaturesConfig(model_dir=str(tmp_path), extractors=["mobilenetv2", "effnet_lite0", "flow", "audio"])
     exs = build_extractors(cfg)
     assert [e.name for e in exs] == ["mobilenetv2", "effnet_lite0", "flow", "audio"]
     rate = 16000
