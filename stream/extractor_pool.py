@@ -25,7 +25,6 @@ reuses the camera's last backbone embedding (the first clip of a camera always r
 
 from __future__ import annotations
 
-import collections
 import threading
 import time
 from typing import Callable
@@ -33,6 +32,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from .batch_queue import BatchQueue
 from .frame_batcher import is_batchable
 from .frame_parts import Outcome
 from .logs import get_logger
@@ -92,9 +92,7 @@ class ExtractorPool:
         self.gate_threshold = float(gate_threshold)
         self.max_queued = (max(1, int(threads)) + 1) * self.batch_clips
         self.log = get_logger("fusewatch.stream.extractor_pool")
-        self._q: collections.deque[_Job] = collections.deque()
-        self._cv = threading.Condition()
-        self._closed = False
+        self._q = BatchQueue(self.max_queued, self.batch_clips, self.batch_wait, "extractor pool")
         self._last: dict[tuple[str, str], np.ndarray] = {}
         self.batches = 0
         self.clips = 0
@@ -110,43 +108,17 @@ class ExtractorPool:
     def submit(self, key: str, clip, done: Done, ready: dict[str, Outcome] | None = None) -> None:
         """Queue ``clip`` of camera ``key``; ``done(outcomes, gated)`` is called once on a pool thread.
         ``ready``: outcomes already known (per-frame extraction), not run again."""
-        with self._cv:
-            while len(self._q) >= self.max_queued and not self._closed:
-                self._cv.wait(0.5)
-            if self._closed:
-                raise RuntimeError("extractor pool is closed")
-            self._q.append(_Job(key, clip, done, ready))
-            self._cv.notify_all()
+        self._q.put(_Job(key, clip, done, ready))
 
     def close(self, timeout: float | None = 30.0) -> None:
         """Finish the queued clips, then stop the pool threads."""
-        with self._cv:
-            self._closed = True
-            self._cv.notify_all()
+        self._q.close()
         for t in self._threads:
             t.join(timeout)
 
     # -- pool threads -------------------------------------------------------------------------
-    def _take(self) -> list[_Job] | None:
-        """The next batch (never empty), or None once closed and drained."""
-        with self._cv:
-            while True:
-                while not self._q:
-                    if self._closed:
-                        return None
-                    self._cv.wait(0.5)
-                if len(self._q) < self.batch_clips and self.batch_wait > 0 and not self._closed:
-                    deadline = time.monotonic() + self.batch_wait
-                    while len(self._q) < self.batch_clips and (left := deadline - time.monotonic()) > 0:
-                        self._cv.wait(left)
-                if self._q:  # another pool thread may have emptied the queue while this one waited
-                    break
-            jobs = [self._q.popleft() for _ in range(min(self.batch_clips, len(self._q)))]
-            self._cv.notify_all()
-            return jobs
-
     def _loop(self) -> None:
-        while (jobs := self._take()) is not None:
+        while (jobs := self._q.take()) is not None:
             try:
                 results = self.run_batch(jobs)
             except Exception as e:  # never lose the callbacks: every extractor failed for these clips
@@ -194,7 +166,7 @@ class ExtractorPool:
                     )
                 except Exception as ex:
                     per[j][e.name] = (e.name, None, ex, time.perf_counter() - t0)
-        with self._cv:
+        with self._q.lock:
             self.batches += 1
             self.clips += n
             self.clips_gated += sum(gated)

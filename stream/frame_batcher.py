@@ -30,12 +30,12 @@ that call's error (reported as that extractor's failure for their clips, never a
 
 from __future__ import annotations
 
-import collections
 import threading
 import time
 
 import numpy as np
 
+from .batch_queue import BatchQueue
 from .logs import get_logger
 
 MAX_FRAMES = 8
@@ -83,9 +83,7 @@ class FrameBatcher:
         self.batch_wait = max(0.0, float(batch_wait_ms)) / 1000.0
         self.max_queued = (max(1, int(threads)) + 1) * self.max_frames
         self.log = get_logger("fusewatch.stream.frame_batcher")
-        self._q: collections.deque[tuple[object, np.ndarray, Pending]] = collections.deque()
-        self._cv = threading.Condition()
-        self._closed = False
+        self._q = BatchQueue(self.max_queued, self.max_frames, self.batch_wait, "frame batcher")
         self.batches = 0
         self.frames = 0
         self._threads = [
@@ -101,49 +99,17 @@ class FrameBatcher:
         t0 = time.perf_counter()
         x = extractor.prepare([image])  # validates (one-line ValueError) and normalises: (1, 3, S, S)
         p = Pending(time.perf_counter() - t0)
-        with self._cv:
-            while len(self._q) >= self.max_queued and not self._closed:
-                self._cv.wait(0.5)
-            if self._closed:
-                raise RuntimeError("frame batcher is closed")
-            self._q.append((extractor, x, p))
-            self._cv.notify_all()
+        self._q.put((extractor, x, p))
         return p
 
     def close(self, timeout: float | None = 30.0) -> None:
         """Finish the queued frames, then stop the batcher threads."""
-        with self._cv:
-            self._closed = True
-            self._cv.notify_all()
+        self._q.close()
         for t in self._threads:
             t.join(timeout)
 
-    def _take(self) -> list[tuple[object, np.ndarray, Pending]] | None:
-        """Up to ``max_frames`` queued frames of one extractor (the oldest's), or None when closed
-        and drained."""
-        with self._cv:
-            while True:
-                while not self._q:
-                    if self._closed:
-                        return None
-                    self._cv.wait(0.5)
-                if len(self._q) < self.max_frames and self.batch_wait > 0 and not self._closed:
-                    deadline = time.monotonic() + self.batch_wait
-                    while len(self._q) < self.max_frames and (left := deadline - time.monotonic()) > 0:
-                        self._cv.wait(left)
-                if self._q:  # another batcher thread may have emptied the queue while this one waited
-                    break
-            first = self._q[0][0]
-            take, keep = [], collections.deque()
-            while self._q:
-                item = self._q.popleft()
-                (take if item[0] is first and len(take) < self.max_frames else keep).append(item)
-            self._q = keep
-            self._cv.notify_all()
-            return take
-
     def _loop(self) -> None:
-        while (items := self._take()) is not None:
+        while (items := self._q.take(key=lambda it: it[0])) is not None:  # one extractor per call
             e = items[0][0]
             t0 = time.perf_counter()
             try:
@@ -158,6 +124,6 @@ class FrameBatcher:
             share = (time.perf_counter() - t0) / len(items)
             for i, (_, _, p) in enumerate(items):
                 p._set(None if feats is None else np.asarray(feats[i], np.float32), err, share)
-            with self._cv:
+            with self._q.lock:
                 self.batches += 1
                 self.frames += len(items)
