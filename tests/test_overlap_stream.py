@@ -16,7 +16,6 @@ Here, on two generated videos (70 and 50 frames at 10 fps → 14 and 9 clips of 
 from __future__ import annotations
 
 import json
-import logging
 
 import av
 import numpy as np
@@ -28,6 +27,7 @@ from fusewatch.stream.extractors import build_extractors
 from fusewatch.testing import collect_features, moving_box_video, scene_video
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 CLIP_LEN, STRIDE, WINDOW = 16, 4, 4
 VIDEOS = {"cam_a": 70, "normal_b": 50}  # name → frames (10 fps); cam_a's last 30 frames are labelled abnormal
@@ -50,15 +50,6 @@ def _cfg(**over):
 
 def _clips(frames: int) -> int:
     return (frames - CLIP_LEN) // STRIDE + 1
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add overhead on shared cores; restored after."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -110,16 +101,6 @@ def streamed(videos, model):
     path, _ = model
     serving = {b: load_serving_model(cfg, path, backend=b) for b in ("onnxruntime", "torch")}
     return stream_models([videos / f"{v}.mp4" for v in VIDEOS], cfg, serving, camera_ids=list(VIDEOS))
-
-
-@pytest.fixture
-def restore_logging():
-    """CLI commands install the project's log handler (propagate off); undo it for later tests."""
-    saved = {n: (list(logging.getLogger(n).handlers), logging.getLogger(n).propagate) for n in ("fusewatch", "kafka")}
-    yield
-    for n, (handlers, propagate) in saved.items():
-        logging.getLogger(n).handlers[:] = handlers
-        logging.getLogger(n).propagate = propagate
 
 
 def _decoded(path) -> list[np.ndarray]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import shutil
 
 import numpy as np
@@ -29,16 +28,6 @@ def model_dir(tmp_path_factory):
 def ex(model_dir):
     """One extractor for the module; its build exports the feature-map ONNX into ``model_dir``."""
     return build_extractor("mnv2_patches", FeaturesConfig(extractors=["mnv2_patches"], model_dir=str(model_dir)))
-
-
-@pytest.fixture
-def restore_logging():
-    """CLI commands install the project's log handler (propagate off); undo it for later tests."""
-    saved = {n: (list(logging.getLogger(n).handlers), logging.getLogger(n).propagate) for n in ("fusewatch", "kafka")}
-    yield
-    for n, (handlers, propagate) in saved.items():
-        logging.getLogger(n).handlers[:] = handlers
-        logging.getLogger(n).propagate = propagate
 
 
 def _background(h: int, w: int, seed: int = 0) -> np.ndarray:
