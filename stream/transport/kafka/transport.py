@@ -37,6 +37,7 @@ from fusewatch.stream.transport.base import (
 )
 
 from .client_config import _RECONNECT, _RECORD_OVERHEAD, _describe, _redact_secrets, _wrap, client_config
+from .closing import close_consumer, close_producer
 from .delivery import DeliveryTracker, PendingRecord
 from .group_join import _Listener, settle_group
 from .preflight import check_broker
@@ -124,10 +125,7 @@ class KafkaTransport(Transport):
             log.warning("cannot restart the Kafka producer yet: %s", _wrap(e, _describe(self.cfg)))
             return
         old, self._producer = self._producer, new
-        try:
-            old.close(timeout=0)
-        except Exception as e:  # noqa: BLE001 - it is being replaced
-            log.debug("closing wedged producer: %s", e)
+        close_producer(old, 0.0, "wedged Kafka producer")
         log.warning("Kafka producer restarted after expired records (new producer id)")
 
     def _new_consumer(self, group_id: str | None, reset: str) -> KafkaConsumer:
@@ -252,7 +250,7 @@ class KafkaTransport(Transport):
         if self._consumer is None or group_id != self._group_id or reset != self._reset:
             old, self._consumer = self._consumer, None
             if old is not None:
-                old.close(autocommit=False, timeout_ms=self._req_ms)
+                close_consumer(old, self._req_ms)
             self._consumer = self._call(
                 f"cannot start Kafka consumer for {_describe(self.cfg)}", self._new_consumer, group_id, reset
             )
@@ -353,18 +351,14 @@ class KafkaTransport(Transport):
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _close_clients(self) -> None:
-        c, self._consumer = self._consumer, None
+        # The consumer stays reachable while it closes: its close-time revoke runs the caller's
+        # on_revoke, which may still commit what it processed (as in any rebalance).
+        if self._consumer is not None:
+            close_consumer(self._consumer, self._req_ms)
+            self._consumer = None
         p, self._producer = self._producer, None
-        if c is not None:
-            try:
-                c.close(autocommit=False, timeout_ms=self._req_ms)
-            except Exception as e:  # noqa: BLE001 - closing: report, keep going
-                log.warning("closing Kafka consumer: %s: %s", type(e).__name__, e)
         if p is not None:
-            try:
-                p.close(timeout=max(1.0, self._timeout_ms / 1000))
-            except Exception as e:  # noqa: BLE001
-                log.warning("closing Kafka producer: %s: %s", type(e).__name__, e)
+            close_producer(p, max(1.0, self._timeout_ms / 1000))
 
     def close(self) -> None:
         """Flush (raising :class:`DeliveryError` after closing if records were lost), leave the
@@ -378,8 +372,8 @@ class KafkaTransport(Transport):
         except DeliveryError as e:
             err = e
         finally:
+            self._close_clients()  # before _closed: close-time on_revoke callbacks may commit
             self._closed = True
-            self._close_clients()
             if self.delivery is not None:
                 self.delivery.give_up("producer closed before the record was acknowledged")
         if err is not None:
