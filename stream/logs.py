@@ -94,10 +94,13 @@ REDACTED = "***"
 
 class RedactingHandler(logging.StreamHandler):
     """A stream handler whose every formatted line has the given secrets replaced by ``***``
-    (also as they appear inside a ``bytes`` repr, e.g. a logged SASL token)."""
+    (also as they appear inside a ``bytes`` repr, e.g. a logged SASL token). Without an explicit
+    ``stream`` it writes to whatever ``sys.stderr`` is at the time of each record (so a replaced or
+    redirected stderr is followed, and a closed earlier one is never written to)."""
 
     def __init__(self, stream=None, secrets: tuple[str, ...] | list[str] = ()):
         super().__init__(stream)
+        self.follow_stderr = stream is None
         forms = set()
         for s in secrets:
             if s:
@@ -109,6 +112,11 @@ class RedactingHandler(logging.StreamHandler):
         for s in self.secrets:
             line = line.replace(s, REDACTED)
         return line
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.follow_stderr:
+            self.stream = sys.stderr  # under the handler's lock (Handler.handle)
+        super().emit(record)
 
 
 THIRD_PARTY = ("kafka",)
@@ -131,7 +139,7 @@ def setup_logging(
         for h in list(lg.handlers):
             if getattr(h, _HANDLER_TAG, False):
                 lg.removeHandler(h)
-        h = RedactingHandler(stream or sys.stderr, secrets)
+        h = RedactingHandler(stream, secrets)
         setattr(h, _HANDLER_TAG, True)
         h.setFormatter(formatter)
         lg.addHandler(h)

@@ -128,6 +128,19 @@ def test_rest_api_sse_labels_and_evidence(site, tmp_path, caplog):
     for bad in ("api/evidence/cam1/..%2Fx.jpg", "api/evidence/cam1/a1.txt", "api/evidence/cam1/zz.mp4"):
         with pytest.raises(urllib.error.HTTPError):
             _get(base + bad)
+    # a clip is streamed with HTTP ranges (the player seeks); an oversized still is refused whole
+    clip = bytes(range(256)) * 64
+    (tmp_path / "ev" / "cam1" / "a1.mp4").write_bytes(clip)
+    req = urllib.request.Request(base + "api/evidence/cam1/a1.mp4", headers={"Range": "bytes=100-199"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 206 and r.headers["content-type"] == "video/mp4" and r.read() == clip[100:200]
+    with open(tmp_path / "ev" / "cam1" / "big.jpg", "wb") as f:
+        f.truncate((16 << 20) + 1)  # sparse
+    with pytest.raises(urllib.error.HTTPError) as e:
+        _get(base + "api/evidence/cam1/big.jpg")
+    assert e.value.code == 413
+    st, hdr, page = _get(base)
+    assert hdr["content-type"].startswith("text/html") and b"<html" in page.lower()
 
     # SSE: a new score arrives as an event on an open stream
     s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)

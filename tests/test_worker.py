@@ -387,3 +387,24 @@ def test_structured_logs_text_and_json(restore_logging):
     get_logger("fusewatch.stream.worker", camera="c9").info("clip", extra={"fields": {"detail": "a b"}})
     line = buf.getvalue().strip()
     assert line.endswith('INFO fusewatch.stream.worker clip camera=c9 detail="a b"')
+
+
+def test_default_log_stream_follows_stderr(restore_logging, monkeypatch):
+    """Without an explicit stream the handler writes to the current sys.stderr: a closed earlier
+    stderr (a finished command's, a test's capture) is never written to."""
+    import io
+    import logging
+
+    from fusewatch.stream.logs import setup_logging
+
+    first = io.StringIO()
+    monkeypatch.setattr("sys.stderr", first)
+    setup_logging("INFO", "text", logger_names=("fusewatch", "kafka"))
+    logging.getLogger("fusewatch.x").warning("one")
+    first.close()
+    second = io.StringIO()
+    monkeypatch.setattr("sys.stderr", second)
+    logging.getLogger("fusewatch.x").warning("two")
+    logging.getLogger("kafka.x").warning("three")  # library loggers get the same handler
+    assert second.getvalue().splitlines()[0].endswith("WARNING fusewatch.x two")
+    assert "three" in second.getvalue() and "Logging error" not in second.getvalue()

@@ -11,6 +11,7 @@ import asyncio
 import hmac
 import json
 import logging
+import stat
 import time
 from pathlib import Path
 
@@ -27,8 +28,11 @@ from fusewatch.ui.zones import ZoneEditor
 
 STATIC = Path(__file__).with_name("static")
 access_log = logging.getLogger("fusewatch.ui.access")
+log = logging.getLogger("fusewatch.ui")
 COOKIE = "fusewatch_token"
 MAX_BODY = 8 << 20
+MAX_STILL_BYTES = 16 << 20
+"""Largest evidence still served (bytes); evidence JPEGs are one frame."""
 """Largest JSON request body (bytes)."""
 LABEL_BODY = 'expected a JSON object {"label": ...}'
 ZONES_BODY = 'expected a JSON object {"polygons": [[[x, y], ...], ...]}'
@@ -131,11 +135,14 @@ def build_app(cfg, state: LiveState, store: LabelStore) -> Guard:
     for aid, lab in store.all().items():
         state.labels[aid] = {k: lab[k] for k in ("label", "note", "created")}
 
+    # The two pages ship with the package: read once, served from memory (no file I/O per request).
+    pages = {name: (STATIC / name).read_bytes() for name in ("index.html", "alert.html")}
+
     async def page_index(_req):
-        return FileResponse(STATIC / "index.html")
+        return Response(pages["index.html"], media_type="text/html")
 
     async def page_alert(_req):
-        return FileResponse(STATIC / "alert.html")
+        return Response(pages["alert.html"], media_type="text/html")
 
     async def api_cameras(_req):
         try:
@@ -228,12 +235,23 @@ def build_app(cfg, state: LiveState, store: LabelStore) -> Guard:
         except ValueError:
             return JSONResponse({"error": "bad path"}, 400)
         try:
-            found = p.is_file()
-        except OSError:  # e.g. a name too long for the file system
+            st = p.stat()
+            found = stat.S_ISREG(st.st_mode)
+        except OSError:  # missing, or e.g. a name too long for the file system
             found = False
         if not found:
             return JSONResponse({"error": "no such evidence file"}, 404)
-        return FileResponse(p, media_type="video/mp4" if ext == "mp4" else "image/jpeg")
+        if ext == "mp4":  # clips: streamed, with HTTP ranges (the browser's player seeks)
+            return FileResponse(p, media_type="video/mp4", stat_result=st)
+        # a still: small, read whole, so a read error is a clear 500, never a 200 with a cut body
+        if st.st_size > MAX_STILL_BYTES:
+            return JSONResponse({"error": f"evidence image over {MAX_STILL_BYTES} bytes"}, 413)
+        try:
+            data = p.read_bytes()
+        except OSError as e:
+            log.warning("ui: cannot read evidence %s: %s", p, e)
+            return JSONResponse({"error": f"cannot read evidence file: {e.strerror or e}"}, 500)
+        return Response(data, media_type="image/jpeg")
 
     async def api_events(req):
         loop = asyncio.get_running_loop()
