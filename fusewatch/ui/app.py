@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
@@ -31,9 +32,9 @@ access_log = logging.getLogger("fusewatch.ui.access")
 log = logging.getLogger("fusewatch.ui")
 COOKIE = "fusewatch_token"
 MAX_BODY = 8 << 20
+"""Largest JSON request body (bytes)."""
 MAX_STILL_BYTES = 16 << 20
 """Largest evidence still served (bytes); evidence JPEGs are one frame."""
-"""Largest JSON request body (bytes)."""
 LABEL_BODY = 'expected a JSON object {"label": ...}'
 ZONES_BODY = 'expected a JSON object {"polygons": [[[x, y], ...], ...]}'
 
@@ -243,11 +244,12 @@ def build_app(cfg, state: LiveState, store: LabelStore) -> Guard:
             return JSONResponse({"error": "no such evidence file"}, 404)
         if ext == "mp4":  # clips: streamed, with HTTP ranges (the browser's player seeks)
             return FileResponse(p, media_type="video/mp4", stat_result=st)
-        # a still: small, read whole, so a read error is a clear 500, never a 200 with a cut body
+        # a still: small, read whole (in a worker thread), so a read error is a clear 500, never a
+        # 200 with a cut body
         if st.st_size > MAX_STILL_BYTES:
-            return JSONResponse({"error": f"evidence image over {MAX_STILL_BYTES} bytes"}, 413)
+            return JSONResponse({"error": f"evidence image over {MAX_STILL_BYTES} bytes"}, 500)
         try:
-            data = p.read_bytes()
+            data = await run_in_threadpool(p.read_bytes)
         except OSError as e:
             log.warning("ui: cannot read evidence %s: %s", p, e)
             return JSONResponse({"error": f"cannot read evidence file: {e.strerror or e}"}, 500)

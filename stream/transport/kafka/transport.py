@@ -78,6 +78,8 @@ class KafkaTransport(Transport):
         self._group_id = group_id
         self._reset = "earliest"
         self._closed = False
+        self._closing = False
+        """Set by :meth:`close`: no new records from then on (close-time callbacks included)."""
         self._join_ms: int | None = None
         """Bound on awaiting a pending group join (None: the consumer's ``session_timeout_ms``)."""
         self.lost_joins = 0
@@ -165,7 +167,7 @@ class KafkaTransport(Transport):
         *,
         on_delivery: DeliveryCallback | None = None,
     ) -> None:
-        if self._closed:
+        if self._closed or self._closing:
             raise TransportError("KafkaTransport is closed")
         if self._producer is None:
             raise TransportError("KafkaTransport was created with produce=False")
@@ -248,9 +250,9 @@ class KafkaTransport(Transport):
             raise TransportError("KafkaTransport was created with consume=False")
         reset = "earliest" if from_beginning else "latest"
         if self._consumer is None or group_id != self._group_id or reset != self._reset:
-            old, self._consumer = self._consumer, None
-            if old is not None:
-                close_consumer(old, self._req_ms)
+            if self._consumer is not None:  # still reachable: its close-time on_revoke may commit
+                close_consumer(self._consumer, self._req_ms)
+            self._consumer = None
             self._consumer = self._call(
                 f"cannot start Kafka consumer for {_describe(self.cfg)}", self._new_consumer, group_id, reset
             )
@@ -366,13 +368,15 @@ class KafkaTransport(Transport):
         if self._closed:
             return
         err: BaseException | None = None
+        self._closing = True
         try:
             if self._producer is not None:
                 self.flush(timeout=self._req_ms / 1000 + self._timeout_ms / 1000)
         except DeliveryError as e:
             err = e
+            self._closed = True  # records were lost: close-time on_revoke must not commit past them
         finally:
-            self._close_clients()  # before _closed: close-time on_revoke callbacks may commit
+            self._close_clients()  # flushed: close-time on_revoke callbacks may still commit
             self._closed = True
             if self.delivery is not None:
                 self.delivery.give_up("producer closed before the record was acknowledged")
